@@ -1,0 +1,38 @@
+#!/bin/bash
+# Idempotent set-up for a Debian 12 machine (run as root): Debian packages, a virtualenv,
+# memlens installed editable with its BPF objects built.  A second run only checks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# clang-19/llvm-19: compile BPF (Debian's default clang is 14); libbpf-dev: bpf_helpers.h;
+# libbpf1: the runtime; bpftool: debugging and vmlinux.h; sysstat/procps: the witnesses the
+# checklist tests compare with; gcc/make: test workloads; tmux: drives `memlens top` in tests;
+# bpftrace: the peer measured in bench/; libc6-dbg: full libc symbols for stacks.
+PACKAGES="clang-19 llvm-19 libbpf1 libbpf-dev bpftool linux-libc-dev libelf1 gcc g++ make
+          procps sysstat tmux bpftrace strace libc6-dbg python3-venv"
+missing=""
+for p in $PACKAGES; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+    echo "setup: installing Debian packages:$missing" >&2
+    if [ "$(id -u)" != 0 ]; then echo "setup: need root to apt-get install:$missing" >&2; exit 1; fi
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends $missing >/dev/null
+fi
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    echo "setup: creating .venv" >&2
+    "$PY" -m venv .venv
+fi
+stamp=.venv/.memlens-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ hatch_build.py -nt "$stamp" ]; then
+    echo "setup: installing memlens (editable) into .venv" >&2
+    .venv/bin/python -m pip install -q --upgrade pip >/dev/null
+    .venv/bin/python -m pip install -q -e '.[test,exporter]'
+    touch "$stamp"
+fi
+# Rebuild BPF objects whose sources changed since the last install (cheap when none did).
+.venv/bin/python hatch_build.py

@@ -1,0 +1,116 @@
+# SPDX-License-Identifier: GPL-2.0-only
+"""`memlens <command>`: one explicit list of commands, imported lazily.
+
+Only the chosen command's module is imported, so `memlens oomkill` does not pay for rich,
+psutil or the other tools at start-up (launch-to-attached is a measured figure, see bench/).
+Each command module defines `COMMAND`, an object with:
+    name, summary, epilog (examples), add_arguments(parser), run(args) -> int
+Errors are typed (memlens.errors) and caught only here.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import signal
+import sys
+
+from memlens import __version__
+from memlens.errors import EXIT_USAGE, MemlensError
+
+# (name, module, one-line summary) — the summary is repeated here so `memlens --help`
+# imports nothing.
+COMMANDS: list[tuple[str, str, str]] = [
+    ("check", "memlens.checklist.check", "the memory checklist: OOMs, swap, vmstat, free, top RSS, PSI, cgroups, sar -B"),
+    ("doctor", "memlens.doctor", "readiness: privileges, BTF, tracefs, hook kinds, which tools run here"),
+    ("top", "memlens.checklist.top", "live view: memory, paging, PSI and the processes with most RSS/faults"),
+    ("pmap", "memlens.checklist.pmap", "a process's mappings with RSS, dirty and swap (pmap -x)"),
+    ("oomkill", "memlens.tools.oomkill", "trace OOM kills: trigger, victim, RSS, cgroup"),
+    ("memleak", "memlens.tools.memleak", "outstanding allocations by stack (user or kernel)"),
+    ("mmapsnoop", "memlens.tools.mmapsnoop", "trace mmap() calls: prot, flags, size, file"),
+    ("brkstack", "memlens.tools.brkstack", "count brk() heap expansions by user stack"),
+]
+
+
+def _usage() -> str:
+    width = max(len(n) for n, _, _ in COMMANDS)
+    lines = [
+        f"usage: memlens [--version] [COMMAND [ARGS...]]",
+        "",
+        "Linux memory observability with eBPF. With no command: the checklist, then `doctor`.",
+        "",
+        "commands:",
+    ]
+    lines += [f"  {n:<{width}}  {s}" for n, _, s in COMMANDS]
+    lines += ["", "`memlens COMMAND --help` for each command's options and examples.",
+              "Exit codes: 0 ok, 1 failure, 2 usage, 3 not permitted, 4 kernel lacks a hook."]
+    return "\n".join(lines)
+
+
+def build_parser(name: str, command) -> argparse.ArgumentParser:  # noqa: ANN001
+    parser = argparse.ArgumentParser(
+        prog=f"memlens {name}",
+        description=getattr(command, "description", None) or command.summary,
+        epilog=getattr(command, "epilog", None),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    command.add_arguments(parser)
+    return parser
+
+
+def load_command(name: str):  # noqa: ANN201
+    for cmd_name, module, _ in COMMANDS:
+        if cmd_name == name:
+            return importlib.import_module(module).COMMAND
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # `| head` closes stdout early: die quietly like the classic tools instead of a traceback.
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    if argv and argv[0] in ("-h", "--help", "help"):
+        print(_usage())
+        return 0
+    if argv and argv[0] == "--version":
+        print(f"memlens {__version__}")
+        return 0
+    if not argv or argv[0].startswith("-"):
+        name = "main"
+        module = "memlens.mainjob"
+    else:
+        name = argv.pop(0)
+        module = next((m for n, m, _ in COMMANDS if n == name), None)
+        if module is None:
+            print(f"memlens: unknown command {name!r} (see `memlens --help`)", file=sys.stderr)
+            return EXIT_USAGE
+    try:
+        command = importlib.import_module(module).COMMAND
+        parser = build_parser(name if name != "main" else "", command)
+        args = parser.parse_args(argv)
+        return int(command.run(args) or 0)
+    except MemlensError as err:
+        _report_error(err, argv)
+        return err.exit_code
+    except KeyboardInterrupt:
+        return 0
+    except BrokenPipeError:
+        # Reader went away (`| head`); nothing useful left to print.
+        try:
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115
+        except OSError:
+            pass
+        return 0
+
+
+def _report_error(err: MemlensError, argv: list[str]) -> None:
+    if "--json" in argv:
+        import json
+
+        print(json.dumps({"type": "error", "message": str(err), "exit_code": err.exit_code}),
+              flush=True)
+    print(f"memlens: {err}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
