@@ -152,7 +152,7 @@ def sar_paging(a: Sample, b: Sample) -> dict[str, float]:
         return n / itv_cs * 100
 
     scanned = d["pgscan_kswapd"] + d["pgscan_direct"]
-    return {
+    out = {
         "pgpgin_kib_per_s": s_value(d["pgpgin"]),
         "pgpgout_kib_per_s": s_value(d["pgpgout"]),
         "fault_per_s": s_value(d["pgfault"]),
@@ -164,6 +164,8 @@ def sar_paging(a: Sample, b: Sample) -> dict[str, float]:
         "vmeff_percent": (d["pgsteal"] / scanned * 100) if scanned else 0.0,
         "interval_s": itv_cs / 100,
     }
+    # sar prints two decimals; keep four so JSON shows no float noise (28.000000000000004)
+    return {k: round(v, 4) for k, v in out.items()}
 
 
 SAR_KEYS = ("pgpgin_kib_per_s", "pgpgout_kib_per_s", "fault_per_s", "majflt_per_s",
