@@ -1,0 +1,51 @@
+# SPDX-License-Identifier: GPL-2.0-only
+"""Stack frames as every memlens tool prints them.
+
+A `Frame` is what the symbolizers (memlens.core.symbols) return for one address.  Its text
+form follows BCC's stack output so users can diff our stacks against theirs:
+
+    malloc+0x1a [libc.so.6]       resolved user frame
+    do_anonymous_page+0x1d        kernel frame (no module for vmlinux)
+    kmem_cache_alloc+0x40 [xfs]   kernel module frame
+    [unknown] [libfoo.so]         inside a mapped file that has no symbol there
+    0x7f3a2c001234 [unknown]      not inside any file we can read
+"""
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+
+class Frame(NamedTuple):
+    addr: int                      # runtime address as recorded (for return addresses: the IP)
+    symbol: Optional[str]          # function name (demangled when C++), None if unresolved
+    offset: int                    # addr - symbol start (0 when unresolved)
+    module: Optional[str]          # basename of the mapped file / kernel module, None = vmlinux
+    # The symbol had no size (size 0 in the ELF table, or any kallsyms symbol): we accepted
+    # the address because it lies before the next symbol, which is a guess, not a proof.
+    approx: bool = False
+    source: Optional[str] = None   # "file.c:12" when line info was asked for and found
+
+    @property
+    def resolved(self) -> bool:
+        return self.symbol is not None
+
+    def __str__(self) -> str:
+        if self.symbol is None:
+            if self.module:
+                text = f"[unknown] [{self.module}]"
+            else:
+                text = f"{self.addr:#x} [unknown]"
+        else:
+            text = f"{self.symbol}+{self.offset:#x}"
+            if self.module:
+                text += f" [{self.module}]"
+        if self.source:
+            text += f" ({self.source})"
+        return text
+
+    @property
+    def name(self) -> str:
+        """Short label for folded stacks / flame graphs: the symbol, else `[module]`/`[unknown]`."""
+        if self.symbol is not None:
+            return self.symbol
+        return f"[{self.module}]" if self.module else "[unknown]"
