@@ -1,0 +1,123 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/* Shared BPF-side helpers for every memlens tool: loss accounting, PID and cgroup filters,
+ * stack capture that counts its failures.  Include after vmlinux.h and bpf_helpers.h. */
+#ifndef __MEMLENS_BPF_H
+#define __MEMLENS_BPF_H
+
+#include <bpf/bpf_core_read.h>
+#include "memlens_common.h"
+
+#ifndef EEXIST
+#define EEXIST 17
+#endif
+#ifndef EFAULT
+#define EFAULT 14
+#endif
+#ifndef ENOMEM
+#define ENOMEM 12
+#endif
+#ifndef E2BIG
+#define E2BIG 7
+#endif
+
+/* Nothing is lost silently: every reserve/update/stack failure is counted here and the
+ * Python side reports the counts (text footer, JSON "lost" records). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, MEMLENS_DROP_NR);
+	__type(key, __u32);
+	__type(value, __u64);
+} drops SEC(".maps");
+
+static __always_inline void count_drop(__u32 kind)
+{
+	__u64 *v = bpf_map_lookup_elem(&drops, &kind);
+	if (v)
+		(*v)++;
+}
+
+/* Filters, set from user space before load (rodata). */
+const volatile __u32 targ_tgid = 0;        /* 0 = every process */
+const volatile __u64 targ_cgroup_id = 0;   /* 0 = every cgroup; else the cgroup dir inode */
+const volatile bool targ_cgroup_v1 = false; /* compare the v1 memory hierarchy, not v2 */
+
+#define MEMLENS_CGROUP_MAX_DEPTH 16
+
+/* kernel commit 633488947ef6 ("kernfs: Use RCU to access kernfs_node::parent.", 6.15)
+ * renamed kernfs_node::parent to __parent. */
+struct kernfs_node___pre615 {
+	struct kernfs_node *parent;
+} __attribute__((preserve_access_index));
+
+static __always_inline struct kernfs_node *kn_parent(struct kernfs_node *kn)
+{
+	if (bpf_core_field_exists(kn->__parent))
+		return BPF_CORE_READ(kn, __parent);
+	return BPF_CORE_READ((struct kernfs_node___pre615 *)kn, parent);
+}
+
+/* kernfs node of the task's memory cgroup (v1) or default-hierarchy cgroup (v2). */
+static __always_inline struct kernfs_node *task_cgroup_kn(struct task_struct *task, bool v1)
+{
+	if (v1) {
+		int id = bpf_core_enum_value(enum cgroup_subsys_id, memory_cgrp_id);
+		return BPF_CORE_READ(task, cgroups, subsys[id], cgroup, kn);
+	}
+	return BPF_CORE_READ(task, cgroups, dfl_cgrp, kn);
+}
+
+/* True when the task is in the target cgroup or one of its descendants. */
+static __always_inline bool cgroup_allowed_task(struct task_struct *task)
+{
+	if (!targ_cgroup_id)
+		return true;
+	struct kernfs_node *kn = task_cgroup_kn(task, targ_cgroup_v1);
+	for (int i = 0; i < MEMLENS_CGROUP_MAX_DEPTH && kn; i++) {
+		if (BPF_CORE_READ(kn, id) == targ_cgroup_id)
+			return true;
+		kn = kn_parent(kn);
+	}
+	return false;
+}
+
+static __always_inline bool task_allowed(void)
+{
+	if (targ_tgid && (bpf_get_current_pid_tgid() >> 32) != targ_tgid)
+		return false;
+	if (targ_cgroup_id)
+		return cgroup_allowed_task((struct task_struct *)bpf_get_current_task());
+	return true;
+}
+
+/* bpf_get_stackid() with every failure counted by cause.  -EFAULT means there was no
+ * stack to walk (kernel thread, no user regs): "missing"; -EEXIST is a hash collision
+ * and -ENOMEM a full map: "lost". */
+static __always_inline __s32 stackid_counted(void *ctx, void *map, __u64 flags)
+{
+	long id = bpf_get_stackid(ctx, map, flags);
+	if (id >= 0)
+		return id;
+	if (id == -EEXIST)
+		count_drop(MEMLENS_DROP_STACK_COLLISION);
+	else if (id == -ENOMEM || id == -E2BIG)
+		count_drop(MEMLENS_DROP_STACK_FULL);
+	else
+		count_drop(MEMLENS_DROP_STACK_MISSING);
+	return (__s32)id;
+}
+
+/* Reserve a ring-buffer record or count the loss. */
+#define reserve_or_count(rb, size) ({                                   \
+	void *__r = bpf_ringbuf_reserve(rb, size, 0);                    \
+	if (!__r)                                                         \
+		count_drop(MEMLENS_DROP_RINGBUF);                        \
+	__r; })
+
+static __always_inline void update_or_count(void *map, const void *key, const void *val,
+					     __u64 flags)
+{
+	if (bpf_map_update_elem(map, key, val, flags))
+		count_drop(MEMLENS_DROP_MAP_FULL);
+}
+
+#endif /* __MEMLENS_BPF_H */

@@ -1,0 +1,18 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/* Constants shared by the BPF side and Python (memlens/core/drops.py mirrors the enum). */
+#ifndef __MEMLENS_COMMON_H
+#define __MEMLENS_COMMON_H
+
+#define TASK_COMM_LEN 16
+#define MEMLENS_STACK_DEPTH 127
+
+enum memlens_drop {
+	MEMLENS_DROP_RINGBUF = 0,         /* ring buffer full: event lost */
+	MEMLENS_DROP_STACK_COLLISION = 1, /* stack map hash collision: stack lost */
+	MEMLENS_DROP_STACK_FULL = 2,      /* stack map full: stack lost */
+	MEMLENS_DROP_STACK_MISSING = 3,   /* no stack to walk (e.g. kernel thread) */
+	MEMLENS_DROP_MAP_FULL = 4,        /* a hash map was full: entry not recorded */
+	MEMLENS_DROP_NR = 8,
+};
+
+#endif

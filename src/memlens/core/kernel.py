@@ -1,0 +1,154 @@
+# SPDX-License-Identifier: GPL-2.0-only
+"""What the running kernel offers, found by probing — never by version numbers.
+
+tracefs: libbpf attaches tracepoints through tracefs (events/<cat>/<name>/id), and tracefs
+is not mounted at boot on some machines (ours): mount it once, as root, and say so.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from memlens.errors import KernelLacks
+
+TRACEFS_CANDIDATES = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
+_announced_mount = False
+
+
+def _mounts() -> list[tuple[str, str]]:
+    try:
+        with open("/proc/mounts") as f:
+            return [(p[1], p[2]) for p in (line.split() for line in f) if len(p) > 2]
+    except OSError:
+        return []
+
+
+def tracefs_path() -> str | None:
+    """Where tracefs is mounted (with an events/ directory), else None."""
+    for mnt, fstype in _mounts():
+        if fstype == "tracefs" and os.path.isdir(os.path.join(mnt, "events")):
+            return mnt
+    for cand in TRACEFS_CANDIDATES:
+        if os.path.isdir(os.path.join(cand, "events")):
+            return cand
+    return None
+
+
+def ensure_tracefs(quiet: bool = False) -> str:
+    """Return tracefs's mount point, mounting it at /sys/kernel/tracing if needed."""
+    global _announced_mount
+    path = tracefs_path()
+    if path:
+        return path
+    target = TRACEFS_CANDIDATES[0]
+    if os.geteuid() != 0:
+        raise KernelLacks("tracefs is not mounted; as root run: "
+                          f"mount -t tracefs nodev {target}")
+    rc = subprocess.run(["mount", "-t", "tracefs", "nodev", target],
+                        capture_output=True, text=True)
+    if rc.returncode != 0 or not os.path.isdir(os.path.join(target, "events")):
+        raise KernelLacks(f"tracefs is not mounted and mounting it at {target} failed: "
+                          f"{rc.stderr.strip() or 'no events/ directory'}")
+    if not quiet and not _announced_mount:
+        print(f"memlens: mounted tracefs at {target} (needed to attach tracepoints)",
+              file=sys.stderr)
+    _announced_mount = True
+    return target
+
+
+def tracepoint_exists(category: str, name: str) -> bool:
+    base = tracefs_path()
+    if base is None:
+        return False
+    return os.path.isdir(os.path.join(base, "events", category, name))
+
+
+@functools.lru_cache(maxsize=1)
+def has_btf() -> bool:
+    return os.path.exists("/sys/kernel/btf/vmlinux")
+
+
+@functools.lru_cache(maxsize=1)
+def _btf_names() -> bytes:
+    try:
+        return Path("/sys/kernel/btf/vmlinux").read_bytes()
+    except OSError:
+        return b""
+
+
+def btf_has_name(name: str) -> bool:
+    """Cheap test for a type/function name in vmlinux BTF (its string section)."""
+    return b"\0" + name.encode() + b"\0" in _btf_names()
+
+
+def tp_btf_exists(event: str) -> bool:
+    """A BTF-typed tracepoint needs the btf_trace_<event> typedef in vmlinux BTF."""
+    return has_btf() and btf_has_name(f"btf_trace_{event}")
+
+
+@functools.lru_cache(maxsize=1)
+def kprobes_supported() -> bool:
+    return os.path.isdir("/sys/bus/event_source/devices/kprobe")
+
+
+@functools.lru_cache(maxsize=1)
+def uprobes_supported() -> bool:
+    return os.path.isdir("/sys/bus/event_source/devices/uprobe")
+
+
+def kernel_function_exists(name: str) -> bool:
+    try:
+        with open("/proc/kallsyms", "rb") as f:
+            needle = f" {name}\n".encode()
+            return any(line.endswith(needle) or line.endswith(needle[:-1] + b"\t")
+                       for line in f if name.encode() in line)
+    except OSError:
+        return False
+
+
+def kprobe_exists(func: str) -> bool:
+    return kprobes_supported() and kernel_function_exists(func)
+
+
+def lockdown_mode() -> str | None:
+    try:
+        text = Path("/sys/kernel/security/lockdown").read_text()
+    except OSError:
+        return None
+    for word in text.split():
+        if word.startswith("["):
+            return word.strip("[]")
+    return None
+
+
+def cgroup_target(path: str) -> tuple[int, bool]:
+    """(kernfs id, is_v1) for a --cgroup argument: a path under /sys/fs/cgroup (v1 memory
+    hierarchy or v2), or a path relative to the memory hierarchy like /mygroup."""
+    from memlens.errors import UsageError
+
+    candidates = [path]
+    if not path.startswith("/sys/fs/cgroup"):
+        rel = path.lstrip("/")
+        candidates += [f"/sys/fs/cgroup/memory/{rel}", f"/sys/fs/cgroup/{rel}",
+                       f"/sys/fs/cgroup/unified/{rel}"]
+    for cand in candidates:
+        if os.path.isdir(cand):
+            real = os.path.realpath(cand)
+            is_v1 = "/sys/fs/cgroup/memory" in real
+            if not is_v1 and not _is_cgroup2(real):
+                continue
+            return os.stat(real).st_ino, is_v1
+    raise UsageError(f"--cgroup {path}: no such cgroup directory (give a path under "
+                     "/sys/fs/cgroup/memory for v1 or /sys/fs/cgroup for v2)")
+
+
+def _is_cgroup2(path: str) -> bool:
+    best = ""
+    fstype = ""
+    for mnt, fs in _mounts():
+        if (path == mnt or path.startswith(mnt.rstrip("/") + "/")) and len(mnt) > len(best):
+            best, fstype = mnt, fs
+    return fstype == "cgroup2"

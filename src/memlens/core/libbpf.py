@@ -1,0 +1,223 @@
+# SPDX-License-Identifier: GPL-2.0-only
+"""Thin private ctypes binding over the system libbpf (libbpf.so.1, Debian `libbpf1`).
+
+Why ctypes and not a PyPI binding: pylibbpf 0.0.7 cannot attach with runtime parameters
+(pid, function, offset), has no ring-buffer consumer and no rodata access; BCC needs kernel
+headers at run time (../shared/BPF-PYTHON.md §1).  libbpf's ABI is stable and its option
+structs are size-versioned (`sz` first), so declaring the 1.1 layouts works with newer libbpf.
+
+Conventions of libbpf ≥ 1.0 relied upon here: pointer-returning calls give NULL and set
+errno on failure; int-returning calls return -errno.
+"""
+from __future__ import annotations
+
+import ctypes as C
+import ctypes.util
+import errno as errno_mod
+import os
+import sys
+import threading
+
+_lib: C.CDLL | None = None
+_libc = C.CDLL(None, use_errno=True)
+_logs: list[tuple[int, str]] = []
+_log_lock = threading.Lock()
+
+LIBBPF_WARN, LIBBPF_INFO, LIBBPF_DEBUG = 0, 1, 2
+
+# enum bpf_map_type / bpf_prog_type values used by memlens (UAPI, stable)
+BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_PERCPU_HASH = 1, 2, 5
+BPF_MAP_TYPE_PERCPU_ARRAY, BPF_MAP_TYPE_STACK_TRACE = 6, 7
+BPF_MAP_TYPE_LRU_HASH, BPF_MAP_TYPE_LRU_PERCPU_HASH, BPF_MAP_TYPE_RINGBUF = 9, 10, 27
+PERCPU_MAP_TYPES = {BPF_MAP_TYPE_PERCPU_HASH, BPF_MAP_TYPE_PERCPU_ARRAY, BPF_MAP_TYPE_LRU_PERCPU_HASH}
+BPF_PROG_TYPE_KPROBE, BPF_PROG_TYPE_TRACEPOINT, BPF_PROG_TYPE_PERF_EVENT = 2, 5, 7
+BPF_PROG_TYPE_RAW_TRACEPOINT, BPF_PROG_TYPE_TRACING = 17, 26
+BPF_MAP_TYPE_NAMES = {1: "hash", 2: "array", 5: "percpu_hash", 6: "percpu_array",
+                      7: "stack_trace", 9: "lru_hash", 10: "lru_percpu_hash", 27: "ringbuf"}
+
+
+class LibbpfUnavailable(OSError):
+    pass
+
+
+class UprobeOpts(C.Structure):
+    # struct bpf_uprobe_opts, libbpf 1.1 layout (size-versioned, forward compatible)
+    _fields_ = [("sz", C.c_size_t), ("ref_ctr_offset", C.c_size_t), ("bpf_cookie", C.c_uint64),
+                ("retprobe", C.c_bool), ("func_name", C.c_char_p)]
+
+
+class UsdtOpts(C.Structure):
+    _fields_ = [("sz", C.c_size_t), ("usdt_cookie", C.c_uint64)]
+
+
+class KprobeOpts(C.Structure):
+    _fields_ = [("sz", C.c_size_t), ("bpf_cookie", C.c_uint64), ("offset", C.c_size_t),
+                ("retprobe", C.c_bool)]
+
+
+class PerfEventOpts(C.Structure):
+    _fields_ = [("sz", C.c_size_t), ("bpf_cookie", C.c_uint64)]
+
+
+class BtfType(C.Structure):
+    # struct btf_type: name_off, info (vlen:16, kind:5 @24, kflag @31), size|type
+    _fields_ = [("name_off", C.c_uint32), ("info", C.c_uint32), ("size_or_type", C.c_uint32)]
+
+
+class BtfMember(C.Structure):
+    _fields_ = [("name_off", C.c_uint32), ("type", C.c_uint32), ("offset", C.c_uint32)]
+
+
+class BtfArray(C.Structure):
+    _fields_ = [("type", C.c_uint32), ("index_type", C.c_uint32), ("nelems", C.c_uint32)]
+
+
+class BtfVarSecinfo(C.Structure):
+    _fields_ = [("type", C.c_uint32), ("offset", C.c_uint32), ("size", C.c_uint32)]
+
+
+PRINT_FN = C.CFUNCTYPE(C.c_int, C.c_int, C.c_char_p, C.c_void_p)
+
+_SIGNATURES = {
+    # name: (restype, argtypes)
+    "libbpf_major_version": (C.c_uint32, []),
+    "libbpf_minor_version": (C.c_uint32, []),
+    "libbpf_set_print": (C.c_void_p, [PRINT_FN]),
+    "libbpf_num_possible_cpus": (C.c_int, []),
+    "libbpf_probe_bpf_prog_type": (C.c_int, [C.c_int, C.c_void_p]),
+    "libbpf_probe_bpf_map_type": (C.c_int, [C.c_int, C.c_void_p]),
+    "libbpf_probe_bpf_helper": (C.c_int, [C.c_int, C.c_int, C.c_void_p]),
+    "bpf_object__open_file": (C.c_void_p, [C.c_char_p, C.c_void_p]),
+    "bpf_object__load": (C.c_int, [C.c_void_p]),
+    "bpf_object__close": (None, [C.c_void_p]),
+    "bpf_object__btf": (C.c_void_p, [C.c_void_p]),
+    "bpf_object__next_map": (C.c_void_p, [C.c_void_p, C.c_void_p]),
+    "bpf_object__next_program": (C.c_void_p, [C.c_void_p, C.c_void_p]),
+    "bpf_map__name": (C.c_char_p, [C.c_void_p]),
+    "bpf_map__fd": (C.c_int, [C.c_void_p]),
+    "bpf_map__type": (C.c_int, [C.c_void_p]),
+    "bpf_map__key_size": (C.c_uint32, [C.c_void_p]),
+    "bpf_map__value_size": (C.c_uint32, [C.c_void_p]),
+    "bpf_map__max_entries": (C.c_uint32, [C.c_void_p]),
+    "bpf_map__set_max_entries": (C.c_int, [C.c_void_p, C.c_uint32]),
+    "bpf_map__initial_value": (C.c_void_p, [C.c_void_p, C.POINTER(C.c_size_t)]),
+    "bpf_map__btf_value_type_id": (C.c_uint32, [C.c_void_p]),
+    "bpf_program__name": (C.c_char_p, [C.c_void_p]),
+    "bpf_program__section_name": (C.c_char_p, [C.c_void_p]),
+    "bpf_program__set_autoload": (C.c_int, [C.c_void_p, C.c_bool]),
+    "bpf_program__autoload": (C.c_bool, [C.c_void_p]),
+    "bpf_program__fd": (C.c_int, [C.c_void_p]),
+    "bpf_program__attach": (C.c_void_p, [C.c_void_p]),
+    "bpf_program__attach_tracepoint": (C.c_void_p, [C.c_void_p, C.c_char_p, C.c_char_p]),
+    "bpf_program__attach_raw_tracepoint": (C.c_void_p, [C.c_void_p, C.c_char_p]),
+    "bpf_program__attach_trace": (C.c_void_p, [C.c_void_p]),
+    "bpf_program__attach_perf_event_opts": (C.c_void_p, [C.c_void_p, C.c_int,
+                                                         C.POINTER(PerfEventOpts)]),
+    "bpf_program__attach_kprobe_opts": (C.c_void_p, [C.c_void_p, C.c_char_p,
+                                                     C.POINTER(KprobeOpts)]),
+    "bpf_program__attach_uprobe_opts": (C.c_void_p, [C.c_void_p, C.c_int, C.c_char_p,
+                                                     C.c_size_t, C.POINTER(UprobeOpts)]),
+    "bpf_program__attach_usdt": (C.c_void_p, [C.c_void_p, C.c_int, C.c_char_p, C.c_char_p,
+                                              C.c_char_p, C.POINTER(UsdtOpts)]),
+    "bpf_link__destroy": (C.c_int, [C.c_void_p]),
+    "bpf_map_lookup_elem": (C.c_int, [C.c_int, C.c_void_p, C.c_void_p]),
+    "bpf_map_update_elem": (C.c_int, [C.c_int, C.c_void_p, C.c_void_p, C.c_uint64]),
+    "bpf_map_delete_elem": (C.c_int, [C.c_int, C.c_void_p]),
+    "bpf_map_get_next_key": (C.c_int, [C.c_int, C.c_void_p, C.c_void_p]),
+    "bpf_map_lookup_batch": (C.c_int, [C.c_int, C.c_void_p, C.c_void_p, C.c_void_p,
+                                       C.c_void_p, C.POINTER(C.c_uint32), C.c_void_p]),
+    "bpf_map_delete_batch": (C.c_int, [C.c_int, C.c_void_p, C.POINTER(C.c_uint32),
+                                       C.c_void_p]),
+    "btf__find_by_name_kind": (C.c_int32, [C.c_void_p, C.c_char_p, C.c_uint32]),
+    "btf__type_by_id": (C.POINTER(BtfType), [C.c_void_p, C.c_uint32]),
+    "btf__name_by_offset": (C.c_char_p, [C.c_void_p, C.c_uint32]),
+    "btf__resolve_size": (C.c_int64, [C.c_void_p, C.c_uint32]),
+    "btf__resolve_type": (C.c_int, [C.c_void_p, C.c_uint32]),
+    "btf__load_vmlinux_btf": (C.c_void_p, []),
+    "btf__free": (None, [C.c_void_p]),
+}
+
+
+class _Lib:
+    """Attribute access to libbpf functions with their signatures set."""
+
+    def __init__(self, cdll: C.CDLL):
+        self._cdll = cdll
+        for name, (res, args) in _SIGNATURES.items():
+            try:
+                fn = getattr(cdll, name)
+            except AttributeError:  # older libbpf: the caller checks has()
+                continue
+            fn.restype, fn.argtypes = res, args
+            setattr(self, name, fn)
+
+    def has(self, name: str) -> bool:
+        return hasattr(self, name)
+
+
+@PRINT_FN
+def _print_cb(level: int, fmt: bytes, va: int) -> int:
+    # On x86-64 and arm64 a va_list argument is passed as a pointer: vsnprintf can take it.
+    # verifier logs arrive as one message: size the buffer for a whole log
+    buf = C.create_string_buffer(1 << 20)
+    _libc.vsnprintf(buf, 1 << 20, fmt, C.c_void_p(va))
+    text = buf.value.decode(errors="replace").rstrip()
+    if os.environ.get("MEMLENS_DEBUG"):
+        print(text, file=sys.stderr)
+    with _log_lock:
+        _logs.append((level, text))
+        del _logs[:-400]
+    return 0
+
+
+def lib() -> _Lib:
+    global _lib
+    if _lib is None:
+        path = os.environ.get("MEMLENS_LIBBPF") or "libbpf.so.1"
+        try:
+            cdll = C.CDLL(path, use_errno=True)
+        except OSError:
+            found = ctypes.util.find_library("bpf")
+            if not found:
+                raise LibbpfUnavailable(
+                    "libbpf.so.1 not found: install the libbpf runtime (Debian/Ubuntu: "
+                    "apt install libbpf1)") from None
+            cdll = C.CDLL(found, use_errno=True)
+        _lib = _Lib(cdll)  # type: ignore[assignment]
+        _lib.libbpf_set_print(_print_cb)  # type: ignore[union-attr]
+    return _lib  # type: ignore[return-value]
+
+
+def version() -> tuple[int, int]:
+    lb = lib()
+    return int(lb.libbpf_major_version()), int(lb.libbpf_minor_version())
+
+
+def take_logs(min_level: int = LIBBPF_INFO) -> list[str]:
+    """libbpf's messages since the last call (warnings and info; debug dropped)."""
+    with _log_lock:
+        out = [msg for lvl, msg in _logs if lvl <= min_level]
+        _logs.clear()
+    return out
+
+
+def last_errno() -> int:
+    return C.get_errno()
+
+
+def strerror(err: int) -> str:
+    err = abs(err)
+    return f"{errno_mod.errorcode.get(err, err)}: {os.strerror(err)}"
+
+
+def ncpus_possible() -> int:
+    return int(lib().libbpf_num_possible_cpus())
+
+
+def perf_event_open(attr: bytes, pid: int, cpu: int, group_fd: int = -1, flags: int = 0) -> int:
+    """perf_event_open(2) through syscall(); returns the fd or -errno."""
+    nr = {"x86_64": 298, "aarch64": 241}[os.uname().machine]
+    buf = C.create_string_buffer(attr, len(attr))
+    fd = _libc.syscall(C.c_long(nr), buf, C.c_int(pid), C.c_int(cpu), C.c_int(group_fd),
+                       C.c_ulong(flags))
+    return fd if fd >= 0 else -C.get_errno()

@@ -1,0 +1,329 @@
+# SPDX-License-Identifier: GPL-2.0-only
+"""BpfObject: the libbpf skeleton lifecycle, from Python.
+
+    with BpfObject.open(path) as obj:          # open: parse ELF, BTF, relocations
+        obj.rodata["targ_tgid"] = pid          # configure: read-only data, map sizes,
+        obj.set_max_entries("allocs", 1 << 20) #   which programs autoload
+        obj.set_autoload("oom_kill_process", False)
+        obj.load()                             # load: CO-RE relocate, verify
+        obj.attach_tracepoint("mark_victim", "oom", "mark_victim")   # attach
+        ...                                    # poll maps / ring buffers
+                                               # exit: links destroyed, object closed
+
+Every phase raises its own error with libbpf's explanation, so a user sees *which* step
+failed and why (verifier log tail on load, errno on attach).
+"""
+from __future__ import annotations
+
+import ctypes as C
+import errno
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from memlens.core import libbpf as L
+from memlens.errors import KernelLacks, MemlensError, NotPermitted
+
+BTF_KIND_INT, BTF_KIND_PTR, BTF_KIND_ARRAY, BTF_KIND_STRUCT, BTF_KIND_UNION = 1, 2, 3, 4, 5
+BTF_KIND_ENUM, BTF_KIND_TYPEDEF, BTF_KIND_VOLATILE, BTF_KIND_CONST = 6, 8, 9, 10
+BTF_KIND_VAR, BTF_KIND_DATASEC, BTF_KIND_ENUM64 = 14, 15, 19
+
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+
+
+class BpfError(MemlensError):
+    """A lifecycle step failed; the message names the step, the object and the reason."""
+
+
+def _phase_error(phase: str, what: str, err: int, hint: str = "") -> MemlensError:
+    logs = [m for m in L.take_logs(L.LIBBPF_WARN) if m]
+    detail = f" ({L.strerror(err)})" if err else ""
+    tail = ""
+    lines = [ln.strip() for m in logs for ln in m.splitlines() if ln.strip()]
+    if "-- END PROG LOAD LOG --" in " ".join(lines):
+        # the verifier's verdict is the last lines of the program's log
+        end = max(i for i, ln in enumerate(lines) if "-- END PROG LOAD LOG --" in ln)
+        lines = lines[max(0, end - 2):end]
+    lines = [ln.removeprefix("libbpf: ") for ln in lines]
+    if lines:
+        tail = "; libbpf: " + " | ".join(lines[-3:])
+        hint = hint or " (MEMLENS_DEBUG=1 prints libbpf's full log)"
+    msg = f"{phase} {what} failed{detail}{tail}{hint}"
+    if err in (errno.EPERM, errno.EACCES):
+        return NotPermitted(msg + " — needs root or CAP_BPF+CAP_PERFMON")
+    if phase == "attaching" and err in (errno.ENOENT, errno.EOPNOTSUPP, errno.ENOTSUPP
+                                        if hasattr(errno, "ENOTSUPP") else 524):
+        return KernelLacks(msg)
+    return BpfError(msg)
+
+
+def object_path(relative: str) -> Path:
+    """Path of a compiled object shipped in the package, e.g. 'tools/oomkill/oomkill.bpf.o'."""
+    path = PACKAGE_ROOT / relative
+    if not path.exists():
+        raise BpfError(f"BPF object {path} is missing: the package was installed without its "
+                       "compiled objects (rebuild with `make bpf` or reinstall with clang present)")
+    return path
+
+
+class _Datasec:
+    """Dict-like view of a global data section (.rodata/.bss/.data) before load."""
+
+    def __init__(self, obj: BpfObject, map_ptr: int):
+        self._obj = obj
+        self._map = map_ptr
+        size = C.c_size_t()
+        self._base = L.lib().bpf_map__initial_value(map_ptr, C.byref(size))
+        self._size = size.value
+        self.vars: dict[str, tuple[int, int]] = {}
+        btf = obj.btf
+        type_id = L.lib().bpf_map__btf_value_type_id(map_ptr)
+        if not btf or not type_id:
+            return
+        t = L.lib().btf__type_by_id(btf, type_id).contents
+        if (t.info >> 24) & 0x1F != BTF_KIND_DATASEC:
+            return
+        vlen = t.info & 0xFFFF
+        secinfo = C.cast(C.addressof(t) + C.sizeof(L.BtfType), C.POINTER(L.BtfVarSecinfo))
+        for i in range(vlen):
+            si = secinfo[i]
+            var = L.lib().btf__type_by_id(btf, si.type).contents
+            name = L.lib().btf__name_by_offset(btf, var.name_off).decode()
+            self.vars[name] = (si.offset, si.size)
+
+    def __setitem__(self, name: str, value: Any) -> None:
+        if self._obj.loaded:
+            raise BpfError(f"cannot set {name}: read-only data is fixed once the object is loaded")
+        if name not in self.vars:
+            raise BpfError(f"BPF object has no global variable {name!r}")
+        off, size = self.vars[name]
+        if isinstance(value, (bytes, bytearray)):
+            data = bytes(value)[:size].ljust(size, b"\0")
+        elif isinstance(value, bool):
+            data = int(value).to_bytes(size, "little")
+        elif isinstance(value, int):
+            data = (value & ((1 << (8 * size)) - 1)).to_bytes(size, "little")
+        else:
+            raise BpfError(f"unsupported value type for {name}: {type(value).__name__}")
+        C.memmove(self._base + off, data, size)
+
+    def __getitem__(self, name: str) -> bytes:
+        off, size = self.vars[name]
+        return C.string_at(self._base + off, size)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.vars
+
+
+class BpfObject:
+    def __init__(self, path: str | os.PathLike[str]):
+        self.path = Path(path)
+        self.loaded = False
+        self.links: list[tuple[str, int]] = []
+        self._maps: dict[str, Any] = {}
+        lb = L.lib()
+        L.take_logs()
+        ptr = lb.bpf_object__open_file(str(self.path).encode(), None)
+        if not ptr:
+            raise _phase_error("opening", f"BPF object {self.path.name}", L.last_errno())
+        self.ptr: int = ptr
+        self.btf = lb.bpf_object__btf(ptr)
+        self._map_ptrs: dict[str, int] = {}
+        m = lb.bpf_object__next_map(ptr, None)
+        while m:
+            self._map_ptrs[lb.bpf_map__name(m).decode()] = m
+            m = lb.bpf_object__next_map(ptr, m)
+        self._progs: dict[str, int] = {}
+        p = lb.bpf_object__next_program(ptr, None)
+        while p:
+            self._progs[lb.bpf_program__name(p).decode()] = p
+            p = lb.bpf_object__next_program(ptr, p)
+        self.rodata = self._datasec(".rodata")
+        self.bss = self._datasec(".bss")
+
+    @classmethod
+    def open(cls, relative_or_path: str | os.PathLike[str]) -> BpfObject:
+        path = Path(relative_or_path)
+        if not path.is_absolute():
+            path = object_path(str(relative_or_path))
+        return cls(path)
+
+    # -- configure -------------------------------------------------------------------------
+    def _datasec(self, suffix: str) -> _Datasec | None:
+        for name, m in self._map_ptrs.items():
+            if name.endswith(suffix):
+                return _Datasec(self, m)
+        return None
+
+    def set_max_entries(self, map_name: str, n: int) -> None:
+        rc = L.lib().bpf_map__set_max_entries(self._map_ptr(map_name), int(n))
+        if rc:
+            raise _phase_error("configuring", f"map {map_name} size", rc)
+
+    def set_autoload(self, prog_name: str, autoload: bool) -> None:
+        L.lib().bpf_program__set_autoload(self.prog(prog_name), bool(autoload))
+
+    def programs(self) -> list[str]:
+        return list(self._progs)
+
+    def section(self, prog_name: str) -> str:
+        return L.lib().bpf_program__section_name(self.prog(prog_name)).decode()
+
+    # -- load ------------------------------------------------------------------------------
+    def load(self) -> None:
+        L.take_logs()
+        rc = L.lib().bpf_object__load(self.ptr)
+        if rc:
+            raise _phase_error("loading", f"BPF object {self.path.name}", rc)
+        self.loaded = True
+
+    # -- attach ----------------------------------------------------------------------------
+    def _link(self, what: str, link: int | None) -> int:
+        if not link:
+            raise _phase_error("attaching", what, L.last_errno())
+        self.links.append((what, link))
+        return link
+
+    def attach_tracepoint(self, prog: str, category: str, name: str) -> int:
+        return self._link(f"tracepoint {category}:{name}", L.lib().bpf_program__attach_tracepoint(
+            self.prog(prog), category.encode(), name.encode()))
+
+    def attach_raw_tracepoint(self, prog: str, name: str) -> int:
+        return self._link(f"raw tracepoint {name}", L.lib().bpf_program__attach_raw_tracepoint(
+            self.prog(prog), name.encode()))
+
+    def attach_auto(self, prog: str) -> int:
+        """Attach as the SEC() name says (tp_btf/, fentry/, tracepoint/cat/name...)."""
+        return self._link(f"program {prog} ({self.section(prog)})",
+                          L.lib().bpf_program__attach(self.prog(prog)))
+
+    def attach_perf_event(self, prog: str, fd: int, cookie: int = 0) -> int:
+        opts = L.PerfEventOpts(sz=C.sizeof(L.PerfEventOpts), bpf_cookie=cookie)
+        return self._link(f"perf event fd {fd}", L.lib().bpf_program__attach_perf_event_opts(
+            self.prog(prog), fd, C.byref(opts)))
+
+    def attach_kprobe(self, prog: str, func: str, retprobe: bool = False) -> int:
+        opts = L.KprobeOpts(sz=C.sizeof(L.KprobeOpts), retprobe=retprobe)
+        kind = "kretprobe" if retprobe else "kprobe"
+        return self._link(f"{kind} {func}", L.lib().bpf_program__attach_kprobe_opts(
+            self.prog(prog), func.encode(), C.byref(opts)))
+
+    def attach_uprobe(self, prog: str, binary: str, func: str | None = None, pid: int = -1,
+                      retprobe: bool = False, offset: int = 0, cookie: int = 0) -> int:
+        """uprobe/uretprobe on `func` (or a raw offset) in `binary`; pid=-1 means every process."""
+        opts = L.UprobeOpts(sz=C.sizeof(L.UprobeOpts), retprobe=retprobe, bpf_cookie=cookie,
+                            func_name=func.encode() if func else None)
+        kind = "uretprobe" if retprobe else "uprobe"
+        where = f"{binary}:{func or hex(offset)}" + (f" pid {pid}" if pid >= 0 else "")
+        return self._link(f"{kind} {where}", L.lib().bpf_program__attach_uprobe_opts(
+            self.prog(prog), pid, binary.encode(), offset, C.byref(opts)))
+
+    def attach_usdt(self, prog: str, binary: str, provider: str, name: str, pid: int = -1,
+                    cookie: int = 0) -> int:
+        opts = L.UsdtOpts(sz=C.sizeof(L.UsdtOpts), usdt_cookie=cookie)
+        return self._link(f"usdt {binary}:{provider}:{name}", L.lib().bpf_program__attach_usdt(
+            self.prog(prog), pid, binary.encode(), provider.encode(), name.encode(),
+            C.byref(opts)))
+
+    def detach_all(self) -> None:
+        lb = L.lib()
+        while self.links:
+            _, link = self.links.pop()
+            lb.bpf_link__destroy(link)
+
+    # -- access ----------------------------------------------------------------------------
+    def prog(self, name: str) -> int:
+        try:
+            return self._progs[name]
+        except KeyError:
+            raise BpfError(f"{self.path.name} has no program {name!r}") from None
+
+    def prog_fd(self, name: str) -> int:
+        return int(L.lib().bpf_program__fd(self.prog(name)))
+
+    def _map_ptr(self, name: str) -> int:
+        try:
+            return self._map_ptrs[name]
+        except KeyError:
+            raise BpfError(f"{self.path.name} has no map {name!r}") from None
+
+    def map(self, name: str):  # noqa: ANN201  (-> maps.Map; imported lazily)
+        if name not in self._maps:
+            from memlens.core.maps import Map
+
+            self._maps[name] = Map(self, name, self._map_ptr(name))
+        return self._maps[name]
+
+    def has_map(self, name: str) -> bool:
+        return name in self._map_ptrs
+
+    def struct_dtype(self, name: str) -> np.dtype:
+        """numpy dtype of a C struct from the object's BTF: the .h shared with the BPF side
+        is the single source of truth for record layouts (no hand-kept Python mirror)."""
+        lb = L.lib()
+        type_id = lb.btf__find_by_name_kind(self.btf, name.encode(), BTF_KIND_STRUCT)
+        if type_id < 0:
+            raise BpfError(f"{self.path.name}: struct {name} not in BTF (is it used by a map "
+                           "or a global so that clang emits it?)")
+        return btf_dtype(self.btf, type_id)
+
+    # -- teardown --------------------------------------------------------------------------
+    def close(self) -> None:
+        self.detach_all()
+        for m in self._maps.values():
+            m.close()
+        self._maps.clear()
+        if self.ptr:
+            L.lib().bpf_object__close(self.ptr)
+            self.ptr = 0
+
+    def __enter__(self) -> BpfObject:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def btf_dtype(btf: int, type_id: int) -> np.dtype:
+    """Translate a BTF type to a numpy dtype (structs, arrays, ints, enums, pointers)."""
+    lb = L.lib()
+    type_id = lb.btf__resolve_type(btf, type_id)
+    t = lb.btf__type_by_id(btf, type_id).contents
+    kind = (t.info >> 24) & 0x1F
+    if kind in (BTF_KIND_STRUCT, BTF_KIND_UNION):
+        vlen = t.info & 0xFFFF
+        kflag = t.info >> 31
+        members = C.cast(C.addressof(t) + C.sizeof(L.BtfType), C.POINTER(L.BtfMember))
+        names, formats, offsets = [], [], []
+        for i in range(vlen):
+            mb = members[i]
+            bit_off = mb.offset & 0xFFFFFF if kflag else mb.offset
+            if kflag and mb.offset >> 24:
+                raise BpfError("bitfields are not supported in shared structs")
+            names.append(lb.btf__name_by_offset(btf, mb.name_off).decode() or f"_anon{i}")
+            formats.append(btf_dtype(btf, mb.type))
+            offsets.append(bit_off // 8)
+        return np.dtype({"names": names, "formats": formats, "offsets": offsets,
+                         "itemsize": t.size_or_type})
+    if kind == BTF_KIND_ARRAY:
+        arr = C.cast(C.addressof(t) + C.sizeof(L.BtfType), C.POINTER(L.BtfArray)).contents
+        elem = btf_dtype(btf, arr.type)
+        if elem == np.dtype("i1"):  # char[N]: a C string (comm, file names)
+            return np.dtype(f"S{arr.nelems}")
+        return np.dtype((elem, (arr.nelems,)))
+    if kind == BTF_KIND_INT:
+        size = t.size_or_type
+        encoding = C.cast(C.addressof(t) + C.sizeof(L.BtfType), C.POINTER(C.c_uint32))[0]
+        signed = bool((encoding >> 24) & 1)
+        if (encoding >> 24) & 4:  # BTF_INT_BOOL
+            return np.dtype("?")
+        if size == 1 and (encoding >> 24) & 2:  # BTF_INT_CHAR
+            return np.dtype("i1")
+        return np.dtype(f"<{'i' if signed else 'u'}{size}")
+    if kind in (BTF_KIND_ENUM, BTF_KIND_ENUM64):
+        return np.dtype(f"<i{t.size_or_type}")
+    if kind == BTF_KIND_PTR:
+        return np.dtype("<u8")
+    raise BpfError(f"unsupported BTF kind {kind} in a shared struct")

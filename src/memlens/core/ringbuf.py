@@ -1,0 +1,98 @@
+# SPDX-License-Identifier: GPL-2.0-only
+"""BPF ring buffer consumer: mmap the ring and decode whole batches with numpy.
+
+Why not ring_buffer__poll with a ctypes callback: measured here it tops out at 0.4-0.9 M
+events/s and dropped 39-63 % of a 1.5 M/s stream; decoding the pending region as one numpy
+array drains 22-31 M events/s, and polling on a 10-50 ms timer instead of waking per event
+cut consumer CPU from 1.9 s to 0.15 s per 3 M events (../shared/BPF-PYTHON.md §3).
+
+Layout (kernel/bpf/ringbuf.c): page 0 = consumer_pos (we write it), page 1 = producer_pos,
+then the data area mapped twice so a record that wraps is still contiguous.  Each record has
+an 8-byte header {u32 len | BUSY<<31 | DISCARD<<30, u32 pg_off} and is 8-byte aligned.
+Reading relies on x86-64 TSO ordering (a plain load of producer_pos then of the data).
+"""
+from __future__ import annotations
+
+import mmap
+import os
+import struct
+
+import numpy as np
+
+BUSY, DISCARD = 1 << 31, 1 << 30
+HDR = 8
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+class RingBuffer:
+    def __init__(self, map_fd: int, size: int, name: str = "events"):
+        self.name, self.size = name, size
+        self._cons = mmap.mmap(map_fd, PAGE, mmap.MAP_SHARED,
+                               mmap.PROT_READ | mmap.PROT_WRITE, offset=0)
+        self._prod = mmap.mmap(map_fd, PAGE + 2 * size, mmap.MAP_SHARED, mmap.PROT_READ,
+                               offset=PAGE)
+        self._data = np.frombuffer(self._prod, np.uint8, offset=PAGE)
+
+    def _positions(self) -> tuple[int, int]:
+        cons = struct.unpack_from("<Q", self._cons)[0]
+        prod = struct.unpack_from("<Q", self._prod)[0]
+        return cons, prod
+
+    def pending_bytes(self) -> int:
+        cons, prod = self._positions()
+        return prod - cons
+
+    def consume_fixed(self, dtype: np.dtype) -> np.ndarray:
+        """Every committed record, all of which have dtype's size (one ring per event type)."""
+        rec = dtype.itemsize
+        stride = (rec + HDR + 7) & ~7
+        cons, prod = self._positions()
+        nrec = (prod - cons) // stride
+        if nrec <= 0:
+            return np.zeros(0, dtype)
+        start = cons & (self.size - 1)
+        raw = self._data[start:start + nrec * stride].reshape(nrec, stride)
+        hdr = raw[:, :4].copy().view("<u4").ravel()
+        busy = np.flatnonzero(hdr & BUSY)
+        if busy.size:  # stop at the first record still being written
+            nrec = int(busy[0])
+        lengths = hdr[:nrec] & ~np.uint32(BUSY | DISCARD)
+        if nrec and np.any(lengths != rec):
+            # a record of another size: fall back to the generic walk for this batch
+            return self._consume_walk(dtype)
+        out = raw[:nrec, HDR:HDR + rec].copy().view(dtype).ravel()  # copy before release
+        keep = (hdr[:nrec] & DISCARD) == 0
+        struct.pack_into("<Q", self._cons, 0, cons + nrec * stride)
+        return out[keep]
+
+    def _consume_walk(self, dtype: np.dtype) -> np.ndarray:
+        records = [r for r in self.consume_records() if len(r) >= dtype.itemsize]
+        if not records:
+            return np.zeros(0, dtype)
+        return np.frombuffer(b"".join(r[:dtype.itemsize] for r in records), dtype)
+
+    def consume_records(self) -> list[bytes]:
+        """Generic walk for rings with records of varying size."""
+        out = []
+        cons, prod = self._positions()
+        pos = cons
+        while pos < prod:
+            off = pos & (self.size - 1)
+            hdr = int(self._data[off:off + 4].view("<u4")[0])
+            if hdr & BUSY:
+                break
+            length = hdr & ~(BUSY | DISCARD)
+            if not hdr & DISCARD:
+                out.append(self._data[off + HDR:off + HDR + length].tobytes())
+            pos += (length + HDR + 7) & ~7
+        if pos != cons:
+            struct.pack_into("<Q", self._cons, 0, pos)
+        return out
+
+    def close(self) -> None:
+        try:
+            del self._data
+            self._prod.close()
+            self._cons.close()
+        except (BufferError, AttributeError):
+            pass

@@ -1,0 +1,168 @@
+# SPDX-License-Identifier: GPL-2.0-only
+"""oomkill: trace OOM kills, with the victim's RSS and memory cgroup.
+
+Hooks, chosen by probing: tp_btf/mark_victim (typed: the victim's task, so its memory
+cgroup path is read in the kernel at the moment of the kill), else the classic
+oom:mark_victim tracepoint (victim pid and, on >= 6.8, RSS fields; cgroup read from
+/proc/PID/cgroup).  BCC and libbpf-tools use a kprobe on oom_kill_process, which does not
+exist on kernels without kprobes.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+
+from memlens.core import kernel
+from memlens.core.loader import BpfObject
+from memlens.core.privileges import require_tracing_privileges
+from memlens.core.session import Session, add_common_options, report_lost
+from memlens.errors import KernelLacks
+
+EXAMPLES = """\
+examples:
+  memlens oomkill                  # print each OOM kill as it happens
+  memlens oomkill --json           # one JSON object per kill
+  memlens oomkill -d 3600          # watch for an hour, then exit
+
+output:
+  19:40:01 Triggered by PID 3058 ("python3"), OOM kill of PID 3058 ("python3"), \
+total-vm 538144 kB, loadavg: 0.99 0.39 0.30 3/282 22724
+           rss anon 65280 kB, file 5376 kB, shmem 0 kB; pgtables 188 kB; \
+cgroup /envm_oom
+
+  The trigger is the task in whose context the kill ran (it asked for memory); the
+  victim is the task killed.  cgroup is the victim's memory cgroup (v1 memory
+  hierarchy, or v2), "/" for the root (a global OOM).
+"""
+
+
+def memcg_v1_active() -> bool:
+    return os.path.exists("/sys/fs/cgroup/memory/memory.limit_in_bytes")
+
+
+def read_loadavg() -> str:
+    try:
+        with open("/proc/loadavg") as f:
+            return f.read().strip()
+    except OSError:
+        return "?"
+
+
+def cgroup_path(names: list[bytes], levels: int, truncated: bool) -> str:
+    parts = [n.decode(errors="replace") for n in names[:levels]]
+    if not truncated and parts:
+        parts = parts[:-1]  # the hierarchy's root directory
+    path = "/" + "/".join(reversed(parts))
+    return ("..." + path) if truncated else path
+
+
+def proc_cgroup(pid: int, v1: bool) -> str | None:
+    """Fallback when the hook gives no task pointer: the victim is still exiting."""
+    try:
+        with open(f"/proc/{pid}/cgroup") as f:
+            for line in f:
+                _, controllers, path = line.rstrip("\n").split(":", 2)
+                if (v1 and "memory" in controllers.split(",")) or (not v1 and controllers == ""):
+                    return path
+    except OSError:
+        pass
+    return None
+
+
+class OomkillCommand:
+    name = "oomkill"
+    summary = "Trace OOM kills: trigger and victim, victim RSS and memory cgroup, loadavg."
+    epilog = EXAMPLES
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        add_common_options(parser, pid=False, cgroup=False)
+
+    def run(self, args: argparse.Namespace) -> int:
+        require_tracing_privileges("oomkill")
+        from memlens.output.ndjson import JsonWriter
+
+        writer = JsonWriter(sys.stdout) if args.json else None
+        v1 = memcg_v1_active()
+        kernel.ensure_tracefs()
+        use_btf = kernel.tp_btf_exists("mark_victim")
+        if not use_btf and not kernel.tracepoint_exists("oom", "mark_victim"):
+            raise KernelLacks("oomkill needs the oom:mark_victim tracepoint (tried tp_btf/"
+                              "mark_victim and tracepoint oom:mark_victim; neither exists)")
+        with BpfObject.open("tools/oomkill/oomkill.bpf.o") as obj:
+            obj.rodata["targ_cgroup_v1_memcg"] = v1
+            obj.set_autoload("mark_victim_btf", use_btf)
+            obj.set_autoload("mark_victim_tp", not use_btf)
+            obj.load()
+            if use_btf:
+                obj.attach_auto("mark_victim_btf")
+            else:
+                obj.attach_tracepoint("mark_victim_tp", "oom", "mark_victim")
+            dtype = obj.struct_dtype("oom_event")
+            ring = obj.map("events").ringbuf()
+            session = Session(duration=args.duration)
+            session.banner("OOM kills")
+            kills = 0
+
+            def poll() -> None:
+                nonlocal kills
+                for rec in ring.consume_fixed(dtype):
+                    kills += 1
+                    self.print_kill(rec, v1, writer)
+                report_lost(session.new_drops(obj), writer)
+
+            session.run(poll, poll_interval=0.1)
+            poll()
+            if writer:
+                writer.emit({"type": "summary", "kills": kills,
+                             "lost": session.total_drops(),
+                             "hook": "tp_btf/mark_victim" if use_btf else "tracepoint/oom/mark_victim"})
+        return 0
+
+    @staticmethod
+    def print_kill(rec: np.void, v1: bool, writer) -> None:  # noqa: ANN001
+        victim_pid = int(rec["victim_pid"])
+        if rec["has_details"] and rec["cgroup_levels"]:
+            cg = cgroup_path(list(rec["cgroup"]), int(rec["cgroup_levels"]),
+                             bool(rec["cgroup_truncated"]))
+        else:
+            cg = proc_cgroup(victim_pid, v1)
+        loadavg = read_loadavg()
+        fields = {
+            "type": "event",
+            "time": time.strftime("%H:%M:%S"),
+            "timestamp": time.time(),
+            "trigger_pid": int(rec["trigger_pid"]),
+            "trigger_comm": rec["trigger_comm"].decode(errors="replace"),
+            "victim_pid": victim_pid,
+            "victim_comm": rec["victim_comm"].decode(errors="replace"),
+            "total_vm_kb": int(rec["total_vm_kb"]),
+            "anon_rss_kb": int(rec["anon_rss_kb"]),
+            "file_rss_kb": int(rec["file_rss_kb"]),
+            "shmem_rss_kb": int(rec["shmem_rss_kb"]),
+            "pgtables_kb": int(rec["pgtables_kb"]),
+            "uid": int(rec["uid"]),
+            "oom_score_adj": int(rec["oom_score_adj"]),
+            "cgroup": cg,
+            "cgroup_id": int(rec["cgroup_id"]) or None,
+            "cgroup_hierarchy": "v1-memory" if v1 else "v2",
+            "loadavg": loadavg,
+        }
+        if writer is not None:
+            writer.emit(fields)
+            return
+        from memlens.output.table import escape as sanitize
+
+        f = fields
+        print(f'{f["time"]} Triggered by PID {f["trigger_pid"]} ("{sanitize(f["trigger_comm"])}"), '
+              f'OOM kill of PID {f["victim_pid"]} ("{sanitize(f["victim_comm"])}"), '
+              f'total-vm {f["total_vm_kb"]} kB, loadavg: {loadavg}')
+        print(f'{"":9}rss anon {f["anon_rss_kb"]} kB, file {f["file_rss_kb"]} kB, '
+              f'shmem {f["shmem_rss_kb"]} kB; pgtables {f["pgtables_kb"]} kB; '
+              f'cgroup {sanitize(cg or "?")}', flush=True)
+
+
+COMMAND = OomkillCommand()

@@ -1,0 +1,120 @@
+// SPDX-License-Identifier: GPL-2.0
+// oomkill: one record per OOM kill, with the victim's RSS and memory cgroup.
+// Hooks, in order of preference (chosen by probing in Python):
+//   tp_btf/mark_victim      typed args: the victim's task_struct (cgroup path, RSS)
+//   tracepoint/oom/mark_victim  the stable tracepoint's fields (victim pid, RSS on >= 6.8)
+// Unlike the kprobe on oom_kill_process used by BCC/libbpf-tools, both work on kernels
+// without kprobes (this project's development machines).
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include "memlens.bpf.h"
+#include "oomkill.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+const volatile bool targ_cgroup_v1_memcg = true; /* which hierarchy names the victim's cgroup */
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 64 * 1024);
+} events SEC(".maps");
+
+/* clang emits BTF for the record only if something uses the type */
+struct oom_event oom_event_btf_anchor __attribute__((unused));
+
+/* Before 6.2 (commit f1a7941243c1 "mm: convert mm's rss stats into percpu_counter")
+ * rss_stat was a struct of atomic_long_t. */
+struct mm_rss_stat___pre62 {
+	atomic_long_t count[4];
+} __attribute__((preserve_access_index));
+struct mm_struct___pre62 {
+	struct mm_rss_stat___pre62 rss_stat;
+} __attribute__((preserve_access_index));
+
+static __always_inline __u64 mm_counter(struct mm_struct *mm, int member)
+{
+	/* same value the tracepoint prints: percpu_counter_read_positive() */
+	struct mm_struct___pre62 *old = (void *)mm;
+	if (bpf_core_field_exists(old->rss_stat.count)) {
+		long v = BPF_CORE_READ(old, rss_stat.count[member].counter);
+		return v > 0 ? v : 0;
+	}
+	s64 v = BPF_CORE_READ(mm, rss_stat[member].count);
+	return v > 0 ? v : 0;
+}
+
+static __always_inline void fill_trigger(struct oom_event *e)
+{
+	e->ts_ns = bpf_ktime_get_boot_ns();
+	e->trigger_pid = bpf_get_current_pid_tgid() >> 32;
+	bpf_get_current_comm(e->trigger_comm, sizeof(e->trigger_comm));
+}
+
+SEC("tp_btf/mark_victim")
+int BPF_PROG(mark_victim_btf, struct task_struct *task, uid_t uid)
+{
+	struct oom_event *e = reserve_or_count(&events, sizeof(*e));
+	if (!e)
+		return 0;
+	__builtin_memset(e, 0, sizeof(*e));
+	fill_trigger(e);
+	e->victim_pid = BPF_CORE_READ(task, tgid);
+	e->uid = uid;
+	e->oom_score_adj = BPF_CORE_READ(task, signal, oom_score_adj);
+	BPF_CORE_READ_STR_INTO(&e->victim_comm, task, comm);
+	struct mm_struct *mm = BPF_CORE_READ(task, mm);
+	if (mm) {
+		int page_kb_shift = 2; /* PAGE_SHIFT - 10 for 4 KiB pages */
+		e->total_vm_kb = BPF_CORE_READ(mm, total_vm) << page_kb_shift;
+		e->file_rss_kb = mm_counter(mm, 0) << page_kb_shift;  /* MM_FILEPAGES */
+		e->anon_rss_kb = mm_counter(mm, 1) << page_kb_shift;  /* MM_ANONPAGES */
+		e->shmem_rss_kb = mm_counter(mm, 3) << page_kb_shift; /* MM_SHMEMPAGES */
+		e->pgtables_kb = BPF_CORE_READ(mm, pgtables_bytes.counter) >> 10;
+	}
+	struct kernfs_node *kn = task_cgroup_kn(task, targ_cgroup_v1_memcg);
+	e->cgroup_id = kn ? BPF_CORE_READ(kn, id) : 0;
+	for (int i = 0; i < OOM_CGROUP_LEVELS && kn; i++) {
+		const char *name = BPF_CORE_READ(kn, name);
+		bpf_probe_read_kernel_str(e->cgroup[i], OOM_CGROUP_NAME_LEN, name);
+		e->cgroup_levels = i + 1;
+		kn = kn_parent(kn);
+	}
+	e->cgroup_truncated = kn != NULL;
+	e->has_details = 1;
+	bpf_ringbuf_submit(e, 0);
+	return 0;
+}
+
+/* Fallback: the classic tracepoint.  RSS fields exist since 6.8 (commit 72ba14deb40a
+ * "mm: oom: add rss and memcg info to mark_victim"): read them only where BTF says so. */
+struct trace_event_raw_mark_victim___pre68 {
+	int pid;
+} __attribute__((preserve_access_index));
+
+SEC("tracepoint/oom/mark_victim")
+int mark_victim_tp(struct trace_event_raw_mark_victim *ctx)
+{
+	struct oom_event *e = reserve_or_count(&events, sizeof(*e));
+	if (!e)
+		return 0;
+	__builtin_memset(e, 0, sizeof(*e));
+	fill_trigger(e);
+	e->victim_pid = BPF_CORE_READ((struct trace_event_raw_mark_victim___pre68 *)ctx, pid);
+	if (bpf_core_field_exists(ctx->anon_rss)) {
+		e->total_vm_kb = BPF_CORE_READ(ctx, total_vm);
+		e->anon_rss_kb = BPF_CORE_READ(ctx, anon_rss);
+		e->file_rss_kb = BPF_CORE_READ(ctx, file_rss);
+		e->shmem_rss_kb = BPF_CORE_READ(ctx, shmem_rss);
+		e->pgtables_kb = BPF_CORE_READ(ctx, pgtables);
+		e->uid = BPF_CORE_READ(ctx, uid);
+		e->oom_score_adj = BPF_CORE_READ(ctx, oom_score_adj);
+		unsigned int loc = BPF_CORE_READ(ctx, __data_loc_comm);
+		bpf_probe_read_kernel_str(e->victim_comm, sizeof(e->victim_comm),
+					  (void *)ctx + (loc & 0xffff));
+		e->has_details = 1;
+	}
+	bpf_ringbuf_submit(e, 0);
+	return 0;
+}

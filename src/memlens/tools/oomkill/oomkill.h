@@ -1,0 +1,29 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/* oomkill: the record sent per OOM kill (decoded in Python from this struct's BTF). */
+#ifndef __OOMKILL_H
+#define __OOMKILL_H
+
+#define OOM_CGROUP_LEVELS 8
+#define OOM_CGROUP_NAME_LEN 64
+
+struct oom_event {
+	__u64 ts_ns;              /* bpf_ktime_get_boot_ns() */
+	__u32 trigger_pid;        /* tgid of the task in whose context the kill ran */
+	__u32 victim_pid;
+	__u32 uid;
+	__s32 oom_score_adj;
+	__u64 total_vm_kb;
+	__u64 anon_rss_kb;
+	__u64 file_rss_kb;
+	__u64 shmem_rss_kb;
+	__u64 pgtables_kb;
+	__u64 cgroup_id;          /* kernfs id (= directory inode) of the victim's memcg */
+	__u32 cgroup_levels;      /* how many names below were read, leaf first */
+	__u16 has_details;        /* 0: only pid known (fallback hook) */
+	__u16 cgroup_truncated;   /* more levels above the names read */
+	char trigger_comm[16];
+	char victim_comm[16];
+	char cgroup[OOM_CGROUP_LEVELS][OOM_CGROUP_NAME_LEN];
+};
+
+#endif
