@@ -1,0 +1,2 @@
+# SPDX-License-Identifier: GPL-2.0-only
+"""Output formats, one module per format: table, hist, ndjson, folded, pprof, flamegraph."""
