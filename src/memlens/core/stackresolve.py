@@ -1,0 +1,114 @@
+# SPDX-License-Identifier: GPL-2.0-only
+"""From BPF stack ids to printed frames, shared by every tool that records stacks.
+
+- User stacks need the process's memory map: `watch(pid)` snapshots /proc/PID/maps the first
+  time a PID is seen (tools call it while polling), so a process that exits before the
+  report still gets symbols.  A failed lookup refreshes the snapshot once (dlopen, exec).
+- A negative stack id (the kernel could not walk or store the stack) becomes the explicit
+  frame `[missed user stack]` / `[missed kernel stack]`: never silently dropped.
+- Resolved stacks are cached per (pid, stack id): reports repeat every interval.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple, Optional, Union
+
+from memlens.core.stacks import Frame
+
+MISSED_USER = "[missed user stack]"
+MISSED_KERNEL = "[missed kernel stack]"
+
+
+class MarkerFrame(NamedTuple):
+    """A frame standing for something that is not an address (a missed stack)."""
+    text: str
+    addr: int = 0
+    symbol: Optional[str] = None
+    offset: int = 0
+    module: Optional[str] = None
+
+    def __str__(self) -> str:
+        return self.text
+
+    @property
+    def name(self) -> str:
+        return self.text
+
+    @property
+    def resolved(self) -> bool:
+        return False
+
+
+AnyFrame = Union[Frame, MarkerFrame]
+
+
+class StackResolver:
+    def __init__(self, stack_map=None, max_processes: int = 4096):  # noqa: ANN001
+        self.stack_map = stack_map
+        self._procs: dict[int, object] = {}
+        self._gone: set[int] = set()
+        self._cache: dict[tuple[int, int, bool], list[AnyFrame]] = {}
+        self._refreshed: set[int] = set()
+        self._max = max_processes
+        self._ksyms = None
+
+    def watch(self, pid: int) -> None:
+        """Snapshot the memory map of `pid` if not done yet (cheap when already known)."""
+        if pid in self._procs or pid in self._gone or pid <= 0:
+            return
+        from memlens.core.symbols import ProcessSymbolizer
+
+        if len(self._procs) >= self._max:  # bound memory on PID churn
+            self._procs.pop(next(iter(self._procs)))
+        try:
+            self._procs[pid] = ProcessSymbolizer(pid)
+        except (ProcessLookupError, PermissionError, OSError):
+            self._gone.add(pid)
+
+    def user_frames(self, pid: int, stack_id: int) -> list[AnyFrame]:
+        if stack_id < 0:
+            return [MarkerFrame(MISSED_USER)]
+        key = (pid, stack_id, True)
+        if key in self._cache:
+            return self._cache[key]
+        ips = self.stack_map.stack(stack_id) if self.stack_map is not None else []
+        frames = self.resolve_user(pid, ips) if ips else [MarkerFrame(MISSED_USER)]
+        self._cache[key] = frames
+        return frames
+
+    def resolve_user(self, pid: int, ips: list[int]) -> list[AnyFrame]:
+        self.watch(pid)
+        sym = self._procs.get(pid)
+        if sym is None:
+            return [Frame(ip, None, 0, None) for ip in ips]
+        frames = sym.resolve_stack(ips)  # type: ignore[attr-defined]
+        if any(not f.resolved and f.module is None for f in frames) and pid not in self._refreshed:
+            # an address outside every known mapping: the map changed since the snapshot
+            self._refreshed.add(pid)
+            try:
+                sym.refresh()  # type: ignore[attr-defined]
+                frames = sym.resolve_stack(ips)  # type: ignore[attr-defined]
+            except ProcessLookupError:
+                pass
+        return frames
+
+    def kernel_frames(self, stack_id: int) -> list[AnyFrame]:
+        if stack_id < 0:
+            return [MarkerFrame(MISSED_KERNEL)]
+        key = (0, stack_id, False)
+        if key in self._cache:
+            return self._cache[key]
+        ips = self.stack_map.stack(stack_id) if self.stack_map is not None else []
+        if not ips:
+            frames: list[AnyFrame] = [MarkerFrame(MISSED_KERNEL)]
+        else:
+            if self._ksyms is None:
+                from memlens.core.symbols import KernelSymbolizer
+
+                self._ksyms = KernelSymbolizer.get()
+            frames = list(self._ksyms.resolve_stack(ips))  # type: ignore[attr-defined]
+        self._cache[key] = frames
+        return frames
+
+    def forget_stacks(self) -> None:
+        """Drop cached stacks (after the stack map was cleared: ids get reused)."""
+        self._cache.clear()
