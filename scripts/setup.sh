@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 # checklist tests compare with; gcc/make: test workloads; tmux: drives `memlens top` in tests;
 # bpftrace: the peer measured in bench/; libc6-dbg: full libc symbols for stacks.
 PACKAGES="clang-19 llvm-19 libbpf1 libbpf-dev bpftool linux-libc-dev libelf1 gcc g++ make
-          procps sysstat tmux bpftrace strace libc6-dbg python3-venv"
+          procps sysstat tmux bpftrace strace libc6-dbg python3-venv golang-go"
 missing=""
 for p in $PACKAGES; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
