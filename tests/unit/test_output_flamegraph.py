@@ -182,7 +182,7 @@ def test_page_script_runs(tmp_path):
     stub = tmp_path / "stub.js"
     stub.write_text(DOM_STUB)
     proc = subprocess.run([node, str(stub), str(path)], capture_output=True, text=True,
-                          timeout=60)
+                          timeout=60, check=False)
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     assert report["title"] == "memleak"

@@ -92,7 +92,7 @@ def _profile_class():
 
 def decode(path):
     pytest.importorskip("google.protobuf")
-    raw = open(path, "rb").read()
+    raw = path.read_bytes()
     assert raw[:2] == b"\x1f\x8b", "profile must be gzip-compressed"
     profile = _profile_class()()
     profile.ParseFromString(gzip.decompress(raw))
