@@ -16,8 +16,16 @@ import numpy as np
 import pytest
 
 from memlens.core.stacks import Frame
-from memlens.core.symbols import (ElfSymbols, KernelSymbolizer, LineSymbolizer, PerfMap,
-                                  ProcessSymbolizer, SymbolCache, demangle, parse_maps)
+from memlens.core.symbols import (
+    ElfSymbols,
+    KernelSymbolizer,
+    LineSymbolizer,
+    PerfMap,
+    ProcessSymbolizer,
+    SymbolCache,
+    demangle,
+    parse_maps,
+)
 
 WORKLOADS = Path(__file__).resolve().parent.parent / "workloads"
 LIBC = "/lib/x86_64-linux-gnu/libc.so.6"
@@ -96,12 +104,12 @@ def gdb_info_symbol(pid: int, addrs: list[int]) -> list[tuple[str, int] | None]:
     cmd = [gdb, "-batch", "-nx", "-iex", "set debuginfod enabled off", "-p", str(pid)]
     for a in addrs:
         cmd += ["-ex", f"echo @@{a:#x}\\n", "-ex", f"info symbol {a:#x}"]
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
     out: dict[int, tuple[str, int] | None] = {}
     cur = None
     for line in res.stdout.splitlines():
         if line.startswith("@@"):
-            cur = int(line[2:], 16)
+            cur = int(line[2:], 0)
             out[cur] = None
             continue
         m = re.match(r"^(\S+)(?: \+ (\d+))? in section", line)

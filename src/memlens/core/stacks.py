@@ -12,18 +12,18 @@ form follows BCC's stack output so users can diff our stacks against theirs:
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 
 class Frame(NamedTuple):
     addr: int                      # runtime address as recorded (for return addresses: the IP)
-    symbol: Optional[str]          # function name (demangled when C++), None if unresolved
+    symbol: str | None          # function name (demangled when C++), None if unresolved
     offset: int                    # addr - symbol start (0 when unresolved)
-    module: Optional[str]          # basename of the mapped file / kernel module, None = vmlinux
+    module: str | None          # basename of the mapped file / kernel module, None = vmlinux
     # The symbol had no size (size 0 in the ELF table, or any kallsyms symbol): we accepted
     # the address because it lies before the next symbol, which is a guess, not a proof.
     approx: bool = False
-    source: Optional[str] = None   # "file.c:12" when line info was asked for and found
+    source: str | None = None   # "file.c:12" when line info was asked for and found
 
     @property
     def resolved(self) -> bool:

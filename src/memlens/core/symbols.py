@@ -35,7 +35,8 @@ import subprocess
 import threading
 import zlib
 from collections import OrderedDict
-from typing import Iterable, NamedTuple, Optional, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 
@@ -130,7 +131,7 @@ class _Image:
         o, s = int(sh["offset"]), int(sh["size"])
         return bytes(self.buf[o:o + s])
 
-    def build_id(self) -> Optional[bytes]:
+    def build_id(self) -> bytes | None:
         """GNU build id from any SHT_NOTE section (or PT_NOTE segment when sections are gone)."""
         spans = [(int(s["offset"]), int(s["size"])) for s in self.shdrs
                  if int(s["type"]) == SHT_NOTE]
@@ -149,7 +150,7 @@ class _Image:
                 off = desc_off + ((descsz + 3) & ~3)
         return None
 
-    def debuglink(self) -> Optional[tuple[str, int]]:
+    def debuglink(self) -> tuple[str, int] | None:
         sh = self.section(".gnu_debuglink")
         if sh is None:
             return None
@@ -238,7 +239,7 @@ class ElfSymbols:
         self._build(tables)
 
     @staticmethod
-    def _find_debug_file(img: _Image, debug_root: str) -> Optional[str]:
+    def _find_debug_file(img: _Image, debug_root: str) -> str | None:
         bid = img.build_id()
         if bid and len(bid) >= 2:
             h = bid.hex()
@@ -344,7 +345,7 @@ class ElfSymbols:
             self._names[i] = n
         return n
 
-    def address_of(self, name: str) -> Optional[int]:
+    def address_of(self, name: str) -> int | None:
         """ELF vaddr of a symbol by name (linear; for tests and tools that attach by name)."""
         for i in range(len(self.addrs)):
             if self.name(i) == name:
@@ -384,7 +385,7 @@ class _Demangler:
         try:
             lib = ctypes.CDLL(ctypes.util.find_library("stdc++") or "libstdc++.so.6")
             # getattr: inside a class body `lib.__cxa_demangle` would be name-mangled
-            fn = getattr(lib, "__cxa_demangle")  # noqa: B009
+            fn = getattr(lib, "__cxa_demangle")
             fn.restype = ctypes.c_void_p
             fn.argtypes = [ctypes.c_char_p, ctypes.c_void_p, ctypes.c_void_p,
                            ctypes.POINTER(ctypes.c_int)]
@@ -408,7 +409,7 @@ class _Demangler:
             self._free(p)
 
 
-_demangler: Optional[_Demangler] = None
+_demangler: _Demangler | None = None
 
 
 def demangle(name: str) -> str:
@@ -439,7 +440,7 @@ class SymbolCache:
         self._lock = threading.Lock()
         self.loads = 0   # files actually parsed (for tests and stats)
 
-    def get(self, path: str) -> Optional[ElfSymbols]:
+    def get(self, path: str) -> ElfSymbols | None:
         """ElfSymbols for the file at `path`, or None if it cannot be read as ELF64."""
         try:
             st = os.stat(path)
@@ -479,7 +480,7 @@ class SymbolCache:
             self._by_bid.clear()
 
 
-_default_cache: Optional[SymbolCache] = None
+_default_cache: SymbolCache | None = None
 
 
 def default_cache() -> SymbolCache:
@@ -566,8 +567,8 @@ def _nspid(pid: int, proc: str) -> int:
 
 class _Module(NamedTuple):
     display: str           # basename shown in frames
-    open_path: Optional[str]  # path to read the ELF from later (lazy)
-    syms: Optional[ElfSymbols]  # already loaded (eagerly, when only /proc/PID/* could reach it)
+    open_path: str | None  # path to read the ELF from later (lazy)
+    syms: ElfSymbols | None  # already loaded (eagerly, when only /proc/PID/* could reach it)
 
 
 class ProcessSymbolizer:
@@ -578,7 +579,7 @@ class ProcessSymbolizer:
     process — another mount namespace, deleted — are loaded right away for that reason).
     """
 
-    def __init__(self, pid: int, cache: Optional[SymbolCache] = None, *, proc: str = "/proc",
+    def __init__(self, pid: int, cache: SymbolCache | None = None, *, proc: str = "/proc",
                  demangle: bool = True):
         self.pid = pid
         self.proc = proc
@@ -599,7 +600,7 @@ class ProcessSymbolizer:
         self._starts = np.array([m.start for m in maps], np.uint64)
         self._ends = np.array([m.end for m in maps], np.uint64)
         self._modules: dict[tuple[str, bool, int], _Module] = {}
-        self._mod_of: list[Optional[_Module]] = []
+        self._mod_of: list[_Module | None] = []
         for m in maps:
             if not m.path or m.path.startswith("["):
                 mod = None
@@ -615,7 +616,7 @@ class ProcessSymbolizer:
         ns = _nspid(self.pid, self.proc)
         cands = [f"{self.proc}/{self.pid}/root/tmp/perf-{ns}.map", f"/tmp/perf-{self.pid}.map"]
         self._perf_path = next((c for c in cands if os.path.exists(c)), cands[-1])
-        self._perf: Optional[PerfMap] = None
+        self._perf: PerfMap | None = None
         self._perf_mtime = None
 
     def _locate(self, m: Mapping) -> _Module:
@@ -647,7 +648,7 @@ class ProcessSymbolizer:
         # another inode), unless the file was deleted: then its name now means another file.
         return _Module(display, None if m.deleted else m.path, None)
 
-    def _vdso(self, m: Mapping) -> Optional[_Module]:
+    def _vdso(self, m: Mapping) -> _Module | None:
         try:
             with open(f"{self.proc}/{self.pid}/mem", "rb") as f:
                 f.seek(m.start)
@@ -656,12 +657,12 @@ class ProcessSymbolizer:
         except (OSError, ElfError, ValueError, OverflowError):
             return _Module("vdso", None, None)
 
-    def _syms(self, mod: _Module) -> Optional[ElfSymbols]:
+    def _syms(self, mod: _Module) -> ElfSymbols | None:
         if mod.syms is not None or mod.open_path is None:
             return mod.syms
         return self.cache.get(mod.open_path)
 
-    def _perfmap(self) -> Optional[PerfMap]:
+    def _perfmap(self) -> PerfMap | None:
         try:
             mt = os.stat(self._perf_path).st_mtime_ns
         except OSError:
@@ -681,7 +682,7 @@ class ProcessSymbolizer:
         ret = np.broadcast_to(np.asarray(return_address, bool), a.shape)
         q = a - ret.astype(np.uint64)                 # the address actually looked up
         n = len(a)
-        frames: list[Optional[Frame]] = [None] * n
+        frames: list[Frame | None] = [None] * n
         mi = np.searchsorted(self._starts, q, side="right").astype(np.int64) - 1
         inmap = (mi >= 0) & (q < self._ends[np.maximum(mi, 0)])
         mi = np.where(inmap, mi, -1)
@@ -744,7 +745,7 @@ class ProcessSymbolizer:
             out.append(fr._replace(source=src) if src else fr)
         return out
 
-    def _line_of(self, q: int) -> Optional[str]:
+    def _line_of(self, q: int) -> str | None:
         i = int(np.searchsorted(self._starts, np.uint64(q), side="right")) - 1
         if i < 0 or q >= int(self._ends[i]) or self._mod_of[i] is None:
             return None
@@ -764,9 +765,9 @@ class LineSymbolizer:
     """A long-running `llvm-symbolizer --output-style=JSON` (one request per line).  Optional:
     ~50 µs per address, and it finds debug files by build id by itself."""
 
-    _shared: Optional["LineSymbolizer"] = None
+    _shared: LineSymbolizer | None = None
 
-    def __init__(self, exe: Optional[str] = None):
+    def __init__(self, exe: str | None = None):
         exe = exe or next((shutil.which(e) for e in ("llvm-symbolizer-19", "llvm-symbolizer")
                            if shutil.which(e)), None)
         if exe is None:
@@ -775,15 +776,15 @@ class LineSymbolizer:
                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                    stderr=subprocess.DEVNULL, text=True, bufsize=1)
         self._lock = threading.Lock()
-        self._memo: dict[tuple[str, int], Optional[str]] = {}
+        self._memo: dict[tuple[str, int], str | None] = {}
 
     @classmethod
-    def shared(cls) -> "LineSymbolizer":
+    def shared(cls) -> LineSymbolizer:
         if cls._shared is None:
             cls._shared = cls()
         return cls._shared
 
-    def lookup(self, path: str, vaddr: int) -> Optional[str]:
+    def lookup(self, path: str, vaddr: int) -> str | None:
         """"file:line" for an ELF vaddr of `path`, or None."""
         key = (path, vaddr)
         if key in self._memo:
@@ -845,7 +846,7 @@ class KernelSymbolizer:
     for the process-wide instance (loading parses ~120k lines in a few ms with numpy).
     """
 
-    _instance: Optional["KernelSymbolizer"] = None
+    _instance: KernelSymbolizer | None = None
     _ilock = threading.Lock()
     # kallsyms has no sizes; past the last symbol of a run accept at most this far.
     MAX_LAST_SIZE = 1 << 20
@@ -880,10 +881,10 @@ class KernelSymbolizer:
         if len(nxt):
             nxt[-1] = self.addrs[-1] + np.uint64(self.MAX_LAST_SIZE)
         self.ends = np.minimum(nxt, self.addrs + np.uint64(self.MAX_LAST_SIZE))
-        self._names: dict[int, tuple[str, Optional[str]]] = {}
+        self._names: dict[int, tuple[str, str | None]] = {}
 
     @classmethod
-    def get(cls) -> "KernelSymbolizer":
+    def get(cls) -> KernelSymbolizer:
         with cls._ilock:
             if cls._instance is None:
                 cls._instance = cls()
@@ -892,7 +893,7 @@ class KernelSymbolizer:
     def __len__(self) -> int:
         return len(self.addrs)
 
-    def _name(self, i: int) -> tuple[str, Optional[str]]:
+    def _name(self, i: int) -> tuple[str, str | None]:
         r = self._names.get(i)
         if r is None:
             raw = self._data[int(self._name_start[i]):int(self._name_end[i])].decode(
@@ -902,7 +903,7 @@ class KernelSymbolizer:
             r = self._names[i] = (name.strip(), mod)
         return r
 
-    def address_of(self, name: str) -> Optional[int]:
+    def address_of(self, name: str) -> int | None:
         """First address of a text symbol by name (linear scan; for tests)."""
         for i in range(len(self.addrs)):
             if self._name(i)[0] == name:
