@@ -52,6 +52,9 @@ def _phase_error(phase: str, what: str, err: int, hint: str = "") -> MemlensErro
         hint = hint or " (MEMLENS_DEBUG=1 prints libbpf's full log)"
     msg = f"{phase} {what} failed{detail}{tail}{hint}"
     if err in (errno.EPERM, errno.EACCES):
+        if os.geteuid() == 0:
+            return KernelLacks(msg + " — refused although root: kernel lockdown or a security "
+                               "module forbids this program type here")
         return NotPermitted(msg + " — needs root or CAP_BPF+CAP_PERFMON")
     if phase == "attaching" and err in (errno.ENOENT, errno.EOPNOTSUPP, errno.ENOTSUPP
                                         if hasattr(errno, "ENOTSUPP") else 524):

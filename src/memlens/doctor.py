@@ -1,0 +1,188 @@
+# SPDX-License-Identifier: GPL-2.0-only
+"""`memlens doctor`: can memlens trace on this machine, and through which hooks?
+
+Each hook kind is tried for real (load + attach a trivial program, then detach), because
+what a kernel advertises and what it allows differ: here kprobes are compiled out and
+lockdown refuses fentry at load time although the program type exists.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import dataclass, field
+
+from memlens.core import kernel
+
+EXAMPLES = """\
+examples:
+  memlens doctor           # readiness report
+  memlens doctor --json    # the same as one JSON object
+"""
+
+
+@dataclass
+class Readiness:
+    facts: dict[str, object] = field(default_factory=dict)
+    hooks: dict[str, tuple[bool, str]] = field(default_factory=dict)
+    tools: list[dict] = field(default_factory=list)
+
+
+def _try_hook(kind: str) -> tuple[bool, str]:
+    """Load and attach the probe program for one hook kind; (works, detail)."""
+    from memlens.core.loader import BpfObject
+    from memlens.errors import MemlensError
+
+    progs = {"tracepoint": "probe_tracepoint", "tp_btf": "probe_tp_btf",
+             "raw_tracepoint": "probe_raw_tp", "fentry": "probe_fentry",
+             "kprobe": "probe_kprobe", "perf_event": "probe_perf_event",
+             "uprobe": "probe_uprobe", "ringbuf": "probe_ringbuf"}
+    prog = progs[kind]
+    try:
+        with BpfObject.open("core/probe.bpf.o") as obj:
+            for p in obj.programs():
+                obj.set_autoload(p, p == prog)
+            obj.load()
+            if kind in ("tracepoint", "ringbuf"):
+                obj.attach_tracepoint(prog, "syscalls", "sys_enter_getppid")
+            elif kind == "raw_tracepoint":
+                obj.attach_raw_tracepoint(prog, "sys_enter")
+            elif kind in ("tp_btf", "fentry", "kprobe"):
+                obj.attach_auto(prog)
+            elif kind == "perf_event":
+                from memlens.core import perf
+
+                fd = perf.open_event(perf.PERF_TYPE_SOFTWARE, perf.PERF_COUNT_SW_PAGE_FAULTS,
+                                     cpu=perf.online_cpus()[0], sample_period=1 << 30)
+                try:
+                    obj.attach_perf_event(prog, fd)
+                finally:
+                    os.close(fd)
+            elif kind == "uprobe":
+                libc = _libc_path()
+                obj.attach_uprobe(prog, libc, "getppid", pid=os.getpid())
+        return True, "works"
+    except (MemlensError, OSError) as err:
+        msg = str(err)
+        if kind == "kprobe" and not kernel.kprobes_supported():
+            msg = "no kprobe PMU (CONFIG_KPROBES off?)"
+        elif kind == "fentry" and "EPERM" in msg and kernel.lockdown_mode() not in (None, "none"):
+            msg = f"refused by kernel lockdown ({kernel.lockdown_mode()})"
+        return False, _short(msg)
+
+
+def _short(msg: str, limit: int = 90) -> str:
+    msg = msg.split("; libbpf:")[0]
+    return msg if len(msg) <= limit else msg[: limit - 3] + "..."
+
+
+def _libc_path() -> str:
+    with open("/proc/self/maps") as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) >= 6 and "/libc.so" in parts[5] or "/libc-" in line:
+                return parts[5]
+    return "/lib/x86_64-linux-gnu/libc.so.6"
+
+
+def _tool_rows(hooks: dict[str, tuple[bool, str]]) -> list[dict]:
+    ok = {k: v[0] for k, v in hooks.items()}
+    tp = kernel.tracepoint_exists
+    rows = []
+
+    def add(tool: str, options: list[tuple[str, bool]], fallback_note: str = "") -> None:
+        chosen = next((name for name, avail in options if avail), None)
+        rows.append({"tool": tool, "ready": chosen is not None,
+                     "hook": chosen or " / ".join(n for n, _ in options) + " missing"})
+
+    add("oomkill", [("tp_btf/mark_victim", ok.get("tp_btf", False)
+                     and kernel.tp_btf_exists("mark_victim")),
+                    ("tracepoint oom:mark_victim", ok.get("tracepoint", False)
+                     and tp("oom", "mark_victim"))])
+    add("memleak (user, -p/-c)", [("uprobes on the allocator", ok.get("uprobe", False))])
+    add("memleak (kernel)", [("tracepoints kmem:kmalloc,kfree,...", ok.get("tracepoint", False)
+                              and tp("kmem", "kmalloc") and tp("kmem", "kfree"))])
+    add("mmapsnoop", [("tracepoints syscalls:sys_enter/exit_mmap", ok.get("tracepoint", False)
+                       and tp("syscalls", "sys_enter_mmap"))])
+    add("brkstack", [("tracepoint syscalls:sys_enter_brk", ok.get("tracepoint", False)
+                      and tp("syscalls", "sys_enter_brk"))])
+    for name in ("check", "pmap", "top"):
+        rows.append({"tool": name, "ready": True, "hook": "/proc and /sys only (no BPF)"})
+    return rows
+
+
+def gather() -> Readiness:
+    from memlens.core import privileges
+
+    r = Readiness()
+    r.facts["kernel"] = os.uname().release
+    r.facts["root"] = os.geteuid() == 0
+    r.facts["can_trace"] = privileges.can_trace()
+    r.facts["btf"] = kernel.has_btf()
+    r.facts["lockdown"] = kernel.lockdown_mode() or "none"
+    try:
+        from memlens.core import libbpf
+
+        major, minor = libbpf.version()
+        r.facts["libbpf"] = f"{major}.{minor}"
+    except OSError as err:
+        r.facts["libbpf"] = f"missing ({err})"
+        return r
+    if not r.facts["can_trace"]:
+        r.facts["note"] = ("not root and no CAP_BPF+CAP_PERFMON: hook kinds cannot be tried; "
+                           "run as root")
+        r.tools = _tool_rows({})
+        return r
+    before = kernel.tracefs_path()
+    try:
+        r.facts["tracefs"] = kernel.ensure_tracefs(quiet=True)
+        if before is None:
+            r.facts["tracefs"] += " (mounted now by memlens)"
+    except Exception as err:  # noqa: BLE001 — reported, not fatal for the report
+        r.facts["tracefs"] = f"unavailable: {err}"
+    for kind in ("tracepoint", "tp_btf", "raw_tracepoint", "kprobe", "fentry", "uprobe",
+                 "perf_event", "ringbuf"):
+        r.hooks[kind] = _try_hook(kind)
+    r.tools = _tool_rows(r.hooks)
+    return r
+
+
+def print_report(r: Readiness, out=sys.stdout) -> None:  # noqa: ANN001
+    p = lambda s="": print(s, file=out)  # noqa: E731
+    p("memlens doctor: can memlens trace here?")
+    for k, v in r.facts.items():
+        if isinstance(v, bool):
+            v = "yes" if v else "no"
+        p(f"  {k:<10} {v}")
+    if r.hooks:
+        p("hook kinds (loaded and attached for real):")
+        for kind, (works, detail) in r.hooks.items():
+            p(f"  {kind:<15} {'yes' if works else 'NO ':<4} {'' if works else detail}".rstrip())
+    p("tools:")
+    for row in r.tools:
+        p(f"  {row['tool']:<22} {'ready' if row['ready'] else 'NOT READY':<10} {row['hook']}")
+
+
+class DoctorCommand:
+    name = "doctor"
+    summary = "Readiness: privileges, BTF, tracefs, which hook kinds work, which tools run here."
+    epilog = EXAMPLES
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--json", action="store_true", help="one JSON object")
+
+    def run(self, args: argparse.Namespace) -> int:
+        r = gather()
+        if args.json:
+            from memlens.output.ndjson import JsonWriter
+
+            JsonWriter(sys.stdout).emit({
+                "type": "report", "section": "doctor", **r.facts,
+                "hooks": {k: {"works": w, "detail": d} for k, (w, d) in r.hooks.items()},
+                "tools": r.tools})
+        else:
+            print_report(r)
+        return 0
+
+
+COMMAND = DoctorCommand()
