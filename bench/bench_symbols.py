@@ -1,0 +1,64 @@
+# SPDX-License-Identifier: GPL-2.0-only
+"""Symbolizer timings for the README: libc symbol-table load and 10k lookups.
+
+    .venv/bin/python bench/bench_symbols.py [path-to-elf]
+
+Target: loading libc's symbols (with the libc6-dbg .symtab when installed) in < 10 ms.
+For comparison, pyelftools needs 209 ms (.dynsym) / 595 ms (debug .symtab) on this machine
+(BPF-PYTHON.md §4).
+"""
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+
+import numpy as np
+
+from memlens.core.symbols import ElfSymbols, KernelSymbolizer
+
+LIBC = "/lib/x86_64-linux-gnu/libc.so.6"
+
+
+def timed(fn, repeat: int) -> tuple[float, float, object]:
+    """(first, median of the rest) in ms, and the last result."""
+    times, res = [], None
+    for _ in range(repeat):
+        t = time.perf_counter()
+        res = fn()
+        times.append((time.perf_counter() - t) * 1e3)
+    return times[0], statistics.median(times[1:] or times), res
+
+
+def main() -> None:
+    path = sys.argv[1] if len(sys.argv) > 1 else LIBC
+    for find_debug in (True, False):
+        first, med, syms = timed(lambda fd=find_debug: ElfSymbols(path, find_debug=fd), 21)
+        print(f"load {path} [{syms.source}]: {len(syms)} functions, "
+              f"first {first:.2f} ms, median {med:.2f} ms")
+    syms = ElfSymbols(path)
+    rng = np.random.default_rng(1)
+    lo, hi = int(syms.addrs[0]), int(syms.ends[-1])
+    addrs = rng.integers(lo, hi, 10_000, dtype=np.uint64)
+    _, med, (idx, _off) = timed(lambda: syms.lookup(addrs), 11)
+    print(f"10k lookups (searchsorted + size check): {med:.2f} ms, "
+          f"{int((idx >= 0).sum())} inside a symbol")
+
+    def with_names():
+        syms._names.clear()
+        i, _ = syms.lookup(addrs)
+        return [syms.name(int(k)) for k in i if k >= 0]
+
+    _, med, _ = timed(with_names, 11)
+    print(f"10k lookups + name decoding (cold name cache): {med:.2f} ms")
+    first, med, k = timed(KernelSymbolizer, 5)
+    print(f"/proc/kallsyms: {len(k)} text symbols, available={k.available}, "
+          f"first {first:.1f} ms, median {med:.1f} ms")
+    t = time.perf_counter()
+    with open("/proc/kallsyms", "rb") as f:
+        f.read()
+    print(f"  of which the kernel producing /proc/kallsyms: {(time.perf_counter() - t) * 1e3:.1f} ms")
+
+
+if __name__ == "__main__":
+    main()
