@@ -30,6 +30,7 @@ class Frame:
     offset: int
     module: str
     build_id: bytes | None = None
+    source: str | None = None
 
     def __str__(self):
         name = self.symbol or f"{self.addr:#x}"
@@ -159,7 +160,7 @@ def test_heap_profile_protobuf_decoder(tmp_path):
 
 def test_fault_profile_with_addresses(tmp_path):
     malloc = Frame(0x7F0000029100, "malloc", 0, LIBC, BUILD_ID)
-    a = Frame(0x555555555234, "leak_a", 0x12, "/tmp/leaker")
+    a = Frame(0x555555555234, "leak_a", 0x12, "/tmp/leaker", source="src/leak.c:12")
     main = Frame(0x555555555100, None, 0, "/tmp/leaker")
     path = tmp_path / "faults.pb.gz"
     write_profile(path, [("faults", "count")],
@@ -186,6 +187,9 @@ def test_fault_profile_with_addresses(tmp_path):
     assert leaker.memory_start <= main.addr < a.addr < leaker.memory_limit
     missed = next(loc for loc in p.location if loc.address == 0)
     assert missed.mapping_id == 0
+    leak_a = next(f for f in p.function if s[f.name] == "leak_a")
+    assert s[leak_a.filename] == "src/leak.c"
+    assert [loc.line[0].line for loc in p.location if loc.address == a.addr] == [12]
 
 
 def test_value_count_must_match_sample_types(tmp_path):
@@ -252,10 +256,11 @@ def test_heap_profile_go_tool_pprof(tmp_path):
 
 def test_fault_profile_go_tool_pprof(tmp_path):
     malloc = Frame(0x7F0000029100, "malloc", 0, LIBC, BUILD_ID)
-    a = Frame(0x555555555234, "leak_a", 0x12, "/tmp/leaker")
+    a = Frame(0x555555555234, "leak_a", 0x12, "/tmp/leaker", source="src/leak.c:12")
     path = tmp_path / "faults.pb.gz"
     write_profile(path, [("faults", "count")], [([malloc, a], [5]), ([a], [2])])
     raw = _pprof(path, "-raw")
+    assert re.search(r"0x555555555234 M=\d+ leak_a src/leak.c:12 ", raw)
     assert "PeriodType: faults count" in raw
     assert re.search(r"0x7f0000029100 M=\d+ malloc ", raw)
     assert re.search(rf"0x7f0000029100/0x7f0000029101/0x0 {LIBC} {BUILD_ID.hex()} \[FN\]", raw)

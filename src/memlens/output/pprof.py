@@ -28,6 +28,7 @@ Labels = Mapping[str, LabelValue]
 
 # "sym+0x12 [module]" as BCC and our symbolizer print a frame
 _FRAME = re.compile(r"^(?P<sym>.+?)(?:\+0x[0-9a-fA-F]+)? \[(?P<module>[^\]]*)\]$")
+_SOURCE = re.compile(r"^(?P<file>.+):(?P<line>\d+)$")  # Frame.source, e.g. "leak.c:12"
 
 
 # --- protobuf wire format -------------------------------------------------------------
@@ -72,15 +73,17 @@ class _Builder:
 
     def __init__(self) -> None:
         self.strings: dict[str, int] = {"": 0}
-        self.functions: dict[int, int] = {}  # name string id -> function id
+        self.functions: dict[tuple[int, int], int] = {}  # (name, file) string ids -> id
         self.mappings: dict[tuple[str, str], list[int]] = {}  # -> [id, start, limit]
-        self.locations: dict[tuple[Any, ...], tuple[int, int, int, int]] = {}
+        # key -> (id, mapping id, address, function id, line)
+        self.locations: dict[tuple[Any, ...], tuple[int, int, int, int, int]] = {}
 
     def string(self, s: str) -> int:
         return self.strings.setdefault(s, len(self.strings))
 
-    def function(self, name: str) -> int:
-        return self.functions.setdefault(self.string(name), len(self.functions) + 1)
+    def function(self, name: str, filename: str) -> int:
+        key = (self.string(name), self.string(filename))
+        return self.functions.setdefault(key, len(self.functions) + 1)
 
     def mapping(self, module: str, build_id: str, addr: int) -> int:
         entry = self.mappings.get((module, build_id))
@@ -97,7 +100,7 @@ class _Builder:
             key: tuple[Any, ...] = ("s", frame)
             m = _FRAME.match(frame)
             name, module = (m["sym"], m["module"]) if m else (frame, "")
-            build_id, addr = "", 0
+            build_id, addr, source = "", 0, ""
         else:
             addr = int(getattr(frame, "addr", 0) or 0)
             module = str(getattr(frame, "module", "") or "")
@@ -105,11 +108,15 @@ class _Builder:
             if isinstance(build_id, (bytes, bytearray)):
                 build_id = bytes(build_id).hex()
             name = getattr(frame, "symbol", None) or str(frame)
+            source = getattr(frame, "source", None) or ""  # "file.c:12" from line info
             key = ("a", addr, module) if addr else ("s", str(frame))
         loc = self.locations.get(key)
         if loc is None:
+            m = _SOURCE.match(source)
+            filename, line = (m["file"], int(m["line"])) if m else (source, 0)
             mapping_id = self.mapping(module, build_id, addr) if module else 0
-            loc = (len(self.locations) + 1, mapping_id, addr, self.function(name))
+            loc = (len(self.locations) + 1, mapping_id, addr, self.function(name, filename),
+                   line)
             self.locations[key] = loc
         return loc[0]
 
@@ -139,12 +146,12 @@ class _Builder:
             profile.sub(3, _Message().num(1, mid).num(2, start).num(3, limit)
                             .num(5, self.string(module)).num(6, self.string(build_id))
                             .num(7, 1))
-        for loc_id, mapping_id, addr, function_id in self.locations.values():
+        for loc_id, mapping_id, addr, function_id, line in self.locations.values():
             profile.sub(4, _Message().num(1, loc_id).num(2, mapping_id).num(3, addr)
-                            .sub(4, _Message().num(1, function_id)))
-        for name, fid in self.functions.items():
-            # No demangling happens here, so the system name is the name.
-            profile.sub(5, _Message().num(1, fid).num(2, name).num(3, name))
+                        .sub(4, _Message().num(1, function_id).num(2, line)))
+        for (name, filename), fid in self.functions.items():
+            # The symbolizer hands over demangled names only, so the system name is the name.
+            profile.sub(5, _Message().num(1, fid).num(2, name).num(3, name).num(4, filename))
         # Strings interned last, so every index used above already exists.
         period_msg = _Message().num(1, self.string(period_type[0])) \
             .num(2, self.string(period_type[1]))
