@@ -1,0 +1,82 @@
+# SPDX-License-Identifier: GPL-2.0-only
+"""oomkill against a real OOM kill in a memory cgroup the test makes, with the kernel log
+as the independent witness."""
+from __future__ import annotations
+
+import re
+import subprocess
+
+from tests.conftest import build_workload, memlens_cmd
+from tests.kernel.helpers import ToolRun, loaded_prog_names, memory_cgroup, read_kmsg, run_in_cgroup
+
+
+def _kill_line(pid: int) -> dict:
+    pat = re.compile(rf"Killed process {pid} \((?P<comm>[^)]*)\) total-vm:(?P<total_vm>\d+)kB, "
+                     r"anon-rss:(?P<anon>\d+)kB, file-rss:(?P<file>\d+)kB, "
+                     r"shmem-rss:(?P<shmem>\d+)kB")
+    for line in read_kmsg():
+        m = pat.search(line)
+        if m:
+            return {k: (v if k == "comm" else int(v)) for k, v in m.groupdict().items()}
+    raise AssertionError(f"no OOM kill of {pid} in the kernel log")
+
+
+def _memcg_line(pid: int) -> str:
+    for line in read_kmsg():
+        if "oom-kill:" in line and f",pid={pid}," in line:
+            return re.search(r"task_memcg=([^,]*)", line).group(1)
+    raise AssertionError(f"no oom-kill line for {pid}")
+
+
+def test_oom_kill_in_memory_cgroup_matches_kernel_log():
+    hog = build_workload("oom_hog")
+    before = loaded_prog_names()
+    with memory_cgroup("mlt_oomkill") as cg:
+        json_run = ToolRun("oomkill", "--json")
+        text_run = ToolRun("oomkill")
+        json_run.wait_attached()
+        text_run.wait_attached()
+        victim = subprocess.Popen([str(hog), "512"], preexec_fn=lambda: (
+            cg / "cgroup.procs").write_text("0"))
+        assert victim.wait(timeout=60) == -9
+        import time
+        time.sleep(0.5)
+        assert json_run.stop() == 0
+        assert text_run.stop() == 0
+    events = [r for r in json_run.records() if r["type"] == "event"]
+    mine = [e for e in events if e["victim_pid"] == victim.pid]
+    assert len(mine) == 1, json_run.stdout
+    ev = mine[0]
+    kmsg = _kill_line(victim.pid)
+    assert ev["victim_comm"] == "oom_hog" == kmsg["comm"]
+    assert ev["trigger_pid"] == victim.pid and ev["trigger_comm"] == "oom_hog"
+    assert ev["total_vm_kb"] == kmsg["total_vm"]
+    assert ev["anon_rss_kb"] == kmsg["anon"]
+    assert ev["file_rss_kb"] == kmsg["file"]
+    assert ev["shmem_rss_kb"] == kmsg["shmem"]
+    assert 0 < ev["anon_rss_kb"] <= 64 * 1024
+    assert ev["cgroup"] == "/" + cg.name == _memcg_line(victim.pid)
+    assert ev["cgroup_id"] is not None
+    summary = [r for r in json_run.records() if r["type"] == "summary"]
+    assert summary and summary[0]["lost"] == {}
+    # text mode: BCC's line shape, then the details line
+    lines = text_run.stdout.splitlines()
+    idx = next(i for i, ln in enumerate(lines) if f"OOM kill of PID {victim.pid} " in ln)
+    assert f'Triggered by PID {victim.pid} ("oom_hog")' in lines[idx]
+    assert f'("oom_hog"), total-vm {kmsg["total_vm"]} kB, loadavg: ' in lines[idx]
+    assert f"rss anon {kmsg['anon']} kB" in lines[idx + 1]
+    assert lines[idx + 1].endswith(f"cgroup /{cg.name}")
+    # nothing of ours stays loaded
+    assert "mark_victim_btf" not in loaded_prog_names() - before
+
+
+def test_duration_ends_cleanly_and_bad_flag_is_usage_error():
+    r = subprocess.run(memlens_cmd("oomkill", "-d", "0.5", "--json"), capture_output=True,
+                       text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert "Tracing OOM kills... Hit Ctrl-C to end." in r.stderr
+    assert r.stdout.strip().splitlines()[-1].startswith('{"type":"summary"')
+    r = subprocess.run(memlens_cmd("oomkill", "--bogus"), capture_output=True, text=True)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    r = subprocess.run(memlens_cmd("oomkill", "-d", "-3"), capture_output=True, text=True)
+    assert r.returncode == 2 and "must be > 0" in r.stderr
