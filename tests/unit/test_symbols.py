@@ -479,3 +479,34 @@ def test_kallsyms_real_round_trip():
         assert (f1.symbol, f1.offset) == (name, 0x1D)
     assert load_ms < 1000   # measured ~80 ms, most of it the kernel generating the text
     assert KernelSymbolizer.get() is KernelSymbolizer.get()
+
+
+def test_binary_in_other_mount_namespace(built, tmp_path):
+    """The mapped path exists only in the target's mount namespace (bpftrace #968): we read
+    it through /proc/PID/root, and keep it for after the process exits."""
+    unshare = _need("unshare")
+    if not IS_ROOT:
+        pytest.skip("needs root to create a mount namespace")
+    d = tmp_path / "nsroot"
+    d.mkdir()
+    script = (f"mount -t tmpfs none {d} && cp {built['pie_fp']} {d}/sym_target_ns "
+              f"&& exec {d}/sym_target_ns")
+    proc = subprocess.Popen([unshare, "--mount", "--propagation", "private", "sh", "-c", script],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        addrs = {}
+        for line in proc.stdout:  # type: ignore[union-attr]
+            if line.strip() == "READY":
+                break
+            k, v = line.split()
+            addrs[k] = int(v, 16)
+        assert addrs, "target did not start in its namespace"
+        assert not (d / "sym_target_ns").exists()   # invisible from here
+        sym = ProcessSymbolizer(proc.pid, SymbolCache())
+        f, = sym.resolve([addrs["sym_alpha+5"]])
+        assert str(f) == "sym_alpha+0x5 [sym_target_ns]"
+    finally:
+        proc.stdin.close()  # type: ignore[union-attr]
+        proc.wait(timeout=10)
+    f, = sym.resolve([addrs["sym_gamma_static"]])
+    assert (f.symbol, f.offset) == ("sym_gamma_static", 0)
