@@ -180,7 +180,7 @@ def walk(base: str, max_depth: int = 6) -> list[str]:
         nxt = []
         for rel in frontier:
             try:
-                entries = os.scandir(os.path.join(base, rel))
+                entries = os.scandir(os.path.join(base, rel.lstrip("/")))
             except OSError:
                 continue
             with entries:

@@ -31,7 +31,10 @@ _TRIGGER = re.compile(r"^(?P<comm>.*?) invoked oom-killer: .*?order=(?P<order>-?
 _SUMMARY = re.compile(r"^oom-kill:(?P<kv>.*)$")
 _KILLED = re.compile(
     r"^(?P<scope>Memory cgroup out of memory|Out of memory(?: \(oom_kill_allocating_task\))?)"
-    r": Killed? process (?P<pid>\d+) \((?P<comm>.*?)\)(?P<rest>.*)$")
+    r": Kill(?:ed)? process (?P<pid>\d+) \((?P<comm>.*?)\)(?P<rest>.*)$")
+# before 5.x the kill was announced as "Kill process N (comm) score S or sacrifice child"
+# and the sizes followed on a separate bare "Killed process N (comm) total-vm:..." line
+_BARE_KILLED = re.compile(r"^Killed process (?P<pid>\d+) \((?P<comm>.*?)\)(?P<rest>.*)$")
 _OLD_TASK_IN = re.compile(r"^Task in (?P<task>\S+) killed as a result of limit of (?P<memcg>\S+)")
 _KB = re.compile(r"(?P<key>total-vm|anon-rss|file-rss|shmem-rss|pgtables):(?P<kb>\d+)kB")
 _UID = re.compile(r"UID:(?P<uid>\d+)")
@@ -138,12 +141,21 @@ def _kv(text: str) -> dict[str, str]:
     return out
 
 
+def _add_sizes(k: OomKill, rest: str) -> None:
+    for km in _KB.finditer(rest):
+        setattr(k, km["key"].replace("-", "_") + "_bytes", int(km["kb"]) * 1024)
+    um = _UID.search(rest)
+    if um and k.uid is None:
+        k.uid = int(um["uid"])
+
+
 def find_oom_kills(records: list[KmsgRecord]) -> list[OomKill]:
     """Pair each kill's lines into one OomKill (victim, cgroup, constraint, trigger, RSS)."""
     kills: list[OomKill] = []
     pending_trigger: tuple[str, int] | None = None
     pending_old_memcg: tuple[str, str] | None = None
     by_pid_open: dict[int, OomKill] = {}
+    last_by_pid: dict[int, OomKill] = {}
     for r in records:
         msg = r.message
         m = _TRIGGER.match(msg)
@@ -174,6 +186,12 @@ def find_oom_kills(records: list[KmsgRecord]) -> list[OomKill]:
             kills.append(k)
             by_pid_open[pid] = k
             continue
+        m = _BARE_KILLED.match(msg)
+        if m:
+            k = last_by_pid.get(int(m["pid"]))
+            if k is not None:
+                _add_sizes(k, m["rest"])
+            continue
         m = _KILLED.match(msg)
         if m:
             pid = int(m["pid"])
@@ -192,11 +210,8 @@ def find_oom_kills(records: list[KmsgRecord]) -> list[OomKill]:
             k.scope = "memcg" if m["scope"].startswith("Memory cgroup") else "system"
             if k.constraint is None and k.scope == "system":
                 k.constraint = "CONSTRAINT_NONE"
-            for km in _KB.finditer(m["rest"]):
-                setattr(k, km["key"].replace("-", "_") + "_bytes", int(km["kb"]) * 1024)
-            um = _UID.search(m["rest"])
-            if um and k.uid is None:
-                k.uid = int(um["uid"])
+            _add_sizes(k, m["rest"])
+            last_by_pid[pid] = k
     # summary lines whose "Killed process" line is missing stay as they are
     return kills
 
