@@ -19,9 +19,12 @@ import ctypes as C
 import errno
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+from memlens.core.lazy import np
+
+if TYPE_CHECKING:
+    import numpy as np  # noqa: F811
 
 from memlens.core import libbpf as L
 from memlens.errors import KernelLacks, MemlensError, NotPermitted
@@ -262,15 +265,21 @@ class BpfObject:
     def has_map(self, name: str) -> bool:
         return name in self._map_ptrs
 
-    def struct_dtype(self, name: str) -> np.dtype:
-        """numpy dtype of a C struct from the object's BTF: the .h shared with the BPF side
-        is the single source of truth for record layouts (no hand-kept Python mirror)."""
-        lb = L.lib()
-        type_id = lb.btf__find_by_name_kind(self.btf, name.encode(), BTF_KIND_STRUCT)
+    def struct_ctype(self, name: str):  # noqa: ANN201
+        """ctypes Structure of a C struct from the object's BTF (no numpy needed)."""
+        return btf_ctype(self.btf, self._struct_id(name))
+
+    def _struct_id(self, name: str) -> int:
+        type_id = L.lib().btf__find_by_name_kind(self.btf, name.encode(), BTF_KIND_STRUCT)
         if type_id < 0:
             raise BpfError(f"{self.path.name}: struct {name} not in BTF (is it used by a map "
                            "or a global so that clang emits it?)")
-        return btf_dtype(self.btf, type_id)
+        return type_id
+
+    def struct_dtype(self, name: str) -> np.dtype:
+        """numpy dtype of a C struct from the object's BTF: the .h shared with the BPF side
+        is the single source of truth for record layouts (no hand-kept Python mirror)."""
+        return btf_dtype(self.btf, self._struct_id(name))
 
     # -- teardown --------------------------------------------------------------------------
     def close(self) -> None:
@@ -287,6 +296,49 @@ class BpfObject:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def btf_ctype(btf: int, type_id: int):  # noqa: ANN201
+    """The same translation to a ctypes type, for tools that decode a few records and should
+    not pay numpy's import (see core/lazy.py).  char[N] stays a c_char array (bytes)."""
+    lb = L.lib()
+    type_id = lb.btf__resolve_type(btf, type_id)
+    t = lb.btf__type_by_id(btf, type_id).contents
+    kind = (t.info >> 24) & 0x1F
+    if kind in (BTF_KIND_STRUCT, BTF_KIND_UNION):
+        vlen = t.info & 0xFFFF
+        kflag = t.info >> 31
+        members = C.cast(C.addressof(t) + C.sizeof(L.BtfType), C.POINTER(L.BtfMember))
+        fields, pos = [], 0
+        for i in range(vlen):
+            mb = members[i]
+            off = (mb.offset & 0xFFFFFF if kflag else mb.offset) // 8
+            ctype = btf_ctype(btf, mb.type)
+            if off > pos:
+                fields.append((f"_pad{i}", C.c_uint8 * (off - pos)))
+            fields.append((lb.btf__name_by_offset(btf, mb.name_off).decode() or f"_anon{i}",
+                           ctype))
+            pos = off + C.sizeof(ctype)
+        if t.size_or_type > pos:
+            fields.append(("_pad_end", C.c_uint8 * (t.size_or_type - pos)))
+        base = C.Structure if kind == BTF_KIND_STRUCT else C.Union
+        return type("btf_struct", (base,), {"_pack_": 1, "_fields_": fields})
+    if kind == BTF_KIND_ARRAY:
+        arr = C.cast(C.addressof(t) + C.sizeof(L.BtfType), C.POINTER(L.BtfArray)).contents
+        return btf_ctype(btf, arr.type) * arr.nelems
+    if kind == BTF_KIND_INT:
+        size = t.size_or_type
+        encoding = C.cast(C.addressof(t) + C.sizeof(L.BtfType), C.POINTER(C.c_uint32))[0]
+        if size == 1 and (encoding >> 24) & 1:
+            return C.c_char
+        signed = bool((encoding >> 24) & 1)
+        return {1: (C.c_uint8, C.c_int8), 2: (C.c_uint16, C.c_int16),
+                4: (C.c_uint32, C.c_int32), 8: (C.c_uint64, C.c_int64)}[size][signed]
+    if kind in (BTF_KIND_ENUM, BTF_KIND_ENUM64):
+        return {4: C.c_int32, 8: C.c_int64}.get(t.size_or_type, C.c_int32)
+    if kind == BTF_KIND_PTR:
+        return C.c_uint64
+    raise BpfError(f"unsupported BTF kind {kind} in a shared struct")
 
 
 def btf_dtype(btf: int, type_id: int) -> np.dtype:

@@ -11,7 +11,7 @@ import ctypes as C
 import errno
 from typing import TYPE_CHECKING
 
-import numpy as np
+from memlens.core.lazy import np
 
 from memlens.core import libbpf as L
 

@@ -17,7 +17,7 @@ import mmap
 import os
 import struct
 
-import numpy as np
+from memlens.core.lazy import np
 
 BUSY, DISCARD = 1 << 31, 1 << 30
 HDR = 8
@@ -31,7 +31,14 @@ class RingBuffer:
                                mmap.PROT_READ | mmap.PROT_WRITE, offset=0)
         self._prod = mmap.mmap(map_fd, PAGE + 2 * size, mmap.MAP_SHARED, mmap.PROT_READ,
                                offset=PAGE)
-        self._data = np.frombuffer(self._prod, np.uint8, offset=PAGE)
+        self._mv = memoryview(self._prod)[PAGE:]
+        self._np_data = None
+
+    @property
+    def _data(self):  # noqa: ANN202  (numpy view, made on first batch decode)
+        if self._np_data is None:
+            self._np_data = np.frombuffer(self._prod, np.uint8, offset=PAGE)
+        return self._np_data
 
     def _positions(self) -> tuple[int, int]:
         cons = struct.unpack_from("<Q", self._cons)[0]
@@ -78,12 +85,12 @@ class RingBuffer:
         pos = cons
         while pos < prod:
             off = pos & (self.size - 1)
-            hdr = int(self._data[off:off + 4].view("<u4")[0])
+            hdr = struct.unpack_from("<I", self._mv, off)[0]
             if hdr & BUSY:
                 break
             length = hdr & ~(BUSY | DISCARD)
             if not hdr & DISCARD:
-                out.append(self._data[off + HDR:off + HDR + length].tobytes())
+                out.append(bytes(self._mv[off + HDR:off + HDR + length]))
             pos += (length + HDR + 7) & ~7
         if pos != cons:
             struct.pack_into("<Q", self._cons, 0, pos)
@@ -91,7 +98,8 @@ class RingBuffer:
 
     def close(self) -> None:
         try:
-            del self._data
+            self._np_data = None
+            self._mv.release()
             self._prod.close()
             self._cons.close()
         except (BufferError, AttributeError):

@@ -14,8 +14,6 @@ import os
 import sys
 import time
 
-import numpy as np
-
 from memlens.core import kernel
 from memlens.core.loader import BpfObject
 from memlens.core.privileges import require_tracing_privileges
@@ -101,7 +99,7 @@ class OomkillCommand:
                 obj.attach_auto("mark_victim_btf")
             else:
                 obj.attach_tracepoint("mark_victim_tp", "oom", "mark_victim")
-            dtype = obj.struct_dtype("oom_event")
+            record_type = obj.struct_ctype("oom_event")
             ring = obj.map("events").ringbuf()
             session = Session(duration=args.duration)
             session.banner("OOM kills")
@@ -109,9 +107,10 @@ class OomkillCommand:
 
             def poll() -> None:
                 nonlocal kills
-                for rec in ring.consume_fixed(dtype):
+                # OOM kills are rare: a plain walk and ctypes decoding, no numpy import
+                for raw in ring.consume_records():
                     kills += 1
-                    self.print_kill(rec, v1, writer)
+                    self.print_kill(record_type.from_buffer_copy(raw), v1, writer)
                 report_lost(session.new_drops(obj), writer)
 
             session.run(poll, poll_interval=0.1)
@@ -123,11 +122,11 @@ class OomkillCommand:
         return 0
 
     @staticmethod
-    def print_kill(rec: np.void, v1: bool, writer) -> None:  # noqa: ANN001
-        victim_pid = int(rec["victim_pid"])
-        if rec["has_details"] and rec["cgroup_levels"]:
-            cg = cgroup_path(list(rec["cgroup"]), int(rec["cgroup_levels"]),
-                             bool(rec["cgroup_truncated"]))
+    def print_kill(rec, v1: bool, writer) -> None:  # noqa: ANN001
+        victim_pid = rec.victim_pid
+        if rec.has_details and rec.cgroup_levels:
+            cg = cgroup_path([bytes(n.value) for n in rec.cgroup], rec.cgroup_levels,
+                             bool(rec.cgroup_truncated))
         else:
             cg = proc_cgroup(victim_pid, v1)
         loadavg = read_loadavg()
@@ -135,19 +134,19 @@ class OomkillCommand:
             "type": "event",
             "time": time.strftime("%H:%M:%S"),
             "timestamp": time.time(),
-            "trigger_pid": int(rec["trigger_pid"]),
-            "trigger_comm": rec["trigger_comm"].decode(errors="replace"),
+            "trigger_pid": int(rec.trigger_pid),
+            "trigger_comm": rec.trigger_comm.decode(errors="replace"),
             "victim_pid": victim_pid,
-            "victim_comm": rec["victim_comm"].decode(errors="replace"),
-            "total_vm_kb": int(rec["total_vm_kb"]),
-            "anon_rss_kb": int(rec["anon_rss_kb"]),
-            "file_rss_kb": int(rec["file_rss_kb"]),
-            "shmem_rss_kb": int(rec["shmem_rss_kb"]),
-            "pgtables_kb": int(rec["pgtables_kb"]),
-            "uid": int(rec["uid"]),
-            "oom_score_adj": int(rec["oom_score_adj"]),
+            "victim_comm": rec.victim_comm.decode(errors="replace"),
+            "total_vm_kb": int(rec.total_vm_kb),
+            "anon_rss_kb": int(rec.anon_rss_kb),
+            "file_rss_kb": int(rec.file_rss_kb),
+            "shmem_rss_kb": int(rec.shmem_rss_kb),
+            "pgtables_kb": int(rec.pgtables_kb),
+            "uid": int(rec.uid),
+            "oom_score_adj": int(rec.oom_score_adj),
             "cgroup": cg,
-            "cgroup_id": int(rec["cgroup_id"]) or None,
+            "cgroup_id": int(rec.cgroup_id) or None,
             "cgroup_hierarchy": "v1-memory" if v1 else "v2",
             "loadavg": loadavg,
         }
