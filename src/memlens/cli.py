@@ -101,6 +101,12 @@ def main(argv: list[str] | None = None) -> int:
         except OSError:
             pass
         return 0
+    except Exception as err:  # noqa: BLE001 — a bug: one line for users, traceback on request
+        if os.environ.get("MEMLENS_DEBUG"):
+            raise
+        _report_error(MemlensError(f"internal error: {type(err).__name__}: {err} "
+                                   "(MEMLENS_DEBUG=1 shows the traceback)"), argv)
+        return 1
 
 
 def _report_error(err: MemlensError, argv: list[str]) -> None:

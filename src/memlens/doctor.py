@@ -55,9 +55,10 @@ def _try_hook(kind: str) -> tuple[bool, str]:
                 fd = perf.open_event(perf.PERF_TYPE_SOFTWARE, perf.PERF_COUNT_SW_PAGE_FAULTS,
                                      cpu=perf.online_cpus()[0], sample_period=1 << 30)
                 try:
-                    obj.attach_perf_event(prog, fd)
-                finally:
+                    obj.attach_perf_event(prog, fd)  # on success the link owns fd
+                except Exception:
                     os.close(fd)
+                    raise
             elif kind == "uprobe":
                 libc = _libc_path()
                 obj.attach_uprobe(prog, libc, "getppid", pid=os.getpid())

@@ -206,6 +206,8 @@ class BpfObject:
                           L.lib().bpf_program__attach(self.prog(prog)))
 
     def attach_perf_event(self, prog: str, fd: int, cookie: int = 0) -> int:
+        """Attach to a perf event fd.  On success the link owns fd: destroying the link
+        closes it, so the caller must not."""
         opts = L.PerfEventOpts(sz=C.sizeof(L.PerfEventOpts), bpf_cookie=cookie)
         return self._link(f"perf event fd {fd}", L.lib().bpf_program__attach_perf_event_opts(
             self.prog(prog), fd, C.byref(opts)))

@@ -1,0 +1,78 @@
+# SPDX-License-Identifier: GPL-2.0-only
+"""Core pieces that need no privileges: BTF-derived record layouts, CLI dispatch and exit
+codes, capability parsing, cgroup path formatting."""
+from __future__ import annotations
+
+import ctypes
+import subprocess
+
+import numpy as np
+import pytest
+
+from memlens.core import privileges
+from memlens.core.loader import BpfObject
+from memlens.core.session import positive_float, positive_int
+from memlens.tools.oomkill import cgroup_path
+from tests.conftest import memlens_cmd
+
+
+def test_record_layout_comes_from_the_objects_btf():
+    # GIVEN the compiled oomkill object (opening parses ELF+BTF, no privileges needed)
+    with BpfObject.open("tools/oomkill/oomkill.bpf.o") as obj:
+        # WHEN the shared struct is translated
+        dt = obj.struct_dtype("oom_event")
+        ct = obj.struct_ctype("oom_event")
+        # THEN both match the C layout of oomkill.h
+        assert dt.itemsize == ctypes.sizeof(ct) == 624
+        assert dt.fields["trigger_pid"][0] == np.dtype("<u4") and dt.fields["trigger_pid"][1] == 8
+        assert dt.fields["victim_comm"][0] == np.dtype("S16")
+        assert dt.fields["cgroup"][0] == np.dtype(("S64", (8,)))
+        assert ct.victim_comm.offset == dt.fields["victim_comm"][1]
+        assert ct.cgroup.offset == dt.fields["cgroup"][1]
+        assert "targ_cgroup_v1_memcg" in obj.rodata
+        assert set(obj.programs()) == {"mark_victim_btf", "mark_victim_tp"}
+
+
+def test_cgroup_path_from_leaf_first_names():
+    assert cgroup_path([b"envm", b""], 2, False) == "/envm"
+    assert cgroup_path([b"c", b"b", b"a", b""], 4, False) == "/a/b/c"
+    assert cgroup_path([b""], 1, False) == "/"
+    assert cgroup_path([b"h", b"g"], 2, True) == ".../g/h"
+
+
+def test_capability_parsing():
+    root_caps = (1 << 41) - 1
+    assert privileges.can_trace(root_caps)
+    assert privileges.can_trace(1 << 38 | 1 << 39)       # CAP_PERFMON + CAP_BPF
+    assert not privileges.can_trace(1 << 39)              # CAP_BPF alone
+    assert not privileges.can_trace(0)
+
+
+def test_argument_types_reject_nonsense():
+    import argparse
+
+    assert positive_float("0.5") == 0.5
+    assert positive_int("0x10") == 16
+    for bad in ("0", "-1", "abc"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            positive_float(bad)
+
+
+@pytest.mark.parametrize("argv,code,needle", [
+    (["nosuchtool"], 2, "unknown command"),
+    (["oomkill", "--nope"], 2, "unrecognized arguments"),
+    (["oomkill", "-d", "abc"], 2, "not a number"),
+])
+def test_cli_usage_errors_are_one_line_exit_2(argv, code, needle):
+    r = subprocess.run(memlens_cmd(*argv), capture_output=True, text=True)
+    assert r.returncode == code
+    assert needle in r.stderr and "Traceback" not in r.stderr
+
+
+def test_help_lists_every_command_and_tool_help_has_examples():
+    r = subprocess.run(memlens_cmd("--help"), capture_output=True, text=True)
+    assert r.returncode == 0
+    for name in ("check", "doctor", "top", "pmap", "oomkill", "memleak", "mmapsnoop", "brkstack"):
+        assert f"  {name} " in r.stdout
+    r = subprocess.run(memlens_cmd("oomkill", "--help"), capture_output=True, text=True)
+    assert r.returncode == 0 and "examples:" in r.stdout and "memlens oomkill --json" in r.stdout
