@@ -169,7 +169,7 @@ class TestProcesses:
 
     def test_read_proc_with_swap_and_pss(self, modern):
         p = procs.read_proc(4242, with_pss=True)
-        assert p.rss_bytes == 2560 * procfs.PAGESIZE
+        assert p.rss_bytes == 10244 * KB           # status VmRSS wins over stat's rss
         assert p.swap_bytes == 512 * KB
         assert p.pss_bytes == 344 * KB
         assert p.uss_bytes == (8 + 80) * KB
@@ -376,15 +376,21 @@ class TestTopOnFakeTrees:
     def test_rates_between_frames(self, modern, monkeypatch):
         s = top.Sampler()
         # the process faulted 46 more times and grew by 10 pages in the interval
-        real = procfs.read_pid_stat
+        real_stat, real_status = procfs.read_pid_stat, procfs.read_pid_status
 
         def later(pid):  # noqa: ANN001, ANN202
-            st = real(pid)
+            st = real_stat(pid)
             if st:
                 st.minflt += 46
-                st.rss_pages += 10
+            return st
+
+        def grown(pid):  # noqa: ANN001, ANN202
+            st = real_status(pid)
+            if st:
+                st["VmRSS"] += 10 * procfs.PAGESIZE
             return st
         monkeypatch.setattr(procfs, "read_pid_stat", later)
+        monkeypatch.setattr(procfs, "read_pid_status", grown)
         f = s.frame()
         p = f.procs[0]
         assert p.minflt_per_s == pytest.approx(46 / f.interval_s)
@@ -400,3 +406,36 @@ class TestTopOnFakeTrees:
 def test_module_has_no_stdout_side_effects():
     # run_checklist writes only to the stream it is given (the main job passes its own)
     assert check.run_checklist.__defaults__[0] is sys.stdout
+
+
+class TestCommandLineErrors:
+    """Bad input: one line on stderr, the documented exit code, never a traceback."""
+
+    @pytest.mark.parametrize("argv, code, message", [
+        (("pmap", "abc"), 2, "PID must be a number"),
+        (("pmap", "999999999"), 1, "no such process: 999999999"),
+        (("check", "--interval", "0"), 2, "--interval must be"),
+        (("top", "-d", "0"), 2, "--delay must be"),
+        (("top", "-n", "0"), 2, "--iterations must be"),
+    ])
+    def test_one_line_and_exit_code(self, argv, code, message):
+        import subprocess
+
+        from tests.conftest import memlens_cmd
+
+        res = subprocess.run(memlens_cmd(*argv), capture_output=True, text=True, timeout=60)
+        assert res.returncode == code, res.stderr
+        assert res.stderr.count("\n") == 1 and message in res.stderr, res.stderr
+        assert "Traceback" not in res.stderr
+
+    def test_top_on_a_pipe_prints_plain_blocks(self):
+        import subprocess
+
+        from tests.conftest import memlens_cmd
+
+        res = subprocess.run(memlens_cmd("top", "-n", "2", "-d", "0.2", "-p", "3"),
+                             capture_output=True, text=True, timeout=60)
+        assert res.returncode == 0, res.stderr
+        assert res.stdout.count("memlens top - ") == 2
+        assert "\x1b[" not in res.stdout                  # no terminal escapes on a pipe
+        assert res.stdout.count("Processes (top 3 by rss):") == 2

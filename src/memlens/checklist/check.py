@@ -260,7 +260,7 @@ def section_cgroups(max_rows: int = 8) -> Section:
                      f"{hb(c.limit_bytes) if c.limit_bytes else 'max':>7} "
                      f"{'-' if pct is None else f'{pct:.0f}':>4} "
                      f"{'-' if c.failcnt is None else c.failcnt:>7} "
-                     f"{'-' if c.oom_kill is None else c.oom_kill:>8} {c.path[:40]}")
+                     f"{'-' if c.oom_kill is None else c.oom_kill:>8} {_cut(c.path, 34)}")
     if len(cgs) - 1 > len(shown):
         lines.append(f"({len(cgs) - 1 - len(shown)} more cgroup(s); see --json)")
     data = {"hierarchies": [{"version": v, "path": p} for v, p in cgroups.hierarchies()],
@@ -280,6 +280,10 @@ def section_cgroups(max_rows: int = 8) -> Section:
         limited = sum(1 for c in cgs if c.limit_bytes)
         f = Finding("ok", f"{len(cgs)} cgroup(s), {limited} with a limit, no OOM kills")
     return Section("cgroups", "Memory cgroups (limits, usage, OOM, reclaim)", data, lines, f)
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[:width - 3] + "..."
 
 
 def section_paging(sar: dict | None) -> Section:

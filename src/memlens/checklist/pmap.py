@@ -85,6 +85,8 @@ def render_text(pid: int, rows: list[dict], total: dict, out, width: int = 79) -
     if not cmd:
         st = procfs.read_pid_stat(pid)
         cmd = f"[{st.comm}]" if st else ""
+    # like procps: control characters (newlines in `python -c` scripts) print as spaces
+    cmd = "".join(" " if ord(c) < 0x20 else c for c in cmd)
     out.write(f"{pid}:   {cmd}"[:width] + "\n")
     out.write("Address           Kbytes     RSS   Dirty    Swap Mode  Mapping\n")
     for r in rows:

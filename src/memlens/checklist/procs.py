@@ -1,8 +1,11 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """Per-process memory figures from /proc (what ps, top and smem print).
 
-RSS and VSZ come from /proc/PID/stat like procps ps (`ps -eo pid,vsz,rss,comm`: VSZ is
-vsize, RSS is rss pages times the page size); swap from /proc/PID/status VmSwap (2.6.34+);
+VSZ comes from /proc/PID/stat vsize like procps ps (`ps -eo pid,vsz,rss,comm`); RSS from
+/proc/PID/status VmRSS (what ps 4 and psutil's statm show).  stat's rss field is only a
+fallback: on 6.x it reads the per-CPU RSS counters without summing them
+(percpu_counter_read_positive), so it lags the exact figure by up to a few hundred KiB
+(seen here: 1664 kB in stat, 1836 kB in status and statm).  Swap from status VmSwap (2.6.34+);
 fault counters from stat fields 10 and 12.  PSS and USS need smaps (smaps_rollup since 4.14)
 and are read only on request: they cost a page-table walk per process.
 """
@@ -41,6 +44,9 @@ def read_proc(pid: int, with_swap: bool = True, with_pss: bool = False) -> ProcM
         if status is not None:
             swap = status.get("VmSwap")
             p.swap_bytes = swap if isinstance(swap, int) else None
+            rss = status.get("VmRSS")
+            if isinstance(rss, int):
+                p.rss_bytes = rss
     if with_pss:
         add_pss_uss(p)
     return p
