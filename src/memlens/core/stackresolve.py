@@ -64,6 +64,15 @@ class StackResolver:
         except (ProcessLookupError, PermissionError, OSError):
             self._gone.add(pid)
 
+    def forget(self, pid: int) -> None:
+        """Drop what is known of `pid` (after an exec: a new program under the same PID);
+        the next watch() takes a fresh snapshot."""
+        self._procs.pop(pid, None)
+        self._gone.discard(pid)
+        self._refreshed.discard(pid)
+        for key in [k for k in self._cache if k[0] == pid and k[2]]:
+            del self._cache[key]
+
     def user_frames(self, pid: int, stack_id: int) -> list[AnyFrame]:
         if stack_id < 0:
             return [MarkerFrame(MISSED_USER)]
