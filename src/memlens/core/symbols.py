@@ -684,7 +684,9 @@ class ProcessSymbolizer:
         n = len(a)
         frames: list[Frame | None] = [None] * n
         mi = np.searchsorted(self._starts, q, side="right").astype(np.int64) - 1
-        inmap = (mi >= 0) & (q < self._ends[np.maximum(mi, 0)])
+        # an empty snapshot (a zombie or a process mid-exec has no maps) matches nothing
+        ends = self._ends if len(self._ends) else np.zeros(1, np.uint64)
+        inmap = (mi >= 0) & (q < ends[np.maximum(mi, 0)])
         mi = np.where(inmap, mi, -1)
         jit_todo = []
         for m_idx in np.unique(mi):
