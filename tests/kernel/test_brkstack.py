@@ -89,7 +89,7 @@ def test_json_counts_23_for_the_pid_stack_and_comm():
 
 
 def test_folded_total_equals_json_count():
-    run, wl, _ = _traced("--folded")
+    run, _, _ = _traced("--folded")
     folded = read_folded(run.stdout)
     mine = {stack: n for stack, n in folded.items() if stack.startswith("brk_levels;")}
     assert sum(mine.values()) == CALLS, run.stdout
@@ -120,7 +120,7 @@ def test_intervals_sum_to_the_total():
 
 def test_html_flame_graph(tmp_path):
     out = tmp_path / "brk.html"
-    run, wl, _ = _traced("--html", str(out))
+    _traced("--html", str(out))
     page = out.read_text()
     assert page.startswith("<!DOCTYPE html>")
     assert "grow_heap_level3" in page and "brk_levels" in page
@@ -130,7 +130,7 @@ def test_html_flame_graph(tmp_path):
 def test_bad_input_is_one_line_usage_error(args):
     before = loaded_prog_names()
     r = subprocess.run(memlens_cmd("brkstack", *args), capture_output=True, text=True,
-                       timeout=60)
+                       timeout=60, check=False)
     assert r.returncode == 2, (r.stdout, r.stderr)
     assert "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr

@@ -13,6 +13,7 @@ which malloc calls) yields a one-frame stack.  See README.md.
 from __future__ import annotations
 
 import argparse
+import select
 import sys
 import time
 from typing import Any
@@ -20,9 +21,17 @@ from typing import Any
 from memlens.core import kernel
 from memlens.core.loader import BpfObject
 from memlens.core.privileges import require_tracing_privileges
-from memlens.core.session import (Session, add_common_options, configure_filters,
-                                  positive_float, positive_int, report_lost)
+from memlens.core.session import (
+    Session,
+    add_common_options,
+    configure_filters,
+    positive_float,
+    positive_int,
+    report_lost,
+)
 from memlens.errors import KernelLacks, UsageError
+
+WAIT_S = 0.05  # longest wait for a ring buffer wake-up: bounds signal/interval latency
 
 EXAMPLES = """\
 examples:
@@ -93,23 +102,41 @@ class BrkstackCommand:
             session.banner(what)
             state = _State()
 
-            def poll() -> None:
+            # Wake up as soon as a "seen" record is committed rather than on a timer: most
+            # brk() callers are short-lived (a shell command lives a few ms), and their
+            # maps can only be read while they live.  The ring buffer fd is pollable; the
+            # wait is bounded so signals, intervals and the duration are honoured.
+            ep = select.epoll()
+            ep.register(obj.map("seen").fd, select.EPOLLIN)
+            comms: dict[int, bytes] = {}
+
+            def drain() -> None:
                 # Resolve as soon as a key appears: the process's maps are read now, while
                 # it lives, and the frames are cached for every later report.
                 for rec in ring.consume_fixed(seen_dtype):
                     pid, sid = int(rec["tgid"]), int(rec["user_stack_id"])
+                    comm = bytes(rec["comm"])
+                    if comms.setdefault(pid, comm) != comm:  # exec'd: a new program
+                        comms[pid] = comm
+                        resolver.forget(pid)
                     resolver.watch(pid)
                     resolver.user_frames(pid, sid)
                 report_lost(session.new_drops(obj), writer)
 
+            def poll() -> None:
+                if not session.stopping:
+                    ep.poll(WAIT_S)
+                drain()
+
             def report(final: bool = False) -> None:
-                poll()
+                drain()
                 keys, vals = counts.items(key_dtype, "<u8")
                 entries = state.deltas(keys, vals, resolver)
                 self.emit(entries, args, writer, session, final)
                 state.run_entries.extend(entries)
 
-            session.run(poll, on_interval=report, poll_interval=0.1)
+            session.run(poll, on_interval=report, poll_interval=0.001)
+            ep.close()
             if not (args.interval and args.count and session.intervals_done >= args.count):
                 report(final=True)
             if args.html:
@@ -129,7 +156,7 @@ class BrkstackCommand:
         return 0
 
     @staticmethod
-    def emit(entries: list[dict[str, Any]], args: argparse.Namespace, writer,  # noqa: ANN001
+    def emit(entries: list[dict[str, Any]], args: argparse.Namespace, writer,
              session: Session, final: bool) -> None:
         if writer is not None:
             writer.emit({"type": "report", "time": time.strftime("%H:%M:%S"),
@@ -158,7 +185,7 @@ class _State:
         self.prev: dict[tuple[int, int, bytes], int] = {}
         self.run_entries: list[dict[str, Any]] = []
 
-    def deltas(self, keys, vals, resolver) -> list[dict[str, Any]]:  # noqa: ANN001
+    def deltas(self, keys, vals, resolver) -> list[dict[str, Any]]:
         from memlens.output.table import comm_str
 
         entries = []

@@ -76,6 +76,7 @@ int brk_enter(struct trace_event_raw_sys_enter *ctx)
 		return 0; /* counted; the stack still resolves if the process lives */
 	s->tgid = key.tgid;
 	s->user_stack_id = key.user_stack_id;
+	__builtin_memcpy(s->comm, key.comm, sizeof(s->comm));
 	bpf_ringbuf_submit(s, 0);
 	return 0;
 }

@@ -15,6 +15,7 @@ struct brk_key {
 struct brk_seen {
 	__u32 tgid;
 	__s32 user_stack_id;
+	char comm[16];       /* a new comm under a known PID means exec: re-read its maps */
 };
 
 #endif
