@@ -3,7 +3,7 @@
  *   getppid N  N getppid() syscalls from emit_getppid()
  *   getpgid N  getpgid(1..N)
  *   call N     N calls of target_function()
- *   rate N R   N getppid() at R per second (R=0: as fast as possible), no stdin waits */
+ *   rate N R   N getppid() at R per second (R=0: as fast as possible) */
 #define _GNU_SOURCE
 #include <stdio.h>
 #include <stdlib.h>
@@ -52,6 +52,8 @@ int main(int argc, char **argv)
 	long n = atol(argv[2]);
 	setvbuf(stdout, NULL, _IONBF, 0);
 	if (!strcmp(mode, "rate")) {
+		printf("ready %d\n", getpid());
+		wait_line();
 		double rate = argc > 3 ? atof(argv[3]) : 0, t0 = now();
 		long batch = 1000;
 		for (long done = 0; done < n; done += batch) {
@@ -60,7 +62,8 @@ int main(int argc, char **argv)
 				while (now() - t0 < (done + batch) / rate)
 					;
 		}
-		printf("rate: %ld events in %.3f s\n", n, now() - t0);
+		printf("rate: %ld events in %.6f s\n", n, now() - t0);
+		wait_line();
 		return 0;
 	}
 	printf("ready %d\n", getpid());
