@@ -162,10 +162,21 @@ class MemleakCommand:
 
 
 class _Child:
-    """The -c command: forked now, blocked on a pipe until the probes are attached."""
+    """The -c command: forked now, blocked on a pipe until the probes are attached.
 
-    def __init__(self, argv: list[str]):
+    A thread of ours ptrace-seizes the child with PTRACE_O_TRACEEXIT only: at its exit the
+    command stops with its memory map still in place, `on_exit` snapshots it (a command that
+    runs for milliseconds still gets symbols: a zombie's /proc/PID/maps is empty), and the
+    thread lets it go.  Signals the command receives are passed straight on."""
+
+    PTRACE_CONT, PTRACE_SEIZE, PTRACE_LISTEN = 7, 0x4206, 0x4208
+    PTRACE_O_TRACEEXIT, PTRACE_EVENT_EXIT, PTRACE_EVENT_STOP = 0x40, 6, 128
+
+    def __init__(self, argv: list[str], on_exit):  # noqa: ANN001
+        import threading
+
         self.argv = argv
+        self.on_exit = on_exit
         r, w = os.pipe()
         pid = os.fork()
         if pid == 0:  # child
@@ -182,6 +193,44 @@ class _Child:
         os.close(r)
         self.pid, self._w = pid, w
         self.status: Optional[int] = None
+        self._seized = threading.Event()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._trace, name="memleak-c", daemon=True)
+        self._thread.start()
+        self._seized.wait(5)
+
+    def _trace(self) -> None:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
+        libc.ptrace.restype = ctypes.c_long
+        seized = libc.ptrace(self.PTRACE_SEIZE, self.pid, None,
+                             ctypes.c_void_p(self.PTRACE_O_TRACEEXIT)) == 0
+        self._seized.set()
+        while True:
+            try:
+                pid, status = os.waitpid(self.pid, 0)
+            except ChildProcessError:
+                self.status = self.status if self.status is not None else 0
+                break
+            if os.WIFEXITED(status) or os.WIFSIGNALED(status):
+                self.status = status
+                break
+            if not (seized and os.WIFSTOPPED(status)):
+                continue
+            event, sig = status >> 16, os.WSTOPSIG(status)
+            if event == self.PTRACE_EVENT_EXIT:
+                try:
+                    self.on_exit()
+                except Exception:  # noqa: BLE001 — never leave the command stopped
+                    pass
+                libc.ptrace(self.PTRACE_CONT, self.pid, None, None)
+            elif event == self.PTRACE_EVENT_STOP:
+                libc.ptrace(self.PTRACE_LISTEN, self.pid, None, None)  # group stop: stay
+            else:  # signal-delivery-stop: deliver it
+                libc.ptrace(self.PTRACE_CONT, self.pid, None, ctypes.c_void_p(sig))
+        self._done.set()
 
     def release(self) -> None:
         os.write(self._w, b"x")
@@ -192,23 +241,10 @@ class _Child:
         if self._w >= 0:
             os.close(self._w)  # EOF: the child exits without running the command
             self._w = -1
-        self.wait(block=True)
+        self._done.wait(10)
 
     def exited(self) -> bool:
-        return self.wait(block=False)
-
-    def wait(self, block: bool) -> bool:
-        if self.status is not None:
-            return True
-        try:
-            pid, status = os.waitpid(self.pid, 0 if block else os.WNOHANG)
-        except ChildProcessError:
-            self.status = 0
-            return True
-        if pid == 0:
-            return False
-        self.status = status
-        return True
+        return self._done.is_set()
 
     def stop(self) -> None:
         if self.exited():
@@ -217,13 +253,12 @@ class _Child:
             os.kill(self.pid, signal.SIGTERM)
         except ProcessLookupError:
             return
-        deadline = time.monotonic() + 2
-        while time.monotonic() < deadline:
-            if self.exited():
-                return
-            time.sleep(0.02)
-        os.kill(self.pid, signal.SIGKILL)
-        self.wait(block=True)
+        if not self._done.wait(2):
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self._done.wait(5)
 
 
 USER_PROGS = ["ml_enter_size1", "ml_enter_size2", "ml_enter_calloc", "ml_enter_realloc",
@@ -251,6 +286,9 @@ class _Run:
         self.writer = None
         self.sym = None            # ProcessSymbolizer of the target (user mode)
         self.sym_time = 0.0
+        import threading
+
+        self.sym_lock = threading.Lock()
         self.frames_cache: dict[int, list] = {}
         self.resolver = None
         self.plan = None
@@ -287,7 +325,7 @@ class _Run:
             self.plan = plan_probes(mapped, args.obj, args.symbols_prefix, desc,
                                     skip_entry=not args.probe_at_entry)
             if args.command is not None:
-                self.child = _Child(argv)
+                self.child = _Child(argv, on_exit=self.snapshot_at_exit)
                 self.pid = self.child.pid
                 self.comm = os.path.basename(argv[0])[:15]
             else:
@@ -420,11 +458,14 @@ class _Run:
             self.emit(self.collect(final=True), final=True, text=False)
         self.summary()
 
-    def refresh_symbols(self, force: bool = False) -> None:
+    def refresh_symbols(self, force: bool = False, locked: bool = False) -> None:
         """Snapshot the target's memory map while it lives (once a second), so that a
         process that has exited by the final report still gets symbols."""
         if not self.user or self.pid is None:
             return
+        if not locked:
+            with self.sym_lock:
+                return self.refresh_symbols(force, locked=True)
         now = time.monotonic()
         if not force and now - self.sym_time < 1.0:
             return
@@ -448,6 +489,12 @@ class _Run:
                 self.comm = _read_comm(self.pid) or self.comm
         except (ProcessLookupError, OSError):
             pass
+
+    def snapshot_at_exit(self) -> None:
+        """-c: called (from the tracer thread) while the command is stopped at its exit."""
+        with self.sym_lock:
+            self.sym_time = 0.0
+            self.refresh_symbols(force=True, locked=True)
 
     def gen(self) -> int:
         raw = self.obj.map("exec_gen").lookup(b"\0\0\0\0")

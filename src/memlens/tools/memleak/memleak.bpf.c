@@ -358,7 +358,7 @@ struct trace_event_raw_kmem_cache_alloc___new {
 	const void *ptr;
 	size_t bytes_alloc;
 } __attribute__((preserve_access_index));
-/* kfree and kmem_cache_free: before 5.12 kmem_cache_free used the kmem_free class too. */
+/* kfree and kmem_cache_free: older kernels shared the kmem_free event class. */
 struct trace_event_raw_kmem_free___old {
 	const void *ptr;
 } __attribute__((preserve_access_index));
@@ -422,19 +422,28 @@ int ml_kmem_cache_alloc_node(struct trace_event_raw_kmem_alloc_node___old *a)
 }
 
 /* Frees are not filtered by task: a block allocated by the target may be freed anywhere. */
-SEC("tracepoint/kmem/kfree")
-int ml_kfree(struct trace_event_raw_kmem_free___old *a)
+static __always_inline __u64 freed_ptr(void *ctx, bool cache)
 {
-	__u64 ptr = (__u64)BPF_CORE_READ(a, ptr);
+	if (cache && bpf_core_type_exists(struct trace_event_raw_kmem_cache_free))
+		return (__u64)BPF_CORE_READ((struct trace_event_raw_kmem_cache_free *)ctx, ptr);
+	if (!cache && bpf_core_type_exists(struct trace_event_raw_kfree))
+		return (__u64)BPF_CORE_READ((struct trace_event_raw_kfree *)ctx, ptr);
+	return (__u64)BPF_CORE_READ((struct trace_event_raw_kmem_free___old *)ctx, ptr);
+}
+
+SEC("tracepoint/kmem/kfree")
+int ml_kfree(void *ctx)
+{
+	__u64 ptr = freed_ptr(ctx, false);
 	if (ptr)
 		free_addr(ptr);
 	return 0;
 }
 
 SEC("tracepoint/kmem/kmem_cache_free")
-int ml_kmem_cache_free(struct trace_event_raw_kmem_free___old *a)
+int ml_kmem_cache_free(void *ctx)
 {
-	__u64 ptr = (__u64)BPF_CORE_READ(a, ptr);
+	__u64 ptr = freed_ptr(ctx, true);
 	if (ptr)
 		free_addr(ptr);
 	return 0;
