@@ -22,10 +22,13 @@ __attribute__((noinline)) void leak_new(void) { sink[nsink++] = new Block; }
 __attribute__((noinline)) void leak_new_array(void) { sink[nsink++] = new char[SIZE]; }
 __attribute__((noinline)) void churn_new(void)
 {
+	/* volatile stores: otherwise the new/delete pairs may be elided */
 	Block *b = new Block;
-	char *a = new char[SIZE];
-	char *n = new (std::nothrow) char[SIZE];
 	sink[4 * LEAKS - 1] = b;
+	char *a = new char[SIZE];
+	sink[4 * LEAKS - 2] = a;
+	char *n = new (std::nothrow) char[SIZE];
+	sink[4 * LEAKS - 3] = n;
 	delete b;
 	delete[] a;
 	delete[] n;

@@ -159,6 +159,8 @@ class MemleakCommand:
             raise UsageError("-O/--symbols-prefix need a process (-p or -c)")
         if args.pid is not None and not os.path.exists(f"/proc/{args.pid}"):
             raise UsageError(f"no process with PID {args.pid}")
+        if args.obj and "/" in args.obj and not os.path.exists(args.obj):
+            raise UsageError(f"-O {args.obj}: no such file")
 
 
 class _Child:
@@ -528,7 +530,7 @@ class _Run:
         else:
             stacks = group(addrs, info, scale)
             for s in stacks:
-                v = stats.get((s.stack_id, s.kind))
+                v = stats.get((s.stack, s.kind))
                 if v is not None:
                     s.alloc_objects, s.alloc_bytes = int(v[0]) * scale, int(v[1]) * scale
         stacks = sort_stacks(stacks, args.sort)
@@ -541,33 +543,43 @@ class _Run:
         # frames for what is printed (text/JSON: top N) or written (files: all)
         need_all = final and (args.folded or args.pprof or args.html)
         for s in stacks if need_all else stacks[:args.top]:
-            s.frames = self.frames(s.stack_id, s.kind)
+            s.frames = self.frames(s.stack, s.kind)
         rep = Report(time.time(), stacks, blocks, final=final)
         rep.lost, rep.counters = self.losses()
         if args.pprof and final:
             rep.extra_stats = stats  # type: ignore[attr-defined]
         return rep
 
-    def frames(self, stack_id: int, kind: int) -> list:
-        from memlens.core.stackresolve import MISSED_KERNEL, MISSED_USER, MarkerFrame, StackResolver
+    def stack_ips(self, stack: int) -> list[int]:
+        raw = self.obj.map("stacks").lookup(int(stack).to_bytes(8, "little")) if stack else None
+        if raw is None:
+            return []
+        ips = np.frombuffer(raw, "<u8")
+        nz = np.flatnonzero(ips == 0)
+        return ips[: nz[0] if nz.size else len(ips)].tolist()
+
+    def frames(self, stack: int, kind: int) -> list:
+        from memlens.core.stackresolve import MISSED_KERNEL, MISSED_USER, MarkerFrame
 
         from .report import allocator_frame
 
+        cached = self.frames_cache.get(stack)
         if not self.user:
-            if self.resolver is None:
-                self.resolver = StackResolver(self.obj.map("stacks"))
-            return self.resolver.kernel_frames(stack_id) if stack_id >= 0 else \
-                [MarkerFrame(MISSED_KERNEL)]
+            if cached is None:
+                ips = self.stack_ips(stack)
+                if not ips:
+                    return [MarkerFrame(MISSED_KERNEL)]
+                from memlens.core.symbols import KernelSymbolizer
+
+                cached = self.frames_cache[stack] = list(KernelSymbolizer.get().resolve_stack(ips))
+            return cached
         assert self.plan is not None
         label = self.plan.kind_labels.get(kind, KIND_NAMES.get(kind, "?"))
         module = os.path.basename(self.plan.cxx if kind in (10, 11) and self.plan.cxx
                                   else self.plan.allocator)
         head = [allocator_frame(label, module)]
-        if stack_id < 0:
-            return head + [MarkerFrame(MISSED_USER)]
-        cached = self.frames_cache.get(stack_id)
         if cached is None:
-            ips = self.obj.map("stacks").stack(stack_id)
+            ips = self.stack_ips(stack)
             if not ips:
                 cached = [MarkerFrame(MISSED_USER)]
             elif self.sym is None:
@@ -579,7 +591,7 @@ class _Run:
                 # returned to in its caller (the stack is taken at the return).
                 cached = self.sym.resolve(ips, return_address=True)
                 if all(f.resolved for f in cached):
-                    self.frames_cache[stack_id] = cached
+                    self.frames_cache[stack] = cached
         return head + list(cached)
 
     def losses(self) -> tuple[dict[str, int], dict[str, int]]:
@@ -626,7 +638,7 @@ class _Run:
 
         samples = pprof_samples(rep)
         # stacks that allocated but hold nothing now still belong in alloc_space
-        seen = {(s.stack_id, s.kind) for s in rep.stacks}
+        seen = {(s.stack, s.kind) for s in rep.stacks}
         scale = self.args.sample_rate
         for (sid, kind), v in getattr(rep, "extra_stats", {}).items():
             if (sid, kind) not in seen and v[0]:

@@ -59,12 +59,23 @@ struct {
 	__type(value, struct alloc_info);
 } allocs SEC(".maps");
 
+/* Stacks keyed by a 64-bit hash of their frames, not a BPF_MAP_TYPE_STACK_TRACE: that map
+ * hashes into max_entries buckets and refuses (-EEXIST) a second stack landing in a taken
+ * bucket, so with a few dozen distinct stacks one is lost now and then (bpftrace #2962,
+ * PR #3060 made the same change).  Here only a full map loses a stack, and it is counted. */
 struct {
-	__uint(type, BPF_MAP_TYPE_STACK_TRACE);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 10240);
-	__uint(key_size, sizeof(__u32));
-	__uint(value_size, MEMLENS_STACK_DEPTH * sizeof(__u64));
+	__type(key, __u64);
+	__type(value, struct stack_trace);
 } stacks SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct stack_trace);
+} stack_scratch SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -95,9 +106,44 @@ static __always_inline void count(__u32 which)
 		(*v)++;
 }
 
+/* The current stack's key in `stacks` (stored there if new), 0 when there is none. */
+static __always_inline __u64 stack_of(void *ctx, __u64 flags)
+{
+	__u32 zero = 0;
+	struct stack_trace *st = bpf_map_lookup_elem(&stack_scratch, &zero);
+	if (!st)
+		return 0;
+	long len = bpf_get_stack(ctx, st->ips, sizeof(st->ips), flags);
+	if (len <= 0) {
+		count_drop(MEMLENS_DROP_STACK_MISSING);
+		return 0;
+	}
+	__u32 n = len / sizeof(__u64);
+	__u64 h = 0xcbf29ce484222325ULL; /* FNV-1a over the 64-bit frames */
+	for (__u32 i = 0; i < MEMLENS_STACK_DEPTH; i++) {
+		if (i >= n)
+			break;
+		h = (h ^ st->ips[i]) * 0x100000001b3ULL;
+	}
+	h |= 1; /* 0 means "no stack" */
+	if (bpf_map_lookup_elem(&stacks, &h))
+		return h;
+	/* bpf_get_stack leaves the tail as it was: zero it so that equal stacks read equal */
+	for (__u32 i = 0; i < MEMLENS_STACK_DEPTH; i++) {
+		if (i >= n)
+			st->ips[i] = 0;
+	}
+	if (bpf_map_update_elem(&stacks, &h, st, BPF_NOEXIST) &&
+	    !bpf_map_lookup_elem(&stacks, &h)) {
+		count_drop(MEMLENS_DROP_STACK_FULL);
+		return 0;
+	}
+	return h;
+}
+
 static __always_inline void stats_add(struct alloc_info *info, __s64 sign)
 {
-	struct stack_key key = { .stack_id = info->stack_id, .kind = info->kind };
+	struct stack_key key = { .stack = info->stack, .kind = info->kind };
 	struct stack_stats *s = bpf_map_lookup_elem(&stats, &key);
 	if (!s) {
 		if (sign < 0)
@@ -127,7 +173,7 @@ static __always_inline void record(void *ctx, __u64 addr, __u64 size, __u32 kind
 		.kind = kind,
 		.gen = (__u16)current_gen(),
 	};
-	info.stack_id = stackid_counted(ctx, &stacks, flags);
+	info.stack = stack_of(ctx, flags);
 	struct alloc_info *old = bpf_map_lookup_elem(&allocs, &addr);
 	if (old) {
 		/* The address was handed out again but its free was never seen. */
@@ -505,3 +551,4 @@ int ml_percpu_free(struct trace_event_raw_percpu_free_percpu *a)
 /* clang emits BTF for these only if something uses them */
 struct stack_key stack_key_btf_anchor __attribute__((unused));
 struct stack_stats stack_stats_btf_anchor __attribute__((unused));
+struct stack_trace stack_trace_btf_anchor __attribute__((unused));

@@ -28,15 +28,22 @@ enum ml_kind {
 struct alloc_info {
 	__u64 size;
 	__u64 ts_ns;        /* bpf_ktime_get_ns() at the allocation */
-	__s32 stack_id;     /* < 0: the stack could not be stored (counted in `drops`) */
+	__u64 stack;        /* key in `stacks` (a 64-bit hash of the frames); 0: no stack */
 	__u16 kind;         /* enum ml_kind */
 	__u16 gen;          /* exec generation of the target: blocks of a replaced image are void */
+	__u32 pad;
 };
 
 /* Key of `stats`: per-stack totals kept in the kernel (--combined-only, --pprof). */
 struct stack_key {
-	__s32 stack_id;
+	__u64 stack;
 	__u32 kind;
+	__u32 pad;
+};
+
+/* Value of `stacks`: the frames, leaf first, zero-padded (bpf_get_stack). */
+struct stack_trace {
+	__u64 ips[MEMLENS_STACK_DEPTH];
 };
 
 struct stack_stats {

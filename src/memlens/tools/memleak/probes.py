@@ -223,6 +223,11 @@ def process_maps_paths(pid: int) -> list[str]:
                         out.append(path)
     except FileNotFoundError:
         raise UsageError(f"no process with PID {pid}") from None
+    except PermissionError:
+        from memlens.errors import NotPermitted
+
+        raise NotPermitted(f"cannot read /proc/{pid}/maps (another user namespace, or "
+                           "ptrace access denied)") from None
     return out
 
 

@@ -15,7 +15,7 @@ from memlens.core.stacks import Frame
 
 @dataclass
 class StackTotal:
-    stack_id: int
+    stack: int                     # key in the stacks map (0: none)
     kind: int
     bytes: int                     # outstanding (scaled by the sample rate)
     allocs: int
@@ -43,11 +43,13 @@ class Report:
 
 
 def group(addrs: np.ndarray, info: np.ndarray, scale: int) -> list[StackTotal]:
-    """Sum blocks by (stack_id, kind)."""
+    """Sum blocks by (stack, kind)."""
     if not len(info):
         return []
-    key = (info["stack_id"].astype(np.int64) << 8) | info["kind"].astype(np.int64)
+    key = np.zeros(len(info), [("stack", "<u8"), ("kind", "<u8")])
+    key["stack"], key["kind"] = info["stack"], info["kind"]
     uniq, inv = np.unique(key, return_inverse=True)
+    inv = inv.reshape(-1)
     sizes = np.bincount(inv, weights=info["size"].astype(np.float64), minlength=len(uniq))
     # float64 sums are exact below 2**53 bytes; recompute exactly if anything is that large
     if sizes.max(initial=0) >= 2 ** 52:
@@ -55,16 +57,16 @@ def group(addrs: np.ndarray, info: np.ndarray, scale: int) -> list[StackTotal]:
                           for i in range(len(uniq))], dtype=object)
     counts = np.bincount(inv, minlength=len(uniq))
     out = []
-    for i, k in enumerate(uniq.tolist()):
-        out.append(StackTotal(int(k >> 8), int(k & 0xFF), int(sizes[i]) * scale,
+    for i, (stack, kind) in enumerate(uniq.tolist()):
+        out.append(StackTotal(int(stack), int(kind), int(sizes[i]) * scale,
                               int(counts[i]) * scale))
     return out
 
 
 def sort_stacks(stacks: list[StackTotal], by: str) -> list[StackTotal]:
     if by == "count":
-        return sorted(stacks, key=lambda s: (-s.allocs, -s.bytes, s.stack_id, s.kind))
-    return sorted(stacks, key=lambda s: (-s.bytes, -s.allocs, s.stack_id, s.kind))
+        return sorted(stacks, key=lambda s: (-s.allocs, -s.bytes, s.stack, s.kind))
+    return sorted(stacks, key=lambda s: (-s.bytes, -s.allocs, s.stack, s.kind))
 
 
 LOST_TEXT = [("stacks", "stacks not stored"), ("stacks_missing", "stacks unavailable"),

@@ -1,0 +1,302 @@
+# SPDX-License-Identifier: GPL-2.0-only
+"""memleak against workloads whose leaks are known exactly (tests/workloads/leaker*.c*):
+23 blocks of 4099 bytes per allocator from named functions, freed blocks that must not
+show, threads, sampling, C++ new, -c from the first allocation, kernel allocations of 23
+sockets, outputs (folded, pprof read by an independent decoder, HTML), clean detach, and
+one-line errors."""
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import build_workload, memlens_cmd, require
+
+LEAKS, SIZE = 23, 4099
+C_LEAKERS = {  # function -> allocator frame label
+    "leak_malloc": "malloc", "leak_calloc": "calloc", "leak_realloc": "realloc",
+    "leak_posix_memalign": "posix_memalign", "leak_aligned_alloc": "aligned_alloc",
+    "leak_memalign": "memalign", "leak_valloc": "valloc", "leak_mmap": "mmap",
+}
+
+
+def _frames_fn(stack: list[str]) -> list[str]:
+    return [re.sub(r"(\(\))?\+0x[0-9a-f]+.*$", "", f) for f in stack]
+
+
+def run_attached(target_argv, memleak_args, settle=0.3, stdin_first=b"x"):
+    """Start the target (it prints `ready` and waits), attach memleak -p, release the
+    target, wait for `done`, then SIGINT memleak.  Returns (stdout, stderr, rc)."""
+    tgt = subprocess.Popen(target_argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert tgt.stdout.readline().startswith(b"ready")
+        ml = subprocess.Popen(memlens_cmd("memleak", "-p", str(tgt.pid), *memleak_args),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        banner = ml.stderr.readline().decode()
+        assert banner.startswith("Tracing"), banner + ml.stderr.read().decode()
+        tgt.stdin.write(stdin_first)
+        tgt.stdin.flush()
+        assert tgt.stdout.readline().strip() == b"done"
+        time.sleep(settle)
+        ml.send_signal(signal.SIGINT)
+        out, err = ml.communicate(timeout=60)
+        return out.decode(), banner + err.decode(), ml.returncode
+    finally:
+        try:
+            tgt.stdin.close()
+        except BrokenPipeError:
+            pass
+        tgt.wait(timeout=10)
+
+
+def final_report(out: str) -> dict:
+    # (with -c the command shares stdout: its own lines are not JSON)
+    recs = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    reps = [r for r in recs if r["type"] == "report"]
+    assert reps, out
+    return reps[-1]
+
+
+def stacks_with(rep: dict, fn: str) -> list[dict]:
+    return [s for s in rep["stacks"] if fn in _frames_fn(s["stack"])]
+
+
+@pytest.fixture(scope="module")
+def leaker():
+    return str(build_workload("leaker", ("-pthread",)))
+
+
+@pytest.fixture(scope="module")
+def leaker_cxx():
+    return str(build_workload("leaker_cxx"))
+
+
+class TestMemleakAgainstLeaker:
+    def test_each_allocator_exact_with_direct_caller(self, leaker):
+        out, err, rc = run_attached([leaker, "threads", "4"],
+                                    ["--json", "-o", "0", "-T", "1000"])
+        assert rc == 0, err
+        rep = final_report(out)
+        for fn, alloc in C_LEAKERS.items():
+            found = stacks_with(rep, fn)
+            assert len(found) == 1, (fn, found)
+            s = found[0]
+            assert (s["bytes"], s["allocs"]) == (LEAKS * SIZE, LEAKS), (fn, s)
+            names = _frames_fn(s["stack"])
+            # leaf: the allocator called (aliases share one probe); next: the direct caller
+            assert alloc in names[0].split(" ")[0].split("/"), s["stack"]
+            assert names[1] == fn, s["stack"]
+            assert "leak_all" in names and "main" in names
+        # 4 threads x 23 blocks, all from one stack
+        t = stacks_with(rep, "leak_in_thread")
+        assert [(s["bytes"], s["allocs"]) for s in t] == [(4 * LEAKS * SIZE, 4 * LEAKS)]
+        # freed blocks (churn: every allocator incl. a failed malloc and a 1 MiB one that
+        # mmaps inside malloc) and the early blocks realloc'd away never show
+        for fn in ("churn", "early_alloc"):
+            assert not stacks_with(rep, fn), stacks_with(rep, fn)
+        c = rep["counters"]
+        assert c["failed"] >= 7          # the 7 impossible mallocs
+        assert c["nested"] >= 7          # the 7 mmaps inside malloc(1 MiB)
+        assert rep["lost"]["stacks"] == 0 and rep["lost"]["entries"] == 0
+
+    def test_text_report_bcc_format(self, leaker):
+        out, err, rc = run_attached([leaker], ["-o", "0", "-T", "3"])
+        assert rc == 0, err
+        lines = out.splitlines()
+        assert re.match(r"^\[\d\d:\d\d:\d\d\] Top 3 stacks with outstanding allocations:$",
+                        lines[0])
+        heads = [ln for ln in lines if "allocations from stack" in ln]
+        assert heads == [f"\t{LEAKS * SIZE} bytes in {LEAKS} allocations from stack"] * 3
+        assert re.match(r"^\ttotal: \d+ bytes in \d+ allocations from \d+ stacks; lost: 0 "
+                        r"stacks not stored", lines[-1])
+
+    def test_sampling_every_23rd_exact(self, leaker):
+        n = LEAKS * LEAKS
+        out, err, rc = run_attached([leaker, "sample", str(n)],
+                                    ["--json", "-o", "0", "-s", "23", "-T", "1000"])
+        assert rc == 0, err
+        rep = final_report(out)
+        assert rep["scaled"] and rep["sample_rate"] == 23
+        s = stacks_with(rep, "sample_leaks")
+        assert [(x["bytes"], x["allocs"]) for x in s] == [(n * SIZE, n)]
+        assert rep["counters"]["recorded"] >= LEAKS
+
+    def test_size_filters(self, leaker):
+        # -Z 4098 hides every 4099-byte block (the 1 MiB churn blocks are freed anyway)
+        out, err, rc = run_attached([leaker], ["--json", "-o", "0", "-Z", "4098", "-T", "1000"])
+        assert rc == 0, err
+        rep = final_report(out)
+        assert not any(stacks_with(rep, fn) for fn in C_LEAKERS)
+
+    def test_combined_only_matches(self, leaker):
+        out, err, rc = run_attached([leaker], ["--json", "--combined-only", "-T", "1000"])
+        assert rc == 0, err
+        rep = final_report(out)
+        for fn in C_LEAKERS:
+            found = stacks_with(rep, fn)
+            assert [(s["bytes"], s["allocs"]) for s in found] == [(LEAKS * SIZE, LEAKS)], fn
+
+    def test_cxx_new_with_caller(self, leaker_cxx):
+        out, err, rc = run_attached([leaker_cxx], ["--json", "-o", "0", "-T", "1000"])
+        assert rc == 0, err
+        rep = final_report(out)
+        for fn, label in (("leak_new", "new"), ("leak_new_array", "new[]")):
+            found = stacks_with(rep, fn)
+            assert [(s["bytes"], s["allocs"]) for s in found] == [(LEAKS * SIZE, LEAKS)], fn
+            names = _frames_fn(found[0]["stack"])
+            assert names[0].startswith(label + " ") or names[0] == label, names
+            assert names[1] == fn
+        assert not stacks_with(rep, "churn_new")
+        # operator new's malloc is part of the new, not a second allocation
+        assert not [s for s in rep["stacks"] if _frames_fn(s["stack"])[0].startswith("malloc")
+                    and "leak_new" in " ".join(s["stack"])]
+
+    def test_command_traced_from_start(self, leaker):
+        proc = subprocess.run(memlens_cmd("memleak", "-c", f"{leaker} start", "--json",
+                                          "-T", "1000"),
+                              input=b"x", capture_output=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        rep = final_report(proc.stdout.decode())
+        assert rep["final"]
+        for fn in C_LEAKERS:
+            found = stacks_with(rep, fn)
+            assert [(s["bytes"], s["allocs"]) for s in found] == [(LEAKS * SIZE, LEAKS)], fn
+        assert not stacks_with(rep, "early_alloc")  # realloc'd: freed
+        summary = [json.loads(x) for x in proc.stdout.decode().splitlines()
+                   if x.startswith("{")][-1]
+        assert summary["type"] == "summary" and summary["command_status"] == 0
+
+
+class TestMemleakOutputs:
+    def test_folded_pprof_html_totals(self, leaker, tmp_path):
+        pprof, html = tmp_path / "heap.pb.gz", tmp_path / "leaks.html"
+        out, err, rc = run_attached([leaker], ["-o", "0", "-T", "1000", "--pprof", str(pprof),
+                                               "--html", str(html)])
+        assert rc == 0, err
+        text_total = int(re.search(r"total: (\d+) bytes", out).group(1))
+        heads = [int(m) for m in re.findall(r"^\t(\d+) bytes in", out, re.M)]
+        assert sum(heads) == text_total
+        # HTML: the embedded tree's root is the total of the same report
+        data = re.search(r'<script type="application/json"[^>]*>(.*?)</script>',
+                         html.read_text(), re.S).group(1)
+        assert json.loads(data)["root"]["v"] == text_total
+        # pprof through the protobuf runtime and Profile messages declared independently
+        from tests.unit.test_output_pprof import _profile_class
+
+        prof = _profile_class()()
+        prof.ParseFromString(gzip.decompress(pprof.read_bytes()))
+        st = [prof.string_table[t.type] for t in prof.sample_type]
+        assert st == ["alloc_objects", "alloc_space", "inuse_objects", "inuse_space"]
+        assert sum(s.value[3] for s in prof.sample) == text_total
+        fn_name = {f.id: prof.string_table[f.name] for f in prof.function}
+        loc_fns = {loc.id: [fn_name[ln.function_id] for ln in loc.line] for loc in prof.location}
+        malloc_leak = [s for s in prof.sample
+                       if "leak_malloc" in [n for lid in s.location_id for n in loc_fns[lid]]]
+        assert [(s.value[0], s.value[1], s.value[2], s.value[3]) for s in malloc_leak] == \
+            [(LEAKS, LEAKS * SIZE, LEAKS, LEAKS * SIZE)]
+
+    def test_folded_weighted_by_bytes(self, leaker):
+        from memlens.output.folded import read_folded
+
+        out, err, rc = run_attached([leaker], ["-o", "0", "--folded"])
+        assert rc == 0, err
+        folded = read_folded(out)
+        assert folded, out
+        for fn in C_LEAKERS:
+            tot = sum(v for k, v in folded.items() if fn in k.split(";"))
+            assert tot == LEAKS * SIZE, (fn, tot)
+        assert all(k.startswith("leaker;") for k in folded)
+
+
+class TestMemleakKernel:
+    SOCKS = (
+        "import socket, sys\n"
+        "print('ready', flush=True); sys.stdin.readline()\n"
+        "s = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(23)]\n"
+        "print('done', flush=True); sys.stdin.readline()\n"
+    )
+
+    def test_sockets_of_one_process_exact(self):
+        out, err, rc = run_attached([sys.executable, "-c", self.SOCKS],
+                                    ["--kernel", "--json", "-o", "0", "-T", "1000"],
+                                    stdin_first=b"x\n")
+        assert rc == 0, err
+        rep = final_report(out)
+        assert rep["mode"] == "kernel"
+        # one TCP sock object (sk_prot_alloc) and one socket inode per socket
+        for fn in ("sk_prot_alloc", "sock_alloc_inode"):
+            direct = [s for s in rep["stacks"] if fn in _frames_fn(s["stack"])[:2]]
+            assert sum(s["allocs"] for s in direct) == 23, (fn, direct)
+
+    def test_system_wide_sees_sockets(self):
+        tgt = subprocess.Popen([sys.executable, "-c", self.SOCKS], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE)
+        try:
+            tgt.stdout.readline()
+            ml = subprocess.Popen(memlens_cmd("memleak", "--json", "-o", "0", "-T", "100000"),
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            assert ml.stderr.readline().startswith(b"Tracing")
+            tgt.stdin.write(b"x\n")
+            tgt.stdin.flush()
+            tgt.stdout.readline()
+            time.sleep(0.3)
+            ml.send_signal(signal.SIGINT)
+            out, err = ml.communicate(timeout=60)
+        finally:
+            tgt.stdin.close()
+            tgt.wait()
+        rep = final_report(out.decode())
+        n = sum(s["allocs"] for s in rep["stacks"] if "sk_prot_alloc" in _frames_fn(s["stack"])[:2])
+        assert n >= 23
+
+
+class TestMemleakCleanup:
+    def test_no_probes_or_programs_left(self, leaker):
+        def ours() -> list[str]:
+            out = subprocess.run(["bpftool", "prog", "show"], capture_output=True, text=True)
+            return [ln for ln in out.stdout.splitlines() if re.search(r"name ml_", ln)]
+
+        require(subprocess.run(["which", "bpftool"], capture_output=True).returncode == 0,
+                "needs bpftool")
+        before = ours()
+        tgt = subprocess.Popen([leaker], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        tgt.stdout.readline()
+        ml = subprocess.Popen(memlens_cmd("memleak", "-p", str(tgt.pid), "-o", "0"),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert ml.stderr.readline().startswith(b"Tracing")
+        assert len(ours()) > len(before)  # loaded while running
+        ml.send_signal(signal.SIGTERM)
+        ml.communicate(timeout=30)
+        assert ml.returncode == 0
+        tgt.stdin.write(b"xx")
+        tgt.stdin.close()
+        tgt.wait()
+        assert ours() == before
+        for path in ("/sys/kernel/tracing/uprobe_events", "/sys/kernel/debug/tracing/uprobe_events"):
+            if os.path.exists(path):
+                with open(path) as f:
+                    assert "libc" not in f.read()
+
+
+class TestMemleakBadInput:
+    @pytest.mark.parametrize("args,code,needle", [
+        (["-p", "999999"], 2, "no process with PID 999999"),
+        (["-c", ""], 2, "-c needs a command"),
+        (["-c", "/nonexistent/cmd"], 2, "command not found"),
+        (["-p", "SELF", "-O", "/nonexistent"], 2, "/nonexistent"),
+        (["-p", "SELF", "--symbols-prefix", "bogus_"], 4, "bogus_malloc"),
+    ])
+    def test_one_line_error(self, args, code, needle):
+        args = [str(os.getpid()) if a == "SELF" else a for a in args]
+        p = subprocess.run(memlens_cmd("memleak", *args), capture_output=True, text=True,
+                           timeout=60)
+        assert p.returncode == code, p.stderr
+        assert p.stderr.count("\n") == 1 and needle in p.stderr, p.stderr
+        assert "Traceback" not in p.stderr
