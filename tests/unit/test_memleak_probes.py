@@ -1,0 +1,103 @@
+# SPDX-License-Identifier: GPL-2.0-only
+"""memleak's probe placement (the entry-skip decoder, aliases) and report grouping/format,
+without privileges."""
+from __future__ import annotations
+
+import io
+import os
+
+import numpy as np
+import pytest
+
+from memlens.core.stacks import Frame
+from memlens.tools.memleak.probes import ElfFunctions, entry_skip, plan_probes
+from memlens.tools.memleak.report import Report, StackTotal, group, print_text, sort_stacks
+
+LIBC = "/lib/x86_64-linux-gnu/libc.so.6"
+
+
+class TestEntrySkip:
+    def test_glibc_free_prologue(self):
+        # test %rdi,%rdi ; je +0xbf ; push %rbp  -> the je (emulated) at +3
+        assert entry_skip(bytes.fromhex("4885ff0f84bf00000055488d77f0")) == 3
+
+    def test_emulated_first_instruction_stays(self):
+        assert entry_skip(bytes.fromhex("415455534889fb")) == 0      # push %r12 (malloc)
+
+    def test_rip_relative_cmp_then_push(self):
+        # cmpb $0,0x140201(%rip) ; push %r12   (posix_memalign)
+        assert entry_skip(bytes.fromhex("803d0102140000415449")) == 7
+
+    def test_endbr_test_mov_eax_then_push(self):
+        # endbr64 ; test %rdi,%rdi ; mov $1,%eax ; push %rbx   (operator new)
+        assert entry_skip(bytes.fromhex("f30f1efa4885ffb80100000053")) == 12
+
+    def test_write_to_argument_register_stops(self):
+        # mov %rax,%rdi ; push %rbx: rdi is an argument, never skipped
+        assert entry_skip(bytes.fromhex("4889c753")) == 0
+
+    def test_sub_rsp_stops(self):
+        assert entry_skip(bytes.fromhex("4883ec5853")) == 0          # sub $0x58,%rsp
+
+    def test_branch_into_new_offset_refuses(self):
+        # test %rdi,%rdi ; je ... ; ... ; jmp back to +3
+        code = bytes.fromhex("4885ff7402") + b"\x90\x90" + bytes([0xEB, (3 - 9) & 0xFF])
+        assert entry_skip(code) == 0
+
+    def test_nothing_to_land_on(self):
+        assert entry_skip(bytes.fromhex("b80b0000000f05")) == 0      # mov $0xb,%eax ; syscall
+
+
+@pytest.mark.skipif(not os.path.exists(LIBC), reason="needs Debian's libc")
+class TestPlanOnLibc:
+    def test_aliases_probed_once_and_free_skipped(self):
+        plan = plan_probes([LIBC], None, "", "test")
+        by_sym = {p.symbol: p for p in plan.probes}
+        elf = ElfFunctions.read(LIBC)
+        if elf.funcs["aligned_alloc"][0] == elf.funcs["memalign"][0]:
+            assert "memalign" not in by_sym
+            assert by_sym["aligned_alloc"].names == ["aligned_alloc", "memalign"]
+        assert not by_sym["free"].retprobe and by_sym["malloc"].retprobe
+        offsets = [(p.binary, p.offset) for p in plan.probes]
+        assert len(offsets) == len(set(offsets))
+
+    def test_prefix_missing_symbol_is_exit_4(self):
+        from memlens.tools.memleak.probes import MissingSymbol
+
+        with pytest.raises(MissingSymbol, match="je_malloc"):
+            plan_probes([LIBC], None, "je_", "test")
+
+
+INFO = np.dtype([("size", "<u8"), ("ts_ns", "<u8"), ("stack", "<u8"), ("kind", "<u2"),
+                 ("gen", "<u2"), ("pad", "<u4")])
+
+
+class TestReport:
+    def test_group_and_scale(self):
+        info = np.zeros(5, INFO)
+        info["size"] = [4099, 4099, 10, 4099, 7]
+        info["stack"] = [11, 11, 11, 12, 11]
+        info["kind"] = [0, 0, 1, 0, 0]
+        got = {(s.stack, s.kind): (s.bytes, s.allocs) for s in group(np.arange(5), info, 2)}
+        assert got == {(11, 0): (2 * 8205, 6), (11, 1): (20, 2), (12, 0): (8198, 2)}
+
+    def test_sort_by_count(self):
+        a, b = StackTotal(1, 0, 100, 1), StackTotal(2, 0, 10, 5)
+        assert sort_stacks([b, a], "size") == [a, b]
+        assert sort_stacks([a, b], "count") == [b, a]
+
+    def test_text_is_bcc_format(self):
+        s = StackTotal(1, 0, 94277, 23, frames=[Frame(0, "malloc", 0, "libc.so.6"),
+                                                 Frame(0x1490, "leak_malloc", 0x20, "leaker")])
+        out = io.StringIO()
+        print_text(Report(0.0, [s]), 10, 1, out)
+        lines = out.getvalue().splitlines()
+        assert lines[0].endswith("Top 1 stacks with outstanding allocations:")
+        assert lines[1:4] == ["\t94277 bytes in 23 allocations from stack",
+                              "\t\tmalloc+0x0 [libc.so.6]", "\t\tleak_malloc+0x20 [leaker]"]
+        assert lines[4].startswith("\ttotal: 94277 bytes in 23 allocations from 1 stacks; lost:")
+
+    def test_sampling_is_announced(self):
+        out = io.StringIO()
+        print_text(Report(0.0, []), 10, 23, out)
+        assert "scaled by 23" in out.getvalue()
