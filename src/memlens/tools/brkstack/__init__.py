@@ -45,18 +45,18 @@ examples:
 output (a test program built with -fno-omit-frame-pointer, this machine):
   Tracing brk() calls by user stack... Hit Ctrl-C to end.
   ^C
-    grow_heap_level3+0x13 [brk_levels]
+    grow_heap_level3+0x1a [brk_levels]
     grow_heap_level2+0x9 [brk_levels]
     grow_heap_level1+0x9 [brk_levels]
-    main+0x61 [brk_levels]
+    main+0xa7 [brk_levels]
     __libc_start_call_main+0x7a [libc.so.6]
-      brk_levels [41533]
+      brk_levels [16012]
       23
 
   Frames are printed leaf first, then `comm [pid]`, then the number of brk() calls,
   as BCC's stackcount prints them; stacks are sorted by count, largest last.  Code
-  built without frame pointers (Debian's glibc: malloc -> sbrk -> __brk) gives a
-  one-frame stack such as `__brk+0xb [libc.so.6]`.
+  built without frame pointers (Debian's glibc: malloc -> sbrk -> brk) gives a
+  one-frame stack such as `brk+0x7 [libc.so.6]`.
 """
 
 

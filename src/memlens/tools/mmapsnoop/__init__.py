@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import functools
 import sys
 import time
 from typing import Any
@@ -29,12 +30,14 @@ examples:
   memlens mmapsnoop --name python  # comm contains "python"
   memlens mmapsnoop --json -d 10   # one JSON object per call, for 10 seconds
 
-output (`ls` starting, this machine):
+output (`ls /` starting, this machine):
   PID     COMM            PROT MAP   OFFS(KB) SIZE(KB) FILE
-  52731   ls              R--  PD           0       55 /etc/ld.so.cache
-  52731   ls              RW-  PA           0        8 [anon]
-  52731   ls              R--  PD           0      160 .../libselinux.so.1
-  52731   ls              R-E  PFD         24       88 .../libselinux.so.1
+  18740   ls              RW-  PA           0        8 [anon]
+  18740   ls              R--  P            0       36 /etc/ld.so.cache
+  18740   ls              R--  PD           0      182 ...nux-gnu/libselinux.so.1
+  18740   ls              R-E  PFD         28      108 ...nux-gnu/libselinux.so.1
+  18740   ls              RW-  PFA          0        6 [anon]
+  18740   ls              R--  PD           0     1928 ..._64-linux-gnu/libc.so.6
 
   PROT: R read, W write, E execute, '-' not set (PROT_NONE is ---).
   MAP:  S shared, P private, V shared-validate, Q droppable, F fixed, N fixed-noreplace,
@@ -44,7 +47,7 @@ output (`ls` starting, this machine):
   SIZE(KB) and OFFS(KB) are rounded up to whole KiB.  FILE is the path the fd named at
   the call ("(deleted)" if unlinked), [anon] for MAP_ANONYMOUS, [bad fd N] for an
   fd that named no open file; a failed call ends with the error name, e.g. `(EBADF)`.
-  Long paths are cut from the left (the file name is kept); --json has them whole.
+  Long paths are cut from the left (the tail is kept); --json has them whole.
 """
 
 # x86-64 / generic values from include/uapi/asm-generic/mman-common.h, linux/mman.h
@@ -75,6 +78,7 @@ MMAP_ANON, MMAP_FILE, MMAP_NO_FILE = 0, 1, 2  # enum mmap_file_kind
 MAX_ERRNO = 4095
 
 
+@functools.lru_cache(maxsize=256)
 def prot_letters(prot: int) -> str:
     return "".join(ch if prot & bit else "-" for bit, ch in ((1, "R"), (2, "W"), (4, "E")))
 
@@ -86,7 +90,8 @@ def _size_suffix(shift: int) -> str:
     return f"{1 << shift}B"
 
 
-def map_flags(flags: int) -> tuple[str, list[str]]:
+@functools.lru_cache(maxsize=1024)  # a handful of distinct values in practice
+def map_flags(flags: int) -> tuple[str, tuple[str, ...]]:
     """(letters, names) for mmap flags; letters as documented in the --help epilog."""
     letters, names = [], []
     mtype = flags & 0x0F
@@ -114,7 +119,12 @@ def map_flags(flags: int) -> tuple[str, list[str]]:
     if rest:
         letters.append("?")
         names.append(f"{rest:#x}")
-    return "".join(letters) or "-", names
+    return "".join(letters) or "-", tuple(names)
+
+
+@functools.lru_cache(maxsize=4)
+def _clock(second: int) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(second))
 
 
 def kb_up(n: int) -> int:
@@ -221,7 +231,7 @@ def decode(rec, boot_to_wall: float) -> dict[str, Any]:
     ts = boot_to_wall + int(rec["ts_ns"]) / 1e9
     return {
         "type": "event",
-        "time": time.strftime("%H:%M:%S", time.localtime(ts)),
+        "time": _clock(int(ts)),
         "timestamp": round(ts, 6),
         "pid": int(rec["pid"]),
         "tid": int(rec["tid"]),
@@ -230,7 +240,7 @@ def decode(rec, boot_to_wall: float) -> dict[str, Any]:
         "prot_raw": prot,
         "flags": letters,
         "flags_raw": flags,
-        "flag_names": names,
+        "flag_names": list(names),
         "offset": int(rec["off"]),
         "size_bytes": int(rec["len"]),
         "addr_hint": int(rec["addr_hint"]),
