@@ -73,8 +73,8 @@ def build(tmp: Path) -> tuple[Path, Path]:
     clang = next(c for c in ("clang-19", "clang-18", "clang") if shutil.which(c))
     obj = tmp / "noop.bpf.o"
     (tmp / "noop.bpf.c").write_text(NOOP_BPF_C)
-    subprocess.run([clang, "-O2", "-g", "-target", "bpf", f"-I/usr/include/{os.uname().machine}"
-                    "-linux-gnu", "-c", str(tmp / "noop.bpf.c"), "-o", str(obj)], check=True)
+    subprocess.run([clang, "-O2", "-g", "-target", "bpf", (f"-I/usr/include/{os.uname().machine}"
+                    "-linux-gnu"), "-c", str(tmp / "noop.bpf.c"), "-o", str(obj)], check=True)
     return exe, obj
 
 

@@ -159,7 +159,7 @@ class TestMemleakAgainstLeaker:
                     and "leak_new" in " ".join(s["stack"])]
 
     def test_command_traced_from_start(self, leaker):
-        proc = subprocess.run(memlens_cmd("memleak", "-c", f"{leaker} start", "--json",
+        proc = subprocess.run(check=False, args=memlens_cmd("memleak", "-c", f"{leaker} start", "--json",
                                           "-T", "1000"),
                               input=b"x", capture_output=True, timeout=60)
         assert proc.returncode == 0, proc.stderr
@@ -181,11 +181,11 @@ class TestMemleakOutputs:
                                                "--html", str(html)])
         assert rc == 0, err
         text_total = int(re.search(r"total: (\d+) bytes", out).group(1))
-        heads = [int(m) for m in re.findall(r"^\t(\d+) bytes in", out, re.M)]
+        heads = [int(m) for m in re.findall(r"^\t(\d+) bytes in", out, re.MULTILINE)]
         assert sum(heads) == text_total
         # HTML: the embedded tree's root is the total of the same report
         data = re.search(r'<script type="application/json"[^>]*>(.*?)</script>',
-                         html.read_text(), re.S).group(1)
+                         html.read_text(), re.DOTALL).group(1)
         assert json.loads(data)["root"]["v"] == text_total
         # pprof through the protobuf runtime and Profile messages declared independently
         from tests.unit.test_output_pprof import _profile_class
@@ -248,7 +248,7 @@ class TestMemleakKernel:
             tgt.stdout.readline()
             time.sleep(0.3)
             ml.send_signal(signal.SIGINT)
-            out, err = ml.communicate(timeout=60)
+            out, _err = ml.communicate(timeout=60)
         finally:
             tgt.stdin.close()
             tgt.wait()
@@ -260,10 +260,10 @@ class TestMemleakKernel:
 class TestMemleakCleanup:
     def test_no_probes_or_programs_left(self, leaker):
         def ours() -> list[str]:
-            out = subprocess.run(["bpftool", "prog", "show"], capture_output=True, text=True)
+            out = subprocess.run(["bpftool", "prog", "show"], check=False, capture_output=True, text=True)
             return [ln for ln in out.stdout.splitlines() if re.search(r"name ml_", ln)]
 
-        require(subprocess.run(["which", "bpftool"], capture_output=True).returncode == 0,
+        require(subprocess.run(["which", "bpftool"], check=False, capture_output=True).returncode == 0,
                 "needs bpftool")
         before = ours()
         tgt = subprocess.Popen([leaker], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
@@ -295,7 +295,7 @@ class TestMemleakBadInput:
     ])
     def test_one_line_error(self, args, code, needle):
         args = [str(os.getpid()) if a == "SELF" else a for a in args]
-        p = subprocess.run(memlens_cmd("memleak", *args), capture_output=True, text=True,
+        p = subprocess.run(check=False, args=memlens_cmd("memleak", *args), capture_output=True, text=True,
                            timeout=60)
         assert p.returncode == code, p.stderr
         assert p.stderr.count("\n") == 1 and needle in p.stderr, p.stderr

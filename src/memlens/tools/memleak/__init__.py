@@ -18,14 +18,14 @@ import shutil
 import signal
 import sys
 import time
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
 from memlens.core.session import Session, add_common_options, pid_arg, positive_int, report_lost
 from memlens.errors import KernelLacks, UsageError
 
-from .probes import KIND_NAMES, plan_probes  # noqa: F401  (re-exported for tests)
+from .probes import KIND_NAMES, plan_probes
 
 EXAMPLES = """\
 examples:
@@ -174,7 +174,7 @@ class _Child:
     PTRACE_CONT, PTRACE_SEIZE, PTRACE_LISTEN = 7, 0x4206, 0x4208
     PTRACE_O_TRACEEXIT, PTRACE_EVENT_EXIT, PTRACE_EVENT_STOP = 0x40, 6, 128
 
-    def __init__(self, argv: list[str], on_exit):  # noqa: ANN001
+    def __init__(self, argv: list[str], on_exit):
         import threading
 
         self.argv = argv
@@ -194,7 +194,7 @@ class _Child:
             os._exit(127)
         os.close(r)
         self.pid, self._w = pid, w
-        self.status: Optional[int] = None
+        self.status: int | None = None
         self._seized = threading.Event()
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._trace, name="memleak-c", daemon=True)
@@ -212,7 +212,7 @@ class _Child:
         self._seized.set()
         while True:
             try:
-                pid, status = os.waitpid(self.pid, 0)
+                _pid, status = os.waitpid(self.pid, 0)
             except ChildProcessError:
                 self.status = self.status if self.status is not None else 0
                 break
@@ -225,7 +225,7 @@ class _Child:
             if event == self.PTRACE_EVENT_EXIT:
                 try:
                     self.on_exit()
-                except Exception:  # noqa: BLE001 — never leave the command stopped
+                except Exception:  # noqa: BLE001, S110 — never leave the command stopped
                     pass
                 libc.ptrace(self.PTRACE_CONT, self.pid, None, None)
             elif event == self.PTRACE_EVENT_STOP:
@@ -283,8 +283,8 @@ class _Run:
         self.args = args
         self.user = not args.kernel and (args.pid is not None or args.command is not None)
         self.mode = "user" if self.user else "kernel"
-        self.pid: Optional[int] = args.pid
-        self.child: Optional[_Child] = None
+        self.pid: int | None = args.pid
+        self.child: _Child | None = None
         self.writer = None
         self.sym = None            # ProcessSymbolizer of the target (user mode)
         self.sym_time = 0.0
@@ -397,14 +397,14 @@ class _Run:
             self.loop()
         return 0
 
-    def interval(self) -> Optional[float]:
+    def interval(self) -> float | None:
         if self.args.interval:
             return float(self.args.interval)
         if self.args.folded or self.args.pprof or self.args.html:
             return None
         return 5.0
 
-    def attach_user(self, obj) -> None:  # noqa: ANN001
+    def attach_user(self, obj) -> None:
         assert self.plan is not None and self.pid is not None
         # The exec tracepoint first: -c's child execs as soon as it is released.
         obj.attach_tracepoint("ml_exec", "sched", "sched_process_exec")
@@ -503,8 +503,8 @@ class _Run:
         return int.from_bytes(raw[:4], "little") if raw else 0
 
     # -- collect --------------------------------------------------------------------------
-    def collect(self, final: bool):  # noqa: ANN201
-        from .report import Report, group, sort_stacks, StackTotal
+    def collect(self, final: bool):
+        from .report import Report, StackTotal, group, sort_stacks
 
         args = self.args
         now_ns = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
@@ -604,7 +604,7 @@ class _Run:
         return lost, c
 
     # -- output ---------------------------------------------------------------------------
-    def emit(self, rep, final: bool, text: bool = True) -> None:  # noqa: ANN001
+    def emit(self, rep, final: bool, text: bool = True) -> None:
         from . import report as R
 
         args = self.args
@@ -631,7 +631,7 @@ class _Run:
         if args.pprof:
             self.write_pprof(rep)
 
-    def write_pprof(self, rep) -> None:  # noqa: ANN001
+    def write_pprof(self, rep) -> None:
         from memlens.output.pprof import write_heap_profile
 
         from .report import pprof_samples
@@ -652,7 +652,7 @@ class _Run:
         dur = time.clock_gettime_ns(time.CLOCK_MONOTONIC) - self.start_ns
         write_heap_profile(self.args.pprof, samples, comments=comments, duration_ns=dur)
 
-    def report_losses(self, rep) -> None:  # noqa: ANN001
+    def report_losses(self, rep) -> None:
         report_lost(self.session.new_drops(self.obj), self.writer)
         missed = rep.lost.get("missed_frees", 0)
         delta = missed - self._lost_totals.get("missed_frees", 0)
@@ -677,7 +677,7 @@ class _Run:
         self.writer.emit(rec)
 
 
-def _read_comm(pid: Optional[int]) -> str:
+def _read_comm(pid: int | None) -> str:
     try:
         with open(f"/proc/{pid}/comm") as f:
             return f.read().strip()

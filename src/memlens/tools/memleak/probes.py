@@ -23,7 +23,6 @@ import shutil
 import struct
 import subprocess
 from dataclasses import dataclass, field
-from typing import Optional
 
 import numpy as np
 
@@ -80,8 +79,8 @@ class ElfFunctions:
     buf: bytes = field(repr=False, default=b"")
 
     @classmethod
-    def read(cls, path: str) -> "ElfFunctions":
-        from memlens.core.symbols import SHT_DYNSYM, SHT_SYMTAB, ElfError, _Image, _cstr
+    def read(cls, path: str) -> ElfFunctions:
+        from memlens.core.symbols import SHT_DYNSYM, SHT_SYMTAB, ElfError, _cstr, _Image
 
         try:
             with open(path, "rb") as f:
@@ -231,7 +230,7 @@ def process_maps_paths(pid: int) -> list[str]:
     return out
 
 
-def _shebang_interpreter(path: str) -> Optional[str]:
+def _shebang_interpreter(path: str) -> str | None:
     try:
         with open(path, "rb") as f:
             head = f.read(256)
@@ -256,7 +255,7 @@ def command_libraries(binary: str) -> list[str]:
         binary = interp
     paths = [os.path.realpath(binary)]
     try:
-        out = subprocess.run(["ldd", binary], capture_output=True, text=True, timeout=20,
+        out = subprocess.run(["ldd", binary], check=False, capture_output=True, text=True, timeout=20,
                              env={"LC_ALL": "C", "PATH": os.environ.get("PATH", "")}).stdout
     except (OSError, subprocess.TimeoutExpired):
         out = ""
@@ -272,9 +271,9 @@ def _is_libc(path: str) -> bool:
     return base.startswith("libc.so") or bool(re.match(r"libc-[\d.]+\.so", base))
 
 
-def find_library(paths: list[str], name: str) -> Optional[str]:
+def find_library(paths: list[str], name: str) -> str | None:
     """`name` as BCC's -O accepts it: "c", "libc", "jemalloc", "libjemalloc.so.2"."""
-    stem = name[3:] if name.startswith("lib") else name
+    stem = name.removeprefix("lib")
     pat = re.compile(rf"^lib{re.escape(stem)}(\.so|-[\d.]+\.so)")
     for p in paths:
         if pat.match(os.path.basename(p)) or os.path.basename(p) == name:
@@ -297,12 +296,12 @@ class Probe:
 @dataclass
 class ProbePlan:
     allocator: str
-    cxx: Optional[str]
+    cxx: str | None
     probes: list[Probe]
     kind_labels: dict[int, str]
 
 
-def plan_probes(mapped: list[str], obj: Optional[str], prefix: str, target_desc: str,
+def plan_probes(mapped: list[str], obj: str | None, prefix: str, target_desc: str,
                 skip_entry: bool = True, cxx: bool = True) -> ProbePlan:
     """Choose the allocator object among the files the target maps (or will map) and list
     every probe, deduplicated by address."""
@@ -325,7 +324,7 @@ def plan_probes(mapped: list[str], obj: Optional[str], prefix: str, target_desc:
     labels: dict[int, str] = {}
     seen: dict[tuple[str, int], Probe] = {}
 
-    def add(e: ElfFunctions, sym: str, prog: Optional[str], kind_name: str, required: bool,
+    def add(e: ElfFunctions, sym: str, prog: str | None, kind_name: str, required: bool,
             label: str) -> None:
         if sym not in e.funcs:
             if required:

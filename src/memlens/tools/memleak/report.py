@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -28,7 +28,7 @@ class StackTotal:
 class Report:
     time: float
     stacks: list[StackTotal]                    # every stack, largest first (by the sort key)
-    blocks: Optional[np.ndarray] = None         # -a: outstanding blocks (addr, size, age_ns)
+    blocks: np.ndarray | None = None         # -a: outstanding blocks (addr, size, age_ns)
     lost: dict[str, int] = field(default_factory=dict)
     counters: dict[str, int] = field(default_factory=dict)
     final: bool = False
@@ -74,7 +74,7 @@ LOST_TEXT = [("stacks", "stacks not stored"), ("stacks_missing", "stacks unavail
              ("missed_frees", "addresses reused without a free seen")]
 
 
-def print_text(rep: Report, top: int, sample_rate: int, out=None) -> None:  # noqa: ANN001
+def print_text(rep: Report, top: int, sample_rate: int, out=None) -> None:
     out = out or sys.stdout
     stamp = time.strftime("%H:%M:%S", time.localtime(rep.time))
     shown = rep.stacks[:top]
@@ -96,7 +96,7 @@ def print_text(rep: Report, top: int, sample_rate: int, out=None) -> None:  # no
 
 
 def json_record(rep: Report, top: int, sample_rate: int, mode: str,
-                pid: Optional[int]) -> dict[str, Any]:
+                pid: int | None) -> dict[str, Any]:
     rec: dict[str, Any] = {
         "type": "report",
         "time": time.strftime("%H:%M:%S", time.localtime(rep.time)),
@@ -131,7 +131,7 @@ def pprof_samples(rep: Report) -> list[tuple]:
              s.bytes) for s in rep.stacks]
 
 
-def allocator_frame(label: str, module: Optional[str]) -> Frame:
+def allocator_frame(label: str, module: str | None) -> Frame:
     """The leaf frame of a user stack: the allocator that was called (the stack itself is
     taken at its return, so it starts at the caller)."""
     return Frame(0, label, 0, module)
