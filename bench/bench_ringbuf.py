@@ -30,17 +30,28 @@ N = 3_000_000
 RATES = [250_000, 500_000, 1_000_000, 0]  # 0 = as fast as the generator goes
 
 
-def run(rate: int, consumer: str) -> dict:
+def start_generator(n: int, rate: int) -> subprocess.Popen:
+    """core_gen pinned to CPU 1, waiting for "go" on stdin before it starts."""
     gen = subprocess.Popen(["taskset", "-c", "1", str(build_workload("core_gen")), "rate",
-                            str(N), str(rate)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            str(n), str(rate)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                            text=True)
     gen.stdout.readline()
-    with BpfObject.open("core/selftest.bpf.o") as obj:
-        obj.rodata["targ_tgid"] = gen.pid
-        for p in obj.programs():
-            obj.set_autoload(p, p == "on_getppid")
-        obj.load()
-        obj.attach_tracepoint("on_getppid", "syscalls", "sys_enter_getppid")
+    return gen
+
+
+def attach_getppid(pid: int) -> BpfObject:
+    obj = BpfObject.open("core/selftest.bpf.o")
+    obj.rodata["targ_tgid"] = pid
+    for p in obj.programs():
+        obj.set_autoload(p, p == "on_getppid")
+    obj.load()
+    obj.attach_tracepoint("on_getppid", "syscalls", "sys_enter_getppid")
+    return obj
+
+
+def run(rate: int, consumer: str) -> dict:
+    gen = start_generator(N, rate)
+    with attach_getppid(gen.pid) as obj:
         dtype = obj.struct_dtype("selftest_event")
         consumed = 0
         cpu0 = time.process_time()
@@ -109,16 +120,8 @@ def main() -> None:
 
 def drain() -> None:
     """Pure consumer capacity: fill the ring with nobody reading, then time one drain."""
-    gen = subprocess.Popen(["taskset", "-c", "1", str(build_workload("core_gen")), "rate",
-                            "340000", "0"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                           text=True)
-    gen.stdout.readline()
-    with BpfObject.open("core/selftest.bpf.o") as obj:
-        obj.rodata["targ_tgid"] = gen.pid
-        for p in obj.programs():
-            obj.set_autoload(p, p == "on_getppid")
-        obj.load()
-        obj.attach_tracepoint("on_getppid", "syscalls", "sys_enter_getppid")
+    gen = start_generator(340_000, 0)
+    with attach_getppid(gen.pid) as obj:
         dtype = obj.struct_dtype("selftest_event")
         ring = obj.map("events").ringbuf()
         gen.stdin.write("go\n")

@@ -300,87 +300,95 @@ class BpfObject:
         self.close()
 
 
-def btf_ctype(btf: int, type_id: int):  # noqa: ANN201
-    """The same translation to a ctypes type, for tools that decode a few records and should
-    not pay numpy's import (see core/lazy.py).  char[N] stays a c_char array (bytes)."""
+def btf_layout(btf: int, type_id: int) -> tuple:
+    """A BTF type as a small neutral description, shared by the numpy and ctypes builders:
+    ("struct", size, is_union, [(name, byte_offset, layout)]), ("array", n, layout),
+    ("int", size, signed, is_char, is_bool)."""
     lb = L.lib()
     type_id = lb.btf__resolve_type(btf, type_id)
     t = lb.btf__type_by_id(btf, type_id).contents
     kind = (t.info >> 24) & 0x1F
+    extra = C.addressof(t) + C.sizeof(L.BtfType)  # kind-specific data follows btf_type
     if kind in (BTF_KIND_STRUCT, BTF_KIND_UNION):
-        vlen = t.info & 0xFFFF
         kflag = t.info >> 31
-        members = C.cast(C.addressof(t) + C.sizeof(L.BtfType), C.POINTER(L.BtfMember))
-        fields, pos = [], 0
-        for i in range(vlen):
+        members = C.cast(extra, C.POINTER(L.BtfMember))
+        fields = []
+        for i in range(t.info & 0xFFFF):
             mb = members[i]
-            off = (mb.offset & 0xFFFFFF if kflag else mb.offset) // 8
-            ctype = btf_ctype(btf, mb.type)
-            if off > pos:
-                fields.append((f"_pad{i}", C.c_uint8 * (off - pos)))
-            fields.append((lb.btf__name_by_offset(btf, mb.name_off).decode() or f"_anon{i}",
-                           ctype))
-            pos = off + C.sizeof(ctype)
-        if t.size_or_type > pos:
-            fields.append(("_pad_end", C.c_uint8 * (t.size_or_type - pos)))
-        base = C.Structure if kind == BTF_KIND_STRUCT else C.Union
-        return type("btf_struct", (base,), {"_pack_": 1, "_fields_": fields})
+            if kflag and mb.offset >> 24:
+                raise BpfError("bitfields are not supported in shared structs")
+            bit_off = mb.offset & 0xFFFFFF if kflag else mb.offset
+            name = lb.btf__name_by_offset(btf, mb.name_off).decode() or f"_anon{i}"
+            fields.append((name, bit_off // 8, btf_layout(btf, mb.type)))
+        return ("struct", t.size_or_type, kind == BTF_KIND_UNION, fields)
     if kind == BTF_KIND_ARRAY:
-        arr = C.cast(C.addressof(t) + C.sizeof(L.BtfType), C.POINTER(L.BtfArray)).contents
-        return btf_ctype(btf, arr.type) * arr.nelems
+        arr = C.cast(extra, C.POINTER(L.BtfArray)).contents
+        return ("array", arr.nelems, btf_layout(btf, arr.type))
     if kind == BTF_KIND_INT:
+        encoding = C.cast(extra, C.POINTER(C.c_uint32))[0] >> 24
+        signed = bool(encoding & 1)
         size = t.size_or_type
-        encoding = C.cast(C.addressof(t) + C.sizeof(L.BtfType), C.POINTER(C.c_uint32))[0]
-        if size == 1 and (encoding >> 24) & 1:
-            return C.c_char
-        signed = bool((encoding >> 24) & 1)
-        return {1: (C.c_uint8, C.c_int8), 2: (C.c_uint16, C.c_int16),
-                4: (C.c_uint32, C.c_int32), 8: (C.c_uint64, C.c_int64)}[size][signed]
+        # clang marks plain `char` as a signed 1-byte int: char[N] is a C string
+        return ("int", size, signed, size == 1 and (signed or bool(encoding & 2)),
+                bool(encoding & 4))
     if kind in (BTF_KIND_ENUM, BTF_KIND_ENUM64):
-        return {4: C.c_int32, 8: C.c_int64}.get(t.size_or_type, C.c_int32)
+        return ("int", t.size_or_type, True, False, False)
     if kind == BTF_KIND_PTR:
-        return C.c_uint64
+        return ("int", 8, False, False, False)
     raise BpfError(f"unsupported BTF kind {kind} in a shared struct")
 
 
 def btf_dtype(btf: int, type_id: int) -> np.dtype:
-    """Translate a BTF type to a numpy dtype (structs, arrays, ints, enums, pointers)."""
-    lb = L.lib()
-    type_id = lb.btf__resolve_type(btf, type_id)
-    t = lb.btf__type_by_id(btf, type_id).contents
-    kind = (t.info >> 24) & 0x1F
-    if kind in (BTF_KIND_STRUCT, BTF_KIND_UNION):
-        vlen = t.info & 0xFFFF
-        kflag = t.info >> 31
-        members = C.cast(C.addressof(t) + C.sizeof(L.BtfType), C.POINTER(L.BtfMember))
-        names, formats, offsets = [], [], []
-        for i in range(vlen):
-            mb = members[i]
-            bit_off = mb.offset & 0xFFFFFF if kflag else mb.offset
-            if kflag and mb.offset >> 24:
-                raise BpfError("bitfields are not supported in shared structs")
-            names.append(lb.btf__name_by_offset(btf, mb.name_off).decode() or f"_anon{i}")
-            formats.append(btf_dtype(btf, mb.type))
-            offsets.append(bit_off // 8)
-        return np.dtype({"names": names, "formats": formats, "offsets": offsets,
-                         "itemsize": t.size_or_type})
-    if kind == BTF_KIND_ARRAY:
-        arr = C.cast(C.addressof(t) + C.sizeof(L.BtfType), C.POINTER(L.BtfArray)).contents
-        elem = btf_dtype(btf, arr.type)
-        if elem == np.dtype("i1"):  # char[N]: a C string (comm, file names)
-            return np.dtype(f"S{arr.nelems}")
-        return np.dtype((elem, (arr.nelems,)))
-    if kind == BTF_KIND_INT:
-        size = t.size_or_type
-        encoding = C.cast(C.addressof(t) + C.sizeof(L.BtfType), C.POINTER(C.c_uint32))[0]
-        signed = bool((encoding >> 24) & 1)
-        if (encoding >> 24) & 4:  # BTF_INT_BOOL
-            return np.dtype("?")
-        if size == 1 and (encoding >> 24) & 2:  # BTF_INT_CHAR
-            return np.dtype("i1")
-        return np.dtype(f"<{'i' if signed else 'u'}{size}")
-    if kind in (BTF_KIND_ENUM, BTF_KIND_ENUM64):
-        return np.dtype(f"<i{t.size_or_type}")
-    if kind == BTF_KIND_PTR:
-        return np.dtype("<u8")
-    raise BpfError(f"unsupported BTF kind {kind} in a shared struct")
+    """numpy dtype of a BTF type (char[N] becomes bytes `S<N>`)."""
+    return _layout_dtype(btf_layout(btf, type_id))
+
+
+def _layout_dtype(lay: tuple) -> np.dtype:
+    if lay[0] == "struct":
+        _, size, _, fields = lay
+        return np.dtype({"names": [f[0] for f in fields],
+                         "formats": [_layout_dtype(f[2]) for f in fields],
+                         "offsets": [f[1] for f in fields], "itemsize": size})
+    if lay[0] == "array":
+        _, n, elem = lay
+        if elem[0] == "int" and elem[3]:
+            return np.dtype(f"S{n}")
+        return np.dtype((_layout_dtype(elem), (n,)))
+    _, size, signed, is_char, is_bool = lay
+    if is_bool:
+        return np.dtype("?")
+    return np.dtype(f"<{'i' if signed else 'u'}{size}")
+
+
+def btf_ctype(btf: int, type_id: int):  # noqa: ANN201
+    """ctypes type of a BTF type, for tools that decode a few records and should not pay
+    numpy's import (see core/lazy.py).  char[N] stays a c_char array (bytes)."""
+    return _layout_ctype(btf_layout(btf, type_id))
+
+
+_CTYPE_INTS = {1: (C.c_uint8, C.c_int8), 2: (C.c_uint16, C.c_int16),
+               4: (C.c_uint32, C.c_int32), 8: (C.c_uint64, C.c_int64)}
+
+
+def _layout_ctype(lay: tuple):  # noqa: ANN202
+    if lay[0] == "struct":
+        _, size, is_union, fields = lay
+        cfields, pos = [], 0
+        for i, (name, off, sub) in enumerate(fields):
+            ctype = _layout_ctype(sub)
+            if off > pos and not is_union:
+                cfields.append((f"_pad{i}", C.c_uint8 * (off - pos)))
+            cfields.append((name, ctype))
+            pos = off + C.sizeof(ctype)
+        if size > pos and not is_union:
+            cfields.append(("_pad_end", C.c_uint8 * (size - pos)))
+        base = C.Union if is_union else C.Structure
+        return type("btf_struct", (base,), {"_pack_": 1, "_fields_": cfields})
+    if lay[0] == "array":
+        return _layout_ctype(lay[2]) * lay[1]
+    _, size, signed, is_char, is_bool = lay
+    if is_char:
+        return C.c_char
+    if is_bool:
+        return C.c_bool
+    return _CTYPE_INTS[size][signed]
