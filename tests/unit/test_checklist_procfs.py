@@ -413,7 +413,7 @@ class TestCommandLineErrors:
 
     @pytest.mark.parametrize("argv, code, message", [
         (("pmap", "abc"), 2, "PID must be a number"),
-        (("pmap", "999999999"), 1, "no such process: 999999999"),
+        (("pmap", "999999999"), 2, "no such process: 999999999"),
         (("check", "--interval", "0"), 2, "--interval must be"),
         (("top", "-d", "0"), 2, "--delay must be"),
         (("top", "-n", "0"), 2, "--iterations must be"),

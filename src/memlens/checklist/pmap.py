@@ -51,7 +51,7 @@ def pmap_rows(pid: int) -> tuple[list[dict], dict]:
     maps = procfs.read_pid_smaps(pid)
     if maps is None:
         if not os.path.exists(procfs.path(f"proc/{pid}")):
-            raise MemlensError(f"no such process: {pid}")
+            raise UsageError(f"no such process: {pid}")
         try:
             open(procfs.path(f"proc/{pid}/smaps")).close()  # noqa: SIM115 - find out why
         except PermissionError as e:
@@ -118,7 +118,7 @@ class _Pmap:
   memlens pmap 1234              # like pmap -x 1234, with a Swap column
   memlens pmap $(pgrep -n redis) --sort rss | head -20
   memlens pmap 1234 --json | jq '.total'
-exit codes: 0 ok, 1 no such process, 2 bad PID, 3 not permitted to read its smaps
+exit codes: 0 ok, 2 bad or unknown PID, 3 not permitted to read its smaps, 1 other failure
 """
 
     def add_arguments(self, parser) -> None:  # noqa: ANN001
