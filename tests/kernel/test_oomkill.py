@@ -80,3 +80,32 @@ def test_duration_ends_cleanly_and_bad_flag_is_usage_error():
     assert r.returncode == 2 and "Traceback" not in r.stderr
     r = subprocess.run(memlens_cmd("oomkill", "-d", "-3"), capture_output=True, text=True)
     assert r.returncode == 2 and "must be > 0" in r.stderr
+
+
+def test_cgroup_and_pid_filters_select_victims():
+    hog = build_workload("oom_hog")
+    with memory_cgroup("mlt_oom_a") as cg_a, memory_cgroup("mlt_oom_b") as cg_b:
+        by_cgroup = ToolRun("oomkill", "--json", "--cgroup", str(cg_a))
+        by_cgroup.wait_attached()
+        victims = {}
+        for cg in (cg_b, cg_a):
+            p = subprocess.Popen([str(hog), "512"],
+                                 preexec_fn=lambda cg=cg: (cg / "cgroup.procs").write_text("0"))
+            assert p.wait(timeout=60) == -9
+            victims[cg.name] = p.pid
+        import time
+        time.sleep(0.5)
+        assert by_cgroup.stop() == 0
+    seen = [r["victim_pid"] for r in by_cgroup.records() if r["type"] == "event"]
+    assert seen == [victims[cg_a.name]], (seen, victims)
+    # -p: a PID that is not the victim sees nothing
+    with memory_cgroup("mlt_oom_c") as cg:
+        sleeper = subprocess.Popen(["sleep", "30"])
+        by_pid = ToolRun("oomkill", "--json", "-p", str(sleeper.pid))
+        by_pid.wait_attached()
+        p = subprocess.Popen([str(hog), "512"],
+                             preexec_fn=lambda: (cg / "cgroup.procs").write_text("0"))
+        assert p.wait(timeout=60) == -9
+        assert by_pid.stop() == 0
+        sleeper.kill()
+    assert [r for r in by_pid.records() if r["type"] == "event"] == []

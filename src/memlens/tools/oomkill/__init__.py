@@ -17,7 +17,7 @@ import time
 from memlens.core import kernel
 from memlens.core.loader import BpfObject
 from memlens.core.privileges import require_tracing_privileges
-from memlens.core.session import Session, add_common_options, report_lost
+from memlens.core.session import Session, add_common_options, configure_filters, report_lost
 from memlens.errors import KernelLacks
 
 EXAMPLES = """\
@@ -25,6 +25,8 @@ examples:
   memlens oomkill                  # print each OOM kill as it happens
   memlens oomkill --json           # one JSON object per kill
   memlens oomkill -d 3600          # watch for an hour, then exit
+  memlens oomkill --cgroup /sys/fs/cgroup/memory/myapp   # kills inside one memory cgroup
+  memlens oomkill -p 1234          # only when PID 1234 is the victim
 
 output:
   19:40:01 Triggered by PID 3058 ("python3"), OOM kill of PID 3058 ("python3"), \
@@ -77,7 +79,8 @@ class OomkillCommand:
     epilog = EXAMPLES
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        add_common_options(parser, pid=False, cgroup=False)
+        add_common_options(parser)
+        # -p and --cgroup select victims: "tell me when *this* gets killed"
 
     def run(self, args: argparse.Namespace) -> int:
         require_tracing_privileges("oomkill")
@@ -92,6 +95,8 @@ class OomkillCommand:
                               "mark_victim and tracepoint oom:mark_victim; neither exists)")
         with BpfObject.open("tools/oomkill/oomkill.bpf.o") as obj:
             obj.rodata["targ_cgroup_v1_memcg"] = v1
+            configure_filters(obj, args)
+            cgroup_prefix = cgroup_filter_path(args.cgroup) if args.cgroup else None
             obj.set_autoload("mark_victim_btf", use_btf)
             obj.set_autoload("mark_victim_tp", not use_btf)
             obj.load()
@@ -109,8 +114,9 @@ class OomkillCommand:
                 nonlocal kills
                 # OOM kills are rare: a plain walk and ctypes decoding, no numpy import
                 for raw in ring.consume_records():
-                    kills += 1
-                    self.print_kill(record_type.from_buffer_copy(raw), v1, writer)
+                    if self.print_kill(record_type.from_buffer_copy(raw), v1, writer,
+                                       None if use_btf else cgroup_prefix):
+                        kills += 1
                 report_lost(session.new_drops(obj), writer)
 
             session.run(poll, poll_interval=0.1)
@@ -122,13 +128,17 @@ class OomkillCommand:
         return 0
 
     @staticmethod
-    def print_kill(rec, v1: bool, writer) -> None:  # noqa: ANN001
+    def print_kill(rec, v1: bool, writer, cgroup_prefix: str | None = None) -> bool:  # noqa: ANN001
+        """Print one kill; False when the user-space --cgroup check (fallback hook) drops it."""
         victim_pid = rec.victim_pid
         if rec.has_details and rec.cgroup_levels:
             cg = cgroup_path([bytes(n.value) for n in rec.cgroup], rec.cgroup_levels,
                              bool(rec.cgroup_truncated))
         else:
             cg = proc_cgroup(victim_pid, v1)
+        if cgroup_prefix is not None and not (
+                cg and (cg == cgroup_prefix or cg.startswith(cgroup_prefix.rstrip("/") + "/"))):
+            return False
         loadavg = read_loadavg()
         fields = {
             "type": "event",
@@ -152,7 +162,7 @@ class OomkillCommand:
         }
         if writer is not None:
             writer.emit(fields)
-            return
+            return True
         from memlens.output.table import escape as sanitize
 
         f = fields
@@ -162,6 +172,25 @@ class OomkillCommand:
         print(f'{"":9}rss anon {f["anon_rss_kb"]} kB, file {f["file_rss_kb"]} kB, '
               f'shmem {f["shmem_rss_kb"]} kB; pgtables {f["pgtables_kb"]} kB; '
               f'cgroup {sanitize(cg or "?")}', flush=True)
+        return True
+
+
+def cgroup_filter_path(arg: str) -> str:
+    """The --cgroup argument as the path inside its hierarchy (what the victim reports)."""
+    real = os.path.realpath(arg if os.path.isabs(arg) and os.path.exists(arg) else
+                            kernel_cgroup_dir(arg))
+    for root in ("/sys/fs/cgroup/memory", "/sys/fs/cgroup/unified", "/sys/fs/cgroup"):
+        if real == root or real.startswith(root + "/"):
+            return "/" + real[len(root):].lstrip("/")
+    return real
+
+
+def kernel_cgroup_dir(arg: str) -> str:
+    rel = arg.lstrip("/")
+    for base in ("/sys/fs/cgroup/memory", "/sys/fs/cgroup"):
+        if os.path.isdir(os.path.join(base, rel)):
+            return os.path.join(base, rel)
+    return arg
 
 
 COMMAND = OomkillCommand()

@@ -55,6 +55,11 @@ static __always_inline void fill_trigger(struct oom_event *e)
 SEC("tp_btf/mark_victim")
 int BPF_PROG(mark_victim_btf, struct task_struct *task, uid_t uid)
 {
+	/* -p / --cgroup select victims (the trigger may be anywhere) */
+	if (targ_tgid && BPF_CORE_READ(task, tgid) != targ_tgid)
+		return 0;
+	if (!cgroup_allowed_task(task))
+		return 0;
 	struct oom_event *e = reserve_or_count(&events, sizeof(*e));
 	if (!e)
 		return 0;
@@ -102,6 +107,10 @@ int mark_victim_tp(struct trace_event_raw_mark_victim *ctx)
 	__builtin_memset(e, 0, sizeof(*e));
 	fill_trigger(e);
 	e->victim_pid = BPF_CORE_READ((struct trace_event_raw_mark_victim___pre68 *)ctx, pid);
+	if (targ_tgid && e->victim_pid != targ_tgid) { /* --cgroup: checked in user space */
+		bpf_ringbuf_discard(e, 0);
+		return 0;
+	}
 	if (bpf_core_field_exists(ctx->anon_rss)) {
 		e->total_vm_kb = BPF_CORE_READ(ctx, total_vm);
 		e->anon_rss_kb = BPF_CORE_READ(ctx, anon_rss);
