@@ -9,6 +9,7 @@ For comparison, pyelftools needs 209 ms (.dynsym) / 595 ms (debug .symtab) on th
 """
 from __future__ import annotations
 
+import os
 import statistics
 import sys
 import time
@@ -36,6 +37,7 @@ def main() -> None:
         first, med, syms = timed(lambda fd=find_debug: ElfSymbols(path, find_debug=fd), 21)
         print(f"load {path} [{syms.source}]: {len(syms)} functions, "
               f"first {first:.2f} ms, median {med:.2f} ms")
+    peer_pyelftools(path)
     syms = ElfSymbols(path)
     rng = np.random.default_rng(1)
     lo, hi = int(syms.addrs[0]), int(syms.ends[-1])
@@ -58,6 +60,34 @@ def main() -> None:
     with open("/proc/kallsyms", "rb") as f:
         f.read()
     print(f"  of which the kernel producing /proc/kallsyms: {(time.perf_counter() - t) * 1e3:.1f} ms")
+
+
+def peer_pyelftools(path: str) -> None:
+    """The peer, same run: pyelftools reading the same tables (function symbols only)."""
+    try:
+        from elftools.elf.elffile import ELFFile
+    except ImportError:
+        print("pyelftools not installed (pip install pyelftools): no peer figure")
+        return
+    ours = ElfSymbols(path)
+    files = [(path, ".dynsym")]
+    source = str(ours.source or "")
+    if source.startswith("debug:"):  # "debug:/usr/lib/debug/.build-id/...debug+dynsym"
+        files.insert(0, (source[len("debug:"):].split("+")[0], ".symtab"))
+
+    def load(p: str, section: str) -> int:
+        with open(p, "rb") as f:
+            sec = ELFFile(f).get_section_by_name(section)
+            return sum(1 for s in sec.iter_symbols() if s["st_info"]["type"] in
+                       ("STT_FUNC", "STT_GNU_IFUNC") and s["st_value"])
+
+    for p, section in files:
+        if not os.path.exists(p):
+            continue
+        _, med, n = timed(lambda p=p, section=section: load(p, section), 3)
+        _, ours_med, _ = timed(lambda: ElfSymbols(path, find_debug=section == ".symtab"), 11)
+        print(f"peer pyelftools {section} of {p}: {n} function symbols, median {med:.1f} ms "
+              f"= {med / ours_med:.0f}x ours ({ours_med:.2f} ms)")
 
 
 if __name__ == "__main__":

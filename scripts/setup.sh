@@ -31,7 +31,12 @@ stamp=.venv/.memlens-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ hatch_build.py -nt "$stamp" ]; then
     echo "setup: installing memlens (editable) into .venv" >&2
     .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-    .venv/bin/python -m pip install -q -e '.[test,exporter]'
+    # quiet on success (the local index mirrors print harmless warnings); all of it on failure
+    if ! .venv/bin/python -m pip install -q -e '.[test,bench]' > .venv/pip.log 2>&1; then
+        cat .venv/pip.log >&2
+        echo "setup: pip install failed (log above)" >&2
+        exit 1
+    fi
     touch "$stamp"
 fi
 # Rebuild BPF objects whose sources changed since the last install (cheap when none did).
