@@ -22,3 +22,18 @@ class LazyModule(ModuleType):
 
 
 np = LazyModule("numpy")
+
+
+def prefetch_numpy() -> None:
+    """Import numpy in a background thread while the main thread opens and loads BPF
+    objects: libbpf's load (mostly the kernel verifying programs) runs in ctypes calls that
+    release the GIL, so the import overlaps it instead of delaying the first attach."""
+    import threading
+
+    def load() -> None:
+        try:
+            np.ndarray  # noqa: B018 — touching an attribute performs the import
+        except ImportError:
+            pass
+
+    threading.Thread(target=load, name="numpy-prefetch", daemon=True).start()

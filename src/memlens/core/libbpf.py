@@ -155,14 +155,20 @@ class _Lib:
         return hasattr(self, name)
 
 
+_DEBUG = bool(os.environ.get("MEMLENS_DEBUG"))
+# verifier logs arrive as one message: one buffer sized for a whole log, reused (callbacks
+# run one at a time, under the GIL)
+_print_buf = C.create_string_buffer(1 << 20)
+
+
 @PRINT_FN
 def _print_cb(level: int, fmt: bytes, va: int) -> int:
+    if level >= LIBBPF_DEBUG and not _DEBUG:
+        return 0  # ~200 debug lines per load: formatting them cost ~40 ms of start-up
     # On x86-64 and arm64 a va_list argument is passed as a pointer: vsnprintf can take it.
-    # verifier logs arrive as one message: size the buffer for a whole log
-    buf = C.create_string_buffer(1 << 20)
-    _libc.vsnprintf(buf, 1 << 20, fmt, C.c_void_p(va))
-    text = buf.value.decode(errors="replace").rstrip()
-    if os.environ.get("MEMLENS_DEBUG"):
+    _libc.vsnprintf(_print_buf, len(_print_buf), fmt, C.c_void_p(va))
+    text = _print_buf.value.decode(errors="replace").rstrip()
+    if _DEBUG:
         print(text, file=sys.stderr)
     with _log_lock:
         _logs.append((level, text))

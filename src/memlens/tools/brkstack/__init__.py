@@ -19,6 +19,7 @@ import time
 from typing import Any
 
 from memlens.core import kernel
+from memlens.core.lazy import prefetch_numpy
 from memlens.core.loader import BpfObject
 from memlens.core.privileges import require_tracing_privileges
 from memlens.core.session import (
@@ -77,6 +78,7 @@ class BrkstackCommand:
                             help="also write an HTML flame graph of the whole run to FILE")
 
     def run(self, args: argparse.Namespace) -> int:
+        prefetch_numpy()  # overlaps the BPF load (see core/lazy.py)
         if args.json and args.folded:
             raise UsageError("--json and --folded are exclusive: choose one output format")
         require_tracing_privileges("brkstack")

@@ -16,6 +16,7 @@ import time
 from typing import Any
 
 from memlens.core import kernel
+from memlens.core.lazy import prefetch_numpy
 from memlens.core.loader import BpfObject
 from memlens.core.privileges import require_tracing_privileges
 from memlens.core.session import Session, add_common_options, configure_filters, report_lost
@@ -152,6 +153,7 @@ class MmapsnoopCommand:
                             help="only processes whose comm contains COMM")
 
     def run(self, args: argparse.Namespace) -> int:
+        prefetch_numpy()  # overlaps the BPF load (see core/lazy.py)
         require_tracing_privileges("mmapsnoop")
         kernel.ensure_tracefs()
         missing = [tp for tp in ("sys_enter_mmap", "sys_exit_mmap")
