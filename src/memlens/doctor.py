@@ -91,10 +91,13 @@ def _tool_rows(hooks: dict[str, tuple[bool, str]]) -> list[dict]:
     tp = kernel.tracepoint_exists
     rows = []
 
-    def add(tool: str, options: list[tuple[str, bool]], fallback_note: str = "") -> None:
+    def add(tool: str, options: list[tuple[str, bool]]) -> None:
         chosen = next((name for name, avail in options if avail), None)
-        rows.append({"tool": tool, "ready": chosen is not None,
-                     "hook": chosen or " / ".join(n for n, _ in options) + " missing"})
+        if not hooks:  # nothing could be tried: say why instead of "missing"
+            why = "needs root (or CAP_BPF+CAP_PERFMON)"
+        else:
+            why = " / ".join(n for n, _ in options) + " missing"
+        rows.append({"tool": tool, "ready": chosen is not None, "hook": chosen or why})
 
     add("oomkill", [("tp_btf/mark_victim", ok.get("tp_btf", False)
                      and kernel.tp_btf_exists("mark_victim")),
