@@ -26,6 +26,7 @@ class Readiness:
     facts: dict[str, object] = field(default_factory=dict)
     hooks: dict[str, tuple[bool, str]] = field(default_factory=dict)
     tools: list[dict] = field(default_factory=list)
+    features: dict[str, dict[str, bool]] = field(default_factory=dict)
 
 
 def _try_hook(kind: str) -> tuple[bool, str]:
@@ -67,8 +68,11 @@ def _try_hook(kind: str) -> tuple[bool, str]:
         msg = str(err)
         if kind == "kprobe" and not kernel.kprobes_supported():
             msg = "no kprobe PMU (CONFIG_KPROBES off?)"
-        elif kind == "fentry" and "EPERM" in msg and kernel.lockdown_mode() not in (None, "none"):
-            msg = f"refused by kernel lockdown ({kernel.lockdown_mode()})"
+        elif "EPERM" in msg and os.geteuid() == 0:
+            mode = kernel.lockdown_mode()
+            msg = ("refused at load although root (EPERM): "
+                   + (f"kernel lockdown={mode}" if mode and mode != "none"
+                      else "kernel lockdown or a security module"))
         return False, _short(msg)
 
 
@@ -147,6 +151,7 @@ def gather() -> Readiness:
     for kind in ("tracepoint", "tp_btf", "raw_tracepoint", "kprobe", "fentry", "uprobe",
                  "perf_event", "ringbuf"):
         r.hooks[kind] = _try_hook(kind)
+    r.features = kernel.probe_features()
     r.tools = _tool_rows(r.hooks)
     return r
 
@@ -162,6 +167,11 @@ def print_report(r: Readiness, out=sys.stdout) -> None:  # noqa: ANN001
         p("hook kinds (loaded and attached for real):")
         for kind, (works, detail) in r.hooks.items():
             p(f"  {kind:<15} {'yes' if works else 'NO ':<4} {'' if works else detail}".rstrip())
+    import textwrap
+
+    for group, items in r.features.items():
+        text = ", ".join(f"{name} {'yes' if ok else 'NO'}" for name, ok in items.items())
+        p(textwrap.fill(text, 78, initial_indent=f"{group}: ", subsequent_indent="  "))
     p("tools:")
     for row in r.tools:
         p(f"  {row['tool']:<22} {'ready' if row['ready'] else 'NOT READY':<10} {row['hook']}")
@@ -183,6 +193,7 @@ class DoctorCommand:
             JsonWriter(sys.stdout).emit({
                 "type": "report", "section": "doctor", **r.facts,
                 "hooks": {k: {"works": w, "detail": d} for k, (w, d) in r.hooks.items()},
+                "features": r.features,
                 "tools": r.tools})
         else:
             print_report(r)

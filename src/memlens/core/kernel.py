@@ -152,3 +152,27 @@ def _is_cgroup2(path: str) -> bool:
         if (path == mnt or path.startswith(mnt.rstrip("/") + "/")) and len(mnt) > len(best):
             best, fstype = mnt, fs
     return fstype == "cgroup2"
+
+
+# UAPI enum values (include/uapi/linux/bpf.h); stable across kernels
+PROG_TYPES = {"kprobe": 2, "tracepoint": 5, "perf_event": 7, "raw_tracepoint": 17,
+              "tracing": 26}
+MAP_TYPES = {"hash": 1, "percpu_array": 6, "stack_trace": 7, "lru_hash": 9, "ringbuf": 27}
+HELPERS = {"probe_read_user": 112, "get_stackid": 27, "get_stack": 67,
+           "ringbuf_reserve": 131, "get_current_task_btf": 158, "find_vma": 180}
+
+
+def probe_features() -> dict[str, dict[str, bool]]:
+    """What the kernel accepts, asked through libbpf's probes (tiny test programs and maps
+    the kernel is asked to load); helpers are probed for tracepoint programs."""
+    from memlens.core import libbpf as L
+
+    lb = L.lib()
+    out: dict[str, dict[str, bool]] = {"program types": {}, "map types": {}, "helpers": {}}
+    for name, t in PROG_TYPES.items():
+        out["program types"][name] = lb.libbpf_probe_bpf_prog_type(t, None) == 1
+    for name, t in MAP_TYPES.items():
+        out["map types"][name] = lb.libbpf_probe_bpf_map_type(t, None) == 1
+    for name, h in HELPERS.items():
+        out["helpers"][name] = lb.libbpf_probe_bpf_helper(PROG_TYPES["tracepoint"], h, None) == 1
+    return out
