@@ -1,0 +1,41 @@
+# SPDX-License-Identifier: GPL-2.0-only
+"""doctor and the main job on the real machine: hook kinds agree with independent facts."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+from tests.conftest import memlens_cmd
+
+
+def test_doctor_json_agrees_with_the_kernel():
+    r = subprocess.run(memlens_cmd("doctor", "--json"), capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    rep = json.loads(r.stdout)
+    hooks = {k: v["works"] for k, v in rep["hooks"].items()}
+    # tracefs is mounted (by doctor if it was not) and tracepoints attach
+    assert os.path.isdir("/sys/kernel/tracing/events/syscalls")
+    assert hooks["tracepoint"] and hooks["ringbuf"] and hooks["uprobe"] and hooks["perf_event"]
+    assert hooks["tp_btf"] == os.path.exists("/sys/kernel/btf/vmlinux")
+    # kprobes work exactly when the kernel has the kprobe PMU
+    assert hooks["kprobe"] == os.path.isdir("/sys/bus/event_source/devices/kprobe")
+    assert rep["btf"] is True and rep["root"] is True
+    tools = {t["tool"]: t for t in rep["tools"]}
+    assert tools["oomkill"]["ready"] and tools["brkstack"]["ready"]
+    assert rep["features"]["map types"]["ringbuf"] is True
+
+
+def test_main_job_prints_checklist_then_readiness():
+    r = subprocess.run(memlens_cmd("--interval", "0.2"), capture_output=True, text=True,
+                       timeout=90)
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    assert out.index("== Memory (free") < out.index("memlens doctor: can memlens trace here?")
+    assert "hook kinds (loaded and attached for real):" in out
+    r = subprocess.run(memlens_cmd("--json", "--interval", "0.2"), capture_output=True,
+                       text=True, timeout=90)
+    recs = [json.loads(x) for x in r.stdout.splitlines()]
+    sections = [x.get("section") for x in recs]
+    assert "free" in sections and sections[-1] == "doctor"
