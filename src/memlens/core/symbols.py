@@ -178,6 +178,27 @@ class _Image:
         return None
 
 
+def function_names(path: str) -> tuple[dict[str, tuple[int, int]], np.ndarray, bytes]:
+    """Every named function of an ELF file, aliases included (ElfSymbols keeps one name per
+    address): ({name without @version: (vaddr, size)}, PT_LOAD headers, file bytes).
+    `.dynsym` is read last so exported names win.  For attaching probes by name."""
+    with open(path, "rb") as f:
+        data = f.read()
+    img = _Image(data, path)
+    funcs: dict[str, tuple[int, int]] = {}
+    for sh_type in (SHT_SYMTAB, SHT_DYNSYM):
+        tab = img.func_symbols(sh_type)
+        if tab is None:
+            continue
+        syms, strsh = tab
+        so = int(strsh["offset"])
+        for sym in syms:
+            name = _cstr(data, so + int(sym["name"])).decode("utf-8", "replace").split("@", 1)[0]
+            if name:
+                funcs[name] = (int(sym["value"]), int(sym["size"]))
+    return funcs, img.loads, data
+
+
 def _open_buffer(path: str):
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size

@@ -80,27 +80,13 @@ class ElfFunctions:
 
     @classmethod
     def read(cls, path: str) -> ElfFunctions:
-        from memlens.core.symbols import SHT_DYNSYM, SHT_SYMTAB, ElfError, _cstr, _Image
+        from memlens.core.symbols import ElfError, function_names
 
         try:
-            with open(path, "rb") as f:
-                data = f.read()
-            img = _Image(data, path)
+            funcs, loads, data = function_names(path)
         except (OSError, ElfError) as err:
             raise UsageError(f"cannot read {path} as an ELF object: {err}") from None
-        funcs: dict[str, tuple[int, int]] = {}
-        for sh_type in (SHT_SYMTAB, SHT_DYNSYM):  # dynsym last: exported names win
-            tab = img.func_symbols(sh_type)
-            if tab is None:
-                continue
-            syms, strsh = tab
-            so = int(strsh["offset"])
-            for s in syms:
-                name = _cstr(data, so + int(s["name"])).decode("utf-8", "replace")
-                name = name.split("@", 1)[0]
-                if name:
-                    funcs[name] = (int(s["value"]), int(s["size"]))
-        return cls(path, funcs, img.loads, data)
+        return cls(path, funcs, loads, data)
 
     def file_offset(self, vaddr: int) -> int:
         for ph in self.loads:
