@@ -300,3 +300,14 @@ class TestMemleakBadInput:
         assert p.returncode == code, p.stderr
         assert p.stderr.count("\n") == 1 and needle in p.stderr, p.stderr
         assert "Traceback" not in p.stderr
+
+
+def test_command_output_stays_off_json_stdout():
+    import json as _json
+
+    r = subprocess.run(memlens_cmd("memleak", "-c", "echo hello-from-command", "--json"),
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "hello-from-command" in r.stderr
+    for line in r.stdout.splitlines():  # every stdout line is one of our JSON records
+        assert _json.loads(line)["type"] in ("report", "lost", "summary", "event", "error")

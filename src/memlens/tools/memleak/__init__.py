@@ -174,7 +174,7 @@ class _Child:
     PTRACE_CONT, PTRACE_SEIZE, PTRACE_LISTEN = 7, 0x4206, 0x4208
     PTRACE_O_TRACEEXIT, PTRACE_EVENT_EXIT, PTRACE_EVENT_STOP = 0x40, 6, 128
 
-    def __init__(self, argv: list[str], on_exit):
+    def __init__(self, argv: list[str], on_exit, stdout_to_stderr: bool = False):
         import threading
 
         self.argv = argv
@@ -188,6 +188,8 @@ class _Child:
                 os.close(r)
                 if go != b"x":
                     os._exit(0)  # the tool failed before attaching
+                if stdout_to_stderr:
+                    os.dup2(2, 1)
                 os.execvp(argv[0], argv)
             except OSError as err:
                 os.write(2, f"memlens: cannot run {argv[0]}: {err.strerror}\n".encode())
@@ -327,7 +329,9 @@ class _Run:
             self.plan = plan_probes(mapped, args.obj, args.symbols_prefix, desc,
                                     skip_entry=not args.probe_at_entry)
             if args.command is not None:
-                self.child = _Child(argv, on_exit=self.snapshot_at_exit)
+                # our stdout is data when it is JSON or folded: the command writes to stderr
+                self.child = _Child(argv, on_exit=self.snapshot_at_exit,
+                                    stdout_to_stderr=bool(args.json or args.folded))
                 self.pid = self.child.pid
                 self.comm = os.path.basename(argv[0])[:15]
             else:
