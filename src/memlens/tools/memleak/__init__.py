@@ -80,7 +80,7 @@ class MemleakCommand:
                                  "allocations made in its context)")
         target.add_argument("-c", "--command", metavar="CMD",
                             help="run CMD (quoted, with its arguments) traced from its start; "
-                                 "end when it ends")
+                                 "end when it ends (with --json/--folded its stdout goes to our stderr)")
         parser.add_argument("--kernel", action="store_true",
                             help="trace kernel allocations (the default without -p/-c)")
         parser.add_argument("-a", "--show-allocs", action="store_true",
