@@ -201,6 +201,17 @@ class TestMemleakOutputs:
                        if "leak_malloc" in [n for lid in s.location_id for n in loc_fns[lid]]]
         assert [(s.value[0], s.value[1], s.value[2], s.value[3]) for s in malloc_leak] == \
             [(LEAKS, LEAKS * SIZE, LEAKS, LEAKS * SIZE)]
+        # and Go's own reader, the tool users open these files with
+        import shutil
+
+        require(shutil.which("go") is not None, "golang-go (go tool pprof) not installed")
+        raw = subprocess.run(["go", "tool", "pprof", "-raw", str(pprof)], capture_output=True,
+                             text=True, timeout=120, env={**os.environ, "HOME": str(tmp_path)})
+        assert raw.returncode == 0, raw.stderr
+        values = [list(map(int, m)) for m in
+                  re.findall(r"^\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+): ", raw.stdout, re.MULTILINE)]
+        assert sum(v[3] for v in values) == text_total
+        assert [LEAKS, LEAKS * SIZE, LEAKS, LEAKS * SIZE] in values
 
     def test_folded_weighted_by_bytes(self, leaker):
         from memlens.output.folded import read_folded
