@@ -78,3 +78,47 @@ def test_brkstack_cgroup_filter_v1_path_relative_form():
     for e in entries:
         counts[e["pid"]] = counts.get(e["pid"], 0) + e["count"]
     assert counts == {inside.pid: 23}
+
+
+def _cgroup2_root() -> Path | None:
+    with open("/proc/mounts") as f:
+        for line in f:
+            parts = line.split()
+            if parts[2] == "cgroup2":
+                return Path(parts[1])
+    return None
+
+
+def test_cgroup_v2_filter(tmp_path: Path):
+    """The v2 (default hierarchy) path of the filter: this machine keeps memory on v1 but
+    mounts a cgroup2 hierarchy too, and tasks can be moved into its groups."""
+    import pytest
+
+    root = _cgroup2_root()
+    if root is None:
+        pytest.skip("no cgroup2 hierarchy mounted")
+    cg = root / f"mlt_cgv2_{tmp_path.name[-8:]}"
+    cg.mkdir()
+    try:
+        procs = []
+        for name, where in (("in", cg), ("out", None)):
+            d = tmp_path / name
+            d.mkdir()
+            p = _start([str(build_workload("mmap_named")), str(d)], where)
+            procs.append((p, int(re.match(r"ready pid=(\d+)", p.stdout.readline()).group(1))))
+        run = ToolRun("mmapsnoop", "--json", "--cgroup", str(cg))
+        run.wait_attached()
+        for p, _ in procs:
+            p.stdin.write("g")
+            p.stdin.flush()
+        for p, _ in procs:
+            for line in p.stdout:
+                if line.strip() == "done":
+                    break
+            p.stdin.close()
+            assert p.wait(timeout=20) == 0
+        assert run.stop() == 0, run.stderr
+    finally:
+        cg.rmdir()
+    pids = [r["pid"] for r in run.records() if r["type"] == "event"]
+    assert pids.count(procs[0][1]) == MMAP_CALLS and set(pids) == {procs[0][1]}
