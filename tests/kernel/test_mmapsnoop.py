@@ -206,3 +206,15 @@ def test_bad_input_is_one_line_usage_error(args):
     if args[0] == "-p":
         assert r.stderr.strip() == "memlens: no process with PID 999999"
     assert not (PROGS & (loaded_prog_names() - before))
+
+
+def test_wide_text_keeps_whole_paths(tmp_path):
+    # a deep directory makes the path longer than the FILE column of an 80-column line
+    deep = tmp_path / ("d" * 40) / ("e" * 40)
+    deep.mkdir(parents=True)
+    run, wl, calls = _traced(deep, "-T", "-w")
+    lines = run.stdout.splitlines()
+    assert sum(ln.endswith(wl.path) for ln in lines) == FILE_MAPS
+    assert sum(ln.endswith(f"{wl.path} (EACCES)") for ln in lines) == 1  # the failed call
+    run, wl, calls = _traced(deep, "-T")
+    assert all(len(ln) <= 79 for ln in run.stdout.splitlines())

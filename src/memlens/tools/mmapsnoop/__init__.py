@@ -26,6 +26,7 @@ EXAMPLES = """\
 examples:
   memlens mmapsnoop                # every mmap() system wide
   memlens mmapsnoop -T             # with a time column
+  memlens mmapsnoop -T -w          # ... and whole paths, however wide
   memlens mmapsnoop -p 1234        # only PID 1234
   memlens mmapsnoop --file-only    # hide anonymous maps (the book's behaviour)
   memlens mmapsnoop --name python  # comm contains "python"
@@ -147,6 +148,8 @@ class MmapsnoopCommand:
         add_common_options(parser)
         parser.add_argument("-T", "--time", action="store_true",
                             help="include a time column (HH:MM:SS)")
+        parser.add_argument("-w", "--wide", action="store_true",
+                            help="print whole file paths (lines may pass 80 columns)")
         parser.add_argument("--file-only", action="store_true",
                             help="hide anonymous maps (MAP_ANONYMOUS)")
         parser.add_argument("-n", "--name", metavar="COMM",
@@ -171,7 +174,7 @@ class MmapsnoopCommand:
                 Column("FILE", None, keep="tail")]
         if args.time:
             cols.insert(0, Column("TIME", 8))
-        table = Table(cols)
+        table = Table(cols, line_width=None if args.wide else 79)
         # boot-time ns from the kernel -> wall clock (CLOCK_BOOTTIME counts suspend too)
         boot_to_wall = time.time() - time.clock_gettime(time.CLOCK_BOOTTIME)
         with BpfObject.open("tools/mmapsnoop/mmapsnoop.bpf.o") as obj:
