@@ -331,10 +331,11 @@ def plan_probes(mapped: list[str], obj: str | None, prefix: str, target_desc: st
         seen[key] = p
         probes.append(p)
 
+    # labelled by the symbol probed: the allocator called is je_malloc, not malloc
     for name, prog, kind, required in C_ALLOCATORS:
-        add(elf, prefix + name, prog, kind, required, name)
+        add(elf, prefix + name, prog, kind, required, prefix + name)
     for name, required in C_FREES:
-        add(elf, prefix + name, None, "free", required, name)
+        add(elf, prefix + name, None, "free", required, prefix + name)
     cxx_path = None
     if cxx:
         cxx_path = next((p for p in mapped if os.path.basename(p).startswith("libstdc++.so")),
