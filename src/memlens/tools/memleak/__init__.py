@@ -575,7 +575,13 @@ class _Run:
                     return [MarkerFrame(MISSED_KERNEL)]
                 from memlens.core.symbols import KernelSymbolizer
 
-                cached = self.frames_cache[stack] = list(KernelSymbolizer.get().resolve_stack(ips))
+                frames = list(KernelSymbolizer.get().resolve_stack(ips))
+                # When a tracepoint has more than one user (another tracer, a second
+                # memleak), its callbacks run from __traceiter_<event>, which then tops the
+                # stack: drop it, so that the stack starts at the allocator either way.
+                while len(frames) > 1 and (frames[0].symbol or "").startswith("__traceiter_"):
+                    frames.pop(0)
+                cached = self.frames_cache[stack] = frames
             return cached
         assert self.plan is not None
         label = self.plan.kind_labels.get(kind, KIND_NAMES.get(kind, "?"))
