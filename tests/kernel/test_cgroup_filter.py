@@ -20,6 +20,19 @@ def _start(argv: list[str], cg: Path | None) -> subprocess.Popen:
                             preexec_fn=join)
 
 
+def _go_and_wait(procs: list[subprocess.Popen]) -> None:
+    """Release mmap_named workloads together, then wait for each to finish its calls."""
+    for p in procs:
+        p.stdin.write("g")
+        p.stdin.flush()
+    for p in procs:
+        for line in p.stdout:
+            if line.strip() == "done":
+                break
+        p.stdin.close()
+        assert p.wait(timeout=20) == 0
+
+
 def test_mmapsnoop_cgroup_includes_descendants_only(tmp_path: Path):
     with memory_cgroup("mlt_cgf", limit="1G") as cg:
         child = cg / "inner"
@@ -34,15 +47,7 @@ def test_mmapsnoop_cgroup_includes_descendants_only(tmp_path: Path):
                 procs[name] = (p, int(m.group(1)))
             run = ToolRun("mmapsnoop", "--json", "--cgroup", str(cg))
             run.wait_attached()
-            for p, _ in procs.values():
-                p.stdin.write("g")
-                p.stdin.flush()
-            for p, _ in procs.values():
-                for line in p.stdout:
-                    if line.strip() == "done":
-                        break
-                p.stdin.close()
-                assert p.wait(timeout=20) == 0
+            _go_and_wait([p for p, _ in procs.values()])
             assert run.stop() == 0, run.stderr
         finally:
             child.rmdir()
@@ -108,15 +113,7 @@ def test_cgroup_v2_filter(tmp_path: Path):
             procs.append((p, int(re.match(r"ready pid=(\d+)", p.stdout.readline()).group(1))))
         run = ToolRun("mmapsnoop", "--json", "--cgroup", str(cg))
         run.wait_attached()
-        for p, _ in procs:
-            p.stdin.write("g")
-            p.stdin.flush()
-        for p, _ in procs:
-            for line in p.stdout:
-                if line.strip() == "done":
-                    break
-            p.stdin.close()
-            assert p.wait(timeout=20) == 0
+        _go_and_wait([p for p, _ in procs])
         assert run.stop() == 0, run.stderr
     finally:
         cg.rmdir()
