@@ -30,7 +30,7 @@ bench: setup  ## Benchmarks against peers (bpftrace), figures printed as ratios.
 	$(PY) -m bench
 
 lint: setup  ## ruff over the package and tests.
-	$(VENV)/bin/ruff check src tests bench || true
+	$(VENV)/bin/ruff check src tests bench
 
 vmlinux:  ## Regenerate bpf/include/x86/vmlinux.h from this kernel's BTF.
 	bpftool btf dump file /sys/kernel/btf/vmlinux format c > bpf/include/x86/vmlinux.h

@@ -77,7 +77,7 @@ def run(rate: int, consumer: str) -> dict:
             count = [0]
 
             @cb_t
-            def on_sample(ctx, data, size):  # noqa: ANN001, ANN202
+            def on_sample(ctx, data, size):
                 count[0] += 1
                 return 0
 

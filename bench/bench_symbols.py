@@ -59,7 +59,8 @@ def main() -> None:
     t = time.perf_counter()
     with open("/proc/kallsyms", "rb") as f:
         f.read()
-    print(f"  of which the kernel producing /proc/kallsyms: {(time.perf_counter() - t) * 1e3:.1f} ms")
+    ms = (time.perf_counter() - t) * 1e3
+    print(f"  of which the kernel producing /proc/kallsyms: {ms:.1f} ms")
 
 
 def peer_pyelftools(path: str) -> None:
@@ -85,7 +86,7 @@ def peer_pyelftools(path: str) -> None:
         if not os.path.exists(p):
             continue
         _, med, n = timed(lambda p=p, section=section: load(p, section), 3)
-        _, ours_med, _ = timed(lambda: ElfSymbols(path, find_debug=section == ".symtab"), 11)
+        _, ours_med, _ = timed(lambda s=section: ElfSymbols(path, find_debug=s == ".symtab"), 11)
         print(f"peer pyelftools {section} of {p}: {n} function symbols, median {med:.1f} ms "
               f"= {med / ours_med:.0f}x ours ({ours_med:.2f} ms)")
 

@@ -28,13 +28,13 @@ def kernel_unavailable_reason() -> str | None:
     return None
 
 
-def pytest_collection_modifyitems(config, items):  # noqa: ANN001
+def pytest_collection_modifyitems(config, items):
     for item in items:
         if "tests/kernel" in str(item.fspath).replace(os.sep, "/"):
             item.add_marker(pytest.mark.kernel)
 
 
-def pytest_runtest_setup(item):  # noqa: ANN001
+def pytest_runtest_setup(item):
     if item.get_closest_marker("kernel") is None:
         return
     reason = kernel_unavailable_reason()

@@ -21,9 +21,12 @@ from memlens.errors import EXIT_USAGE, MemlensError
 # (name, module, one-line summary) — the summary is repeated here so `memlens --help`
 # imports nothing.
 COMMANDS: list[tuple[str, str, str]] = [
-    ("check", "memlens.checklist.check", "the memory checklist: OOMs, swap, vmstat, free, top RSS, PSI, cgroups, sar -B"),
-    ("doctor", "memlens.doctor", "readiness: privileges, BTF, tracefs, hook kinds, which tools run here"),
-    ("top", "memlens.checklist.top", "live view: memory, paging, PSI and the processes with most RSS/faults"),
+    ("check", "memlens.checklist.check",
+     "the memory checklist: OOMs, swap, vmstat, free, top RSS, PSI, cgroups, sar -B"),
+    ("doctor", "memlens.doctor",
+     "readiness: privileges, BTF, tracefs, hook kinds, which tools run here"),
+    ("top", "memlens.checklist.top",
+     "live view: memory, paging, PSI and the processes with most RSS/faults"),
     ("pmap", "memlens.checklist.pmap", "a process's mappings with RSS, dirty and swap (pmap -x)"),
     ("oomkill", "memlens.tools.oomkill", "trace OOM kills: trigger, victim, RSS, cgroup"),
     ("memleak", "memlens.tools.memleak", "outstanding allocations by stack (user or kernel)"),
@@ -35,7 +38,7 @@ COMMANDS: list[tuple[str, str, str]] = [
 def _usage() -> str:
     width = max(len(n) for n, _, _ in COMMANDS)
     lines = [
-        f"usage: memlens [--version] [COMMAND [ARGS...]]",
+        "usage: memlens [--version] [COMMAND [ARGS...]]",
         "",
         "Linux memory observability with eBPF. With no command: the checklist, then `doctor`.",
         "",
@@ -47,7 +50,7 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
-def build_parser(name: str, command) -> argparse.ArgumentParser:  # noqa: ANN001
+def build_parser(name: str, command) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=f"memlens {name}",
         description=getattr(command, "description", None) or command.summary,
@@ -58,7 +61,7 @@ def build_parser(name: str, command) -> argparse.ArgumentParser:  # noqa: ANN001
     return parser
 
 
-def load_command(name: str):  # noqa: ANN201
+def load_command(name: str):
     for cmd_name, module, _ in COMMANDS:
         if cmd_name == name:
             return importlib.import_module(module).COMMAND
@@ -101,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         except OSError:
             pass
         return 0
-    except Exception as err:  # noqa: BLE001 — a bug: one line for users, traceback on request
+    except Exception as err:
         if os.environ.get("MEMLENS_DEBUG"):
             raise
         _report_error(MemlensError(f"internal error: {type(err).__name__}: {err} "

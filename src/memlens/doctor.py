@@ -146,7 +146,7 @@ def gather() -> Readiness:
         r.facts["tracefs"] = kernel.ensure_tracefs(quiet=True)
         if before is None:
             r.facts["tracefs"] += " (mounted now by memlens)"
-    except Exception as err:  # noqa: BLE001 — reported, not fatal for the report
+    except Exception as err:
         r.facts["tracefs"] = f"unavailable: {err}"
     for kind in ("tracepoint", "tp_btf", "raw_tracepoint", "kprobe", "fentry", "uprobe",
                  "perf_event", "ringbuf"):
@@ -156,7 +156,7 @@ def gather() -> Readiness:
     return r
 
 
-def print_report(r: Readiness, out=sys.stdout) -> None:  # noqa: ANN001
+def print_report(r: Readiness, out=sys.stdout) -> None:
     p = lambda s="": print(s, file=out)  # noqa: E731
     p("memlens doctor: can memlens trace here?")
     for k, v in r.facts.items():

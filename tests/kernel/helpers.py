@@ -11,8 +11,8 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from tests.conftest import memlens_cmd
 
@@ -35,7 +35,7 @@ class ToolRun:
         for t in self._threads:
             t.start()
 
-    def _pump(self, stream, sink: list[str]) -> None:  # noqa: ANN001
+    def _pump(self, stream, sink: list[str]) -> None:
         for line in stream:
             sink.append(line)
             if sink is self._err and "Hit Ctrl-C to end." in line:

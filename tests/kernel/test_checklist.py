@@ -43,7 +43,7 @@ def _bracketed(ours_before: int, peer: int, ours_after: int, slack: int = SLACK)
     return lo - slack <= peer <= hi + slack
 
 
-def _retry_bracket(read_ours, read_peer, keys, attempts: int = 3):  # noqa: ANN001, ANN201
+def _retry_bracket(read_ours, read_peer, keys, attempts: int = 3):
     """Return the failures of the best attempt (empty when every key was bracketed)."""
     failures: list[str] = []
     for _ in range(attempts):

@@ -68,7 +68,8 @@ def test_ringbuf_records_are_exact_and_decoded_from_btf():
         resolver = StackResolver(obj.map("stacks"))
         resolver.watch(gen.pid)
         frames = [str(f) for f in resolver.user_frames(gen.pid, int(recs["stack_id"][0]))]
-        assert any(f.startswith("emit_getppid+") and f.endswith("[core_gen]") for f in frames), frames
+        assert any(f.startswith("emit_getppid+") and f.endswith("[core_gen]")
+                   for f in frames), frames
         # nothing more once consumed; ctypes decoding of the same struct agrees
         assert len(obj.map("events").ringbuf().consume_fixed(dtype)) == 0
         assert obj.struct_ctype("selftest_event").from_buffer_copy(recs[0].tobytes()).pid == gen.pid
@@ -153,7 +154,8 @@ def test_perf_event_page_faults_on_every_cpu():
 
 
 def _faults(pid: int) -> int:
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
     return int(fields[7]) + int(fields[9])  # minflt + majflt
 
 

@@ -159,8 +159,8 @@ class TestMemleakAgainstLeaker:
                     and "leak_new" in " ".join(s["stack"])]
 
     def test_command_traced_from_start(self, leaker):
-        proc = subprocess.run(check=False, args=memlens_cmd("memleak", "-c", f"{leaker} start", "--json",
-                                          "-T", "1000"),
+        proc = subprocess.run(memlens_cmd("memleak", "-c", f"{leaker} start", "--json",
+                                          "-T", "1000"), check=False,
                               input=b"x", capture_output=True, timeout=60)
         assert proc.returncode == 0, proc.stderr
         rep = final_report(proc.stdout.decode())
@@ -271,11 +271,13 @@ class TestMemleakKernel:
 class TestMemleakCleanup:
     def test_no_probes_or_programs_left(self, leaker):
         def ours() -> list[str]:
-            out = subprocess.run(["bpftool", "prog", "show"], check=False, capture_output=True, text=True)
+            out = subprocess.run(["bpftool", "prog", "show"], check=False, capture_output=True,
+                                 text=True)
             return [ln for ln in out.stdout.splitlines() if re.search(r"name ml_", ln)]
 
-        require(subprocess.run(["which", "bpftool"], check=False, capture_output=True).returncode == 0,
-                "needs bpftool")
+        import shutil
+
+        require(shutil.which("bpftool") is not None, "needs bpftool")
         before = ours()
         tgt = subprocess.Popen([leaker], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         tgt.stdout.readline()
@@ -290,7 +292,8 @@ class TestMemleakCleanup:
         tgt.stdin.close()
         tgt.wait()
         assert ours() == before
-        for path in ("/sys/kernel/tracing/uprobe_events", "/sys/kernel/debug/tracing/uprobe_events"):
+        for path in ("/sys/kernel/tracing/uprobe_events",
+                     "/sys/kernel/debug/tracing/uprobe_events"):
             if os.path.exists(path):
                 with open(path) as f:
                     assert "libc" not in f.read()
@@ -306,8 +309,8 @@ class TestMemleakBadInput:
     ])
     def test_one_line_error(self, args, code, needle):
         args = [str(os.getpid()) if a == "SELF" else a for a in args]
-        p = subprocess.run(check=False, args=memlens_cmd("memleak", *args), capture_output=True, text=True,
-                           timeout=60)
+        p = subprocess.run(memlens_cmd("memleak", *args), check=False, capture_output=True,
+                           text=True, timeout=60)
         assert p.returncode == code, p.stderr
         assert p.stderr.count("\n") == 1 and needle in p.stderr, p.stderr
         assert "Traceback" not in p.stderr

@@ -7,7 +7,7 @@ import re
 import subprocess
 
 from tests.conftest import build_workload, memlens_cmd
-from tests.kernel.helpers import ToolRun, loaded_prog_names, memory_cgroup, read_kmsg, run_in_cgroup
+from tests.kernel.helpers import ToolRun, loaded_prog_names, memory_cgroup, read_kmsg
 
 
 def _kill_line(pid: int) -> dict:

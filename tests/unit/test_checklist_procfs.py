@@ -300,7 +300,7 @@ class TestKmsgOom:
 SNAKE = re.compile(r"^[a-z0-9_]+$")
 
 
-def _keys(obj, path=""):  # noqa: ANN001, ANN202
+def _keys(obj, path=""):
     if isinstance(obj, dict):
         for k, v in obj.items():
             yield f"{path}.{k}", k
@@ -378,13 +378,13 @@ class TestTopOnFakeTrees:
         # the process faulted 46 more times and grew by 10 pages in the interval
         real_stat, real_status = procfs.read_pid_stat, procfs.read_pid_status
 
-        def later(pid):  # noqa: ANN001, ANN202
+        def later(pid):
             st = real_stat(pid)
             if st:
                 st.minflt += 46
             return st
 
-        def grown(pid):  # noqa: ANN001, ANN202
+        def grown(pid):
             st = real_status(pid)
             if st:
                 st["VmRSS"] += 10 * procfs.PAGESIZE

@@ -20,7 +20,8 @@ def test_golden_80_columns():
              t.row(["19:20:01", 1234, b"leaker\0\0\0", 4096,
                     "/lib/x86_64-linux-gnu/libc.so.6"]),
              t.row({"TIME": "19:20:02", "PID": 999999, "COMM": "kworker/u16:2-events",
-                    "SIZE": 12345678, "FILENAME": "/" + "x" * 60 + "/" + "0123456789" * 4 + "/leaked.bin"})]
+                    "SIZE": 12345678,
+                    "FILENAME": "/" + "x" * 60 + "/" + "0123456789" * 4 + "/leaked.bin"})]
     assert "\n".join(lines) + "\n" == GOLDEN
     assert all(len(line) < 80 for line in lines)
 

@@ -372,7 +372,7 @@ def _guard(fn: Callable[[], Section]) -> Section:
     """A section that breaks on an odd kernel says so; it never takes the checklist down."""
     try:
         return fn()
-    except Exception as e:  # noqa: BLE001 - reported as the section's finding
+    except Exception as e:
         name = getattr(fn, "__name__", "section").removeprefix("section_")
         return Section(name, name, {"error": repr(e)}, [],
                        Finding("unavailable", f"could not read: {e!r}"))
@@ -435,7 +435,7 @@ class _Check:
   MEMLENS_ROOT=/host memlens check   # a host's /proc and /sys mounted under /host
 """
 
-    def add_arguments(self, parser) -> None:  # noqa: ANN001
+    def add_arguments(self, parser) -> None:
         parser.add_argument("--json", action="store_true",
                             help="NDJSON: one {type: report, section: ...} object per line")
         parser.add_argument("-i", "--interval", type=float, default=1.0, metavar="SECONDS",
@@ -445,7 +445,7 @@ class _Check:
         parser.add_argument("--pss", action="store_true",
                             help="add PSS and USS per process (reads smaps; slower)")
 
-    def run(self, args) -> int:  # noqa: ANN001
+    def run(self, args) -> int:
         if not 0 < args.interval <= 3600:
             raise UsageError(f"--interval must be in (0, 3600] seconds, not {args.interval}")
         if not 0 < args.top <= 10000:

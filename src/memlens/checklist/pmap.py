@@ -53,7 +53,7 @@ def pmap_rows(pid: int) -> tuple[list[dict], dict]:
         if not os.path.exists(procfs.path(f"proc/{pid}")):
             raise UsageError(f"no such process: {pid}")
         try:
-            open(procfs.path(f"proc/{pid}/smaps")).close()  # noqa: SIM115 - find out why
+            open(procfs.path(f"proc/{pid}/smaps")).close()
         except PermissionError as e:
             raise NotPermitted(f"cannot read /proc/{pid}/smaps: {e.strerror}; run as root or"
                                " as the process owner (ptrace access mode read)") from e
@@ -80,7 +80,7 @@ def pmap_rows(pid: int) -> tuple[list[dict], dict]:
     return rows, total
 
 
-def render_text(pid: int, rows: list[dict], total: dict, out, width: int = 79) -> None:  # noqa: ANN001
+def render_text(pid: int, rows: list[dict], total: dict, out, width: int = 79) -> None:
     cmd = procfs.read_pid_cmdline(pid) or ""
     if not cmd:
         st = procfs.read_pid_stat(pid)
@@ -121,7 +121,7 @@ class _Pmap:
 exit codes: 0 ok, 2 bad or unknown PID, 3 not permitted to read its smaps, 1 other failure
 """
 
-    def add_arguments(self, parser) -> None:  # noqa: ANN001
+    def add_arguments(self, parser) -> None:
         parser.add_argument("pid", metavar="PID", help="process ID")
         parser.add_argument("-x", action="store_true", help="accepted for pmap compatibility"
                             " (the extended format is the only one)")
@@ -130,7 +130,7 @@ exit codes: 0 ok, 2 bad or unknown PID, 3 not permitted to read its smaps, 1 oth
         parser.add_argument("--json", action="store_true",
                             help="one {type: report, section: pmap} object")
 
-    def run(self, args) -> int:  # noqa: ANN001
+    def run(self, args) -> int:
         pid = parse_pid(args.pid)
         rows, total = pmap_rows(pid)
         if args.sort != "address":

@@ -171,7 +171,7 @@ def json_record(frame: Frame, sort: str, n: int) -> str:
 
 # --- live view (terminal) --------------------------------------------------------------------
 
-def render_rich(frame: Frame, sort: str, n: int):  # noqa: ANN201
+def render_rich(frame: Frame, sort: str, n: int):
     from rich.console import Group
     from rich.panel import Panel
     from rich.table import Table
@@ -280,7 +280,7 @@ def run_live(delay: float, iterations: int | None, sort: str, n: int) -> int:
             deadline = time.monotonic() + delay
 
 
-class _nullctx:  # noqa: N801
+class _nullctx:
     def __enter__(self) -> None:
         return None
 
@@ -318,7 +318,7 @@ class _Top:
   memlens top --json -n 1 | jq '.processes[0]'
 """
 
-    def add_arguments(self, parser) -> None:  # noqa: ANN001
+    def add_arguments(self, parser) -> None:
         parser.add_argument("-d", "--delay", type=float, default=2.0, metavar="SECONDS",
                             help="seconds between refreshes (default 2)")
         parser.add_argument("-n", "--iterations", type=int, default=None, metavar="N",
@@ -331,7 +331,7 @@ class _Top:
         parser.add_argument("--json", action="store_true",
                             help="NDJSON, one {type: report, section: top} per interval")
 
-    def run(self, args) -> int:  # noqa: ANN001
+    def run(self, args) -> int:
         if not 0.1 <= args.delay <= 3600:
             raise UsageError(f"--delay must be between 0.1 and 3600 seconds, not {args.delay}")
         if args.iterations is not None and args.iterations < 1:

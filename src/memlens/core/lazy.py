@@ -13,7 +13,7 @@ class LazyModule(ModuleType):
         super().__init__(name)
         self._real: ModuleType | None = None
 
-    def __getattr__(self, attr: str):  # noqa: ANN204
+    def __getattr__(self, attr: str):
         if attr == "_real":
             raise AttributeError(attr)
         if self._real is None:

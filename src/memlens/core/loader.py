@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from memlens.core.lazy import np
 
 if TYPE_CHECKING:
-    import numpy as np  # noqa: F811
+    import numpy as np
 
 from memlens.core import libbpf as L
 from memlens.errors import KernelLacks, MemlensError, NotPermitted
@@ -261,7 +261,7 @@ class BpfObject:
         except KeyError:
             raise BpfError(f"{self.path.name} has no map {name!r}") from None
 
-    def map(self, name: str):  # noqa: ANN201  (-> maps.Map; imported lazily)
+    def map(self, name: str):
         if name not in self._maps:
             from memlens.core.maps import Map
 
@@ -271,7 +271,7 @@ class BpfObject:
     def has_map(self, name: str) -> bool:
         return name in self._map_ptrs
 
-    def struct_ctype(self, name: str):  # noqa: ANN201
+    def struct_ctype(self, name: str):
         """ctypes Structure of a C struct from the object's BTF (no numpy needed)."""
         return btf_ctype(self.btf, self._struct_id(name))
 
@@ -364,7 +364,7 @@ def _layout_dtype(lay: tuple) -> np.dtype:
     return np.dtype(f"<{'i' if signed else 'u'}{size}")
 
 
-def btf_ctype(btf: int, type_id: int):  # noqa: ANN201
+def btf_ctype(btf: int, type_id: int):
     """ctypes type of a BTF type, for tools that decode a few records and should not pay
     numpy's import (see core/lazy.py).  char[N] stays a c_char array (bytes)."""
     return _layout_ctype(btf_layout(btf, type_id))
@@ -374,7 +374,7 @@ _CTYPE_INTS = {1: (C.c_uint8, C.c_int8), 2: (C.c_uint16, C.c_int16),
                4: (C.c_uint32, C.c_int32), 8: (C.c_uint64, C.c_int64)}
 
 
-def _layout_ctype(lay: tuple):  # noqa: ANN202
+def _layout_ctype(lay: tuple):
     if lay[0] == "struct":
         _, size, is_union, fields = lay
         cfields, pos = [], 0

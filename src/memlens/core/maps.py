@@ -11,9 +11,8 @@ import ctypes as C
 import errno
 from typing import TYPE_CHECKING
 
-from memlens.core.lazy import np
-
 from memlens.core import libbpf as L
+from memlens.core.lazy import np
 
 if TYPE_CHECKING:
     from memlens.core.loader import BpfObject
@@ -162,7 +161,7 @@ class Map:
         nz = np.flatnonzero(ips == 0)
         return ips[: nz[0] if nz.size else len(ips)].tolist()
 
-    def ringbuf(self):  # noqa: ANN201
+    def ringbuf(self):
         if self._ringbuf is None:
             from memlens.core.ringbuf import RingBuffer
 

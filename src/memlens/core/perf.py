@@ -16,7 +16,8 @@ PERF_ATTR_SIZE = 128  # PERF_ATTR_SIZE_VER7; the kernel accepts any known versio
 
 def online_cpus() -> list[int]:
     try:
-        text = open("/sys/devices/system/cpu/online").read().strip()
+        with open("/sys/devices/system/cpu/online") as f:
+            text = f.read().strip()
     except OSError:
         return list(range(os.cpu_count() or 1))
     cpus: list[int] = []

@@ -40,7 +40,7 @@ class RingBuffer:
         self._np_data = None
 
     @property
-    def _data(self):  # noqa: ANN202  (numpy view, made on first batch decode)
+    def _data(self):
         if self._np_data is None:
             self._np_data = np.frombuffer(self._prod, np.uint8, offset=PAGE)
         return self._np_data

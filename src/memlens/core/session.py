@@ -13,8 +13,7 @@ import signal
 import struct
 import sys
 import time
-from typing import Callable
-
+from collections.abc import Callable
 
 from memlens.errors import UsageError
 
@@ -78,7 +77,7 @@ def check_pid_exists(pid: int | None) -> None:
         raise UsageError(f"no process with PID {pid}")
 
 
-def configure_filters(obj, args: argparse.Namespace) -> None:  # noqa: ANN001
+def configure_filters(obj, args: argparse.Namespace) -> None:
     """Set the shared rodata filters (memlens.bpf.h) from -p/--cgroup."""
     from memlens.core.kernel import cgroup_target
 
@@ -135,7 +134,7 @@ class Session:
             if should_stop is not None and should_stop():
                 break
 
-    def new_drops(self, obj) -> list[dict]:  # noqa: ANN001
+    def new_drops(self, obj) -> list[dict]:
         """Losses counted by the BPF side since the last call, as "lost" records."""
         if not obj.has_map("drops"):
             return []
@@ -161,7 +160,7 @@ class Session:
         return totals
 
 
-def report_lost(records: list[dict], json_writer=None) -> None:  # noqa: ANN001
+def report_lost(records: list[dict], json_writer=None) -> None:
     """Losses are always shown: stderr line in text mode, "lost" records in JSON mode."""
     for rec in records:
         if json_writer is not None:

@@ -42,7 +42,7 @@ AnyFrame = Union[Frame, MarkerFrame]
 
 
 class StackResolver:
-    def __init__(self, stack_map=None, max_processes: int = 4096):  # noqa: ANN001
+    def __init__(self, stack_map=None, max_processes: int = 4096):
         self.stack_map = stack_map
         self._procs: dict[int, object] = {}
         self._gone: set[int] = set()

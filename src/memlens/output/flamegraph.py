@@ -130,7 +130,8 @@ h1 { font-size: 17px; text-align: center; margin: 4px 0; }
   function color(name) {
     var v = hash(name);
     if (/^\\[missed|^\\[unknown/.test(name)) return "rgb(190,190,190)";
-    if (/_\\[k\\]$|\\[kernel\\]$/.test(name)) return "rgb(230," + (120 + Math.round(80 * v)) + ",50)";
+    if (/_\\[k\\]$|\\[kernel\\]$/.test(name))
+      return "rgb(230," + (120 + Math.round(80 * v)) + ",50)";
     return "rgb(" + Math.round(40 + 60 * v) + "," + Math.round(170 + 60 * v) + "," +
       Math.round(60 + 60 * (1 - v)) + ")";
   }

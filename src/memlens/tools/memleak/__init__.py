@@ -80,7 +80,8 @@ class MemleakCommand:
                                  "allocations made in its context)")
         target.add_argument("-c", "--command", metavar="CMD",
                             help="run CMD (quoted, with its arguments) traced from its start; "
-                                 "end when it ends (with --json/--folded its stdout goes to our stderr)")
+                                 "end when it ends (with --json/--folded its stdout goes to "
+                                 "our stderr)")
         parser.add_argument("--kernel", action="store_true",
                             help="trace kernel allocations (the default without -p/-c)")
         parser.add_argument("-a", "--show-allocs", action="store_true",
@@ -227,7 +228,7 @@ class _Child:
             if event == self.PTRACE_EVENT_EXIT:
                 try:
                     self.on_exit()
-                except Exception:  # noqa: BLE001, S110 — never leave the command stopped
+                except Exception:
                     pass
                 libc.ptrace(self.PTRACE_CONT, self.pid, None, None)
             elif event == self.PTRACE_EVENT_STOP:

@@ -169,7 +169,7 @@ def _branch_lands_on(code: bytes, target: int) -> bool:
         elif b in (0xE8, 0xE9) and p + 4 < n:
             if p + 5 + struct.unpack_from("<i", code, p + 1)[0] == target:
                 return True
-        elif b == 0x0F and p + 5 < n and 0x80 <= code[p + 1] <= 0x8F:
+        elif b == 0x0F and p + 5 < n and 0x80 <= code[p + 1] <= 0x8F:  # noqa: SIM102 (same shape as above)
             if p + 6 + struct.unpack_from("<i", code, p + 2)[0] == target:
                 return True
     return False
@@ -241,7 +241,8 @@ def command_libraries(binary: str) -> list[str]:
         binary = interp
     paths = [os.path.realpath(binary)]
     try:
-        out = subprocess.run(["ldd", binary], check=False, capture_output=True, text=True, timeout=20,
+        out = subprocess.run(["ldd", binary], check=False, capture_output=True, text=True,
+                             timeout=20,
                              env={"LC_ALL": "C", "PATH": os.environ.get("PATH", "")}).stdout
     except (OSError, subprocess.TimeoutExpired):
         out = ""

@@ -83,7 +83,7 @@ def print_text(rep: Report, top: int, sample_rate: int, out=None) -> None:
         lines.append(f"\t(sampled: every {sample_rate}th allocation of each thread; bytes and "
                      f"allocations below are scaled by {sample_rate})")
     if rep.blocks is not None:
-        for addr, size, age in rep.blocks.tolist():
+        for addr, size, _age in rep.blocks.tolist():
             lines.append(f"\taddr = {addr:x} size = {size}")
     for s in shown:
         lines.append(f"\t{s.bytes} bytes in {s.allocs} allocations from stack")

@@ -124,11 +124,12 @@ class OomkillCommand:
             if writer:
                 writer.emit({"type": "summary", "kills": kills,
                              "lost": session.total_drops(),
-                             "hook": "tp_btf/mark_victim" if use_btf else "tracepoint/oom/mark_victim"})
+                             "hook": "tp_btf/mark_victim" if use_btf
+                             else "tracepoint/oom/mark_victim"})
         return 0
 
     @staticmethod
-    def print_kill(rec, v1: bool, writer, cgroup_prefix: str | None = None) -> bool:  # noqa: ANN001
+    def print_kill(rec, v1: bool, writer, cgroup_prefix: str | None = None) -> bool:
         """Print one kill; False when the user-space --cgroup check (fallback hook) drops it."""
         victim_pid = rec.victim_pid
         if rec.has_details and rec.cgroup_levels:
