@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -28,6 +29,7 @@ class ToolRun:
         self._out: list[str] = []
         self._err: list[str] = []
         self._banner = threading.Event()
+        self.prog_ids: set[int] = set()
         self._threads = [threading.Thread(target=self._pump, args=(self.proc.stdout, self._out),
                                           daemon=True),
                          threading.Thread(target=self._pump, args=(self.proc.stderr, self._err),
@@ -54,6 +56,7 @@ class ToolRun:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._banner.wait(0.05):
+                self.prog_ids = owned_prog_ids(self.proc.pid)
                 return
             if self.proc.poll() is not None:
                 for t in self._threads:
@@ -79,6 +82,33 @@ class ToolRun:
 
     def records(self) -> list[dict]:
         return [json.loads(line) for line in self.stdout.splitlines() if line.strip()]
+
+    def assert_detached(self) -> None:
+        """The BPF programs this run held while attached are all gone (by id: other tools
+        running on the machine at the same time do not disturb the check)."""
+        assert self.prog_ids, "no BPF program was seen held by the tool while attached"
+        assert not (self.prog_ids & loaded_prog_ids()), "programs left loaded"
+
+
+def owned_prog_ids(pid: int) -> set[int]:
+    """Ids of the BPF programs a process holds (program and link fds show prog_id)."""
+    ids = set()
+    base = f"/proc/{pid}/fdinfo"
+    for fd in os.listdir(base):
+        try:
+            with open(f"{base}/{fd}") as f:
+                m = re.search(r"^prog_id:\s*(\d+)", f.read(), re.MULTILINE)
+        except OSError:
+            continue
+        if m:
+            ids.add(int(m.group(1)))
+    return ids
+
+
+def loaded_prog_ids() -> set[int]:
+    out = subprocess.run(["bpftool", "prog", "show", "--json"], capture_output=True,
+                         text=True, check=True).stdout
+    return {p["id"] for p in json.loads(out)}
 
 
 @contextlib.contextmanager
@@ -133,12 +163,6 @@ def run_in_cgroup(cg: Path, argv: list[str], **kw) -> subprocess.CompletedProces
         (cg / "cgroup.procs").write_text(str(os.getpid()))
 
     return subprocess.run(argv, preexec_fn=join, **kw)
-
-
-def loaded_prog_names() -> set[str]:
-    out = subprocess.run(["bpftool", "prog", "show", "--json"], capture_output=True,
-                         text=True, check=True).stdout
-    return {p.get("name", "") for p in json.loads(out)}
 
 
 def read_kmsg() -> list[str]:

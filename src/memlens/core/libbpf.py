@@ -106,6 +106,7 @@ _SIGNATURES = {
     "bpf_program__name": (C.c_char_p, [C.c_void_p]),
     "bpf_program__section_name": (C.c_char_p, [C.c_void_p]),
     "bpf_program__set_autoload": (C.c_int, [C.c_void_p, C.c_bool]),
+    "bpf_program__set_expected_attach_type": (C.c_int, [C.c_void_p, C.c_int]),
     "bpf_program__autoload": (C.c_bool, [C.c_void_p]),
     "bpf_program__fd": (C.c_int, [C.c_void_p]),
     "bpf_program__attach": (C.c_void_p, [C.c_void_p]),
@@ -219,6 +220,34 @@ def strerror(err: int) -> str:
 
 def ncpus_possible() -> int:
     return int(lib().libbpf_num_possible_cpus())
+
+
+BPF_LINK_CREATE = 28
+BPF_TRACE_UPROBE_MULTI = 48
+BPF_F_UPROBE_MULTI_RETURN = 1
+
+
+def link_create_uprobe_multi(prog_fd: int, path: str, offsets: list[int], cookies: list[int],
+                             pid: int, retprobe: bool) -> int:
+    """bpf(BPF_LINK_CREATE) of a uprobe_multi link (kernel >= 6.6): one link, one fd, for
+    every offset.  libbpf gained a wrapper only in 1.3 (Debian 12 ships 1.1), so the
+    `union bpf_attr` is built here (link_create: prog_fd@0, target_fd@4, attach_type@8,
+    flags@12, then uprobe_multi {path@16, offsets@24, ref_ctr_offsets@32, cookies@40,
+    cnt@48, flags@52, pid@56}).  Returns the link fd or -errno."""
+    import struct
+
+    nr = {"x86_64": 321, "aarch64": 280}[os.uname().machine]
+    c_path = C.create_string_buffer(path.encode())
+    c_offs = (C.c_uint64 * len(offsets))(*offsets)
+    c_cookies = (C.c_uint64 * len(cookies))(*cookies)
+    attr = bytearray(128)
+    struct.pack_into("<IIII", attr, 0, prog_fd, 0, BPF_TRACE_UPROBE_MULTI, 0)
+    struct.pack_into("<QQQQIII", attr, 16, C.addressof(c_path), C.addressof(c_offs), 0,
+                     C.addressof(c_cookies), len(offsets),
+                     BPF_F_UPROBE_MULTI_RETURN if retprobe else 0, max(pid, 0))
+    buf = C.create_string_buffer(bytes(attr), len(attr))
+    fd = _libc.syscall(C.c_long(nr), C.c_int(BPF_LINK_CREATE), buf, C.c_uint(len(attr)))
+    return fd if fd >= 0 else -C.get_errno()
 
 
 def perf_event_open(attr: bytes, pid: int, cpu: int, group_fd: int = -1, flags: int = 0) -> int:

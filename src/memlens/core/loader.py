@@ -128,6 +128,7 @@ class BpfObject:
         self.path = Path(path)
         self.loaded = False
         self.links: list[tuple[str, int]] = []
+        self.raw_links: list[tuple[str, int]] = []  # link fds made without libbpf
         self._maps: dict[str, Any] = {}
         lb = L.lib()
         L.take_logs()
@@ -167,6 +168,11 @@ class BpfObject:
         rc = L.lib().bpf_map__set_max_entries(self._map_ptr(map_name), int(n))
         if rc:
             raise _phase_error("configuring", f"map {map_name} size", rc)
+
+    def set_expected_attach_type(self, prog_name: str, attach_type: int) -> None:
+        rc = L.lib().bpf_program__set_expected_attach_type(self.prog(prog_name), attach_type)
+        if rc:
+            raise _phase_error("configuring", f"program {prog_name} attach type", rc)
 
     def set_autoload(self, prog_name: str, autoload: bool) -> None:
         L.lib().bpf_program__set_autoload(self.prog(prog_name), bool(autoload))
@@ -228,6 +234,21 @@ class BpfObject:
         return self._link(f"{kind} {where}", L.lib().bpf_program__attach_uprobe_opts(
             self.prog(prog), pid, binary.encode(), offset, C.byref(opts)))
 
+    def attach_uprobe_multi(self, prog: str, binary: str, offsets: list[int],
+                            cookies: list[int], pid: int = -1, retprobe: bool = False) -> int:
+        """One uprobe_multi link for many offsets in one file (the program must have been
+        given attach type BPF_TRACE_UPROBE_MULTI before load).  One link instead of one per
+        function: attaching and detaching pay the kernel's uprobe teardown once."""
+        kind = "uretprobe" if retprobe else "uprobe"
+        what = f"{kind}.multi {binary} ({len(offsets)} offsets)" + (
+            f" pid {pid}" if pid >= 0 else "")
+        fd = L.link_create_uprobe_multi(self.prog_fd(prog), binary, offsets, cookies, pid,
+                                        retprobe)
+        if fd < 0:
+            raise _phase_error("attaching", what, -fd)
+        self.raw_links.append((what, fd))
+        return fd
+
     def attach_usdt(self, prog: str, binary: str, provider: str, name: str, pid: int = -1,
                     cookie: int = 0) -> int:
         opts = L.UsdtOpts(sz=C.sizeof(L.UsdtOpts), usdt_cookie=cookie)
@@ -241,6 +262,8 @@ class BpfObject:
         # saved only 10 %: the kernel serializes unregistration.  uprobe_multi links (one
         # link for all, kernel >= 6.6) need libbpf >= 1.3; Debian 12 ships 1.1.
         lb = L.lib()
+        while self.raw_links:
+            os.close(self.raw_links.pop()[1])
         while self.links:
             _, link = self.links.pop()
             lb.bpf_link__destroy(link)
