@@ -214,3 +214,19 @@ def test_wide_text_keeps_whole_paths(tmp_path):
     assert sum(ln.endswith(f"{wl.path} (EACCES)") for ln in lines) == 1  # the failed call
     run, wl, calls = _traced(deep, "-T")
     assert all(len(ln) <= 79 for ln in run.stdout.splitlines())
+
+
+def test_memlens_leaves_itself_out(tmp_path):
+    """System wide, the tool's own mmaps (numpy's import happens after attach, ring buffer
+    maps) would be noise: they are filtered in the kernel."""
+    run = ToolRun("mmapsnoop", "--json")
+    run.wait_attached()
+    wl = Workload(tmp_path)  # starts after attach: its loader's mmaps are seen too
+    try:
+        calls = wl.go_and_exit()
+    finally:
+        wl.kill()
+    assert run.stop() == 0
+    pids = {r["pid"] for r in run.records() if r["type"] == "event"}
+    assert wl.pid in pids and len(calls) == FILE_MAPS + ANON_MAPS + FAILS
+    assert run.proc.pid not in pids

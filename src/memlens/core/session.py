@@ -9,6 +9,7 @@ SIGINT and SIGTERM end the loop; the tool then prints its final report and detac
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import struct
 import sys
@@ -81,6 +82,10 @@ def configure_filters(obj, args: argparse.Namespace) -> None:
     """Set the shared rodata filters (memlens.bpf.h) from -p/--cgroup."""
     from memlens.core.kernel import cgroup_target
 
+    if obj.rodata is not None and "self_tgid" in obj.rodata:
+        # memlens's own mmaps, brk calls and allocations (numpy import, ring polling) would
+        # show up in system-wide runs: leave ourselves out
+        obj.rodata["self_tgid"] = os.getpid()
     pid = getattr(args, "pid", None)
     if pid is not None and obj.rodata is not None and "targ_tgid" in obj.rodata:
         check_pid_exists(pid)

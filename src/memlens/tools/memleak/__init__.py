@@ -386,6 +386,7 @@ class _Run:
             ro["user_mode"] = self.user
             if self.pid is not None:
                 ro["targ_tgid"] = self.pid
+            ro["self_tgid"] = os.getpid()  # kernel mode: our own allocations are noise
             if args.cgroup:
                 cg_id, v1 = kernel.cgroup_target(args.cgroup)
                 ro["targ_cgroup_id"] = cg_id
