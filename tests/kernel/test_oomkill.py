@@ -109,3 +109,41 @@ def test_cgroup_and_pid_filters_select_victims():
         assert by_pid.stop() == 0
         sleeper.kill()
     assert [r for r in by_pid.records() if r["type"] == "event"] == []
+
+
+def test_trigger_stacks_when_another_task_is_killed():
+    """A small task's page faults trigger the OOM and a bigger idle task is killed: the
+    trigger's kernel stack shows the memcg OOM path and its user stack the function that
+    touched memory (symbolized through its memory map: it is still alive)."""
+    prog = build_workload("oom_trigger")
+    with memory_cgroup("mlt_oom_trig") as cg:
+        def join() -> None:
+            (cg / "cgroup.procs").write_text("0")
+
+        big = subprocess.Popen([str(prog), "48"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               text=True, preexec_fn=join)
+        assert big.stdout.readline().strip() == "touched"
+        small = subprocess.Popen([str(prog), "32", "wait"], stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, text=True, preexec_fn=join)
+        run = ToolRun("oomkill", "--json")
+        text = ToolRun("oomkill", "-s")
+        run.wait_attached()
+        text.wait_attached()
+        small.stdin.write("g")
+        small.stdin.flush()
+        assert small.stdout.readline().strip() == "touched"  # it got its memory
+        assert big.wait(timeout=30) == -9
+        import time
+        time.sleep(0.5)
+        assert run.stop() == 0 and text.stop() == 0
+        small.stdin.close()
+        small.wait(timeout=10)
+    (ev,) = [r for r in run.records() if r["type"] == "event"]
+    assert ev["victim_pid"] == big.pid and ev["trigger_pid"] == small.pid
+    kernel = [f.split("+")[0] for f in ev["trigger_kernel_stack"]]
+    assert "mem_cgroup_out_of_memory" in kernel and "handle_mm_fault" in kernel, kernel
+    assert kernel[0] in ("mark_oom_victim", "__oom_kill_process"), kernel
+    user = ev["trigger_user_stack"]
+    assert user[0].startswith("touch_pages+") and user[0].endswith("[oom_trigger]"), user
+    assert any(f.startswith("main+") for f in user), user
+    assert "trigger kernel stack:" in text.stdout and "touch_pages+" in text.stdout

@@ -23,7 +23,7 @@ def test_record_layout_comes_from_the_objects_btf():
         dt = obj.struct_dtype("oom_event")
         ct = obj.struct_ctype("oom_event")
         # THEN both match the C layout of oomkill.h
-        assert dt.itemsize == ctypes.sizeof(ct) == 624
+        assert dt.itemsize == ctypes.sizeof(ct) == 624 + 8 + 2 * 32 * 8
         assert dt.fields["trigger_pid"][0] == np.dtype("<u4") and dt.fields["trigger_pid"][1] == 8
         assert dt.fields["victim_comm"][0] == np.dtype("S16")
         assert dt.fields["cgroup"][0] == np.dtype(("S64", (8,)))

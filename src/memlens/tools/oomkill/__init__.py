@@ -27,6 +27,7 @@ examples:
   memlens oomkill -d 3600          # watch for an hour, then exit
   memlens oomkill --cgroup /sys/fs/cgroup/memory/myapp   # kills inside one memory cgroup
   memlens oomkill -p 1234          # only when PID 1234 is the victim
+  memlens oomkill -s               # with the trigger's kernel and user stacks
 
 output:
   19:40:01 Triggered by PID 3058 ("python3"), OOM kill of PID 3058 ("python3"), \
@@ -81,6 +82,9 @@ class OomkillCommand:
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         add_common_options(parser)
         # -p and --cgroup select victims: "tell me when *this* gets killed"
+        parser.add_argument("-s", "--stacks", action="store_true",
+                            help="also print the trigger's kernel and user stacks "
+                                 "(always in --json)")
 
     def run(self, args: argparse.Namespace) -> int:
         require_tracing_privileges("oomkill")
@@ -115,7 +119,7 @@ class OomkillCommand:
                 # OOM kills are rare: a plain walk and ctypes decoding, no numpy import
                 for raw in ring.consume_records():
                     if self.print_kill(record_type.from_buffer_copy(raw), v1, writer,
-                                       None if use_btf else cgroup_prefix):
+                                       None if use_btf else cgroup_prefix, args.stacks):
                         kills += 1
                 report_lost(session.new_drops(obj), writer)
 
@@ -128,8 +132,8 @@ class OomkillCommand:
                              else "tracepoint/oom/mark_victim"})
         return 0
 
-    @staticmethod
-    def print_kill(rec, v1: bool, writer, cgroup_prefix: str | None = None) -> bool:
+    def print_kill(self, rec, v1: bool, writer, cgroup_prefix: str | None = None,
+                   stacks: bool = False) -> bool:
         """Print one kill; False when the user-space --cgroup check (fallback hook) drops it."""
         victim_pid = rec.victim_pid
         if rec.has_details and rec.cgroup_levels:
@@ -161,6 +165,9 @@ class OomkillCommand:
             "cgroup_hierarchy": "v1-memory" if v1 else "v2",
             "loadavg": loadavg,
         }
+        kstack, ustack = trigger_stacks(rec)
+        fields["trigger_kernel_stack"] = kstack
+        fields["trigger_user_stack"] = ustack
         if writer is not None:
             writer.emit(fields)
             return True
@@ -173,7 +180,45 @@ class OomkillCommand:
         print(f'{"":9}rss anon {f["anon_rss_kb"]} kB, file {f["file_rss_kb"]} kB, '
               f'shmem {f["shmem_rss_kb"]} kB; pgtables {f["pgtables_kb"]} kB; '
               f'cgroup {sanitize(cg or "?")}', flush=True)
+        if stacks:
+            for title, frames in (("kernel", kstack), ("user", ustack)):
+                print(f'{"":9}trigger {title} stack:')
+                for frame in frames:
+                    print(f'{"":11}{sanitize(frame)}')
+            sys.stdout.flush()
         return True
+
+
+# frames of the tracing machinery itself, above the kernel function that fired the event
+_TRACING_FRAMES = ("bpf_", "__bpf_", "__traceiter_", "__probestub_", "trace_call_bpf",
+                   "perf_trace_", "__do_trace_")
+
+
+def trigger_stacks(rec) -> tuple[list[str], list[str]]:  # noqa: ANN001
+    """The trigger's kernel and user stacks as printed frames, leaf first.  The user stack
+    is symbolized through the trigger's memory map read now: a trigger that was also the
+    victim may already be gone, and then its frames print as addresses."""
+    from memlens.core.stackresolve import MISSED_KERNEL, MISSED_USER
+
+    def ips(arr, nbytes: int) -> list[int]:
+        return [int(x) for x in list(arr)[: max(nbytes, 0) // 8] if x]
+
+    kips, uips = ips(rec.kstack, rec.kstack_bytes), ips(rec.ustack, rec.ustack_bytes)
+    if kips:
+        from memlens.core.symbols import KernelSymbolizer
+
+        kframes = [str(f) for f in KernelSymbolizer.get().resolve_stack(kips)]
+        while len(kframes) > 1 and kframes[0].startswith(_TRACING_FRAMES):
+            kframes.pop(0)
+    else:
+        kframes = [MISSED_KERNEL]
+    if uips:
+        from memlens.core.stackresolve import StackResolver
+
+        uframes = [str(f) for f in StackResolver().resolve_user(int(rec.trigger_pid), uips)]
+    else:
+        uframes = [MISSED_USER]
+    return kframes, uframes
 
 
 def cgroup_filter_path(arg: str) -> str:

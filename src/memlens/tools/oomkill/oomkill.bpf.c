@@ -63,7 +63,8 @@ int BPF_PROG(mark_victim_btf, struct task_struct *task, uid_t uid)
 	struct oom_event *e = reserve_or_count(&events, sizeof(*e));
 	if (!e)
 		return 0;
-	__builtin_memset(e, 0, sizeof(*e));
+	/* the stacks after the head are fully written by bpf_get_stack (zero padded) */
+	__builtin_memset(e, 0, __builtin_offsetof(struct oom_event, kstack_bytes));
 	fill_trigger(e);
 	e->victim_pid = BPF_CORE_READ(task, tgid);
 	e->uid = uid;
@@ -88,6 +89,9 @@ int BPF_PROG(mark_victim_btf, struct task_struct *task, uid_t uid)
 	}
 	e->cgroup_truncated = kn != NULL;
 	e->has_details = 1;
+	/* the trigger is current: why it needed memory (kernel) and from where (user) */
+	e->kstack_bytes = bpf_get_stack(ctx, e->kstack, sizeof(e->kstack), 0);
+	e->ustack_bytes = bpf_get_stack(ctx, e->ustack, sizeof(e->ustack), BPF_F_USER_STACK);
 	bpf_ringbuf_submit(e, 0);
 	return 0;
 }
@@ -104,7 +108,8 @@ int mark_victim_tp(struct trace_event_raw_mark_victim *ctx)
 	struct oom_event *e = reserve_or_count(&events, sizeof(*e));
 	if (!e)
 		return 0;
-	__builtin_memset(e, 0, sizeof(*e));
+	/* the stacks after the head are fully written by bpf_get_stack (zero padded) */
+	__builtin_memset(e, 0, __builtin_offsetof(struct oom_event, kstack_bytes));
 	fill_trigger(e);
 	e->victim_pid = BPF_CORE_READ((struct trace_event_raw_mark_victim___pre68 *)ctx, pid);
 	if (targ_tgid && e->victim_pid != targ_tgid) { /* --cgroup: checked in user space */
@@ -124,6 +129,8 @@ int mark_victim_tp(struct trace_event_raw_mark_victim *ctx)
 					  (void *)ctx + (loc & 0xffff));
 		e->has_details = 1;
 	}
+	e->kstack_bytes = bpf_get_stack(ctx, e->kstack, sizeof(e->kstack), 0);
+	e->ustack_bytes = bpf_get_stack(ctx, e->ustack, sizeof(e->ustack), BPF_F_USER_STACK);
 	bpf_ringbuf_submit(e, 0);
 	return 0;
 }

@@ -5,6 +5,7 @@
 
 #define OOM_CGROUP_LEVELS 8
 #define OOM_CGROUP_NAME_LEN 64
+#define OOM_STACK_DEPTH 32
 
 struct oom_event {
 	__u64 ts_ns;              /* bpf_ktime_get_boot_ns() */
@@ -24,6 +25,11 @@ struct oom_event {
 	char trigger_comm[16];
 	char victim_comm[16];
 	char cgroup[OOM_CGROUP_LEVELS][OOM_CGROUP_NAME_LEN];
+	/* the trigger's stacks at the kill (bytes from bpf_get_stack, < 0: errno) */
+	__s32 kstack_bytes;
+	__s32 ustack_bytes;
+	__u64 kstack[OOM_STACK_DEPTH];
+	__u64 ustack[OOM_STACK_DEPTH];
 };
 
 #endif
