@@ -194,7 +194,7 @@ _TRACING_FRAMES = ("bpf_", "__bpf_", "__traceiter_", "__probestub_", "trace_call
                    "perf_trace_", "__do_trace_")
 
 
-def trigger_stacks(rec) -> tuple[list[str], list[str]]:  # noqa: ANN001
+def trigger_stacks(rec) -> tuple[list[str], list[str]]:
     """The trigger's kernel and user stacks as printed frames, leaf first.  The user stack
     is symbolized through the trigger's memory map read now: a trigger that was also the
     victim may already be gone, and then its frames print as addresses."""
