@@ -29,11 +29,17 @@ struct {
 	__type(value, __u64);
 } drops SEC(".maps");
 
-static __always_inline void count_drop(__u32 kind)
+/* Add one to slot `idx` of a per-CPU u64 array (counters need no atomics per CPU). */
+static __always_inline void percpu_inc(void *map, __u32 idx)
 {
-	__u64 *v = bpf_map_lookup_elem(&drops, &kind);
+	__u64 *v = bpf_map_lookup_elem(map, &idx);
 	if (v)
 		(*v)++;
+}
+
+static __always_inline void count_drop(__u32 kind)
+{
+	percpu_inc(&drops, kind);
 }
 
 /* Filters, set from user space before load (rodata). */

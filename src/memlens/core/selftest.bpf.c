@@ -40,9 +40,7 @@ struct selftest_event selftest_event_anchor __attribute__((unused));
 
 static __always_inline void bump(__u32 idx)
 {
-	__u64 *v = bpf_map_lookup_elem(&counts, &idx);
-	if (v)
-		(*v)++;
+	percpu_inc(&counts, idx);
 }
 
 /* one ring record per getppid() of the target process: ring-buffer exactness and rate */

@@ -78,15 +78,17 @@ def check_pid_exists(pid: int | None) -> None:
         raise UsageError(f"no process with PID {pid}")
 
 
-def configure_filters(obj, args: argparse.Namespace) -> None:
-    """Set the shared rodata filters (memlens.bpf.h) from -p/--cgroup."""
+def configure_filters(obj, args: argparse.Namespace, pid: int | None = None) -> None:
+    """Set the shared rodata filters (memlens.bpf.h) from -p/--cgroup; `pid` overrides -p
+    (memleak -c: the child it started)."""
     from memlens.core.kernel import cgroup_target
 
     if obj.rodata is not None and "self_tgid" in obj.rodata:
         # memlens's own mmaps, brk calls and allocations (numpy import, ring polling) would
         # show up in system-wide runs: leave ourselves out
         obj.rodata["self_tgid"] = os.getpid()
-    pid = getattr(args, "pid", None)
+    if pid is None:
+        pid = getattr(args, "pid", None)
     if pid is not None and obj.rodata is not None and "targ_tgid" in obj.rodata:
         check_pid_exists(pid)
         obj.rodata["targ_tgid"] = pid

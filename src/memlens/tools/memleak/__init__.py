@@ -22,7 +22,14 @@ from typing import Any
 
 import numpy as np
 
-from memlens.core.session import Session, add_common_options, pid_arg, positive_int, report_lost
+from memlens.core.session import (
+    Session,
+    add_common_options,
+    configure_filters,
+    pid_arg,
+    positive_int,
+    report_lost,
+)
 from memlens.errors import KernelLacks, UsageError
 
 from .probes import KIND_NAMES, plan_probes
@@ -384,13 +391,7 @@ class _Run:
             ro["track_stats"] = bool(args.combined_only or args.pprof)
             ro["need_exec"] = self.child is not None
             ro["user_mode"] = self.user
-            if self.pid is not None:
-                ro["targ_tgid"] = self.pid
-            ro["self_tgid"] = os.getpid()  # kernel mode: our own allocations are noise
-            if args.cgroup:
-                cg_id, v1 = kernel.cgroup_target(args.cgroup)
-                ro["targ_cgroup_id"] = cg_id
-                ro["targ_cgroup_v1"] = v1
+            configure_filters(obj, args, pid=self.pid)  # -p/-c child, --cgroup, not us
             obj.set_max_entries("allocs", args.max_allocs)
             obj.set_max_entries("stacks", args.stack_storage_size)
             obj.set_max_entries("stats", args.stack_storage_size)

@@ -101,9 +101,7 @@ struct {
 
 static __always_inline void count(__u32 which)
 {
-	__u64 *v = bpf_map_lookup_elem(&counters, &which);
-	if (v)
-		(*v)++;
+	percpu_inc(&counters, which);
 }
 
 /* The current stack's key in `stacks` (stored there if new), 0 when there is none. */
