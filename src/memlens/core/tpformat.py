@@ -1,0 +1,372 @@
+# SPDX-License-Identifier: GPL-2.0-only
+"""Tracepoint format files (events/<cat>/<name>/format), raw record decoding, and a small
+filter language compiled to (offset, size, op, value) terms a BPF program can evaluate.
+
+The format file, not vmlinux BTF, is the authority on a classic tracepoint's record layout:
+it is what the kernel actually writes, and it exists on kernels without BTF.
+"""
+from __future__ import annotations
+
+import fnmatch
+import functools
+import operator
+import os
+import re
+import struct
+import sys
+from dataclasses import dataclass
+
+from memlens.core.kernel import ensure_tracefs
+from memlens.errors import KernelLacks, MemlensError, NotPermitted, UsageError
+
+EQ, NE, LT, LE, GT, GE, AND = 1, 2, 3, 4, 5, 6, 7
+MAX_FILTER_TERMS = 4  # the BPF side unrolls a fixed number of term slots
+_OPS = {"==": EQ, "!=": NE, "<": LT, "<=": LE, ">": GT, ">=": GE, "&": AND}
+_PYOPS = {EQ: operator.eq, NE: operator.ne, LT: operator.lt, LE: operator.le,
+          GT: operator.gt, GE: operator.ge, AND: lambda a, b: (a & b) != 0}
+_MASK64 = (1 << 64) - 1
+
+# asm-generic values (x86, arm64, riscv); alpha/mips/parisc/sparc differ for some MAP_/MADV_
+CONSTANTS = {
+    "MADV_NORMAL": 0, "MADV_RANDOM": 1, "MADV_SEQUENTIAL": 2, "MADV_WILLNEED": 3,
+    "MADV_DONTNEED": 4, "MADV_FREE": 8, "MADV_REMOVE": 9, "MADV_DONTFORK": 10,
+    "MADV_DOFORK": 11, "MADV_MERGEABLE": 12, "MADV_UNMERGEABLE": 13, "MADV_HUGEPAGE": 14,
+    "MADV_NOHUGEPAGE": 15, "MADV_DONTDUMP": 16, "MADV_DODUMP": 17, "MADV_WIPEONFORK": 18,
+    "MADV_KEEPONFORK": 19, "MADV_COLD": 20, "MADV_PAGEOUT": 21, "MADV_POPULATE_READ": 22,
+    "MADV_POPULATE_WRITE": 23, "MADV_DONTNEED_LOCKED": 24, "MADV_COLLAPSE": 25,
+    "MAP_SHARED": 0x1, "MAP_PRIVATE": 0x2, "MAP_SHARED_VALIDATE": 0x3, "MAP_FIXED": 0x10,
+    "MAP_ANONYMOUS": 0x20, "MAP_ANON": 0x20, "MAP_GROWSDOWN": 0x100, "MAP_LOCKED": 0x2000,
+    "MAP_NORESERVE": 0x4000, "MAP_POPULATE": 0x8000, "MAP_NONBLOCK": 0x10000,
+    "MAP_STACK": 0x20000, "MAP_HUGETLB": 0x40000, "MAP_SYNC": 0x80000,
+    "MAP_FIXED_NOREPLACE": 0x100000,
+    "PROT_NONE": 0, "PROT_READ": 1, "PROT_WRITE": 2, "PROT_EXEC": 4,
+}
+
+# Syscall tracepoints store every argument in an 8-byte unsigned slot even when the C type is
+# int: only the type's own width carries meaning (the kernel truncates the register), so
+# decoding and filtering read that width, at the slot's low-order end.
+_NARROW = {"int": (4, True), "pid_t": (4, True), "key_serial_t": (4, True),
+           "clockid_t": (4, True), "rwf_t": (4, True), "mqd_t": (4, True),
+           "unsigned int": (4, False), "unsigned": (4, False), "uid_t": (4, False),
+           "gid_t": (4, False), "qid_t": (4, False), "u32": (4, False),
+           "short": (2, True), "unsigned short": (2, False), "umode_t": (2, False)}
+_ELEM = {"char": 1, "unsigned char": 1, "u8": 1, "__u8": 1, "s8": 1, "bool": 1,
+         "short": 2, "unsigned short": 2, "u16": 2, "__u16": 2, "s16": 2,
+         "int": 4, "unsigned int": 4, "unsigned": 4, "u32": 4, "__u32": 4, "s32": 4}
+_INT = {1: "b", 2: "h", 4: "i", 8: "q"}
+
+_FIELD_RE = re.compile(r"field:(?P<decl>[^;]+);\s*offset:(?P<off>\d+);\s*size:(?P<size>\d+);"
+                       r"(?:\s*signed:(?P<signed>\d+);)?")
+_DECL_RE = re.compile(r"(?P<type>.*?)\s*(?P<name>[A-Za-z_]\w*)\s*(?:\[(?P<arr>[^\]]*)\])?\s*$")
+_TERM_RE = re.compile(r"\s*(?P<field>[A-Za-z_]\w*)\s*(?P<op>==|!=|<=|>=|<|>|&)\s*"
+                      r"(?P<const>\S.*?)\s*$")
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    type: str
+    offset: int
+    size: int
+    signed: bool
+    is_common: bool
+    data_loc: bool
+    array_len: int | None
+    is_string: bool
+    is_pointer: bool
+
+
+@dataclass(frozen=True)
+class TracepointFormat:
+    category: str
+    name: str
+    id: int
+    fields: tuple[Field, ...]
+
+    @property
+    def event(self) -> str:
+        return f"{self.category}:{self.name}" if self.category else self.name
+
+    @property
+    def size(self) -> int:
+        return max((f.offset + f.size for f in self.fields), default=0)
+
+    def user_fields(self) -> tuple[Field, ...]:
+        return tuple(f for f in self.fields if not f.is_common)
+
+    def field(self, name: str) -> Field:
+        for f in self.fields:
+            if f.name == name:
+                return f
+        names = ", ".join(f.name for f in self.user_fields()) or "none"
+        raise UsageError(f"no field {name!r} in {self.event} (fields: {names})")
+
+    @functools.cached_property
+    def _decoder(self) -> _Decoder:  # cached_property writes __dict__, so frozen is no obstacle
+        return _Decoder(self)
+
+
+def _base_type(type_: str) -> str:
+    t = re.sub(r"\b(const|volatile|__data_loc|__rel_loc)\b", " ", type_)
+    return " ".join(re.sub(r"\[[^\]]*\]", " ", t).split())
+
+
+def parse_format(text: str, category: str = "", name: str = "") -> TracepointFormat:
+    """Fields exactly as the file states them (size, signedness), even where the C type
+    disagrees; decode() and parse_filter() apply the type's own width (see _NARROW)."""
+    tp_id = None
+    fields = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("name:") and not name:
+            name = line[5:].strip()
+        elif line.startswith("ID:"):
+            tp_id = int(line[3:])
+        elif line.startswith("field:"):
+            m = _FIELD_RE.match(line)
+            d = _DECL_RE.match(m.group("decl")) if m else None
+            if not m or not d:
+                raise MemlensError(f"{category}:{name}: cannot parse format line {line!r}")
+            type_, arr = d.group("type"), d.group("arr")
+            data_loc = type_.startswith(("__data_loc", "__rel_loc"))
+            size = int(m.group("size"))
+            array_len = None
+            if arr is not None:
+                type_ += f"[{arr}]"
+                elem = _ELEM.get(_base_type(type_), 8)
+                # a length given as a macro name (old kernels) is recovered from the size
+                array_len = int(arr) if arr.isdigit() else size // elem
+            fields.append(Field(
+                name=d.group("name"), type=type_, offset=int(m.group("off")), size=size,
+                signed=m.group("signed") == "1", is_common=d.group("name").startswith("common_"),
+                data_loc=data_loc, array_len=array_len,
+                is_string=(data_loc or arr is not None) and _base_type(type_) == "char",
+                is_pointer="*" in type_ and not data_loc))
+    if tp_id is None or not fields:
+        raise MemlensError(f"{category}:{name}: not a tracepoint format file (no ID or fields)")
+    return TracepointFormat(category, name, tp_id, tuple(fields))
+
+
+def _events_dir(root: str | None) -> str:
+    return root if root is not None else os.path.join(ensure_tracefs(quiet=True), "events")
+
+
+@functools.lru_cache(maxsize=256)
+def read_format(category: str, name: str, root: str | None = None) -> TracepointFormat:
+    """The format of tracepoint category:name; root is an events/ directory (tests)."""
+    path = os.path.join(_events_dir(root), category, name, "format")
+    try:
+        with open(path) as f:
+            text = f.read()
+    except FileNotFoundError:
+        raise KernelLacks(f"this kernel has no tracepoint {category}:{name} "
+                          f"({path} does not exist)") from None
+    except PermissionError:
+        raise NotPermitted(f"reading {path} needs root") from None
+    return parse_format(text, category, name)
+
+
+def list_events(pattern: str, root: str | None = None) -> list[tuple[str, str]]:
+    """(category, name) of tracepoints matching 'cat:name' wildcards; a pattern without ':'
+    matches event names in every category."""
+    cat_pat, _, name_pat = pattern.rpartition(":")
+    cat_pat, name_pat = cat_pat or "*", name_pat or "*"
+    base = _events_dir(root)
+    found = []
+    try:
+        cats = [e for e in os.scandir(base) if e.is_dir() and fnmatch.fnmatchcase(e.name, cat_pat)]
+    except FileNotFoundError:
+        raise KernelLacks(f"no tracepoint directory {base}") from None
+    for cat in cats:
+        for ev in os.scandir(cat.path):
+            if (fnmatch.fnmatchcase(ev.name, name_pat) and ev.is_dir()
+                    and os.path.isfile(os.path.join(ev.path, "format"))):
+                found.append((cat.name, ev.name))
+    return sorted(found)
+
+
+def _value_layout(f: Field) -> tuple[int, int, bool]:
+    """(offset, size, signed) of the bytes that hold a scalar field's value."""
+    narrow = _NARROW.get(_base_type(f.type))
+    if narrow and narrow[0] < f.size and not f.is_pointer and f.array_len is None:
+        n, signed = narrow
+        return (f.offset if sys.byteorder == "little" else f.offset + f.size - n), n, signed
+    return f.offset, f.size, f.signed
+
+
+# decode steps: what to do with the unpacked value(s) at an index of the struct's tuple
+_PLAIN, _BOOL, _STR, _LIST, _ODD, _DSTR, _DLIST, _TSTR, _TLIST = range(9)
+
+
+class _Decoder:
+    """One struct.Struct for all fixed user fields, so a record costs one unpack_from."""
+
+    def __init__(self, fmt: TracepointFormat):
+        codes, self.steps, pos, idx = ["="], [], 0, 0
+        for f in sorted(fmt.user_fields(), key=lambda f: f.offset):
+            base = _base_type(f.type)
+            if f.array_len is not None and f.size == 0:  # flexible array: the record's tail
+                self.steps.append((f.name, _TSTR if f.is_string else _TLIST, 0, f.offset,
+                                   _elem_struct(base, f.signed)))
+                continue
+            off, size, signed = (f.offset, f.size, False) if f.data_loc else _value_layout(f)
+            if off < pos:
+                raise MemlensError(f"{fmt.event}: field {f.name} overlaps the field before it")
+            codes.append(f"{off - pos}x" if off > pos else "")
+            pos = off + size
+            if f.data_loc:
+                codes.append("I")
+                # __rel_loc offsets count from the end of the field itself
+                rel = f.offset + f.size if f.type.startswith("__rel_loc") else 0
+                self.steps.append((f.name, _DSTR if f.is_string else _DLIST, idx, rel,
+                                   _elem_struct(base, f.signed)))
+            elif f.is_string:
+                codes.append(f"{size}s")
+                self.steps.append((f.name, _STR, idx, 0, None))
+            elif f.array_len:
+                elem = size // f.array_len
+                codes.append(f"{f.array_len}{_int_code(elem, signed)}")
+                self.steps.append((f.name, _LIST, idx, f.array_len, None))
+                idx += f.array_len - 1
+            elif size in _INT:
+                codes.append(_int_code(size, signed))
+                self.steps.append((f.name, _BOOL if base == "bool" else _PLAIN, idx, 0, None))
+            else:
+                codes.append(f"{size}s")
+                self.steps.append((f.name, _ODD, idx, signed, None))
+            idx += 1
+        self.struct = struct.Struct("".join(codes))
+        self.event = fmt.event
+
+    def __call__(self, raw: bytes) -> dict[str, object]:
+        if len(raw) < self.struct.size:
+            raise MemlensError(f"{self.event}: record of {len(raw)} bytes is shorter than the "
+                               f"{self.struct.size} its fields need")
+        vals = self.struct.unpack_from(raw)
+        out: dict[str, object] = {}
+        for name, kind, i, arg, elem in self.steps:
+            if kind == _PLAIN:
+                out[name] = vals[i]
+            elif kind == _STR:
+                out[name] = vals[i].split(b"\0", 1)[0].decode(errors="replace")
+            elif kind == _BOOL:
+                out[name] = bool(vals[i])
+            elif kind == _LIST:
+                out[name] = list(vals[i:i + arg])
+            elif kind == _ODD:
+                out[name] = int.from_bytes(vals[i], sys.byteorder, signed=arg)
+            else:
+                if kind in (_DSTR, _DLIST):
+                    loc = vals[i]
+                    start, end = arg + (loc & 0xFFFF), arg + (loc & 0xFFFF) + (loc >> 16)
+                    # the BPF side may have copied only the fixed part of the record
+                    chunk = raw[start:end] if end <= len(raw) else None
+                else:
+                    chunk = raw[arg:]
+                if kind in (_DSTR, _TSTR):
+                    out[name] = ("?" if chunk is None
+                                 else chunk.split(b"\0", 1)[0].decode(errors="replace"))
+                else:
+                    out[name] = None if chunk is None else [
+                        v[0] for v in elem.iter_unpack(chunk[:len(chunk) // elem.size
+                                                             * elem.size])]
+        return out
+
+
+def _int_code(size: int, signed: bool) -> str:
+    c = _INT.get(size, "B")
+    return c if signed else c.upper()
+
+
+def _elem_struct(base: str, signed: bool) -> struct.Struct:
+    return struct.Struct("=" + _int_code(_ELEM.get(base, 8), signed))
+
+
+def decode(fmt: TracepointFormat, raw: bytes) -> dict[str, object]:
+    """The user fields of one raw record (as the kernel wrote it, common fields first)."""
+    return fmt._decoder(raw)
+
+
+@dataclass(frozen=True)
+class FilterTerm:
+    offset: int
+    size: int
+    signed: bool
+    op: int
+    value: int  # u64: negative constants in two's complement
+    text: str
+
+
+def _constant(text: str, term: str) -> int:
+    value = 0
+    for part in text.split("|"):  # MAP_SHARED|MAP_ANONYMOUS
+        p = part.strip()
+        try:
+            value |= int(p, 0)
+        except ValueError:
+            if p.upper() not in CONSTANTS:
+                family = p.upper().split("_", 1)[0] + "_"
+                known = [k for k in CONSTANTS if k.startswith(family)] or sorted(CONSTANTS)
+                raise UsageError(f"filter {term!r}: {p!r} is not a number or a known constant "
+                                 f"(known: {', '.join(known)})") from None
+            value |= CONSTANTS[p.upper()]
+    return value
+
+
+def parse_filter(expr: str, fmt: TracepointFormat) -> list[FilterTerm]:
+    """Compile 'FIELD OP CONST && ...' against fmt; every term must hold."""
+    if "||" in expr or re.search(r"\bor\b|[()]", expr):
+        raise UsageError(f"filter {expr!r}: only && (or 'and') may join terms; "
+                         "|| and parentheses are not supported")
+    parts = re.split(r"&&|\band\b", expr)
+    if len(parts) > MAX_FILTER_TERMS:
+        raise UsageError(f"filter {expr!r}: {len(parts)} terms, at most {MAX_FILTER_TERMS}")
+    terms = []
+    for part in parts:
+        term = part.strip()
+        m = _TERM_RE.match(term)
+        if not m:
+            raise UsageError(f"filter {term or expr!r}: expected FIELD OP VALUE with OP one of "
+                             f"{' '.join(_OPS)}")
+        fname, op, const = m.group("field", "op", "const")
+        try:
+            f = fmt.field(fname)
+        except UsageError as e:
+            raise UsageError(f"filter {term!r}: {e}") from None
+        if f.data_loc or f.array_len is not None:
+            kind = "a string" if f.is_string else "an array"
+            raise UsageError(f"filter {term!r}: field {fname!r} is {kind} ({f.type}); "
+                             "filters compare integer and pointer fields only")
+        if f.size > 8:
+            raise UsageError(f"filter {term!r}: field {fname!r} is {f.size} bytes; "
+                             "filters compare fields of at most 8 bytes")
+        offset, size, signed = _value_layout(f)
+        bits = size * 8
+        value = _constant(const, term)
+        if not -(1 << (bits - 1)) <= value < (1 << bits):
+            raise UsageError(f"filter {term!r}: {value} does not fit the {size}-byte field "
+                             f"{fname!r}")
+        # the constant is read as a bit pattern of the field's width, then widened the way
+        # the BPF side widens the field (sign- or zero-extension), so 0xffffffff == -1 for int
+        value &= (1 << bits) - 1
+        if signed and value >> (bits - 1):
+            value -= 1 << bits
+        terms.append(FilterTerm(offset, size, signed, _OPS[op], value & _MASK64,
+                                f"{fname} {op} {const}"))
+    return terms
+
+
+def evaluate(terms: list[FilterTerm], raw: bytes) -> bool:
+    """What the BPF side computes: every term holds (a record too short to hold a term's
+    field does not match)."""
+    for t in terms:
+        end = t.offset + t.size
+        if len(raw) < end:
+            return False
+        v = int.from_bytes(raw[t.offset:end], sys.byteorder, signed=t.signed)
+        c = t.value - (1 << 64) if t.signed and t.value >> 63 else t.value
+        if t.op == AND:
+            v, c = v & _MASK64, t.value
+        if not _PYOPS[t.op](v, c):
+            return False
+    return True
