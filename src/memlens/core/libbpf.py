@@ -77,6 +77,11 @@ class BtfVarSecinfo(C.Structure):
     _fields_ = [("type", C.c_uint32), ("offset", C.c_uint32), ("size", C.c_uint32)]
 
 
+class BtfParam(C.Structure):
+    # struct btf_param: follows a FUNC_PROTO's btf_type, vlen of them
+    _fields_ = [("name_off", C.c_uint32), ("type", C.c_uint32)]
+
+
 PRINT_FN = C.CFUNCTYPE(C.c_int, C.c_int, C.c_char_p, C.c_void_p)
 
 _SIGNATURES = {
@@ -137,6 +142,18 @@ _SIGNATURES = {
     "btf__resolve_type": (C.c_int, [C.c_void_p, C.c_uint32]),
     "btf__load_vmlinux_btf": (C.c_void_p, []),
     "btf__free": (None, [C.c_void_p]),
+    "btf__parse": (C.c_void_p, [C.c_char_p, C.c_void_p]),
+    "btf__type_cnt": (C.c_uint32, [C.c_void_p]),
+    # BTF writer (tests synthesize small BTF blobs with it)
+    "btf__new_empty": (C.c_void_p, []),
+    "btf__add_int": (C.c_int, [C.c_void_p, C.c_char_p, C.c_size_t, C.c_int]),
+    "btf__add_struct": (C.c_int, [C.c_void_p, C.c_char_p, C.c_uint32]),
+    "btf__add_field": (C.c_int, [C.c_void_p, C.c_char_p, C.c_int, C.c_uint32, C.c_uint32]),
+    "btf__add_ptr": (C.c_int, [C.c_void_p, C.c_int]),
+    "btf__add_typedef": (C.c_int, [C.c_void_p, C.c_char_p, C.c_int]),
+    "btf__add_func_proto": (C.c_int, [C.c_void_p, C.c_int]),
+    "btf__add_func_param": (C.c_int, [C.c_void_p, C.c_char_p, C.c_int]),
+    "btf__raw_data": (C.c_void_p, [C.c_void_p, C.POINTER(C.c_uint32)]),
 }
 
 

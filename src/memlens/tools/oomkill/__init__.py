@@ -6,6 +6,9 @@ cgroup path is read in the kernel at the moment of the kill), else the classic
 oom:mark_victim tracepoint (victim pid and, on >= 6.8, RSS fields; cgroup read from
 /proc/PID/cgroup).  BCC and libbpf-tools use a kprobe on oom_kill_process, which does not
 exist on kernels without kprobes.
+
+tp_btf/mark_victim is chosen by its BTF prototype, not its name: before 6.8 it took
+(int pid), and a program written for (task, uid) fails at load there (Debian 12's 6.1).
 """
 from __future__ import annotations
 
@@ -15,10 +18,10 @@ import sys
 import time
 
 from memlens.core import kernel
+from memlens.core.hooks import TpBtf, Tracepoint, choose
 from memlens.core.loader import BpfObject
 from memlens.core.privileges import require_tracing_privileges
 from memlens.core.session import Session, add_common_options, configure_filters, report_lost
-from memlens.errors import KernelLacks
 
 EXAMPLES = """\
 examples:
@@ -39,6 +42,15 @@ cgroup /envm_oom
   victim is the task killed.  cgroup is the victim's memory cgroup (v1 memory
   hierarchy, or v2), "/" for the root (a global OOM).
 """
+
+
+# What oomkill.bpf.c's programs expect, best first: mark_victim_btf is
+# BPF_PROG(..., struct task_struct *task, uid_t uid); mark_victim_tp reads the format's pid
+# (its RSS fields are optional, checked there by CO-RE).
+HOOKS = [
+    TpBtf("mark_victim", ("struct task_struct *", "uid_t")),
+    Tracepoint("oom", "mark_victim", fields=("pid",)),
+]
 
 
 def memcg_v1_active() -> bool:
@@ -93,10 +105,7 @@ class OomkillCommand:
         writer = JsonWriter(sys.stdout) if args.json else None
         v1 = memcg_v1_active()
         kernel.ensure_tracefs()
-        use_btf = kernel.tp_btf_exists("mark_victim")
-        if not use_btf and not kernel.tracepoint_exists("oom", "mark_victim"):
-            raise KernelLacks("oomkill needs the oom:mark_victim tracepoint (tried tp_btf/"
-                              "mark_victim and tracepoint oom:mark_victim; neither exists)")
+        use_btf = choose(HOOKS, "oomkill").kind == "tp_btf"
         with BpfObject.open("tools/oomkill/oomkill.bpf.o") as obj:
             obj.rodata["targ_cgroup_v1_memcg"] = v1
             configure_filters(obj, args)
