@@ -130,4 +130,72 @@ static __always_inline void update_or_count(void *map, const void *key, const vo
 		count_drop(MEMLENS_DROP_MAP_FULL);
 }
 
+/* ---- One stack store for every tool -------------------------------------------------
+ * Stacks keyed by a 64-bit hash of their frames, not a BPF_MAP_TYPE_STACK_TRACE: that map
+ * hashes into max_entries buckets and refuses (-EEXIST) a second stack landing in a taken
+ * bucket, so with a few dozen distinct stacks one is lost now and then (bpftrace #2962,
+ * PR #3060 made the same change).  Here only a full map loses a stack, and it is counted.
+ * User space may delete stacks it has already read (pruning): a later event with the same
+ * frames stores them again.  Define MEMLENS_STACK_STORE before including this header. */
+#ifdef MEMLENS_STACK_STORE
+struct stack_trace {
+	__u64 ips[MEMLENS_STACK_DEPTH];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 10240);
+	__type(key, __u64);
+	__type(value, struct stack_trace);
+} stacks SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct stack_trace);
+} stack_scratch SEC(".maps");
+
+/* The current stack's key in `stacks` (stored there if new); 0 when there is none, with
+ * the reason counted (no stack to walk: "missing"; store full: "lost"). */
+static __always_inline __u64 stack_store(void *ctx, __u64 flags)
+{
+	__u32 zero = 0;
+	struct stack_trace *st = bpf_map_lookup_elem(&stack_scratch, &zero);
+	if (!st)
+		return 0;
+	long len = bpf_get_stack(ctx, st->ips, sizeof(st->ips), flags);
+	if (len <= 0) {
+		count_drop(MEMLENS_DROP_STACK_MISSING);
+		return 0;
+	}
+	__u32 n = len / sizeof(__u64);
+	__u64 h = 0xcbf29ce484222325ULL; /* FNV-1a over the 64-bit frames */
+	for (__u32 i = 0; i < MEMLENS_STACK_DEPTH; i++) {
+		if (i >= n)
+			break;
+		h = (h ^ st->ips[i]) * 0x100000001b3ULL;
+	}
+	h |= 1; /* 0 means "no stack" */
+	if (flags & BPF_F_USER_STACK)
+		h ^= 2; /* a user and a kernel stack never share a key */
+	if (bpf_map_lookup_elem(&stacks, &h))
+		return h;
+	/* bpf_get_stack leaves the tail as it was: zero it so that equal stacks read equal */
+	for (__u32 i = 0; i < MEMLENS_STACK_DEPTH; i++) {
+		if (i >= n)
+			st->ips[i] = 0;
+	}
+	if (bpf_map_update_elem(&stacks, &h, st, BPF_NOEXIST) &&
+	    !bpf_map_lookup_elem(&stacks, &h)) {
+		count_drop(MEMLENS_DROP_STACK_FULL);
+		return 0;
+	}
+	return h;
+}
+
+/* clang emits BTF for the record only if something uses the type */
+struct stack_trace stack_trace_btf_anchor __attribute__((unused));
+#endif /* MEMLENS_STACK_STORE */
+
 #endif /* __MEMLENS_BPF_H */

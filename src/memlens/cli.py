@@ -15,24 +15,12 @@ import os
 import signal
 import sys
 
-from memlens import __version__
+from memlens import __version__, registry
 from memlens.errors import EXIT_USAGE, MemlensError
 
-# (name, module, one-line summary) — the summary is repeated here so `memlens --help`
-# imports nothing.
-COMMANDS: list[tuple[str, str, str]] = [
-    ("check", "memlens.checklist.check",
-     "the memory checklist: OOMs, swap, vmstat, free, top RSS, PSI, cgroups, sar -B"),
-    ("doctor", "memlens.doctor",
-     "readiness: privileges, BTF, tracefs, hook kinds, which tools run here"),
-    ("top", "memlens.checklist.top",
-     "live view: memory, paging, PSI and the processes with most RSS/faults"),
-    ("pmap", "memlens.checklist.pmap", "a process's mappings with RSS, dirty and swap (pmap -x)"),
-    ("oomkill", "memlens.tools.oomkill", "trace OOM kills: trigger, victim, RSS, cgroup"),
-    ("memleak", "memlens.tools.memleak", "outstanding allocations by stack (user or kernel)"),
-    ("mmapsnoop", "memlens.tools.mmapsnoop", "trace mmap() calls: prot, flags, size, file"),
-    ("brkstack", "memlens.tools.brkstack", "count brk() heap expansions by user stack"),
-]
+# (name, module, one-line summary), from the one registry (memlens/registry.py), which
+# imports no tool: `memlens --help` stays cheap.
+COMMANDS: list[tuple[str, str, str]] = [(t.name, t.module, t.summary) for t in registry.TOOLS]
 
 
 def _usage() -> str:
@@ -104,6 +92,14 @@ def main(argv: list[str] | None = None) -> int:
         except OSError:
             pass
         return 0
+    except OSError as err:
+        # a system call memlens made (a map, a perf event, a file) failed: one line, with
+        # the exit code its errno means (3 not permitted, 4 missing in this kernel)
+        from memlens.errors import from_oserror
+
+        typed = from_oserror(err, "system call failed")
+        _report_error(typed, argv)
+        return typed.exit_code
     except Exception as err:
         if os.environ.get("MEMLENS_DEBUG"):
             raise

@@ -145,6 +145,36 @@ def cgroup_target(path: str) -> tuple[int, bool]:
                      "/sys/fs/cgroup/memory for v1 or /sys/fs/cgroup for v2)")
 
 
+def cgroup_v1_memory() -> bool:
+    """Is the memory controller on a v1 hierarchy (this project's machines), so that a
+    task's memory cgroup is its v1 memory cgroup rather than its v2 (default) one?"""
+    return any(fs == "cgroup" and "memory" in os.path.basename(mnt).split(",")
+               for mnt, fs in _mounts())
+
+
+def cgroup_path_of_id(cg_id: int) -> str | None:
+    """The directory of a cgroup from its kernfs id (the inode number of its directory),
+    shown relative to its hierarchy's mount; None if it is gone."""
+    roots = [mnt for mnt, fs in _mounts() if fs in ("cgroup", "cgroup2")]
+    if cgroup_v1_memory():
+        roots.sort(key=lambda m: "memory" not in m)  # the hierarchy the key was read from
+    for root in roots:
+        try:
+            if os.stat(root).st_ino == cg_id:
+                return "/"
+        except OSError:
+            continue
+        for dirpath, dirnames, _ in os.walk(root):
+            for d in dirnames:
+                full = os.path.join(dirpath, d)
+                try:
+                    if os.stat(full).st_ino == cg_id:
+                        return "/" + os.path.relpath(full, root)
+                except OSError:
+                    pass
+    return None
+
+
 def _is_cgroup2(path: str) -> bool:
     best = ""
     fstype = ""

@@ -56,6 +56,10 @@ class KprobeOpts(C.Structure):
                 ("retprobe", C.c_bool)]
 
 
+class TracepointOpts(C.Structure):
+    _fields_ = [("sz", C.c_size_t), ("bpf_cookie", C.c_uint64)]
+
+
 class PerfEventOpts(C.Structure):
     _fields_ = [("sz", C.c_size_t), ("bpf_cookie", C.c_uint64)]
 
@@ -116,6 +120,8 @@ _SIGNATURES = {
     "bpf_program__fd": (C.c_int, [C.c_void_p]),
     "bpf_program__attach": (C.c_void_p, [C.c_void_p]),
     "bpf_program__attach_tracepoint": (C.c_void_p, [C.c_void_p, C.c_char_p, C.c_char_p]),
+    "bpf_program__attach_tracepoint_opts": (C.c_void_p, [C.c_void_p, C.c_char_p, C.c_char_p,
+                                                         C.POINTER(TracepointOpts)]),
     "bpf_program__attach_raw_tracepoint": (C.c_void_p, [C.c_void_p, C.c_char_p]),
     "bpf_program__attach_trace": (C.c_void_p, [C.c_void_p]),
     "bpf_program__attach_perf_event_opts": (C.c_void_p, [C.c_void_p, C.c_int,
@@ -133,6 +139,9 @@ _SIGNATURES = {
     "bpf_map_get_next_key": (C.c_int, [C.c_int, C.c_void_p, C.c_void_p]),
     "bpf_map_lookup_batch": (C.c_int, [C.c_int, C.c_void_p, C.c_void_p, C.c_void_p,
                                        C.c_void_p, C.POINTER(C.c_uint32), C.c_void_p]),
+    "bpf_map_lookup_and_delete_batch": (C.c_int, [C.c_int, C.c_void_p, C.c_void_p, C.c_void_p,
+                                                  C.c_void_p, C.POINTER(C.c_uint32), C.c_void_p]),
+    "bpf_map_lookup_and_delete_elem": (C.c_int, [C.c_int, C.c_void_p, C.c_void_p]),
     "bpf_map_delete_batch": (C.c_int, [C.c_int, C.c_void_p, C.POINTER(C.c_uint32),
                                        C.c_void_p]),
     "btf__find_by_name_kind": (C.c_int32, [C.c_void_p, C.c_char_p, C.c_uint32]),

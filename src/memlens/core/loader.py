@@ -198,7 +198,13 @@ class BpfObject:
         self.links.append((what, link))
         return link
 
-    def attach_tracepoint(self, prog: str, category: str, name: str) -> int:
+    def attach_tracepoint(self, prog: str, category: str, name: str, cookie: int = 0) -> int:
+        if cookie:  # bpf_get_attach_cookie() on tracepoint programs: kernel >= 5.15
+            opts = L.TracepointOpts(sz=C.sizeof(L.TracepointOpts), bpf_cookie=cookie)
+            return self._link(f"tracepoint {category}:{name}",
+                              L.lib().bpf_program__attach_tracepoint_opts(
+                                  self.prog(prog), category.encode(), name.encode(),
+                                  C.byref(opts)))
         return self._link(f"tracepoint {category}:{name}", L.lib().bpf_program__attach_tracepoint(
             self.prog(prog), category.encode(), name.encode()))
 
@@ -218,8 +224,8 @@ class BpfObject:
         return self._link(f"perf event fd {fd}", L.lib().bpf_program__attach_perf_event_opts(
             self.prog(prog), fd, C.byref(opts)))
 
-    def attach_kprobe(self, prog: str, func: str, retprobe: bool = False) -> int:
-        opts = L.KprobeOpts(sz=C.sizeof(L.KprobeOpts), retprobe=retprobe)
+    def attach_kprobe(self, prog: str, func: str, retprobe: bool = False, cookie: int = 0) -> int:
+        opts = L.KprobeOpts(sz=C.sizeof(L.KprobeOpts), retprobe=retprobe, bpf_cookie=cookie)
         kind = "kretprobe" if retprobe else "kprobe"
         return self._link(f"{kind} {func}", L.lib().bpf_program__attach_kprobe_opts(
             self.prog(prog), func.encode(), C.byref(opts)))

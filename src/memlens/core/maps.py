@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from memlens.core import libbpf as L
 from memlens.core.lazy import np
+from memlens.errors import SystemCallError
 
 if TYPE_CHECKING:
     from memlens.core.loader import BpfObject
@@ -47,7 +48,7 @@ class Map:
         if rc:
             if -rc == errno.ENOENT or C.get_errno() == errno.ENOENT:
                 return None
-            raise OSError(-rc, f"lookup in map {self.name}: {L.strerror(rc)}")
+            raise SystemCallError(-rc, f"lookup in map {self.name}: {L.strerror(rc)}")
         return vbuf.raw
 
     def update(self, key: bytes, value: bytes, flags: int = 0) -> None:
@@ -55,7 +56,22 @@ class Map:
         vbuf = C.create_string_buffer(bytes(value), max(len(value), self.slot * self.ncpus))
         rc = L.lib().bpf_map_update_elem(self.fd, kbuf, vbuf, flags)
         if rc:
-            raise OSError(-rc, f"update of map {self.name}: {L.strerror(rc)}")
+            raise SystemCallError(-rc, f"update of map {self.name}: {L.strerror(rc)}")
+
+    def lookup_and_delete(self, key: bytes) -> bytes | None:
+        """Remove one entry and return its value as it was when removed (hash maps, 5.14+;
+        older kernels: a lookup then a delete)."""
+        kbuf = C.create_string_buffer(bytes(key), self.key_size)
+        vbuf = C.create_string_buffer(self.slot * self.ncpus)
+        rc = L.lib().bpf_map_lookup_and_delete_elem(self.fd, kbuf, vbuf)
+        if rc == 0:
+            return vbuf.raw
+        err = -rc if rc < 0 else C.get_errno()
+        if err == errno.ENOENT:
+            return None
+        value = self.lookup(key)
+        self.delete(key)
+        return value
 
     def delete(self, key: bytes) -> bool:
         kbuf = C.create_string_buffer(bytes(key), self.key_size)
@@ -74,8 +90,8 @@ class Map:
                 return self._walk()
             raise
 
-    def _batch(self) -> tuple[np.ndarray, np.ndarray]:
-        lb = L.lib()
+    def _batch(self, call=None, doing: str = "batch lookup") -> tuple[np.ndarray, np.ndarray]:
+        call = call or L.lib().bpf_map_lookup_batch
         vsize = self.slot * self.ncpus
         chunk = max(1, min(self.max_entries, 8192))
         keys_out, vals_out = [], []
@@ -86,7 +102,7 @@ class Map:
             keys = np.zeros((chunk, self.key_size), np.uint8)
             vals = np.zeros((chunk, vsize), np.uint8)
             count = C.c_uint32(chunk)
-            rc = lb.bpf_map_lookup_batch(self.fd, None if first else in_batch, out_batch,
+            rc = call(self.fd, None if first else in_batch, out_batch,
                                          keys.ctypes.data, vals.ctypes.data, C.byref(count),
                                          None)
             err = -rc if rc < 0 else 0
@@ -102,7 +118,7 @@ class Map:
                 chunk *= 2
                 continue
             if err:
-                raise OSError(err, f"batch lookup of map {self.name}: {L.strerror(err)}")
+                raise SystemCallError(err, f"{doing} of map {self.name}: {L.strerror(err)}")
             C.memmove(in_batch, out_batch, len(out_batch.raw))
             first = False
         if not keys_out:
@@ -126,6 +142,41 @@ class Map:
         k = np.frombuffer(b"".join(keys), np.uint8).reshape(len(keys), self.key_size)
         v = np.frombuffer(b"".join(vals), np.uint8).reshape(len(vals), vsize)
         return k, v
+
+    def drain(self, key_dtype: np.dtype | str, value_dtype: np.dtype | str,
+              ) -> tuple[np.ndarray, np.ndarray]:
+        """Read and delete every entry (hash maps): what a BPF program counted since the last
+        drain.  Lookup-and-delete is atomic per bucket, so an increment lands either in this
+        read or in a fresh entry the next drain sees: nothing is lost between a read and a
+        reset, and the map only holds the keys active since the last drain."""
+        k, v = self._drain_raw()
+        keys = np.ascontiguousarray(k).view(np.dtype(key_dtype)).reshape(len(k))
+        return keys, np.ascontiguousarray(v).view(np.dtype(value_dtype)).reshape(len(v))
+
+    def _drain_raw(self) -> tuple[np.ndarray, np.ndarray]:
+        if getattr(self, "_drain_batch_ok", True):
+            try:
+                return self._batch(L.lib().bpf_map_lookup_and_delete_batch, "drain")
+            except OSError as err:
+                if err.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, 524):
+                    raise
+                self._drain_batch_ok = False  # kernel < 5.6: element by element
+        lb = L.lib()
+        keys, vals = [], []
+        nxt = C.create_string_buffer(self.key_size)
+        vbuf = C.create_string_buffer(self.slot * self.ncpus)
+        # bounded: under a flood of new keys the map would never look empty
+        for _ in range(2 * self.max_entries):
+            if lb.bpf_map_get_next_key(self.fd, None, nxt) != 0:
+                break
+            if lb.bpf_map_lookup_and_delete_elem(self.fd, nxt, vbuf) == 0:
+                keys.append(nxt.raw)
+                vals.append(vbuf.raw)
+            elif not self.delete(nxt.raw):  # lookup-and-delete on hash maps needs 5.14
+                break
+        vsize = self.slot * self.ncpus
+        return (np.frombuffer(b"".join(keys), np.uint8).reshape(len(keys), self.key_size),
+                np.frombuffer(b"".join(vals), np.uint8).reshape(len(vals), vsize))
 
     def items(self, key_dtype: np.dtype | str, value_dtype: np.dtype | str,
               ) -> tuple[np.ndarray, np.ndarray]:
@@ -154,7 +205,8 @@ class Map:
 
     def stack(self, stack_id: int) -> list[int]:
         """Addresses of one stack from a stack-trace map, leaf first, zero padding removed."""
-        raw = self.lookup(int(stack_id).to_bytes(4, "little"))
+        # stack-trace maps are keyed by a u32 id, the shared stack store by a u64 hash
+        raw = self.lookup(int(stack_id).to_bytes(self.key_size, "little"))
         if raw is None:
             return []
         ips = np.frombuffer(raw, "<u8")

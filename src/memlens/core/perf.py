@@ -44,3 +44,24 @@ def open_event(type_: int, config: int, cpu: int, pid: int = -1, sample_period: 
     if fd < 0:
         raise OSError(-fd, os.strerror(-fd))
     return fd
+
+
+def open_event_typed(type_: int, config: int, cpu: int, pid: int = -1, sample_period: int = 1,
+                     sample_type: int = 0, what: str = "perf event") -> int:
+    """open_event whose failure is a typed error: not permitted (exit 3), no such event on
+    this kernel or machine (exit 4), else a runtime failure."""
+    import errno
+
+    from memlens.errors import KernelLacks, NotPermitted, SystemCallError
+
+    try:
+        return open_event(type_, config, cpu, pid, sample_period, sample_type)
+    except OSError as err:
+        if err.errno in (errno.EACCES, errno.EPERM):
+            raise NotPermitted(f"perf_event_open for {what} on CPU {cpu} refused: needs root "
+                               "or CAP_PERFMON (and kernel.perf_event_paranoid)") from None
+        if err.errno in (errno.ENOENT, errno.ENODEV, errno.EOPNOTSUPP):
+            raise KernelLacks(f"perf_event_open for {what}: this kernel or machine has no "
+                              f"such event ({err.strerror})") from None
+        raise SystemCallError(err.errno or 0, f"perf_event_open for {what} on CPU {cpu}: "
+                              f"{err.strerror}") from None

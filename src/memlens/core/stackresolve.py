@@ -42,13 +42,14 @@ AnyFrame = Union[Frame, MarkerFrame]
 
 
 class StackResolver:
-    def __init__(self, stack_map=None, max_processes: int = 4096):
+    def __init__(self, stack_map=None, max_processes: int = 4096, max_cache: int = 50000):
         self.stack_map = stack_map
         self._procs: dict[int, object] = {}
         self._gone: set[int] = set()
         self._cache: dict[tuple[int, int, bool], list[AnyFrame]] = {}
         self._refreshed: set[int] = set()
         self._max = max_processes
+        self._max_cache = max_cache  # a long run keeps memory bounded (oldest dropped)
         self._ksyms = None
 
     def watch(self, pid: int) -> None:
@@ -62,6 +63,8 @@ class StackResolver:
         try:
             self._procs[pid] = ProcessSymbolizer(pid)
         except (ProcessLookupError, PermissionError, OSError):
+            if len(self._gone) >= self._max:
+                self._gone.clear()
             self._gone.add(pid)
 
     def forget(self, pid: int) -> None:
@@ -81,7 +84,7 @@ class StackResolver:
             return self._cache[key]
         ips = self.stack_map.stack(stack_id) if self.stack_map is not None else []
         frames = self.resolve_user(pid, ips) if ips else [MarkerFrame(MISSED_USER)]
-        self._cache[key] = frames
+        self._remember(key, frames)
         return frames
 
     def resolve_user(self, pid: int, ips: list[int]) -> list[AnyFrame]:
@@ -115,8 +118,13 @@ class StackResolver:
 
                 self._ksyms = KernelSymbolizer.get()
             frames = list(self._ksyms.resolve_stack(ips))  # type: ignore[attr-defined]
-        self._cache[key] = frames
+        self._remember(key, frames)
         return frames
+
+    def _remember(self, key: tuple[int, int, bool], frames: list[AnyFrame]) -> None:
+        if len(self._cache) >= self._max_cache:
+            self._cache.pop(next(iter(self._cache)))
+        self._cache[key] = frames
 
     def forget_stacks(self) -> None:
         """Drop cached stacks (after the stack map was cleared: ids get reused)."""

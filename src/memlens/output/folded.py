@@ -21,6 +21,16 @@ Count = Union[int, float]
 _LINE = re.compile(r"^(.*)\s+?(\d+(?:\.\d*)?)$")  # flamegraph.pl's own pattern
 
 
+_PRINTED_FRAME = re.compile(r"^(?P<name>.+?)(?:\+0x[0-9a-f]+)?(?: \[[^\]]*\])?$")
+
+
+def frame_name(printed: str) -> str:
+    """The function of a printed frame (`main+0xa7 [prog]` -> `main`): folded stacks and
+    flame graphs merge by function, not by return address."""
+    m = _PRINTED_FRAME.match(printed)
+    return m["name"] if m else printed
+
+
 def sanitize_frame(frame: str) -> str:
     """Make one frame safe for a folded line: no `;`, no control characters, no edge blanks."""
     text = escape(str(frame).replace(";", ":")).strip()

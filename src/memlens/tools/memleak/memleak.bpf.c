@@ -25,6 +25,7 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
+#define MEMLENS_STACK_STORE /* the shared hash-keyed `stacks` map */
 #include "memlens.bpf.h"
 #include "memleak.h"
 
@@ -59,24 +60,6 @@ struct {
 	__type(value, struct alloc_info);
 } allocs SEC(".maps");
 
-/* Stacks keyed by a 64-bit hash of their frames, not a BPF_MAP_TYPE_STACK_TRACE: that map
- * hashes into max_entries buckets and refuses (-EEXIST) a second stack landing in a taken
- * bucket, so with a few dozen distinct stacks one is lost now and then (bpftrace #2962,
- * PR #3060 made the same change).  Here only a full map loses a stack, and it is counted. */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 10240);
-	__type(key, __u64);
-	__type(value, struct stack_trace);
-} stacks SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct stack_trace);
-} stack_scratch SEC(".maps");
-
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 10240);
@@ -102,41 +85,6 @@ struct {
 static __always_inline void count(__u32 which)
 {
 	percpu_inc(&counters, which);
-}
-
-/* The current stack's key in `stacks` (stored there if new), 0 when there is none. */
-static __always_inline __u64 stack_of(void *ctx, __u64 flags)
-{
-	__u32 zero = 0;
-	struct stack_trace *st = bpf_map_lookup_elem(&stack_scratch, &zero);
-	if (!st)
-		return 0;
-	long len = bpf_get_stack(ctx, st->ips, sizeof(st->ips), flags);
-	if (len <= 0) {
-		count_drop(MEMLENS_DROP_STACK_MISSING);
-		return 0;
-	}
-	__u32 n = len / sizeof(__u64);
-	__u64 h = 0xcbf29ce484222325ULL; /* FNV-1a over the 64-bit frames */
-	for (__u32 i = 0; i < MEMLENS_STACK_DEPTH; i++) {
-		if (i >= n)
-			break;
-		h = (h ^ st->ips[i]) * 0x100000001b3ULL;
-	}
-	h |= 1; /* 0 means "no stack" */
-	if (bpf_map_lookup_elem(&stacks, &h))
-		return h;
-	/* bpf_get_stack leaves the tail as it was: zero it so that equal stacks read equal */
-	for (__u32 i = 0; i < MEMLENS_STACK_DEPTH; i++) {
-		if (i >= n)
-			st->ips[i] = 0;
-	}
-	if (bpf_map_update_elem(&stacks, &h, st, BPF_NOEXIST) &&
-	    !bpf_map_lookup_elem(&stacks, &h)) {
-		count_drop(MEMLENS_DROP_STACK_FULL);
-		return 0;
-	}
-	return h;
 }
 
 static __always_inline void stats_add(struct alloc_info *info, __s64 sign)
@@ -171,7 +119,7 @@ static __always_inline void record(void *ctx, __u64 addr, __u64 size, __u32 kind
 		.kind = kind,
 		.gen = (__u16)current_gen(),
 	};
-	info.stack = stack_of(ctx, flags);
+	info.stack = stack_store(ctx, flags);
 	struct alloc_info *old = bpf_map_lookup_elem(&allocs, &addr);
 	if (old) {
 		/* The address was handed out again but its free was never seen. */
@@ -549,4 +497,3 @@ int ml_percpu_free(struct trace_event_raw_percpu_free_percpu *a)
 /* clang emits BTF for these only if something uses them */
 struct stack_key stack_key_btf_anchor __attribute__((unused));
 struct stack_stats stack_stats_btf_anchor __attribute__((unused));
-struct stack_trace stack_trace_btf_anchor __attribute__((unused));

@@ -41,11 +41,6 @@ struct stack_key {
 	__u32 pad;
 };
 
-/* Value of `stacks`: the frames, leaf first, zero-padded (bpf_get_stack). */
-struct stack_trace {
-	__u64 ips[MEMLENS_STACK_DEPTH];
-};
-
 struct stack_stats {
 	__u64 alloc_objects;   /* cumulative since tracing started */
 	__u64 alloc_space;

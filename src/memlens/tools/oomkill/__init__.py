@@ -17,8 +17,9 @@ import os
 import sys
 import time
 
+from memlens import registry
 from memlens.core import kernel
-from memlens.core.hooks import TpBtf, Tracepoint, choose
+from memlens.core.hooks import choose
 from memlens.core.loader import BpfObject
 from memlens.core.privileges import require_tracing_privileges
 from memlens.core.session import Session, add_common_options, configure_filters, report_lost
@@ -47,10 +48,8 @@ cgroup /envm_oom
 # What oomkill.bpf.c's programs expect, best first: mark_victim_btf is
 # BPF_PROG(..., struct task_struct *task, uid_t uid); mark_victim_tp reads the format's pid
 # (its RSS fields are optional, checked there by CO-RE).
-HOOKS = [
-    TpBtf("mark_victim", ("struct task_struct *", "uid_t")),
-    Tracepoint("oom", "mark_victim", fields=("pid",)),
-]
+# Declared once, in the registry (doctor reads the same declaration).
+HOOKS = registry.hooks_of("oomkill")
 
 
 def memcg_v1_active() -> bool:

@@ -1,0 +1,264 @@
+# SPDX-License-Identifier: GPL-2.0-only
+"""A counting tool is a spec: what to probe, what to key by, how to print.  This module
+turns a `CountSpec` into a command (options, --help, run) on the counting engine, the
+runner and the sinks, so a new tool is a few dozen lines and no new BPF:
+
+    SPEC = CountSpec(name="brkstack", what="brk() calls by user stack",
+                     probes=("t:syscalls:sys_enter_brk",), keys=("pid", "comm", "ustack"),
+                     layout="stacks", unit="calls", epilog=EXAMPLES)
+    COMMAND = CountingCommand(SPEC)
+
+Reports are "report" records whose entries are plain dicts: the key parts (pid, tid, comm,
+cgroup, probe, the field by its name), "count" (and "sum"), and for stacks "stack" (frames
+leaf first: kernel frames, then user frames) — the same entries feed text, --json,
+--folded, --html, --pprof and, later, the Prometheus collector.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass
+from dataclasses import field as dc_field
+from typing import Any
+
+from memlens.core.session import add_common_options, check_pid_exists, positive_float, positive_int
+from memlens.errors import UsageError
+from memlens.output.table import escape
+
+LAYOUTS = ("stacks", "table")
+
+
+@dataclass
+class CountSpec:
+    name: str
+    what: str                        # banner: "Tracing <what>... Hit Ctrl-C to end."
+    summary: str = ""
+    probes: tuple[str, ...] = ()     # fixed probes; empty: PROBE... on the command line
+    keys: tuple[str, ...] = ("probe",)
+    field: str | None = None         # tracepoint field (or "addr" of a perf event) as a key
+    sum_field: str | None = None
+    filter: str | None = None
+    layout: str = "table"            # stacks: BCC stackcount blocks; table: columns
+    unit: str = "count"              # what a count counts, in JSON summaries and flame graphs
+    stack_options: bool = False      # -U/-K/-P (stackcount's flags)
+    epilog: str = ""
+    top: int | None = None           # rows per report (largest kept)
+    extra: dict[str, Any] = dc_field(default_factory=dict)
+
+
+class CountingTool:
+    """The runner protocol (core/runner.py) around the engine, for one spec and its args."""
+
+    def __init__(self, spec: CountSpec, probes: list, keys: tuple[str, ...], args, *,
+                 field_name: str | None = None, sum_field: str | None = None,
+                 filter: str | None = None, max_keys: int = 10240,
+                 stack_storage: int = 10240):
+        from memlens.core.engine import Engine
+
+        self.spec, self.args = spec, args
+        self.name = spec.name
+        self.keys = keys
+        self.field_name = field_name
+        self.engine = Engine(probes, keys=keys, field=field_name, sum_field=sum_field,
+                             filter=filter, max_keys=max_keys, stack_storage=stack_storage)
+        self.what = spec.what + (f" for PID {args.pid}" if getattr(args, "pid", None) else "")
+        self.total = 0
+        self.entries_seen = 0
+
+    def start(self) -> None:
+        from memlens.core.privileges import require_tracing_privileges
+
+        require_tracing_privileges(self.name)
+        pid = getattr(self.args, "pid", None)
+        check_pid_exists(pid)
+        self.engine.start(pid=pid, cgroup=getattr(self.args, "cgroup", None))
+
+    def poll(self, timeout: float) -> list[dict]:
+        self.engine.poll(timeout)
+        return self.engine.lost()
+
+    def report(self, final: bool) -> list[dict]:
+        entries = [self._entry(e) for e in self.engine.collect()]
+        self.total += sum(e["count"] for e in entries)
+        self.entries_seen += len(entries)
+        if self.spec.top and len(entries) > self.spec.top:
+            entries = entries[-self.spec.top:]
+        rec = {"type": "report", "time": time.strftime("%H:%M:%S"), "timestamp": time.time(),
+               "final": final, "interval_s": getattr(self.args, "interval", None),
+               "entries": entries}
+        return [*self.engine.lost(), rec]
+
+    def _entry(self, e) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in e.parts.items():
+            if k == "field":
+                out[self.field_name or "field"] = v
+            elif k not in ("ustack", "kstack"):
+                out[k] = v
+        if "ustack" in e.parts or "kstack" in e.parts:
+            kst, ust = e.parts.get("kstack", []), e.parts.get("ustack", [])
+            out["stack"] = kst + (["--"] if kst and ust and self.args_delimited() else []) + ust
+            if "kstack" in e.parts:
+                out["kernel_stack"] = kst
+            if "ustack" in e.parts:
+                out["user_stack"] = ust
+        out["count"] = e.count
+        if self.engine.sum_field:
+            out["sum"] = e.sum
+        return out
+
+    def args_delimited(self) -> bool:
+        return bool(getattr(self.args, "delimited", False))
+
+    def summary(self) -> list[dict]:
+        return [{"type": "summary", self.spec.unit: self.total, "keys": self.entries_seen,
+                 "lost": self.engine.total_lost(),
+                 "probes": [p.text for p in self.engine.probes]}]
+
+    def close(self) -> None:
+        self.engine.close()
+
+
+class CountingCommand:
+    """The CLI of a counting spec: options, examples, and run()."""
+
+    def __init__(self, spec: CountSpec):
+        self.spec = spec
+        self.name = spec.name
+        self.summary = spec.summary or spec.what
+        self.epilog = spec.epilog
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        from memlens.output.sinks import add_output_options
+
+        spec = self.spec
+        add_common_options(parser, json=False)
+        parser.add_argument("-i", "--interval", type=positive_float, metavar="SECONDS",
+                            help="print a report every SECONDS (counts since the last)")
+        if spec.stack_options:
+            parser.add_argument("-U", "--user-stacks-only", action="store_true",
+                                help="user stacks only")
+            parser.add_argument("-K", "--kernel-stacks-only", action="store_true",
+                                help="kernel stacks only")
+            parser.add_argument("-P", "--perpid", action="store_true",
+                                help="a stack per process (`comm [pid]`)")
+            parser.add_argument("--delimited", action="store_true",
+                                help="a `--` line between the kernel and the user stack")
+        if not spec.probes:
+            parser.add_argument("probes", nargs="+", metavar="PROBE",
+                                help="t:CATEGORY:EVENT (wildcards), sw:EVENT[:PERIOD], "
+                                     "u:LIB:FUNC, usdt:LIB:PROVIDER:NAME")
+        parser.add_argument("-n", "--count", type=positive_int, metavar="N",
+                            help="stop after N reports")
+        parser.add_argument("--max-keys", type=positive_int, default=10240, metavar="N",
+                            help="size of the in-kernel count table (default 10240); keys "
+                                 "that find it full are counted as lost")
+        add_output_options(parser, folded=spec.layout == "stacks",
+                           html=spec.layout == "stacks", pprof=spec.layout == "stacks")
+        self.add_spec_arguments(parser)
+
+    def add_spec_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """Hook for a tool's own options (count's --by, trace's filter)."""
+
+    def keys_for(self, args) -> tuple[str, ...]:
+        keys = list(self.spec.keys)
+        if self.spec.stack_options:
+            if args.user_stacks_only and args.kernel_stacks_only:
+                raise UsageError("-U and -K are exclusive: omit both for both stacks")
+            keys = [k for k in keys if k not in ("ustack", "kstack")]
+            if not args.kernel_stacks_only:
+                keys.append("ustack")
+            if not args.user_stacks_only:
+                keys.append("kstack")
+            if args.perpid:
+                keys = ["pid", "comm", *keys]
+        return tuple(dict.fromkeys(keys))
+
+    def make_tool(self, args) -> CountingTool:
+        from memlens.core.probespec import parse_all
+
+        specs = list(self.spec.probes) or list(args.probes)
+        probes = parse_all(specs, getattr(args, "pid", None))
+        return CountingTool(self.spec, probes, self.keys_for(args), args,
+                            field_name=self.spec.field, sum_field=self.spec.sum_field,
+                            filter=self.spec.filter, max_keys=args.max_keys)
+
+    def renderer(self, args):
+        if self.spec.layout == "stacks":
+            return lambda rec: render_stacks(rec, interval=args.interval is not None,
+                                             what=self.spec.unit)
+        return lambda rec: render_table(rec, interval=args.interval is not None)
+
+    def run(self, args) -> int:
+        from memlens.core.lazy import prefetch_numpy
+        from memlens.core.runner import run_cli
+        from memlens.output.sinks import check_output_options, make_sink
+
+        check_output_options(args)
+        prefetch_numpy()  # overlaps the BPF load (core/lazy.py)
+        tool = self.make_tool(args)
+        sink = make_sink(args, self.renderer(args), title=self.spec.what, unit=self.spec.unit)
+        return run_cli(tool, args, sink)
+
+
+def render_stacks(rec: dict, interval: bool, what: str = "events") -> None:
+    """BCC stackcount's layout: frames indented, then `comm [pid]`, then the count; largest
+    last."""
+    if rec.get("type") != "report":
+        return
+    out = []
+    if interval:
+        out.append(f"\n[{rec['time']}]")
+    for e in rec["entries"]:
+        out.extend(f"  {escape(f)}" for f in e.get("stack", []))
+        if "pid" in e:
+            out.append(f"    {e.get('comm', '')} [{e['pid']}]")
+        elif "comm" in e:
+            out.append(f"    {e['comm']}")
+        out.append(f"    {e['count']}")
+        out.append("")
+    if not rec["entries"] and interval:
+        out.append(f"  (no {what})")
+    if out:
+        print("\n".join(out), flush=True)
+
+
+COLUMN_TITLES = {"pid": "PID", "tid": "TID", "comm": "COMM", "cgroup": "CGROUP",
+                 "probe": "PROBE", "count": "COUNT", "sum": "SUM"}
+
+
+def render_table(rec: dict, interval: bool, titles: dict[str, str] | None = None) -> None:
+    """Columns in key order, then COUNT (and SUM); largest last, as BCC and bpftrace print."""
+    if rec.get("type") != "report":
+        return
+    entries = rec["entries"]
+    out = [f"\n[{rec['time']}]"] if interval else []
+    if entries:
+        names = [k for k in entries[0] if k not in ("stack", "kernel_stack", "user_stack")]
+        titles = {**COLUMN_TITLES, **(titles or {})}
+        heads = [titles.get(k, k.upper()) for k in names]
+        cells = [[_cell(e.get(k)) for k in names] for e in entries]
+        widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(heads)]
+        numeric = [k in ("pid", "tid", "count", "sum") or isinstance(entries[0].get(k), int)
+                   for k in names]
+        # the last text column takes what is left of 79 columns; numbers right-aligned
+        out.append(_row(heads, widths, numeric))
+        out.extend(_row(c, widths, numeric) for c in cells)
+    elif interval:
+        out.append("  (no events)")
+    if out:
+        print("\n".join(out), flush=True)
+
+
+def _cell(v: Any) -> str:
+    return escape(str(v)) if v is not None else "-"
+
+
+def _row(cells: list[str], widths: list[int], numeric: list[bool]) -> str:
+    parts = [c.rjust(w) if n else c.ljust(w) for c, w, n in zip(cells, widths, numeric)]
+    return " ".join(parts).rstrip()
+
+
+def write_stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)

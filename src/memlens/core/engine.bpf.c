@@ -1,0 +1,290 @@
+// SPDX-License-Identifier: GPL-2.0
+// The counting engine: one generic program per attach kind, whose key, filter and sum are
+// chosen by user space in rodata before load.  One program attached many times serves
+// `t:vmscan:*`: each attachment carries a BPF cookie, the probe's number.  (Not the trace
+// event id a record starts with: syscall tracepoints hand BPF a pt_regs pointer there.)
+//
+// Counts live in `counts` (hash: engine_key -> count, sum).  User space drains it with
+// lookup-and-delete each tick, so the map holds only the keys active since the last drain
+// (a day-long run with many short-lived processes stays bounded), and no increment is lost
+// between a read and a reset.  A key that cannot be inserted is counted in drops.
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/usdt.bpf.h>
+#define MEMLENS_STACK_STORE
+#include "memlens.bpf.h"
+#include "engine.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+const volatile __u32 key_parts = 0;        /* enum engine_key_part */
+const volatile bool cgroup_v1 = false;     /* cgroup key: v1 memory hierarchy, else v2 */
+const volatile bool announce = false;      /* send engine_seen for each new key */
+const volatile bool trace_mode = false;    /* stream engine_event per hit, no counting */
+const volatile bool need_record = false;   /* copy the tracepoint record (fields, filter) */
+const volatile __u32 record_size = 0;      /* bytes of the record to copy (<= RECORD_MAX) */
+const volatile __u32 field_off = 0, field_size = 0;
+const volatile bool field_signed = false;
+const volatile __u32 sum_off = 0, sum_size = 0;
+const volatile bool sum_signed = false;
+const volatile __u32 nfilters = 0;
+const volatile __u32 filt_off[ENGINE_MAX_FILTERS] = {};
+const volatile __u32 filt_size[ENGINE_MAX_FILTERS] = {};
+const volatile bool filt_signed[ENGINE_MAX_FILTERS] = {};
+const volatile __u32 filt_op[ENGINE_MAX_FILTERS] = {};
+const volatile __u64 filt_val[ENGINE_MAX_FILTERS] = {};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 10240);
+	__type(key, struct engine_key);
+	__type(value, struct engine_value);
+} counts SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 256 * 1024);
+} seen SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 4096 * 1024);
+} events SEC(".maps");
+
+/* The tracepoint record, copied once per hit when fields are read: a variable offset into
+ * a map value is what the verifier accepts (not into ctx). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct engine_event);
+} scratch SEC(".maps");
+
+struct engine_seen engine_seen_btf_anchor __attribute__((unused));
+
+/* A field of the copied record as a u64, sign-extended when the field is signed. */
+static __always_inline __u64 record_field(const __u8 *rec, __u32 off, __u32 size, bool sign)
+{
+	/* masks bound the offset inside data[] for the verifier; offsets come from the
+	 * tracepoint's format file and are naturally aligned */
+	off &= ENGINE_RECORD_MAX - 8;
+	switch (size) {
+	case 1:
+		return sign ? (__u64)(__s64) * (__s8 *)(rec + off) : *(__u8 *)(rec + off);
+	case 2:
+		return sign ? (__u64)(__s64) * (__s16 *)(rec + off) : *(__u16 *)(rec + off);
+	case 4:
+		return sign ? (__u64)(__s64) * (__s32 *)(rec + off) : *(__u32 *)(rec + off);
+	default:
+		return *(__u64 *)(rec + off);
+	}
+}
+
+static __always_inline bool term_holds(__u64 v, __u32 op, __u64 c, bool sign)
+{
+	switch (op) {
+	case FILT_EQ: return v == c;
+	case FILT_NE: return v != c;
+	case FILT_AND: return (v & c) != 0;
+	}
+	if (sign) {
+		__s64 a = (__s64)v, b = (__s64)c;
+		switch (op) {
+		case FILT_LT: return a < b;
+		case FILT_LE: return a <= b;
+		case FILT_GT: return a > b;
+		case FILT_GE: return a >= b;
+		}
+	} else {
+		switch (op) {
+		case FILT_LT: return v < c;
+		case FILT_LE: return v <= c;
+		case FILT_GT: return v > c;
+		case FILT_GE: return v >= c;
+		}
+	}
+	return false;
+}
+
+static __always_inline bool filters_pass(const __u8 *rec)
+{
+	for (__u32 i = 0; i < ENGINE_MAX_FILTERS; i++) {
+		if (i >= nfilters)
+			break;
+		__u64 v = record_field(rec, filt_off[i], filt_size[i], filt_signed[i]);
+		if (!term_holds(v, filt_op[i], filt_val[i], filt_signed[i]))
+			return false;
+	}
+	return true;
+}
+
+static __always_inline void count_key(struct engine_key *key, __u64 sum)
+{
+	struct engine_value *v = bpf_map_lookup_elem(&counts, key);
+	if (v) {
+		__sync_fetch_and_add(&v->count, 1);
+		if (sum)
+			__sync_fetch_and_add(&v->sum, sum);
+		return;
+	}
+	struct engine_value init = { .count = 1, .sum = sum };
+	long err = bpf_map_update_elem(&counts, key, &init, BPF_NOEXIST);
+	if (err == -EEXIST) {
+		/* another CPU inserted it between our lookup and update */
+		v = bpf_map_lookup_elem(&counts, key);
+		if (v) {
+			__sync_fetch_and_add(&v->count, 1);
+			if (sum)
+				__sync_fetch_and_add(&v->sum, sum);
+		}
+		return;
+	}
+	if (err) {
+		count_drop(MEMLENS_DROP_MAP_FULL);
+		return;
+	}
+	if (!announce)
+		return;
+	struct engine_seen *s = reserve_or_count(&seen, sizeof(*s));
+	if (!s)
+		return; /* counted; the stack still resolves if the process lives */
+	s->tgid = key->tgid;
+	s->pad = 0;
+	__builtin_memcpy(s->comm, key->comm, sizeof(s->comm));
+	bpf_ringbuf_submit(s, 0);
+}
+
+static __always_inline void fill_key(void *ctx, struct engine_key *key, __u32 probe,
+				     __u64 field)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 parts = key_parts;
+	if (parts & KEY_TGID)
+		key->tgid = id >> 32;
+	if (parts & KEY_TID)
+		key->tid = (__u32)id;
+	if (parts & KEY_COMM)
+		bpf_get_current_comm(key->comm, sizeof(key->comm));
+	if (parts & KEY_CGROUP) {
+		struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+		struct kernfs_node *kn = task_cgroup_kn(task, cgroup_v1);
+		key->cgroup = kn ? BPF_CORE_READ(kn, id) : 0;
+	}
+	if (parts & KEY_USTACK)
+		key->ustack = stack_store(ctx, BPF_F_USER_STACK);
+	if (parts & KEY_KSTACK)
+		key->kstack = stack_store(ctx, 0);
+	if (parts & KEY_PROBE)
+		key->probe = probe;
+	if (parts & KEY_FIELD)
+		key->field = field;
+}
+
+/* Streams one hit (trace mode); the record was copied into ev->data when need_record. */
+static __always_inline void emit_event(void *ctx, struct engine_event *scratch_ev, __u32 probe)
+{
+	struct engine_event *e = reserve_or_count(&events, sizeof(*e));
+	if (!e)
+		return;
+	__u64 id = bpf_get_current_pid_tgid();
+	e->ts_ns = bpf_ktime_get_ns();
+	e->tgid = id >> 32;
+	e->tid = (__u32)id;
+	e->probe = probe;
+	e->cpu = bpf_get_smp_processor_id();
+	e->pad = 0;
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	e->ustack = (key_parts & KEY_USTACK) ? stack_store(ctx, BPF_F_USER_STACK) : 0;
+	e->kstack = (key_parts & KEY_KSTACK) ? stack_store(ctx, 0) : 0;
+	e->size = 0;
+	if (scratch_ev) {
+		e->size = record_size;
+		__builtin_memcpy(e->data, scratch_ev->data, sizeof(e->data));
+	}
+	bpf_ringbuf_submit(e, 0);
+}
+
+SEC("tracepoint")
+int count_tp(void *ctx)
+{
+	if (!task_allowed())
+		return 0;
+	__u32 probe = bpf_get_attach_cookie(ctx);
+	struct engine_event *ev = NULL;
+	__u64 field = 0, sum = 0;
+	if (need_record) {
+		__u32 zero = 0;
+		ev = bpf_map_lookup_elem(&scratch, &zero);
+		if (!ev)
+			return 0;
+		__u32 size = record_size;
+		if (size > ENGINE_RECORD_MAX)
+			size = ENGINE_RECORD_MAX;
+		if (bpf_probe_read_kernel(ev->data, size, ctx))
+			return 0;
+		if (!filters_pass(ev->data))
+			return 0;
+		if (key_parts & KEY_FIELD)
+			field = record_field(ev->data, field_off, field_size, field_signed);
+		if (sum_size)
+			sum = record_field(ev->data, sum_off, sum_size, sum_signed);
+	}
+	if (trace_mode) {
+		emit_event(ctx, ev, probe);
+		return 0;
+	}
+	struct engine_key key = {};
+	fill_key(ctx, &key, probe, field);
+	count_key(&key, sum);
+	return 0;
+}
+
+SEC("perf_event")
+int count_perf(struct bpf_perf_event_data *ctx)
+{
+	if (!task_allowed())
+		return 0;
+	__u32 probe = bpf_get_attach_cookie(ctx);
+	if (trace_mode) {
+		emit_event(ctx, NULL, probe);
+		return 0;
+	}
+	struct engine_key key = {};
+	fill_key(ctx, &key, probe, BPF_CORE_READ(ctx, addr));
+	count_key(&key, 0);
+	return 0;
+}
+
+static __always_inline int count_regs(struct pt_regs *ctx, __u32 probe)
+{
+	if (!task_allowed())
+		return 0;
+	if (trace_mode) {
+		emit_event(ctx, NULL, probe);
+		return 0;
+	}
+	struct engine_key key = {};
+	fill_key(ctx, &key, probe, 0);
+	count_key(&key, 0);
+	return 0;
+}
+
+SEC("uprobe")
+int count_uprobe(struct pt_regs *ctx)
+{
+	return count_regs(ctx, bpf_get_attach_cookie(ctx));
+}
+
+SEC("usdt")
+int count_usdt(struct pt_regs *ctx)
+{
+	return count_regs(ctx, bpf_usdt_cookie(ctx));
+}
+
+SEC("kprobe")
+int count_kprobe(struct pt_regs *ctx)
+{
+	return count_regs(ctx, bpf_get_attach_cookie(ctx));
+}

@@ -1,0 +1,66 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/* The counting engine's records, shared with Python (layouts read from this object's BTF). */
+#ifndef __MEMLENS_ENGINE_H
+#define __MEMLENS_ENGINE_H
+
+/* Which parts of an event make its key: chosen by user space in rodata (key_parts). */
+enum engine_key_part {
+	KEY_TGID = 1 << 0,
+	KEY_TID = 1 << 1,
+	KEY_COMM = 1 << 2,
+	KEY_CGROUP = 1 << 3,
+	KEY_USTACK = 1 << 4,
+	KEY_KSTACK = 1 << 5,
+	KEY_PROBE = 1 << 6,
+	KEY_FIELD = 1 << 7,  /* a tracepoint field, or a perf event's sample address */
+};
+
+#define ENGINE_MAX_FILTERS 4
+#define ENGINE_RECORD_MAX 512 /* bytes of a tracepoint record copied for fields and trace */
+
+enum engine_op {
+	FILT_EQ = 1, FILT_NE = 2, FILT_LT = 3, FILT_LE = 4, FILT_GT = 5, FILT_GE = 6, FILT_AND = 7,
+};
+
+/* Parts not chosen stay zero, so equal choices give equal keys. */
+struct engine_key {
+	__u64 ustack;   /* key in `stacks` (memlens.bpf.h); 0: none (counted in drops) */
+	__u64 kstack;
+	__u64 cgroup;   /* kernfs id of the task's cgroup (v1 memory hierarchy or v2) */
+	__u64 field;
+	__u32 tgid;
+	__u32 tid;
+	__u32 probe;    /* the probe's number: the BPF cookie of its attachment */
+	__u32 pad;
+	char comm[16];
+};
+
+struct engine_value {
+	__u64 count;
+	__u64 sum;      /* of the sum field (tracepoints), else 0 */
+};
+
+/* Sent once when a key is first inserted: user space snapshots the process's memory map
+ * while the process lives (short-lived processes are symbolized this way). */
+struct engine_seen {
+	__u32 tgid;
+	__u32 pad;
+	char comm[16];
+};
+
+/* trace mode: one record per hit, with the tracepoint's raw record. */
+struct engine_event {
+	__u64 ts_ns;
+	__u64 ustack;
+	__u64 kstack;
+	__u32 tgid;
+	__u32 tid;
+	__u32 probe;
+	__u32 cpu;
+	__u32 size;     /* bytes of data[] that hold the record */
+	__u32 pad;
+	char comm[16];
+	__u8 data[ENGINE_RECORD_MAX];
+};
+
+#endif

@@ -1,0 +1,430 @@
+# SPDX-License-Identifier: GPL-2.0-only
+"""The counting engine, user side: one generic BPF object (core/engine.bpf.c) configured
+from a spec — which probes, which key, which filter, which field to sum — then read every
+tick into plain entries.
+
+    eng = Engine(parse_all(["t:syscalls:sys_enter_brk"]), keys=("pid", "comm", "ustack"))
+    eng.start(pid=None, cgroup=None)       # open, configure rodata, load, attach
+    eng.poll(0.05)                         # new keys: snapshot the process's map now
+    entries = eng.collect()                # counts since the last collect, merged by key
+    eng.lost()                             # losses since the last call, as "lost" records
+    eng.close()
+
+Reading: the kernel map is read every tick (TICK_S) without clearing it; the increase since
+the previous read is the count.  A key that has not moved for PRUNE_TICKS ticks is deleted
+with lookup-and-delete, which returns its final value, so nothing counted between the read
+and the delete is lost, and a run with thousands of short-lived processes keeps a small map.
+Stacks referenced only by pruned keys are deleted from the stack store too (an event with
+the same frames stores them again); their frames stay cached here.
+"""
+from __future__ import annotations
+
+import select
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+from memlens.core.probespec import Probe
+from memlens.errors import UsageError
+
+KEY_BITS = {"pid": 1, "tid": 2, "comm": 4, "cgroup": 8, "ustack": 16, "kstack": 32,
+            "probe": 64, "field": 128}
+KEY_NAMES = tuple(KEY_BITS)
+TICK_S = 0.5         # how often the kernel map is read
+PRUNE_TICKS = 2      # a key idle this many reads is deleted from the kernel map
+REPORT_LIMIT = 65536  # distinct report keys kept between reports; beyond: idle ones pruned
+FRAME_CACHE = 20000  # resolved stacks kept
+
+
+@dataclass
+class Entry:
+    """One row of a report: the chosen key parts, and the count (and sum) since the last."""
+    parts: dict[str, Any]
+    count: int
+    sum: int = 0
+
+    def record(self) -> dict[str, Any]:
+        out = dict(self.parts)
+        out["count"] = self.count
+        if self.sum:
+            out["sum"] = self.sum
+        return out
+
+
+class Engine:
+    def __init__(self, probes: list[Probe], *, keys: tuple[str, ...], field: str | None = None,
+                 sum_field: str | None = None, filter: str | None = None,
+                 trace: bool = False, max_keys: int = 10240, max_stacks: int = 10240,
+                 stack_storage: int | None = None):
+        if not probes:
+            raise UsageError("no probe given")
+        bad = [k for k in keys if k not in KEY_BITS]
+        if bad:
+            raise UsageError(f"unknown key {bad[0]!r} (keys: {', '.join(KEY_NAMES)})")
+        self.probes = probes
+        self.keys = tuple(keys)
+        self.field, self.sum_field, self.filter_text = field, sum_field, filter
+        self.trace = trace
+        self.max_keys, self.max_stacks = max_keys, stack_storage or max_stacks
+        self.obj = None
+        self.formats: dict[int, Any] = {}    # probe number -> TracepointFormat
+        self.probe_by_id: dict[int, Probe] = {}
+        self._prev: dict[bytes, tuple[int, int]] = {}
+        self._idle: dict[bytes, int] = {}
+        self._stack_seen: dict[int, int] = {}  # stack hash -> tick last referenced
+        self._tick = 0
+        self._acc: OrderedDict[tuple, list[int]] = OrderedDict()
+        self._pruned_report_keys = 0
+        self._pruned_report_events = 0
+        self._reported_drops: dict[int, int] = {}
+        self._comms: dict[int, bytes] = {}
+        self._cgroup_paths: dict[int, str] = {}
+        self.resolver = None
+        self._check_tracepoint_needs()
+
+    # -- configuration ---------------------------------------------------------------------
+    def _check_tracepoint_needs(self) -> None:
+        tps = [p for p in self.probes if p.kind == "tracepoint"]
+        uses_record = self.field or self.sum_field or self.filter_text or self.trace
+        if not uses_record:
+            return
+        others = [p for p in self.probes if p.kind != "tracepoint"]
+        if (self.sum_field or self.filter_text) and others:
+            raise UsageError(f"a filter or a sum field needs tracepoints; {others[0].text} "
+                             "has no fields")
+        if self.field and others and (tps or self.field != "addr"):
+            raise UsageError(f"--by field: {others[0].text} has no field {self.field!r} "
+                             "(perf events offer 'addr', the sampled address)")
+
+    def _field_layout(self, formats: list, name: str, what: str):
+        """(offset, size, signed) of a field that every matched tracepoint has in the same
+        place: one program reads it for all of them."""
+        layout = None
+        for fmt in formats:
+            f = fmt.field(name)  # UsageError names the fields
+            if f.is_string or f.size not in (1, 2, 4, 8) or f.data_loc:
+                raise UsageError(f"{what} {name!r} of {fmt.category}:{fmt.name} is "
+                                 f"{f.type}: only integer fields of 1-8 bytes can be read")
+            this = (f.offset, f.size, f.signed)
+            if layout is not None and this != layout:
+                raise UsageError(f"{what} {name!r} is not at the same place in every matched "
+                                 "tracepoint: match fewer events")
+            layout = this
+        return layout
+
+    def start(self, *, pid: int | None = None, cgroup: str | None = None,
+              include_self: bool = False) -> None:
+        from memlens.core import kernel, tpformat
+        from memlens.core.loader import BpfObject
+        from memlens.core.stackresolve import StackResolver
+
+        if any(p.kind == "tracepoint" for p in self.probes):
+            kernel.ensure_tracefs()
+        formats = []
+        for i, p in enumerate(self.probes):
+            self.probe_by_id[i] = p
+            if p.kind == "tracepoint":
+                fmt = tpformat.read_format(p.category, p.name)
+                self.formats[i] = fmt
+                formats.append(fmt)
+        obj = self.obj = BpfObject.open("core/engine.bpf.o")
+        kinds = {p.kind for p in self.probes}
+        progs = {"tracepoint": "count_tp", "perf": "count_perf", "uprobe": "count_uprobe",
+                 "usdt": "count_usdt", "kprobe": "count_kprobe"}
+        for kind, prog in progs.items():
+            obj.set_autoload(prog, kind in kinds)
+        ro = obj.rodata
+        parts = 0
+        for k in self.keys:
+            parts |= KEY_BITS[k]
+        if "ustack" in self.keys:
+            parts |= KEY_BITS["pid"]  # user frames are symbolized per process
+        if len(self.probes) > 1 or self.trace:
+            parts |= KEY_BITS["probe"]
+        self._parts = parts
+        ro["key_parts"] = parts
+        ro["announce"] = bool(parts & KEY_BITS["ustack"])
+        ro["trace_mode"] = self.trace
+        if formats and (self.field or self.sum_field or self.filter_text or self.trace):
+            ro["need_record"] = True
+            ro["record_size"] = min(512, max(f.size for f in formats))
+        if self.field and formats:
+            off, size, signed = self._field_layout(formats, self.field, "field")
+            ro["field_off"], ro["field_size"], ro["field_signed"] = off, size, signed
+        if self.sum_field and formats:
+            off, size, signed = self._field_layout(formats, self.sum_field, "sum field")
+            ro["sum_off"], ro["sum_size"], ro["sum_signed"] = off, size, signed
+        if self.filter_text and formats:
+            self._set_filter(ro, formats)
+        if "cgroup" in self.keys:
+            ro["cgroup_v1"] = kernel.cgroup_v1_memory()
+        ro["self_tgid"] = 0 if include_self else __import__("os").getpid()
+        if pid is not None:
+            ro["targ_tgid"] = pid
+        if cgroup:
+            cg_id, v1 = kernel.cgroup_target(cgroup)
+            ro["targ_cgroup_id"], ro["targ_cgroup_v1"] = cg_id, v1
+        obj.set_max_entries("counts", self.max_keys)
+        obj.set_max_entries("stacks", self.max_stacks)
+        if not self.trace:
+            obj.set_max_entries("events", 4096)  # unused: smallest ring (one page)
+        obj.load()
+        self._attach(pid)
+        self.resolver = StackResolver(obj.map("stacks"), max_cache=FRAME_CACHE)
+        self._key_dtype = obj.struct_dtype("engine_key")
+        self._val_dtype = obj.struct_dtype("engine_value")
+        self._seen_dtype = obj.struct_dtype("engine_seen")
+        self._seen_ring = obj.map("seen").ringbuf()
+        self._ep = select.epoll()
+        self._ep.register(obj.map("seen").fd, select.EPOLLIN)
+        if self.trace:
+            self._ep.register(obj.map("events").fd, select.EPOLLIN)
+        self._next_tick = time.monotonic() + TICK_S
+
+    def _set_filter(self, ro, formats) -> None:
+        from memlens.core import tpformat
+
+        terms = tpformat.parse_filter(self.filter_text, formats[0])
+        for fmt in formats[1:]:
+            other = tpformat.parse_filter(self.filter_text, fmt)
+            if [(t.offset, t.size, t.signed) for t in other] != \
+               [(t.offset, t.size, t.signed) for t in terms]:
+                raise UsageError(f"filter {self.filter_text!r}: its fields are not at the same "
+                                 "place in every matched tracepoint: match fewer events")
+        self.filter_terms = terms
+        ro["nfilters"] = len(terms)
+        for name, attr in (("filt_off", "offset"), ("filt_size", "size"),
+                           ("filt_signed", "signed"), ("filt_op", "op"), ("filt_val", "value")):
+            width = 8 if name == "filt_val" else (1 if name == "filt_signed" else 4)
+            raw = b"".join(int(getattr(t, attr)).to_bytes(width, "little") for t in terms)
+            ro[name] = raw
+
+    def _attach(self, pid: int | None) -> None:
+        from memlens.core import perf
+
+        obj = self.obj
+        for i, p in enumerate(self.probes):
+            if p.kind == "tracepoint":
+                obj.attach_tracepoint("count_tp", p.category, p.name, cookie=i)
+            elif p.kind == "perf":
+                for cpu in perf.online_cpus():
+                    fd = perf.open_event_typed(perf.PERF_TYPE_SOFTWARE, p.config, cpu,
+                                               sample_period=p.period, what=p.text)
+                    try:
+                        obj.attach_perf_event("count_perf", fd, cookie=i)
+                    except Exception:
+                        __import__("os").close(fd)
+                        raise
+            elif p.kind == "uprobe":
+                obj.attach_uprobe("count_uprobe", p.binary, p.func, pid=pid or -1, cookie=i)
+            elif p.kind == "usdt":
+                obj.attach_usdt("count_usdt", p.binary, p.provider, p.name, pid=pid or -1,
+                                cookie=i)
+            elif p.kind == "kprobe":
+                obj.attach_kprobe("count_kprobe", p.name, cookie=i)
+
+    # -- reading ---------------------------------------------------------------------------
+    def poll(self, timeout: float) -> list:
+        """Wait up to `timeout` for new keys (or trace events); read the map when a tick is
+        due.  Returns trace events (trace mode), else []."""
+        if timeout > 0:
+            self._ep.poll(timeout)
+        for rec in self._seen_ring.consume_fixed(self._seen_dtype):
+            self._watch(int(rec["tgid"]), bytes(rec["comm"]))
+        events = self._events() if self.trace else []
+        if not self.trace and time.monotonic() >= self._next_tick:
+            self._read_tick()
+        return events
+
+    def _watch(self, pid: int, comm: bytes) -> None:
+        if self._comms.get(pid, comm) != comm:  # exec'd: a new program under this PID
+            self.resolver.forget(pid)
+        self._comms[pid] = comm
+        if len(self._comms) > 4 * REPORT_LIMIT:
+            self._comms.pop(next(iter(self._comms)))
+        self.resolver.watch(pid)
+
+    def _events(self) -> list:
+        ring = self.obj.map("events").ringbuf()
+        dtype = getattr(self, "_event_dtype", None)
+        if dtype is None:
+            dtype = self._event_dtype = self.obj.struct_dtype("engine_event")
+        return list(ring.consume_fixed(dtype))
+
+    def _read_tick(self) -> None:
+        from memlens.core.lazy import np
+
+        self._next_tick = time.monotonic() + TICK_S
+        self._tick += 1
+        counts = self.obj.map("counts")
+        keys, vals = counts.items(self._key_dtype, self._val_dtype)
+        raw = np.ascontiguousarray(keys).view(np.uint8).reshape(len(keys), self._key_dtype.itemsize)
+        stale = []
+        for i in range(len(keys)):
+            kb = raw[i].tobytes()
+            c, s = int(vals[i]["count"]), int(vals[i]["sum"])
+            pc, ps = self._prev.get(kb, (0, 0))
+            if c > pc:
+                self._add(keys[i], c - pc, s - ps)
+                self._prev[kb] = (c, s)
+                self._idle[kb] = 0
+            else:
+                idle = self._idle.get(kb, 0) + 1
+                self._idle[kb] = idle
+                if idle >= PRUNE_TICKS:
+                    stale.append((kb, keys[i]))
+                    continue
+            for part in ("ustack", "kstack"):
+                h = int(keys[i][part])
+                if h:
+                    self._stack_seen[h] = self._tick
+        for kb, key in stale:
+            final = counts.lookup_and_delete(kb)
+            pc, ps = self._prev.pop(kb, (0, 0))
+            self._idle.pop(kb, None)
+            if final is not None:
+                v = np.frombuffer(final[: self._val_dtype.itemsize], self._val_dtype)[0]
+                if int(v["count"]) > pc:
+                    self._add(key, int(v["count"]) - pc, int(v["sum"]) - ps)
+        self._prune_stacks()
+
+    def _prune_stacks(self) -> None:
+        old = [h for h, t in self._stack_seen.items() if self._tick - t >= PRUNE_TICKS + 1]
+        if not old:
+            return
+        stacks = self.obj.map("stacks")
+        for h in old:
+            del self._stack_seen[h]
+            stacks.delete(int(h).to_bytes(8, "little"))
+
+    def _add(self, key, count: int, total: int) -> None:
+        """Fold one kernel key into the report accumulator, by the parts the user chose
+        (a user stack is keyed by process in the kernel, merged here when -P is off)."""
+        pid = int(key["tgid"])
+        parts: list = []
+        for k in self.keys:
+            if k == "pid":
+                parts.append(pid)
+            elif k == "tid":
+                parts.append(int(key["tid"]))
+            elif k == "comm":
+                parts.append(bytes(key["comm"]).split(b"\0", 1)[0])
+            elif k == "cgroup":
+                parts.append(int(key["cgroup"]))
+            elif k == "ustack":
+                h = int(key["ustack"])
+                frames = self.resolver.user_frames(pid, h if h else -1)
+                parts.append(tuple(str(f) for f in frames))
+            elif k == "kstack":
+                h = int(key["kstack"])
+                frames = strip_tracing_frames(self.resolver.kernel_frames(h if h else -1))
+                parts.append(tuple(str(f) for f in frames))
+            elif k == "probe":
+                parts.append(int(key["probe"]))
+            elif k == "field":
+                parts.append(int(key["field"]))
+        tkey = tuple(parts)
+        slot = self._acc.get(tkey)
+        if slot is None:
+            if len(self._acc) >= REPORT_LIMIT:
+                _, (oc, _os) = self._acc.popitem(last=False)  # least recently counted
+                self._pruned_report_keys += 1
+                self._pruned_report_events += oc
+            self._acc[tkey] = [count, total]
+        else:
+            slot[0] += count
+            slot[1] += total
+            self._acc.move_to_end(tkey)
+
+    def collect(self) -> list[Entry]:
+        """Counts since the last collect (the map is read first), largest last."""
+        self._read_tick()
+        out = []
+        for tkey, (count, total) in self._acc.items():
+            parts = dict(zip(self.keys, tkey))
+            self._decode_parts(parts)
+            out.append(Entry(parts, count, total))
+        self._acc.clear()
+        out.sort(key=lambda e: (e.count, str(e.parts)))
+        return out
+
+    def _decode_parts(self, parts: dict[str, Any]) -> None:
+        from memlens.output.table import comm_str
+
+        if "comm" in parts:
+            parts["comm"] = comm_str(parts["comm"])
+        if "probe" in parts:
+            p = self.probe_by_id.get(parts["probe"])
+            parts["probe"] = p.text if p else f"probe#{parts['probe']}"
+        if "ustack" in parts:
+            parts["ustack"] = list(parts["ustack"])
+        if "kstack" in parts:
+            parts["kstack"] = list(parts["kstack"])
+        if "cgroup" in parts:
+            parts["cgroup"] = self.cgroup_path(parts["cgroup"])
+
+    def cgroup_path(self, cg_id: int) -> str:
+        if cg_id not in self._cgroup_paths:
+            from memlens.core import kernel
+
+            self._cgroup_paths[cg_id] = kernel.cgroup_path_of_id(cg_id) or f"cgroup#{cg_id}"
+        return self._cgroup_paths[cg_id]
+
+    def lost(self) -> list[dict]:
+        """Losses since the last call as "lost" records: the kernel's drops, and report keys
+        pruned here when more distinct keys arrived between two reports than REPORT_LIMIT."""
+        from memlens.core.session import DROP_NAMES
+
+        out = []
+        drops = self.obj.map("drops").array_values("<u8")
+        for idx, (what, reason) in DROP_NAMES.items():
+            total = int(drops[idx]) if idx < len(drops) else 0
+            delta = total - self._reported_drops.get(idx, 0)
+            if delta > 0:
+                self._reported_drops[idx] = total
+                if idx == 3 and not ({"ustack", "kstack"} & set(self.keys)):
+                    continue
+                out.append({"type": "lost", "what": what, "reason": reason, "count": delta,
+                            "total": total})
+        if self._pruned_report_keys:
+            out.append({"type": "lost", "what": "report_keys",
+                        "reason": f"more than {REPORT_LIMIT} keys between reports: the least "
+                                  "recently counted were dropped",
+                        "count": self._pruned_report_keys,
+                        "events": self._pruned_report_events})
+            self._pruned_report_keys = self._pruned_report_events = 0
+        return out
+
+    def total_lost(self) -> dict[str, int]:
+        from memlens.core.session import DROP_NAMES
+
+        totals: dict[str, int] = {}
+        for idx, total in self._reported_drops.items():
+            what = DROP_NAMES[idx][0]
+            totals[what] = totals.get(what, 0) + total
+        return totals
+
+    def close(self) -> None:
+        if getattr(self, "_ep", None) is not None:
+            self._ep.close()
+            self._ep = None
+        if self.obj is not None:
+            self.obj.close()
+            self.obj = None
+
+
+# Frames of the tracing machinery itself, on top of kernel stacks taken from a BPF program
+# (one list for every tool): the user wants the stack that reached the event.
+TRACING_FRAME_PREFIXES = ("bpf_", "__bpf_", "__traceiter_", "__probestub_", "trace_call_bpf",
+                          "perf_trace_", "perf_tp_event", "perf_swevent_", "perf_event_",
+                          "___perf_sw_event", "__perf_sw_event", "__perf_event_overflow",
+                          "trace_event_raw_event_", "kprobe_", "uprobe_", "ftrace_")
+
+
+def strip_tracing_frames(frames: list) -> list:
+    out = list(frames)
+    while len(out) > 1 and (getattr(out[0], "symbol", None) or "").startswith(
+            TRACING_FRAME_PREFIXES):
+        out.pop(0)
+    return out

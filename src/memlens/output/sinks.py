@@ -1,0 +1,169 @@
+# SPDX-License-Identifier: GPL-2.0-only
+"""Where a tool's records go, chosen once for every tool from the same options.
+
+Tools produce plain records (dicts with "type": event, report, lost, summary — DESIGN.md
+§3); a sink renders them:
+    text     the tool's own BCC-shaped renderer (a callable per record); losses on stderr
+    --json   every record as one NDJSON line
+    --folded report entries that carry a stack, as `prefix;root;...;leaf COUNT` lines
+    --html F / --pprof F   the whole run's stacks, written at the end (besides the above)
+The same records are what a Prometheus collector reads.
+
+A report entry with a stack has "stack" (frames, leaf first, as printed) and may have
+"comm" and "pid" (the folded prefix); its weight is "count" (or the tool's value key).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from typing import IO, Any
+
+from memlens.errors import UsageError
+from memlens.output.folded import frame_name
+
+Record = dict[str, Any]
+
+
+def add_output_options(parser: argparse.ArgumentParser, *, json: bool = True,
+                       folded: bool = False, html: bool = False, pprof: bool = False) -> None:
+    """The output options, with the same names, letters and types in every tool."""
+    if json:
+        parser.add_argument("--json", action="store_true",
+                            help="NDJSON output: one typed object per line")
+    if folded:
+        parser.add_argument("-f", "--folded", action="store_true",
+                            help="folded stacks `comm;root;...;leaf COUNT` (flamegraph.pl input)")
+    if html:
+        parser.add_argument("--html", metavar="FILE",
+                            help="also write an HTML flame graph of the whole run to FILE")
+    if pprof:
+        parser.add_argument("--pprof", metavar="FILE",
+                            help="also write a pprof profile (gzip protobuf) of the whole run")
+
+
+def check_output_options(args: argparse.Namespace) -> None:
+    if getattr(args, "json", False) and getattr(args, "folded", False):
+        raise UsageError("--json and --folded are exclusive: choose one output format")
+
+
+def folded_entries(record: Record, prefix: Callable[[Record], list[str]] | None = None,
+                   weight: str = "count") -> list[tuple[list[str], list[str], int]]:
+    """(prefix, stack leaf first, weight) of every entry of a report that has a stack."""
+    out = []
+    for e in record.get("entries", ()):
+        if "stack" not in e:
+            continue
+        pre = prefix(e) if prefix else ([e["comm"]] if "comm" in e else [])
+        out.append((pre, [frame_name(f) for f in e["stack"]], int(e.get(weight, 0))))
+    return out
+
+
+class Sink:
+    """Text by default: `render(record)` writes report/event records; losses go to stderr
+    (always shown); summaries are JSON-only unless the tool renders them."""
+
+    def __init__(self, render: Callable[[Record], None] | None = None,
+                 stream: IO[str] | None = None):
+        self.render = render
+        self.stream = stream if stream is not None else sys.stdout
+        self.side: list[_RunStacks] = []
+
+    def emit(self, record: Record) -> None:
+        for side in self.side:
+            side.add(record)
+        kind = record.get("type")
+        if kind == "lost":
+            self.lost(record)
+        elif self.render is not None:
+            self.render(record)
+
+    @staticmethod
+    def lost(rec: Record) -> None:
+        extra = f", {rec['events']} events" if "events" in rec else ""
+        print(f"memlens: lost {rec['count']} {rec['what']} ({rec['reason']}{extra})",
+              file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        for side in self.side:
+            side.write()
+        self.side.clear()
+
+
+class JsonSink(Sink):
+    def __init__(self, stream: IO[str] | None = None):
+        super().__init__(None, stream)
+        from memlens.output.ndjson import JsonWriter
+
+        self.writer = JsonWriter(self.stream)
+
+    def emit(self, record: Record) -> None:
+        for side in self.side:
+            side.add(record)
+        self.writer.emit(record)
+
+
+class FoldedSink(Sink):
+    """One block of folded lines per report; flamegraph.pl (and read_folded) sum repeated
+    stacks, so the concatenation of interval blocks is the whole run."""
+
+    def __init__(self, prefix=None, weight: str = "count", stream: IO[str] | None = None):
+        super().__init__(None, stream)
+        self.prefix, self.weight = prefix, weight
+
+    def emit(self, record: Record) -> None:
+        for side in self.side:
+            side.add(record)
+        if record.get("type") == "lost":
+            self.lost(record)
+        elif record.get("type") == "report":
+            from memlens.output.folded import write_folded
+
+            write_folded(self.stream, folded_entries(record, self.prefix, self.weight))
+
+
+class _RunStacks:
+    """Collects every report's stacks for a file written at the end (--html, --pprof)."""
+
+    def __init__(self, kind: str, path: str, title: str, unit: str, prefix, weight: str):
+        self.kind, self.path, self.title, self.unit = kind, path, title, unit
+        self.prefix, self.weight = prefix, weight
+        self.entries: list[tuple[list[str], list[str], int]] = []
+
+    def add(self, record: Record) -> None:
+        if record.get("type") == "report":
+            self.entries.extend(folded_entries(record, self.prefix, self.weight))
+
+    def write(self) -> None:
+        if self.kind == "html":
+            from memlens.output.flamegraph import write_html
+
+            write_html(self.path, self.entries, title=self.title, count_name=self.unit)
+        else:
+            from memlens.output.pprof import write_profile
+
+            # the comm (and pid) prefix becomes the root frames, as in the flame graph
+            samples = [(list(stack) + list(reversed(pre)), [count])
+                       for pre, stack, count in self.entries if count]
+            write_profile(self.path, [(self.unit, "count")], samples)
+        print(f"memlens: wrote {self.path}", file=sys.stderr, flush=True)
+
+
+def make_sink(args: argparse.Namespace, render: Callable[[Record], None] | None, *,
+              title: str = "", unit: str = "count",
+              prefix: Callable[[Record], list[str]] | None = None,
+              weight: str = "count") -> Sink:
+    """The sink the options ask for, with --html/--pprof files attached."""
+    check_output_options(args)
+    sink: Sink
+    if getattr(args, "json", False):
+        sink = JsonSink()
+    elif getattr(args, "folded", False):
+        sink = FoldedSink(prefix, weight)
+    else:
+        sink = Sink(render)
+    for kind in ("html", "pprof"):
+        path = getattr(args, kind, None)
+        if path:
+            sink.side.append(_RunStacks(kind, path, title, unit, prefix, weight))
+    return sink

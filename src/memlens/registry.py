@@ -1,0 +1,89 @@
+# SPDX-License-Identifier: GPL-2.0-only
+"""Every command, once: `memlens --help`, the command dispatch and `memlens doctor`'s tool
+table are all built from this list.
+
+A tracing tool declares what it needs from the kernel here, each need with its hooks in
+order of preference (core/hooks.py probes them by what the kernel really offers: BTF
+prototypes, tracepoint format files, perf events).  The tool chooses from the same
+declaration (`hooks_of(name, need)`), so doctor cannot say "ready" for a hook the tool
+would refuse.  Tools whose probes are given on the command line (stackcount, funccount,
+trace, count) declare the hook kinds they can attach instead.
+
+Importing this module is cheap: no tool module, no libbpf, no numpy.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from memlens.core.hooks import Hook, PerfSoftware, TpBtf, Tracepoint, Uprobe
+
+
+class Need(NamedTuple):
+    what: str                  # e.g. "OOM victims"
+    hooks: tuple[Hook, ...]    # best first
+
+
+class Tool(NamedTuple):
+    name: str
+    module: str
+    summary: str
+    needs: tuple[Need, ...] = ()
+    kinds: tuple[str, ...] = ()  # hook kinds usable by probes given on the command line
+    bpf: bool = True             # loads BPF programs (doctor checks it)
+    doctor_label: str = ""       # doctor's row name when it differs from `name`
+
+
+ONE_LINER_KINDS = ("tracepoint", "perf_event", "uprobe")
+
+TOOLS: tuple[Tool, ...] = (
+    Tool("check", "memlens.checklist.check",
+         "the memory checklist: OOMs, swap, vmstat, free, top RSS, PSI, cgroups, sar -B",
+         bpf=False),
+    Tool("doctor", "memlens.doctor",
+         "readiness: privileges, BTF, tracefs, hook kinds, which tools run here", bpf=False),
+    Tool("top", "memlens.checklist.top",
+         "live view: memory, paging, PSI and the processes with most RSS/faults", bpf=False),
+    Tool("pmap", "memlens.checklist.pmap",
+         "a process's mappings with RSS, dirty and swap (pmap -x)", bpf=False),
+    Tool("oomkill", "memlens.tools.oomkill", "trace OOM kills: trigger, victim, RSS, cgroup",
+         needs=(Need("OOM victims", (
+             TpBtf("mark_victim", ("struct task_struct *", "uid_t")),
+             Tracepoint("oom", "mark_victim", fields=("pid",)))),)),
+    Tool("memleak", "memlens.tools.memleak",
+         "outstanding allocations by stack (user or kernel)",
+         needs=(Need("user allocations (-p, -c)", (Uprobe(),)),
+                Need("kernel allocations", (
+                    Tracepoint("kmem", "kmalloc", fields=("ptr", "bytes_alloc")),)))),
+    Tool("mmapsnoop", "memlens.tools.mmapsnoop", "trace mmap() calls: prot, flags, size, file",
+         needs=(Need("mmap() calls", (
+             Tracepoint("syscalls", "sys_enter_mmap", fields=("addr", "len", "prot", "flags",
+                                                               "fd", "off")),)),)),
+    Tool("brkstack", "memlens.tools.brkstack", "count brk() heap expansions by user stack",
+         needs=(Need("brk() calls", (Tracepoint("syscalls", "sys_enter_brk"),)),)),
+    Tool("stackcount", "memlens.tools.stackcount",
+         "count events by stack (BCC stackcount): t:, sw:, u:, usdt: probes",
+         kinds=ONE_LINER_KINDS),
+    Tool("funccount", "memlens.tools.funccount",
+         "count events per probe, wildcards (BCC funccount): 't:vmscan:*'",
+         kinds=ONE_LINER_KINDS),
+    Tool("trace", "memlens.tools.trace",
+         "one line per event with its fields, filtered in the kernel (BCC trace)",
+         kinds=ONE_LINER_KINDS),
+    Tool("count", "memlens.tools.count",
+         "count events by chosen keys, top-N per interval (bpftrace @[comm,pid]=count())",
+         kinds=ONE_LINER_KINDS),
+)
+
+# A software event every tool of the page-fault family will use; doctor shows it.
+PAGE_FAULTS = PerfSoftware("page-faults", 2)
+
+
+def find(name: str) -> Tool | None:
+    return next((t for t in TOOLS if t.name == name), None)
+
+
+def hooks_of(name: str, need: int = 0) -> tuple[Hook, ...]:
+    tool = find(name)
+    if tool is None or need >= len(tool.needs):
+        raise KeyError(f"no need #{need} declared for {name}")
+    return tool.needs[need].hooks
