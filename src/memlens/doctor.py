@@ -91,31 +91,38 @@ def _libc_path() -> str:
 
 
 def _tool_rows(hooks: dict[str, tuple[bool, str]]) -> list[dict]:
-    ok = {k: v[0] for k, v in hooks.items()}
-    tp = kernel.tracepoint_exists
+    """One row per need of every tool in the registry: the hook the tool would choose (the
+    same declaration and the same probes the tool uses), and only if that hook's kind also
+    loaded and attached for real above."""
+    from memlens import registry
+    from memlens.core.hooks import survey
+
     rows = []
-
-    def add(tool: str, options: list[tuple[str, bool]]) -> None:
-        chosen = next((name for name, avail in options if avail), None)
+    for tool in registry.TOOLS:
+        if not tool.bpf:
+            rows.append({"tool": tool.name, "ready": True, "hook": "/proc and /sys only (no BPF)"})
+            continue
         if not hooks:  # nothing could be tried: say why instead of "missing"
-            why = "needs root (or CAP_BPF+CAP_PERFMON)"
-        else:
-            why = " / ".join(n for n, _ in options) + " missing"
-        rows.append({"tool": tool, "ready": chosen is not None, "hook": chosen or why})
-
-    add("oomkill", [("tp_btf/mark_victim", ok.get("tp_btf", False)
-                     and kernel.tp_btf_exists("mark_victim")),
-                    ("tracepoint oom:mark_victim", ok.get("tracepoint", False)
-                     and tp("oom", "mark_victim"))])
-    add("memleak (user, -p/-c)", [("uprobes on the allocator", ok.get("uprobe", False))])
-    add("memleak (kernel)", [("tracepoints kmem:kmalloc,kfree,...", ok.get("tracepoint", False)
-                              and tp("kmem", "kmalloc") and tp("kmem", "kfree"))])
-    add("mmapsnoop", [("tracepoints syscalls:sys_enter/exit_mmap", ok.get("tracepoint", False)
-                       and tp("syscalls", "sys_enter_mmap"))])
-    add("brkstack", [("tracepoint syscalls:sys_enter_brk", ok.get("tracepoint", False)
-                      and tp("syscalls", "sys_enter_brk"))])
-    for name in ("check", "pmap", "top"):
-        rows.append({"tool": name, "ready": True, "hook": "/proc and /sys only (no BPF)"})
+            rows.append({"tool": tool.name, "ready": False,
+                         "hook": "needs root (or CAP_BPF+CAP_PERFMON)"})
+            continue
+        for need in tool.needs:
+            label = tool.name if len(tool.needs) == 1 else f"{tool.name} ({need.what})"
+            chosen, why = None, []
+            for hook, available, reason in survey(need.hooks):
+                kind_ok, kind_detail = hooks.get(hook.kind, (True, ""))
+                if available and kind_ok:
+                    chosen = hook
+                    break
+                why.append(f"{hook.label}: {reason if not available else kind_detail}")
+            rows.append({"tool": label, "ready": chosen is not None,
+                         "hook": chosen.label if chosen else "; ".join(why),
+                         "fallbacks": [h.label for h in need.hooks]})
+        if tool.kinds:
+            usable = [k for k in tool.kinds if hooks.get(k, (False, ""))[0]]
+            rows.append({"tool": tool.name, "ready": bool(usable),
+                         "hook": ("probes of kind " + ", ".join(usable)) if usable
+                         else "no usable hook kind (" + ", ".join(tool.kinds) + ")"})
     return rows
 
 
@@ -174,7 +181,7 @@ def print_report(r: Readiness, out=sys.stdout) -> None:
         p(textwrap.fill(text, 78, initial_indent=f"{group}: ", subsequent_indent="  "))
     p("tools:")
     for row in r.tools:
-        p(f"  {row['tool']:<22} {'ready' if row['ready'] else 'NOT READY':<10} {row['hook']}")
+        p(f"  {row['tool']:<24} {'ready' if row['ready'] else 'NOT READY':<10} {row['hook']}")
 
 
 class DoctorCommand:

@@ -51,8 +51,8 @@ TOOLS: tuple[Tool, ...] = (
              Tracepoint("oom", "mark_victim", fields=("pid",)))),)),
     Tool("memleak", "memlens.tools.memleak",
          "outstanding allocations by stack (user or kernel)",
-         needs=(Need("user allocations (-p, -c)", (Uprobe(),)),
-                Need("kernel allocations", (
+         needs=(Need("user", (Uprobe(),)),
+                Need("kernel", (
                     Tracepoint("kmem", "kmalloc", fields=("ptr", "bytes_alloc")),)))),
     Tool("mmapsnoop", "memlens.tools.mmapsnoop", "trace mmap() calls: prot, flags, size, file",
          needs=(Need("mmap() calls", (

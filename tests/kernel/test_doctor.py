@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from pathlib import Path
 
 from tests.conftest import memlens_cmd
 
@@ -39,3 +40,32 @@ def test_main_job_prints_checklist_then_readiness():
     recs = [json.loads(x) for x in r.stdout.splitlines()]
     sections = [x.get("section") for x in recs]
     assert "free" in sections and sections[-1] == "doctor"
+
+
+def test_doctor_rows_come_from_the_registry_and_follow_the_prototype(monkeypatch):
+    """doctor reads the tools' own hook declarations: every BPF tool of the registry has a
+    row, and on a kernel whose mark_victim BTF prototype is the pre-6.8 (int pid), doctor
+    names the tracepoint fallback, as oomkill itself would choose it."""
+    from memlens import doctor, registry
+    from memlens.core import hooks, kernel
+
+    kernel.ensure_tracefs(quiet=True)
+    works = {k: (True, "") for k in ("tracepoint", "tp_btf", "perf_event", "uprobe")}
+    rows = doctor._tool_rows(works)
+    names = {r["tool"].split(" ")[0] for r in rows}
+    assert {t.name for t in registry.TOOLS} <= names
+    oom = next(r for r in rows if r["tool"] == "oomkill")
+    assert oom["hook"].startswith("tp_btf/mark_victim")
+
+    btf_dir = Path(__file__).resolve().parents[1] / "unit" / "data" / "btf"
+    monkeypatch.setattr(hooks, "VMLINUX_BTF", str(btf_dir / "mark_victim_pre68.btf"))
+    hooks.clear_cache()
+    try:
+        oom = next(r for r in doctor._tool_rows(works) if r["tool"] == "oomkill")
+        assert oom["ready"] and oom["hook"] == "tracepoint oom:mark_victim", oom
+        # a hook kind that fails to load for real is not "ready" even if declared
+        broken = {**works, "tracepoint": (False, "refused")}
+        oom = next(r for r in doctor._tool_rows(broken) if r["tool"] == "oomkill")
+        assert not oom["ready"] and "BTF prototype" in oom["hook"] and "refused" in oom["hook"]
+    finally:
+        hooks.clear_cache()
