@@ -150,6 +150,7 @@ static __always_inline void count_key(struct engine_key *key, __u64 sum)
 	struct engine_seen *s = reserve_or_count(&seen, sizeof(*s));
 	if (!s)
 		return; /* counted; the stack still resolves if the process lives */
+	s->ustack = key->ustack;
 	s->tgid = key->tgid;
 	s->pad = 0;
 	__builtin_memcpy(s->comm, key->comm, sizeof(s->comm));

@@ -43,6 +43,7 @@ struct engine_value {
 /* Sent once when a key is first inserted: user space snapshots the process's memory map
  * while the process lives (short-lived processes are symbolized this way). */
 struct engine_seen {
+	__u64 ustack;   /* resolved at once: after an exec the same PID maps other files */
 	__u32 tgid;
 	__u32 pad;
 	char comm[16];

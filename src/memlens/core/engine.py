@@ -231,19 +231,23 @@ class Engine:
         if timeout > 0:
             self._ep.poll(timeout)
         for rec in self._seen_ring.consume_fixed(self._seen_dtype):
-            self._watch(int(rec["tgid"]), bytes(rec["comm"]))
+            self._watch(int(rec["tgid"]), bytes(rec["comm"]), int(rec["ustack"]))
         events = self._events() if self.trace else []
         if not self.trace and time.monotonic() >= self._next_tick:
             self._read_tick()
         return events
 
-    def _watch(self, pid: int, comm: bytes) -> None:
+    def _watch(self, pid: int, comm: bytes, ustack: int) -> None:
+        """A new key: read the process's map and resolve its stack now, while it lives and
+        before an exec replaces its program (the frames are cached for the report)."""
         if self._comms.get(pid, comm) != comm:  # exec'd: a new program under this PID
-            self.resolver.forget(pid)
+            self.resolver.forget(pid, keep_frames=True)
         self._comms[pid] = comm
         if len(self._comms) > 4 * REPORT_LIMIT:
             self._comms.pop(next(iter(self._comms)))
         self.resolver.watch(pid)
+        if ustack:
+            self.resolver.user_frames(pid, ustack)
 
     def _events(self) -> list:
         ring = self.obj.map("events").ringbuf()

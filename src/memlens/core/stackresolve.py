@@ -67,12 +67,15 @@ class StackResolver:
                 self._gone.clear()
             self._gone.add(pid)
 
-    def forget(self, pid: int) -> None:
+    def forget(self, pid: int, keep_frames: bool = False) -> None:
         """Drop what is known of `pid` (after an exec: a new program under the same PID);
-        the next watch() takes a fresh snapshot."""
+        the next watch() takes a fresh snapshot.  keep_frames: stacks already resolved
+        stay (they were resolved against the program that made them)."""
         self._procs.pop(pid, None)
         self._gone.discard(pid)
         self._refreshed.discard(pid)
+        if keep_frames:
+            return
         for key in [k for k in self._cache if k[0] == pid and k[2]]:
             del self._cache[key]
 
