@@ -20,6 +20,10 @@
 char LICENSE[] SEC("license") = "GPL";
 
 const volatile __u32 key_parts = 0;        /* enum engine_key_part */
+/* Several probes: each attachment's BPF cookie says which (kernel >= 5.15).  One probe
+ * needs none, and with this false the verifier never sees the helper call, so a single
+ * probe still loads on kernels without cookies. */
+const volatile bool use_cookie = false;
 const volatile bool cgroup_v1 = false;     /* cgroup key: v1 memory hierarchy, else v2 */
 const volatile bool announce = false;      /* send engine_seen for each new key */
 const volatile bool trace_mode = false;    /* stream engine_event per hit, no counting */
@@ -212,7 +216,7 @@ int count_tp(void *ctx)
 {
 	if (!task_allowed())
 		return 0;
-	__u32 probe = bpf_get_attach_cookie(ctx);
+	__u32 probe = use_cookie ? bpf_get_attach_cookie(ctx) : 0;
 	struct engine_event *ev = NULL;
 	__u64 field = 0, sum = 0;
 	if (need_record) {
@@ -247,7 +251,7 @@ int count_perf(struct bpf_perf_event_data *ctx)
 {
 	if (!task_allowed())
 		return 0;
-	__u32 probe = bpf_get_attach_cookie(ctx);
+	__u32 probe = use_cookie ? bpf_get_attach_cookie(ctx) : 0;
 	if (trace_mode) {
 		emit_event(ctx, NULL, probe);
 		return 0;
@@ -275,7 +279,7 @@ static __always_inline int count_regs(struct pt_regs *ctx, __u32 probe)
 SEC("uprobe")
 int count_uprobe(struct pt_regs *ctx)
 {
-	return count_regs(ctx, bpf_get_attach_cookie(ctx));
+	return count_regs(ctx, use_cookie ? bpf_get_attach_cookie(ctx) : 0);
 }
 
 SEC("usdt")
@@ -287,5 +291,5 @@ int count_usdt(struct pt_regs *ctx)
 SEC("kprobe")
 int count_kprobe(struct pt_regs *ctx)
 {
-	return count_regs(ctx, bpf_get_attach_cookie(ctx));
+	return count_regs(ctx, use_cookie ? bpf_get_attach_cookie(ctx) : 0);
 }

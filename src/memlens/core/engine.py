@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from memlens.core.probespec import Probe
-from memlens.errors import UsageError
+from memlens.errors import KernelLacks, UsageError
 
 KEY_BITS = {"pid": 1, "tid": 2, "comm": 4, "cgroup": 8, "ustack": 16, "kstack": 32,
             "probe": 64, "field": 128}
@@ -144,6 +144,12 @@ class Engine:
             parts |= KEY_BITS["probe"]
         self._parts = parts
         ro["key_parts"] = parts
+        if len(self.probes) > 1:
+            if not kernel.has_attach_cookie():
+                raise KernelLacks("this kernel has no BPF cookies (bpf_get_attach_cookie, "
+                                  f"5.15+) to tell {len(self.probes)} probes apart: give one "
+                                  "probe at a time")
+            ro["use_cookie"] = True
         ro["announce"] = bool(parts & KEY_BITS["ustack"])
         ro["trace_mode"] = self.trace
         if formats and (self.field or self.sum_field or self.filter_text or self.trace):

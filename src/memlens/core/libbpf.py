@@ -18,6 +18,8 @@ import os
 import sys
 import threading
 
+from memlens.errors import MemlensError
+
 _lib: C.CDLL | None = None
 _libc = C.CDLL(None, use_errno=True)
 _logs: list[tuple[int, str]] = []
@@ -37,8 +39,9 @@ BPF_MAP_TYPE_NAMES = {1: "hash", 2: "array", 5: "percpu_hash", 6: "percpu_array"
                       7: "stack_trace", 9: "lru_hash", 10: "lru_percpu_hash", 27: "ringbuf"}
 
 
-class LibbpfUnavailable(OSError):
-    pass
+class LibbpfUnavailable(MemlensError, OSError):
+    """libbpf.so.1 cannot be loaded: an install problem (exit 1, the message says what to
+    install).  Also an OSError for callers that only ask "can libbpf be used?"."""
 
 
 class UprobeOpts(C.Structure):
