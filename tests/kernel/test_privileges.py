@@ -23,7 +23,11 @@ def _need_setpriv():
 
 
 @pytest.mark.parametrize("args", [["oomkill", "-d", "0.1"], ["brkstack", "-d", "0.1"],
-                                  ["mmapsnoop", "-d", "0.1"], ["memleak", "-p", "1"]])
+                                  ["mmapsnoop", "-d", "0.1"], ["memleak", "-p", "1"],
+                                  ["funccount", "t:syscalls:sys_enter_brk", "-d", "0.1"],
+                                  ["stackcount", "sw:page-faults", "-d", "0.1"],
+                                  ["count", "t:kmem:kmalloc", "-d", "0.1"],
+                                  ["trace", "t:oom:mark_victim", "-d", "0.1"]])
 def test_tracing_tools_exit_3_without_privileges(args):
     r = subprocess.run(NOBODY + memlens_cmd(*args), capture_output=True, text=True, timeout=30)
     assert r.returncode == 3, r.stderr

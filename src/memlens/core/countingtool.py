@@ -196,10 +196,23 @@ class CountingCommand:
         from memlens.output.sinks import check_output_options, make_sink
 
         check_output_options(args)
+        specs = list(self.spec.probes) or list(args.probes)
+        prepare_tracing(self.name, specs)
         prefetch_numpy()  # overlaps the BPF load (core/lazy.py)
         tool = self.make_tool(args)
         sink = make_sink(args, self.renderer(args), title=self.spec.what, unit=self.spec.unit)
         return run_cli(tool, args, sink)
+
+
+def prepare_tracing(name: str, specs: list[str]) -> None:
+    """Before probe specs are resolved: not permitted is exit 3 (not a tracefs error), and
+    tracefs is mounted (and said so, once) when a tracepoint is asked for."""
+    from memlens.core import kernel
+    from memlens.core.privileges import require_tracing_privileges
+
+    require_tracing_privileges(name)
+    if any(s.split(":", 1)[0] in ("t", "tracepoint") for s in specs):
+        kernel.ensure_tracefs()
 
 
 def render_stacks(rec: dict, interval: bool, what: str = "events") -> None:

@@ -182,6 +182,9 @@ class TraceCommand:
 
         if args.filter is not None and not args.filter.strip():
             raise UsageError("empty filter")
+        from memlens.core.countingtool import prepare_tracing
+
+        prepare_tracing("trace", [args.probe])
         prefetch_numpy()
         tool = TraceTool(args)
         return run_cli(tool, args, make_sink(args, TextRenderer(args)))
