@@ -226,6 +226,32 @@ class TestMemleakOutputs:
         assert all(k.startswith("leaker;") for k in folded)
 
 
+    def test_count_ends_the_run_files_hold_the_state_at_exit(self, leaker, tmp_path):
+        """`interval count`: the run ends after the count-th report (no extra final
+        report), and --html is still written, from the state at exit."""
+        html = tmp_path / "leaks.html"
+        tgt = subprocess.Popen([leaker], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        try:
+            assert tgt.stdout.readline().startswith(b"ready")
+            ml = subprocess.Popen(memlens_cmd("memleak", "-p", str(tgt.pid), "-o", "0", "-T",
+                                              "1000", "--html", str(html), "1", "2"),
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            assert ml.stderr.readline().startswith("Tracing")
+            tgt.stdin.write(b"x")
+            tgt.stdin.flush()
+            out, err = ml.communicate(timeout=60)
+        finally:
+            tgt.stdin.close()
+            tgt.wait(timeout=10)
+        assert ml.returncode == 0, err
+        totals = [int(t) for t in re.findall(r"total: (\d+) bytes", out)]
+        assert len(totals) == 2 and totals[-1] == len(C_LEAKERS) * LEAKS * SIZE, out
+        assert err == f"memlens: wrote {html}\n"
+        data = re.search(r'<script type="application/json"[^>]*>(.*?)</script>',
+                         html.read_text(), re.DOTALL).group(1)
+        assert json.loads(data)["root"]["v"] == totals[-1]
+
+
 class TestMemleakKernel:
     SOCKS = (
         "import socket, sys\n"
@@ -291,6 +317,30 @@ class TestMemleakCleanup:
             if os.path.exists(path):
                 with open(path) as f:
                     assert "libc" not in f.read()
+
+
+    def test_sigint_ends_promptly_with_the_final_report(self, leaker):
+        """No signal handler of memleak's own: the CLI's turns SIGINT into the runner's stop
+        event, seen within its poll period; what remains is the final report and the
+        detach (~0.1 s per uprobe link)."""
+        tgt = subprocess.Popen([leaker], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        try:
+            assert tgt.stdout.readline().startswith(b"ready")
+            ml = subprocess.Popen(memlens_cmd("memleak", "-p", str(tgt.pid), "--json"),
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            assert ml.stderr.readline().startswith(b"Tracing")
+            t0 = time.monotonic()
+            ml.send_signal(signal.SIGINT)
+            out, err = ml.communicate(timeout=60)
+            took = time.monotonic() - t0
+        finally:
+            tgt.stdin.close()
+            tgt.wait(timeout=10)
+        assert ml.returncode == 0, err
+        recs = [json.loads(line) for line in out.decode().splitlines()]
+        assert [(r["type"], r.get("final")) for r in recs] == [("report", True),
+                                                               ("summary", None)]
+        assert took < 5, took
 
 
 class TestMemleakBadInput:

@@ -11,7 +11,14 @@ import pytest
 
 from memlens.core.stacks import Frame
 from memlens.tools.memleak.probes import ElfFunctions, entry_skip, plan_probes
-from memlens.tools.memleak.report import Report, StackTotal, group, print_text, sort_stacks
+from memlens.tools.memleak.report import (
+    Report,
+    StackTotal,
+    group,
+    json_record,
+    render_text,
+    sort_stacks,
+)
 
 LIBC = "/lib/x86_64-linux-gnu/libc.so.6"
 
@@ -90,7 +97,7 @@ class TestReport:
         s = StackTotal(1, 0, 94277, 23, frames=[Frame(0, "malloc", 0, "libc.so.6"),
                                                  Frame(0x1490, "leak_malloc", 0x20, "leaker")])
         out = io.StringIO()
-        print_text(Report(0.0, [s]), 10, 1, out)
+        render_text(json_record(Report(0.0, [s]), 10, 1, "user", 1), out)
         lines = out.getvalue().splitlines()
         assert lines[0].endswith("Top 1 stacks with outstanding allocations:")
         assert lines[1:4] == ["\t94277 bytes in 23 allocations from stack",
@@ -99,5 +106,58 @@ class TestReport:
 
     def test_sampling_is_announced(self):
         out = io.StringIO()
-        print_text(Report(0.0, []), 10, 23, out)
+        render_text(json_record(Report(0.0, []), 10, 23, "user", 1), out)
         assert "scaled by 23" in out.getvalue()
+
+    def test_blocks_from_the_record(self):
+        blocks = np.zeros(2, [("addr", "<u8"), ("size", "<u8"), ("age", "<i8")])
+        blocks["addr"], blocks["size"] = [0x1000, 0x2000], [16, 32]
+        out = io.StringIO()
+        render_text(json_record(Report(0.0, [], blocks), 10, 1, "user", 1), out)
+        assert out.getvalue().splitlines()[1:3] == ["\taddr = 1000 size = 16",
+                                                    "\taddr = 2000 size = 32"]
+
+
+class TestOutputs:
+    """The output flags are every tool's (output/sinks.py); the sink renders memleak's
+    records; --folded/--html/--pprof are written at the sink's close from the snapshot."""
+
+    @staticmethod
+    def parse(*argv):
+        from memlens.cli import build_parser
+        from memlens.tools.memleak import COMMAND
+
+        return build_parser("memleak", COMMAND).parse_args(list(argv))
+
+    def test_json_folded_exclusive_with_the_shared_message(self):
+        from memlens.errors import UsageError
+        from memlens.output.sinks import check_output_options
+        from memlens.tools.memleak import COMMAND
+
+        args = self.parse("-p", "1", "--json", "-f")
+        with pytest.raises(UsageError) as shared:
+            check_output_options(args)
+        with pytest.raises(UsageError) as ours:
+            COMMAND.validate(args)
+        assert str(ours.value) == str(shared.value)
+
+    def test_sinks(self, tmp_path):
+        from memlens.output.sinks import JsonSink
+        from memlens.tools.memleak import MemleakTool, _FinalFiles, _Snapshot, make_memleak_sink
+
+        args = self.parse("-p", "1", "--json")
+        assert isinstance(make_memleak_sink(args, MemleakTool(args)), JsonSink)
+        html = tmp_path / "x.html"
+        args = self.parse("-p", "1", "--folded", "--html", str(html))
+        tool = MemleakTool(args)
+        sink = make_memleak_sink(args, tool)
+        assert sink.render is None  # folded: no text report on stdout
+        files = sink.side[0]
+        assert isinstance(files, _FinalFiles) and len(sink.side) == 1
+        files.write()  # no snapshot (the run failed before its final report): no file
+        assert not html.exists()
+        out = io.StringIO()
+        args.html = None
+        tool.snapshot = _Snapshot([(["leaker"], ["malloc", "leak", "main"], 4099)], "t", None)
+        _FinalFiles(args, tool, out).write()
+        assert out.getvalue() == "leaker;main;leak;malloc 4099\n"

@@ -17,20 +17,21 @@ import shlex
 import shutil
 import signal
 import sys
+import threading
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from memlens.core.session import (
-    Session,
+    DROP_NAMES,
     add_common_options,
     configure_filters,
     pid_arg,
     positive_int,
-    report_lost,
 )
 from memlens.errors import KernelLacks, UsageError
+from memlens.output.sinks import JsonSink, Sink, add_output_options, check_output_options
 
 from .probes import KIND_NAMES, plan_probes
 
@@ -60,6 +61,8 @@ output:
   The first frame of a user stack is the allocator called; the next is its direct caller
   (found at the allocator's return, so it is there even without frame pointers).  With
   -s N the figures are scaled by N and the report says so.  Losses are always counted.
+  -f/--folded, --html and --pprof hold the state at exit: every stack (not -T's top N),
+  by outstanding bytes (pprof: alloc_objects/alloc_space/inuse_objects/inuse_space).
 """
 
 ML_COUNTERS = ["recorded", "freed", "missed_frees", "nested", "sampled_out", "failed"]
@@ -124,16 +127,13 @@ class MemleakCommand:
                             metavar="N", help="stack map entries (default 10240)")
         parser.add_argument("--max-allocs", type=positive_int, default=1000000, metavar="N",
                             help="outstanding blocks tracked at most (default 1000000)")
-        parser.add_argument("--folded", action="store_true",
-                            help="at the end, print folded stacks weighted by outstanding bytes")
-        parser.add_argument("--pprof", metavar="FILE",
-                            help="at the end, write a gzip pprof heap profile to FILE")
-        parser.add_argument("--html", metavar="FILE",
-                            help="at the end, write a self-contained HTML flame graph to FILE")
         parser.add_argument("--probe-at-entry", action="store_true",
                             help="put every uprobe on the function's first byte (as other tools "
                                  "do), even where a later one avoids single-stepping")
-        add_common_options(parser, pid=False, cgroup=True)
+        add_common_options(parser, pid=False, cgroup=True, json=False)
+        # the same output flags as every tool; memleak's folded, HTML and pprof output is the
+        # state at exit, by outstanding bytes (_FinalFiles)
+        add_output_options(parser, folded=True, html=True, pprof=True)
         parser.add_argument("interval", nargs="?", type=positive_int, default=None,
                             help="seconds between reports (default 5 for text/JSON; with "
                                  "--folded/--pprof/--html only the final one)")
@@ -142,11 +142,14 @@ class MemleakCommand:
 
     # ------------------------------------------------------------------------------------
     def run(self, args: argparse.Namespace) -> int:
-        from memlens.core.privileges import require_tracing_privileges
+        from memlens.core.runner import run_cli
 
         self.validate(args)
-        require_tracing_privileges("memleak")
-        return _Run(args).main()
+        # the runner takes its period from args.interval: 5 s unless only files are asked for
+        if args.interval is None and not (args.folded or args.pprof or args.html):
+            args.interval = 5.0
+        tool = MemleakTool(args)
+        return run_cli(tool, args, make_memleak_sink(args, tool))
 
     @staticmethod
     def validate(args: argparse.Namespace) -> None:
@@ -154,8 +157,7 @@ class MemleakCommand:
             raise UsageError("-c needs a command")
         if args.max_size is not None and args.max_size < args.min_size:
             raise UsageError(f"-Z {args.max_size} is below -z {args.min_size}")
-        if args.folded and args.json:
-            raise UsageError("--folded and --json both write stdout: choose one")
+        check_output_options(args)
         if args.kernel and args.command:
             raise UsageError("--kernel traces kernel allocations: use -p, not -c")
         user = not args.kernel and (args.pid is not None or args.command is not None)
@@ -196,8 +198,6 @@ class _Child:
     PTRACE_O_TRACEEXIT, PTRACE_EVENT_EXIT, PTRACE_EVENT_STOP = 0x40, 6, 128
 
     def __init__(self, argv: list[str], on_exit, stdout_to_stderr: bool = False):
-        import threading
-
         self.argv = argv
         self.on_exit = on_exit
         r, w = os.pipe()
@@ -257,16 +257,24 @@ class _Child:
                 libc.ptrace(self.PTRACE_CONT, self.pid, None, ctypes.c_void_p(sig))
         self._done.set()
 
+    def held(self) -> bool:
+        """Still waiting on the pipe for release()."""
+        return self._w >= 0
+
     def release(self) -> None:
         os.write(self._w, b"x")
         os.close(self._w)
         self._w = -1
 
-    def abandon(self) -> None:
-        if self._w >= 0:
-            os.close(self._w)  # EOF: the child exits without running the command
+    def end(self) -> None:
+        """At the end of the run, whatever happened: a child never released exits without
+        running the command (EOF on its pipe); a running command is stopped."""
+        if self.held():
+            os.close(self._w)
             self._w = -1
-        self._done.wait(10)
+            self._done.wait(10)
+        else:
+            self.stop()
 
     def exited(self) -> bool:
         return self._done.is_set()
@@ -301,72 +309,141 @@ PERCPU_TPS = [("ml_percpu_alloc", "percpu", "percpu_alloc_percpu", True),
               ("ml_percpu_free", "percpu", "percpu_free_percpu", True)]
 
 
-class _Run:
+class MemleakTool:
+    """memleak on the runner (core/runner.py): start() plans and attaches the probes (and
+    forks -c's command), poll() keeps the target's symbols fresh, report() reads the maps
+    into a "report" record, summary() says what was probed and lost.  It prints nothing:
+    text, --json and the final files are the sink's (make_memleak_sink)."""
+
+    name = "memleak"
+
     def __init__(self, args: argparse.Namespace):
         self.args = args
         self.user = not args.kernel and (args.pid is not None or args.command is not None)
         self.mode = "user" if self.user else "kernel"
         self.pid: int | None = args.pid
+        self.what = ""
+        self.obj = None
         self.child: _Child | None = None
-        self.writer = None
+        self.plan = None
+        self.multi = False
         self.sym = None            # ProcessSymbolizer of the target (user mode)
         self.sym_time = 0.0
-        import threading
-
         self.sym_lock = threading.Lock()
         self.frames_cache: dict[int, list] = {}
-        self.resolver = None
-        self.plan = None
         self.target_ended = False
         self.comm = ""
-        self._lost_totals: dict[str, int] = {}
-        self._counter_seen: dict[str, int] = {}
+        self.start_ns = 0
+        # --folded/--html/--pprof: the final state, computed while the maps are open and
+        # written by the sink at its close (_FinalFiles)
+        self.files = bool(args.folded or args.html or args.pprof)
+        self.snapshot: _Snapshot | None = None
+        self._drops_seen: dict[int, int] = {}
+        self._missed_frees_seen = 0
 
-    # -- setup ----------------------------------------------------------------------------
-    def main(self) -> int:
+    # -- runner protocol ------------------------------------------------------------------
+    def start(self) -> None:
         from memlens.core import kernel
+        from memlens.core.privileges import require_tracing_privileges
 
-        args = self.args
-        if args.json:
-            from memlens.output.ndjson import JsonWriter
-
-            self.writer = JsonWriter(sys.stdout)
+        require_tracing_privileges("memleak")
         kernel.ensure_tracefs()
         if self.user:
-            if args.command is not None:
-                argv = shlex.split(args.command)
-                binary = shutil.which(argv[0]) if argv else None
-                if not binary:
-                    raise UsageError(f"-c: command not found: {argv[0] if argv else ''!r}")
-                from .probes import command_libraries
-
-                mapped = command_libraries(binary)
-                desc = f"command {argv[0]!r}"
-            else:
-                from .probes import process_maps_paths
-
-                mapped = process_maps_paths(self.pid)  # type: ignore[arg-type]
-                desc = f"PID {self.pid}"
-            self.plan = plan_probes(mapped, args.obj, args.symbols_prefix, desc,
-                                    skip_entry=not args.probe_at_entry)
-            if args.command is not None:
-                # our stdout is data when it is JSON or folded: the command writes to stderr
-                self.child = _Child(argv, on_exit=self.snapshot_at_exit,
-                                    stdout_to_stderr=bool(args.json or args.folded))
-                self.pid = self.child.pid
-                self.comm = os.path.basename(argv[0])[:15]
-            else:
-                self.comm = _read_comm(self.pid)
+            self.plan_user()
         else:
             self.check_kernel_hooks()
+        self.load_and_attach()
+        self.what = self.banner_text()
+        self.start_ns = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+
+    def poll(self, timeout: float) -> list[dict]:
+        if self.child is not None and self.child.held():
+            # the first poll comes right after the banner: the command (whose stdout is our
+            # stderr with --json/--folded) cannot print before it
+            self.child.release()
+        self.refresh_symbols()
+        # nothing to drain (the maps are read per report): the runner bounds the wait, so a
+        # stop is seen within POLL_S
+        time.sleep(timeout)
+        return []
+
+    @property
+    def finished(self) -> bool:
+        """-c's command or -p's process has ended: nothing more can be allocated or freed."""
+        if not self.target_ended:
+            if self.child is not None:
+                self.target_ended = self.child.exited()
+            elif self.user and self.pid is not None:
+                self.target_ended = not _alive(self.pid)
+        return self.target_ended
+
+    def report(self, final: bool) -> list[dict]:
+        from . import report as R
+
+        rep = self.collect(final)
+        out = []
+        if not self.args.folded:  # folded output is the final state only (_FinalFiles)
+            out.append(R.json_record(rep, self.args.top, self.args.sample_rate, self.mode,
+                                     self.pid))
+        if final and self.files:
+            self.snapshot = self.take_snapshot(rep)
+        return out + self.lost_records(rep)
+
+    def summary(self) -> list[dict]:
+        out = []
+        if self.files and self.snapshot is None:
+            # the last of `count` reports was an interval one (the runner takes no final
+            # report then): the files still get the state at exit
+            rep = self.collect(final=True)
+            self.snapshot = self.take_snapshot(rep)
+            out = self.lost_records(rep)
+        _, counters = self.losses()
+        rec: dict[str, Any] = {"type": "summary", "mode": self.mode, "pid": self.pid,
+                               "lost": self.total_drops(), "counters": counters}
+        if self.plan is not None:
+            rec["probes"] = [{"binary": p.binary, "symbol": p.symbol, "names": p.names,
+                              "entry_skip": p.skip, "retprobe": p.retprobe}
+                             for p in self.plan.probes]
+        if self.child is not None and self.child.status is not None:
+            rec["command_status"] = os.waitstatus_to_exitcode(self.child.status)
+        return [*out, rec]
+
+    def close(self) -> None:
         try:
-            return self.trace()
+            if self.obj is not None:
+                self.obj.close()  # detach before stopping -c's command: its teardown is not traced
+                self.obj = None
         finally:
             if self.child is not None:
-                if self.child._w >= 0:
-                    self.child.abandon()
-                else:
-                    self.child.stop()
+                self.child.end()
+
+    # -- setup ----------------------------------------------------------------------------
+    def plan_user(self) -> None:
+        args = self.args
+        if args.command is not None:
+            argv = shlex.split(args.command)
+            binary = shutil.which(argv[0]) if argv else None
+            if not binary:
+                raise UsageError(f"-c: command not found: {argv[0] if argv else ''!r}")
+            from .probes import command_libraries
+
+            mapped = command_libraries(binary)
+            desc = f"command {argv[0]!r}"
+        else:
+            from .probes import process_maps_paths
+
+            mapped = process_maps_paths(self.pid)  # type: ignore[arg-type]
+            desc = f"PID {self.pid}"
+        self.plan = plan_probes(mapped, args.obj, args.symbols_prefix, desc,
+                                skip_entry=not args.probe_at_entry)
+        if args.command is not None:
+            # our stdout is data when it is JSON or folded: the command writes to stderr
+            self.child = _Child(argv, on_exit=self.snapshot_at_exit,
+                                stdout_to_stderr=bool(args.json or args.folded))
+            self.pid = self.child.pid
+            self.comm = os.path.basename(argv[0])[:15]
+        else:
+            self.comm = _read_comm(self.pid)
 
     def check_kernel_hooks(self) -> None:
         from memlens.core import kernel
@@ -377,57 +454,42 @@ class _Run:
             raise KernelLacks(f"memleak kernel mode needs the tracepoints {', '.join(missing)} "
                               "(not in this kernel's tracefs events)")
 
-    def trace(self) -> int:
+    def load_and_attach(self) -> None:
         from memlens.core import kernel
         from memlens.core.loader import BpfObject
 
         args = self.args
-        with BpfObject.open("tools/memleak/memleak.bpf.o") as obj:
-            self.obj = obj
-            ro = obj.rodata
-            ro["min_size"] = args.min_size
-            ro["max_size"] = args.max_size if args.max_size is not None else (1 << 64) - 1
-            ro["sample_rate"] = args.sample_rate
-            ro["track_stats"] = bool(args.combined_only or args.pprof)
-            ro["need_exec"] = self.child is not None
-            ro["user_mode"] = self.user
-            configure_filters(obj, args, pid=self.pid)  # -p/-c child, --cgroup, not us
-            obj.set_max_entries("allocs", args.max_allocs)
-            obj.set_max_entries("stacks", args.stack_storage_size)
-            obj.set_max_entries("stats", args.stack_storage_size)
-            kernel_tps = [] if self.user else (PERCPU_TPS if args.percpu else KMEM_TPS)
-            kernel_tps = [t for t in kernel_tps if kernel.tracepoint_exists(t[1], t[2])]
-            wanted = set(USER_PROGS) if self.user else {t[0] for t in kernel_tps}
+        self.obj = obj = BpfObject.open("tools/memleak/memleak.bpf.o")
+        ro = obj.rodata
+        ro["min_size"] = args.min_size
+        ro["max_size"] = args.max_size if args.max_size is not None else (1 << 64) - 1
+        ro["sample_rate"] = args.sample_rate
+        ro["track_stats"] = bool(args.combined_only or args.pprof)
+        ro["need_exec"] = self.child is not None
+        ro["user_mode"] = self.user
+        configure_filters(obj, args, pid=self.pid)  # -p/-c child, --cgroup, not us
+        obj.set_max_entries("allocs", args.max_allocs)
+        obj.set_max_entries("stacks", args.stack_storage_size)
+        obj.set_max_entries("stats", args.stack_storage_size)
+        kernel_tps = [] if self.user else (PERCPU_TPS if args.percpu else KMEM_TPS)
+        kernel_tps = [t for t in kernel_tps if kernel.tracepoint_exists(t[1], t[2])]
+        wanted = set(USER_PROGS) if self.user else {t[0] for t in kernel_tps}
+        for prog in obj.programs():
+            obj.set_autoload(prog, prog in wanted)
+        self.multi = self.user and uprobe_multi_supported()
+        if self.multi:
             for prog in obj.programs():
-                obj.set_autoload(prog, prog in wanted)
-            self.multi = self.user and uprobe_multi_supported()
-            if self.multi:
-                for prog in obj.programs():
-                    if obj.section(prog).startswith(("uprobe", "uretprobe")):
-                        obj.set_expected_attach_type(prog, BPF_TRACE_UPROBE_MULTI)
-            obj.load()
-            if self.user:
-                self.attach_user(obj)
-            else:
-                for prog, cat, name, _ in kernel_tps:
-                    obj.attach_tracepoint(prog, cat, name)
-            self.info_dtype = obj.struct_dtype("alloc_info")
-            self.key_dtype = obj.struct_dtype("stack_key")
-            self.stats_dtype = obj.struct_dtype("stack_stats")
-            self.session = Session(duration=args.duration, interval=self.interval(),
-                                   count=args.count)
-            self.session.banner(self.banner_text())
-            if self.child is not None:
-                self.child.release()
-            self.loop()
-        return 0
-
-    def interval(self) -> float | None:
-        if self.args.interval:
-            return float(self.args.interval)
-        if self.args.folded or self.args.pprof or self.args.html:
-            return None
-        return 5.0
+                if obj.section(prog).startswith(("uprobe", "uretprobe")):
+                    obj.set_expected_attach_type(prog, BPF_TRACE_UPROBE_MULTI)
+        obj.load()
+        if self.user:
+            self.attach_user(obj)
+        else:
+            for prog, cat, name, _ in kernel_tps:
+                obj.attach_tracepoint(prog, cat, name)
+        self.info_dtype = obj.struct_dtype("alloc_info")
+        self.key_dtype = obj.struct_dtype("stack_key")
+        self.stats_dtype = obj.struct_dtype("stack_stats")
 
     def attach_user(self, obj) -> None:
         assert self.plan is not None and self.pid is not None
@@ -468,38 +530,7 @@ class _Run:
                else f"PID {self.pid}")
         return f"outstanding allocations of {who}: {n} probes in {libs}"
 
-    # -- loop -----------------------------------------------------------------------------
-    def loop(self) -> None:
-        args = self.args
-        self.start_ns = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
-        self.reports = 0
-        last_was_interval = False
-
-        def poll() -> None:
-            self.refresh_symbols()
-
-        def on_interval() -> None:
-            nonlocal last_was_interval
-            self.emit(self.collect(final=False), final=False)
-            last_was_interval = True
-
-        def should_stop() -> bool:
-            if self.child is not None:
-                if self.child.exited():
-                    self.target_ended = True
-            elif self.user and self.pid is not None and not _alive(self.pid):
-                self.target_ended = True
-            return self.target_ended
-
-        self.session.run(poll, on_interval if self.session.interval else None,
-                         poll_interval=0.1, should_stop=should_stop)
-        count_done = bool(args.count and self.session.intervals_done >= args.count)
-        if not count_done or not last_was_interval:
-            self.emit(self.collect(final=True), final=True)
-        elif args.folded or args.pprof or args.html:
-            self.emit(self.collect(final=True), final=True, text=False)
-        self.summary()
-
+    # -- symbols -------------------------------------------------------------------------
     def refresh_symbols(self, force: bool = False, locked: bool = False) -> None:
         """Snapshot the target's memory map while it lives (once a second), so that a
         process that has exited by the final report still gets symbols."""
@@ -554,7 +585,7 @@ class _Run:
         if self.user:
             keep = info["gen"] == (self.gen() & 0xFFFF)
             addrs, info = addrs[keep], info[keep]
-        age_filter = not (final and self.target_ended)
+        age_filter = not (final and self.finished)
         if age_filter and args.older:
             keep = (now_ns - info["ts_ns"].astype(np.int64)) >= args.older * 1_000_000
             addrs, info = addrs[keep], info[keep]
@@ -591,12 +622,7 @@ class _Run:
         return rep
 
     def stack_ips(self, stack: int) -> list[int]:
-        raw = self.obj.map("stacks").lookup(int(stack).to_bytes(8, "little")) if stack else None
-        if raw is None:
-            return []
-        ips = np.frombuffer(raw, "<u8")
-        nz = np.flatnonzero(ips == 0)
-        return ips[: nz[0] if nz.size else len(ips)].tolist()
+        return self.obj.map("stacks").stack(stack) if stack else []
 
     def frames(self, stack: int, kind: int) -> list:
         from memlens.core.stackresolve import MISSED_KERNEL, MISSED_USER, MarkerFrame
@@ -609,15 +635,14 @@ class _Run:
                 ips = self.stack_ips(stack)
                 if not ips:
                     return [MarkerFrame(MISSED_KERNEL)]
+                from memlens.core.engine import strip_tracing_frames
                 from memlens.core.symbols import KernelSymbolizer
 
-                frames = list(KernelSymbolizer.get().resolve_stack(ips))
                 # When a tracepoint has more than one user (another tracer, a second
                 # memleak), its callbacks run from __traceiter_<event>, which then tops the
                 # stack: drop it, so that the stack starts at the allocator either way.
-                while len(frames) > 1 and (frames[0].symbol or "").startswith("__traceiter_"):
-                    frames.pop(0)
-                cached = self.frames_cache[stack] = frames
+                cached = self.frames_cache[stack] = strip_tracing_frames(
+                    KernelSymbolizer.get().resolve_stack(ips))
             return cached
         assert self.plan is not None
         label = self.plan.kind_labels.get(kind, KIND_NAMES.get(kind, "?"))
@@ -649,78 +674,114 @@ class _Run:
                 "missed_frees": c["missed_frees"]}
         return lost, c
 
-    # -- output ---------------------------------------------------------------------------
-    def emit(self, rep, final: bool, text: bool = True) -> None:
+    def lost_records(self, rep) -> list[dict]:
+        """What the kernel side could not record since the last report, as "lost" records
+        (DESIGN §3: always reported)."""
+        out = []
+        drops = self.obj.map("drops").array_values("<u8").tolist()
+        for idx, (what, reason) in DROP_NAMES.items():
+            total = int(drops[idx]) if idx < len(drops) else 0
+            if total > self._drops_seen.get(idx, 0):
+                out.append({"type": "lost", "what": what, "reason": reason,
+                            "count": total - self._drops_seen.get(idx, 0), "total": total})
+                self._drops_seen[idx] = total
+        missed = rep.lost.get("missed_frees", 0)
+        if missed > self._missed_frees_seen:
+            out.append({"type": "lost", "what": "frees",
+                        "reason": "address reused without a free seen",
+                        "count": missed - self._missed_frees_seen, "total": missed})
+            self._missed_frees_seen = missed
+        return out
+
+    def total_drops(self) -> dict[str, int]:
+        """The summary's "lost": the kinds of drop reported, by what was lost."""
+        totals: dict[str, int] = {}
+        for idx, total in self._drops_seen.items():
+            what = DROP_NAMES[idx][0]
+            totals[what] = totals.get(what, 0) + total
+        return totals
+
+    # -- files ----------------------------------------------------------------------------
+    def take_snapshot(self, rep) -> _Snapshot:
+        """Everything --folded/--html/--pprof write, taken while the maps are still open."""
         from . import report as R
 
-        args = self.args
-        if text and not args.folded:
-            if self.writer is not None:
-                self.writer.emit(R.json_record(rep, args.top, args.sample_rate, self.mode,
-                                               self.pid))
-            else:
-                R.print_text(rep, args.top, args.sample_rate)
-        self.report_losses(rep)
-        if not final:
-            return
         prefix = [self.comm] if self.user and self.comm else []
+        who = f"PID {self.pid} ({self.comm})" if self.user else "kernel"
+        pprof = None
+        if self.args.pprof:
+            samples = R.pprof_samples(rep)
+            # stacks that allocated but hold nothing now still belong in alloc_space
+            seen = {(s.stack, s.kind) for s in rep.stacks}
+            scale = self.args.sample_rate
+            for (sid, kind), v in getattr(rep, "extra_stats", {}).items():
+                if (sid, kind) not in seen and v[0]:
+                    samples.append((self.frames(sid, kind), int(v[0]) * scale,
+                                    int(v[1]) * scale, 0, 0))
+            comments = [f"memlens memleak ({self.mode}"
+                        + (f", PID {self.pid}" if self.pid else "") + ")"]
+            if scale > 1:
+                comments.append(f"sampled every {scale}th allocation per thread; values scaled")
+            comments.append("lost: " + ", ".join(f"{k}={v}" for k, v in rep.lost.items()))
+            dur = time.clock_gettime_ns(time.CLOCK_MONOTONIC) - self.start_ns
+            pprof = (samples, comments, dur)
+        return _Snapshot(R.folded_entries(rep, prefix), f"memleak: outstanding bytes, {who}",
+                         pprof)
+
+
+class _Snapshot(NamedTuple):
+    folded: list         # (prefix, frames leaf first, outstanding bytes)
+    title: str           # of the HTML flame graph
+    pprof: tuple | None  # (samples, comments, duration_ns) for write_heap_profile
+
+
+class _FinalFiles:
+    """A sink side writer (output/sinks.py: add(record) per record, write() at close) for
+    memleak's --folded, --html and --pprof.  They are the state at exit, over every stack
+    (not -T's top N), by outstanding bytes: the generic side writers sum the entries of
+    every report instead, which for reports of what is still held would count a block once
+    per interval; and memleak's pprof is a heap profile with four sample types."""
+
+    def __init__(self, args: argparse.Namespace, tool: MemleakTool, stream):
+        self.args, self.tool, self.stream = args, tool, stream
+
+    def add(self, record: dict) -> None:
+        pass  # the records are the top N as printed; the snapshot has every stack
+
+    def write(self) -> None:
+        snap, args = self.tool.snapshot, self.args
+        if snap is None:
+            return  # the run failed before its final report
         if args.folded:
             from memlens.output.folded import write_folded
 
-            write_folded(sys.stdout, R.folded_entries(rep, prefix))
+            write_folded(self.stream, snap.folded)
         if args.html:
             from memlens.output.flamegraph import write_html
 
-            who = f"PID {self.pid} ({self.comm})" if self.user else "kernel"
-            write_html(args.html, R.folded_entries(rep, prefix),
-                       title=f"memleak: outstanding bytes, {who}", count_name="bytes")
-        if args.pprof:
-            self.write_pprof(rep)
+            write_html(args.html, snap.folded, title=snap.title, count_name="bytes")
+            _wrote(args.html)
+        if args.pprof and snap.pprof is not None:
+            from memlens.output.pprof import write_heap_profile
 
-    def write_pprof(self, rep) -> None:
-        from memlens.output.pprof import write_heap_profile
+            samples, comments, dur = snap.pprof
+            write_heap_profile(args.pprof, samples, comments=comments, duration_ns=dur)
+            _wrote(args.pprof)
 
-        from .report import pprof_samples
 
-        samples = pprof_samples(rep)
-        # stacks that allocated but hold nothing now still belong in alloc_space
-        seen = {(s.stack, s.kind) for s in rep.stacks}
-        scale = self.args.sample_rate
-        for (sid, kind), v in getattr(rep, "extra_stats", {}).items():
-            if (sid, kind) not in seen and v[0]:
-                samples.append((self.frames(sid, kind), int(v[0]) * scale, int(v[1]) * scale,
-                                0, 0))
-        comments = [f"memlens memleak ({self.mode}" + (f", PID {self.pid}" if self.pid else "")
-                    + ")"]
-        if scale > 1:
-            comments.append(f"sampled every {scale}th allocation per thread; values scaled")
-        comments.append("lost: " + ", ".join(f"{k}={v}" for k, v in rep.lost.items()))
-        dur = time.clock_gettime_ns(time.CLOCK_MONOTONIC) - self.start_ns
-        write_heap_profile(self.args.pprof, samples, comments=comments, duration_ns=dur)
+def _wrote(path: str) -> None:
+    print(f"memlens: wrote {path}", file=sys.stderr, flush=True)  # as sinks' side files do
 
-    def report_losses(self, rep) -> None:
-        report_lost(self.session.new_drops(self.obj), self.writer)
-        missed = rep.lost.get("missed_frees", 0)
-        delta = missed - self._lost_totals.get("missed_frees", 0)
-        if delta > 0:
-            self._lost_totals["missed_frees"] = missed
-            report_lost([{"type": "lost", "what": "frees",
-                          "reason": "address reused without a free seen", "count": delta,
-                          "total": missed}], self.writer)
 
-    def summary(self) -> None:
-        if self.writer is None:
-            return
-        _, counters = self.losses()
-        rec = {"type": "summary", "mode": self.mode, "pid": self.pid,
-               "lost": self.session.total_drops(), "counters": counters}
-        if self.plan is not None:
-            rec["probes"] = [{"binary": p.binary, "symbol": p.symbol, "names": p.names,
-                              "entry_skip": p.skip, "retprobe": p.retprobe}
-                             for p in self.plan.probes]
-        if self.child is not None and self.child.status is not None:
-            rec["command_status"] = os.waitstatus_to_exitcode(self.child.status)
-        self.writer.emit(rec)
+def make_memleak_sink(args: argparse.Namespace, tool: MemleakTool) -> Sink:
+    """Text (BCC's report) or --json records on stdout, and memleak's own final files.
+    With --folded, stdout is the folded lines only; losses still go to stderr."""
+    from .report import render_text
+
+    sink = JsonSink() if args.json else Sink(None if args.folded else render_text)
+    if tool.files:
+        sink.side.append(_FinalFiles(args, tool, sink.stream))
+    return sink
 
 
 def _read_comm(pid: int | None) -> str:

@@ -74,23 +74,25 @@ LOST_TEXT = [("stacks", "stacks not stored"), ("stacks_missing", "stacks unavail
              ("missed_frees", "addresses reused without a free seen")]
 
 
-def print_text(rep: Report, top: int, sample_rate: int, out=None) -> None:
+def render_text(rec: dict[str, Any], out=None) -> None:
+    """BCC memleak's report, from a "report" record (json_record) alone: text and --json
+    show the same figures; other records print nothing (losses are the sink's)."""
+    if rec.get("type") != "report":
+        return
     out = out or sys.stdout
-    stamp = time.strftime("%H:%M:%S", time.localtime(rep.time))
-    shown = rep.stacks[:top]
-    lines = [f"[{stamp}] Top {len(shown)} stacks with outstanding allocations:"]
-    if sample_rate > 1:
-        lines.append(f"\t(sampled: every {sample_rate}th allocation of each thread; bytes and "
-                     f"allocations below are scaled by {sample_rate})")
-    if rep.blocks is not None:
-        for addr, size, _age in rep.blocks.tolist():
-            lines.append(f"\taddr = {addr:x} size = {size}")
-    for s in shown:
-        lines.append(f"\t{s.bytes} bytes in {s.allocs} allocations from stack")
-        lines.extend(f"\t\t{f}" for f in s.frames)
-    lost = ", ".join(f"{rep.lost.get(k, 0)} {text}" for k, text in LOST_TEXT)
-    lines.append(f"\ttotal: {rep.total_bytes} bytes in {rep.total_allocs} allocations from "
-                 f"{len(rep.stacks)} stacks; lost: {lost}")
+    rate = rec["sample_rate"]
+    lines = [f"[{rec['time']}] Top {len(rec['stacks'])} stacks with outstanding allocations:"]
+    if rate > 1:
+        lines.append(f"\t(sampled: every {rate}th allocation of each thread; bytes and "
+                     f"allocations below are scaled by {rate})")
+    for b in rec.get("blocks", ()):
+        lines.append(f"\taddr = {b['addr']:x} size = {b['size_bytes']}")
+    for s in rec["stacks"]:
+        lines.append(f"\t{s['bytes']} bytes in {s['allocs']} allocations from stack")
+        lines.extend(f"\t\t{f}" for f in s["stack"])
+    lost = ", ".join(f"{rec['lost'].get(k, 0)} {text}" for k, text in LOST_TEXT)
+    lines.append(f"\ttotal: {rec['total_bytes']} bytes in {rec['total_allocs']} allocations "
+                 f"from {rec['nr_stacks']} stacks; lost: {lost}")
     out.write("\n".join(lines) + "\n")
     out.flush()
 
