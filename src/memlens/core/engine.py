@@ -77,7 +77,6 @@ class Engine:
         self._acc: OrderedDict[tuple, list[int]] = OrderedDict()
         self._pruned_report_keys = 0
         self._pruned_report_events = 0
-        self._reported_drops: dict[int, int] = {}
         self._comms: dict[int, bytes] = {}
         self._cgroup_paths: dict[int, str] = {}
         self.resolver = None
@@ -116,6 +115,7 @@ class Engine:
     def start(self, *, pid: int | None = None, cgroup: str | None = None,
               include_self: bool = False) -> None:
         from memlens.core import kernel, tpformat
+        from memlens.core.drops import Losses
         from memlens.core.loader import BpfObject
         from memlens.core.stackresolve import StackResolver
 
@@ -178,6 +178,7 @@ class Engine:
         obj.load()
         self._attach(pid)
         self.resolver = StackResolver(obj.map("stacks"), max_cache=FRAME_CACHE)
+        self.losses = Losses(obj, missing_stacks=bool({"ustack", "kstack"} & set(self.keys)))
         self._key_dtype = obj.struct_dtype("engine_key")
         self._val_dtype = obj.struct_dtype("engine_value")
         self._seen_dtype = obj.struct_dtype("engine_seen")
@@ -384,19 +385,7 @@ class Engine:
     def lost(self) -> list[dict]:
         """Losses since the last call as "lost" records: the kernel's drops, and report keys
         pruned here when more distinct keys arrived between two reports than REPORT_LIMIT."""
-        from memlens.core.session import DROP_NAMES
-
-        out = []
-        drops = self.obj.map("drops").array_values("<u8")
-        for idx, (what, reason) in DROP_NAMES.items():
-            total = int(drops[idx]) if idx < len(drops) else 0
-            delta = total - self._reported_drops.get(idx, 0)
-            if delta > 0:
-                self._reported_drops[idx] = total
-                if idx == 3 and not ({"ustack", "kstack"} & set(self.keys)):
-                    continue
-                out.append({"type": "lost", "what": what, "reason": reason, "count": delta,
-                            "total": total})
+        out = self.losses.new()
         if self._pruned_report_keys:
             out.append({"type": "lost", "what": "report_keys",
                         "reason": f"more than {REPORT_LIMIT} keys between reports: the least "
@@ -407,13 +396,7 @@ class Engine:
         return out
 
     def total_lost(self) -> dict[str, int]:
-        from memlens.core.session import DROP_NAMES
-
-        totals: dict[str, int] = {}
-        for idx, total in self._reported_drops.items():
-            what = DROP_NAMES[idx][0]
-            totals[what] = totals.get(what, 0) + total
-        return totals
+        return self.losses.totals()
 
     def close(self) -> None:
         if getattr(self, "_ep", None) is not None:

@@ -16,15 +16,8 @@ import sys
 import time
 from collections.abc import Callable
 
+from memlens.core.drops import DROP_NAMES
 from memlens.errors import UsageError
-
-DROP_NAMES = {  # bpf/include/memlens_common.h enum memlens_drop
-    0: ("events", "ring buffer full"),
-    1: ("stacks", "stack map hash collision"),
-    2: ("stacks", "stack map full"),
-    3: ("stacks_missing", "no stack available"),
-    4: ("entries", "map full"),
-}
 
 
 def positive_float(text: str) -> float:

@@ -24,7 +24,6 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from memlens.core.session import (
-    DROP_NAMES,
     add_common_options,
     configure_filters,
     pid_arg,
@@ -338,7 +337,7 @@ class MemleakTool:
         # written by the sink at its close (_FinalFiles)
         self.files = bool(args.folded or args.html or args.pprof)
         self.snapshot: _Snapshot | None = None
-        self._drops_seen: dict[int, int] = {}
+        self.drop_losses = None  # core/drops.Losses, once the object is loaded
         self._missed_frees_seen = 0
 
     # -- runner protocol ------------------------------------------------------------------
@@ -677,14 +676,11 @@ class MemleakTool:
     def lost_records(self, rep) -> list[dict]:
         """What the kernel side could not record since the last report, as "lost" records
         (DESIGN §3: always reported)."""
-        out = []
-        drops = self.obj.map("drops").array_values("<u8").tolist()
-        for idx, (what, reason) in DROP_NAMES.items():
-            total = int(drops[idx]) if idx < len(drops) else 0
-            if total > self._drops_seen.get(idx, 0):
-                out.append({"type": "lost", "what": what, "reason": reason,
-                            "count": total - self._drops_seen.get(idx, 0), "total": total})
-                self._drops_seen[idx] = total
+        if self.drop_losses is None:
+            from memlens.core.drops import Losses
+
+            self.drop_losses = Losses(self.obj)
+        out = self.drop_losses.new()
         missed = rep.lost.get("missed_frees", 0)
         if missed > self._missed_frees_seen:
             out.append({"type": "lost", "what": "frees",
@@ -695,11 +691,7 @@ class MemleakTool:
 
     def total_drops(self) -> dict[str, int]:
         """The summary's "lost": the kinds of drop reported, by what was lost."""
-        totals: dict[str, int] = {}
-        for idx, total in self._drops_seen.items():
-            what = DROP_NAMES[idx][0]
-            totals[what] = totals.get(what, 0) + total
-        return totals
+        return self.drop_losses.totals() if self.drop_losses is not None else {}
 
     # -- files ----------------------------------------------------------------------------
     def take_snapshot(self, rep) -> _Snapshot:

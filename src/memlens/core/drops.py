@@ -1,0 +1,65 @@
+# SPDX-License-Identifier: GPL-2.0-only
+"""Losses counted by the BPF side, reported as "lost" records: one place for every tool.
+
+memlens.bpf.h keeps a per-CPU counter per kind of loss (`drops`); nothing is lost
+silently, so each tool reports what is new since its last report (stderr line in text mode,
+a "lost" record in JSON) and the run's totals in its summary.
+"""
+from __future__ import annotations
+
+import struct
+
+# bpf/include/memlens_common.h enum memlens_drop: index -> (what was lost, why)
+DROP_NAMES = {
+    0: ("events", "ring buffer full"),
+    1: ("stacks", "stack map hash collision"),
+    2: ("stacks", "stack map full"),
+    3: ("stacks_missing", "no stack available"),
+    4: ("entries", "map full"),
+}
+
+
+class Losses:
+    """The `drops` map of one BPF object, read as increments since the last call."""
+
+    def __init__(self, obj, *, missing_stacks: bool = True):
+        self.obj = obj
+        # "no stack to walk" only means something to tools that asked for stacks
+        self.missing_stacks = missing_stacks
+        self._reported: dict[int, int] = {}
+
+    def _totals_by_index(self) -> dict[int, int]:
+        if self.obj is None or not self.obj.has_map("drops"):
+            return {}
+        drops = self.obj.map("drops")
+        out = {}
+        for idx in DROP_NAMES:
+            # a handful of per-CPU slots: plain lookups, no numpy needed
+            raw = drops.lookup(idx.to_bytes(4, "little")) or b""
+            out[idx] = sum(struct.unpack(f"<{len(raw) // 8}Q", raw))
+        return out
+
+    def new(self) -> list[dict]:
+        """Losses since the last call, as "lost" records."""
+        out = []
+        for idx, total in self._totals_by_index().items():
+            delta = total - self._reported.get(idx, 0)
+            if delta <= 0:
+                continue
+            self._reported[idx] = total
+            if idx == 3 and not self.missing_stacks:
+                continue
+            what, reason = DROP_NAMES[idx]
+            out.append({"type": "lost", "what": what, "reason": reason, "count": delta,
+                        "total": total})
+        return out
+
+    def totals(self) -> dict[str, int]:
+        """The summary's "lost": what was reported over the run, by what was lost."""
+        totals: dict[str, int] = {}
+        for idx, total in self._reported.items():
+            if idx == 3 and not self.missing_stacks:
+                continue
+            what = DROP_NAMES[idx][0]
+            totals[what] = totals.get(what, 0) + total
+        return totals
