@@ -7,6 +7,9 @@
 #include <bpf/bpf_core_read.h>
 #include "memlens_common.h"
 
+#ifndef ENOENT
+#define ENOENT 2
+#endif
 #ifndef EEXIST
 #define EEXIST 17
 #endif

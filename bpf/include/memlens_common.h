@@ -12,6 +12,7 @@ enum memlens_drop {
 	MEMLENS_DROP_STACK_FULL = 2,      /* stack map full: stack lost */
 	MEMLENS_DROP_STACK_MISSING = 3,   /* no stack to walk (e.g. kernel thread) */
 	MEMLENS_DROP_MAP_FULL = 4,        /* a hash map was full: entry not recorded */
+	MEMLENS_DROP_VMA = 5,             /* an address not resolved to its mapping */
 	MEMLENS_DROP_NR = 8,
 };
 

@@ -16,6 +16,7 @@ DROP_NAMES = {
     2: ("stacks", "stack map full"),
     3: ("stacks_missing", "no stack available"),
     4: ("entries", "map full"),
+    5: ("mappings", "fault address not resolved to its mapping (mmap lock busy)"),
 }
 
 

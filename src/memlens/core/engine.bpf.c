@@ -33,6 +33,11 @@ const volatile __u32 field_off = 0, field_size = 0;
 const volatile bool field_signed = false;
 const volatile __u32 sum_off = 0, sum_size = 0;
 const volatile bool sum_signed = false;
+/* KEY_FILE from a tracepoint: its inode and device fields */
+const volatile __u32 file_ino_off = 0, file_ino_size = 0;
+const volatile __u32 file_dev_off = 0, file_dev_size = 0;
+/* perf events: count only faults in this kind of mapping (enum engine_vma_kind) */
+const volatile __u32 vma_select = VMA_ANY;
 const volatile __u32 nfilters = 0;
 const volatile __u32 filt_off[ENGINE_MAX_FILTERS] = {};
 const volatile __u32 filt_size[ENGINE_MAX_FILTERS] = {};
@@ -155,10 +160,51 @@ static __always_inline void count_key(struct engine_key *key, __u64 sum)
 	if (!s)
 		return; /* counted; the stack still resolves if the process lives */
 	s->ustack = key->ustack;
-	s->tgid = key->tgid;
+	s->tgid = bpf_get_current_pid_tgid() >> 32;
 	s->pad = 0;
 	__builtin_memcpy(s->comm, key->comm, sizeof(s->comm));
 	bpf_ringbuf_submit(s, 0);
+}
+
+/* VM_HUGETLB (include/linux/mm.h): a #define, so not in BTF; the same bit since 2.6 */
+#define ENGINE_VM_HUGETLB 0x00400000
+
+struct vma_info {
+	__u64 ino;
+	__u32 dev;
+	__u32 kind;
+};
+
+static long vma_cb(struct task_struct *task, struct vm_area_struct *vma, struct vma_info *info)
+{
+	__u64 flags = BPF_CORE_READ(vma, vm_flags);
+	struct file *f = BPF_CORE_READ(vma, vm_file);
+	if (flags & ENGINE_VM_HUGETLB)
+		info->kind = VMA_HUGETLB;
+	else
+		info->kind = f ? VMA_FILE : VMA_ANON;
+	if (f) {
+		struct inode *inode = BPF_CORE_READ(f, f_inode);
+		info->ino = BPF_CORE_READ(inode, i_ino);
+		info->dev = BPF_CORE_READ(inode, i_sb, s_dev);
+	}
+	return 0;
+}
+
+/* The mapping holding `addr` in the current process; false when it could not be looked up
+ * (the mmap lock busy: counted), VMA_NONE when there is no mapping there. */
+static __always_inline bool vma_of(__u64 addr, struct vma_info *info)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	info->kind = VMA_NONE;
+	long err = bpf_find_vma(task, addr, vma_cb, info, 0);
+	if (err == -ENOENT)
+		return true;
+	if (err) {
+		count_drop(MEMLENS_DROP_VMA);
+		return false;
+	}
+	return true;
 }
 
 static __always_inline void fill_key(void *ctx, struct engine_key *key, __u32 probe,
@@ -241,6 +287,10 @@ int count_tp(void *ctx)
 		return 0;
 	}
 	struct engine_key key = {};
+	if ((key_parts & KEY_FILE) && ev && file_ino_size) {
+		key.file_ino = record_field(ev->data, file_ino_off, file_ino_size, false);
+		key.file_dev = record_field(ev->data, file_dev_off, file_dev_size, false);
+	}
 	fill_key(ctx, &key, probe, field);
 	count_key(&key, sum);
 	return 0;
@@ -257,7 +307,21 @@ int count_perf(struct bpf_perf_event_data *ctx)
 		return 0;
 	}
 	struct engine_key key = {};
-	fill_key(ctx, &key, probe, BPF_CORE_READ(ctx, addr));
+	__u64 addr = ctx->addr; /* a direct ctx load: the verifier rewrites it */
+	if (vma_select || (key_parts & (KEY_FILE | KEY_VMA))) {
+		struct vma_info info = {};
+		if (!vma_of(addr, &info))
+			return 0;
+		if (vma_select && info.kind != vma_select)
+			return 0;
+		if (key_parts & KEY_FILE) {
+			key.file_ino = info.ino;
+			key.file_dev = info.dev;
+		}
+		if (key_parts & KEY_VMA)
+			key.vma = info.kind;
+	}
+	fill_key(ctx, &key, probe, addr);
 	count_key(&key, 0);
 	return 0;
 }

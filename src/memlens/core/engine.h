@@ -13,6 +13,18 @@ enum engine_key_part {
 	KEY_KSTACK = 1 << 5,
 	KEY_PROBE = 1 << 6,
 	KEY_FIELD = 1 << 7,  /* a tracepoint field, or a perf event's sample address */
+	KEY_FILE = 1 << 8,   /* the file: of the mapping holding a perf event's address, or a
+			      * tracepoint's inode and device fields */
+	KEY_VMA = 1 << 9,    /* the kind of mapping holding a perf event's address */
+};
+
+/* Kinds of mapping (KEY_VMA, and vma_select to count only one kind). */
+enum engine_vma_kind {
+	VMA_ANY = 0,
+	VMA_FILE = 1,       /* file-backed (not hugetlbfs) */
+	VMA_ANON = 2,       /* anonymous, incl. shared anonymous memory */
+	VMA_HUGETLB = 3,    /* hugetlbfs or MAP_HUGETLB */
+	VMA_NONE = 4,       /* no mapping at that address (a fault that will SIGSEGV) */
 };
 
 #define ENGINE_MAX_FILTERS 4
@@ -28,6 +40,9 @@ struct engine_key {
 	__u64 kstack;
 	__u64 cgroup;   /* kernfs id of the task's cgroup (v1 memory hierarchy or v2) */
 	__u64 field;
+	__u64 file_ino;  /* KEY_FILE: inode number */
+	__u32 file_dev;  /* KEY_FILE: the kernel's dev_t of the inode's superblock */
+	__u32 vma;       /* KEY_VMA: enum engine_vma_kind */
 	__u32 tgid;
 	__u32 tid;
 	__u32 probe;    /* the probe's number: the BPF cookie of its attachment */
@@ -44,7 +59,7 @@ struct engine_value {
  * while the process lives (short-lived processes are symbolized this way). */
 struct engine_seen {
 	__u64 ustack;   /* resolved at once: after an exec the same PID maps other files */
-	__u32 tgid;
+	__u32 tgid;     /* the process that inserted the key (its maps name its files) */
 	__u32 pad;
 	char comm[16];
 };

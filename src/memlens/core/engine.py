@@ -29,7 +29,10 @@ from memlens.core.probespec import Probe
 from memlens.errors import KernelLacks, UsageError
 
 KEY_BITS = {"pid": 1, "tid": 2, "comm": 4, "cgroup": 8, "ustack": 16, "kstack": 32,
-            "probe": 64, "field": 128}
+            "probe": 64, "field": 128, "file": 256, "vma": 512}
+# enum engine_vma_kind (engine.h)
+VMA_KINDS = {"file": 1, "anon": 2, "hugetlb": 3, "none": 4}
+VMA_NAMES = {v: k for k, v in VMA_KINDS.items()}
 KEY_NAMES = tuple(KEY_BITS)
 TICK_S = 0.5         # how often the kernel map is read
 PRUNE_TICKS = 2      # a key idle this many reads is deleted from the kernel map
@@ -56,7 +59,8 @@ class Engine:
     def __init__(self, probes: list[Probe], *, keys: tuple[str, ...], field: str | None = None,
                  sum_field: str | None = None, filter: str | None = None,
                  trace: bool = False, max_keys: int = 10240, max_stacks: int = 10240,
-                 stack_storage: int | None = None):
+                 stack_storage: int | None = None,
+                 file_fields: tuple[str, str] | None = None, vma_select: str | None = None):
         if not probes:
             raise UsageError("no probe given")
         bad = [k for k in keys if k not in KEY_BITS]
@@ -66,6 +70,14 @@ class Engine:
         self.keys = tuple(keys)
         self.field, self.sum_field, self.filter_text = field, sum_field, filter
         self.trace = trace
+        # the file key from a tracepoint: (inode field, device field), e.g. filemap faults'
+        # ("i_ino", "s_dev"); from a perf event it is the mapping of the sampled address
+        self.file_fields = file_fields
+        if vma_select is not None and vma_select not in VMA_KINDS:
+            raise UsageError(f"unknown mapping kind {vma_select!r} (kinds: "
+                             + ", ".join(VMA_KINDS) + ")")
+        self.vma_select = vma_select
+        self._files: dict[tuple[int, int], str] = {}  # (kernel dev_t, inode) -> path
         self.max_keys, self.max_stacks = max_keys, stack_storage or max_stacks
         self.obj = None
         self.formats: dict[int, Any] = {}    # probe number -> TracepointFormat
@@ -85,7 +97,8 @@ class Engine:
     # -- configuration ---------------------------------------------------------------------
     def _check_tracepoint_needs(self) -> None:
         tps = [p for p in self.probes if p.kind == "tracepoint"]
-        uses_record = self.field or self.sum_field or self.filter_text or self.trace
+        uses_record = (self.field or self.sum_field or self.filter_text or self.trace
+                       or (self.file_fields and tps))
         if not uses_record:
             return
         others = [p for p in self.probes if p.kind != "tracepoint"]
@@ -150,9 +163,13 @@ class Engine:
                                   f"5.15+) to tell {len(self.probes)} probes apart: give one "
                                   "probe at a time")
             ro["use_cookie"] = True
-        ro["announce"] = bool(parts & KEY_BITS["ustack"])
+        # a new key is announced when symbols or file names must be read while it lives
+        ro["announce"] = bool(parts & (KEY_BITS["ustack"] | KEY_BITS["file"]))
+        if self.vma_select:
+            ro["vma_select"] = VMA_KINDS[self.vma_select]
         ro["trace_mode"] = self.trace
-        if formats and (self.field or self.sum_field or self.filter_text or self.trace):
+        if formats and (self.field or self.sum_field or self.filter_text or self.trace
+                        or ("file" in self.keys and self.file_fields)):
             ro["need_record"] = True
             ro["record_size"] = min(512, max(f.size for f in formats))
         if self.field and formats:
@@ -161,6 +178,10 @@ class Engine:
         if self.sum_field and formats:
             off, size, signed = self._field_layout(formats, self.sum_field, "sum field")
             ro["sum_off"], ro["sum_size"], ro["sum_signed"] = off, size, signed
+        if "file" in self.keys and self.file_fields and formats:
+            ino, dev = self.file_fields
+            ro["file_ino_off"], ro["file_ino_size"], _ = self._field_layout(formats, ino, "field")
+            ro["file_dev_off"], ro["file_dev_size"], _ = self._field_layout(formats, dev, "field")
         if self.filter_text and formats:
             self._set_filter(ro, formats)
         if "cgroup" in self.keys:
@@ -255,6 +276,26 @@ class Engine:
         self.resolver.watch(pid)
         if ustack:
             self.resolver.user_frames(pid, ustack)
+        if "file" in self.keys:
+            self._learn_files(pid)
+
+    def _learn_files(self, pid: int) -> None:
+        """File names by (device, inode) from the process's map, read while it lives: the
+        kernel side keys faults by inode, which has no name of its own."""
+        try:
+            with open(f"/proc/{pid}/maps") as f:
+                lines = f.readlines()
+        except OSError:
+            return
+        for line in lines:
+            parts = line.split(maxsplit=5)
+            if len(parts) < 6 or parts[4] == "0":
+                continue
+            major, minor = (int(x, 16) for x in parts[3].split(":"))
+            dev = (major << 20) | minor  # the kernel's dev_t (MKDEV), as the BPF side reads
+            self._files.setdefault((dev, int(parts[4])), parts[5].strip())
+        if len(self._files) > 4 * REPORT_LIMIT:
+            self._files.clear()
 
     def _events(self) -> list:
         ring = self.obj.map("events").ringbuf()
@@ -335,6 +376,10 @@ class Engine:
                 parts.append(int(key["probe"]))
             elif k == "field":
                 parts.append(int(key["field"]))
+            elif k == "file":
+                parts.append((int(key["file_dev"]), int(key["file_ino"])))
+            elif k == "vma":
+                parts.append(int(key["vma"]))
         tkey = tuple(parts)
         slot = self._acc.get(tkey)
         if slot is None:
@@ -374,6 +419,17 @@ class Engine:
             parts["kstack"] = list(parts["kstack"])
         if "cgroup" in parts:
             parts["cgroup"] = self.cgroup_path(parts["cgroup"])
+        if "file" in parts:
+            parts["file"] = self.file_name(*parts["file"])
+        if "vma" in parts:
+            parts["vma"] = VMA_NAMES.get(parts["vma"], "?")
+
+    def file_name(self, dev: int, ino: int) -> str:
+        """A file's path as its processes mapped it; an inode no live process showed us is
+        named by device and inode (anonymous mappings have none: "[anon]")."""
+        if dev == 0 and ino == 0:
+            return "[anon]"
+        return self._files.get((dev, ino)) or f"[dev {dev >> 20}:{dev & 0xFFFFF} ino {ino}]"
 
     def cgroup_path(self, cg_id: int) -> str:
         if cg_id not in self._cgroup_paths:
