@@ -44,6 +44,11 @@ class CountSpec:
     stack_options: bool = False      # -U/-K/-P (stackcount's flags)
     epilog: str = ""
     top: int | None = None           # rows per report (largest kept)
+    # probe -> column: several probes counted side by side in one row (faults' minor and
+    # major); "count" is then the sum of the columns
+    columns: dict[str, str] | None = None
+    file_fields: tuple[str, str] | None = None  # a tracepoint's (inode, device) fields
+    vma_select: str | None = None    # perf events: count only file/anon/hugetlb mappings
     extra: dict[str, Any] = dc_field(default_factory=dict)
 
 
@@ -56,12 +61,15 @@ class CountingTool:
                  stack_storage: int = 10240):
         from memlens.core.engine import Engine
 
+        if spec.columns and "probe" not in keys:
+            keys = ("probe", *keys)
         self.spec, self.args = spec, args
         self.name = spec.name
         self.keys = keys
         self.field_name = field_name
         self.engine = Engine(probes, keys=keys, field=field_name, sum_field=sum_field,
-                             filter=filter, max_keys=max_keys, stack_storage=stack_storage)
+                             filter=filter, max_keys=max_keys, stack_storage=stack_storage,
+                             file_fields=spec.file_fields, vma_select=spec.vma_select)
         self.what = spec.what + (f" for PID {args.pid}" if getattr(args, "pid", None) else "")
         self.total = 0
         self.entries_seen = 0
@@ -80,6 +88,8 @@ class CountingTool:
 
     def report(self, final: bool) -> list[dict]:
         entries = [self._entry(e) for e in self.engine.collect()]
+        if self.spec.columns:
+            entries = pivot_columns(entries, self.spec.columns)
         self.total += sum(e["count"] for e in entries)
         self.entries_seen += len(entries)
         if self.spec.top and len(entries) > self.spec.top:
@@ -118,6 +128,24 @@ class CountingTool:
 
     def close(self) -> None:
         self.engine.close()
+
+
+def pivot_columns(entries: list[dict], columns: dict[str, str]) -> list[dict]:
+    """Rows keyed by probe become one row per key with a column per probe (the probe's
+    count under the column's name) and "count" their sum; largest last."""
+    rows: dict[tuple, dict] = {}
+    for e in entries:
+        col = columns.get(e.get("probe", ""))
+        if col is None:
+            continue
+        rest = {k: v for k, v in e.items() if k not in ("probe", "count", "sum")}
+        key = tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in rest.items())
+        row = rows.get(key)
+        if row is None:
+            row = rows[key] = {**rest, **dict.fromkeys(columns.values(), 0), "count": 0}
+        row[col] += e["count"]
+        row["count"] += e["count"]
+    return sorted(rows.values(), key=lambda r: (r["count"], str(r)))
 
 
 class CountingCommand:
@@ -187,7 +215,8 @@ class CountingCommand:
     def renderer(self, args):
         if self.spec.layout == "stacks":
             return lambda rec: render_stacks(rec, interval=args.interval is not None,
-                                             what=self.spec.unit)
+                                             what=self.spec.unit,
+                                             columns=tuple((self.spec.columns or {}).values()))
         return lambda rec: render_table(rec, interval=args.interval is not None)
 
     def run(self, args) -> int:
@@ -215,7 +244,8 @@ def prepare_tracing(name: str, specs: list[str]) -> None:
         kernel.ensure_tracefs()
 
 
-def render_stacks(rec: dict, interval: bool, what: str = "events") -> None:
+def render_stacks(rec: dict, interval: bool, what: str = "events",
+                  columns: tuple[str, ...] = ()) -> None:
     """BCC stackcount's layout: frames indented, then `comm [pid]`, then the count; largest
     last."""
     if rec.get("type") != "report":
@@ -229,7 +259,8 @@ def render_stacks(rec: dict, interval: bool, what: str = "events") -> None:
             out.append(f"    {e.get('comm', '')} [{e['pid']}]")
         elif "comm" in e:
             out.append(f"    {e['comm']}")
-        out.append(f"    {e['count']}")
+        extra = [f"{k} {v}" for k, v in e.items() if k in (columns or ())]
+        out.append(f"    {e['count']}" + (f" ({', '.join(extra)})" if extra else ""))
         out.append("")
     if not rec["entries"] and interval:
         out.append(f"  (no {what})")
