@@ -160,8 +160,10 @@ struct {
 } stack_scratch SEC(".maps");
 
 /* The current stack's key in `stacks` (stored there if new); 0 when there is none, with
- * the reason counted (no stack to walk: "missing"; store full: "lost"). */
-static __always_inline __u64 stack_store(void *ctx, __u64 flags)
+ * the reason counted (no stack to walk: "missing"; store full: "lost").  A kernel stack
+ * of an event that happened in user mode (a perf event at a user page fault) is empty by
+ * nature, not missing: kernel_may_be_empty leaves that uncounted. */
+static __always_inline __u64 stack_store_opt(void *ctx, __u64 flags, bool kernel_may_be_empty)
 {
 	__u32 zero = 0;
 	struct stack_trace *st = bpf_map_lookup_elem(&stack_scratch, &zero);
@@ -169,7 +171,8 @@ static __always_inline __u64 stack_store(void *ctx, __u64 flags)
 		return 0;
 	long len = bpf_get_stack(ctx, st->ips, sizeof(st->ips), flags);
 	if (len <= 0) {
-		count_drop(MEMLENS_DROP_STACK_MISSING);
+		if (!(kernel_may_be_empty && !(flags & BPF_F_USER_STACK)))
+			count_drop(MEMLENS_DROP_STACK_MISSING);
 		return 0;
 	}
 	__u32 n = len / sizeof(__u64);
@@ -195,6 +198,11 @@ static __always_inline __u64 stack_store(void *ctx, __u64 flags)
 		return 0;
 	}
 	return h;
+}
+
+static __always_inline __u64 stack_store(void *ctx, __u64 flags)
+{
+	return stack_store_opt(ctx, flags, false);
 }
 
 /* clang emits BTF for the record only if something uses the type */

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from memlens.core.hooks import Hook, PerfSoftware, TpBtf, Tracepoint, Uprobe
+from memlens.core.hooks import Hook, Kprobe, PerfSoftware, TpBtf, Tracepoint, Uprobe
 
 
 class Need(NamedTuple):
@@ -60,6 +60,11 @@ TOOLS: tuple[Tool, ...] = (
                                                                "fd", "off")),)),)),
     Tool("brkstack", "memlens.tools.brkstack", "count brk() heap expansions by user stack",
          needs=(Need("brk() calls", (Tracepoint("syscalls", "sys_enter_brk"),)),)),
+    Tool("faults", "memlens.tools.faults",
+         "page faults by process and kernel/user stack, minor and major (faults.bt)",
+         needs=(Need("page faults", (PerfSoftware("minor-faults", 5),
+                                     Tracepoint("exceptions", "page_fault_user"),
+                                     Kprobe("handle_mm_fault"))),)),
     Tool("stackcount", "memlens.tools.stackcount",
          "count events by stack (BCC stackcount): t:, sw:, u:, usdt: probes",
          kinds=ONE_LINER_KINDS),

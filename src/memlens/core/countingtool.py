@@ -30,6 +30,14 @@ LAYOUTS = ("stacks", "table")
 
 
 @dataclass
+class Plan:
+    """What to attach when a given hook is the one the kernel offers: the probes, and how
+    their counts are shown side by side."""
+    probes: tuple[str, ...]
+    columns: dict[str, str] | None = None
+
+
+@dataclass
 class CountSpec:
     name: str
     what: str                        # banner: "Tracing <what>... Hit Ctrl-C to end."
@@ -49,6 +57,9 @@ class CountSpec:
     columns: dict[str, str] | None = None
     file_fields: tuple[str, str] | None = None  # a tracepoint's (inode, device) fields
     vma_select: str | None = None    # perf events: count only file/anon/hugetlb mappings
+    # hook -> plan: the registry declares the hooks (best first, doctor shows the choice);
+    # the first the kernel offers decides which probes are attached
+    plans: dict[Any, Plan] | None = None
     extra: dict[str, Any] = dc_field(default_factory=dict)
 
 
@@ -173,7 +184,7 @@ class CountingCommand:
                                 help="a stack per process (`comm [pid]`)")
             parser.add_argument("--delimited", action="store_true",
                                 help="a `--` line between the kernel and the user stack")
-        if not spec.probes:
+        if not spec.probes and not spec.plans:
             parser.add_argument("probes", nargs="+", metavar="PROBE",
                                 help="t:CATEGORY:EVENT (wildcards), sw:EVENT[:PERIOD], "
                                      "u:LIB:FUNC, usdt:LIB:PROVIDER:NAME")
@@ -203,20 +214,44 @@ class CountingCommand:
                 keys = ["pid", "comm", *keys]
         return tuple(dict.fromkeys(keys))
 
+    def probe_specs(self, args) -> list[str]:
+        if self.spec.plans:
+            return list(self.plan().probes)
+        return list(self.spec.probes) or list(args.probes)
+
+    def plan(self) -> Plan:
+        """The plan of the first declared hook this kernel offers (exit 4 naming them all)."""
+        from memlens import registry
+        from memlens.core.hooks import choose
+
+        if not self.spec.plans:
+            return Plan(tuple(self.spec.probes), self.spec.columns)
+        chosen = choose(registry.hooks_of(self.name), self.name)
+        return self.spec.plans[chosen]
+
     def make_tool(self, args) -> CountingTool:
+        from dataclasses import replace
+
         from memlens.core.probespec import parse_all
 
-        specs = list(self.spec.probes) or list(args.probes)
-        probes = parse_all(specs, getattr(args, "pid", None))
-        return CountingTool(self.spec, probes, self.keys_for(args), args,
-                            field_name=self.spec.field, sum_field=self.spec.sum_field,
-                            filter=self.spec.filter, max_keys=args.max_keys)
+        spec = self.spec
+        if spec.plans:
+            plan = self.plan()
+            spec = replace(spec, probes=plan.probes, columns=plan.columns)
+        self.active_spec = spec
+        probes = parse_all(list(spec.probes) or list(args.probes), getattr(args, "pid", None))
+        return CountingTool(spec, probes, self.keys_for(args), args,
+                            field_name=spec.field, sum_field=spec.sum_field,
+                            filter=spec.filter, max_keys=args.max_keys)
+
+    def _columns(self) -> dict[str, str] | None:
+        return getattr(self, "active_spec", self.spec).columns
 
     def renderer(self, args):
         if self.spec.layout == "stacks":
             return lambda rec: render_stacks(rec, interval=args.interval is not None,
                                              what=self.spec.unit,
-                                             columns=tuple((self.spec.columns or {}).values()))
+                                             columns=tuple((self._columns() or {}).values()))
         return lambda rec: render_table(rec, interval=args.interval is not None)
 
     def run(self, args) -> int:
@@ -225,8 +260,13 @@ class CountingCommand:
         from memlens.output.sinks import check_output_options, make_sink
 
         check_output_options(args)
-        specs = list(self.spec.probes) or list(args.probes)
-        prepare_tracing(self.name, specs)
+        from memlens.core import kernel
+        from memlens.core.privileges import require_tracing_privileges
+
+        require_tracing_privileges(self.name)
+        if self.spec.plans:
+            kernel.ensure_tracefs()  # hooks are probed through tracefs
+        prepare_tracing(self.name, self.probe_specs(args))
         prefetch_numpy()  # overlaps the BPF load (core/lazy.py)
         tool = self.make_tool(args)
         sink = make_sink(args, self.renderer(args), title=self.spec.what, unit=self.spec.unit)

@@ -226,7 +226,7 @@ static __always_inline void fill_key(void *ctx, struct engine_key *key, __u32 pr
 	if (parts & KEY_USTACK)
 		key->ustack = stack_store(ctx, BPF_F_USER_STACK);
 	if (parts & KEY_KSTACK)
-		key->kstack = stack_store(ctx, 0);
+		key->kstack = stack_store_opt(ctx, 0, true);
 	if (parts & KEY_PROBE)
 		key->probe = probe;
 	if (parts & KEY_FIELD)
@@ -248,7 +248,7 @@ static __always_inline void emit_event(void *ctx, struct engine_event *scratch_e
 	e->pad = 0;
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
 	e->ustack = (key_parts & KEY_USTACK) ? stack_store(ctx, BPF_F_USER_STACK) : 0;
-	e->kstack = (key_parts & KEY_KSTACK) ? stack_store(ctx, 0) : 0;
+	e->kstack = (key_parts & KEY_KSTACK) ? stack_store_opt(ctx, 0, true) : 0;
 	e->size = 0;
 	if (scratch_ev) {
 		e->size = record_size;

@@ -369,8 +369,10 @@ class Engine:
                 frames = self.resolver.user_frames(pid, h if h else -1)
                 parts.append(tuple(str(f) for f in frames))
             elif k == "kstack":
+                # no kernel stack: the event happened in user mode (a perf event at a user
+                # page fault) — nothing to show, and nothing was lost
                 h = int(key["kstack"])
-                frames = strip_tracing_frames(self.resolver.kernel_frames(h if h else -1))
+                frames = strip_tracing_frames(self.resolver.kernel_frames(h)) if h else []
                 parts.append(tuple(str(f) for f in frames))
             elif k == "probe":
                 parts.append(int(key["probe"]))

@@ -101,7 +101,7 @@ class TraceTool:
         if self.args.kernel_stack:
             h = int(ev["kstack"])
             rec["kernel_stack"] = [str(f) for f in strip_tracing_frames(
-                res.kernel_frames(h or -1))]
+                res.kernel_frames(h))] if h else []
         return rec
 
     def report(self, final: bool) -> list[dict]:
