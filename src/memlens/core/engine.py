@@ -102,7 +102,9 @@ class Engine:
         if not uses_record:
             return
         others = [p for p in self.probes if p.kind != "tracepoint"]
-        if (self.sum_field or self.filter_text) and others:
+        # beside other probes, a filter or a sum applies to the tracepoints only (faults and
+        # a page-allocation tracepoint filtered by order, side by side)
+        if (self.sum_field or self.filter_text) and not tps:
             raise UsageError(f"a filter or a sum field needs tracepoints; {others[0].text} "
                              "has no fields")
         if self.field and others and (tps or self.field != "addr"):
