@@ -7,9 +7,10 @@ cd "$(dirname "$0")/.."
 # clang-19/llvm-19: compile BPF (Debian's default clang is 14); libbpf-dev: bpf_helpers.h;
 # libbpf1: the runtime; bpftool: debugging and vmlinux.h; sysstat/procps: the witnesses the
 # checklist tests compare with; gcc/make: test workloads; tmux: drives `memlens top` in tests;
-# bpftrace: the peer measured in bench/; libc6-dbg: full libc symbols for stacks.
+# bpftrace: the peer measured in bench/; libc6-dbg: full libc symbols for stacks;
+# linux-perf: `perf stat -e page-faults`, the witness of the fault-counting tools.
 PACKAGES="clang-19 llvm-19 libbpf1 libbpf-dev bpftool linux-libc-dev libelf1 gcc g++ make
-          procps sysstat tmux bpftrace strace libc6-dbg python3-venv golang-go"
+          procps sysstat tmux bpftrace strace libc6-dbg python3-venv golang-go linux-perf"
 missing=""
 for p in $PACKAGES; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
