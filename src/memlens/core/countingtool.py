@@ -326,13 +326,29 @@ def render_table(rec: dict, interval: bool, titles: dict[str, str] | None = None
         widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(heads)]
         numeric = [k in ("pid", "tid", "count", "sum") or isinstance(entries[0].get(k), int)
                    for k in names]
-        # the last text column takes what is left of 79 columns; numbers right-aligned
+        _fit(cells, widths, numeric)
         out.append(_row(heads, widths, numeric))
         out.extend(_row(c, widths, numeric) for c in cells)
     elif interval:
         out.append("  (no events)")
     if out:
         print("\n".join(out), flush=True)
+
+
+def _fit(cells: list[list[str]], widths: list[int], numeric: list[bool],
+         line: int = 79) -> None:
+    """Keep rows within `line` columns: the widest text column (a path, a comm) gives up
+    the excess, cut at its start ("...") so a path keeps its file name."""
+    excess = sum(widths) + len(widths) - 1 - line
+    text_cols = [i for i, n in enumerate(numeric) if not n]
+    if excess <= 0 or not text_cols:
+        return
+    i = max(text_cols, key=lambda c: widths[c])
+    new = max(8, widths[i] - excess)
+    for row in cells:
+        if len(row[i]) > new:
+            row[i] = "..." + row[i][-(new - 3):]
+    widths[i] = new
 
 
 def _cell(v: Any) -> str:

@@ -117,6 +117,9 @@ class Engine:
         layout = None
         for fmt in formats:
             f = fmt.field(name)  # UsageError names the fields
+            if what == "sum field" and f.is_pointer:
+                raise UsageError(f"sum field {name!r} of {fmt.category}:{fmt.name} is a "
+                                 "pointer: adding addresses means nothing")
             if f.is_string or f.size not in (1, 2, 4, 8) or f.data_loc:
                 raise UsageError(f"{what} {name!r} of {fmt.category}:{fmt.name} is "
                                  f"{f.type}: only integer fields of 1-8 bytes can be read")
@@ -470,7 +473,8 @@ class Engine:
 # Frames of the tracing machinery itself, on top of kernel stacks taken from a BPF program
 # (one list for every tool): the user wants the stack that reached the event.
 TRACING_FRAME_PREFIXES = ("bpf_", "__bpf_", "__traceiter_", "__probestub_", "trace_call_bpf",
-                          "perf_trace_", "perf_tp_event", "perf_swevent_", "perf_event_",
+                          "perf_trace_", "perf_tp_event", "perf_syscall_", "perf_swevent_",
+                          "perf_event_",
                           "___perf_sw_event", "__perf_sw_event", "__perf_event_overflow",
                           "trace_event_raw_event_", "kprobe_", "uprobe_", "ftrace_")
 

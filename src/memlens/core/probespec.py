@@ -93,11 +93,14 @@ def parse(spec: str, pid: int | None = None) -> list[Probe]:
     if head in ("sw", "software", "s") and len(parts) in (2, 3):
         return [_software(spec, parts[1], parts[2] if len(parts) == 3 else None)]
     if head in ("u", "uprobe") and len(parts) == 3:
-        return [Probe("uprobe", f"u:{parts[1]}:{parts[2]}", binary=find_library(parts[1], pid),
-                      func=parts[2])]
+        binary = find_library(parts[1], pid)
+        check_function(binary, parts[2], spec)
+        return [Probe("uprobe", f"u:{parts[1]}:{parts[2]}", binary=binary, func=parts[2])]
     if head == "usdt" and len(parts) == 4:
         return [Probe("usdt", spec, binary=find_library(parts[1], pid), provider=parts[2],
                       name=parts[3])]
+    if head in ("k", "kprobe", "p") and parts[-1] == "":
+        raise UsageError(f"probe {spec!r}: no function named")
     if head in ("k", "kprobe") and len(parts) == 2:
         return [_kprobe(parts[1])]
     if head == "p" and len(parts) == 3 and parts[1] == "":
@@ -170,6 +173,20 @@ def _kprobe(func: str) -> Probe:
         raise KernelLacks(f"probe k:{func}: no kernel function {func!r} in /proc/kallsyms "
                           "(inlined, renamed or static in this kernel)")
     return Probe("kprobe", f"k:{func}", name=func)
+
+
+def check_function(binary: str, func: str, spec: str) -> None:
+    """A mistyped function is a usage error, said before anything is attached."""
+    if not func:
+        raise UsageError(f"probe {spec!r}: no function named")
+    from memlens.core.symbols import ElfError, ElfSymbols
+
+    try:
+        syms = ElfSymbols(binary)
+    except (OSError, ElfError, ValueError):
+        return  # not readable as ELF here: let the attach say why
+    if syms.address_of(func) is None:
+        raise UsageError(f"probe {spec!r}: no function {func!r} in {binary}")
 
 
 def find_library(lib: str, pid: int | None = None) -> str:

@@ -45,6 +45,10 @@ class Runner:
                 if ready is not None:
                     ready(tool.what)
                 self._loop(tool, emit)
+                # what arrived between the last poll and the stop (a trace's ring buffer)
+                # is still read: a stop must not lose events silently
+                for rec in tool.poll(0):
+                    emit(rec)
                 if not (self.interval and self.count and self.intervals_done >= self.count):
                     for rec in tool.report(True):
                         emit(rec)
