@@ -230,3 +230,43 @@ def test_memlens_leaves_itself_out(tmp_path):
     pids = {r["pid"] for r in run.records() if r["type"] == "event"}
     assert wl.pid in pids and len(calls) == FILE_MAPS + ANON_MAPS + FAILS
     assert run.proc.pid not in pids
+
+
+def test_runs_in_a_thread_under_the_runner(tmp_path):
+    """The tool protocol without the CLI (as a test or an exporter thread runs it): records
+    go to a callback, an Event stops it, no signal handler is touched, nothing stays
+    attached, and the final report drains what the last poll left."""
+    import argparse
+    import signal
+    import threading
+
+    from memlens.core.runner import Runner
+    from memlens.tools.mmapsnoop import MmapsnoopTool
+    from tests.kernel.helpers import owned_prog_ids
+
+    wl = Workload(tmp_path)
+    args = argparse.Namespace(pid=wl.pid, cgroup=None, name=None, file_only=False)
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    records: list[dict] = []
+    attached = threading.Event()
+    runner = Runner()
+    thread = threading.Thread(target=runner.run, args=(MmapsnoopTool(args), records.append,
+                                                       lambda what: attached.set()))
+    thread.start()
+    try:
+        assert attached.wait(20), "never attached"
+        held = owned_prog_ids(os.getpid())
+        calls = wl.go_and_exit()
+    finally:
+        wl.kill()
+        runner.stop.set()
+        thread.join(20)
+    assert not thread.is_alive()
+    events = [r for r in records if r["type"] == "event"]
+    assert len(events) == len(calls) == FILE_MAPS + ANON_MAPS + FAILS
+    for ev, call in zip(events, calls):
+        _check_event(ev, call, wl)
+    assert records[-1] == {"type": "summary", "events": len(calls), "lost": {},
+                           "hook": "tracepoint/syscalls/sys_enter_mmap+sys_exit_mmap"}
+    assert {s: signal.getsignal(s) for s in handlers} == handlers
+    assert held and not (held & owned_prog_ids(os.getpid()))

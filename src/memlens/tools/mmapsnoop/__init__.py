@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import errno
 import functools
-import sys
+import select
 import time
 from typing import Any
 
@@ -19,8 +19,9 @@ from memlens.core import kernel
 from memlens.core.lazy import prefetch_numpy
 from memlens.core.loader import BpfObject
 from memlens.core.privileges import require_tracing_privileges
-from memlens.core.session import Session, add_common_options, configure_filters, report_lost
+from memlens.core.session import Session, add_common_options, configure_filters
 from memlens.errors import KernelLacks
+from memlens.output.sinks import add_output_options
 
 EXAMPLES = """\
 examples:
@@ -78,6 +79,10 @@ MAP_UNINITIALIZED = 0x4000000
 KNOWN_BITS = 0x0F | sum(b for b, _, _ in MAP_BITS)
 MMAP_ANON, MMAP_FILE, MMAP_NO_FILE = 0, 1, 2  # enum mmap_file_kind
 MAX_ERRNO = 4095
+# A read with data costs ~0.4 ms here however few records it holds (+4 µs a record), so
+# reads are spaced at least this much apart.  The ring holds ~900 records: at one read per
+# 20 ms it fills only above ~45 k calls/s, more than the decoder keeps up with anyway.
+GATHER_S = 0.02
 
 
 @functools.lru_cache(maxsize=256)
@@ -139,13 +144,81 @@ def join_path(components: list[bytes], truncated: bool) -> str:
     return ("..." if truncated else "") + "/" + "/".join(parts)
 
 
+class _Losses(Session):
+    """Session's loss accounting (new_drops, total_drops) without its __init__, which takes
+    SIGINT/SIGTERM: those belong to whoever runs the tool (run_cli, a test, a thread)."""
+
+    def __init__(self) -> None:
+        self._reported_drops: dict[int, int] = {}
+
+
+class MmapsnoopTool:
+    """mmapsnoop for the runner (core/runner.py): one "event" record per mmap() call."""
+
+    name, what = "mmapsnoop", "mmap() calls"
+
+    def __init__(self, args: argparse.Namespace):
+        self.args, self.obj, self.shown, self.last_read = args, None, 0, 0.0
+        self.name_filter = args.name.encode() if args.name else None
+        self.losses = _Losses()
+        self.ready = select.epoll()  # on the ring's fd, registered once it exists
+
+    def start(self) -> None:
+        require_tracing_privileges("mmapsnoop")
+        kernel.ensure_tracefs()
+        missing = [tp for tp in ("sys_enter_mmap", "sys_exit_mmap")
+                   if not kernel.tracepoint_exists("syscalls", tp)]
+        if missing:
+            raise KernelLacks("mmapsnoop needs the syscalls:" + " and syscalls:".join(missing)
+                              + " tracepoint(s) (CONFIG_FTRACE_SYSCALLS); not in tracefs")
+        # boot-time ns from the kernel -> wall clock (CLOCK_BOOTTIME counts suspend too)
+        self.boot_to_wall = time.time() - time.clock_gettime(time.CLOCK_BOOTTIME)
+        self.obj = obj = BpfObject.open("tools/mmapsnoop/mmapsnoop.bpf.o")
+        configure_filters(obj, self.args)
+        obj.rodata["targ_file_only"] = bool(self.args.file_only)
+        obj.load()
+        obj.attach_tracepoint("mmap_enter", "syscalls", "sys_enter_mmap")
+        obj.attach_tracepoint("mmap_exit", "syscalls", "sys_exit_mmap")
+        self.dtype = obj.struct_dtype("mmap_event")
+        self.ring = obj.map("events").ringbuf()
+        self.ready.register(obj.map("events").fd, select.EPOLLIN)
+
+    def poll(self, timeout: float) -> list[dict]:
+        # Wait on the ring's fd (bounded by the runner's timeout) rather than sleep a fixed
+        # tick, so the first call after a quiet spell is shown at once; then read at most
+        # once per GATHER_S, so a steady stream is still decoded in batches.
+        end = time.monotonic() + timeout
+        if timeout > 0 and self.ready.poll(timeout):
+            wait = min(self.last_read + GATHER_S, end) - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+            self.last_read = time.monotonic()
+        out = [decode(rec, self.boot_to_wall) for rec in self.ring.consume_fixed(self.dtype)
+               if self.name_filter is None or self.name_filter in bytes(rec["comm"])]
+        self.shown += len(out)
+        return out + self.losses.new_drops(self.obj)
+
+    def report(self, final: bool) -> list[dict]:
+        return self.poll(0)  # the calls and losses not polled yet
+
+    def summary(self) -> list[dict]:
+        return [{"type": "summary", "events": self.shown, "lost": self.losses.total_drops(),
+                 "hook": "tracepoint/syscalls/sys_enter_mmap+sys_exit_mmap"}]
+
+    def close(self) -> None:
+        self.ready.close()
+        if self.obj is not None:
+            self.obj.close()
+
+
 class MmapsnoopCommand:
     name = "mmapsnoop"
     summary = "Trace mmap() calls: protection, flags, offset, size, file, result."
     epilog = EXAMPLES
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        add_common_options(parser)
+        add_common_options(parser, json=False)
+        add_output_options(parser)
         parser.add_argument("-T", "--time", action="store_true",
                             help="include a time column (HH:MM:SS)")
         parser.add_argument("-w", "--wide", action="store_true",
@@ -156,65 +229,36 @@ class MmapsnoopCommand:
                             help="only processes whose comm contains COMM")
 
     def run(self, args: argparse.Namespace) -> int:
+        from memlens.core.runner import run_cli
+        from memlens.output.sinks import make_sink
+
         prefetch_numpy()  # overlaps the BPF load (see core/lazy.py)
-        require_tracing_privileges("mmapsnoop")
-        kernel.ensure_tracefs()
-        missing = [tp for tp in ("sys_enter_mmap", "sys_exit_mmap")
-                   if not kernel.tracepoint_exists("syscalls", tp)]
-        if missing:
-            raise KernelLacks("mmapsnoop needs the syscalls:" + " and syscalls:".join(missing)
-                              + " tracepoint(s) (CONFIG_FTRACE_SYSCALLS); not in tracefs")
-        from memlens.output.ndjson import JsonWriter
+        return run_cli(MmapsnoopTool(args), args, make_sink(args, TextRenderer(args)))
+
+
+class TextRenderer:
+    """The text columns.  The header comes with the first record the sink renders (the
+    first row, or the summary of a run that saw none): the sink is told nothing at attach
+    time, and stdout is the same either way."""
+
+    def __init__(self, args: argparse.Namespace):
         from memlens.output.table import Column, Table
 
-        writer = JsonWriter(sys.stdout) if args.json else None
-        name_filter = args.name.encode() if args.name else None
         cols = [Column("PID", 7), Column("COMM", 15), Column("PROT", 4), Column("MAP", 5),
                 Column("OFFS(KB)", 8, ">"), Column("SIZE(KB)", 8, ">"),
                 Column("FILE", None, keep="tail")]
         if args.time:
             cols.insert(0, Column("TIME", 8))
-        table = Table(cols, line_width=None if args.wide else 79)
-        # boot-time ns from the kernel -> wall clock (CLOCK_BOOTTIME counts suspend too)
-        boot_to_wall = time.time() - time.clock_gettime(time.CLOCK_BOOTTIME)
-        with BpfObject.open("tools/mmapsnoop/mmapsnoop.bpf.o") as obj:
-            configure_filters(obj, args)
-            obj.rodata["targ_file_only"] = bool(args.file_only)
-            obj.load()
-            obj.attach_tracepoint("mmap_enter", "syscalls", "sys_enter_mmap")
-            obj.attach_tracepoint("mmap_exit", "syscalls", "sys_exit_mmap")
-            dtype = obj.struct_dtype("mmap_event")
-            ring = obj.map("events").ringbuf()
-            session = Session(duration=args.duration)
-            session.banner("mmap() calls")
-            if writer is None:
-                print(table.header(), flush=True)
-            shown = 0
+        self.table = Table(cols, line_width=None if args.wide else 79)
+        self.with_time = bool(args.time)
+        self.header_done = False
 
-            def poll() -> None:
-                nonlocal shown
-                recs = ring.consume_fixed(dtype)
-                lines = []
-                for rec in recs:
-                    comm = bytes(rec["comm"])
-                    if name_filter is not None and name_filter not in comm:
-                        continue
-                    ev = decode(rec, boot_to_wall)
-                    shown += 1
-                    if writer is not None:
-                        writer.emit(ev)
-                    else:
-                        lines.append(table.row(text_row(ev, args.time)))
-                if lines:
-                    print("\n".join(lines), flush=True)
-                report_lost(session.new_drops(obj), writer)
-
-            session.run(poll, poll_interval=0.05)
-            poll()
-            if writer is not None:
-                writer.emit({"type": "summary", "events": shown, "lost": session.total_drops(),
-                             "hook": "tracepoint/syscalls/sys_enter_mmap+sys_exit_mmap"})
-        return 0
+    def __call__(self, rec: dict[str, Any]) -> None:
+        if not self.header_done:
+            self.header_done = True
+            print(self.table.header(), flush=True)
+        if rec["type"] == "event":
+            print(self.table.row(text_row(rec, self.with_time)), flush=True)
 
 
 def decode(rec, boot_to_wall: float) -> dict[str, Any]:

@@ -14,15 +14,18 @@ from __future__ import annotations
 
 import argparse
 import os
+import select
 import sys
 import time
+from collections.abc import Callable
 
 from memlens import registry
 from memlens.core import kernel
 from memlens.core.hooks import choose
 from memlens.core.loader import BpfObject
 from memlens.core.privileges import require_tracing_privileges
-from memlens.core.session import Session, add_common_options, configure_filters, report_lost
+from memlens.core.session import Session, add_common_options, configure_filters
+from memlens.output.sinks import add_output_options
 
 EXAMPLES = """\
 examples:
@@ -85,116 +88,154 @@ def proc_cgroup(pid: int, v1: bool) -> str | None:
     return None
 
 
+class _Losses(Session):
+    """Session's loss accounting (new_drops, total_drops) without its __init__, which takes
+    SIGINT/SIGTERM: those belong to whoever runs the tool (run_cli, a test, a thread)."""
+
+    def __init__(self) -> None:
+        self._reported_drops: dict[int, int] = {}
+
+
+class OomkillTool:
+    """oomkill for the runner (core/runner.py): one "event" record per kill."""
+
+    name, what = "oomkill", "OOM kills"
+
+    def __init__(self, args: argparse.Namespace):
+        self.args, self.obj, self.kills = args, None, 0
+        self.losses = _Losses()
+        self.cgroup_prefix: str | None = None
+        # woken by the kill itself, not a timer: the trigger's user stack is symbolized
+        # through its memory map, which is gone once it exits (often it is the victim)
+        self.ready = select.epoll()
+
+    def start(self) -> None:
+        require_tracing_privileges("oomkill")
+        self.v1 = memcg_v1_active()
+        kernel.ensure_tracefs()
+        self.use_btf = choose(HOOKS, "oomkill").kind == "tp_btf"
+        self.obj = obj = BpfObject.open("tools/oomkill/oomkill.bpf.o")
+        obj.rodata["targ_cgroup_v1_memcg"] = self.v1
+        configure_filters(obj, self.args)
+        if self.args.cgroup and not self.use_btf:
+            # the tracepoint gives no task to filter on in the kernel: --cgroup is checked
+            # on the victim's /proc/PID/cgroup instead
+            self.cgroup_prefix = cgroup_filter_path(self.args.cgroup)
+        obj.set_autoload("mark_victim_btf", self.use_btf)
+        obj.set_autoload("mark_victim_tp", not self.use_btf)
+        obj.load()
+        if self.use_btf:
+            obj.attach_auto("mark_victim_btf")
+        else:
+            obj.attach_tracepoint("mark_victim_tp", "oom", "mark_victim")
+        self.record_type = obj.struct_ctype("oom_event")
+        self.ring = obj.map("events").ringbuf()
+        self.ready.register(obj.map("events").fd, select.EPOLLIN)
+
+    def poll(self, timeout: float) -> list[dict]:
+        if timeout > 0:
+            self.ready.poll(timeout)
+        out = []
+        # OOM kills are rare: a plain walk and ctypes decoding, no numpy import
+        for raw in self.ring.consume_records():
+            ev = decode_kill(self.record_type.from_buffer_copy(raw), self.v1, self.cgroup_prefix)
+            if ev is not None:
+                out.append(ev)
+        self.kills += len(out)
+        return out + self.losses.new_drops(self.obj)
+
+    def report(self, final: bool) -> list[dict]:
+        return self.poll(0)  # the kills and losses not polled yet
+
+    def summary(self) -> list[dict]:
+        return [{"type": "summary", "kills": self.kills, "lost": self.losses.total_drops(),
+                 "hook": "tp_btf/mark_victim" if self.use_btf else "tracepoint/oom/mark_victim"}]
+
+    def close(self) -> None:
+        self.ready.close()
+        if self.obj is not None:
+            self.obj.close()
+
+
 class OomkillCommand:
     name = "oomkill"
     summary = "Trace OOM kills: trigger and victim, victim RSS and memory cgroup, loadavg."
     epilog = EXAMPLES
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        add_common_options(parser)
+        add_common_options(parser, json=False)
+        add_output_options(parser)
         # -p and --cgroup select victims: "tell me when *this* gets killed"
         parser.add_argument("-s", "--stacks", action="store_true",
                             help="also print the trigger's kernel and user stacks "
                                  "(always in --json)")
 
     def run(self, args: argparse.Namespace) -> int:
-        require_tracing_privileges("oomkill")
-        from memlens.output.ndjson import JsonWriter
+        from memlens.core.runner import run_cli
+        from memlens.output.sinks import make_sink
 
-        writer = JsonWriter(sys.stdout) if args.json else None
-        v1 = memcg_v1_active()
-        kernel.ensure_tracefs()
-        use_btf = choose(HOOKS, "oomkill").kind == "tp_btf"
-        with BpfObject.open("tools/oomkill/oomkill.bpf.o") as obj:
-            obj.rodata["targ_cgroup_v1_memcg"] = v1
-            configure_filters(obj, args)
-            cgroup_prefix = cgroup_filter_path(args.cgroup) if args.cgroup else None
-            obj.set_autoload("mark_victim_btf", use_btf)
-            obj.set_autoload("mark_victim_tp", not use_btf)
-            obj.load()
-            if use_btf:
-                obj.attach_auto("mark_victim_btf")
-            else:
-                obj.attach_tracepoint("mark_victim_tp", "oom", "mark_victim")
-            record_type = obj.struct_ctype("oom_event")
-            ring = obj.map("events").ringbuf()
-            session = Session(duration=args.duration)
-            session.banner("OOM kills")
-            kills = 0
+        return run_cli(OomkillTool(args), args, make_sink(args, text_renderer(args.stacks)))
 
-            def poll() -> None:
-                nonlocal kills
-                # OOM kills are rare: a plain walk and ctypes decoding, no numpy import
-                for raw in ring.consume_records():
-                    if self.print_kill(record_type.from_buffer_copy(raw), v1, writer,
-                                       None if use_btf else cgroup_prefix, args.stacks):
-                        kills += 1
-                report_lost(session.new_drops(obj), writer)
 
-            session.run(poll, poll_interval=0.1)
-            poll()
-            if writer:
-                writer.emit({"type": "summary", "kills": kills,
-                             "lost": session.total_drops(),
-                             "hook": "tp_btf/mark_victim" if use_btf
-                             else "tracepoint/oom/mark_victim"})
-        return 0
+def decode_kill(rec, v1: bool, cgroup_prefix: str | None = None) -> dict | None:
+    """One kill as an "event" record; None when the user-space --cgroup check (fallback
+    hook) drops it."""
+    victim_pid = rec.victim_pid
+    if rec.has_details and rec.cgroup_levels:
+        cg = cgroup_path([bytes(n.value) for n in rec.cgroup], rec.cgroup_levels,
+                         bool(rec.cgroup_truncated))
+    else:
+        cg = proc_cgroup(victim_pid, v1)
+    if cgroup_prefix is not None and not (
+            cg and (cg == cgroup_prefix or cg.startswith(cgroup_prefix.rstrip("/") + "/"))):
+        return None
+    loadavg = read_loadavg()
+    kstack, ustack = trigger_stacks(rec)
+    return {
+        "type": "event",
+        "time": time.strftime("%H:%M:%S"),
+        "timestamp": time.time(),
+        "trigger_pid": int(rec.trigger_pid),
+        "trigger_comm": rec.trigger_comm.decode(errors="replace"),
+        "victim_pid": victim_pid,
+        "victim_comm": rec.victim_comm.decode(errors="replace"),
+        "total_vm_kb": int(rec.total_vm_kb),
+        "anon_rss_kb": int(rec.anon_rss_kb),
+        "file_rss_kb": int(rec.file_rss_kb),
+        "shmem_rss_kb": int(rec.shmem_rss_kb),
+        "pgtables_kb": int(rec.pgtables_kb),
+        "uid": int(rec.uid),
+        "oom_score_adj": int(rec.oom_score_adj),
+        "cgroup": cg,
+        "cgroup_id": int(rec.cgroup_id) or None,
+        "cgroup_hierarchy": "v1-memory" if v1 else "v2",
+        "loadavg": loadavg,
+        "trigger_kernel_stack": kstack,
+        "trigger_user_stack": ustack,
+    }
 
-    def print_kill(self, rec, v1: bool, writer, cgroup_prefix: str | None = None,
-                   stacks: bool = False) -> bool:
-        """Print one kill; False when the user-space --cgroup check (fallback hook) drops it."""
-        victim_pid = rec.victim_pid
-        if rec.has_details and rec.cgroup_levels:
-            cg = cgroup_path([bytes(n.value) for n in rec.cgroup], rec.cgroup_levels,
-                             bool(rec.cgroup_truncated))
-        else:
-            cg = proc_cgroup(victim_pid, v1)
-        if cgroup_prefix is not None and not (
-                cg and (cg == cgroup_prefix or cg.startswith(cgroup_prefix.rstrip("/") + "/"))):
-            return False
-        loadavg = read_loadavg()
-        fields = {
-            "type": "event",
-            "time": time.strftime("%H:%M:%S"),
-            "timestamp": time.time(),
-            "trigger_pid": int(rec.trigger_pid),
-            "trigger_comm": rec.trigger_comm.decode(errors="replace"),
-            "victim_pid": victim_pid,
-            "victim_comm": rec.victim_comm.decode(errors="replace"),
-            "total_vm_kb": int(rec.total_vm_kb),
-            "anon_rss_kb": int(rec.anon_rss_kb),
-            "file_rss_kb": int(rec.file_rss_kb),
-            "shmem_rss_kb": int(rec.shmem_rss_kb),
-            "pgtables_kb": int(rec.pgtables_kb),
-            "uid": int(rec.uid),
-            "oom_score_adj": int(rec.oom_score_adj),
-            "cgroup": cg,
-            "cgroup_id": int(rec.cgroup_id) or None,
-            "cgroup_hierarchy": "v1-memory" if v1 else "v2",
-            "loadavg": loadavg,
-        }
-        kstack, ustack = trigger_stacks(rec)
-        fields["trigger_kernel_stack"] = kstack
-        fields["trigger_user_stack"] = ustack
-        if writer is not None:
-            writer.emit(fields)
-            return True
-        from memlens.output.table import escape as sanitize
 
-        f = fields
+def text_renderer(stacks: bool) -> Callable[[dict], None]:
+    """BCC's line per kill, then the details line (and with -s the trigger's stacks)."""
+    from memlens.output.table import escape as sanitize
+
+    def render(f: dict) -> None:
+        if f["type"] != "event":
+            return
         print(f'{f["time"]} Triggered by PID {f["trigger_pid"]} ("{sanitize(f["trigger_comm"])}"), '
               f'OOM kill of PID {f["victim_pid"]} ("{sanitize(f["victim_comm"])}"), '
-              f'total-vm {f["total_vm_kb"]} kB, loadavg: {loadavg}')
+              f'total-vm {f["total_vm_kb"]} kB, loadavg: {f["loadavg"]}')
         print(f'{"":9}rss anon {f["anon_rss_kb"]} kB, file {f["file_rss_kb"]} kB, '
               f'shmem {f["shmem_rss_kb"]} kB; pgtables {f["pgtables_kb"]} kB; '
-              f'cgroup {sanitize(cg or "?")}', flush=True)
+              f'cgroup {sanitize(f["cgroup"] or "?")}', flush=True)
         if stacks:
-            for title, frames in (("kernel", kstack), ("user", ustack)):
+            for title in ("kernel", "user"):
                 print(f'{"":9}trigger {title} stack:')
-                for frame in frames:
+                for frame in f[f"trigger_{title}_stack"]:
                     print(f'{"":11}{sanitize(frame)}')
             sys.stdout.flush()
-        return True
+
+    return render
 
 
 # frames of the tracing machinery itself, above the kernel function that fired the event
