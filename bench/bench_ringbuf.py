@@ -22,8 +22,8 @@ sys.path.insert(0, str(ROOT))
 
 from memlens.core import kernel  # noqa: E402
 from memlens.core import libbpf as L  # noqa: E402
+from memlens.core.drops import Losses  # noqa: E402
 from memlens.core.loader import BpfObject  # noqa: E402
-from memlens.core.session import Session  # noqa: E402
 from tests.conftest import build_workload  # noqa: E402
 
 N = 3_000_000
@@ -93,7 +93,7 @@ def run(rate: int, consumer: str) -> dict:
             lib.ring_buffer__free(rb)
             consumed = count[0]
         cpu = time.process_time() - cpu0
-        lost = sum(r["count"] for r in Session().new_drops(obj) if r["what"] == "events")
+        lost = sum(r["count"] for r in Losses(obj).new() if r["what"] == "events")
     gen.stdin.write("end\n")
     gen.stdin.flush()
     gen.wait()
@@ -156,7 +156,7 @@ def both_cpus() -> None:
             ours += int(sum((recs["pid"] == p).sum() for p in pids))
         recs = ring.consume_fixed(dtype)
         ours += int(sum((recs["pid"] == p).sum() for p in pids))
-        lost = sum(r["count"] for r in Session().new_drops(obj) if r["what"] == "events")
+        lost = sum(r["count"] for r in Losses(obj).new() if r["what"] == "events")
     for g in gens:
         g.stdin.write("end\n")
         g.stdin.flush()

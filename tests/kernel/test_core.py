@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from memlens.core import kernel, perf
+from memlens.core.drops import Losses
 from memlens.core.loader import BpfObject
-from memlens.core.session import Session
 from memlens.core.stackresolve import StackResolver
 from memlens.errors import KernelLacks, MemlensError
 from tests.conftest import build_workload
@@ -100,7 +100,7 @@ def test_full_ring_counts_every_lost_event():
         obj.attach_tracepoint("on_getppid", "syscalls", "sys_enter_getppid")
         gen.work()  # nobody consumes while the generator runs
         got = len(obj.map("events").ringbuf().consume_fixed(obj.struct_dtype("selftest_event")))
-        lost = Session().new_drops(obj)
+        lost = Losses(obj).new()
         assert got > 0
         assert [r for r in lost if r["what"] == "events"][0]["count"] == 20000 - got
     gen.finish()

@@ -23,7 +23,7 @@ DROP_NAMES = {
 class Losses:
     """The `drops` map of one BPF object, read as increments since the last call."""
 
-    def __init__(self, obj, *, missing_stacks: bool = True):
+    def __init__(self, obj=None, *, missing_stacks: bool = True):
         self.obj = obj
         # "no stack to walk" only means something to tools that asked for stacks
         self.missing_stacks = missing_stacks
@@ -40,8 +40,11 @@ class Losses:
             out[idx] = sum(struct.unpack(f"<{len(raw) // 8}Q", raw))
         return out
 
-    def new(self) -> list[dict]:
-        """Losses since the last call, as "lost" records."""
+    def new(self, obj=None) -> list[dict]:
+        """Losses since the last call, as "lost" records (of `obj` when the tool's object
+        is made after this accounting)."""
+        if obj is not None:
+            self.obj = obj
         out = []
         for idx, total in self._totals_by_index().items():
             delta = total - self._reported.get(idx, 0)

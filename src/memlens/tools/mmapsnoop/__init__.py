@@ -16,10 +16,11 @@ import time
 from typing import Any
 
 from memlens.core import kernel
+from memlens.core.drops import Losses
 from memlens.core.lazy import prefetch_numpy
 from memlens.core.loader import BpfObject
 from memlens.core.privileges import require_tracing_privileges
-from memlens.core.session import Session, add_common_options, configure_filters
+from memlens.core.session import add_common_options, configure_filters
 from memlens.errors import KernelLacks
 from memlens.output.sinks import add_output_options
 
@@ -144,12 +145,6 @@ def join_path(components: list[bytes], truncated: bool) -> str:
     return ("..." if truncated else "") + "/" + "/".join(parts)
 
 
-class _Losses(Session):
-    """Session's loss accounting (new_drops, total_drops) without its __init__, which takes
-    SIGINT/SIGTERM: those belong to whoever runs the tool (run_cli, a test, a thread)."""
-
-    def __init__(self) -> None:
-        self._reported_drops: dict[int, int] = {}
 
 
 class MmapsnoopTool:
@@ -160,7 +155,7 @@ class MmapsnoopTool:
     def __init__(self, args: argparse.Namespace):
         self.args, self.obj, self.shown, self.last_read = args, None, 0, 0.0
         self.name_filter = args.name.encode() if args.name else None
-        self.losses = _Losses()
+        self.losses = Losses()
         self.ready = select.epoll()  # on the ring's fd, registered once it exists
 
     def start(self) -> None:
@@ -196,13 +191,13 @@ class MmapsnoopTool:
         out = [decode(rec, self.boot_to_wall) for rec in self.ring.consume_fixed(self.dtype)
                if self.name_filter is None or self.name_filter in bytes(rec["comm"])]
         self.shown += len(out)
-        return out + self.losses.new_drops(self.obj)
+        return out + self.losses.new(self.obj)
 
     def report(self, final: bool) -> list[dict]:
         return self.poll(0)  # the calls and losses not polled yet
 
     def summary(self) -> list[dict]:
-        return [{"type": "summary", "events": self.shown, "lost": self.losses.total_drops(),
+        return [{"type": "summary", "events": self.shown, "lost": self.losses.totals(),
                  "hook": "tracepoint/syscalls/sys_enter_mmap+sys_exit_mmap"}]
 
     def close(self) -> None:

@@ -21,10 +21,11 @@ from collections.abc import Callable
 
 from memlens import registry
 from memlens.core import kernel
+from memlens.core.drops import Losses
 from memlens.core.hooks import choose
 from memlens.core.loader import BpfObject
 from memlens.core.privileges import require_tracing_privileges
-from memlens.core.session import Session, add_common_options, configure_filters
+from memlens.core.session import add_common_options, configure_filters
 from memlens.output.sinks import add_output_options
 
 EXAMPLES = """\
@@ -88,12 +89,6 @@ def proc_cgroup(pid: int, v1: bool) -> str | None:
     return None
 
 
-class _Losses(Session):
-    """Session's loss accounting (new_drops, total_drops) without its __init__, which takes
-    SIGINT/SIGTERM: those belong to whoever runs the tool (run_cli, a test, a thread)."""
-
-    def __init__(self) -> None:
-        self._reported_drops: dict[int, int] = {}
 
 
 class OomkillTool:
@@ -103,7 +98,7 @@ class OomkillTool:
 
     def __init__(self, args: argparse.Namespace):
         self.args, self.obj, self.kills = args, None, 0
-        self.losses = _Losses()
+        self.losses = Losses()
         self.cgroup_prefix: str | None = None
         # woken by the kill itself, not a timer: the trigger's user stack is symbolized
         # through its memory map, which is gone once it exits (often it is the victim)
@@ -142,13 +137,13 @@ class OomkillTool:
             if ev is not None:
                 out.append(ev)
         self.kills += len(out)
-        return out + self.losses.new_drops(self.obj)
+        return out + self.losses.new(self.obj)
 
     def report(self, final: bool) -> list[dict]:
         return self.poll(0)  # the kills and losses not polled yet
 
     def summary(self) -> list[dict]:
-        return [{"type": "summary", "kills": self.kills, "lost": self.losses.total_drops(),
+        return [{"type": "summary", "kills": self.kills, "lost": self.losses.totals(),
                  "hook": "tp_btf/mark_victim" if self.use_btf else "tracepoint/oom/mark_victim"}]
 
     def close(self) -> None:
