@@ -13,6 +13,8 @@ enum memlens_drop {
 	MEMLENS_DROP_STACK_MISSING = 3,   /* no stack to walk (e.g. kernel thread) */
 	MEMLENS_DROP_MAP_FULL = 4,        /* a hash map was full: entry not recorded */
 	MEMLENS_DROP_VMA = 5,             /* an address not resolved to its mapping */
+	MEMLENS_DROP_ANNOUNCE = 6,        /* a new key not announced (ring full): its counts
+					   * are intact, its symbols may be missing */
 	MEMLENS_DROP_NR = 8,
 };
 

@@ -17,6 +17,8 @@ DROP_NAMES = {
     3: ("stacks_missing", "no stack available"),
     4: ("entries", "map full"),
     5: ("mappings", "fault address not resolved to its mapping (mmap lock busy)"),
+    6: ("announcements", "new keys not announced, ring buffer full: counts intact, "
+                         "symbols of short-lived processes may be missing"),
 }
 
 

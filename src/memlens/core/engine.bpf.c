@@ -156,13 +156,17 @@ static __always_inline void count_key(struct engine_key *key, __u64 sum)
 	}
 	if (!announce)
 		return;
-	struct engine_seen *s = reserve_or_count(&seen, sizeof(*s));
-	if (!s)
-		return; /* counted; the stack still resolves if the process lives */
+	struct engine_seen *s = bpf_ringbuf_reserve(&seen, sizeof(*s), 0);
+	if (!s) {
+		/* the counts are intact; only the early look at the process is missed */
+		count_drop(MEMLENS_DROP_ANNOUNCE);
+		return;
+	}
 	s->ustack = key->ustack;
 	s->tgid = bpf_get_current_pid_tgid() >> 32;
 	s->pad = 0;
-	__builtin_memcpy(s->comm, key->comm, sizeof(s->comm));
+	/* the current comm, whatever the key: a new comm under a known PID is an exec */
+	bpf_get_current_comm(s->comm, sizeof(s->comm));
 	bpf_ringbuf_submit(s, 0);
 }
 

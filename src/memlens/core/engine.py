@@ -82,6 +82,7 @@ class Engine:
                              + ", ".join(VMA_KINDS) + ")")
         self.vma_select = vma_select
         self._files: dict[tuple[int, int], str] = {}  # (kernel dev_t, inode) -> path
+        self._maps_read: set[tuple[int, bytes]] = set()
         self.max_keys, self.max_stacks = max_keys, stack_storage or max_stacks
         self.obj = None
         self.formats: dict[int, Any] = {}    # probe number -> TracepointFormat
@@ -285,7 +286,11 @@ class Engine:
         self.resolver.watch(pid)
         if ustack:
             self.resolver.user_frames(pid, ustack)
-        if "file" in self.keys:
+        if "file" in self.keys and (pid, comm) not in self._maps_read:
+            # once per program a process runs: its maps name the files it faults on
+            self._maps_read.add((pid, comm))
+            if len(self._maps_read) > 4 * REPORT_LIMIT:
+                self._maps_read.clear()
             self._learn_files(pid)
 
     def _learn_files(self, pid: int) -> None:
