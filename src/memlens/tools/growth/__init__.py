@@ -12,8 +12,9 @@ page-faults on every CPU, for this PID only, keyed by user stack and by the kind
 holding the fault address (bpf_find_vma in the kernel: anonymous, file, hugetlb; a file on
 tmpfs, memfd or SysV shm is counted here as shmem, as RssShmem counts it).  No kprobe.
 
-`-c CMD` runs the command, held until the probes are attached (memleak's `_Child`: a fork
-that waits on a pipe, ptrace-seized to see its exit); its RSS starts from zero at its exec.
+`-c CMD` runs the command, held until the probes are attached (core/command.TracedCommand:
+a fork that waits on a pipe, ptrace-seized to see its exit); its RSS starts from zero at its
+exec.
 The fork's faults before the exec are told apart by its comm, renamed for the fork.
 """
 from __future__ import annotations
@@ -195,7 +196,7 @@ class GrowthTool:
         self.what = f"RSS growth and page faults by user stack of {who}"
 
     def _fork_command(self) -> None:
-        from memlens.tools.memleak import _Child
+        from memlens.core.command import TracedCommand
 
         argv = shlex.split(self.args.command)
         if not shutil.which(argv[0]):
@@ -209,7 +210,7 @@ class GrowthTool:
         libc.prctl(PR_GET_NAME, old, 0, 0, 0)
         libc.prctl(PR_SET_NAME, ctypes.c_char_p(PREEXEC_COMM), 0, 0, 0)
         try:
-            self.child = _Child(argv, on_exit=self._at_exit,
+            self.child = TracedCommand(argv, on_exit=self._at_exit,
                                 stdout_to_stderr=bool(self.args.json or self.args.folded))
         finally:
             libc.prctl(PR_SET_NAME, old, 0, 0, 0)
