@@ -15,7 +15,6 @@ import argparse
 import os
 import shlex
 import shutil
-import signal
 import sys
 import threading
 import time
