@@ -77,3 +77,30 @@ def test_kernel_filter_matches_the_python_reference(unfiltered, expr):
                       if tpformat.evaluate(terms, _raw(fmt, e["fields"])))
     got = sorted(e["fields"]["behavior"] for e in _traced(expr))
     assert got == expected, expr
+
+
+def test_a_probe_filter_applies_to_its_probe_only():
+    """Two tracepoints in one program: the filter of sys_enter_madvise (MADV_HUGEPAGE) does
+    not touch sys_exit_madvise, which counts every call."""
+    from memlens.core.engine import Engine
+    from memlens.core.probespec import parse_all
+
+    wl = subprocess.Popen([str(build_workload("madvise_mix")), str(HUGE), str(OTHER)],
+                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    pid = int(re.match(r"ready pid=(\d+)", wl.stdout.readline()).group(1))
+    enter, leave = "t:syscalls:sys_enter_madvise", "t:syscalls:sys_exit_madvise"
+    eng = Engine(parse_all([enter, leave]), keys=("probe", "pid"),
+                 probe_filters={enter: "behavior == MADV_HUGEPAGE"})
+    try:
+        eng.start(pid=pid)
+        wl.stdin.write("g")
+        wl.stdin.flush()
+        assert wl.stdout.readline().startswith("done")
+        wl.stdin.close()
+        wl.wait(10)
+        counts = {e.parts["probe"]: e.count for e in eng.collect() if e.parts["pid"] == pid}
+    finally:
+        eng.close()
+        if wl.poll() is None:
+            wl.kill()
+    assert counts == {enter: HUGE, leave: HUGE + 3 * OTHER}

@@ -239,7 +239,7 @@ def test_swapin_and_swapout_of_a_process_match_the_kernel_counters():
 def test_item_values_come_from_btf_as_bpftool_reads_them():
     """PSWPIN/PSWPOUT as vmlinux BTF says (bpftool as the independent reader), and the
     summary says which values the run used."""
-    from memlens.tools.swapin import vmevents
+    from memlens.core import btfenum as vmevents
 
     dump = subprocess.run(["bpftool", "btf", "dump", "file", "/sys/kernel/btf/vmlinux",
                            "format", "c"], capture_output=True, text=True, check=True).stdout

@@ -301,7 +301,7 @@ def test_kprobe_without_kprobes_names_the_tracepoint(no_kprobes, spec):
 
 def test_kprobe_message_every_alternative_and_the_generic_hint():
     msg = probespec.kprobe_lacks_message("swap_readpage")
-    assert "t:memcg:count_memcg_events with filter 'item == 2'" in msg
+    assert "t:memcg:count_memcg_events with filter 'item == PSWPIN'" in msg
     assert "sw:major-faults (" in msg
     generic = probespec.kprobe_lacks_message("no_such_function")
     assert generic.startswith("probe k:no_such_function: this kernel has no kprobes")

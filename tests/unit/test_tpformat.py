@@ -197,7 +197,8 @@ def test_filter_constants_negative_and_symbolic():
      "filter 'behaviour == 14': no field 'behaviour' in syscalls:sys_enter_madvise "
      "(fields: __syscall_nr, start, len_in, behavior)"),
     ("behavior = 14", "expected FIELD OP VALUE"),
-    ("behavior == MADV_FOO", "'MADV_FOO' is not a number or a known constant (known: MADV_"),
+    ("behavior == MADV_FOO",
+     "'MADV_FOO' is not a number, a constant memlens knows (like it: MADV_"),
     ("behavior == 14 || behavior == 15", "|| and parentheses are not supported"),
     ("start > 1 && start > 2 && start > 3 && start > 4 && start > 5", "5 terms, at most 4"),
     ("behavior == 0x100000000", "does not fit the 4-byte field 'behavior'"),

@@ -1,15 +1,15 @@
 # SPDX-License-Identifier: GPL-2.0-only
-"""The values of `enum vm_event_item` members (PSWPIN, PSWPOUT, ...) read from the running
-kernel's BTF.
+"""Values of kernel enum members read from the running kernel's BTF: tracepoints report
+enums as bare numbers, and those numbers move with the config and the version.
 
-The memcg:count_memcg_events tracepoint reports which counter moved as a bare number
-(`item`), and that number is the member's position in `enum vm_event_item`
-(include/linux/vm_event_item.h), whose members before and between come and go with the
-config (CONFIG_NUMA, CONFIG_MEMCG, CONFIG_TRANSPARENT_HUGEPAGE, ...) and the version.  So
-the value is looked up here, never written down: PSWPIN is 2 on 6.18 today, but nothing
-promises it.
+The memcg:count_memcg_events tracepoint reports which counter moved as `item`, the member's
+position in `enum vm_event_item` (include/linux/vm_event_item.h), whose members before and
+between come and go with the config (CONFIG_NUMA, CONFIG_MEMCG, ...) and the version.  So
+values are looked up here, never written down: PSWPIN is 2 on 6.18 today, but nothing
+promises it.  Filters accept any kernel enum member by name (`item == PSWPIN`).
 
-    values("PSWPIN", "PSWPOUT")   -> {"PSWPIN": 2, "PSWPOUT": 3}
+    values("PSWPIN", "PSWPOUT")   -> {"PSWPIN": 2, "PSWPOUT": 3}   (enum vm_event_item)
+    constant("MR_COMPACTION")     -> 0   (any enum; None if no enum has that member)
 
 A kernel without the enum or the member is KernelLacks (exit 4) naming what is missing.
 """
@@ -34,21 +34,20 @@ class _BtfEnum64(C.Structure):
     _fields_ = [("name_off", C.c_uint32), ("val_lo32", C.c_uint32), ("val_hi32", C.c_uint32)]
 
 
-def values(*names: str, btf_path: str | None = None) -> dict[str, int]:
-    """{member: value} for each name, from vmlinux BTF (or `btf_path`)."""
-    members = enum_members(btf_path)
+def values(*names: str, btf_path: str | None = None, enum: str = ENUM) -> dict[str, int]:
+    """{member: value} for each name of `enum`, from vmlinux BTF (or `btf_path`)."""
+    members = enum_members(btf_path, enum)
     missing = [n for n in names if n not in members]
     if missing:
-        raise KernelLacks(f"the kernel's BTF has no enum {ENUM} member "
-                          f"{', '.join(missing)}: cannot tell which memcg:count_memcg_events "
-                          "records count it")
+        raise KernelLacks(f"the kernel's BTF has no enum {enum} member "
+                          f"{', '.join(missing)}: cannot tell which records mean it")
     return {n: members[n] for n in names}
 
 
-@functools.lru_cache(maxsize=4)
-def enum_members(btf_path: str | None = None) -> dict[str, int]:
-    """Every member of enum vm_event_item with its value (cached: BTF does not change while
-    the kernel runs)."""
+@functools.lru_cache(maxsize=16)
+def enum_members(btf_path: str | None = None, enum: str = ENUM) -> dict[str, int]:
+    """Every member of `enum` with its value (cached: BTF does not change while the kernel
+    runs)."""
     from memlens.core import hooks
     from memlens.core import libbpf as L
 
@@ -57,15 +56,48 @@ def enum_members(btf_path: str | None = None) -> dict[str, int]:
     btf = lb.btf__parse(path.encode(), None)
     if not btf:
         raise KernelLacks(f"cannot read kernel BTF {path} ({L.strerror(L.last_errno())}): "
-                          f"the values of enum {ENUM} come from it")
+                          f"the values of enum {enum} come from it")
     try:
         for kind in (_KIND_ENUM, _KIND_ENUM64):
-            tid = int(lb.btf__find_by_name_kind(btf, ENUM.encode(), kind))
+            tid = int(lb.btf__find_by_name_kind(btf, enum.encode(), kind))
             if tid > 0:
                 return _members(lb, btf, tid, kind)
-        raise KernelLacks(f"no enum {ENUM} in the kernel's BTF {path}")
+        raise KernelLacks(f"no enum {enum} in the kernel's BTF {path}")
     finally:
         lb.btf__free(btf)
+
+
+@functools.lru_cache(maxsize=2)
+def all_members(btf_path: str | None = None) -> dict[str, int]:
+    """Every member of every enum in the kernel's BTF (the first seen wins: C gives enum
+    members one namespace, so a name means one value).  Read once, when a filter names a
+    constant memlens does not know."""
+    from memlens.core import hooks
+    from memlens.core import libbpf as L
+
+    path = btf_path or hooks.VMLINUX_BTF
+    lb = L.lib()
+    btf = lb.btf__parse(path.encode(), None)
+    if not btf:
+        return {}
+    out: dict[str, int] = {}
+    try:
+        for tid in range(1, int(lb.btf__type_cnt(btf))):
+            kind = (lb.btf__type_by_id(btf, tid).contents.info >> 24) & 0x1F
+            if kind in (_KIND_ENUM, _KIND_ENUM64):
+                for name, value in _members(lb, btf, tid, kind).items():
+                    out.setdefault(name, value)
+    finally:
+        lb.btf__free(btf)
+    return out
+
+
+def constant(name: str, btf_path: str | None = None) -> int | None:
+    """The value of a kernel enum member, or None."""
+    try:
+        return all_members(btf_path).get(name)
+    except OSError:
+        return None
 
 
 def _members(lb, btf, tid: int, kind: int) -> dict[str, int]:

@@ -44,6 +44,9 @@ const volatile __u32 filt_size[ENGINE_MAX_FILTERS] = {};
 const volatile bool filt_signed[ENGINE_MAX_FILTERS] = {};
 const volatile __u32 filt_op[ENGINE_MAX_FILTERS] = {};
 const volatile __u64 filt_val[ENGINE_MAX_FILTERS] = {};
+const volatile __u32 filt_probe[ENGINE_MAX_FILTERS] = {}; /* the probe a term is for, or all */
+/* KEY_FIELD on a perf event: its sampled address (else 0, the field being a tracepoint's) */
+const volatile bool perf_field_addr = false;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -117,11 +120,13 @@ static __always_inline bool term_holds(__u64 v, __u32 op, __u64 c, bool sign)
 	return false;
 }
 
-static __always_inline bool filters_pass(const __u8 *rec)
+static __always_inline bool filters_pass(const __u8 *rec, __u32 probe)
 {
 	for (__u32 i = 0; i < ENGINE_MAX_FILTERS; i++) {
 		if (i >= nfilters)
 			break;
+		if (filt_probe[i] != FILTER_ALL_PROBES && filt_probe[i] != probe)
+			continue;
 		__u64 v = record_field(rec, filt_off[i], filt_size[i], filt_signed[i]);
 		if (!term_holds(v, filt_op[i], filt_val[i], filt_signed[i]))
 			return false;
@@ -279,7 +284,7 @@ int count_tp(void *ctx)
 			size = ENGINE_RECORD_MAX;
 		if (bpf_probe_read_kernel(ev->data, size, ctx))
 			return 0;
-		if (!filters_pass(ev->data))
+		if (!filters_pass(ev->data, probe))
 			return 0;
 		if (key_parts & KEY_FIELD)
 			field = record_field(ev->data, field_off, field_size, field_signed);
@@ -325,7 +330,7 @@ int count_perf(struct bpf_perf_event_data *ctx)
 		if (key_parts & KEY_VMA)
 			key.vma = info.kind;
 	}
-	fill_key(ctx, &key, probe, addr);
+	fill_key(ctx, &key, probe, perf_field_addr ? addr : 0);
 	count_key(&key, 0);
 	return 0;
 }

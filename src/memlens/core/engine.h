@@ -27,7 +27,8 @@ enum engine_vma_kind {
 	VMA_NONE = 4,       /* no mapping at that address (a fault that will SIGSEGV) */
 };
 
-#define ENGINE_MAX_FILTERS 4
+#define ENGINE_MAX_FILTERS 8 /* terms over all probes (a probe's own filter, or all) */
+#define FILTER_ALL_PROBES 0xffffffff
 #define ENGINE_RECORD_MAX 512 /* bytes of a tracepoint record copied for fields and trace */
 
 enum engine_op {

@@ -40,6 +40,8 @@ PRUNE_TICKS = 2      # a key idle this many reads is deleted from the kernel map
 # key idle for one read is deleted: a key then lives ~0.1 s past its last event instead of
 # ~1.5 s, so the table needs ~rate x 0.1 s slots instead of ~rate x 1.5 s.
 FAST_TICK_S = 0.05
+MAX_FILTER_TERMS = 8          # ENGINE_MAX_FILTERS (engine.h)
+FILTER_ALL_PROBES = 0xFFFFFFFF
 REPORT_LIMIT = 65536  # distinct report keys kept between reports; beyond: idle ones pruned
 FRAME_CACHE = 20000  # resolved stacks kept
 
@@ -64,7 +66,8 @@ class Engine:
                  sum_field: str | None = None, filter: str | None = None,
                  trace: bool = False, max_keys: int = 10240, max_stacks: int = 10240,
                  stack_storage: int | None = None,
-                 file_fields: tuple[str, str] | None = None, vma_select: str | None = None):
+                 file_fields: tuple[str, str] | None = None, vma_select: str | None = None,
+                 probe_filters: dict[str, str] | None = None):
         if not probes:
             raise UsageError("no probe given")
         bad = [k for k in keys if k not in KEY_BITS]
@@ -74,6 +77,12 @@ class Engine:
         self.keys = tuple(keys)
         self.field, self.sum_field, self.filter_text = field, sum_field, filter
         self.trace = trace
+        # a filter of one probe only, by the probe's text (two probes on the same tracepoint
+        # type with different filters, or a tracepoint filtered beside a perf event)
+        self.probe_filters = dict(probe_filters or {})
+        unknown = set(self.probe_filters) - {p.text for p in probes}
+        if unknown:
+            raise UsageError(f"filter for {sorted(unknown)[0]}: no such probe in this run")
         # the file key from a tracepoint: (inode field, device field), e.g. filemap faults'
         # ("i_ino", "s_dev"); from a perf event it is the mapping of the sampled address
         self.file_fields = file_fields
@@ -103,16 +112,20 @@ class Engine:
     def _check_tracepoint_needs(self) -> None:
         tps = [p for p in self.probes if p.kind == "tracepoint"]
         uses_record = (self.field or self.sum_field or self.filter_text or self.trace
-                       or (self.file_fields and tps))
+                       or self.probe_filters or (self.file_fields and tps))
         if not uses_record:
             return
         others = [p for p in self.probes if p.kind != "tracepoint"]
-        # beside other probes, a filter or a sum applies to the tracepoints only (faults and
-        # a page-allocation tracepoint filtered by order, side by side)
+        # beside other probes, a filter, a sum or a field applies to the tracepoints only
+        # (faults and a page-allocation tracepoint filtered by order, side by side); a perf
+        # event's field is its sampled address ('addr') when no tracepoint is counted
         if (self.sum_field or self.filter_text) and not tps:
             raise UsageError(f"a filter or a sum field needs tracepoints; {others[0].text} "
                              "has no fields")
-        if self.field and others and (tps or self.field != "addr"):
+        for text in self.probe_filters:
+            if next(p for p in self.probes if p.text == text).kind != "tracepoint":
+                raise UsageError(f"filter for {text}: only tracepoints have fields")
+        if self.field and not tps and self.field != "addr":
             raise UsageError(f"--by field: {others[0].text} has no field {self.field!r} "
                              "(perf events offer 'addr', the sampled address)")
 
@@ -179,12 +192,13 @@ class Engine:
             ro["vma_select"] = VMA_KINDS[self.vma_select]
         ro["trace_mode"] = self.trace
         if formats and (self.field or self.sum_field or self.filter_text or self.trace
-                        or ("file" in self.keys and self.file_fields)):
+                        or self.probe_filters or ("file" in self.keys and self.file_fields)):
             ro["need_record"] = True
             ro["record_size"] = min(512, max(f.size for f in formats))
         if self.field and formats:
             off, size, signed = self._field_layout(formats, self.field, "field")
             ro["field_off"], ro["field_size"], ro["field_signed"] = off, size, signed
+        ro["perf_field_addr"] = self.field == "addr" and not formats
         if self.sum_field and formats:
             off, size, signed = self._field_layout(formats, self.sum_field, "sum field")
             ro["sum_off"], ro["sum_size"], ro["sum_signed"] = off, size, signed
@@ -192,7 +206,7 @@ class Engine:
             ino, dev = self.file_fields
             ro["file_ino_off"], ro["file_ino_size"], _ = self._field_layout(formats, ino, "field")
             ro["file_dev_off"], ro["file_dev_size"], _ = self._field_layout(formats, dev, "field")
-        if self.filter_text and formats:
+        if (self.filter_text or self.probe_filters) and formats:
             self._set_filter(ro, formats)
         if "cgroup" in self.keys:
             ro["cgroup_v1"] = kernel.cgroup_v1_memory()
@@ -221,22 +235,35 @@ class Engine:
         self._next_tick = time.monotonic() + TICK_S
 
     def _set_filter(self, ro, formats) -> None:
+        """Filter terms for the BPF side: the run's filter for every tracepoint (its fields
+        at the same place in each), then each probe's own filter, at most 8 terms."""
         from memlens.core import tpformat
 
-        terms = tpformat.parse_filter(self.filter_text, formats[0])
-        for fmt in formats[1:]:
-            other = tpformat.parse_filter(self.filter_text, fmt)
-            if [(t.offset, t.size, t.signed) for t in other] != \
-               [(t.offset, t.size, t.signed) for t in terms]:
-                raise UsageError(f"filter {self.filter_text!r}: its fields are not at the same "
-                                 "place in every matched tracepoint: match fewer events")
-        self.filter_terms = terms
-        ro["nfilters"] = len(terms)
-        for name, attr in (("filt_off", "offset"), ("filt_size", "size"),
-                           ("filt_signed", "signed"), ("filt_op", "op"), ("filt_val", "value")):
-            width = 8 if name == "filt_val" else (1 if name == "filt_signed" else 4)
-            raw = b"".join(int(getattr(t, attr)).to_bytes(width, "little") for t in terms)
-            ro[name] = raw
+        rows: list[tuple[Any, int]] = []  # (term, probe number or ALL)
+        if self.filter_text:
+            terms = tpformat.parse_filter(self.filter_text, formats[0])
+            for fmt in formats[1:]:
+                other = tpformat.parse_filter(self.filter_text, fmt)
+                if [(t.offset, t.size, t.signed) for t in other] != \
+                   [(t.offset, t.size, t.signed) for t in terms]:
+                    raise UsageError(f"filter {self.filter_text!r}: its fields are not at the "
+                                     "same place in every matched tracepoint: match fewer "
+                                     "events")
+            rows += [(t, FILTER_ALL_PROBES) for t in terms]
+        for i, p in enumerate(self.probes):
+            if p.text in self.probe_filters:
+                terms = tpformat.parse_filter(self.probe_filters[p.text], self.formats[i])
+                rows += [(t, i) for t in terms]
+        if len(rows) > MAX_FILTER_TERMS:
+            raise UsageError(f"filters: {len(rows)} terms in all, at most {MAX_FILTER_TERMS}")
+        self.filter_terms = [t for t, _ in rows]
+        ro["nfilters"] = len(rows)
+        fields = (("filt_off", "offset", 4), ("filt_size", "size", 4),
+                  ("filt_signed", "signed", 1), ("filt_op", "op", 4), ("filt_val", "value", 8))
+        for name, attr, width in fields:
+            ro[name] = b"".join(int(getattr(t, attr)).to_bytes(width, "little")
+                                for t, _ in rows)
+        ro["filt_probe"] = b"".join(n.to_bytes(4, "little") for _, n in rows)
 
     def _attach(self, pid: int | None) -> None:
         from memlens.core import perf

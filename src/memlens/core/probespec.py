@@ -41,10 +41,11 @@ KPROBE_ALTERNATIVES: dict[str, list[tuple[str, str, str]]] = {
     "exc_page_fault": [("sw:page-faults", "", "every page fault")],
     "hugetlb_fault": [("sw:page-faults", "", "hugetlb faults are page faults at "
                        "huge-page-aligned addresses (count --by field: the address)")],
-    "swap_readpage": [("t:memcg:count_memcg_events", "item == 2",
+    "swap_readpage": [("t:memcg:count_memcg_events", "item == PSWPIN",
                        "PSWPIN, one per page swapped in, in the task's context"),
                       ("sw:major-faults", "", "one per swap-in readahead cluster")],
-    "swap_read_folio": [("t:memcg:count_memcg_events", "item == 2", "PSWPIN per page")],
+    "swap_read_folio": [("t:memcg:count_memcg_events", "item == PSWPIN",
+                         "one per page swapped in")],
     "shrink_node": [("t:vmscan:*", "", "reclaim begin/end and LRU shrinking")],
     "try_to_free_pages": [("t:vmscan:mm_vmscan_direct_reclaim_begin", "", "direct reclaim")],
     "try_to_free_mem_cgroup_pages": [("t:vmscan:mm_vmscan_memcg_reclaim_begin", "",

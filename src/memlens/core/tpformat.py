@@ -297,6 +297,16 @@ class FilterTerm:
     text: str
 
 
+def _kernel_enum(name: str) -> int | None:
+    """A kernel enum member by name (`item == PSWPIN`), from the running kernel's BTF: the
+    values tracepoints report move between kernels, the names do not."""
+    if not name.isidentifier():
+        return None
+    from memlens.core import btfenum
+
+    return btfenum.constant(name)
+
+
 def _constant(text: str, term: str) -> int:
     value = 0
     for part in text.split("|"):  # MAP_SHARED|MAP_ANONYMOUS
@@ -304,12 +314,17 @@ def _constant(text: str, term: str) -> int:
         try:
             value |= int(p, 0)
         except ValueError:
-            if p.upper() not in CONSTANTS:
+            if p.upper() in CONSTANTS:
+                value |= CONSTANTS[p.upper()]
+                continue
+            kernel_value = _kernel_enum(p)
+            if kernel_value is None:
                 family = p.upper().split("_", 1)[0] + "_"
-                known = [k for k in CONSTANTS if k.startswith(family)] or sorted(CONSTANTS)
-                raise UsageError(f"filter {term!r}: {p!r} is not a number or a known constant "
-                                 f"(known: {', '.join(known)})") from None
-            value |= CONSTANTS[p.upper()]
+                known = [k for k in CONSTANTS if k.startswith(family)]
+                hint = f" (like it: {', '.join(known)})" if known else ""
+                raise UsageError(f"filter {term!r}: {p!r} is not a number, a constant memlens "
+                                 f"knows{hint} or a kernel enum member") from None
+            value |= kernel_value
     return value
 
 

@@ -8,7 +8,7 @@ Where the swap-ins come from, best first (declared in the registry; `memlens doc
 shows the choice):
   1. tracepoint memcg:count_memcg_events (recent kernels; 6.18 here): one record each
      time a memory cgroup counter moves, `item` saying which counter (a value of enum
-     vm_event_item, read from the kernel's BTF: vmevents.py) and `val` by how much.
+     vm_event_item, read from the kernel's BTF: core/btfenum.py) and `val` by how much.
      PSWPIN moves once per folio read from swap, by its pages, in the context of the task
      that reads it; PSWPOUT once per folio written, in the context of the task that
      reclaims.  So the swap-ins and the swap-outs are one tracepoint with two filters,
@@ -105,7 +105,7 @@ class SwapinTool:
         self.sources: list[_Source] = []
         self.items: dict[str, int] = {}
         if hook == MEMCG:
-            from memlens.tools.swapin import vmevents
+            from memlens.core import btfenum as vmevents
 
             self.items = vmevents.values(SWAPIN_ITEM, SWAPOUT_ITEM)
             lo, hi = min(self.items.values()), max(self.items.values())
