@@ -68,6 +68,12 @@ TOOLS: tuple[Tool, ...] = (
     Tool("growth", "memlens.tools.growth",
          "why RSS grows: anon/file/shmem growth per interval and the fault paths behind it",
          needs=(Need("page faults", (PerfSoftware("page-faults", 2),)),)),
+    Tool("ffaults", "memlens.tools.ffaults",
+         "page faults on file mappings by file, and page-cache misses (ffaults.bt)",
+         # the file of a fault's address is found in the kernel with bpf_find_vma (5.17+)
+         needs=(Need("file faults, bpf_find_vma", (PerfSoftware("page-faults", 2),)),
+                Need("page-cache misses",
+                     (Tracepoint("filemap", "mm_filemap_fault", fields=("i_ino", "s_dev")),)))),
     Tool("swapin", "memlens.tools.swapin",
          "pages swapped in and out by process, with the major faults that waited (swapin)",
          needs=(Need("swap-ins", (Tracepoint("memcg", "count_memcg_events",

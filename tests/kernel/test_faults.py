@@ -1,0 +1,198 @@
+# SPDX-License-Identifier: GPL-2.0-only
+"""faults against a program that writes to 4099 fresh anonymous pages from a known function
+(tests/workloads/fault_touch.c), held between stdin gates.
+
+Witnesses: the program's own getrusage() minflt+majflt delta around exactly the touch loop,
+/proc/PID/stat's minflt+majflt around the traced window, and `perf stat -e page-faults`
+for a whole command.
+"""
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from memlens.output.folded import frame_name, read_folded
+from tests.conftest import build_workload, memlens_cmd, require
+from tests.kernel.helpers import ToolRun
+
+PAGES = 4099  # prime
+
+
+def proc_faults(pid: int) -> int:
+    """minflt + majflt of /proc/PID/stat (fields 10 and 12)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[7]) + int(fields[9])
+
+
+class Workload:
+    """fault_touch started first (so the tool can be told its PID), held at a stdin gate;
+    `argv_prefix` runs it under another program (perf stat)."""
+
+    def __init__(self, pages: int = PAGES, argv_prefix: tuple[str, ...] = ()):
+        argv = [*argv_prefix, str(build_workload("fault_touch")), str(pages)]
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     text=True)
+        ready = self.proc.stdout.readline()
+        m = re.match(r"ready pid=(\d+)", ready)
+        assert m, ready
+        self.pid = int(m.group(1))
+
+    def touch(self) -> dict[str, int]:
+        """Release gate 1; the program touches its pages and reports its own fault delta."""
+        self.proc.stdin.write("g")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        m = re.match(r"touched pages=(\d+) minflt=(\d+) majflt=(\d+)", line)
+        assert m, line
+        return {"pages": int(m.group(1)), "minflt": int(m.group(2)),
+                "majflt": int(m.group(3))}
+
+    def finish(self) -> None:
+        self.proc.stdin.close()  # gate 2: the program exits when its stdin ends
+        assert self.proc.wait(timeout=30) == 0
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def _traced(*tool_args: str) -> tuple[ToolRun, Workload, dict[str, int]]:
+    """The tool on the workload's PID: attached before gate 1, stopped after the touch loop
+    and before the process exits (its frames are resolved while it lives, and its exit
+    faults nothing into the window).  The witness: its own delta and /proc/PID/stat's."""
+    wl = Workload()
+    try:
+        before = proc_faults(wl.pid)
+        run = ToolRun("faults", "-p", str(wl.pid), *tool_args)
+        run.wait_attached()
+        witness = wl.touch()
+        witness["proc_stat"] = proc_faults(wl.pid) - before
+        assert run.stop() == 0, run.stderr
+        wl.finish()
+    finally:
+        wl.kill()
+    run.assert_detached()
+    # the program made exactly its PAGES faults in the loop, all minor, and nothing else
+    # between the tool's attach and its stop
+    assert witness == {"pages": PAGES, "minflt": PAGES, "majflt": 0, "proc_stat": PAGES}, \
+        (witness, run.stdout)
+    return run, wl, witness
+
+
+def _names(stack: list[str]) -> list[str]:
+    return [frame_name(f) for f in stack]
+
+
+def test_json_user_stacks_total_equals_the_programs_own_counters():
+    run, wl, witness = _traced("--json", "-U")
+    records = run.records()
+    reports = [r for r in records if r["type"] == "report"]
+    assert len(reports) == 1 and reports[0]["final"] is True, run.stdout
+    entries = reports[0]["entries"]
+    assert entries and {e["pid"] for e in entries} == {wl.pid}, entries
+    assert {e["comm"] for e in entries} == {"fault_touch"}
+    total = sum(e["count"] for e in entries)
+    assert total == witness["minflt"] + witness["majflt"] == PAGES
+    assert sum(e["minor"] for e in entries) == total
+    assert sum(e["major"] for e in entries) == 0
+    largest = entries[-1]  # largest last
+    assert largest["count"] == max(e["count"] for e in entries) == PAGES
+    assert "kernel_stack" not in largest  # -U: user frames only
+    names = _names(largest["user_stack"])
+    assert names[0] == "touch_pages", largest["user_stack"]
+    assert names[:3] == ["touch_pages", "touch_region", "main"], largest["user_stack"]
+    assert largest["stack"][0].endswith("[fault_touch]")
+    assert not any(r["type"] == "lost" for r in records), records
+    (summary,) = [r for r in records if r["type"] == "summary"]
+    assert summary["faults"] == PAGES and summary["lost"] == {}
+    assert summary["probes"] == ["sw:minor-faults", "sw:major-faults"]
+
+
+def test_no_stacks_is_one_row_with_the_same_totals():
+    run, wl, _ = _traced("--json", "-S")
+    (report,) = [r for r in run.records() if r["type"] == "report"]
+    assert report["entries"] == [{"pid": wl.pid, "comm": "fault_touch", "minor": PAGES,
+                                  "major": 0, "count": PAGES}]
+
+
+def test_folded_total_equals_json_total():
+    run, _, _ = _traced("--folded", "-U")
+    folded = read_folded(run.stdout)
+    assert sum(folded.values()) == PAGES, run.stdout
+    stack = max(folded, key=folded.get)
+    assert folded[stack] == PAGES
+    # comm first, then root ... leaf
+    assert stack.startswith("fault_touch;") and stack.endswith(";main;touch_region;touch_pages")
+    assert "Tracing page faults" in run.stderr and "Tracing" not in run.stdout
+
+
+def test_text_shows_the_minor_major_split():
+    run, wl, _ = _traced("-U")
+    lines = run.stdout.splitlines()
+    idx = lines.index(f"    fault_touch [{wl.pid}]")
+    assert lines[idx + 1] == f"    {PAGES} (minor {PAGES}, major 0)"
+    frames = [ln.strip() for ln in lines[:idx] if ln.startswith("  ") and not ln.startswith("    ")]
+    assert _names(frames)[:3] == ["touch_pages", "touch_region", "main"], run.stdout
+    assert all(len(ln) < 80 for ln in lines)
+
+
+def test_kernel_stacks_of_user_faults_are_empty_not_lost():
+    """Both stacks asked (the default): a fault taken in user mode has no kernel stack of
+    its own (the perf event's registers are the user's), which is not a loss."""
+    run, wl, _ = _traced("--json")
+    records = run.records()
+    (report,) = [r for r in records if r["type"] == "report"]
+    assert sum(e["count"] for e in report["entries"]) == PAGES
+    largest = report["entries"][-1]
+    assert _names(largest["user_stack"])[0] == "touch_pages"
+    assert not any(r["type"] == "lost" for r in records), records
+
+
+def test_command_total_equals_perf_stat(tmp_path):
+    """The whole life of a command, from its exec: traced system wide (before it starts),
+    keyed by PID and comm, against perf stat -e page-faults counting the same command."""
+    perf = shutil.which("perf")
+    require(perf is not None, "perf (Debian linux-perf, scripts/setup.sh) is not installed")
+    out = tmp_path / "perf.csv"
+    run = ToolRun("faults", "-S", "--json")
+    wl = None
+    try:
+        run.wait_attached()
+        wl = Workload(argv_prefix=(perf, "stat", "-x,", "-o", str(out), "-e",
+                                   "page-faults,minor-faults,major-faults", "--"))
+        witness = wl.touch()
+        wl.finish()
+        assert run.stop() == 0, run.stderr
+    finally:
+        if wl is not None:
+            wl.kill()
+        run.stop()
+    assert witness["minflt"] == PAGES
+    perf_counts = {}
+    for line in out.read_text().splitlines():
+        cells = line.split(",")
+        if len(cells) > 2 and cells[2] in ("page-faults", "minor-faults", "major-faults"):
+            perf_counts[cells[2]] = int(cells[0])
+    assert perf_counts["page-faults"] > PAGES, out.read_text()
+    reports = [r for r in run.records() if r["type"] == "report"]
+    # perf counts from the exec on (enable_on_exec): the forked child's faults before it,
+    # under perf's comm ("perf", "perf-exec"), are not the command's
+    mine = [e for r in reports for e in r["entries"]
+            if e["pid"] == wl.pid and e["comm"] == "fault_touch"]
+    assert sum(e["count"] for e in mine) == perf_counts["page-faults"], (mine, perf_counts)
+    assert sum(e["minor"] for e in mine) == perf_counts["minor-faults"]
+    assert sum(e["major"] for e in mine) == perf_counts["major-faults"]
+
+
+@pytest.mark.parametrize("args", [("-p", "999999"), ("-U", "-K"), ("--json", "--folded")])
+def test_bad_input_is_one_line_usage_error(args):
+    r = subprocess.run(memlens_cmd("faults", *args), capture_output=True, text=True,
+                       timeout=60, check=False)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
