@@ -35,6 +35,9 @@ class Plan:
     their counts are shown side by side."""
     probes: tuple[str, ...]
     columns: dict[str, str] | None = None
+    # probe -> index of the registry need it serves: a probe whose need has no hook here is
+    # left out with its column (and one line on stderr) instead of failing the tool
+    optional: dict[str, int] | None = None
 
 
 @dataclass
@@ -53,8 +56,10 @@ class CountSpec:
     epilog: str = ""
     top: int | None = None           # rows per report (largest kept)
     # probe -> column: several probes counted side by side in one row (faults' minor and
-    # major); "count" is then the sum of the columns
+    # major); "count" is then the sum of the columns, or the column named by count_column
+    # when the others are parts of it (cache misses among faults)
     columns: dict[str, str] | None = None
+    count_column: str | None = None
     file_fields: tuple[str, str] | None = None  # a tracepoint's (inode, device) fields
     vma_select: str | None = None    # perf events: count only file/anon/hugetlb mappings
     # hook -> plan: the registry declares the hooks (best first, doctor shows the choice);
@@ -84,6 +89,7 @@ class CountingTool:
         self.what = spec.what + (f" for PID {args.pid}" if getattr(args, "pid", None) else "")
         self.total = 0
         self.entries_seen = 0
+        self.column_totals: dict[str, int] = {}
 
     def start(self) -> None:
         from memlens.core.privileges import require_tracing_privileges
@@ -100,7 +106,10 @@ class CountingTool:
     def report(self, final: bool) -> list[dict]:
         entries = [self._entry(e) for e in self.engine.collect()]
         if self.spec.columns:
-            entries = pivot_columns(entries, self.spec.columns)
+            entries = pivot_columns(entries, self.spec.columns, self.spec.count_column)
+            for col in self.spec.columns.values():
+                self.column_totals[col] = (self.column_totals.get(col, 0)
+                                           + sum(e[col] for e in entries))
         self.total += sum(e["count"] for e in entries)
         self.entries_seen += len(entries)
         if self.spec.top and len(entries) > self.spec.top:
@@ -133,17 +142,22 @@ class CountingTool:
         return bool(getattr(self.args, "delimited", False))
 
     def summary(self) -> list[dict]:
-        return [{"type": "summary", self.spec.unit: self.total, "keys": self.entries_seen,
-                 "lost": self.engine.total_lost(),
-                 "probes": [p.text for p in self.engine.probes]}]
+        rec = {"type": "summary", self.spec.unit: self.total, "keys": self.entries_seen,
+               "lost": self.engine.total_lost(),
+               "probes": [p.text for p in self.engine.probes]}
+        for col, total in self.column_totals.items():
+            rec.setdefault(col, total)
+        return [rec]
 
     def close(self) -> None:
         self.engine.close()
 
 
-def pivot_columns(entries: list[dict], columns: dict[str, str]) -> list[dict]:
+def pivot_columns(entries: list[dict], columns: dict[str, str],
+                  count_column: str | None = None) -> list[dict]:
     """Rows keyed by probe become one row per key with a column per probe (the probe's
-    count under the column's name) and "count" their sum; largest last."""
+    count under the column's name) and "count" their sum (or `count_column`'s value);
+    largest last."""
     rows: dict[tuple, dict] = {}
     for e in entries:
         col = columns.get(e.get("probe", ""))
@@ -155,7 +169,8 @@ def pivot_columns(entries: list[dict], columns: dict[str, str]) -> list[dict]:
         if row is None:
             row = rows[key] = {**rest, **dict.fromkeys(columns.values(), 0), "count": 0}
         row[col] += e["count"]
-        row["count"] += e["count"]
+        if count_column is None or col == count_column:
+            row["count"] += e["count"]
     return sorted(rows.values(), key=lambda r: (r["count"], str(r)))
 
 
@@ -226,8 +241,20 @@ class CountingCommand:
 
         if not self.spec.plans:
             return Plan(tuple(self.spec.probes), self.spec.columns)
+        if getattr(self, "_plan", None) is not None:
+            return self._plan
         chosen = choose(registry.hooks_of(self.name), self.name)
-        return self.spec.plans[chosen]
+        plan = self.spec.plans[chosen]
+        for probe, need in (plan.optional or {}).items():
+            hooks = registry.hooks_of(self.name, need)
+            if not any(h.probe()[0] for h in hooks):
+                column = (plan.columns or {}).get(probe, probe)
+                write_stderr(f"memlens {self.name}: no {hooks[0].label} here: "
+                             f"no {column} column")
+                plan = Plan(tuple(p for p in plan.probes if p != probe),
+                            {k: v for k, v in (plan.columns or {}).items() if k != probe})
+        self._plan = plan
+        return plan
 
     def make_tool(self, args) -> CountingTool:
         from dataclasses import replace

@@ -200,20 +200,20 @@ static long vma_cb(struct task_struct *task, struct vm_area_struct *vma, struct 
 	return 0;
 }
 
-/* The mapping holding `addr` in the current process; false when it could not be looked up
- * (the mmap lock busy: counted), VMA_NONE when there is no mapping there. */
-static __always_inline bool vma_of(__u64 addr, struct vma_info *info)
+/* The mapping holding `addr` in the current process: VMA_NONE when there is none, and
+ * VMA_UNRESOLVED when bpf_find_vma could not look (it only try-locks the mmap lock, busy
+ * while another thread maps or unmaps): such faults are still counted, in their own row,
+ * so the totals add up whatever the selection. */
+static __always_inline void vma_of(__u64 addr, struct vma_info *info)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
 	info->kind = VMA_NONE;
 	long err = bpf_find_vma(task, addr, vma_cb, info, 0);
-	if (err == -ENOENT)
-		return true;
-	if (err) {
-		count_drop(MEMLENS_DROP_VMA);
-		return false;
+	if (err && err != -ENOENT) {
+		info->kind = VMA_UNRESOLVED;
+		info->ino = 0;
+		info->dev = 0xffffffff; /* the file key of an unresolved fault: user space says so */
 	}
-	return true;
 }
 
 static __always_inline void fill_key(void *ctx, struct engine_key *key, __u32 probe,
@@ -319,9 +319,8 @@ int count_perf(struct bpf_perf_event_data *ctx)
 	__u64 addr = ctx->addr; /* a direct ctx load: the verifier rewrites it */
 	if (vma_select || (key_parts & (KEY_FILE | KEY_VMA))) {
 		struct vma_info info = {};
-		if (!vma_of(addr, &info))
-			return 0;
-		if (vma_select && info.kind != vma_select)
+		vma_of(addr, &info);
+		if (vma_select && info.kind != vma_select && info.kind != VMA_UNRESOLVED)
 			return 0;
 		if (key_parts & KEY_FILE) {
 			key.file_ino = info.ino;

@@ -25,6 +25,7 @@ enum engine_vma_kind {
 	VMA_ANON = 2,       /* anonymous, incl. shared anonymous memory */
 	VMA_HUGETLB = 3,    /* hugetlbfs or MAP_HUGETLB */
 	VMA_NONE = 4,       /* no mapping at that address (a fault that will SIGSEGV) */
+	VMA_UNRESOLVED = 5, /* not looked up: the mmap lock was busy (another thread mapping) */
 };
 
 #define ENGINE_MAX_FILTERS 8 /* terms over all probes (a probe's own filter, or all) */

@@ -31,7 +31,7 @@ from memlens.errors import KernelLacks, UsageError
 KEY_BITS = {"pid": 1, "tid": 2, "comm": 4, "cgroup": 8, "ustack": 16, "kstack": 32,
             "probe": 64, "field": 128, "file": 256, "vma": 512}
 # enum engine_vma_kind (engine.h)
-VMA_KINDS = {"file": 1, "anon": 2, "hugetlb": 3, "none": 4}
+VMA_KINDS = {"file": 1, "anon": 2, "hugetlb": 3, "none": 4, "unresolved": 5}
 VMA_NAMES = {v: k for k, v in VMA_KINDS.items()}
 KEY_NAMES = tuple(KEY_BITS)
 TICK_S = 0.5         # how often the kernel map is read
@@ -476,9 +476,18 @@ class Engine:
     def file_name(self, dev: int, ino: int) -> str:
         """A file's path as its processes mapped it; an inode no live process showed us is
         named by device and inode (anonymous mappings have none: "[anon]")."""
+        if dev == 0xFFFFFFFF:
+            return "[unresolved: mmap lock busy]"
         if dev == 0 and ino == 0:
             return "[anon]"
-        return self._files.get((dev, ino)) or f"[dev {dev >> 20}:{dev & 0xFFFFF} ino {ino}]"
+        name = self._files.get((dev, ino))
+        if name is None:
+            # overlayfs (container images): the kernel side reads the mapping's real file,
+            # on the layer's device, while /proc/PID/maps shows the overlay's device with
+            # the same inode number; one mapped file with that inode is that file
+            paths = {path for (_d, i), path in self._files.items() if i == ino}
+            name = paths.pop() if len(paths) == 1 else None
+        return name or f"[dev {dev >> 20}:{dev & 0xFFFFF} ino {ino}]"
 
     def cgroup_path(self, cg_id: int) -> str:
         if cg_id not in self._cgroup_paths:

@@ -17,10 +17,7 @@ declared in the registry; `memlens doctor` shows them.
 """
 from __future__ import annotations
 
-import re
-import time
-
-from memlens.core.countingtool import CountingCommand, CountingTool, CountSpec, Plan
+from memlens.core.countingtool import CountingCommand, CountSpec, Plan
 from memlens.core.hooks import PerfSoftware
 from memlens.core.session import positive_float, positive_int
 from memlens.output.table import LINE_WIDTH, Column, Table
@@ -49,10 +46,9 @@ COLUMNS = {FAULTS_PROBE: "faults", MISSES_PROBE: "cache_misses"}
 TITLES = {"faults": "FAULTS", "cache_misses": "CACHE_MISSES"}
 
 # The hook of need 0 in the registry decides the plan; need 1 (the page-cache misses)
-# adds its column where the kernel has the tracepoint.
+# adds its column where the kernel has the tracepoint, else it is left out (said on stderr).
 PAGE_FAULTS = PerfSoftware("page-faults", 2)
-PLAN = Plan((FAULTS_PROBE, MISSES_PROBE), dict(COLUMNS))
-PLAN_NO_MISSES = Plan((FAULTS_PROBE,), {FAULTS_PROBE: "faults"})
+PLAN = Plan((FAULTS_PROBE, MISSES_PROBE), dict(COLUMNS), optional={MISSES_PROBE: 1})
 
 SPEC = CountSpec(
     name="ffaults",
@@ -64,65 +60,10 @@ SPEC = CountSpec(
     unit="faults",
     file_fields=("i_ino", "s_dev"),
     vma_select="file",
+    count_column="faults",   # cache misses are some of the faults, not more of them
     plans={PAGE_FAULTS: PLAN},
     epilog=EXAMPLES,
 )
-
-
-UNNAMED = re.compile(r"^\[dev \d+:\d+ ino (\d+)\]$")  # engine.file_name's fallback
-
-
-class FfaultsTool(CountingTool):
-    """One row per file: faults and cache misses side by side; "count" is the faults."""
-
-    misses_total = 0
-
-    def file_name(self, name: str) -> str:
-        """A file the engine could not name by (device, inode), named by its inode alone
-        when exactly one mapped file had it.  Why: on overlayfs (container images) the
-        kernel side reads the mapping's real file, on the layer's device, while
-        /proc/PID/maps shows the overlay's device with the same inode number (all layers
-        on one filesystem, as overlay2 sets them up).  A stopgap until the engine learns
-        the user-visible inode of backing files (see README)."""
-        m = UNNAMED.match(name)
-        if m is None:
-            return name
-        ino = int(m.group(1))
-        files = getattr(self.engine, "_files", {})
-        paths = {path for (_dev, i), path in files.items() if i == ino}
-        return paths.pop() if len(paths) == 1 else name
-
-    def report(self, final: bool) -> list[dict]:
-        columns = self.spec.columns or {}
-        rows: dict[str, dict] = {}
-        for e in self.engine.collect():
-            col = columns.get(e.parts.get("probe", FAULTS_PROBE))
-            if col is None:
-                continue
-            name = self.file_name(e.parts["file"])
-            row = rows.get(name)
-            if row is None:
-                row = rows[name] = {"file": name, **dict.fromkeys(columns.values(), 0)}
-            row[col] += e.count
-        entries = sorted(rows.values(), key=lambda r: (r["faults"], r.get("cache_misses", 0),
-                                                       r["file"]))
-        for r in entries:
-            r["count"] = r["faults"]
-        self.total += sum(r["faults"] for r in entries)
-        self.misses_total += sum(r.get("cache_misses", 0) for r in entries)
-        self.entries_seen += len(entries)
-        if self.spec.top and len(entries) > self.spec.top:
-            entries = entries[-self.spec.top:]
-        rec = {"type": "report", "time": time.strftime("%H:%M:%S"), "timestamp": time.time(),
-               "final": final, "interval_s": getattr(self.args, "interval", None),
-               "entries": entries}
-        return [*self.engine.lost(), rec]
-
-    def summary(self) -> list[dict]:
-        (rec,) = super().summary()
-        if "cache_misses" in (self.spec.columns or {}).values():
-            rec["cache_misses"] = self.misses_total
-        return [rec]
 
 
 class FfaultsCommand(CountingCommand):
@@ -135,34 +76,13 @@ class FfaultsCommand(CountingCommand):
         parser.add_argument("count_pos", nargs="?", type=positive_int, metavar="count",
                             help="stop after COUNT reports")
 
-    def plan(self) -> Plan:
-        """Faults need the perf event (exit 4 naming it when the kernel lacks it); the
-        cache-miss column needs the filemap tracepoint, and is left out without it."""
-        from memlens import registry
-        from memlens.core.countingtool import write_stderr
-        from memlens.core.hooks import choose
+    def keys_for(self, args):
+        return ("file",)
 
-        if getattr(self, "_plan", None) is None:
-            choose(registry.hooks_of(self.name, 0), self.name)
-            misses = registry.hooks_of(self.name, 1)
-            if any(hook.probe()[0] for hook in misses):
-                self._plan = PLAN
-            else:
-                write_stderr(f"memlens ffaults: no {misses[0].label} here: "
-                             "no CACHE_MISSES column")
-                self._plan = PLAN_NO_MISSES
-        return self._plan
-
-    def make_tool(self, args) -> CountingTool:
-        from dataclasses import replace
-
-        from memlens.core.probespec import parse_all
-
-        plan = self.plan()
-        spec = replace(self.spec, probes=plan.probes, columns=plan.columns, top=args.top)
-        self.active_spec = spec
-        probes = parse_all(list(spec.probes), getattr(args, "pid", None))
-        return FfaultsTool(spec, probes, ("probe", "file"), args, max_keys=args.max_keys)
+    def make_tool(self, args):
+        tool = super().make_tool(args)
+        tool.spec.top = args.top
+        return tool
 
     def renderer(self, args):
         return lambda rec: render_files(rec, interval=args.interval is not None)
