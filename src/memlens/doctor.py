@@ -180,8 +180,10 @@ def print_report(r: Readiness, out=sys.stdout) -> None:
         text = ", ".join(f"{name} {'yes' if ok else 'NO'}" for name, ok in items.items())
         p(textwrap.fill(text, 78, initial_indent=f"{group}: ", subsequent_indent="  "))
     p("tools:")
+    width = max((len(row["tool"]) for row in r.tools), default=10)
     for row in r.tools:
-        p(f"  {row['tool']:<24} {'ready' if row['ready'] else 'NOT READY':<10} {row['hook']}")
+        p(f"  {row['tool']:<{width}} {'ready' if row['ready'] else 'NOT READY':<9} "
+          f"{row['hook']}")
 
 
 class DoctorCommand:

@@ -15,7 +15,16 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from memlens.core.hooks import Hook, Kprobe, PerfSoftware, TpBtf, Tracepoint, Uprobe
+from memlens.core.hooks import (
+    AllOf,
+    BpfHelper,
+    Hook,
+    Kprobe,
+    PerfSoftware,
+    TpBtf,
+    Tracepoint,
+    Uprobe,
+)
 
 
 class Need(NamedTuple):
@@ -34,6 +43,10 @@ class Tool(NamedTuple):
 
 
 ONE_LINER_KINDS = ("tracepoint", "perf_event", "uprobe")
+
+# Page faults attributed to the mapping that holds their address: the perf event, and the
+# bpf_find_vma helper (5.17+) that looks the mapping up in the kernel.
+FAULT_MAPPINGS = AllOf(PerfSoftware("page-faults", 2), BpfHelper("find_vma"))
 
 TOOLS: tuple[Tool, ...] = (
     Tool("check", "memlens.checklist.check",
@@ -55,9 +68,11 @@ TOOLS: tuple[Tool, ...] = (
                 Need("kernel", (
                     Tracepoint("kmem", "kmalloc", fields=("ptr", "bytes_alloc")),)))),
     Tool("mmapsnoop", "memlens.tools.mmapsnoop", "trace mmap() calls: prot, flags, size, file",
-         needs=(Need("mmap() calls", (
+         needs=(Need("calls", (
              Tracepoint("syscalls", "sys_enter_mmap", fields=("addr", "len", "prot", "flags",
-                                                               "fd", "off")),)),)),
+                                                               "fd", "off")),)),
+                Need("results", (Tracepoint("syscalls", "sys_exit_mmap",
+                                                   fields=("ret",)),)))),
     Tool("brkstack", "memlens.tools.brkstack", "count brk() heap expansions by user stack",
          needs=(Need("brk() calls", (Tracepoint("syscalls", "sys_enter_brk"),)),)),
     Tool("faults", "memlens.tools.faults",
@@ -67,18 +82,16 @@ TOOLS: tuple[Tool, ...] = (
                                      Kprobe("handle_mm_fault"))),)),
     Tool("growth", "memlens.tools.growth",
          "why RSS grows: anon/file/shmem growth per interval and the fault paths behind it",
-         needs=(Need("page faults", (PerfSoftware("page-faults", 2),)),)),
+         needs=(Need("page faults by mapping", (FAULT_MAPPINGS,)),)),
     Tool("ffaults", "memlens.tools.ffaults",
          "page faults on file mappings by file, and page-cache misses (ffaults.bt)",
-         # the file of a fault's address is found in the kernel with bpf_find_vma (5.17+)
-         needs=(Need("file faults, bpf_find_vma", (PerfSoftware("page-faults", 2),)),
-                Need("page-cache misses",
+         needs=(Need("faults", (FAULT_MAPPINGS,)),
+                Need("cache misses",
                      (Tracepoint("filemap", "mm_filemap_fault", fields=("i_ino", "s_dev")),)))),
     Tool("hfaults", "memlens.tools.hfaults",
          "huge page faults by process: hugetlb and transparent huge pages (hfaults.bt)",
-         needs=(Need("hugetlb faults", (PerfSoftware("page-faults", 2),
-                                        Kprobe("hugetlb_fault"))),
-                Need("THP faults", (Tracepoint("kmem", "mm_page_alloc",
+         needs=(Need("hugetlb", (FAULT_MAPPINGS, Kprobe("hugetlb_fault"))),
+                Need("THP", (Tracepoint("kmem", "mm_page_alloc",
                                                fields=("pfn", "order", "gfp_flags")),)))),
     Tool("swapin", "memlens.tools.swapin",
          "pages swapped in and out by process, with the major faults that waited (swapin)",

@@ -555,6 +555,65 @@ class Kprobe(Hook):
             raise _Unavailable(f"no {self.func} in {kallsyms}")
 
 
+# ------------------------------------------------------------- BPF helpers, and both
+
+# UAPI enum bpf_prog_type / bpf_func_id values (include/uapi/linux/bpf.h; stable)
+_PROG_TYPES = {"tracepoint": 5, "perf_event": 7, "kprobe": 2}
+_HELPER_IDS = {"find_vma": 180, "get_attach_cookie": 174, "get_current_task_btf": 158}
+
+
+class BpfHelper(Hook):
+    """A BPF helper a program calls (bpf_find_vma: 5.17+), asked of the kernel through
+    libbpf's probe (a tiny program calling it, for the given program type)."""
+
+    __slots__ = ("helper", "prog_type")
+    kind = "helper"
+    helper: str
+    prog_type: str
+
+    def __init__(self, helper: str, prog_type: str = "perf_event"):
+        self._init(helper=helper, prog_type=prog_type)
+
+    @property
+    def label(self) -> str:
+        return f"helper bpf_{self.helper}"
+
+    def _check(self, where: object) -> None:
+        from memlens.core import libbpf as L
+
+        ok = L.lib().libbpf_probe_bpf_helper(_PROG_TYPES[self.prog_type],
+                                             _HELPER_IDS[self.helper], None)
+        if ok != 1:
+            raise _Unavailable(f"the kernel has no bpf_{self.helper} for {self.prog_type} "
+                               "programs")
+
+
+class AllOf(Hook):
+    """Several things one program needs at once (a perf event and bpf_find_vma): available
+    when each is; the reason names the first that is not."""
+
+    __slots__ = ("hooks",)
+    hooks: tuple
+
+    def __init__(self, *hooks: Hook):
+        self._init(hooks=tuple(hooks))
+
+    @property
+    def kind(self) -> str:  # type: ignore[override]
+        return self.hooks[0].kind  # what doctor loads for real
+
+    @property
+    def label(self) -> str:
+        return " + ".join(h.label for h in self.hooks)
+
+    def probe(self) -> tuple[bool, str]:
+        for h in self.hooks:
+            ok, why = h.probe()
+            if not ok:
+                return False, f"{h.label}: {why}"
+        return True, ""
+
+
 @functools.lru_cache(maxsize=4)
 def _kallsyms_names(path: str) -> frozenset[str]:
     names = set()

@@ -17,8 +17,8 @@ declared in the registry; `memlens doctor` shows them.
 """
 from __future__ import annotations
 
+from memlens import registry
 from memlens.core.countingtool import CountingCommand, CountSpec, Plan
-from memlens.core.hooks import PerfSoftware
 from memlens.core.session import positive_float, positive_int
 from memlens.output.table import LINE_WIDTH, Column, Table
 
@@ -47,7 +47,7 @@ TITLES = {"faults": "FAULTS", "cache_misses": "CACHE_MISSES"}
 
 # The hook of need 0 in the registry decides the plan; need 1 (the page-cache misses)
 # adds its column where the kernel has the tracepoint, else it is left out (said on stderr).
-PAGE_FAULTS = PerfSoftware("page-faults", 2)
+PAGE_FAULTS = registry.FAULT_MAPPINGS
 PLAN = Plan((FAULTS_PROBE, MISSES_PROBE), dict(COLUMNS), optional={MISSES_PROBE: 1})
 
 SPEC = CountSpec(

@@ -175,7 +175,8 @@ class GrowthTool:
             self._sample()
             if self.last_rss is None:
                 raise UsageError(f"PID {self.pid} has no memory (a kernel thread or a zombie)")
-        probes = parse_all([f"sw:{hook.name}"])
+        event = hook.hooks[0] if hasattr(hook, "hooks") else hook  # AllOf(perf event, helper)
+        probes = parse_all([f"sw:{event.name}"])
         # comm: an exec under the PID is seen (a fresh map for its stacks; -c's fork left
         # out); file: a file mapping on tmpfs/memfd is shmem
         self.engine = Engine(probes, keys=("pid", "comm", "ustack", "vma", "file"),

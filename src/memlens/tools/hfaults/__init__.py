@@ -33,8 +33,9 @@ import os
 import re
 from dataclasses import replace
 
+from memlens import registry
 from memlens.core.countingtool import CountingCommand, CountSpec, Plan, render_table
-from memlens.core.hooks import Kprobe, PerfSoftware
+from memlens.core.hooks import Kprobe
 from memlens.core.session import positive_float, positive_int
 
 EXAMPLES = """\
@@ -63,7 +64,7 @@ PAGE_ALLOC = "t:kmem:mm_page_alloc"
 
 # The hugetlb hook decides the plan; the THP column is the same tracepoint in every plan.
 PLANS = {
-    PerfSoftware("page-faults", 2): Plan(("sw:page-faults", PAGE_ALLOC),
+    registry.FAULT_MAPPINGS: Plan(("sw:page-faults", PAGE_ALLOC),
                                          {"sw:page-faults": HUGETLB, PAGE_ALLOC: THP}),
     Kprobe("hugetlb_fault"): Plan(("k:hugetlb_fault", PAGE_ALLOC),
                                   {"k:hugetlb_fault": HUGETLB, PAGE_ALLOC: THP}),

@@ -15,13 +15,14 @@ import select
 import time
 from typing import Any
 
+from memlens import registry
 from memlens.core import kernel
 from memlens.core.drops import Losses
+from memlens.core.hooks import choose
 from memlens.core.lazy import prefetch_numpy
 from memlens.core.loader import BpfObject
 from memlens.core.privileges import require_tracing_privileges
 from memlens.core.session import add_common_options, configure_filters
-from memlens.errors import KernelLacks
 from memlens.output.sinks import add_output_options
 
 EXAMPLES = """\
@@ -161,11 +162,10 @@ class MmapsnoopTool:
     def start(self) -> None:
         require_tracing_privileges("mmapsnoop")
         kernel.ensure_tracefs()
-        missing = [tp for tp in ("sys_enter_mmap", "sys_exit_mmap")
-                   if not kernel.tracepoint_exists("syscalls", tp)]
-        if missing:
-            raise KernelLacks("mmapsnoop needs the syscalls:" + " and syscalls:".join(missing)
-                              + " tracepoint(s) (CONFIG_FTRACE_SYSCALLS); not in tracefs")
+        # the hooks declared in the registry (doctor reads the same): both syscall
+        # tracepoints, with the fields the program reads; exit 4 names what is missing
+        for need in range(len(registry.find("mmapsnoop").needs)):
+            choose(registry.hooks_of("mmapsnoop", need), "mmapsnoop")
         # boot-time ns from the kernel -> wall clock (CLOCK_BOOTTIME counts suspend too)
         self.boot_to_wall = time.time() - time.clock_gettime(time.CLOCK_BOOTTIME)
         self.obj = obj = BpfObject.open("tools/mmapsnoop/mmapsnoop.bpf.o")
