@@ -47,6 +47,10 @@ const volatile __u64 filt_val[ENGINE_MAX_FILTERS] = {};
 const volatile __u32 filt_probe[ENGINE_MAX_FILTERS] = {}; /* the probe a term is for, or all */
 /* KEY_FIELD on a perf event: its sampled address (else 0, the field being a tracepoint's) */
 const volatile bool perf_field_addr = false;
+/* latency pairs: each probe's role (enum engine_role), and for a begin, its end's number */
+const volatile __u8 probe_role[ENGINE_MAX_PROBES] = {};
+const volatile __u8 probe_partner[ENGINE_MAX_PROBES] = {};
+const volatile bool want_hist = false;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -74,7 +78,30 @@ struct {
 	__type(value, struct engine_event);
 } scratch SEC(".maps");
 
+/* LRU: a begin whose end never comes (the thread died, tracing started mid-way) ages out */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 10240);
+	__type(key, struct engine_start_key);
+	__type(value, struct engine_start);
+} starts SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct engine_start);
+} start_scratch SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, ENGINE_MAX_PROBES * 64);
+	__type(key, struct engine_hist_key);
+	__type(value, __u64);
+} hists SEC(".maps");
+
 struct engine_seen engine_seen_btf_anchor __attribute__((unused));
+struct engine_hist_key engine_hist_key_btf_anchor __attribute__((unused));
 
 /* A field of the copied record as a u64, sign-extended when the field is signed. */
 static __always_inline __u64 record_field(const __u8 *rec, __u32 off, __u32 size, bool sign)
@@ -134,25 +161,32 @@ static __always_inline bool filters_pass(const __u8 *rec, __u32 probe)
 	return true;
 }
 
-static __always_inline void count_key(struct engine_key *key, __u64 sum)
+static __always_inline void add_value(struct engine_value *v, __u64 sum, __u64 ns)
+{
+	__sync_fetch_and_add(&v->count, 1);
+	if (sum)
+		__sync_fetch_and_add(&v->sum, sum);
+	if (ns) {
+		__sync_fetch_and_add(&v->time_ns, ns);
+		if (ns > v->max_ns)
+			v->max_ns = ns; /* racy across CPUs: a max, not an exact figure */
+	}
+}
+
+static __always_inline void count_key_ns(struct engine_key *key, __u64 sum, __u64 ns)
 {
 	struct engine_value *v = bpf_map_lookup_elem(&counts, key);
 	if (v) {
-		__sync_fetch_and_add(&v->count, 1);
-		if (sum)
-			__sync_fetch_and_add(&v->sum, sum);
+		add_value(v, sum, ns);
 		return;
 	}
-	struct engine_value init = { .count = 1, .sum = sum };
+	struct engine_value init = { .count = 1, .sum = sum, .time_ns = ns, .max_ns = ns };
 	long err = bpf_map_update_elem(&counts, key, &init, BPF_NOEXIST);
 	if (err == -EEXIST) {
 		/* another CPU inserted it between our lookup and update */
 		v = bpf_map_lookup_elem(&counts, key);
-		if (v) {
-			__sync_fetch_and_add(&v->count, 1);
-			if (sum)
-				__sync_fetch_and_add(&v->sum, sum);
-		}
+		if (v)
+			add_value(v, sum, ns);
 		return;
 	}
 	if (err) {
@@ -216,6 +250,87 @@ static __always_inline void vma_of(__u64 addr, struct vma_info *info)
 	}
 }
 
+static __always_inline void count_key(struct engine_key *key, __u64 sum)
+{
+	count_key_ns(key, sum, 0);
+}
+
+/* floor(log2(v)), 0 for v <= 1 (libbpf-tools' log2l: output/hist.py's buckets) */
+static __always_inline __u32 log2_u64(__u64 v)
+{
+	__u32 r = 0;
+	if (v >> 32) { v >>= 32; r += 32; }
+	if (v >> 16) { v >>= 16; r += 16; }
+	if (v >> 8) { v >>= 8; r += 8; }
+	if (v >> 4) { v >>= 4; r += 4; }
+	if (v >> 2) { v >>= 2; r += 2; }
+	if (v >> 1) r += 1;
+	return r;
+}
+
+static __always_inline void hist_add(__u32 probe, __u64 ns)
+{
+	struct engine_hist_key hk = { .probe = probe, .slot = log2_u64(ns) };
+	__u64 *n = bpf_map_lookup_elem(&hists, &hk);
+	if (n) {
+		__sync_fetch_and_add(n, 1);
+		return;
+	}
+	__u64 one = 1;
+	if (bpf_map_update_elem(&hists, &hk, &one, BPF_NOEXIST) == -EEXIST) {
+		n = bpf_map_lookup_elem(&hists, &hk);
+		if (n)
+			__sync_fetch_and_add(n, 1);
+	}
+}
+
+static __always_inline __u8 role_of(__u32 probe)
+{
+	return probe < ENGINE_MAX_PROBES ? probe_role[probe & (ENGINE_MAX_PROBES - 1)] : ROLE_COUNT;
+}
+
+/* A begin: stamp this thread for the pair's end (with the record, in trace mode). */
+static __always_inline void pair_begin(__u32 probe, struct engine_event *ev)
+{
+	__u32 zero = 0;
+	struct engine_start *st = bpf_map_lookup_elem(&start_scratch, &zero);
+	if (!st)
+		return;
+	struct engine_start_key k = {
+		.tid = (__u32)bpf_get_current_pid_tgid(),
+		.pair = probe_partner[probe & (ENGINE_MAX_PROBES - 1)],
+	};
+	st->ts_ns = bpf_ktime_get_ns();
+	st->size = 0;
+	if (trace_mode && ev) {
+		st->size = record_size < ENGINE_BEGIN_MAX ? record_size : ENGINE_BEGIN_MAX;
+		__builtin_memcpy(st->data, ev->data, ENGINE_BEGIN_MAX);
+	}
+	if (bpf_map_update_elem(&starts, &k, st, BPF_ANY))
+		count_drop(MEMLENS_DROP_MAP_FULL);
+}
+
+/* An end: the time since this thread's begin of the pair (0 when it began before tracing);
+ * the begin's record is copied to `begin` (trace mode). */
+static __always_inline __u64 pair_end(__u32 probe, struct engine_event *begin_out)
+{
+	struct engine_start_key k = { .tid = (__u32)bpf_get_current_pid_tgid(), .pair = probe };
+	struct engine_start *st = bpf_map_lookup_elem(&starts, &k);
+	if (!st)
+		return 0;
+	__u64 ns = bpf_ktime_get_ns() - st->ts_ns;
+	if (begin_out) {
+		begin_out->begin_size = st->size;
+		__builtin_memcpy(begin_out->begin_data, st->data, ENGINE_BEGIN_MAX);
+	}
+	bpf_map_delete_elem(&starts, &k);
+	if (!ns)
+		ns = 1; /* 0 means "no begin" */
+	if (want_hist)
+		hist_add(probe, ns);
+	return ns;
+}
+
 static __always_inline void fill_key(void *ctx, struct engine_key *key, __u32 probe,
 				     __u64 field)
 {
@@ -243,23 +358,29 @@ static __always_inline void fill_key(void *ctx, struct engine_key *key, __u32 pr
 }
 
 /* Streams one hit (trace mode); the record was copied into ev->data when need_record. */
-static __always_inline void emit_event(void *ctx, struct engine_event *scratch_ev, __u32 probe)
+static __always_inline void emit_event(void *ctx, struct engine_event *scratch_ev, __u32 probe,
+				       __u64 latency_ns)
 {
 	struct engine_event *e = reserve_or_count(&events, sizeof(*e));
 	if (!e)
 		return;
+	e->latency_ns = latency_ns;
+	e->begin_size = 0;
+	if (latency_ns && scratch_ev) {
+		e->begin_size = scratch_ev->begin_size;
+		__builtin_memcpy(e->begin_data, scratch_ev->begin_data, ENGINE_BEGIN_MAX);
+	}
 	__u64 id = bpf_get_current_pid_tgid();
 	e->ts_ns = bpf_ktime_get_ns();
 	e->tgid = id >> 32;
 	e->tid = (__u32)id;
 	e->probe = probe;
 	e->cpu = bpf_get_smp_processor_id();
-	e->pad = 0;
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
 	e->ustack = (key_parts & KEY_USTACK) ? stack_store(ctx, BPF_F_USER_STACK) : 0;
 	e->kstack = (key_parts & KEY_KSTACK) ? stack_store_opt(ctx, 0, true) : 0;
 	e->size = 0;
-	if (scratch_ev) {
+	if (scratch_ev && need_record) {
 		e->size = record_size;
 		__builtin_memcpy(e->data, scratch_ev->data, sizeof(e->data));
 	}
@@ -291,8 +412,19 @@ int count_tp(void *ctx)
 		if (sum_size)
 			sum = record_field(ev->data, sum_off, sum_size, sum_signed);
 	}
+	__u64 ns = 0;
+	__u8 role = role_of(probe);
+	if (role == ROLE_BEGIN) {
+		pair_begin(probe, ev);
+		return 0;
+	}
+	if (role == ROLE_END) {
+		ns = pair_end(probe, ev);
+		if (!ns)
+			return 0; /* began before tracing: no time to tell */
+	}
 	if (trace_mode) {
-		emit_event(ctx, ev, probe);
+		emit_event(ctx, ev, probe, ns);
 		return 0;
 	}
 	struct engine_key key = {};
@@ -301,7 +433,7 @@ int count_tp(void *ctx)
 		key.file_dev = record_field(ev->data, file_dev_off, file_dev_size, false);
 	}
 	fill_key(ctx, &key, probe, field);
-	count_key(&key, sum);
+	count_key_ns(&key, sum, ns);
 	return 0;
 }
 
@@ -312,7 +444,7 @@ int count_perf(struct bpf_perf_event_data *ctx)
 		return 0;
 	__u32 probe = use_cookie ? bpf_get_attach_cookie(ctx) : 0;
 	if (trace_mode) {
-		emit_event(ctx, NULL, probe);
+		emit_event(ctx, NULL, probe, 0);
 		return 0;
 	}
 	struct engine_key key = {};
@@ -339,7 +471,7 @@ static __always_inline int count_regs(struct pt_regs *ctx, __u32 probe)
 	if (!task_allowed())
 		return 0;
 	if (trace_mode) {
-		emit_event(ctx, NULL, probe);
+		emit_event(ctx, NULL, probe, 0);
 		return 0;
 	}
 	struct engine_key key = {};

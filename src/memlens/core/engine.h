@@ -52,9 +52,40 @@ struct engine_key {
 	char comm[16];
 };
 
+#define ENGINE_MAX_PROBES 64
+#define ENGINE_BEGIN_MAX 256 /* bytes of a begin record kept for its end (trace mode) */
+
+/* A probe's part in a latency pair: the begin stamps its thread, the end measures. */
+enum engine_role {
+	ROLE_COUNT = 0,
+	ROLE_BEGIN = 1,
+	ROLE_END = 2,
+};
+
 struct engine_value {
 	__u64 count;
 	__u64 sum;      /* of the sum field (tracepoints), else 0 */
+	__u64 time_ns;  /* end probes: total time since their thread's begin */
+	__u64 max_ns;
+};
+
+/* A begin waiting for its end: per thread and pair. */
+struct engine_start_key {
+	__u32 tid;
+	__u32 pair;     /* the end probe's number */
+};
+
+struct engine_start {
+	__u64 ts_ns;
+	__u32 size;     /* bytes of data[] (trace mode) */
+	__u32 pad;
+	__u8 data[ENGINE_BEGIN_MAX];
+};
+
+/* latency histograms: log2 buckets of ns per end probe */
+struct engine_hist_key {
+	__u32 probe;
+	__u32 slot;
 };
 
 /* Sent once when a key is first inserted: user space snapshots the process's memory map
@@ -76,9 +107,11 @@ struct engine_event {
 	__u32 probe;
 	__u32 cpu;
 	__u32 size;     /* bytes of data[] that hold the record */
-	__u32 pad;
+	__u32 begin_size; /* end of a pair: bytes of begin_data[] (the begin's record) */
+	__u64 latency_ns; /* end of a pair: time since its begin, else 0 */
 	char comm[16];
 	__u8 data[ENGINE_RECORD_MAX];
+	__u8 begin_data[ENGINE_BEGIN_MAX];
 };
 
 #endif

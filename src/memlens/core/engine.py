@@ -52,12 +52,16 @@ class Entry:
     parts: dict[str, Any]
     count: int
     sum: int = 0
+    time_ns: int = 0    # latency pairs: total time between begins and ends
+    max_ns: int = 0     # the longest, since the key was first counted
 
     def record(self) -> dict[str, Any]:
         out = dict(self.parts)
         out["count"] = self.count
         if self.sum:
             out["sum"] = self.sum
+        if self.time_ns:
+            out["time_ns"], out["max_ns"] = self.time_ns, self.max_ns
         return out
 
 
@@ -67,7 +71,8 @@ class Engine:
                  trace: bool = False, max_keys: int = 10240, max_stacks: int = 10240,
                  stack_storage: int | None = None,
                  file_fields: tuple[str, str] | None = None, vma_select: str | None = None,
-                 probe_filters: dict[str, str] | None = None):
+                 probe_filters: dict[str, str] | None = None,
+                 pairs: dict[str, str] | None = None, hist: bool = False):
         if not probes:
             raise UsageError("no probe given")
         bad = [k for k in keys if k not in KEY_BITS]
@@ -80,6 +85,19 @@ class Engine:
         # a filter of one probe only, by the probe's text (two probes on the same tracepoint
         # type with different filters, or a tracepoint filtered beside a perf event)
         self.probe_filters = dict(probe_filters or {})
+        # latency pairs {end probe: begin probe}: an end counts with the time since its
+        # thread's begin (summed, max, and a log2 histogram with hist=True); a begin is
+        # not counted itself.  Ends whose begin came before tracing are left out.
+        self.pairs = dict(pairs or {})
+        texts = [p.text for p in probes]
+        for end, begin in self.pairs.items():
+            if end not in texts or begin not in texts:
+                raise UsageError(f"latency pair {begin} -> {end}: both must be probes of "
+                                 "this run")
+        if len(probes) > 64 and self.pairs:
+            raise UsageError("latency pairs: at most 64 probes in a run")
+        self.hist = hist
+        self._begin_of: dict[int, int] = {}  # end probe number -> begin probe number
         unknown = set(self.probe_filters) - {p.text for p in probes}
         if unknown:
             raise UsageError(f"filter for {sorted(unknown)[0]}: no such probe in this run")
@@ -208,6 +226,15 @@ class Engine:
             ro["file_dev_off"], ro["file_dev_size"], _ = self._field_layout(formats, dev, "field")
         if (self.filter_text or self.probe_filters) and formats:
             self._set_filter(ro, formats)
+        if self.pairs:
+            texts = [p.text for p in self.probes]
+            role, partner = bytearray(64), bytearray(64)
+            for end, begin in self.pairs.items():
+                e, b = texts.index(end), texts.index(begin)
+                role[e], role[b], partner[b] = 2, 1, e
+                self._begin_of[e] = b
+            ro["probe_role"], ro["probe_partner"] = bytes(role), bytes(partner)
+            ro["want_hist"] = self.hist
         if "cgroup" in self.keys:
             ro["cgroup_v1"] = kernel.cgroup_v1_memory()
         ro["self_tgid"] = 0 if include_self else __import__("os").getpid()
@@ -362,11 +389,11 @@ class Engine:
         stale = []
         for i in range(len(keys)):
             kb = raw[i].tobytes()
-            c, s = int(vals[i]["count"]), int(vals[i]["sum"])
-            pc, ps = self._prev.get(kb, (0, 0))
+            c, s, t = int(vals[i]["count"]), int(vals[i]["sum"]), int(vals[i]["time_ns"])
+            pc, ps, pt = self._prev.get(kb, (0, 0, 0))
             if c > pc:
-                self._add(keys[i], c - pc, s - ps)
-                self._prev[kb] = (c, s)
+                self._add(keys[i], c - pc, s - ps, t - pt, int(vals[i]["max_ns"]))
+                self._prev[kb] = (c, s, t)
                 self._idle[kb] = 0
             else:
                 idle = self._idle.get(kb, 0) + 1
@@ -380,12 +407,13 @@ class Engine:
                     self._stack_seen[h] = self._tick
         for kb, key in stale:
             final = counts.lookup_and_delete(kb)
-            pc, ps = self._prev.pop(kb, (0, 0))
+            pc, ps, pt = self._prev.pop(kb, (0, 0, 0))
             self._idle.pop(kb, None)
             if final is not None:
                 v = np.frombuffer(final[: self._val_dtype.itemsize], self._val_dtype)[0]
                 if int(v["count"]) > pc:
-                    self._add(key, int(v["count"]) - pc, int(v["sum"]) - ps)
+                    self._add(key, int(v["count"]) - pc, int(v["sum"]) - ps,
+                              int(v["time_ns"]) - pt, int(v["max_ns"]))
         self._prune_stacks()
 
     def _prune_stacks(self) -> None:
@@ -397,7 +425,7 @@ class Engine:
             del self._stack_seen[h]
             stacks.delete(int(h).to_bytes(8, "little"))
 
-    def _add(self, key, count: int, total: int) -> None:
+    def _add(self, key, count: int, total: int, time_ns: int = 0, max_ns: int = 0) -> None:
         """Fold one kernel key into the report accumulator, by the parts the user chose
         (a user stack is keyed by process in the kernel, merged here when -P is off)."""
         pid = int(key["tgid"])
@@ -433,25 +461,69 @@ class Engine:
         slot = self._acc.get(tkey)
         if slot is None:
             if len(self._acc) >= REPORT_LIMIT:
-                _, (oc, _os) = self._acc.popitem(last=False)  # least recently counted
+                _, (oc, *_rest) = self._acc.popitem(last=False)  # least recently counted
                 self._pruned_report_keys += 1
                 self._pruned_report_events += oc
-            self._acc[tkey] = [count, total]
+            self._acc[tkey] = [count, total, time_ns, max_ns]
         else:
             slot[0] += count
             slot[1] += total
+            slot[2] += time_ns
+            slot[3] = max(slot[3], max_ns)
             self._acc.move_to_end(tkey)
 
     def collect(self) -> list[Entry]:
         """Counts since the last collect (the map is read first), largest last."""
         self._read_tick()
         out = []
-        for tkey, (count, total) in self._acc.items():
+        for tkey, (count, total, time_ns, max_ns) in self._acc.items():
             parts = dict(zip(self.keys, tkey))
             self._decode_parts(parts)
-            out.append(Entry(parts, count, total))
+            out.append(Entry(parts, count, total, time_ns, max_ns))
         self._acc.clear()
         out.sort(key=lambda e: (e.count, str(e.parts)))
+        return out
+
+    def decode_event(self, ev) -> dict[str, Any]:
+        """One trace-mode record as a plain dict: who, which probe, the tracepoint's fields
+        decoded from its format, and for the end of a latency pair the time since its begin
+        and the begin's fields (a syscall's arguments at its exit, say)."""
+        from memlens.core import tpformat
+        from memlens.output.table import comm_str
+
+        n = int(ev["probe"])
+        probe = self.probe_by_id.get(n)
+        rec: dict[str, Any] = {"ts_ns": int(ev["ts_ns"]), "pid": int(ev["tgid"]),
+                               "tid": int(ev["tid"]), "comm": comm_str(bytes(ev["comm"])),
+                               "cpu": int(ev["cpu"]),
+                               "probe": probe.text if probe else f"probe#{n}"}
+        fmt = self.formats.get(n)
+        if fmt is not None and int(ev["size"]):
+            rec["fields"] = tpformat.decode(fmt, bytes(ev["data"][:int(ev["size"])]))
+        latency = int(ev["latency_ns"])
+        if latency:
+            rec["latency_ns"] = latency
+            begin = self._begin_of.get(n)
+            bfmt = self.formats.get(begin) if begin is not None else None
+            size = int(ev["begin_size"])
+            if bfmt is not None and size:
+                rec["begin_fields"] = tpformat.decode(bfmt, bytes(ev["begin_data"][:size]))
+        return rec
+
+    def histograms(self) -> dict[str, list[int]]:
+        """Latency histograms since the last call, {end probe: log2 buckets of ns} (the
+        map is drained: lookup-and-delete, no sample lost between read and reset)."""
+        from memlens.core.lazy import np
+
+        if not self.hist:
+            return {}
+        kd = self.obj.struct_dtype("engine_hist_key")
+        keys, vals = self.obj.map("hists").drain(kd, "<u8")
+        out: dict[str, list[int]] = {}
+        for k, v in zip(keys, np.asarray(vals).tolist()):
+            text = self.probe_by_id[int(k["probe"])].text
+            buckets = out.setdefault(text, [0] * 64)
+            buckets[int(k["slot"])] += int(v)
         return out
 
     def _decode_parts(self, parts: dict[str, Any]) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 from memlens.core.session import add_common_options, check_pid_exists, positive_int
 from memlens.errors import UsageError
-from memlens.output.table import comm_str, escape
+from memlens.output.table import escape
 
 EXAMPLES = """\
 examples:
@@ -81,19 +81,9 @@ class TraceTool:
         return out
 
     def _event(self, ev) -> dict[str, Any]:
-        from memlens.core import tpformat
         from memlens.core.engine import strip_tracing_frames
 
-        n = int(ev["probe"])
-        probe = self.engine.probe_by_id.get(n)
-        rec: dict[str, Any] = {"type": "event", "ts_ns": int(ev["ts_ns"]),
-                               "pid": int(ev["tgid"]), "tid": int(ev["tid"]),
-                               "comm": comm_str(bytes(ev["comm"])), "cpu": int(ev["cpu"]),
-                               "probe": probe.text if probe else f"probe#{n}"}
-        fmt = self.engine.formats.get(n)
-        if fmt is not None:
-            size = int(ev["size"])
-            rec["fields"] = tpformat.decode(fmt, bytes(ev["data"][:size]))
+        rec: dict[str, Any] = {"type": "event", **self.engine.decode_event(ev)}
         res = self.engine.resolver
         if self.args.user_stack:
             h = int(ev["ustack"])

@@ -1,0 +1,82 @@
+# SPDX-License-Identifier: GPL-2.0-only
+"""Latency pairs in the engine: a begin tracepoint stamps its thread, the end counts the time
+since.  Witness: a child that sleeps a known number of times for a known time, measuring
+each sleep itself with CLOCK_MONOTONIC."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+from memlens.core.engine import Engine
+from memlens.core.probespec import parse_all
+
+SLEEPS, SLEEP_S = 23, 0.01
+BEGIN = "t:syscalls:sys_enter_clock_nanosleep"
+END = "t:syscalls:sys_exit_clock_nanosleep"
+CHILD = f"""
+import os, sys, time
+sys.stdin.read(1)
+total = 0
+for _ in range({SLEEPS}):
+    t = time.monotonic_ns()
+    time.sleep({SLEEP_S})
+    total += time.monotonic_ns() - t
+print(total, flush=True)
+"""
+
+
+def _child() -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", CHILD], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+
+
+def test_pair_counts_each_sleep_with_its_time_and_histogram():
+    child = _child()
+    eng = Engine(parse_all([BEGIN, END]), keys=("probe", "pid"), pairs={END: BEGIN}, hist=True)
+    try:
+        eng.start(pid=child.pid)
+        child.stdin.write("g")
+        child.stdin.flush()
+        witness_ns = int(child.stdout.readline())
+        child.wait(10)
+        (entry,) = [e for e in eng.collect() if e.parts["pid"] == child.pid]
+        hists = eng.histograms()
+    finally:
+        eng.close()
+        if child.poll() is None:
+            child.kill()
+    assert entry.parts["probe"] == END and entry.count == SLEEPS
+    # the kernel's time sits inside the child's own (which adds Python's call overhead)
+    assert 0.9 * witness_ns <= entry.time_ns <= witness_ns, (entry.time_ns, witness_ns)
+    assert SLEEP_S * 1e9 <= entry.max_ns <= witness_ns
+    buckets = hists[END]
+    assert sum(buckets) == SLEEPS
+    # 10 ms lies in [2**23, 2**24) ns: every sleep in that bucket or the next (a late wake)
+    assert buckets[23] + buckets[24] == SLEEPS, {i: n for i, n in enumerate(buckets) if n}
+
+
+def test_trace_mode_gives_each_end_its_latency_and_its_begin_fields():
+    child = _child()
+    eng = Engine(parse_all([BEGIN, END]), keys=(), pairs={END: BEGIN}, trace=True)
+    try:
+        eng.start(pid=child.pid)
+        child.stdin.write("g")
+        child.stdin.flush()
+        child.stdout.readline()
+        child.wait(10)
+        time.sleep(0.1)
+        events = [eng.decode_event(ev) for ev in eng.poll(0.1)]
+    finally:
+        eng.close()
+        if child.poll() is None:
+            child.kill()
+    mine = [e for e in events if e["pid"] == child.pid]
+    assert len(mine) == SLEEPS
+    for e in mine:
+        assert e["probe"] == END and e["fields"]["ret"] == 0
+        assert SLEEP_S * 1e9 <= e["latency_ns"] < 1e9
+        # the begin's record came along: CPython 3.11 sleeps with
+        # clock_nanosleep(CLOCK_MONOTONIC=1, TIMER_ABSTIME=1, deadline, NULL)
+        assert e["begin_fields"]["which_clock"] == 1 and e["begin_fields"]["flags"] == 1
+        assert e["begin_fields"]["rmtp"] == 0
