@@ -33,7 +33,8 @@ def _child() -> subprocess.Popen:
 
 def test_pair_counts_each_sleep_with_its_time_and_histogram():
     child = _child()
-    eng = Engine(parse_all([BEGIN, END]), keys=("probe", "pid"), pairs={END: BEGIN}, hist=True)
+    eng = Engine(parse_all([BEGIN, END]), keys=("probe", "pid"), pairs={END: BEGIN}, hist=True,
+                 hist_unit="nsecs")
     try:
         eng.start(pid=child.pid)
         child.stdin.write("g")

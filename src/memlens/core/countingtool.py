@@ -62,6 +62,12 @@ class CountSpec:
     count_column: str | None = None
     file_fields: tuple[str, str] | None = None  # a tracepoint's (inode, device) fields
     vma_select: str | None = None    # perf events: count only file/anon/hugetlb mappings
+    # latency pairs {end probe: begin probe}: ends count with the time since their begin
+    # ("time_ns", "max_ns" in entries); hist: log2 histograms of those times per report
+    pairs: dict[str, str] | None = None
+    hist: bool = False
+    hist_unit: str = "usecs"
+    probe_filters: dict[str, str] | None = None  # a filter for one probe only
     # hook -> plan: the registry declares the hooks (best first, doctor shows the choice);
     # the first the kernel offers decides which probes are attached
     plans: dict[Any, Plan] | None = None
@@ -85,7 +91,9 @@ class CountingTool:
         self.field_name = field_name
         self.engine = Engine(probes, keys=keys, field=field_name, sum_field=sum_field,
                              filter=filter, max_keys=max_keys, stack_storage=stack_storage,
-                             file_fields=spec.file_fields, vma_select=spec.vma_select)
+                             file_fields=spec.file_fields, vma_select=spec.vma_select,
+                             probe_filters=spec.probe_filters, pairs=spec.pairs,
+                             hist=spec.hist, hist_unit=spec.hist_unit)
         self.what = spec.what + (f" for PID {args.pid}" if getattr(args, "pid", None) else "")
         self.total = 0
         self.entries_seen = 0
@@ -117,6 +125,11 @@ class CountingTool:
         rec = {"type": "report", "time": time.strftime("%H:%M:%S"), "timestamp": time.time(),
                "final": final, "interval_s": getattr(self.args, "interval", None),
                "entries": entries}
+        if self.spec.hist:
+            # {end probe: log2 buckets in the unit}, trailing empty buckets left out
+            rec["histogram_unit"] = self.spec.hist_unit
+            rec["histograms"] = {k: v[:max((i for i, n in enumerate(v) if n), default=0) + 1]
+                                 for k, v in self.engine.histograms().items()}
         return [*self.engine.lost(), rec]
 
     def _entry(self, e) -> dict[str, Any]:
@@ -136,6 +149,8 @@ class CountingTool:
         out["count"] = e.count
         if self.engine.sum_field:
             out["sum"] = e.sum
+        if self.engine.pairs:
+            out["time_ns"], out["max_ns"] = e.time_ns, e.max_ns
         return out
 
     def args_delimited(self) -> bool:
@@ -360,6 +375,17 @@ def render_table(rec: dict, interval: bool, titles: dict[str, str] | None = None
         out.append("  (no events)")
     if out:
         print("\n".join(out), flush=True)
+
+
+def render_histograms(rec: dict) -> None:
+    """A report's latency histograms as BCC prints them (one per end probe)."""
+    from memlens.output.hist import format_log2_hist
+
+    unit = rec.get("histogram_unit", "usecs")
+    for probe, buckets in sorted((rec.get("histograms") or {}).items()):
+        text = format_log2_hist(buckets, unit)
+        if text:
+            print(f"\n{probe}:\n{text}", end="", flush=True)
 
 
 def _fit(cells: list[list[str]], widths: list[int], numeric: list[bool],

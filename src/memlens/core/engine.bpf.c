@@ -51,6 +51,7 @@ const volatile bool perf_field_addr = false;
 const volatile __u8 probe_role[ENGINE_MAX_PROBES] = {};
 const volatile __u8 probe_partner[ENGINE_MAX_PROBES] = {};
 const volatile bool want_hist = false;
+const volatile __u64 hist_div = 1;  /* ns per histogram unit (1000: usecs, as BCC prints) */
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -327,7 +328,7 @@ static __always_inline __u64 pair_end(__u32 probe, struct engine_event *begin_ou
 	if (!ns)
 		ns = 1; /* 0 means "no begin" */
 	if (want_hist)
-		hist_add(probe, ns);
+		hist_add(probe, ns / (hist_div ? hist_div : 1));
 	return ns;
 }
 

@@ -40,6 +40,7 @@ PRUNE_TICKS = 2      # a key idle this many reads is deleted from the kernel map
 # key idle for one read is deleted: a key then lives ~0.1 s past its last event instead of
 # ~1.5 s, so the table needs ~rate x 0.1 s slots instead of ~rate x 1.5 s.
 FAST_TICK_S = 0.05
+HIST_UNITS = {"nsecs": 1, "usecs": 1000, "msecs": 1_000_000}  # histogram buckets' unit
 MAX_FILTER_TERMS = 8          # ENGINE_MAX_FILTERS (engine.h)
 FILTER_ALL_PROBES = 0xFFFFFFFF
 REPORT_LIMIT = 65536  # distinct report keys kept between reports; beyond: idle ones pruned
@@ -72,7 +73,8 @@ class Engine:
                  stack_storage: int | None = None,
                  file_fields: tuple[str, str] | None = None, vma_select: str | None = None,
                  probe_filters: dict[str, str] | None = None,
-                 pairs: dict[str, str] | None = None, hist: bool = False):
+                 pairs: dict[str, str] | None = None, hist: bool = False,
+                 hist_unit: str = "usecs"):
         if not probes:
             raise UsageError("no probe given")
         bad = [k for k in keys if k not in KEY_BITS]
@@ -97,6 +99,9 @@ class Engine:
         if len(probes) > 64 and self.pairs:
             raise UsageError("latency pairs: at most 64 probes in a run")
         self.hist = hist
+        if hist_unit not in HIST_UNITS:
+            raise UsageError(f"histogram unit {hist_unit!r}: one of {', '.join(HIST_UNITS)}")
+        self.hist_unit = hist_unit
         self._begin_of: dict[int, int] = {}  # end probe number -> begin probe number
         unknown = set(self.probe_filters) - {p.text for p in probes}
         if unknown:
@@ -235,6 +240,7 @@ class Engine:
                 self._begin_of[e] = b
             ro["probe_role"], ro["probe_partner"] = bytes(role), bytes(partner)
             ro["want_hist"] = self.hist
+            ro["hist_div"] = HIST_UNITS[self.hist_unit]
         if "cgroup" in self.keys:
             ro["cgroup_v1"] = kernel.cgroup_v1_memory()
         ro["self_tgid"] = 0 if include_self else __import__("os").getpid()
@@ -511,8 +517,8 @@ class Engine:
         return rec
 
     def histograms(self) -> dict[str, list[int]]:
-        """Latency histograms since the last call, {end probe: log2 buckets of ns} (the
-        map is drained: lookup-and-delete, no sample lost between read and reset)."""
+        """Latency histograms since the last call, {end probe: log2 buckets in hist_unit}
+        (the map is drained: lookup-and-delete, no sample lost between read and reset)."""
         from memlens.core.lazy import np
 
         if not self.hist:
