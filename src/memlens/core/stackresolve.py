@@ -132,3 +132,21 @@ class StackResolver:
     def forget_stacks(self) -> None:
         """Drop cached stacks (after the stack map was cleared: ids get reused)."""
         self._cache.clear()
+
+
+# Frames of the tracing machinery itself, on top of kernel stacks taken from a BPF program
+# (one list for every tool): the user wants the stack that reached the event.
+TRACING_FRAME_PREFIXES = ("bpf_", "__bpf_", "__traceiter_", "__probestub_", "trace_call_bpf",
+                          "perf_trace_", "perf_tp_event", "perf_syscall_", "perf_swevent_",
+                          "perf_event_",
+                          "___perf_sw_event", "__perf_sw_event", "__perf_event_overflow",
+                          "trace_event_raw_event_", "kprobe_", "uprobe_", "ftrace_",
+                          "__do_trace_")
+
+
+def strip_tracing_frames(frames: list) -> list:
+    out = list(frames)
+    while len(out) > 1 and (getattr(out[0], "symbol", None) or "").startswith(
+            TRACING_FRAME_PREFIXES):
+        out.pop(0)
+    return out

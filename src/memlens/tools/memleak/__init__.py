@@ -526,7 +526,7 @@ class MemleakTool:
                 ips = self.stack_ips(stack)
                 if not ips:
                     return [MarkerFrame(MISSED_KERNEL)]
-                from memlens.core.engine import strip_tracing_frames
+                from memlens.core.stackresolve import strip_tracing_frames
                 from memlens.core.symbols import KernelSymbolizer
 
                 # When a tracepoint has more than one user (another tracer, a second

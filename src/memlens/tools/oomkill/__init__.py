@@ -234,10 +234,6 @@ def text_renderer(stacks: bool) -> Callable[[dict], None]:
 
 
 # frames of the tracing machinery itself, above the kernel function that fired the event
-_TRACING_FRAMES = ("bpf_", "__bpf_", "__traceiter_", "__probestub_", "trace_call_bpf",
-                   "perf_trace_", "__do_trace_")
-
-
 def trigger_stacks(rec) -> tuple[list[str], list[str]]:
     """The trigger's kernel and user stacks as printed frames, leaf first.  The user stack
     is symbolized through the trigger's memory map read now: a trigger that was also the
@@ -249,11 +245,11 @@ def trigger_stacks(rec) -> tuple[list[str], list[str]]:
 
     kips, uips = ips(rec.kstack, rec.kstack_bytes), ips(rec.ustack, rec.ustack_bytes)
     if kips:
+        from memlens.core.stackresolve import strip_tracing_frames
         from memlens.core.symbols import KernelSymbolizer
 
-        kframes = [str(f) for f in KernelSymbolizer.get().resolve_stack(kips)]
-        while len(kframes) > 1 and kframes[0].startswith(_TRACING_FRAMES):
-            kframes.pop(0)
+        kframes = [str(f) for f in strip_tracing_frames(
+            KernelSymbolizer.get().resolve_stack(kips))]
     else:
         kframes = [MISSED_KERNEL]
     if uips:

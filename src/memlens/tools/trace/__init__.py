@@ -81,7 +81,7 @@ class TraceTool:
         return out
 
     def _event(self, ev) -> dict[str, Any]:
-        from memlens.core.engine import strip_tracing_frames
+        from memlens.core.stackresolve import strip_tracing_frames
 
         rec: dict[str, Any] = {"type": "event", **self.engine.decode_event(ev)}
         res = self.engine.resolver
