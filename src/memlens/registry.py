@@ -99,6 +99,13 @@ TOOLS: tuple[Tool, ...] = (
                                                fields=("succeeded", "failed", "reason")),)),
                 Need("migration time", (Tracepoint("migrate", "mm_migrate_pages_start",
                                                    fields=("reason",)),)))),
+    Tool("slabratetop", "memlens.tools.slabratetop",
+         "kernel slab allocations by cache name, top-like (slabratetop)",
+         needs=(Need("cache allocations", (
+             Tracepoint("kmem", "kmem_cache_alloc", fields=("name", "bytes_alloc")),
+             Kprobe("kmem_cache_alloc"))),
+                Need("kmalloc", (Tracepoint("kmem", "kmalloc",
+                                            fields=("bytes_alloc", "gfp_flags")),)))),
     Tool("swapin", "memlens.tools.swapin",
          "pages swapped in and out by process, with the major faults that waited (swapin)",
          needs=(Need("swap-ins", (Tracepoint("memcg", "count_memcg_events",
