@@ -104,3 +104,27 @@ def test_a_probe_filter_applies_to_its_probe_only():
         if wl.poll() is None:
             wl.kill()
     assert counts == {enter: HUGE, leave: HUGE + 3 * OTHER}
+
+
+def test_a_field_not_on_an_8_byte_boundary_is_read_where_it_is():
+    """sched_process_exec's `pid` is a 4-byte field at offset 12: the key and a filter must
+    read it there (a mask that cleared low bits read offset 8, the filename's data_loc)."""
+    from memlens.core import tpformat
+    from memlens.core.engine import Engine
+    from memlens.core.probespec import parse_all
+
+    fmt = tpformat.read_format("sched", "sched_process_exec")
+    assert fmt.field("pid").offset % 8 != 0, "the test needs an unaligned field"
+    eng = Engine(parse_all(["t:sched:sched_process_exec"]), keys=("field",), field="pid")
+    try:
+        eng.start()
+        pids = []
+        for _ in range(3):
+            p = subprocess.Popen(["/bin/true"])
+            p.wait()
+            pids.append(p.pid)
+        counts = {e.parts["field"]: e.count for e in eng.collect()}
+    finally:
+        eng.close()
+    for pid in pids:
+        assert counts.get(pid) == 1, (pids, counts)

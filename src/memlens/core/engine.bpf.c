@@ -107,9 +107,10 @@ struct engine_hist_key engine_hist_key_btf_anchor __attribute__((unused));
 /* A field of the copied record as a u64, sign-extended when the field is signed. */
 static __always_inline __u64 record_field(const __u8 *rec, __u32 off, __u32 size, bool sign)
 {
-	/* masks bound the offset inside data[] for the verifier; offsets come from the
-	 * tracepoint's format file and are naturally aligned */
-	off &= ENGINE_RECORD_MAX - 8;
+	/* the mask bounds the offset for the verifier (data[] is followed by begin_data[]
+	 * in the same map value, so an 8-byte read at 511 stays inside it); it must not clear
+	 * low bits: a 4-byte field at 60 is read at 60, not 56 */
+	off &= ENGINE_RECORD_MAX - 1;
 	switch (size) {
 	case 1:
 		return sign ? (__u64)(__s64) * (__s8 *)(rec + off) : *(__u8 *)(rec + off);
