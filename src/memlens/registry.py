@@ -112,6 +112,50 @@ TOOLS: tuple[Tool, ...] = (
                                              fields=("item", "val")),
                                   Kprobe("swap_read_folio"), Kprobe("swap_readpage"))),
                 Need("major faults", (PerfSoftware("major-faults", 6),)))),
+    Tool("vmscan", "memlens.tools.vmscan",
+         "page reclaim per interval: time in reclaim, kswapd, pages (vmscan.bt)",
+         # each need is optional (its measure is left out); all missing: exit 4
+         needs=(Need("slab shrinking", (AllOf(
+                    Tracepoint("vmscan", "mm_shrink_slab_start"),
+                    Tracepoint("vmscan", "mm_shrink_slab_end")),)),
+                Need("direct reclaim", (AllOf(
+                    Tracepoint("vmscan", "mm_vmscan_direct_reclaim_begin"),
+                    Tracepoint("vmscan", "mm_vmscan_direct_reclaim_end",
+                               fields=("nr_reclaimed",))),)),
+                Need("memcg reclaim", (AllOf(
+                    Tracepoint("vmscan", "mm_vmscan_memcg_reclaim_begin"),
+                    Tracepoint("vmscan", "mm_vmscan_memcg_reclaim_end",
+                               fields=("nr_reclaimed",))),)),
+                Need("soft-limit reclaim", (AllOf(
+                    Tracepoint("vmscan", "mm_vmscan_memcg_softlimit_reclaim_begin"),
+                    Tracepoint("vmscan", "mm_vmscan_memcg_softlimit_reclaim_end",
+                               fields=("nr_reclaimed",))),)),
+                Need("node reclaim", (AllOf(
+                    Tracepoint("vmscan", "mm_vmscan_node_reclaim_begin"),
+                    Tracepoint("vmscan", "mm_vmscan_node_reclaim_end",
+                               fields=("nr_reclaimed",))),)),
+                Need("kswapd wake-ups", (Tracepoint("vmscan", "mm_vmscan_wakeup_kswapd"),)),
+                Need("kswapd runs", (Tracepoint("vmscan", "mm_vmscan_kswapd_wake"),)),
+                Need("pages written", (Tracepoint("vmscan", "mm_vmscan_write_folio"),
+                                       Tracepoint("vmscan", "mm_vmscan_writepage"))))),
+    Tool("drsnoop", "memlens.tools.drsnoop",
+         "each direct or memcg reclaim: latency, pages, cgroup (BCC drsnoop)",
+         # each need is optional (its episodes are not shown); all missing: exit 4
+         needs=(Need("direct reclaim", (AllOf(
+                    Tracepoint("vmscan", "mm_vmscan_direct_reclaim_begin",
+                               fields=("order", "gfp_flags")),
+                    Tracepoint("vmscan", "mm_vmscan_direct_reclaim_end",
+                               fields=("nr_reclaimed",))),)),
+                Need("memcg reclaim", (AllOf(
+                    Tracepoint("vmscan", "mm_vmscan_memcg_reclaim_begin",
+                               fields=("order", "gfp_flags")),
+                    Tracepoint("vmscan", "mm_vmscan_memcg_reclaim_end",
+                               fields=("nr_reclaimed",))),)),
+                Need("node reclaim", (AllOf(
+                    Tracepoint("vmscan", "mm_vmscan_node_reclaim_begin",
+                               fields=("order", "gfp_flags")),
+                    Tracepoint("vmscan", "mm_vmscan_node_reclaim_end",
+                               fields=("nr_reclaimed",))),)))),
     Tool("stackcount", "memlens.tools.stackcount",
          "count events by stack (BCC stackcount): t:, sw:, u:, usdt: probes",
          kinds=ONE_LINER_KINDS),

@@ -1,0 +1,420 @@
+# SPDX-License-Identifier: GPL-2.0-only
+"""drsnoop against real memory-cgroup reclaim: a memory cgroup made by the test (32 MiB,
+removed after) and tests/workloads/reclaim_cache in it, reading a 96 MiB file twice from
+disk (its cached pages dropped first): every read charges fresh page-cache pages, and each
+charge at the limit reclaims older ones in the workload's own context (limit reclaim,
+mm_vmscan_memcg_reclaim_begin/end), with no swap needed.
+
+Witnesses, independent of memlens:
+- episodes, their time and pages: bpftrace timing the same begin/end pair for the PID
+  (the book's vmscan.bt way), started once every tool is attached, stopped when the
+  workload says it has read (it then waits at a gate).  `perf stat -e vmscan:...` cannot
+  be the witness: while a memlens tool is attached to a tracepoint, perf reads 0 there
+  (see Bpftrace below);
+- pages: /proc/vmstat.  Memory-cgroup reclaim counts its pages in pgsteal_anon/pgsteal_file
+  only (pgsteal_kswapd/direct/khugepaged/proactive count global reclaim), so
+  Δ(pgsteal_anon + pgsteal_file) − Δ(the four) is the pages every cgroup reclaim on the
+  machine freed in the window: equal to the workload's when no other task did memory-cgroup
+  reclaim meanwhile (a system-wide run is the witness of that: the machine may be shared).
+  The v1 cgroup's own memory.stat is no witness here: it has no pgsteal, and its pgpgout
+  counts uncharged folios (ext4 caches files in large folios: ~2200 events for ~58000
+  pages), from per-CPU counters flushed lazily;
+- latency: the workload's own CLOCK_MONOTONIC time for its reads bounds the episodes' sum.
+
+Direct and node reclaim cannot be made safely on this machine (KERNEL.md §3: memory is
+initialised lazily, so global pressure needs ~22 GiB of real use): their tracepoints get a
+load-and-attach test.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import re
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import build_workload, memlens_cmd, require
+from tests.kernel.helpers import ToolRun, memory_cgroup
+
+FILE_MIB = 96
+LIMIT = "32M"
+PASSES = 2
+NOBODY = 65534
+GLOBAL_PGSTEAL = ("pgsteal_kswapd", "pgsteal_direct", "pgsteal_khugepaged",
+                  "pgsteal_proactive")
+
+
+# -- shared with test_vmscan ------------------------------------------------------------------
+
+@contextlib.contextmanager
+def data_file(mib: int = FILE_MIB) -> Iterator[Path]:
+    """A file on disk (not tmpfs: reclaiming its pages must need no swap); removed after."""
+    path = Path("/var/tmp") / f"memlens_reclaim_{os.getpid()}_{uuid.uuid4().hex[:8]}.dat"
+    try:
+        chunk = os.urandom(1 << 20)
+        with open(path, "wb") as f:
+            for _ in range(mib):
+                f.write(chunk)
+            f.flush()
+            os.fsync(f.fileno())
+        path.chmod(0o644)
+        yield path
+    finally:
+        path.unlink(missing_ok=True)
+
+
+class CacheReader:
+    """tests/workloads/reclaim_cache in a cgroup (optionally as another user), gated."""
+
+    def __init__(self, cg: Path, path: Path, passes: int = PASSES, uid: int | None = None):
+        import subprocess
+
+        def enter() -> None:
+            (cg / "cgroup.procs").write_text("0")
+            if uid is not None:
+                os.setgid(uid)
+                os.setuid(uid)
+
+        self.proc = subprocess.Popen([str(build_workload("reclaim_cache")), str(path),
+                                      str(passes)], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True, preexec_fn=enter)
+        line = self.proc.stdout.readline()
+        m = re.match(r"ready pid=(\d+) pages=(\d+)", line)
+        assert m, f"workload did not start: {line!r}"
+        self.pid, self.pages = int(m.group(1)), int(m.group(2))
+        self.read_ns = 0
+
+    def run(self) -> None:
+        """Let it read; returns once it has read everything (it then waits at a gate)."""
+        self.proc.stdin.write("g")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        m = re.match(r"read bytes=(\d+) ns=(\d+)", line)
+        assert m, f"workload: {line!r}"
+        assert int(m.group(1)) == self.pages * os.sysconf("SC_PAGESIZE") * PASSES
+        self.read_ns = int(m.group(2))
+
+    def finish(self) -> None:
+        self.proc.stdin.close()
+        assert self.proc.wait(timeout=20) == 0
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=20)
+
+
+def vmstat() -> dict[str, int]:
+    with open("/proc/vmstat") as f:
+        return {k: int(v) for k, v in (line.split() for line in f)}
+
+
+def memcg_reclaimed(before: dict[str, int], after: dict[str, int]) -> int:
+    """Pages freed by memory-cgroup reclaim on the whole machine between two reads."""
+    d = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+    return d["pgsteal_anon"] + d["pgsteal_file"] - sum(d.get(k, 0) for k in GLOBAL_PGSTEAL)
+
+
+class Bpftrace:
+    """bpftrace (the peer tool) running a program over the same window, its maps read at
+    SIGINT.  Why not `perf stat -e vmscan:...`: a BPF program that returns 0 on a tracepoint
+    (the engine's do) hides that tracepoint's hits from every perf event
+    (perf_trace_run_bpf_submit), so perf stat reads 0 there while a memlens tool runs;
+    bpftrace's programs run beside memlens's in the same program array and see every hit."""
+
+    def __init__(self, prog: str):
+        import shutil
+        import subprocess
+
+        require(shutil.which("bpftrace") is not None, "needs bpftrace as a witness")
+        self.proc = subprocess.Popen(["bpftrace", "-e", 'BEGIN { printf("READY\\n"); } '
+                                      + prog], stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True)
+        for line in self.proc.stdout:  # BEGIN runs once every probe is attached
+            if line.strip() == "READY":
+                return
+        raise AssertionError(f"bpftrace did not start: {self.proc.stderr.read()}")
+
+    def stop(self) -> dict[str, int]:
+        """Its scalar maps, {"@name": value}.  bpftrace 0.17 sometimes lets a SIGINT that
+        comes soon after its start pass (about one run in three here): it is sent again
+        every 2 s until bpftrace prints its maps and exits."""
+        import signal
+        import subprocess
+
+        for _ in range(15):
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                out, _err = self.proc.communicate(timeout=2)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        else:
+            raise AssertionError("bpftrace did not stop on SIGINT")
+        return {m.group(1): int(m.group(2))
+                for m in re.finditer(r"^(@\w+): (\d+)$", out, re.MULTILINE)}
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+
+def pair_witness(pid: int, begin: str, end: str) -> Bpftrace:
+    """Episodes of one vmscan begin/end pair for one process: @n (ends with a begin),
+    @ns (their summed time), @pages (their nr_reclaimed), as the book's vmscan.bt times
+    them."""
+    return Bpftrace(f"tracepoint:vmscan:{begin} /pid == {pid}/ {{ @s[tid] = nsecs; }} "
+                    f"tracepoint:vmscan:{end} /pid == {pid} && @s[tid]/ {{ @n = count(); "
+                    "@ns = sum(nsecs - @s[tid]); @pages = sum(args->nr_reclaimed); "
+                    "delete(@s[tid]); }")
+
+
+def cgroup_name(cg: Path) -> str:
+    """The cgroup as the tools name it: its path under its hierarchy's mount."""
+    root = Path("/sys/fs/cgroup/memory") if "/sys/fs/cgroup/memory/" in str(cg) \
+        else Path("/sys/fs/cgroup")
+    return "/" + str(cg.relative_to(root))
+
+
+def events(run: ToolRun) -> list[dict]:
+    return [r for r in run.records() if r["type"] == "event"]
+
+
+def summary(run: ToolRun) -> dict:
+    return next(r for r in run.records() if r["type"] == "summary")
+
+
+# -- the tests -----------------------------------------------------------------------------------
+
+def _text_rows(run: ToolRun, timestamp: bool, uid: bool, extended: bool) -> list[dict]:
+    """BCC's fixed columns, parsed by position (a comm may hold spaces)."""
+    lines = run.stdout.splitlines()
+    head = (["TIME(s)"] if timestamp else []) + (["UID"] if uid else []) + \
+        ["COMM", "PID" if "-t" not in run.args else "TID", "LAT(ms)", "PAGES"] + \
+        (["FREE(KB)"] if extended else []) + ["RECLAIM"]
+    assert lines[0].split() == head, lines[0]
+    rows = []
+    for line in lines[1:]:
+        assert len(line) <= 79, line
+        row = {}
+        if timestamp:
+            row["time_s"], line = float(line[:14]), line[14:]
+        if uid:
+            row["uid"], line = line[:6].strip(), line[6:]
+        row["comm"], rest = line[:14].rstrip(), line[15:].split(maxsplit=3 + extended)
+        row["pid"], row["lat_ms"], row["pages"] = int(rest[0]), float(rest[1]), int(rest[2])
+        if extended:
+            row["free_kb"] = int(rest[3])
+        row["reclaim"] = rest[-1]
+        rows.append(row)
+    return rows
+
+
+def test_memcg_reclaim_episodes_match_bpftrace_and_pgsteal():
+    with data_file() as path, memory_cgroup("mlt_drsnoop", LIMIT) as cg:
+        w = CacheReader(cg, path)
+        runs: list[ToolRun] = []
+        bt = None
+        try:
+            runs = [ToolRun("drsnoop", "-p", str(w.pid), "--json"),
+                    ToolRun("drsnoop", "--cgroup", str(cg), "--json"),
+                    ToolRun("drsnoop", "-T", "-e", "-p", str(w.pid)),
+                    ToolRun("drsnoop", "--json")]           # the whole machine: others?
+            for run in runs:
+                run.wait_attached()
+            bt = pair_witness(w.pid, "mm_vmscan_memcg_reclaim_begin",
+                              "mm_vmscan_memcg_reclaim_end")
+            v0 = vmstat()
+            w.run()
+            v1 = vmstat()
+            counts = bt.stop()
+            for run in runs:
+                assert run.stop() == 0, run.stderr
+            w.finish()
+        finally:
+            if bt is not None:
+                bt.close()
+            w.kill()
+            for run in runs:
+                run.stop(timeout=10)
+    by_pid, by_cg, text, wide = runs
+    for run in runs:
+        run.assert_detached()
+    for run in (by_pid, by_cg, wide):
+        assert summary(run)["lost"] == {}
+    episodes = counts["@n"]
+    mine = events(by_pid)
+    # enough reclaim to mean something: the file is three times the limit, read twice
+    assert episodes >= 10 and len(mine) == episodes, (len(mine), counts)
+    name = cgroup_name(cg)
+    for e in mine:
+        assert (e["pid"], e["tid"], e["comm"], e["reclaim"], e["cgroup"], e["uid"]) == \
+            (w.pid, w.pid, "reclaim_cache", "memcg", name, 0), e
+        assert e["latency_ns"] > 0 and e["pages_reclaimed"] >= 0 and e["order"] == 0
+        assert e["gfp_flags"] > 0
+    pages = sum(e["pages_reclaimed"] for e in mine)
+    latency = sum(e["latency_ns"] for e in mine)
+    assert pages == counts["@pages"], (pages, counts)
+    # the same episodes timed by two programs: they differ by the other's run time only
+    assert abs(latency - counts["@ns"]) <= 0.05 * counts["@ns"], (latency, counts)
+    assert latency < w.read_ns, (latency, w.read_ns)
+    assert summary(by_pid)["by_reclaim"]["memcg"] == episodes
+
+    # the machine's memory-cgroup reclaim in the window: equal when ours was all of it
+    witness = memcg_reclaimed(v0, v1)
+    others = [e for e in events(wide) if e["pid"] != w.pid and e["reclaim"] == "memcg"]
+    if not others:
+        assert pages == witness, (pages, witness)
+    else:
+        assert pages <= witness, (pages, witness, len(others))
+    assert [(e["pid"], e["pages_reclaimed"]) for e in events(wide) if e["pid"] == w.pid] \
+        == [(w.pid, e["pages_reclaimed"]) for e in mine]
+    # the cgroup's tasks: the same episodes
+    assert [(e["pid"], e["pages_reclaimed"], e["cgroup"]) for e in events(by_cg)] == \
+        [(w.pid, e["pages_reclaimed"], name) for e in mine]
+
+    # text: BCC's columns, then RECLAIM naming the cgroup (cut at the left to fit)
+    rows = _text_rows(text, timestamp=True, uid=False, extended=True)
+    assert len(rows) == episodes
+    assert [r["pages"] for r in rows] == [e["pages_reclaimed"] for e in mine]
+    assert rows[0]["time_s"] == 0.0 and all(a["time_s"] <= b["time_s"]
+                                            for a, b in zip(rows, rows[1:]))
+    for r in rows:
+        assert (r["comm"], r["pid"]) == ("reclaim_cache", w.pid)
+        assert r["reclaim"].startswith("memcg ") and name.endswith(
+            r["reclaim"][len("memcg "):].lstrip(".")), r
+        assert r["free_kb"] > 0
+    print(f"\ndrsnoop: pid {w.pid}: {len(mine)} memcg reclaim episodes (bpftrace "
+          f"{episodes}), {pages} pages (bpftrace {counts['@pages']}; vmstat memcg pgsteal "
+          f"+{witness}; other tasks' episodes {len(others)}), latency "
+          f"{latency / 1e6:.3f} ms (bpftrace {counts['@ns'] / 1e6:.3f} ms) of "
+          f"{w.read_ns / 1e6:.1f} ms reading")
+
+
+def test_tid_uid_and_name_filters():
+    """The workload runs as nobody: -u selects it or leaves it out, -U shows its UID, -t
+    shows a TID column, -n matches part of the comm."""
+    with data_file() as path, memory_cgroup("mlt_drsnoop_f", LIMIT) as cg:
+        w = CacheReader(cg, path, uid=NOBODY)
+        runs: list[ToolRun] = []
+        bt = None
+        try:
+            runs = [ToolRun("drsnoop", "-t", str(w.pid), "-U"),
+                    ToolRun("drsnoop", "-u", str(NOBODY), "-n", "laim_ca", "--json"),
+                    ToolRun("drsnoop", "-p", str(w.pid), "-u", "0", "--json"),
+                    ToolRun("drsnoop", "-p", str(w.pid), "-n", "zzz", "--json")]
+            for run in runs:
+                run.wait_attached()
+            bt = pair_witness(w.pid, "mm_vmscan_memcg_reclaim_begin",
+                              "mm_vmscan_memcg_reclaim_end")
+            w.run()
+            begins = bt.stop()["@n"]
+            for run in runs:
+                assert run.stop() == 0, run.stderr
+            w.finish()
+        finally:
+            if bt is not None:
+                bt.close()
+            w.kill()
+            for run in runs:
+                run.stop(timeout=10)
+    by_tid, by_uid, root_only, no_name = runs
+    rows = _text_rows(by_tid, timestamp=False, uid=True, extended=False)
+    assert begins >= 10 and len(rows) == begins, (len(rows), begins)
+    assert {(r["uid"], r["comm"], r["pid"]) for r in rows} == \
+        {(str(NOBODY), "reclaim_cache", w.pid)}
+    assert "Tracing direct and memory cgroup reclaim for TID" in by_tid.stderr
+    nobody = events(by_uid)
+    assert len(nobody) == begins and {(e["pid"], e["uid"]) for e in nobody} == \
+        {(w.pid, NOBODY)}
+    assert events(root_only) == [] and events(no_name) == []
+
+
+def test_direct_and_node_reclaim_attach():
+    """Direct and node reclaim cannot be made here: their tracepoints are attached and
+    detached cleanly, and nothing is reported missing."""
+    run = ToolRun("drsnoop", "--json", "-d", "1")
+    run.wait_attached()
+    assert run.wait(30) == 0, run.stderr
+    run.assert_detached()
+    s = summary(run)
+    assert s["missing"] == [] and s["lost"] == {}
+    assert {p.rsplit(":", 1)[1] for p in s["probes"]} >= {
+        "mm_vmscan_direct_reclaim_begin", "mm_vmscan_direct_reclaim_end",
+        "mm_vmscan_node_reclaim_begin", "mm_vmscan_node_reclaim_end",
+        "mm_vmscan_memcg_reclaim_begin", "mm_vmscan_memcg_reclaim_end"}
+
+
+def _fake_tracefs(root: Path, events: list[str]) -> None:
+    for name in events:
+        d = root / "events" / "vmscan" / name
+        d.mkdir(parents=True)
+        fields = "\tfield:unsigned long nr_reclaimed;\toffset:8;\tsize:8;\tsigned:0;\n" \
+            if name.endswith("_end") else \
+            "\tfield:int order;\toffset:8;\tsize:4;\tsigned:1;\n" \
+            "\tfield:unsigned long gfp_flags;\toffset:16;\tsize:8;\tsigned:0;\n"
+        (d / "format").write_text(f"name: {name}\nformat:\n{fields}")
+
+
+def test_missing_reclaim_tracepoints_are_named_and_all_missing_is_exit_4(tmp_path,
+                                                                         monkeypatch):
+    from memlens.core import hooks
+    from memlens.errors import KernelLacks
+    from memlens.tools import drsnoop
+
+    _fake_tracefs(tmp_path, ["mm_vmscan_memcg_reclaim_begin", "mm_vmscan_memcg_reclaim_end",
+                             "mm_vmscan_direct_reclaim_begin"])
+    monkeypatch.setattr(hooks, "TRACEFS_ROOT", str(tmp_path))
+    hooks.clear_cache()
+    try:
+        kinds, missing = drsnoop.survey()
+    finally:
+        monkeypatch.undo()
+        hooks.clear_cache()
+    assert [k.name for k in kinds] == ["memcg"]
+    assert [m["reclaim"] for m in missing] == ["direct", "node"]
+    assert "no vmscan:mm_vmscan_direct_reclaim_end in tracefs" in missing[0]["reason"]
+    assert "no vmscan:mm_vmscan_node_reclaim_begin in tracefs" in missing[1]["reason"]
+    args = argparse.Namespace(tid=None, pid=None)
+    with pytest.raises(KernelLacks) as err:
+        drsnoop.DrsnoopTool(args, [], missing)
+    assert err.value.exit_code == 4 and "direct reclaim" in str(err.value)
+
+
+@pytest.mark.parametrize("flags", [(), ("-T",), ("-T", "-U"), ("-U", "-e"), ("-t", "1")])
+def test_text_fits_79_columns(flags, capsys):
+    """Every flag combination but all three wide ones keeps a long cgroup path within 79
+    columns, cut at its left; the whole path stays in JSON."""
+    from memlens.tools.drsnoop import DrsnoopCommand, Renderer
+
+    parser = argparse.ArgumentParser()
+    DrsnoopCommand().add_arguments(parser)
+    args = parser.parse_args(list(flags))
+    render = Renderer(args)
+    path = "/kubepods/burstable/pod1234567890abcdef/" + "c" * 64
+    for kind in ("memcg", "direct"):
+        render({"type": "event", "time_s": 1.5, "uid": 1000, "comm": "a_long_command_name",
+                "pid": 4194304, "tid": 4194304, "latency_ns": 123456789,
+                "pages_reclaimed": 12345, "free_kb": 123456789, "reclaim": kind,
+                "cgroup": path})
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 3 and all(len(line) <= 79 for line in out), out
+    assert out[1].endswith("c" * 9) and "memcg ..." in out[1]
+    assert out[2].endswith(" direct")
+
+
+def test_usage_errors():
+    import subprocess
+
+    for args in (["-t", "0"], ["-p", "x"], ["--bogus"]):
+        r = subprocess.run(memlens_cmd("drsnoop", *args), capture_output=True, text=True,
+                           timeout=30)
+        assert r.returncode == 2, (args, r.stderr)
+    r = subprocess.run(memlens_cmd("drsnoop", "-t", "999999999"), capture_output=True,
+                       text=True, timeout=30)
+    assert r.returncode == 2 and "no thread with TID 999999999" in r.stderr, r.stderr
