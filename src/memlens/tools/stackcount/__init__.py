@@ -7,6 +7,7 @@ user stack (-K/-U), per process with -P.
 from __future__ import annotations
 
 from memlens.core.countingtool import CountingCommand, CountSpec
+from memlens.core.session import seconds
 
 EXAMPLES = """\
 examples:
@@ -37,7 +38,7 @@ SPEC = CountSpec(
 
 class StackcountCommand(CountingCommand):
     def add_spec_arguments(self, parser) -> None:
-        parser.add_argument("-D", dest="duration", type=float, metavar="SECONDS",
+        parser.add_argument("-D", dest="duration", type=seconds, metavar="SECONDS",
                             help="stop after SECONDS (BCC's letter; same as -d)")
 
 
