@@ -6,17 +6,41 @@ psutil or the other tools at start-up (launch-to-attached is a measured figure, 
 Each command module defines `COMMAND`, an object with:
     name, summary, epilog (examples), add_arguments(parser), run(args) -> int
 Errors are typed (memlens.errors) and caught only here.
+
+Signals: the first thing the command line does, before importing anything heavy, is to
+install handlers that only set a stop Event (core/runner.SIGNALS): a Ctrl-C during an
+import, while libbpf loads, or inside libbpf's print callback can then never become a
+KeyboardInterrupt traceback or a half-imported module.  Tracing tools stop at the next
+safe point: 0 after attach (final report), 128 + signal (130 for SIGINT) before it.
+Commands that load nothing (check, top, pmap, doctor) get Python's usual Ctrl-C back.
 """
 from __future__ import annotations
 
-import argparse
-import importlib
 import os
 import signal
 import sys
 
-from memlens import __version__, registry
-from memlens.errors import EXIT_USAGE, MemlensError
+
+def _launched_as_cli() -> bool:
+    """This import is the command line's (`memlens ...` or `python -m memlens`), not a
+    library's or a test's: only then are signal handlers installed at import."""
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    if spec is not None and spec.name == "memlens.__main__":
+        return True
+    return os.path.basename(getattr(main, "__file__", "") or "") == "memlens"
+
+
+if _launched_as_cli():
+    from memlens.core.runner import SIGNALS as _SIGNALS
+
+    _SIGNALS.install()
+
+import argparse  # noqa: E402
+import importlib  # noqa: E402
+
+from memlens import __version__, registry  # noqa: E402
+from memlens.errors import EXIT_USAGE, MemlensError  # noqa: E402
 
 # (name, module, one-line summary), from the one registry (memlens/registry.py), which
 # imports no tool: `memlens --help` stays cheap.
@@ -38,8 +62,15 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
+class _Parser(argparse.ArgumentParser):
+    """A usage error is one line (what is wrong, where to look), not the usage block."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser(name: str, command) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=f"memlens {name}",
         description=getattr(command, "description", None) or command.summary,
         epilog=getattr(command, "epilog", None),
@@ -57,6 +88,17 @@ def load_command(name: str):
 
 
 def main(argv: list[str] | None = None) -> int:
+    from memlens.core.runner import SIGNALS
+
+    installed_here = not SIGNALS.active and SIGNALS.install()
+    try:
+        return _main(argv, SIGNALS)
+    finally:
+        if installed_here:
+            SIGNALS.restore()
+
+
+def _main(argv: list[str] | None, signals) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # `| head` closes stdout early: die quietly like the classic tools instead of a traceback.
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
@@ -75,6 +117,13 @@ def main(argv: list[str] | None = None) -> int:
         if module is None:
             print(f"memlens: unknown command {name!r} (see `memlens --help`)", file=sys.stderr)
             return EXIT_USAGE
+    tool = registry.find(name)
+    if tool is None or not tool.bpf:
+        # nothing is loaded into the kernel: Ctrl-C is Python's KeyboardInterrupt again
+        # (`memlens top` ends on it), unless it already came
+        if signals.event.is_set():
+            return signals.exit_code
+        signals.restore()
     try:
         command = importlib.import_module(module).COMMAND
         parser = build_parser(name if name != "main" else "", command)

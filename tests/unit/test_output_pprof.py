@@ -198,15 +198,17 @@ def test_value_count_must_match_sample_types(tmp_path):
     assert not (tmp_path / "bad.pb.gz").exists()
 
 
-def test_output_replaces_a_planted_symlink(tmp_path):
-    victim = tmp_path / "victim"
-    victim.write_text("precious")
+def test_output_follows_a_symlink_to_the_file_it_names(tmp_path):
+    # the link stays and its target is written (a link planted by another user in a
+    # sticky directory is refused instead: tests/unit/test_reliability_units.py)
+    target = tmp_path / "profiles" / "run.pb.gz"
+    target.parent.mkdir()
+    target.write_text("old")
     link = tmp_path / "out.pb.gz"
-    link.symlink_to(victim)
+    link.symlink_to(target)
     write_profile(link, [("faults", "count")], [(["f"], [1])])
-    assert victim.read_text() == "precious"
-    assert not link.is_symlink()
-    assert decode(link).sample[0].value == [1]
+    assert link.is_symlink()
+    assert decode(target).sample[0].value == [1]
 
 
 # --- decoder 2: go tool pprof -----------------------------------------------------------

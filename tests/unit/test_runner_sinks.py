@@ -60,8 +60,10 @@ def test_runner_in_a_thread_is_stopped_by_its_event_and_installs_no_signal_handl
     before = signal.getsignal(signal.SIGINT)
     tool, out = FakeTool(), []
     runner = Runner()
-    t = threading.Thread(target=runner.run, args=(tool, out.append))
+    attached = threading.Event()
+    t = threading.Thread(target=runner.run, args=(tool, out.append, lambda _: attached.set()))
     t.start()
+    assert attached.wait(5)  # a stop before attach ends the run without a report
     runner.stop.set()
     t.join(5)
     assert not t.is_alive()

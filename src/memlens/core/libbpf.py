@@ -192,19 +192,41 @@ _DEBUG = bool(os.environ.get("MEMLENS_DEBUG"))
 _print_buf = C.create_string_buffer(1 << 20)
 
 
+_deferred_interrupt = False
+
+
 @PRINT_FN
 def _print_cb(level: int, fmt: bytes, va: int) -> int:
-    if level >= LIBBPF_DEBUG and not _DEBUG:
-        return 0  # ~200 debug lines per load: formatting them cost ~40 ms of start-up
-    # On x86-64 and arm64 a va_list argument is passed as a pointer: vsnprintf can take it.
-    _libc.vsnprintf(_print_buf, len(_print_buf), fmt, C.c_void_p(va))
-    text = _print_buf.value.decode(errors="replace").rstrip()
-    if _DEBUG:
-        print(text, file=sys.stderr)
-    with _log_lock:
-        _logs.append((level, text))
-        del _logs[:-400]
+    # A ctypes callback must not raise: ctypes would print the exception as "ignored" and
+    # return into libbpf as if nothing happened.  The CLI's signal handlers never raise
+    # (core/runner.SIGNALS), but a library user's SIGINT handler does: a KeyboardInterrupt
+    # caught here is raised again once libbpf has returned (raise_deferred_interrupt).
+    global _deferred_interrupt
+    try:
+        if level >= LIBBPF_DEBUG and not _DEBUG:
+            return 0  # ~200 debug lines per load: formatting them cost ~40 ms of start-up
+        # On x86-64 and arm64 a va_list argument is passed as a pointer: vsnprintf takes it.
+        _libc.vsnprintf(_print_buf, len(_print_buf), fmt, C.c_void_p(va))
+        text = _print_buf.value.decode(errors="replace").rstrip()
+        if _DEBUG:
+            print(text, file=sys.stderr)
+        with _log_lock:
+            _logs.append((level, text))
+            del _logs[:-400]
+    except KeyboardInterrupt:
+        _deferred_interrupt = True
+    except BaseException:
+        pass
     return 0
+
+
+def raise_deferred_interrupt() -> None:
+    """Raise, now that libbpf has returned, a KeyboardInterrupt that arrived inside its
+    print callback."""
+    global _deferred_interrupt
+    if _deferred_interrupt:
+        _deferred_interrupt = False
+        raise KeyboardInterrupt
 
 
 def lib() -> _Lib:
@@ -236,6 +258,12 @@ def take_logs(min_level: int = LIBBPF_INFO) -> list[str]:
         out = [msg for lvl, msg in _logs if lvl <= min_level]
         _logs.clear()
     return out
+
+
+def peek_logs(min_level: int = LIBBPF_WARN) -> list[str]:
+    """libbpf's messages since the last take_logs(), left in place."""
+    with _log_lock:
+        return [msg for lvl, msg in _logs if lvl <= min_level]
 
 
 def last_errno() -> int:

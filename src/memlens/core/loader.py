@@ -138,6 +138,7 @@ class BpfObject:
         self.ptr: int = ptr
         self.btf = lb.bpf_object__btf(ptr)
         self._map_ptrs: dict[str, int] = {}
+        self._sized: dict[str, tuple[str, int]] = {}  # map -> (option, entries asked)
         m = lb.bpf_object__next_map(ptr, None)
         while m:
             self._map_ptrs[lb.bpf_map__name(m).decode()] = m
@@ -149,6 +150,7 @@ class BpfObject:
             p = lb.bpf_object__next_program(ptr, p)
         self.rodata = self._datasec(".rodata")
         self.bss = self._datasec(".bss")
+        L.raise_deferred_interrupt()  # a Ctrl-C inside libbpf's print callback (libbpf.py)
 
     @classmethod
     def open(cls, relative_or_path: str | os.PathLike[str]) -> BpfObject:
@@ -164,10 +166,14 @@ class BpfObject:
                 return _Datasec(self, m)
         return None
 
-    def set_max_entries(self, map_name: str, n: int) -> None:
+    def set_max_entries(self, map_name: str, n: int, option: str | None = None) -> None:
+        """Size a map; `option` names the command-line option the size came from, so a
+        size the kernel refuses at load is a usage error naming it, not libbpf's E2BIG."""
         rc = L.lib().bpf_map__set_max_entries(self._map_ptr(map_name), int(n))
         if rc:
             raise _phase_error("configuring", f"map {map_name} size", rc)
+        if option:
+            self._sized[map_name] = (option, int(n))
 
     def set_expected_attach_type(self, prog_name: str, attach_type: int) -> None:
         rc = L.lib().bpf_program__set_expected_attach_type(self.prog(prog_name), attach_type)
@@ -188,8 +194,44 @@ class BpfObject:
         L.take_logs()
         rc = L.lib().bpf_object__load(self.ptr)
         if rc:
-            raise _phase_error("loading", f"BPF object {self.path.name}", rc)
+            L.raise_deferred_interrupt()
+            raise self._map_size_error(rc) or _phase_error("loading",
+                                                           f"BPF object {self.path.name}", rc)
         self.loaded = True
+        L.raise_deferred_interrupt()
+
+    def _map_size_error(self, rc: int) -> MemlensError | None:
+        """A map sized from an option that the kernel would not create: say which option,
+        the value, and what the kernel said (exit 2: the user chose the size)."""
+        import re
+
+        err = abs(rc)
+        if err not in (errno.E2BIG, errno.ENOMEM, errno.EINVAL) or not self._sized:
+            return None
+        failed = None
+        for msg in L.peek_logs():
+            m = re.search(r"map '([\w.]+)': failed to create", msg) or re.search(
+                r"bpf_create_map_xattr\(([\w.]+)\)", msg)
+            if m and m.group(1) in self._sized:
+                failed = m.group(1)
+        if failed is None:
+            return None
+        L.take_logs()
+        from memlens.core.session import map_limit
+
+        option, n = self._sized[failed]
+        mtype = L.lib().bpf_map__type(self._map_ptr(failed))
+        limit = map_limit(mtype)
+        if err == errno.ENOMEM:
+            why = ("the kernel could not allocate it (ENOMEM: not enough memory, or the "
+                   "memory cgroup's limit)")
+        else:
+            why = f"the kernel refused it ({L.strerror(err)})"
+        hint = f"; the kernel's limit for this map is {limit}" if limit else ""
+        from memlens.errors import UsageError
+
+        return UsageError(f"{option} {n} is too large: map {failed} with {n} entries: {why}"
+                          f"{hint}; give a smaller {option}")
 
     # -- attach ----------------------------------------------------------------------------
     def _link(self, what: str, link: int | None) -> int:

@@ -13,6 +13,18 @@ A tool given to Runner.run() has:
     summary() -> list                 records at the end (after the final report)
     close() -> None                   detach everything; called whatever happened
 Every OSError that escapes becomes a typed error (memlens.errors.from_oserror).
+
+A stop that comes before every probe is attached (Ctrl-C while libbpf loads) ends the run
+without a banner, a report or a summary: nothing was traced.  `Runner.attached` tells the
+two cases apart; the CLI exits 128 + the signal's number then (130 for SIGINT, as a shell
+reports a command it interrupted) and 0 for a stop after the banner (the final report is
+the normal way to end a tracing tool).
+
+Signals: the CLI installs `SIGNALS` (SIGINT, SIGTERM, SIGHUP) as the first thing it does;
+their handler only sets an Event.  No KeyboardInterrupt is ever raised, so none can land
+in the middle of an import, of libbpf's print callback (a ctypes callback: an exception
+there is printed and swallowed by ctypes), or of a half-made object; every step checks
+the Event where it can stop cleanly.
 """
 from __future__ import annotations
 
@@ -36,12 +48,22 @@ class Runner:
         self.duration, self.interval, self.count = duration, interval, count
         self.stop = stop or threading.Event()
         self.intervals_done = 0
+        self.attached = False      # start() returned and no stop came before it did
+        self.finished_by_tool = False  # the tool said it was finished (its target exited)
+        self._notice: Callable[[str], None] | None = None
 
     def run(self, tool, emit: Callable[[Record], None],
-            ready: Callable[[str], None] | None = None) -> None:
+            ready: Callable[[str], None] | None = None,
+            notice: Callable[[str], None] | None = None) -> None:
+        self._notice = notice
         try:
             try:
+                if self.stop.is_set():
+                    return  # stopped before anything was made
                 tool.start()
+                if self.stop.is_set():
+                    return  # stopped while attaching: nothing traced, nothing to report
+                self.attached = True
                 if ready is not None:
                     ready(tool.what)
                 self._loop(tool, emit)
@@ -81,6 +103,12 @@ class Runner:
             if deadline is not None and now >= deadline:
                 return
             if getattr(tool, "finished", False):
+                # the traced process exited (say so once, as bpftrace does), or the tool
+                # has what it was asked for (trace -M)
+                self.finished_by_tool = True
+                reason = getattr(tool, "finish_reason", None)
+                if reason and self._notice is not None:
+                    self._notice(f"{reason}: final report")
                 return
 
 
@@ -102,19 +130,99 @@ def stop_on_signals(stop: threading.Event) -> Iterator[None]:
             signal.signal(s, h)
 
 
+class SignalStop:
+    """The CLI's signal handling, installed first thing (cli.main) and kept for the whole
+    command: SIGINT, SIGTERM and SIGHUP set `event` and are counted; nothing is raised.
+
+    `signum` is the first signal (the exit code is 128 + it when it came before attach);
+    `count` lets a blocking step that runs after the stop (waiting for a FIFO's reader)
+    give up on the next signal."""
+
+    SIGS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.signum: int | None = None
+        self.count = 0
+        self.active = False
+        self._old: dict[int, Any] = {}
+
+    def _handler(self, signum: int, _frame: Any) -> None:
+        if self.signum is None:
+            self.signum = signum
+        self.count += 1
+        self.event.set()
+
+    def install(self) -> bool:
+        """Install the handlers (main thread only); False where they cannot be."""
+        if self.active:
+            return True
+        if threading.current_thread() is not threading.main_thread():
+            return False
+        self.event = threading.Event()
+        self.signum, self.count = None, 0
+        self._old = {s: signal.getsignal(s) for s in self.SIGS}
+        for s in self.SIGS:
+            signal.signal(s, self._handler)
+        self.active = True
+        return True
+
+    def restore(self) -> None:
+        """Put the previous handlers back (a command that wants Ctrl-C as KeyboardInterrupt,
+        such as `memlens top`, or the end of cli.main)."""
+        if not self.active:
+            return
+        for s, h in self._old.items():
+            signal.signal(s, h if h is not None else signal.SIG_DFL)
+        self.active = False
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + (self.signum or signal.SIGINT)
+
+
+SIGNALS = SignalStop()
+
+
 def banner(what: str) -> None:
     """The one line on stderr that says every probe is attached."""
     print(f"Tracing {what}... Hit Ctrl-C to end.", file=sys.stderr, flush=True)
 
 
+def notice(msg: str) -> None:
+    print(f"memlens: {msg}", file=sys.stderr, flush=True)
+
+
 def run_cli(tool, args, sink) -> int:
     """Run `tool` for the CLI: signals end it, the banner goes to stderr once attached, and
-    every record goes to `sink` (memlens.output.sinks)."""
+    every record goes to `sink` (memlens.output.sinks).
+
+    Exit status: 0 after a run that attached (whatever ended it: -d, the count, a signal,
+    the traced process's exit); 128 + the signal's number when a signal came before every
+    probe was attached (nothing traced, no report, files not written)."""
+    installed_here = not SIGNALS.active and SIGNALS.install()
     runner = Runner(duration=getattr(args, "duration", None),
-                    interval=getattr(args, "interval", None), count=getattr(args, "count", None))
-    with stop_on_signals(runner.stop):
-        try:
-            runner.run(tool, sink.emit, banner)
-        finally:
-            sink.close()
+                    interval=getattr(args, "interval", None), count=getattr(args, "count", None),
+                    stop=SIGNALS.event if SIGNALS.active else None)
+    ok = False
+    try:
+        with (stop_on_signals(runner.stop) if not SIGNALS.active else _nothing()):
+            try:
+                runner.run(tool, sink.emit, banner, notice)
+                ok = runner.attached
+            finally:
+                if ok:
+                    sink.close()
+                else:
+                    sink.discard()
+    finally:
+        if installed_here:
+            SIGNALS.restore()
+    if not runner.attached and runner.stop.is_set():
+        return SIGNALS.exit_code if SIGNALS.signum else 130
     return 0
+
+
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield

@@ -17,7 +17,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any, Union
 
-from memlens.output.files import write_file_atomic
+from memlens.output.files import OutputFile, write_file_atomic
 from memlens.output.folded import Entry, fold
 
 Folded = Union[Mapping[str, int], Iterable[Entry]]
@@ -58,8 +58,8 @@ def render_html(folded: Folded, title: str = "Flame Graph", count_name: str = "b
     return re.sub(r"@(TITLE|DATA)@", lambda m: fields[m[1]], _TEMPLATE)
 
 
-def write_html(path: str | os.PathLike[str], folded: Folded, title: str = "Flame Graph",
-               count_name: str = "bytes") -> None:
+def write_html(path: str | os.PathLike[str] | OutputFile, folded: Folded,
+               title: str = "Flame Graph", count_name: str = "bytes") -> None:
     """Write the flame graph page to `path`."""
     write_file_atomic(path, render_html(folded, title, count_name).encode("utf-8"))
 

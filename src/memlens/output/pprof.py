@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Union
 
-from memlens.output.files import write_file_atomic
+from memlens.output.files import OutputFile, write_file_atomic
 
 HEAP_SAMPLE_TYPES = (("alloc_objects", "count"), ("alloc_space", "bytes"),
                      ("inuse_objects", "count"), ("inuse_space", "bytes"))
@@ -179,10 +179,11 @@ def encode_profile(sample_types: Sequence[tuple[str, str]],
                              time.time_ns() if time_ns is None else time_ns, duration_ns)
 
 
-def write_profile(path: str | os.PathLike[str], sample_types: Sequence[tuple[str, str]],
-                  samples: Iterable[Sequence[Any]], period_type: tuple[str, str] | None = None,
-                  period: int = 1, comments: Iterable[str] = (),
-                  default_sample_type: str = "", duration_ns: int = 0,
+def write_profile(path: str | os.PathLike[str] | OutputFile,
+                  sample_types: Sequence[tuple[str, str]], samples: Iterable[Sequence[Any]],
+                  period_type: tuple[str, str] | None = None, period: int = 1,
+                  comments: Iterable[str] = (), default_sample_type: str = "",
+                  duration_ns: int = 0,
                   time_ns: int | None = None) -> None:
     """Write a gzip-compressed profile of `(frames, [values], labels?)` samples to `path`,
     e.g. sample_types=[("faults", "count")] for page faults."""
@@ -192,7 +193,7 @@ def write_profile(path: str | os.PathLike[str], sample_types: Sequence[tuple[str
     write_file_atomic(path, gzip.compress(data, mtime=0))
 
 
-def write_heap_profile(path: str | os.PathLike[str], samples: Iterable[Sequence[Any]],
+def write_heap_profile(path: str | os.PathLike[str] | OutputFile, samples: Iterable[Sequence[Any]],
                        period: int = 1, comments: Iterable[str] = (), duration_ns: int = 0,
                        time_ns: int | None = None) -> None:
     """Write a Go-style heap profile of `(frames, alloc_objects, alloc_space, inuse_objects,

@@ -6,7 +6,9 @@ Tools produce plain records (dicts with "type": event, report, lost, summary —
     text     the tool's own BCC-shaped renderer (a callable per record); losses on stderr
     --json   every record as one NDJSON line
     --folded report entries that carry a stack, as `prefix;root;...;leaf COUNT` lines
-    --html F / --pprof F   the whole run's stacks, written at the end (besides the above)
+    --html F / --pprof F   the whole run's stacks, written at the end (besides the above);
+             F is checked and opened when the sink is made, before tracing starts
+             (output/files.py: a bad path is exit 2 then, not a lost profile after the run)
 The same records are what a Prometheus collector reads.
 
 A report entry with a stack has "stack" (frames, leaf first, as printed) and may have
@@ -19,6 +21,7 @@ import sys
 from collections.abc import Callable
 from typing import IO, Any
 
+from memlens.core.session import nonempty
 from memlens.errors import UsageError
 from memlens.output.folded import frame_name
 
@@ -35,10 +38,10 @@ def add_output_options(parser: argparse.ArgumentParser, *, json: bool = True,
         parser.add_argument("-f", "--folded", action="store_true",
                             help="folded stacks `comm;root;...;leaf COUNT` (flamegraph.pl input)")
     if html:
-        parser.add_argument("--html", metavar="FILE",
+        parser.add_argument("--html", type=nonempty, metavar="FILE",
                             help="also write an HTML flame graph of the whole run to FILE")
     if pprof:
-        parser.add_argument("--pprof", metavar="FILE",
+        parser.add_argument("--pprof", type=nonempty, metavar="FILE",
                             help="also write a pprof profile (gzip protobuf) of the whole run")
 
 
@@ -85,8 +88,17 @@ class Sink:
               file=sys.stderr, flush=True)
 
     def close(self) -> None:
+        """The run is over: side files are written (each is let go even if one fails)."""
+        try:
+            for side in self.side:
+                side.write()
+        finally:
+            self.discard()
+
+    def discard(self) -> None:
+        """The run failed or traced nothing: side files are let go, their paths untouched."""
         for side in self.side:
-            side.write()
+            getattr(side, "discard", lambda: None)()
         self.side.clear()
 
 
@@ -126,7 +138,10 @@ class _RunStacks:
     """Collects every report's stacks for a file written at the end (--html, --pprof)."""
 
     def __init__(self, kind: str, path: str, title: str, unit: str, prefix, weight: str):
+        from memlens.output.files import OutputFile
+
         self.kind, self.path, self.title, self.unit = kind, path, title, unit
+        self.out = OutputFile(path, f"--{kind}")  # checked and opened now, before tracing
         self.prefix, self.weight = prefix, weight
         self.entries: list[tuple[list[str], list[str], int]] = []
 
@@ -138,15 +153,18 @@ class _RunStacks:
         if self.kind == "html":
             from memlens.output.flamegraph import write_html
 
-            write_html(self.path, self.entries, title=self.title, count_name=self.unit)
+            write_html(self.out, self.entries, title=self.title, count_name=self.unit)
         else:
             from memlens.output.pprof import write_profile
 
             # the comm (and pid) prefix becomes the root frames, as in the flame graph
             samples = [(list(stack) + list(reversed(pre)), [count])
                        for pre, stack, count in self.entries if count]
-            write_profile(self.path, [(self.unit, "count")], samples)
+            write_profile(self.out, [(self.unit, "count")], samples)
         print(f"memlens: wrote {self.path}", file=sys.stderr, flush=True)
+
+    def discard(self) -> None:
+        self.out.discard()
 
 
 def make_sink(args: argparse.Namespace, render: Callable[[Record], None] | None, *,
