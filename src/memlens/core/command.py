@@ -1,11 +1,53 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """`-c CMD` for any tool: the command is forked at once and held until the probes are
-attached, then traced to its exit with its memory map still readable (memleak, growth)."""
+attached, then traced to its exit with its memory map still readable (memleak, growth).
+
+The command never outlives memlens: the child asks for SIGKILL at its parent's death
+(PR_SET_PDEATHSIG, kept across the exec), so a memlens killed with SIGKILL, or crashing,
+takes its command along instead of leaving it reparented to init."""
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import threading
+
+from memlens.errors import UsageError
+
+PR_SET_PDEATHSIG = 1
+
+
+def split_command(text: str | None) -> list[str]:
+    """-c's command line split as a shell would split words: a usage error (exit 2) for an
+    empty command or unbalanced quotes, not an internal error."""
+    try:
+        argv = shlex.split(text or "")
+    except ValueError as err:  # "No closing quotation", "No escaped character"
+        raise UsageError(f"-c {text!r}: {str(err).lower()}") from None
+    if not argv:
+        raise UsageError("-c needs a command")
+    return argv
+
+
+def _prctl():
+    """libc's prctl, looked up before the fork: a dlopen in the child of a threaded process
+    (numpy may be importing in another thread) could wait forever on the loader's lock."""
+    import ctypes
+
+    fn = ctypes.CDLL(None, use_errno=True).prctl
+    fn.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong,
+                   ctypes.c_ulong]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+def _die_with_parent(prctl, parent: int) -> None:
+    """In the forked child: SIGKILL when the parent dies; if it already has (between the
+    fork and the prctl), go now."""
+    if prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        os._exit(126)
+    if os.getppid() != parent:
+        os._exit(0)
 
 
 class TracedCommand:
@@ -22,10 +64,13 @@ class TracedCommand:
     def __init__(self, argv: list[str], on_exit, stdout_to_stderr: bool = False):
         self.argv = argv
         self.on_exit = on_exit
+        prctl = _prctl()
         r, w = os.pipe()
+        parent = os.getpid()
         pid = os.fork()
         if pid == 0:  # child
             try:
+                _die_with_parent(prctl, parent)
                 os.close(w)
                 go = os.read(r, 1)
                 os.close(r)

@@ -22,7 +22,15 @@ from dataclasses import dataclass
 from dataclasses import field as dc_field
 from typing import Any
 
-from memlens.core.session import add_common_options, check_pid_exists, positive_float, positive_int
+from memlens.core.session import (
+    TargetExit,
+    add_common_options,
+    check_pid_exists,
+    map_entries,
+    positive_float,
+    positive_int,
+)
+from memlens.core.stackresolve import SymbolLosses
 from memlens.errors import UsageError
 from memlens.output.table import escape
 
@@ -98,6 +106,8 @@ class CountingTool:
         self.total = 0
         self.entries_seen = 0
         self.column_totals: dict[str, int] = {}
+        self.target = TargetExit(None)
+        self.symbol_losses = SymbolLosses()
 
     def start(self) -> None:
         from memlens.core.privileges import require_tracing_privileges
@@ -105,11 +115,26 @@ class CountingTool:
         require_tracing_privileges(self.name)
         pid = getattr(self.args, "pid", None)
         check_pid_exists(pid)
+        self.target = TargetExit(pid)  # before attaching: the PID is this process's
         self.engine.start(pid=pid, cgroup=getattr(self.args, "cgroup", None))
+
+    @property
+    def finished(self) -> bool:
+        """-p's process has exited: the runner ends with the final report (and says so)."""
+        return self.target.exited()
+
+    @property
+    def finish_reason(self) -> str:
+        return self.target.reason
 
     def poll(self, timeout: float) -> list[dict]:
         self.engine.poll(timeout)
-        return self.engine.lost()
+        return self.lost()
+
+    def lost(self) -> list[dict]:
+        """The engine's losses, and stacks printed unsymbolized (their process was gone
+        before its memory map was read): counted by the engine's resolver."""
+        return [*self.engine.lost(), *self.symbol_losses.new(self.engine)]
 
     def report(self, final: bool) -> list[dict]:
         entries = [self._entry(e) for e in self.engine.collect()]
@@ -130,7 +155,7 @@ class CountingTool:
             rec["histogram_unit"] = self.spec.hist_unit
             rec["histograms"] = {k: v[:max((i for i, n in enumerate(v) if n), default=0) + 1]
                                  for k, v in self.engine.histograms().items()}
-        return [*self.engine.lost(), rec]
+        return [*self.lost(), rec]
 
     def _entry(self, e) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -158,13 +183,14 @@ class CountingTool:
 
     def summary(self) -> list[dict]:
         rec = {"type": "summary", self.spec.unit: self.total, "keys": self.entries_seen,
-               "lost": self.engine.total_lost(),
+               "lost": self.symbol_losses.totals(self.engine.total_lost()),
                "probes": [p.text for p in self.engine.probes]}
         for col, total in self.column_totals.items():
             rec.setdefault(col, total)
         return [rec]
 
     def close(self) -> None:
+        self.target.close()
         self.engine.close()
 
 
@@ -220,7 +246,7 @@ class CountingCommand:
                                      "u:LIB:FUNC, usdt:LIB:PROVIDER:NAME")
         parser.add_argument("-n", "--count", type=positive_int, metavar="N",
                             help="stop after N reports")
-        parser.add_argument("--max-keys", type=positive_int, default=10240, metavar="N",
+        parser.add_argument("--max-keys", type=map_entries, default=10240, metavar="N",
                             help="size of the in-kernel count table (default 10240); keys "
                                  "that find it full are counted as lost")
         add_output_options(parser, folded=spec.layout == "stacks",

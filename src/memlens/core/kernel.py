@@ -37,12 +37,31 @@ def tracefs_path() -> str | None:
     return None
 
 
+def _unreadable_tracefs() -> str | None:
+    """A tracefs mount point this process may not search (EACCES), else None."""
+    for mnt, fstype in _mounts():
+        if fstype == "tracefs" and not os.access(mnt, os.R_OK | os.X_OK):
+            return mnt
+    return None
+
+
 def ensure_tracefs(quiet: bool = False) -> str:
     """Return tracefs's mount point, mounting it at /sys/kernel/tracing if needed."""
     global _announced_mount
     path = tracefs_path()
     if path:
         return path
+    unreadable = _unreadable_tracefs()
+    if unreadable:
+        # mounted, but this user cannot look inside (mode 0700, root's): CAP_BPF and
+        # CAP_PERFMON attach tracepoints but do not open directories; saying "not mounted"
+        # here (and exit 4) sent users to mount what was mounted
+        from memlens.errors import NotPermitted
+
+        raise NotPermitted(f"tracefs is mounted at {unreadable} but not readable by this "
+                           "user (tracepoints are looked up there): run as root, add "
+                           "CAP_DAC_READ_SEARCH to CAP_BPF+CAP_PERFMON, or make it readable "
+                           f"(mount -o remount,mode=755 {unreadable})")
     target = TRACEFS_CANDIDATES[0]
     if os.geteuid() != 0:
         raise KernelLacks("tracefs is not mounted; as root run: "

@@ -7,6 +7,13 @@
 - A negative stack id (the kernel could not walk or store the stack) becomes the explicit
   frame `[missed user stack]` / `[missed kernel stack]`: never silently dropped.
 - Resolved stacks are cached per (pid, stack id): reports repeat every interval.
+- A user stack with frames printed as bare addresses (`0x... [unknown]`: in no mapping
+  known for the process) is counted.  Mostly its process was gone before its memory map
+  could be read, or read in full (a snapshot from before the exec or before libc was
+  mapped, or of a zombie): `unsymbolized`; else the process lives but the addresses are
+  in none of its mappings (it exec'd since, JIT code without a perf map): `unmapped`.
+  `new_losses()` gives them as "lost" records of what "symbols", like every other loss
+  (DESIGN §3), and `SymbolLosses` lets a tool report them.
 """
 from __future__ import annotations
 
@@ -51,6 +58,9 @@ class StackResolver:
         self._max = max_processes
         self._max_cache = max_cache  # a long run keeps memory bounded (oldest dropped)
         self._ksyms = None
+        self.unsymbolized = 0        # user stacks printed as bare addresses: process gone
+        self.unmapped = 0            # ... process alive, addresses in none of its mappings
+        self._reported = (0, 0)
 
     def watch(self, pid: int) -> None:
         """Snapshot the memory map of `pid` if not done yet (cheap when already known)."""
@@ -94,9 +104,11 @@ class StackResolver:
         self.watch(pid)
         sym = self._procs.get(pid)
         if sym is None:
+            # gone (or never readable) before its map was read: addresses only, counted
+            self.unsymbolized += 1
             return [Frame(ip, None, 0, None) for ip in ips]
         frames = sym.resolve_stack(ips)  # type: ignore[attr-defined]
-        if any(not f.resolved and f.module is None for f in frames) and pid not in self._refreshed:
+        if _unplaced(frames) and pid not in self._refreshed:
             # an address outside every known mapping: the map changed since the snapshot
             self._refreshed.add(pid)
             try:
@@ -104,6 +116,13 @@ class StackResolver:
                 frames = sym.resolve_stack(ips)  # type: ignore[attr-defined]
             except ProcessLookupError:
                 pass
+        if _unplaced(frames):
+            if _alive(pid):
+                self.unmapped += 1
+            else:
+                # the snapshot was taken too early (before the exec, before libc was
+                # mapped) or of a zombie (empty map), and the process is gone now
+                self.unsymbolized += 1
         return frames
 
     def kernel_frames(self, stack_id: int) -> list[AnyFrame]:
@@ -132,6 +151,64 @@ class StackResolver:
     def forget_stacks(self) -> None:
         """Drop cached stacks (after the stack map was cleared: ids get reused)."""
         self._cache.clear()
+
+    def new_losses(self) -> list[dict]:
+        """Stacks left unsymbolized since the last call, as "lost" records (the counts are
+        taken once, whoever asks: the engine or the tool)."""
+        out = []
+        for total, seen, reason in zip((self.unsymbolized, self.unmapped), self._reported,
+                                       (SymbolLosses.REASON, SymbolLosses.REASON_UNMAPPED)):
+            if total > seen:
+                out.append({"type": "lost", "what": SymbolLosses.WHAT, "reason": reason,
+                            "count": total - seen, "total": total})
+        self._reported = (self.unsymbolized, self.unmapped)
+        return out
+
+    @property
+    def lost_symbols(self) -> int:
+        return self.unsymbolized + self.unmapped
+
+
+def _unplaced(frames: list) -> bool:
+    """Some frame is in no mapping known for its process (printed `0x... [unknown]`)."""
+    return any(not f.resolved and f.module is None for f in frames)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return False
+
+
+class SymbolLosses:
+    """A tool's view of its engine's unsymbolized stacks: new ones as "lost" records every
+    poll and report, the run's total in the summary's "lost" (under "symbols")."""
+
+    WHAT = "symbols"
+    REASON = "process gone before its symbols were read"
+    REASON_UNMAPPED = "addresses in none of the process's mappings (exec'd since, or JIT)"
+
+    def __init__(self) -> None:
+        self._resolvers: list[StackResolver] = []
+
+    def _resolver(self, engine) -> StackResolver | None:
+        res = getattr(engine, "resolver", engine)
+        if isinstance(res, StackResolver) and res not in self._resolvers:
+            self._resolvers.append(res)
+        return res if isinstance(res, StackResolver) else None
+
+    def new(self, engine) -> list[dict]:
+        res = self._resolver(engine)
+        return res.new_losses() if res is not None else []
+
+    def totals(self, base: dict[str, int] | None = None) -> dict[str, int]:
+        out = dict(base or {})
+        total = sum(r.lost_symbols for r in self._resolvers)
+        if total:
+            out[self.WHAT] = total
+        return out
 
 
 # Frames of the tracing machinery itself, on top of kernel stacks taken from a BPF program

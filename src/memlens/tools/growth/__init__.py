@@ -22,14 +22,21 @@ from __future__ import annotations
 import argparse
 import ctypes
 import os
-import shlex
 import shutil
 import sys
 import threading
 import time
 from typing import Any
 
-from memlens.core.session import add_common_options, positive_float, positive_int
+from memlens.core.command import split_command
+from memlens.core.session import (
+    add_common_options,
+    map_entries,
+    pid_arg,
+    positive_float,
+    positive_int,
+)
+from memlens.core.stackresolve import SymbolLosses
 from memlens.errors import UsageError
 from memlens.output.sinks import add_output_options, check_output_options
 
@@ -79,7 +86,7 @@ class GrowthCommand:
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         target = parser.add_mutually_exclusive_group(required=True)
-        target.add_argument("-p", "--pid", type=positive_int, metavar="PID",
+        target.add_argument("-p", "--pid", type=pid_arg, metavar="PID",
                             help="the process to watch (its threads too)")
         target.add_argument("-c", "--command", metavar="CMD",
                             help="run CMD (quoted, with its arguments), watched from its exec; "
@@ -90,7 +97,7 @@ class GrowthCommand:
                             help="paths shown per interval (default 5)")
         parser.add_argument("-T", "--summary-top", type=positive_int, default=10, metavar="N",
                             help="paths shown in the summary (default 10)")
-        parser.add_argument("--max-keys", type=positive_int, default=10240, metavar="N",
+        parser.add_argument("--max-keys", type=map_entries, default=10240, metavar="N",
                             help="size of the in-kernel count table (default 10240)")
         add_output_options(parser, folded=True, html=True)
         parser.add_argument("interval", nargs="?", type=positive_float, default=1.0,
@@ -104,8 +111,8 @@ class GrowthCommand:
         from memlens.output.sinks import JsonSink, Sink
 
         check_output_options(args)
-        if args.command is not None and not shlex.split(args.command):
-            raise UsageError("-c needs a command")
+        if args.command is not None:
+            split_command(args.command)  # exit 2 for '' or unbalanced quotes
         prefetch_numpy()
         tool = GrowthTool(args)
         if args.json:
@@ -153,6 +160,7 @@ class GrowthTool:
         self.prexec_pages = 0
         self.tmpfs: tuple[str, ...] = ()
         self._gone = False
+        self.symbol_losses = SymbolLosses()
         # -c: the command stopped at its exit (tracer thread) until we read its last RSS
         self._exit_req = threading.Event()
         self._exit_ack = threading.Event()
@@ -189,7 +197,7 @@ class GrowthTool:
         self.start_rss = self.prev_rss = self.last_rss or Rss()
         self.start_time = time.monotonic()
         if self.child is not None:
-            argv = shlex.split(self.args.command)
+            argv = split_command(self.args.command)
             name = os.path.basename(argv[0]) + (" ..." if len(argv) > 1 else "")
             who = f"command {name!r} (PID {self.pid})"
         else:
@@ -199,7 +207,7 @@ class GrowthTool:
     def _fork_command(self) -> None:
         from memlens.core.command import TracedCommand
 
-        argv = shlex.split(self.args.command)
+        argv = split_command(self.args.command)
         if not shutil.which(argv[0]):
             raise UsageError(f"-c: command not found: {argv[0]!r}")
         # The fork is traced from before its exec (the probes must be attached when the
@@ -233,13 +241,21 @@ class GrowthTool:
             self.engine.poll(0)  # stacks of new keys resolved while the map is there
             self._sample()
             self._exit_ack.set()
-        return self.engine.lost()
+        return self._lost()
+
+    def _lost(self) -> list[dict]:
+        assert self.engine is not None
+        return [*self.engine.lost(), *self.symbol_losses.new(self.engine)]
 
     @property
     def finished(self) -> bool:
         if self.child is not None:
             return self.child.exited()
         return self._gone
+
+    @property
+    def finish_reason(self) -> str | None:
+        return None if self.child is not None else f"PID {self.pid} exited"
 
     def _sample(self) -> None:
         """The process's RSS now, kept as the last figure while it has memory."""
@@ -303,7 +319,7 @@ class GrowthTool:
             "paths": top, "paths_total": len(table),
             "other_pages": table.total() - sum(p["pages"] for p in top),
         }
-        return [*self.engine.lost(), rec]  # type: ignore[union-attr]
+        return [*self._lost(), rec]
 
     def summary(self) -> list[dict]:
         start, end = self.start_rss or Rss(), self.last_rss or Rss()
@@ -327,7 +343,8 @@ class GrowthTool:
             "faulted_pages_total": self.run_paths.total(),
             "paths": paths, "paths_total": len(self.run_paths),
             "other_pages": self.run_paths.total() - sum(p["pages"] for p in paths),
-            "lost": self.engine.total_lost() if self.engine is not None else {},
+            "lost": self.symbol_losses.totals(
+                self.engine.total_lost() if self.engine is not None else {}),
             "probes": [p.text for p in self.engine.probes] if self.engine else [],
         }
         if self.child is not None:
@@ -353,10 +370,18 @@ class _RunFiles:
     the mapping kind."""
 
     def __init__(self, args: argparse.Namespace, tool: GrowthTool, stream):
+        from memlens.output.files import OutputFile
+
         self.args, self.tool, self.stream = args, tool, stream
+        # checked and opened now, before tracing: a bad path is exit 2, not a lost graph
+        self.html = OutputFile(args.html, "--html") if args.html else None
 
     def add(self, record: dict) -> None:
         pass  # the records hold the top N; the tool holds every path
+
+    def discard(self) -> None:
+        if self.html is not None:
+            self.html.discard()
 
     def write(self) -> None:
         t = self.tool
@@ -365,10 +390,10 @@ class _RunFiles:
             from memlens.output.folded import write_folded
 
             write_folded(self.stream, entries)
-        if self.args.html:
+        if self.html is not None:
             from memlens.output.flamegraph import write_html
 
-            write_html(self.args.html, entries, count_name="pages faulted",
+            write_html(self.html, entries, count_name="pages faulted",
                        title=f"memlens growth: page faults by path, PID {t.pid} ({t.comm})")
             print(f"memlens: wrote {self.args.html}", file=sys.stderr, flush=True)
 

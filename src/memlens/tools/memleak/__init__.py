@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
 import shutil
 import sys
 import threading
@@ -22,12 +21,18 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from memlens.core.command import TracedCommand
+from memlens.core.command import TracedCommand, split_command
 from memlens.core.session import (
+    MAX_SECONDS,
+    TargetExit,
     add_common_options,
     configure_filters,
+    map_entries,
+    nonempty,
+    nonneg_int,
     pid_arg,
     positive_int,
+    stack_entries,
 )
 from memlens.errors import KernelLacks, UsageError
 from memlens.output.sinks import JsonSink, Sink, add_output_options, check_output_options
@@ -67,14 +72,9 @@ output:
 ML_COUNTERS = ["recorded", "freed", "missed_frees", "nested", "sampled_out", "failed"]
 
 
-def _nonneg_int(text: str) -> int:
-    try:
-        v = int(text, 0)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0: {text!r}")
-    return v
+def _milliseconds(text: str) -> int:
+    """-o: an age in milliseconds, 0 to a year (session.seconds' bound)."""
+    return nonneg_int(text, int(MAX_SECONDS * 1000))
 
 
 class MemleakCommand:
@@ -95,7 +95,7 @@ class MemleakCommand:
                             help="trace kernel allocations (the default without -p/-c)")
         parser.add_argument("-a", "--show-allocs", action="store_true",
                             help="also list each outstanding block (address and size)")
-        parser.add_argument("-o", "--older", type=_nonneg_int, default=500, metavar="MS",
+        parser.add_argument("-o", "--older", type=_milliseconds, default=500, metavar="MS",
                             help="hide blocks younger than MS milliseconds (default 500; not "
                                  "applied once the traced command has exited)")
         parser.add_argument("--combined-only", action="store_true",
@@ -111,20 +111,21 @@ class MemleakCommand:
                             help="stacks shown in text/JSON reports (default 10)")
         parser.add_argument("--sort", choices=("size", "count"), default="size",
                             help="order stacks by outstanding bytes (default) or count")
-        parser.add_argument("-z", "--min-size", type=_nonneg_int, default=0, metavar="BYTES",
+        parser.add_argument("-z", "--min-size", type=nonneg_int, default=0, metavar="BYTES",
                             help="ignore allocations smaller than BYTES")
-        parser.add_argument("-Z", "--max-size", type=_nonneg_int, default=None, metavar="BYTES",
+        parser.add_argument("-Z", "--max-size", type=nonneg_int, default=None, metavar="BYTES",
                             help="ignore allocations larger than BYTES")
-        parser.add_argument("-O", "--obj", metavar="OBJ",
+        parser.add_argument("-O", "--obj", type=nonempty, metavar="OBJ",
                             help="allocator library or binary to probe (path, or a name such as "
                                  "c or jemalloc; default: the target's libc)")
         parser.add_argument("--symbols-prefix", default="", metavar="PREFIX",
                             help="probe PREFIX+malloc etc. (jemalloc: je_)")
         parser.add_argument("--percpu", action="store_true",
                             help="kernel mode: percpu allocations instead of kmem/pages")
-        parser.add_argument("--stack-storage-size", type=positive_int, default=10240,
+        parser.add_argument("--stack-storage-size",
+                            type=stack_entries, default=10240,
                             metavar="N", help="stack map entries (default 10240)")
-        parser.add_argument("--max-allocs", type=positive_int, default=1000000, metavar="N",
+        parser.add_argument("--max-allocs", type=map_entries, default=1000000, metavar="N",
                             help="outstanding blocks tracked at most (default 1000000)")
         parser.add_argument("--probe-at-entry", action="store_true",
                             help="put every uprobe on the function's first byte (as other tools "
@@ -152,8 +153,8 @@ class MemleakCommand:
 
     @staticmethod
     def validate(args: argparse.Namespace) -> None:
-        if args.command is not None and not args.command.strip():
-            raise UsageError("-c needs a command")
+        if args.command is not None:
+            split_command(args.command)  # exit 2 for '' or unbalanced quotes
         if args.max_size is not None and args.max_size < args.min_size:
             raise UsageError(f"-Z {args.max_size} is below -z {args.min_size}")
         check_output_options(args)
@@ -230,6 +231,7 @@ class MemleakTool:
         self.files = bool(args.folded or args.html or args.pprof)
         self.snapshot: _Snapshot | None = None
         self.drop_losses = None  # core/drops.Losses, once the object is loaded
+        self.target = TargetExit(None)
         self._missed_frees_seen = 0
 
     # -- runner protocol ------------------------------------------------------------------
@@ -239,6 +241,8 @@ class MemleakTool:
 
         require_tracing_privileges("memleak")
         kernel.ensure_tracefs()
+        if self.args.pid is not None:
+            self.target = TargetExit(self.args.pid)  # before attaching: this very process
         if self.user:
             self.plan_user()
         else:
@@ -260,13 +264,19 @@ class MemleakTool:
 
     @property
     def finished(self) -> bool:
-        """-c's command or -p's process has ended: nothing more can be allocated or freed."""
+        """-c's command or -p's process has ended (with --kernel too: its context is gone):
+        nothing more can be allocated or freed."""
         if not self.target_ended:
             if self.child is not None:
                 self.target_ended = self.child.exited()
-            elif self.user and self.pid is not None:
-                self.target_ended = not _alive(self.pid)
+            elif self.pid is not None:
+                self.target_ended = self.target.exited()
         return self.target_ended
+
+    @property
+    def finish_reason(self) -> str | None:
+        # -c's end is the command's: memlens says nothing; -p's is said once
+        return None if self.child is not None else f"PID {self.pid} exited"
 
     def report(self, final: bool) -> list[dict]:
         from . import report as R
@@ -300,6 +310,7 @@ class MemleakTool:
         return [*out, rec]
 
     def close(self) -> None:
+        self.target.close()
         try:
             if self.obj is not None:
                 self.obj.close()  # detach before stopping -c's command: its teardown is not traced
@@ -312,7 +323,7 @@ class MemleakTool:
     def plan_user(self) -> None:
         args = self.args
         if args.command is not None:
-            argv = shlex.split(args.command)
+            argv = split_command(args.command)
             binary = shutil.which(argv[0]) if argv else None
             if not binary:
                 raise UsageError(f"-c: command not found: {argv[0] if argv else ''!r}")
@@ -359,9 +370,9 @@ class MemleakTool:
         ro["need_exec"] = self.child is not None
         ro["user_mode"] = self.user
         configure_filters(obj, args, pid=self.pid)  # -p/-c child, --cgroup, not us
-        obj.set_max_entries("allocs", args.max_allocs)
-        obj.set_max_entries("stacks", args.stack_storage_size)
-        obj.set_max_entries("stats", args.stack_storage_size)
+        obj.set_max_entries("allocs", args.max_allocs, "--max-allocs")
+        obj.set_max_entries("stacks", args.stack_storage_size, "--stack-storage-size")
+        obj.set_max_entries("stats", args.stack_storage_size, "--stack-storage-size")
         kernel_tps = [] if self.user else (PERCPU_TPS if args.percpu else KMEM_TPS)
         kernel_tps = [t for t in kernel_tps if kernel.tracepoint_exists(t[1], t[2])]
         wanted = set(USER_PROGS) if self.user else {t[0] for t in kernel_tps}
@@ -627,10 +638,24 @@ class _FinalFiles:
     per interval; and memleak's pprof is a heap profile with four sample types."""
 
     def __init__(self, args: argparse.Namespace, tool: MemleakTool, stream):
+        from memlens.output.files import OutputFile
+
         self.args, self.tool, self.stream = args, tool, stream
+        # checked and opened now, before tracing: a bad path is exit 2, not a lost profile
+        self.html = OutputFile(args.html, "--html") if args.html else None
+        try:
+            self.pprof = OutputFile(args.pprof, "--pprof") if args.pprof else None
+        except BaseException:
+            self.discard()
+            raise
 
     def add(self, record: dict) -> None:
         pass  # the records are the top N as printed; the snapshot has every stack
+
+    def discard(self) -> None:
+        for out in (self.html, getattr(self, "pprof", None)):
+            if out is not None:
+                out.discard()
 
     def write(self) -> None:
         snap, args = self.tool.snapshot, self.args
@@ -640,16 +665,16 @@ class _FinalFiles:
             from memlens.output.folded import write_folded
 
             write_folded(self.stream, snap.folded)
-        if args.html:
+        if self.html is not None:
             from memlens.output.flamegraph import write_html
 
-            write_html(args.html, snap.folded, title=snap.title, count_name="bytes")
+            write_html(self.html, snap.folded, title=snap.title, count_name="bytes")
             _wrote(args.html)
-        if args.pprof and snap.pprof is not None:
+        if self.pprof is not None and snap.pprof is not None:
             from memlens.output.pprof import write_heap_profile
 
             samples, comments, dur = snap.pprof
-            write_heap_profile(args.pprof, samples, comments=comments, duration_ns=dur)
+            write_heap_profile(self.pprof, samples, comments=comments, duration_ns=dur)
             _wrote(args.pprof)
 
 
@@ -674,14 +699,6 @@ def _read_comm(pid: int | None) -> str:
             return f.read().strip()
     except OSError:
         return ""
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except (OSError, IndexError):
-        return False
 
 
 COMMAND = MemleakCommand()

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from memlens.errors import MemlensError, UsageError
+from memlens.errors import UsageError
 
 # enum ml_kind (memleak.h)
 KINDS = {
@@ -65,8 +65,10 @@ CXX_NEW = [
 ]
 
 
-class MissingSymbol(MemlensError):
-    exit_code = 4
+class MissingSymbol(UsageError):
+    """The allocator object has no such function: the user's -O or --symbols-prefix names
+    something that is not there (exit 2, naming the symbol and the file), not a kernel
+    that lacks a hook."""
 
 
 # --- ELF: exported functions and their file offsets ---------------------------------------

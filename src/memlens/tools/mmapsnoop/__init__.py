@@ -22,7 +22,7 @@ from memlens.core.hooks import choose
 from memlens.core.lazy import prefetch_numpy
 from memlens.core.loader import BpfObject
 from memlens.core.privileges import require_tracing_privileges
-from memlens.core.session import add_common_options, configure_filters
+from memlens.core.session import TargetExit, add_common_options, configure_filters
 from memlens.output.sinks import add_output_options
 
 EXAMPLES = """\
@@ -157,6 +157,7 @@ class MmapsnoopTool:
         self.args, self.obj, self.shown, self.last_read = args, None, 0, 0.0
         self.name_filter = args.name.encode() if args.name else None
         self.losses = Losses()
+        self.target = TargetExit(None)
         self.ready = select.epoll()  # on the ring's fd, registered once it exists
 
     def start(self) -> None:
@@ -169,7 +170,8 @@ class MmapsnoopTool:
         # boot-time ns from the kernel -> wall clock (CLOCK_BOOTTIME counts suspend too)
         self.boot_to_wall = time.time() - time.clock_gettime(time.CLOCK_BOOTTIME)
         self.obj = obj = BpfObject.open("tools/mmapsnoop/mmapsnoop.bpf.o")
-        configure_filters(obj, self.args)
+        configure_filters(obj, self.args)  # -p: checked to exist
+        self.target = TargetExit(self.args.pid)  # -p: end when it exits
         obj.rodata["targ_file_only"] = bool(self.args.file_only)
         obj.load()
         obj.attach_tracepoint("mmap_enter", "syscalls", "sys_enter_mmap")
@@ -193,6 +195,14 @@ class MmapsnoopTool:
         self.shown += len(out)
         return out + self.losses.new(self.obj)
 
+    @property
+    def finished(self) -> bool:
+        return self.target.exited()
+
+    @property
+    def finish_reason(self) -> str:
+        return self.target.reason
+
     def report(self, final: bool) -> list[dict]:
         return self.poll(0)  # the calls and losses not polled yet
 
@@ -201,6 +211,7 @@ class MmapsnoopTool:
                  "hook": "tracepoint/syscalls/sys_enter_mmap+sys_exit_mmap"}]
 
     def close(self) -> None:
+        self.target.close()
         self.ready.close()
         if self.obj is not None:
             self.obj.close()

@@ -25,7 +25,7 @@ from memlens.core.drops import Losses
 from memlens.core.hooks import choose
 from memlens.core.loader import BpfObject
 from memlens.core.privileges import require_tracing_privileges
-from memlens.core.session import add_common_options, configure_filters
+from memlens.core.session import TargetExit, add_common_options, configure_filters
 from memlens.output.sinks import add_output_options
 
 EXAMPLES = """\
@@ -99,6 +99,7 @@ class OomkillTool:
     def __init__(self, args: argparse.Namespace):
         self.args, self.obj, self.kills = args, None, 0
         self.losses = Losses()
+        self.target = TargetExit(None)
         self.cgroup_prefix: str | None = None
         # woken by the kill itself, not a timer: the trigger's user stack is symbolized
         # through its memory map, which is gone once it exits (often it is the victim)
@@ -109,6 +110,9 @@ class OomkillTool:
         self.v1 = memcg_v1_active()
         kernel.ensure_tracefs()
         self.use_btf = choose(HOOKS, "oomkill").kind == "tp_btf"
+        # -p: the victim to wait for; once it is gone (killed, or exited) there is nothing
+        # left to see: its kill (read before the loop ends) and the final report
+        self.target = TargetExit(self.args.pid)
         self.obj = obj = BpfObject.open("tools/oomkill/oomkill.bpf.o")
         obj.rodata["targ_cgroup_v1_memcg"] = self.v1
         configure_filters(obj, self.args)
@@ -139,6 +143,14 @@ class OomkillTool:
         self.kills += len(out)
         return out + self.losses.new(self.obj)
 
+    @property
+    def finished(self) -> bool:
+        return self.target.exited()
+
+    @property
+    def finish_reason(self) -> str:
+        return self.target.reason
+
     def report(self, final: bool) -> list[dict]:
         return self.poll(0)  # the kills and losses not polled yet
 
@@ -147,6 +159,7 @@ class OomkillTool:
                  "hook": "tp_btf/mark_victim" if self.use_btf else "tracepoint/oom/mark_victim"}]
 
     def close(self) -> None:
+        self.target.close()
         self.ready.close()
         if self.obj is not None:
             self.obj.close()

@@ -138,13 +138,23 @@ class SwapinTool:
 
     def start(self) -> None:
         from memlens.core.privileges import require_tracing_privileges
-        from memlens.core.session import check_pid_exists
+        from memlens.core.session import TargetExit, check_pid_exists
 
         require_tracing_privileges(self.name)
         pid = getattr(self.args, "pid", None)
         check_pid_exists(pid)
+        self.target = TargetExit(pid)  # -p: end with the final report when it exits
         for src in self.sources:
             src.engine.start(pid=pid, cgroup=getattr(self.args, "cgroup", None))
+
+    @property
+    def finished(self) -> bool:
+        target = getattr(self, "target", None)
+        return target is not None and target.exited()
+
+    @property
+    def finish_reason(self) -> str:
+        return self.target.reason
 
     def poll(self, timeout: float) -> list[dict]:
         out: list[dict] = []
@@ -207,6 +217,9 @@ class SwapinTool:
         return [rec]
 
     def close(self) -> None:
+        target = getattr(self, "target", None)
+        if target is not None:
+            target.close()
         for src in self.sources:
             src.engine.close()
 

@@ -12,7 +12,8 @@ import argparse
 import time
 from typing import Any
 
-from memlens.core.session import add_common_options, check_pid_exists, positive_int
+from memlens.core.session import TargetExit, add_common_options, check_pid_exists, positive_int
+from memlens.core.stackresolve import SymbolLosses
 from memlens.errors import UsageError
 from memlens.output.table import escape
 
@@ -56,7 +57,9 @@ class TraceTool:
         shown = args.probe + (f" '{args.filter}'" if args.filter else "")
         self.what = shown + (f" for PID {args.pid}" if args.pid else "")
         self.printed = 0
-        self.finished = False
+        self.done = False  # -M events printed
+        self.target = TargetExit(None)
+        self.symbol_losses = SymbolLosses()
         self.header_done = False
         self.start_ns = 0
 
@@ -65,20 +68,34 @@ class TraceTool:
 
         require_tracing_privileges("trace")
         check_pid_exists(self.args.pid)
+        self.target = TargetExit(self.args.pid)
         self.engine.start(pid=self.args.pid, cgroup=self.args.cgroup)
         self.start_ns = time.monotonic_ns()
 
     def poll(self, timeout: float) -> list[dict]:
         out: list[dict] = []
         for ev in self.engine.poll(timeout):
-            if self.finished:
+            if self.done:
                 break
             out.append(self._event(ev))
             self.printed += 1
             if self.args.max_events and self.printed >= self.args.max_events:
-                self.finished = True
-        out.extend(self.engine.lost())
+                self.done = True
+        out.extend(self._lost())
         return out
+
+    def _lost(self) -> list[dict]:
+        return [*self.engine.lost(), *self.symbol_losses.new(self.engine)]
+
+    @property
+    def finished(self) -> bool:
+        """-M events printed, or -p's process exited (its events are read first: the
+        runner polls once more before the end)."""
+        return self.done or self.target.exited()
+
+    @property
+    def finish_reason(self) -> str | None:
+        return None if self.done else self.target.reason
 
     def _event(self, ev) -> dict[str, Any]:
         from memlens.core.stackresolve import strip_tracing_frames
@@ -95,14 +112,16 @@ class TraceTool:
         return rec
 
     def report(self, final: bool) -> list[dict]:
-        return self.engine.lost()
+        return self._lost()
 
     def summary(self) -> list[dict]:
-        return [{"type": "summary", "events": self.printed, "lost": self.engine.total_lost(),
+        return [{"type": "summary", "events": self.printed,
+                 "lost": self.symbol_losses.totals(self.engine.total_lost()),
                  "probes": [p.text for p in self.engine.probes],
                  "filter": self.args.filter}]
 
     def close(self) -> None:
+        self.target.close()
         self.engine.close()
 
 
