@@ -29,13 +29,10 @@ const volatile bool announce = false;      /* send engine_seen for each new key 
 const volatile bool trace_mode = false;    /* stream engine_event per hit, no counting */
 const volatile bool need_record = false;   /* copy the tracepoint record (fields, filter) */
 const volatile __u32 record_size = 0;      /* bytes of the record to copy (<= RECORD_MAX) */
-const volatile __u32 field_off = 0, field_size = 0;
-const volatile bool field_signed = false;
-const volatile __u32 sum_off = 0, sum_size = 0;
-const volatile bool sum_signed = false;
-/* KEY_FILE from a tracepoint: its inode and device fields */
-const volatile __u32 file_ino_off = 0, file_ino_size = 0;
-const volatile __u32 file_dev_off = 0, file_dev_size = 0;
+/* per probe: the key field, the summed fields, KEY_FILE's inode and device, KEY_STR */
+const volatile struct field_layout layouts[ENGINE_MAX_PROBES][L_NR] = {};
+/* ends of latency pairs whose begin came before tracing: counted (without time) or not */
+const volatile bool count_unstarted = false;
 /* perf events: count only faults in this kind of mapping (enum engine_vma_kind) */
 const volatile __u32 vma_select = VMA_ANY;
 const volatile __u32 nfilters = 0;
@@ -163,11 +160,14 @@ static __always_inline bool filters_pass(const __u8 *rec, __u32 probe)
 	return true;
 }
 
-static __always_inline void add_value(struct engine_value *v, __u64 sum, __u64 ns)
+static __always_inline void add_value(struct engine_value *v, __u64 sum, __u64 sum2,
+				      __u64 ns)
 {
 	__sync_fetch_and_add(&v->count, 1);
 	if (sum)
 		__sync_fetch_and_add(&v->sum, sum);
+	if (sum2)
+		__sync_fetch_and_add(&v->sum2, sum2);
 	if (ns) {
 		__sync_fetch_and_add(&v->time_ns, ns);
 		if (ns > v->max_ns)
@@ -175,20 +175,22 @@ static __always_inline void add_value(struct engine_value *v, __u64 sum, __u64 n
 	}
 }
 
-static __always_inline void count_key_ns(struct engine_key *key, __u64 sum, __u64 ns)
+static __always_inline void count_key_ns(struct engine_key *key, __u64 sum, __u64 sum2,
+					 __u64 ns)
 {
 	struct engine_value *v = bpf_map_lookup_elem(&counts, key);
 	if (v) {
-		add_value(v, sum, ns);
+		add_value(v, sum, sum2, ns);
 		return;
 	}
-	struct engine_value init = { .count = 1, .sum = sum, .time_ns = ns, .max_ns = ns };
+	struct engine_value init = { .count = 1, .sum = sum, .sum2 = sum2, .time_ns = ns,
+				     .max_ns = ns };
 	long err = bpf_map_update_elem(&counts, key, &init, BPF_NOEXIST);
 	if (err == -EEXIST) {
 		/* another CPU inserted it between our lookup and update */
 		v = bpf_map_lookup_elem(&counts, key);
 		if (v)
-			add_value(v, sum, ns);
+			add_value(v, sum, sum2, ns);
 		return;
 	}
 	if (err) {
@@ -254,7 +256,37 @@ static __always_inline void vma_of(__u64 addr, struct vma_info *info)
 
 static __always_inline void count_key(struct engine_key *key, __u64 sum)
 {
-	count_key_ns(key, sum, 0);
+	count_key_ns(key, sum, 0, 0);
+}
+
+static __always_inline __u64 layout_read(const __u8 *rec, __u32 probe, __u32 role)
+{
+	const volatile struct field_layout *l = &layouts[probe & (ENGINE_MAX_PROBES - 1)][role];
+	if (!l->size)
+		return 0;
+	return record_field(rec, l->off, l->size, l->sign);
+}
+
+/* KEY_STR: a string field, read from the record itself (a __data_loc's text lies past the
+ * fixed fields, beyond what is copied for the numeric ones). */
+static __always_inline void read_str_key(void *ctx, __u32 probe, char *out)
+{
+	const volatile struct field_layout *l =
+		&layouts[probe & (ENGINE_MAX_PROBES - 1)][L_STR];
+	__u32 off = l->off, kind = l->size;
+	if (!kind)
+		return;
+	if (kind == 3) {
+		bpf_probe_read_kernel_str(out, ENGINE_STR_LEN, (void *)((long)ctx + off));
+		return;
+	}
+	__u32 loc = 0;
+	if (bpf_probe_read_kernel(&loc, sizeof(loc), (void *)((long)ctx + off)))
+		return;
+	__u32 where = loc & 0xffff;
+	if (kind == 2)
+		where += off + 4; /* __rel_loc: relative to the end of the field */
+	bpf_probe_read_kernel_str(out, ENGINE_STR_LEN, (void *)((long)ctx + where));
 }
 
 /* floor(log2(v)), 0 for v <= 1 (libbpf-tools' log2l: output/hist.py's buckets) */
@@ -368,6 +400,11 @@ static __always_inline void emit_event(void *ctx, struct engine_event *scratch_e
 		return;
 	e->latency_ns = latency_ns;
 	e->begin_size = 0;
+	e->uid = (__u32)bpf_get_current_uid_gid();
+	e->pad2 = 0;
+	struct kernfs_node *kn = task_cgroup_kn((struct task_struct *)bpf_get_current_task(),
+						cgroup_v1);
+	e->cgroup = kn ? BPF_CORE_READ(kn, id) : 0;
 	if (latency_ns && scratch_ev) {
 		e->begin_size = scratch_ev->begin_size;
 		__builtin_memcpy(e->begin_data, scratch_ev->begin_data, ENGINE_BEGIN_MAX);
@@ -396,7 +433,7 @@ int count_tp(void *ctx)
 		return 0;
 	__u32 probe = use_cookie ? bpf_get_attach_cookie(ctx) : 0;
 	struct engine_event *ev = NULL;
-	__u64 field = 0, sum = 0;
+	__u64 field = 0, sum = 0, sum2 = 0;
 	if (need_record) {
 		__u32 zero = 0;
 		ev = bpf_map_lookup_elem(&scratch, &zero);
@@ -410,9 +447,9 @@ int count_tp(void *ctx)
 		if (!filters_pass(ev->data, probe))
 			return 0;
 		if (key_parts & KEY_FIELD)
-			field = record_field(ev->data, field_off, field_size, field_signed);
-		if (sum_size)
-			sum = record_field(ev->data, sum_off, sum_size, sum_signed);
+			field = layout_read(ev->data, probe, L_FIELD);
+		sum = layout_read(ev->data, probe, L_SUM);
+		sum2 = layout_read(ev->data, probe, L_SUM2);
 	}
 	__u64 ns = 0;
 	__u8 role = role_of(probe);
@@ -422,7 +459,7 @@ int count_tp(void *ctx)
 	}
 	if (role == ROLE_END) {
 		ns = pair_end(probe, ev);
-		if (!ns)
+		if (!ns && !count_unstarted)
 			return 0; /* began before tracing: no time to tell */
 	}
 	if (trace_mode) {
@@ -430,12 +467,14 @@ int count_tp(void *ctx)
 		return 0;
 	}
 	struct engine_key key = {};
-	if ((key_parts & KEY_FILE) && ev && file_ino_size) {
-		key.file_ino = record_field(ev->data, file_ino_off, file_ino_size, false);
-		key.file_dev = record_field(ev->data, file_dev_off, file_dev_size, false);
+	if ((key_parts & KEY_FILE) && ev) {
+		key.file_ino = layout_read(ev->data, probe, L_INO);
+		key.file_dev = layout_read(ev->data, probe, L_DEV);
 	}
+	if (key_parts & KEY_STR)
+		read_str_key(ctx, probe, key.str);
 	fill_key(ctx, &key, probe, field);
-	count_key_ns(&key, sum, ns);
+	count_key_ns(&key, sum, sum2, ns);
 	return 0;
 }
 

@@ -16,7 +16,28 @@ enum engine_key_part {
 	KEY_FILE = 1 << 8,   /* the file: of the mapping holding a perf event's address, or a
 			      * tracepoint's inode and device fields */
 	KEY_VMA = 1 << 9,    /* the kind of mapping holding a perf event's address */
+	KEY_STR = 1 << 10,   /* a tracepoint's string field (a __data_loc char[] or char[N]) */
 };
+
+/* Where each probe's fields are, by role (a probe without the field has size 0): the same
+ * field sits at different offsets in different tracepoints. */
+enum engine_layout_role {
+	L_FIELD = 0,
+	L_SUM = 1,
+	L_SUM2 = 2,
+	L_INO = 3,
+	L_DEV = 4,
+	L_STR = 5,   /* size: 1 __data_loc, 2 __rel_loc, 3 char array (sign: its length) */
+	L_NR = 6,
+};
+
+struct field_layout {
+	__u16 off;
+	__u8 size;
+	__u8 sign;
+};
+
+#define ENGINE_STR_LEN 32
 
 /* Kinds of mapping (KEY_VMA, and vma_select to count only one kind). */
 enum engine_vma_kind {
@@ -50,6 +71,7 @@ struct engine_key {
 	__u32 probe;    /* the probe's number: the BPF cookie of its attachment */
 	__u32 pad;
 	char comm[16];
+	char str[ENGINE_STR_LEN]; /* KEY_STR */
 };
 
 #define ENGINE_MAX_PROBES 64
@@ -65,6 +87,7 @@ enum engine_role {
 struct engine_value {
 	__u64 count;
 	__u64 sum;      /* of the sum field (tracepoints), else 0 */
+	__u64 sum2;     /* of a second sum field */
 	__u64 time_ns;  /* end probes: total time since their thread's begin */
 	__u64 max_ns;
 };
@@ -109,6 +132,9 @@ struct engine_event {
 	__u32 size;     /* bytes of data[] that hold the record */
 	__u32 begin_size; /* end of a pair: bytes of begin_data[] (the begin's record) */
 	__u64 latency_ns; /* end of a pair: time since its begin, else 0 */
+	__u64 cgroup;     /* the task's memory cgroup (v1) or cgroup (v2): its kernfs id */
+	__u32 uid;
+	__u32 pad2;
 	char comm[16];
 	__u8 data[ENGINE_RECORD_MAX];
 	__u8 begin_data[ENGINE_BEGIN_MAX];

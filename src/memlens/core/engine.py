@@ -30,11 +30,12 @@ from memlens.core.stackresolve import strip_tracing_frames
 from memlens.errors import KernelLacks, UsageError
 
 KEY_BITS = {"pid": 1, "tid": 2, "comm": 4, "cgroup": 8, "ustack": 16, "kstack": 32,
-            "probe": 64, "field": 128, "file": 256, "vma": 512}
+            "probe": 64, "field": 128, "file": 256, "vma": 512, "str": 1024}
+L_FIELD, L_SUM, L_SUM2, L_INO, L_DEV, L_STR, L_NR = range(7)  # enum engine_layout_role
 # enum engine_vma_kind (engine.h)
 VMA_KINDS = {"file": 1, "anon": 2, "hugetlb": 3, "none": 4, "unresolved": 5}
 VMA_NAMES = {v: k for k, v in VMA_KINDS.items()}
-KEY_NAMES = tuple(KEY_BITS)
+KEY_NAMES = tuple(k for k in KEY_BITS if k != "str")  # str: a string field's key
 TICK_S = 0.5         # how often the kernel map is read
 PRUNE_TICKS = 2      # a key idle this many reads is deleted from the kernel map
 # A map a quarter full (many short-lived processes) is read every FAST_TICK_S, for 5 s, and a
@@ -54,6 +55,7 @@ class Entry:
     parts: dict[str, Any]
     count: int
     sum: int = 0
+    sum2: int = 0
     time_ns: int = 0    # latency pairs: total time between begins and ends
     max_ns: int = 0     # the longest, since the key was first counted
 
@@ -62,6 +64,8 @@ class Entry:
         out["count"] = self.count
         if self.sum:
             out["sum"] = self.sum
+        if self.sum2:
+            out["sum2"] = self.sum2
         if self.time_ns:
             out["time_ns"], out["max_ns"] = self.time_ns, self.max_ns
         return out
@@ -75,7 +79,8 @@ class Engine:
                  file_fields: tuple[str, str] | None = None, vma_select: str | None = None,
                  probe_filters: dict[str, str] | None = None,
                  pairs: dict[str, str] | None = None, hist: bool = False,
-                 hist_unit: str = "usecs"):
+                 hist_unit: str = "usecs", sum2_field: str | None = None,
+                 count_unstarted: bool = False):
         if not probes:
             raise UsageError("no probe given")
         bad = [k for k in keys if k not in KEY_BITS]
@@ -84,6 +89,10 @@ class Engine:
         self.probes = probes
         self.keys = tuple(keys)
         self.field, self.sum_field, self.filter_text = field, sum_field, filter
+        self.sum2_field = sum2_field
+        self.str_key = False
+        # ends of latency pairs that began before tracing: counted without a time
+        self.count_unstarted = count_unstarted
         self.trace = trace
         # a filter of one probe only, by the probe's text (two probes on the same tracepoint
         # type with different filters, or a tracepoint filtered beside a perf event)
@@ -135,8 +144,8 @@ class Engine:
     # -- configuration ---------------------------------------------------------------------
     def _check_tracepoint_needs(self) -> None:
         tps = [p for p in self.probes if p.kind == "tracepoint"]
-        uses_record = (self.field or self.sum_field or self.filter_text or self.trace
-                       or self.probe_filters or (self.file_fields and tps))
+        uses_record = (self.field or self.sum_field or self.sum2_field or self.filter_text
+                       or self.trace or self.probe_filters or (self.file_fields and tps))
         if not uses_record:
             return
         others = [p for p in self.probes if p.kind != "tracepoint"]
@@ -153,24 +162,71 @@ class Engine:
             raise UsageError(f"--by field: {others[0].text} has no field {self.field!r} "
                              "(perf events offer 'addr', the sampled address)")
 
-    def _field_layout(self, formats: list, name: str, what: str):
-        """(offset, size, signed) of a field that every matched tracepoint has in the same
-        place: one program reads it for all of them."""
-        layout = None
-        for fmt in formats:
-            f = fmt.field(name)  # UsageError names the fields
-            if what == "sum field" and f.is_pointer:
-                raise UsageError(f"sum field {name!r} of {fmt.category}:{fmt.name} is a "
-                                 "pointer: adding addresses means nothing")
-            if f.is_string or f.size not in (1, 2, 4, 8) or f.data_loc:
-                raise UsageError(f"{what} {name!r} of {fmt.category}:{fmt.name} is "
-                                 f"{f.type}: only integer fields of 1-8 bytes can be read")
-            this = (f.offset, f.size, f.signed)
-            if layout is not None and this != layout:
-                raise UsageError(f"{what} {name!r} is not at the same place in every matched "
-                                 "tracepoint: match fewer events")
-            layout = this
-        return layout
+    def _layouts(self) -> bytes:
+        """Per probe, where its key field, summed fields, file fields and string key are
+        (struct field_layout[64][L_NR], engine.h): the same field sits at different offsets
+        in different tracepoints, and a probe without it reads nothing."""
+        import struct
+
+        from memlens.core import tpformat
+
+        out = bytearray(64 * L_NR * 4)
+
+        def put(i: int, role: int, off: int, size: int, sign: int) -> None:
+            struct.pack_into("<HBB", out, (i * L_NR + role) * 4, off, size, sign)
+
+        wanted = [(L_FIELD, self.field, "field"), (L_SUM, self.sum_field, "sum field"),
+                  (L_SUM2, self.sum2_field, "sum field")]
+        if self.file_fields and "file" in self.keys:
+            wanted += [(L_INO, self.file_fields[0], "field"), (L_DEV, self.file_fields[1],
+                                                              "field")]
+        for role, name, what in wanted:
+            if not name or (role == L_FIELD and (self.str_key or name == "addr"
+                                                 and not self.formats)):
+                continue
+            found = False
+            for i, fmt in self.formats.items():
+                if not any(f.name == name for f in fmt.fields):
+                    continue
+                f = fmt.field(name)
+                if what == "sum field" and f.is_pointer:
+                    raise UsageError(f"sum field {name!r} of {fmt.category}:{fmt.name} is a "
+                                     "pointer: adding addresses means nothing")
+                if f.is_string or f.data_loc or f.array_len is not None \
+                        or f.size not in (1, 2, 4, 8):
+                    raise UsageError(f"{what} {name!r} of {fmt.category}:{fmt.name} is "
+                                     f"{f.type}: only integer fields of 1-8 bytes can be "
+                                     "summed or used with these")
+                off, size, signed = tpformat.value_layout(f)
+                put(i, role, off, size, int(signed))
+                found = True
+            if not found:
+                first = next(iter(self.formats.values()))
+                first.field(name)  # UsageError naming the fields there
+        if self.str_key:
+            for i, fmt in self.formats.items():
+                if not any(f.name == self.field for f in fmt.fields):
+                    continue
+                f = fmt.field(self.field)
+                if f.data_loc:
+                    kind = 2 if "__rel_loc" in f.type else 1
+                    put(i, L_STR, f.offset, kind, 0)
+                else:
+                    put(i, L_STR, f.offset, 3, min(f.array_len or 0, 255))
+        return bytes(out)
+
+    def _string_field(self) -> bool:
+        """Is the key field a string (a cache name, a file name) in the matched
+        tracepoints?  Then it is keyed as text (KEY_STR), not as a number."""
+        kinds = set()
+        for fmt in self.formats.values():
+            for f in fmt.fields:
+                if f.name == self.field:
+                    kinds.add(bool(f.is_string))
+        if len(kinds) > 1:
+            raise UsageError(f"field {self.field!r} is a string in some matched tracepoints "
+                             "and a number in others: match fewer events")
+        return kinds == {True}
 
     def start(self, *, pid: int | None = None, cgroup: str | None = None,
               include_self: bool = False) -> None:
@@ -195,9 +251,12 @@ class Engine:
         for kind, prog in progs.items():
             obj.set_autoload(prog, kind in kinds)
         ro = obj.rodata
+        self.str_key = bool(self.field and formats and self._string_field())
         parts = 0
         for k in self.keys:
             parts |= KEY_BITS[k]
+        if self.str_key and "field" in self.keys:
+            parts = (parts & ~KEY_BITS["field"]) | KEY_BITS["str"]
         if "ustack" in self.keys:
             parts |= KEY_BITS["pid"]  # user frames are symbolized per process
         if len(self.probes) > 1 or self.trace:
@@ -215,21 +274,15 @@ class Engine:
         if self.vma_select:
             ro["vma_select"] = VMA_KINDS[self.vma_select]
         ro["trace_mode"] = self.trace
-        if formats and (self.field or self.sum_field or self.filter_text or self.trace
-                        or self.probe_filters or ("file" in self.keys and self.file_fields)):
+        if formats and (self.field or self.sum_field or self.sum2_field or self.filter_text
+                        or self.trace or self.probe_filters
+                        or ("file" in self.keys and self.file_fields)):
             ro["need_record"] = True
             ro["record_size"] = min(512, max(f.size for f in formats))
-        if self.field and formats:
-            off, size, signed = self._field_layout(formats, self.field, "field")
-            ro["field_off"], ro["field_size"], ro["field_signed"] = off, size, signed
         ro["perf_field_addr"] = self.field == "addr" and not formats
-        if self.sum_field and formats:
-            off, size, signed = self._field_layout(formats, self.sum_field, "sum field")
-            ro["sum_off"], ro["sum_size"], ro["sum_signed"] = off, size, signed
-        if "file" in self.keys and self.file_fields and formats:
-            ino, dev = self.file_fields
-            ro["file_ino_off"], ro["file_ino_size"], _ = self._field_layout(formats, ino, "field")
-            ro["file_dev_off"], ro["file_dev_size"], _ = self._field_layout(formats, dev, "field")
+        if formats:
+            ro["layouts"] = self._layouts()
+        ro["count_unstarted"] = self.count_unstarted
         if (self.filter_text or self.probe_filters) and formats:
             self._set_filter(ro, formats)
         if self.pairs:
@@ -242,7 +295,7 @@ class Engine:
             ro["probe_role"], ro["probe_partner"] = bytes(role), bytes(partner)
             ro["want_hist"] = self.hist
             ro["hist_div"] = HIST_UNITS[self.hist_unit]
-        if "cgroup" in self.keys:
+        if "cgroup" in self.keys or self.trace:
             ro["cgroup_v1"] = kernel.cgroup_v1_memory()
         ro["self_tgid"] = 0 if include_self else __import__("os").getpid()
         if pid is not None:
@@ -396,11 +449,12 @@ class Engine:
         stale = []
         for i in range(len(keys)):
             kb = raw[i].tobytes()
-            c, s, t = int(vals[i]["count"]), int(vals[i]["sum"]), int(vals[i]["time_ns"])
-            pc, ps, pt = self._prev.get(kb, (0, 0, 0))
-            if c > pc:
-                self._add(keys[i], c - pc, s - ps, t - pt, int(vals[i]["max_ns"]))
-                self._prev[kb] = (c, s, t)
+            now = self._value_tuple(vals[i])
+            prev = self._prev.get(kb, (0, 0, 0, 0))
+            if now[0] > prev[0]:
+                self._add(keys[i], *(a - b for a, b in zip(now, prev)),
+                          max_ns=int(vals[i]["max_ns"]))
+                self._prev[kb] = now
                 self._idle[kb] = 0
             else:
                 idle = self._idle.get(kb, 0) + 1
@@ -414,13 +468,14 @@ class Engine:
                     self._stack_seen[h] = self._tick
         for kb, key in stale:
             final = counts.lookup_and_delete(kb)
-            pc, ps, pt = self._prev.pop(kb, (0, 0, 0))
+            prev = self._prev.pop(kb, (0, 0, 0, 0))
             self._idle.pop(kb, None)
             if final is not None:
                 v = np.frombuffer(final[: self._val_dtype.itemsize], self._val_dtype)[0]
-                if int(v["count"]) > pc:
-                    self._add(key, int(v["count"]) - pc, int(v["sum"]) - ps,
-                              int(v["time_ns"]) - pt, int(v["max_ns"]))
+                now = self._value_tuple(v)
+                if now[0] > prev[0]:
+                    self._add(key, *(a - b for a, b in zip(now, prev)),
+                              max_ns=int(v["max_ns"]))
         self._prune_stacks()
 
     def _prune_stacks(self) -> None:
@@ -432,7 +487,13 @@ class Engine:
             del self._stack_seen[h]
             stacks.delete(int(h).to_bytes(8, "little"))
 
-    def _add(self, key, count: int, total: int, time_ns: int = 0, max_ns: int = 0) -> None:
+    @staticmethod
+    def _value_tuple(v) -> tuple[int, int, int, int]:
+        """The cumulative parts of a value: (count, sum, sum2, time_ns)."""
+        return int(v["count"]), int(v["sum"]), int(v["sum2"]), int(v["time_ns"])
+
+    def _add(self, key, count: int, total: int, total2: int = 0, time_ns: int = 0,
+             max_ns: int = 0) -> None:
         """Fold one kernel key into the report accumulator, by the parts the user chose
         (a user stack is keyed by process in the kernel, merged here when -P is off)."""
         pid = int(key["tgid"])
@@ -459,7 +520,8 @@ class Engine:
             elif k == "probe":
                 parts.append(int(key["probe"]))
             elif k == "field":
-                parts.append(int(key["field"]))
+                parts.append(bytes(key["str"]).split(b"\0", 1)[0].decode(errors="replace")
+                             if self.str_key else int(key["field"]))
             elif k == "file":
                 parts.append((int(key["file_dev"]), int(key["file_ino"])))
             elif k == "vma":
@@ -471,22 +533,23 @@ class Engine:
                 _, (oc, *_rest) = self._acc.popitem(last=False)  # least recently counted
                 self._pruned_report_keys += 1
                 self._pruned_report_events += oc
-            self._acc[tkey] = [count, total, time_ns, max_ns]
+            self._acc[tkey] = [count, total, total2, time_ns, max_ns]
         else:
             slot[0] += count
             slot[1] += total
-            slot[2] += time_ns
-            slot[3] = max(slot[3], max_ns)
+            slot[2] += total2
+            slot[3] += time_ns
+            slot[4] = max(slot[4], max_ns)
             self._acc.move_to_end(tkey)
 
     def collect(self) -> list[Entry]:
         """Counts since the last collect (the map is read first), largest last."""
         self._read_tick()
         out = []
-        for tkey, (count, total, time_ns, max_ns) in self._acc.items():
+        for tkey, (count, total, total2, time_ns, max_ns) in self._acc.items():
             parts = dict(zip(self.keys, tkey))
             self._decode_parts(parts)
-            out.append(Entry(parts, count, total, time_ns, max_ns))
+            out.append(Entry(parts, count, total, total2, time_ns, max_ns))
         self._acc.clear()
         out.sort(key=lambda e: (e.count, str(e.parts)))
         return out
@@ -502,7 +565,8 @@ class Engine:
         probe = self.probe_by_id.get(n)
         rec: dict[str, Any] = {"ts_ns": int(ev["ts_ns"]), "pid": int(ev["tgid"]),
                                "tid": int(ev["tid"]), "comm": comm_str(bytes(ev["comm"])),
-                               "cpu": int(ev["cpu"]),
+                               "cpu": int(ev["cpu"]), "uid": int(ev["uid"]),
+                               "cgroup_id": int(ev["cgroup"]),
                                "probe": probe.text if probe else f"probe#{n}"}
         fmt = self.formats.get(n)
         if fmt is not None and int(ev["size"]):

@@ -185,6 +185,12 @@ def list_events(pattern: str, root: str | None = None) -> list[tuple[str, str]]:
     return sorted(found)
 
 
+def value_layout(f: Field) -> tuple[int, int, bool]:
+    """(offset, size, signed) of the bytes that hold a scalar field's value (a syscall's
+    `int` argument is 4 bytes of its 8-byte slot)."""
+    return _value_layout(f)
+
+
 def _value_layout(f: Field) -> tuple[int, int, bool]:
     """(offset, size, signed) of the bytes that hold a scalar field's value."""
     narrow = _NARROW.get(_base_type(f.type))
