@@ -73,6 +73,15 @@ TOOLS: tuple[Tool, ...] = (
                                                                "fd", "off")),)),
                 Need("results", (Tracepoint("syscalls", "sys_exit_mmap",
                                                    fields=("ret",)),)))),
+    Tool("shmsnoop", "memlens.tools.shmsnoop",
+         "trace shmget/shmat/shmdt/shmctl calls: flags, commands, results (BCC shmsnoop)",
+         needs=(Need("calls", (AllOf(
+             Tracepoint("syscalls", "sys_enter_shmget", fields=("key", "size", "shmflg")),
+             Tracepoint("syscalls", "sys_enter_shmat", fields=("shmid", "shmaddr", "shmflg")),
+             Tracepoint("syscalls", "sys_enter_shmdt", fields=("shmaddr",)),
+             Tracepoint("syscalls", "sys_enter_shmctl", fields=("shmid", "cmd", "buf"))),)),
+                Need("results", (AllOf(*(Tracepoint("syscalls", f"sys_exit_{s}", fields=("ret",))
+                                         for s in ("shmget", "shmat", "shmdt", "shmctl"))),)))),
     Tool("brkstack", "memlens.tools.brkstack", "count brk() heap expansions by user stack",
          needs=(Need("brk() calls", (Tracepoint("syscalls", "sys_enter_brk"),)),)),
     Tool("faults", "memlens.tools.faults",
