@@ -82,6 +82,16 @@ TOOLS: tuple[Tool, ...] = (
              Tracepoint("syscalls", "sys_enter_shmctl", fields=("shmid", "cmd", "buf"))),)),
                 Need("results", (AllOf(*(Tracepoint("syscalls", f"sys_exit_{s}", fields=("ret",))
                                          for s in ("shmget", "shmat", "shmdt", "shmctl"))),)))),
+    Tool("compactsnoop", "memlens.tools.compactsnoop",
+         "trace compaction episodes per zone: order, mode, latency, status (BCC compactsnoop)",
+         needs=(Need("episodes", (AllOf(
+             Tracepoint("compaction", "mm_compaction_begin", fields=("zone_start", "sync")),
+             Tracepoint("compaction", "mm_compaction_end",
+                        fields=("zone_start", "zone_end", "sync", "status"))),)),
+                Need("order", (Tracepoint("compaction", "mm_compaction_suitable",
+                                          fields=("nid", "idx", "order", "ret")),)),
+                Need("migrated pages", (Tracepoint("compaction", "mm_compaction_migratepages",
+                                                   fields=("nr_migrated", "nr_failed")),)))),
     Tool("brkstack", "memlens.tools.brkstack", "count brk() heap expansions by user stack",
          needs=(Need("brk() calls", (Tracepoint("syscalls", "sys_enter_brk"),)),)),
     Tool("faults", "memlens.tools.faults",
