@@ -47,6 +47,7 @@ static __always_inline void count_drop(__u32 kind)
 
 /* Filters, set from user space before load (rodata). */
 const volatile __u32 targ_tgid = 0;        /* 0 = every process */
+const volatile __u32 targ_tid = 0;         /* 0 = every thread (-t) */
 const volatile __u32 self_tgid = 0;        /* memlens itself: its own activity is noise */
 const volatile __u64 targ_cgroup_id = 0;   /* 0 = every cgroup; else the cgroup dir inode */
 const volatile bool targ_cgroup_v1 = false; /* compare the v1 memory hierarchy, not v2 */
@@ -92,8 +93,11 @@ static __always_inline bool cgroup_allowed_task(struct task_struct *task)
 
 static __always_inline bool task_allowed(void)
 {
-	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tgid = id >> 32;
 	if (targ_tgid && tgid != targ_tgid)
+		return false;
+	if (targ_tid && (__u32)id != targ_tid)
 		return false;
 	if (self_tgid && tgid == self_tgid)
 		return false;

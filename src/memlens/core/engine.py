@@ -229,7 +229,7 @@ class Engine:
         return kinds == {True}
 
     def start(self, *, pid: int | None = None, cgroup: str | None = None,
-              include_self: bool = False) -> None:
+              include_self: bool = False, tid: int | None = None) -> None:
         from memlens.core import kernel, tpformat
         from memlens.core.drops import Losses
         from memlens.core.loader import BpfObject
@@ -300,6 +300,8 @@ class Engine:
         ro["self_tgid"] = 0 if include_self else __import__("os").getpid()
         if pid is not None:
             ro["targ_tgid"] = pid
+        if tid is not None:
+            ro["targ_tid"] = tid  # a thread (-t), filtered in the kernel
         if cgroup:
             cg_id, v1 = kernel.cgroup_target(cgroup)
             ro["targ_cgroup_id"], ro["targ_cgroup_v1"] = cg_id, v1
@@ -385,6 +387,18 @@ class Engine:
         for rec in self._seen_ring.consume_fixed(self._seen_dtype):
             self._watch(int(rec["tgid"]), bytes(rec["comm"]), int(rec["ustack"]))
         events = self._events() if self.trace else []
+        if self.trace and (self._parts & (KEY_BITS["ustack"] | KEY_BITS["kstack"])):
+            # events' stacks are resolved by the caller in this poll: after a few ticks
+            # their entries in the stack store can go, or a long trace would fill it
+            for ev in events:
+                for part in ("ustack", "kstack"):
+                    h = int(ev[part])
+                    if h:
+                        self._stack_seen[h] = self._tick
+            if time.monotonic() >= self._next_tick:
+                self._next_tick = time.monotonic() + TICK_S
+                self._tick += 1
+                self._prune_stacks()
         if not self.trace and time.monotonic() >= self._next_tick:
             self._read_tick()
         return events
