@@ -213,7 +213,8 @@ class ShmsnoopTool:
             choose(registry.hooks_of("shmsnoop", need), "shmsnoop")
         # bpf_ktime_get_ns is CLOCK_MONOTONIC
         self.mono_to_wall = time.time() - time.monotonic()
-        self.engine.start(pid=self.args.pid, cgroup=self.args.cgroup)
+        # -t is filtered in the kernel too (the Python check below stays as a guard)
+        self.engine.start(pid=self.args.pid, cgroup=self.args.cgroup, tid=self.tid)
 
     def poll(self, timeout: float) -> list[dict]:
         out: list[dict] = []
