@@ -604,6 +604,13 @@ class AllOf(Hook):
 
     @property
     def label(self) -> str:
+        tps = [h for h in self.hooks if isinstance(h, Tracepoint)]
+        if len(tps) == len(self.hooks) > 1 and len({h.category for h in tps}) == 1:
+            # "tracepoints vmscan:mm_vmscan_direct_reclaim_begin, ...end": one line in doctor
+            names = [h.name for h in tps]
+            common = os.path.commonprefix(names)
+            rest = [f"...{n[len(common):]}" for n in names[1:]]
+            return f"tracepoints {tps[0].category}:{names[0]}, " + ", ".join(rest)
         return " + ".join(h.label for h in self.hooks)
 
     def probe(self) -> tuple[bool, str]:
