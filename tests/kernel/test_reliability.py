@@ -203,18 +203,40 @@ def test_a_signal_at_any_moment_of_start_up_ends_cleanly(sleeper):
 
 # --- 4. a -p target that exits -------------------------------------------------------------
 
-P_TOOLS = [["oomkill", "--json"], ["mmapsnoop", "--json"], ["brkstack", "--json"],
-           ["memleak", "--kernel", "--json"], ["count", "sw:page-faults", "--json"],
-           ["trace", "t:syscalls:sys_enter_brk", "--json"], ["swapin", "--json"],
-           ["faults", "--json"], ["memleak", "--json"], ["growth", "--json"]]
+# the arguments a tool needs besides -p (its probes)
+PROBE_ARGS = {"stackcount": ["-U", "sw:page-faults"], "funccount": ["t:syscalls:sys_enter_brk"],
+              "trace": ["t:syscalls:sys_enter_brk"], "count": ["sw:page-faults"]}
+
+
+def _tools_with_p() -> list[list[str]]:
+    """Every registered tracing command that takes -p (the ones added since included)."""
+    import importlib
+
+    from memlens.cli import build_parser
+
+    out = []
+    for tool in registry.TOOLS:
+        if not tool.bpf:
+            continue
+        parser = build_parser(tool.name, importlib.import_module(tool.module).COMMAND)
+        opts = {o for a in parser._actions for o in a.option_strings}
+        if "-p" in opts:
+            out.append([tool.name, *PROBE_ARGS.get(tool.name, []),
+                        *(["--json"] if "--json" in opts else [])])
+    return out
 
 
 def test_every_tool_with_p_ends_with_its_final_report_when_the_target_exits():
     def one(argv):
-        target = subprocess.Popen(["sleep", "3"])
+        target = subprocess.Popen(["sleep", "2"])
         try:
             run = ToolRun(*argv, "-p", str(target.pid), "-d", "60")
-            run.wait_attached(30)
+            try:
+                run.wait_attached(30)
+            except AssertionError as err:
+                if run.proc.returncode == 4:  # this kernel lacks the tool's hook
+                    return argv, target.pid, None, 0.0, str(err), []
+                raise
             target.wait()
             t_exit = time.monotonic()
             rc = run.wait(30)
@@ -223,13 +245,21 @@ def test_every_tool_with_p_ends_with_its_final_report_when_the_target_exits():
             target.kill()
             target.wait()
 
-    with ThreadPoolExecutor(max_workers=5) as pool:
-        results = list(pool.map(one, P_TOOLS))
+    tools = _tools_with_p()
+    assert len(tools) >= 15, tools
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        results = list(pool.map(one, tools))
+    ran = 0
     for argv, pid, rc, took, err, recs in results:
+        if rc is None:
+            continue
+        ran += 1
         assert rc == 0, f"{argv}: {err}"
         assert took < 5, f"{argv}: {took:.1f}s after the target exited"
         assert err.count(f"memlens: PID {pid} exited: final report") == 1, f"{argv}: {err}"
-        assert recs and recs[-1]["type"] == "summary", f"{argv}: {recs[-3:]}"
+        if "--json" in argv:
+            assert recs and recs[-1]["type"] == "summary", f"{argv}: {recs[-3:]}"
+    assert ran >= 15
 
 
 # --- 5. memlens killed with SIGKILL while it runs -c's command ----------------------------

@@ -294,6 +294,23 @@ def test_target_exit_is_seen_through_a_pidfd_and_the_runner_says_so():
     target.close()
 
 
+def test_a_tool_with_p_that_says_nothing_is_ended_by_run_cli_when_its_target_exits():
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signal handlers need the main thread")
+    child = subprocess.Popen(["sleep", "0.3"])
+
+    class Plain(_SlowStart):  # no `finished`: a tool written before (or without) it
+        def start(self):
+            self.calls.append("start")
+
+    tool = Plain(threading.Event())
+    t0 = time.monotonic()
+    rc = run_cli(tool, argparse.Namespace(pid=child.pid, duration=30), sinks.Sink(None))
+    child.wait()
+    assert rc == 0 and time.monotonic() - t0 < 5
+    assert tool.calls == ["start", "report", "summary", "close"]
+
+
 def test_counting_tools_and_the_snoops_finish_when_their_target_exits():
     from memlens.core.countingtool import CountingTool
 

@@ -201,6 +201,10 @@ def run_cli(tool, args, sink) -> int:
     the traced process's exit); 128 + the signal's number when a signal came before every
     probe was attached (nothing traced, no report, files not written)."""
     installed_here = not SIGNALS.active and SIGNALS.install()
+    pid = getattr(args, "pid", None)
+    if isinstance(pid, int) and not (hasattr(type(tool), "finished")
+                                     or "finished" in getattr(tool, "__dict__", {})):
+        tool = EndsWithTarget(tool, pid)
     runner = Runner(duration=getattr(args, "duration", None),
                     interval=getattr(args, "interval", None), count=getattr(args, "count", None),
                     stop=SIGNALS.event if SIGNALS.active else None)
@@ -226,3 +230,38 @@ def run_cli(tool, args, sink) -> int:
 @contextmanager
 def _nothing() -> Iterator[None]:
     yield
+
+
+class EndsWithTarget:
+    """A tool given -p that does not say itself when it is finished: it is, once that
+    process has exited (checked through a pidfd taken right after the tool's start, which
+    checked the PID).  Every other attribute is the tool's."""
+
+    def __init__(self, tool, pid: int):
+        from memlens.core.session import TargetExit
+
+        self._tool, self._pid = tool, pid
+        self._target = TargetExit(None)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._tool, name)
+
+    def start(self) -> None:
+        from memlens.core.session import TargetExit
+
+        self._tool.start()
+        self._target = TargetExit(self._pid)
+
+    @property
+    def finished(self) -> bool:
+        return self._target.exited()
+
+    @property
+    def finish_reason(self) -> str:
+        return self._target.reason
+
+    def close(self) -> None:
+        try:
+            self._target.close()
+        finally:
+            self._tool.close()
