@@ -471,7 +471,7 @@ def test_a_map_size_the_kernel_refuses_names_the_option(monkeypatch):
 # --- 8. stacks left unsymbolized are counted ----------------------------------------------
 
 def test_a_stack_of_a_process_gone_before_its_symbols_were_read_is_a_loss():
-    from memlens.core.stackresolve import StackResolver, SymbolLosses
+    from memlens.core.stackresolve import LOST_SYMBOLS_UNMAPPED, StackResolver
 
     malloc = ctypes.cast(ctypes.CDLL(None).malloc, ctypes.c_void_p).value
 
@@ -485,19 +485,14 @@ def test_a_stack_of_a_process_gone_before_its_symbols_were_read_is_a_loss():
     frames = res.user_frames(gone.pid, 7)
     assert all(f.symbol is None for f in frames)
     res.user_frames(gone.pid, 7)  # cached: not counted twice
-    losses = SymbolLosses()
-
-    class Engine:
-        resolver = res
-
-    assert losses.new(Engine) == [{"type": "lost", "what": "symbols",
-                                   "reason": "process gone before its symbols were read",
-                                   "count": 1, "total": 1}]
-    assert losses.new(Engine) == []
-    assert losses.totals({"events": 0}) == {"events": 0, "symbols": 1}
+    assert res.new_losses() == [{"type": "lost", "what": "symbols",
+                                 "reason": "process gone before its symbols were read",
+                                 "count": 1, "total": 1}]
+    assert res.new_losses() == []
+    assert res.lost_symbols == 1
     res.user_frames(os.getpid(), 8)  # a live process: symbolized, nothing lost
     assert res.new_losses() == []
     res.user_frames(os.getpid(), 9)  # alive, but the addresses are in none of its mappings
-    assert [r["reason"] for r in res.new_losses()] == [SymbolLosses.REASON_UNMAPPED]
-    assert losses.totals() == {"symbols": 2}
+    assert [r["reason"] for r in res.new_losses()] == [LOST_SYMBOLS_UNMAPPED]
+    assert res.lost_symbols == 2
 

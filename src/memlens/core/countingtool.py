@@ -30,7 +30,6 @@ from memlens.core.session import (
     positive_float,
     positive_int,
 )
-from memlens.core.stackresolve import SymbolLosses
 from memlens.errors import UsageError
 from memlens.output.table import escape
 
@@ -57,6 +56,7 @@ class CountSpec:
     keys: tuple[str, ...] = ("probe",)
     field: str | None = None         # tracepoint field (or "addr" of a perf event) as a key
     sum_field: str | None = None
+    sum2_field: str | None = None    # a second summed field ("sum2" in entries)
     filter: str | None = None
     layout: str = "table"            # stacks: BCC stackcount blocks; table: columns
     unit: str = "count"              # what a count counts, in JSON summaries and flame graphs
@@ -75,6 +75,7 @@ class CountSpec:
     pairs: dict[str, str] | None = None
     hist: bool = False
     hist_unit: str = "usecs"
+    count_unstarted: bool = False    # ends whose begin came before tracing: counted, untimed
     probe_filters: dict[str, str] | None = None  # a filter for one probe only
     # hook -> plan: the registry declares the hooks (best first, doctor shows the choice);
     # the first the kernel offers decides which probes are attached
@@ -101,13 +102,14 @@ class CountingTool:
                              filter=filter, max_keys=max_keys, stack_storage=stack_storage,
                              file_fields=spec.file_fields, vma_select=spec.vma_select,
                              probe_filters=spec.probe_filters, pairs=spec.pairs,
-                             hist=spec.hist, hist_unit=spec.hist_unit)
+                             hist=spec.hist, hist_unit=spec.hist_unit,
+                             sum2_field=spec.sum2_field,
+                             count_unstarted=spec.count_unstarted)
         self.what = spec.what + (f" for PID {args.pid}" if getattr(args, "pid", None) else "")
         self.total = 0
         self.entries_seen = 0
         self.column_totals: dict[str, int] = {}
         self.target = TargetExit(None)
-        self.symbol_losses = SymbolLosses()
 
     def start(self) -> None:
         from memlens.core.privileges import require_tracing_privileges
@@ -134,7 +136,7 @@ class CountingTool:
     def lost(self) -> list[dict]:
         """The engine's losses, and stacks printed unsymbolized (their process was gone
         before its memory map was read): counted by the engine's resolver."""
-        return [*self.engine.lost(), *self.symbol_losses.new(self.engine)]
+        return [*self.engine.lost()]
 
     def report(self, final: bool) -> list[dict]:
         entries = [self._entry(e) for e in self.engine.collect()]
@@ -174,6 +176,8 @@ class CountingTool:
         out["count"] = e.count
         if self.engine.sum_field:
             out["sum"] = e.sum
+        if self.engine.sum2_field:
+            out["sum2"] = e.sum2
         if self.engine.pairs:
             out["time_ns"], out["max_ns"] = e.time_ns, e.max_ns
         return out
@@ -183,7 +187,7 @@ class CountingTool:
 
     def summary(self) -> list[dict]:
         rec = {"type": "summary", self.spec.unit: self.total, "keys": self.entries_seen,
-               "lost": self.symbol_losses.totals(self.engine.total_lost()),
+               "lost": self.engine.total_lost(),
                "probes": [p.text for p in self.engine.probes]}
         for col, total in self.column_totals.items():
             rec.setdefault(col, total)
@@ -204,7 +208,7 @@ def pivot_columns(entries: list[dict], columns: dict[str, str],
         col = columns.get(e.get("probe", ""))
         if col is None:
             continue
-        rest = {k: v for k, v in e.items() if k not in ("probe", "count", "sum")}
+        rest = {k: v for k, v in e.items() if k not in ("probe", "count", "sum", "sum2")}
         key = tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in rest.items())
         row = rows.get(key)
         if row is None:

@@ -305,7 +305,7 @@ class Engine:
         if cgroup:
             cg_id, v1 = kernel.cgroup_target(cgroup)
             ro["targ_cgroup_id"], ro["targ_cgroup_v1"] = cg_id, v1
-        obj.set_max_entries("counts", self.max_keys)
+        obj.set_max_entries("counts", self.max_keys, "--max-keys")
         obj.set_max_entries("stacks", self.max_stacks)
         if not self.trace:
             obj.set_max_entries("events", 4096)  # unused: smallest ring (one page)
@@ -657,6 +657,8 @@ class Engine:
         """Losses since the last call as "lost" records: the kernel's drops, and report keys
         pruned here when more distinct keys arrived between two reports than REPORT_LIMIT."""
         out = self.losses.new()
+        if self.resolver is not None:  # stacks left as bare addresses (process gone, ...)
+            out.extend(self.resolver.new_losses())
         if self._pruned_report_keys:
             out.append({"type": "lost", "what": "report_keys",
                         "reason": f"more than {REPORT_LIMIT} keys between reports: the least "
@@ -667,7 +669,10 @@ class Engine:
         return out
 
     def total_lost(self) -> dict[str, int]:
-        return self.losses.totals()
+        out = self.losses.totals()
+        if self.resolver is not None and self.resolver.lost_symbols:
+            out["symbols"] = self.resolver.lost_symbols
+        return out
 
     def close(self) -> None:
         if getattr(self, "_ep", None) is not None:

@@ -13,7 +13,7 @@
   mapped, or of a zombie): `unsymbolized`; else the process lives but the addresses are
   in none of its mappings (it exec'd since, JIT code without a perf map): `unmapped`.
   `new_losses()` gives them as "lost" records of what "symbols", like every other loss
-  (DESIGN §3), and `SymbolLosses` lets a tool report them.
+  (DESIGN §3); the engine reports them with its other losses.
 """
 from __future__ import annotations
 
@@ -157,9 +157,9 @@ class StackResolver:
         taken once, whoever asks: the engine or the tool)."""
         out = []
         for total, seen, reason in zip((self.unsymbolized, self.unmapped), self._reported,
-                                       (SymbolLosses.REASON, SymbolLosses.REASON_UNMAPPED)):
+                                       (LOST_SYMBOLS_GONE, LOST_SYMBOLS_UNMAPPED)):
             if total > seen:
-                out.append({"type": "lost", "what": SymbolLosses.WHAT, "reason": reason,
+                out.append({"type": "lost", "what": LOST_SYMBOLS_WHAT, "reason": reason,
                             "count": total - seen, "total": total})
         self._reported = (self.unsymbolized, self.unmapped)
         return out
@@ -182,33 +182,10 @@ def _alive(pid: int) -> bool:
         return False
 
 
-class SymbolLosses:
-    """A tool's view of its engine's unsymbolized stacks: new ones as "lost" records every
-    poll and report, the run's total in the summary's "lost" (under "symbols")."""
-
-    WHAT = "symbols"
-    REASON = "process gone before its symbols were read"
-    REASON_UNMAPPED = "addresses in none of the process's mappings (exec'd since, or JIT)"
-
-    def __init__(self) -> None:
-        self._resolvers: list[StackResolver] = []
-
-    def _resolver(self, engine) -> StackResolver | None:
-        res = getattr(engine, "resolver", engine)
-        if isinstance(res, StackResolver) and res not in self._resolvers:
-            self._resolvers.append(res)
-        return res if isinstance(res, StackResolver) else None
-
-    def new(self, engine) -> list[dict]:
-        res = self._resolver(engine)
-        return res.new_losses() if res is not None else []
-
-    def totals(self, base: dict[str, int] | None = None) -> dict[str, int]:
-        out = dict(base or {})
-        total = sum(r.lost_symbols for r in self._resolvers)
-        if total:
-            out[self.WHAT] = total
-        return out
+# What a stack left as bare addresses is reported as ("lost" records, DESIGN §3)
+LOST_SYMBOLS_WHAT = "symbols"
+LOST_SYMBOLS_GONE = "process gone before its symbols were read"
+LOST_SYMBOLS_UNMAPPED = "addresses in none of the process's mappings (exec'd since, or JIT)"
 
 
 # Frames of the tracing machinery itself, on top of kernel stacks taken from a BPF program

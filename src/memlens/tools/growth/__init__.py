@@ -36,7 +36,6 @@ from memlens.core.session import (
     positive_float,
     positive_int,
 )
-from memlens.core.stackresolve import SymbolLosses
 from memlens.errors import UsageError
 from memlens.output.sinks import add_output_options, check_output_options
 
@@ -160,7 +159,6 @@ class GrowthTool:
         self.prexec_pages = 0
         self.tmpfs: tuple[str, ...] = ()
         self._gone = False
-        self.symbol_losses = SymbolLosses()
         # -c: the command stopped at its exit (tracer thread) until we read its last RSS
         self._exit_req = threading.Event()
         self._exit_ack = threading.Event()
@@ -245,7 +243,7 @@ class GrowthTool:
 
     def _lost(self) -> list[dict]:
         assert self.engine is not None
-        return [*self.engine.lost(), *self.symbol_losses.new(self.engine)]
+        return [*self.engine.lost()]
 
     @property
     def finished(self) -> bool:
@@ -343,8 +341,7 @@ class GrowthTool:
             "faulted_pages_total": self.run_paths.total(),
             "paths": paths, "paths_total": len(self.run_paths),
             "other_pages": self.run_paths.total() - sum(p["pages"] for p in paths),
-            "lost": self.symbol_losses.totals(
-                self.engine.total_lost() if self.engine is not None else {}),
+            "lost": self.engine.total_lost() if self.engine is not None else {},
             "probes": [p.text for p in self.engine.probes] if self.engine else [],
         }
         if self.child is not None:

@@ -13,7 +13,6 @@ import time
 from typing import Any
 
 from memlens.core.session import TargetExit, add_common_options, check_pid_exists, positive_int
-from memlens.core.stackresolve import SymbolLosses
 from memlens.errors import UsageError
 from memlens.output.table import escape
 
@@ -59,7 +58,6 @@ class TraceTool:
         self.printed = 0
         self.done = False  # -M events printed
         self.target = TargetExit(None)
-        self.symbol_losses = SymbolLosses()
         self.header_done = False
         self.start_ns = 0
 
@@ -85,7 +83,7 @@ class TraceTool:
         return out
 
     def _lost(self) -> list[dict]:
-        return [*self.engine.lost(), *self.symbol_losses.new(self.engine)]
+        return [*self.engine.lost()]
 
     @property
     def finished(self) -> bool:
@@ -116,7 +114,7 @@ class TraceTool:
 
     def summary(self) -> list[dict]:
         return [{"type": "summary", "events": self.printed,
-                 "lost": self.symbol_losses.totals(self.engine.total_lost()),
+                 "lost": self.engine.total_lost(),
                  "probes": [p.text for p in self.engine.probes],
                  "filter": self.args.filter}]
 
