@@ -11,18 +11,18 @@ CO-RE, from `kprobe:kmem_cache_alloc` or, since 6.10's allocation tagging rename
 (commit 7bd230a26648), `kmem_cache_alloc_noprof` (bcc PR #5168) — neither counts
 kmem_cache_alloc_node/_lru, and neither runs without kprobes.
 
-Here (hooks declared in the registry, `memlens doctor` shows the choice):
+Here, on the counting engine (hooks declared in the registry, `memlens doctor` shows them):
   - tracepoint kmem:kmem_cache_alloc, whose record carries the cache's name as a
     __data_loc string since 6.1 (commit 2c1d697fb8ba): every kmem_cache_alloc* entry point
-    fires it, and no kernel struct is read; else kprobes on kmem_cache_alloc(_node, _lru)
-    reading the struct with CO-RE (kernels before 6.1);
-  - tracepoint kmem:kmalloc (and kmalloc_node where it exists, before 6.1): kmalloc has no
-    cache name in its record, so it is keyed by bytes_alloc and by the gfp bits that choose
-    the kmalloc cache type (kmalloc_type()), and named here: kmalloc-96, kmalloc-cg-1k,
-    kmalloc-rcl-64, dma-kmalloc-8k; above the largest kmalloc cache the pages come from the
-    page allocator ("kmalloc-large-16k").
-Counting happens in the kernel in this tool's own small BPF program: the counting engine
-can key by one integer field only, not by a string (see README.md).
+    fires it, and no kernel struct is read.  An engine keys it by that string, summing
+    bytes_alloc.  Kernels before 6.1 have no name there, and the kprobe fallback the
+    registry declares (reading struct kmem_cache with CO-RE) is not something the engine
+    can do: exit 4 there (README.md, "Engine gaps");
+  - tracepoint kmem:kmalloc (kmalloc_node too since 6.1): kmalloc has no cache name
+    in its record; a second engine keys it by bytes_alloc, the size class, named here:
+    kmalloc-96, kmalloc-1k; above the largest kmalloc cache the pages come from the page
+    allocator ("kmalloc-large-16k").  The engine keys one field, so kmalloc's cache type
+    (cg, rcl, dma: from gfp_flags) is not told apart: kmalloc-1k counts kmalloc-cg-1k's too.
 
 SLUB merges caches of the same geometry: an allocation from a merged cache carries the
 name of the cache that was created first (/sys/kernel/slab/NAME is then a symlink to
@@ -31,7 +31,6 @@ name of the cache that was created first (/sys/kernel/slab/NAME is then a symlin
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from typing import Any
@@ -40,10 +39,8 @@ from memlens.core.session import add_common_options, positive_float, positive_in
 from memlens.errors import UsageError
 
 SORTS = ("size", "count", "name")
-KIND_PREFIX = {1: "kmalloc-", 2: "kmalloc-cg-", 3: "kmalloc-rcl-", 4: "dma-kmalloc-"}
-# kprobe fallback (kernels before 6.1): every entry point of the time (the _lru one since
-# 5.19); 6.10+ renamed them *_noprof, but those kernels have the named tracepoint
-KPROBE_FUNCS = ("kmem_cache_alloc", "kmem_cache_alloc_node", "kmem_cache_alloc_lru")
+CACHE_ALLOC = "t:kmem:kmem_cache_alloc"
+KMALLOC = "t:kmem:kmalloc"  # kmalloc_node's own event went in 6.1, before names came
 
 EXAMPLES = """\
 examples:
@@ -54,22 +51,23 @@ examples:
 
 output (`memlens slabratetop -C -p PID 2 1`, a program opening and closing 23 TCP sockets
 and 23 pipes: tests/workloads/slab_loop.c):
-  11:31:22 loadavg: 3.22 1.44 1.62 3/127 9863
+  11:43:35 loadavg: 2.68 2.49 2.41 1/133 9318
 
   CACHE                            ALLOCS      BYTES
   TCP                                  23      54464
-  kmalloc-cg-1k                        23      23552
+  kmalloc-1k                           23      23552
   sock_inode_cache                     23      19136
   inode_cache                          23      14352
   filp                                 69      13248
   dentry                               46       8832
-  kmalloc-cg-192                       23       4416
+  kmalloc-192                          23       4416
   lsm_file_cache                       69       1656
   lsm_inode_cache                      46       1472
 
-CACHE   the slab cache: named caches from kmem_cache_alloc*(); kmalloc() by size class and
-        type (kmalloc-N, kmalloc-cg-N, kmalloc-rcl-N, dma-kmalloc-N; kmalloc-large-N for
-        allocations above the largest kmalloc cache, served by the page allocator)
+CACHE   the slab cache: named caches from kmem_cache_alloc*(); kmalloc() by size class
+        (kmalloc-N, whichever of kmalloc-N, kmalloc-cg-N, kmalloc-rcl-N, dma-kmalloc-N
+        served it; kmalloc-large-N for allocations above the largest kmalloc cache,
+        served by the page allocator)
 ALLOCS  allocations in the interval; BYTES: their object sizes added up
 Merged caches (SLUB) carry the name of the first cache of their group.
 """
@@ -99,133 +97,108 @@ def read_slabinfo(path: str = "/proc/slabinfo") -> dict[str, int]:
 
 
 class SlabratetopTool:
-    """The runner protocol (core/runner.py): one BPF object, its `counts` map drained
-    every report (lookup-and-delete: nothing counted between a read and a reset is lost)."""
+    """The runner protocol (core/runner.py) over two counting engines: named caches keyed by
+    their name, kmalloc keyed by its size class."""
 
     name = "slabratetop"
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
-        self.obj = None
+        self.engines: list = []   # named caches, then kmalloc (when its tracepoint is here)
         self.hook_labels: list[str] = []
         pid = getattr(args, "pid", None)
         self.what = "slab allocations by cache" + (f" for PID {pid}" if pid else "")
         self.totals: dict[str, list[int]] = {}
-        self.reports = 0
         self.max_kmalloc = 8192
 
     def start(self) -> None:
         from memlens import registry
-        from memlens.core import kernel, tpformat
-        from memlens.core.drops import Losses
-        from memlens.core.hooks import Kprobe, Tracepoint, choose
-        from memlens.core.loader import BpfObject
+        from memlens.core import kernel
+        from memlens.core.engine import Engine
+        from memlens.core.hooks import Tracepoint, choose
         from memlens.core.privileges import require_tracing_privileges
-        from memlens.core.session import configure_filters
+        from memlens.core.probespec import parse_all
+        from memlens.errors import KernelLacks
 
         require_tracing_privileges(self.name)
-        root = kernel.ensure_tracefs()
+        kernel.ensure_tracefs()
         cache_hook = choose(registry.hooks_of(self.name, 0), self.name)
-        kmalloc_ok = any(h.probe()[0] for h in registry.hooks_of(self.name, 1))
-        self.obj = obj = BpfObject.open("tools/slabratetop/slabratetop.bpf.o")
-        configure_filters(obj, self.args)
-        ro = obj.rodata
-        obj.set_max_entries("counts", getattr(self.args, "max_keys", 10240))
-        kprobes: list[str] = []
-        if isinstance(cache_hook, Tracepoint):
-            fmt = tpformat.read_format("kmem", "kmem_cache_alloc")
-            ro["cache_name_off"] = fmt.field("name").offset
-            ro["cache_bytes_off"] = fmt.field("bytes_alloc").offset
-        elif isinstance(cache_hook, Kprobe):
-            kprobes = [f for f in KPROBE_FUNCS if Kprobe(f).probe()[0]]
-        obj.set_autoload("cache_alloc_tp", isinstance(cache_hook, Tracepoint))
-        obj.set_autoload("cache_alloc_kp", bool(kprobes))
-        kmalloc_events: list[str] = []
-        if kmalloc_ok:
-            fmt = tpformat.read_format("kmem", "kmalloc")
-            layout = (fmt.field("bytes_alloc").offset, fmt.field("gfp_flags").offset)
-            ro["kmalloc_bytes_off"], ro["kmalloc_gfp_off"] = layout
-            kmalloc_events.append("kmalloc")
-            # before 6.1 kmalloc_node was its own event, the same fields in the same places
-            if Tracepoint("kmem", "kmalloc_node").probe()[0]:
-                node = tpformat.read_format("kmem", "kmalloc_node")
-                if (node.field("bytes_alloc").offset, node.field("gfp_flags").offset) == layout:
-                    kmalloc_events.append("kmalloc_node")
-            text = _read(os.path.join(root, "events", "kmem", "kmalloc", "format"))
-            from memlens.tools.hfaults import gfp_bit
-
-            for var, flag in (("gfp_dma", "__GFP_DMA"), ("gfp_reclaimable", "__GFP_RECLAIMABLE"),
-                              ("gfp_account", "__GFP_ACCOUNT")):
-                ro[var] = gfp_bit(text, flag) or 0
+        if not isinstance(cache_hook, Tracepoint):
+            raise KernelLacks(f"slabratetop: no cache name in tracepoint {CACHE_ALLOC[2:]} "
+                              f"here (Linux 6.1+), and {cache_hook.label} would need the "
+                              "cache's struct read from its argument, which the counting "
+                              "engine cannot do")
+        max_keys = getattr(self.args, "max_keys", 10240)
+        self.engines.append(Engine(parse_all([CACHE_ALLOC]), keys=("field",), field="name",
+                                   sum_field="bytes_alloc", max_keys=max_keys))
+        self.hook_labels.append(cache_hook.label)
+        if any(h.probe()[0] for h in registry.hooks_of(self.name, 1)):
+            self.engines.append(Engine(parse_all([KMALLOC]), keys=("field",),
+                                       field="bytes_alloc", max_keys=max_keys))
+            self.hook_labels.append(f"tracepoint {KMALLOC[2:]}")
         else:
             write_stderr(f"memlens {self.name}: no tracepoint kmem:kmalloc here: kmalloc() "
                          "allocations are not counted")
-        obj.set_autoload("kmalloc_tp", bool(kmalloc_events))
-        obj.load()
-        if isinstance(cache_hook, Tracepoint):
-            obj.attach_tracepoint("cache_alloc_tp", "kmem", "kmem_cache_alloc")
-            self.hook_labels.append(cache_hook.label)
-        for func in kprobes:
-            obj.attach_kprobe("cache_alloc_kp", func)
-            self.hook_labels.append(f"kprobe {func}")
-        for ev in kmalloc_events:
-            obj.attach_tracepoint("kmalloc_tp", "kmem", ev)
-            self.hook_labels.append(f"tracepoint kmem:{ev}")
-        self.losses = Losses(obj, missing_stacks=False)
-        self.key_dtype = obj.struct_dtype("slab_key")
-        self.val_dtype = obj.struct_dtype("slab_value")
+        for eng in self.engines:
+            eng.start(pid=getattr(self.args, "pid", None),
+                      cgroup=getattr(self.args, "cgroup", None))
         sizes = [v for k, v in read_slabinfo().items() if k.startswith("kmalloc-")
                  and k[8:].rstrip("k").isdigit()]
         if sizes:
             self.max_kmalloc = max(sizes)
 
     def poll(self, timeout: float) -> list[dict]:
-        time.sleep(timeout)  # everything is counted in the kernel: nothing to read early
-        return self.losses.new()
+        out: list[dict] = []
+        for i, eng in enumerate(self.engines):
+            eng.poll(timeout if i == 0 else 0.0)
+            out.extend(eng.lost())
+        return out
 
-    def cache_name(self, key) -> str:
-        kind = int(key["kind"])
-        if kind == 0:
-            return bytes(key["name"]).split(b"\0", 1)[0].decode(errors="replace")
-        size = int(key["size"])
+    def kmalloc_name(self, size: int) -> str:
         if size > self.max_kmalloc:
             return f"kmalloc-large-{size_name(size)}"
-        return KIND_PREFIX.get(kind, "kmalloc-") + size_name(size)
+        return f"kmalloc-{size_name(size)}"
 
     def report(self, final: bool) -> list[dict]:
-        keys, vals = self.obj.map("counts").drain(self.key_dtype, self.val_dtype)
-        rows: dict[str, dict[str, Any]] = {}
-        for k, v in zip(keys, vals):
-            name = self.cache_name(k)
-            r = rows.setdefault(name, {"cache": name,
-                                       "kind": "cache" if int(k["kind"]) == 0 else "kmalloc",
-                                       "allocs": 0, "bytes": 0})
-            r["allocs"] += int(v["allocs"])
-            r["bytes"] += int(v["bytes"])
-        entries = sort_rows(list(rows.values()), getattr(self.args, "sort", "size"))
+        caches, *kmalloc = self.engines
+        rows = [{"cache": e.parts["field"], "kind": "cache", "allocs": e.count,
+                 "bytes": e.sum} for e in caches.collect()]
+        for eng in kmalloc:  # keyed by bytes_alloc: the size class
+            rows += [{"cache": self.kmalloc_name(e.parts["field"]), "kind": "kmalloc",
+                      "allocs": e.count, "bytes": e.count * e.parts["field"]}
+                     for e in eng.collect()]
+        merged: dict[str, dict[str, Any]] = {}
+        for r in rows:  # one row per name (a cache may be named like a kmalloc one)
+            m = merged.setdefault(r["cache"], {**r, "allocs": 0, "bytes": 0})
+            m["allocs"] += r["allocs"]
+            m["bytes"] += r["bytes"]
+        entries = sort_rows(list(merged.values()), getattr(self.args, "sort", "size"))
         for r in entries:
             t = self.totals.setdefault(r["cache"], [0, 0])
             t[0] += r["allocs"]
             t[1] += r["bytes"]
-        self.reports += 1
-        return [*self.losses.new(),
-                {"type": "report", "time": time.strftime("%H:%M:%S"),
-                 "timestamp": time.time(), "final": final,
-                 "interval_s": getattr(self.args, "interval", None),
-                 "loadavg": _read("/proc/loadavg").strip(), "entries": entries}]
+        lost = [r for eng in self.engines for r in eng.lost()]
+        return [*lost, {"type": "report", "time": time.strftime("%H:%M:%S"),
+                        "timestamp": time.time(), "final": final,
+                        "interval_s": getattr(self.args, "interval", None),
+                        "loadavg": _read("/proc/loadavg").strip(), "entries": entries}]
 
     def summary(self) -> list[dict]:
         caches = sort_rows([{"cache": k, "allocs": a, "bytes": b}
                             for k, (a, b) in self.totals.items()],
                            getattr(self.args, "sort", "size"))
+        lost: dict[str, int] = {}
+        for eng in self.engines:
+            for k, v in eng.total_lost().items():
+                lost[k] = lost.get(k, 0) + v
         return [{"type": "summary", "allocs": sum(c["allocs"] for c in caches),
                  "bytes": sum(c["bytes"] for c in caches), "caches": caches,
-                 "lost": self.losses.totals(), "hooks": self.hook_labels}]
+                 "lost": lost, "hooks": self.hook_labels}]
 
     def close(self) -> None:
-        if self.obj is not None:
-            self.obj.close()
-            self.obj = None
+        for eng in self.engines:
+            eng.close()
+        self.engines = []
 
 
 def sort_rows(rows: list[dict], sort: str) -> list[dict]:
