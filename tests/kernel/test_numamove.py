@@ -53,9 +53,9 @@ def _by_reason(run: ToolRun) -> tuple[dict[str, dict], dict]:
             for e in rec["entries"]:
                 r = rows.setdefault(e["reason"], {"calls": 0, "migrated_pages": 0,
                                                   "failed_pages": 0, "time_ns": 0,
-                                                  "timed_calls": 0})
+                                                  "max_ns": 0})
                 for k in r:
-                    r[k] += e[k]
+                    r[k] = max(r[k], e[k]) if k == "max_ns" else r[k] + e[k]
         elif rec["type"] == "summary":
             summary = rec
         assert rec["type"] != "lost", rec
@@ -123,15 +123,16 @@ def test_compaction_against_vmstat():
     assert comp["migrated_pages"] == moved - sum(v["migrated_pages"] for v in others.values())
     assert comp["failed_pages"] == failed - sum(v["failed_pages"] for v in others.values())
     assert total == moved and total_failed == failed
-    # the time: every call of the pass began after attach, so every call is timed, and
-    # their sum lies inside the writer's own lifetime; sub-ms calls add up in ns
+    # the time: every call of the pass began after attach (timed in the kernel, start ->
+    # end of its thread), and their sum lies inside the writer's own lifetime; sub-ms calls
+    # add up in ns
     pcomp = prow["compaction"]
     assert set(prow) == {"compaction"}, prow
-    assert pcomp["calls"] > 0 and pcomp["timed_calls"] == pcomp["calls"]
-    assert 0 < pcomp["time_ns"] <= elapsed_ns
+    assert pcomp["calls"] > 0
+    assert 0 < pcomp["max_ns"] <= pcomp["time_ns"] <= elapsed_ns
     assert pcomp["migrated_pages"] <= comp["migrated_pages"]
     if comp["calls"] == pcomp["calls"]:  # nobody else compacted during the pass
-        same = ("calls", "migrated_pages", "failed_pages", "timed_calls")
+        same = ("calls", "migrated_pages", "failed_pages")
         assert {k: pcomp[k] for k in same} == {k: comp[k] for k in same}
         # the same calls timed by two programs: each stamps its own records
         assert abs(pcomp["time_ns"] - comp["time_ns"]) <= (comp["time_ns"] // 20

@@ -14,15 +14,10 @@ migration passes through (migrate_pages() in mm/migrate.c, whatever the reason):
   migrate:mm_migrate_pages_start  at its start (mode, reason), since Linux 5.13 ("mm: cma:
                                   add trace events for CMA alloc perf testing")
 
-One engine in trace mode streams both events (64-byte records) and user space adds them
-up by the end's `reason`: every end counts its pages, whether or not its start was seen,
-and the time of a call is the end's kernel timestamp (bpf_ktime_get_ns) minus its thread's
-start's, added in exact nanoseconds.  Counting in the kernel (the engine keyed by the
-`reason` field, latency pairs for the time) is the better shape, at NUMA-balancing rates
-especially, but today's engine cannot do it: it reads a 4-byte field at offset 60 from
-offset 56 (`mode`), its pairs drop ends whose start came before tracing, and it sums one
-field per map (see README.md, "Engine").  Where the kernel has no start event, the
-TIME_MS column is "-" and nothing else changes.
+Counted in the kernel: keyed by the end's `reason`, summing `succeeded` and `failed`, and
+the start -> end latency pair adds each call's time in exact nanoseconds.  Every end counts
+its pages, also a call in flight when tracing started (counted, not timed).  Where the
+kernel has no start event, the TIME_MS column is "-" and nothing else changes.
 
 Reason names come from the running kernel's BTF (enum migrate_reason: MR_COMPACTION ->
 "compaction"), else from the tracepoint's own print format.
@@ -31,9 +26,9 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Any
+from dataclasses import replace
 
-from memlens.core.countingtool import CountingCommand, CountSpec
+from memlens.core.countingtool import CountingCommand, CountingTool, CountSpec, write_stderr
 from memlens.core.session import positive_float, positive_int
 
 END = "t:migrate:mm_migrate_pages"
@@ -68,11 +63,18 @@ SPEC = CountSpec(
     what="page migrations by reason",
     summary="Page migrations by reason (NUMA balancing, compaction, demotion, ...): pages "
             "moved, failed, time (numamove).",
-    probes=(END,),
+    probes=(START, END),
     keys=("field",),
+    field="reason",
+    sum_field="succeeded",
+    sum2_field="failed",
+    pairs={END: START},
+    count_unstarted=True,   # a call in flight at attach: its pages counted, its time not
     unit="migrated_pages",
     epilog=EXAMPLES,
 )
+# a kernel without mm_migrate_pages_start (before 5.13): no time
+UNTIMED = replace(SPEC, probes=(END,), pairs=None, count_unstarted=False)
 
 _SYMBOLIC = re.compile(r"__print_symbolic\(REC->reason,(.*?)\)\s*$", re.S)
 _PAIR = re.compile(r"\{\s*(-?\d+)\s*,\s*\"([^\"]+)\"\s*\}")
@@ -105,101 +107,41 @@ def reason_names() -> dict[int, str]:
     return {int(v): n for v, n in _PAIR.findall(body)}
 
 
-class NumamoveTool:
-    """The runner protocol (core/runner.py) over one engine in trace mode on both migrate
-    tracepoints: each end record gives its reason and pages (every end counts, whether or
-    not its start was seen); the time is the end's kernel timestamp minus its thread's
-    start's (the ring buffer keeps one thread's records in order)."""
+class NumamoveTool(CountingTool):
+    """The counting engine's rows by reason, named and summed over the run."""
 
-    name = "numamove"
-    STALE_NS = 60 * 1_000_000_000  # a start whose end never came (the thread died)
-
-    def __init__(self, args, timed: bool) -> None:
-        from memlens.core.engine import Engine
+    def __init__(self, spec: CountSpec, args) -> None:
         from memlens.core.probespec import parse_all
 
-        self.args, self.timed = args, timed
-        self.engine = Engine(parse_all([START, END] if timed else [END]), keys=(),
-                             trace=True)
-        self.end_probe = 1 if timed else 0
+        super().__init__(spec, parse_all(list(spec.probes)), spec.keys, args,
+                         field_name=spec.field, sum_field=spec.sum_field,
+                         max_keys=args.max_keys)
+        self.timed = bool(spec.pairs)
         self.names = reason_names()
-        pid = getattr(args, "pid", None)
-        self.what = SPEC.what + (f" for PID {pid}" if pid else "")
-        self._starts: dict[int, int] = {}       # tid -> start timestamp (ns)
-        self._rows: dict[int, dict[str, Any]] = {}  # reason -> row, since the last report
-        self._layout: dict[str, tuple[int, int, bool]] = {}
         self.totals: dict[int, dict[str, int]] = {}
-        self.events = 0
-
-    def start(self) -> None:
-        from memlens.core.privileges import require_tracing_privileges
-        from memlens.core.session import check_pid_exists
-
-        require_tracing_privileges(self.name)
-        pid = getattr(self.args, "pid", None)
-        check_pid_exists(pid)
-        self.engine.start(pid=pid, cgroup=getattr(self.args, "cgroup", None))
-        fmt = self.engine.formats[self.end_probe]
-        for name in ("succeeded", "failed", "reason"):
-            f = fmt.field(name)
-            self._layout[name] = (f.offset, f.size, f.signed)
-
-    def poll(self, timeout: float) -> list[dict]:
-        self._add(self.engine.poll(timeout))
-        return self.engine.lost()
-
-    def _field(self, data: bytes, name: str) -> int:
-        off, size, signed = self._layout[name]
-        return int.from_bytes(data[off:off + size], "little", signed=signed)
-
-    def _add(self, events) -> None:
-        for ev in events:
-            self.events += 1
-            tid, ts = int(ev["tid"]), int(ev["ts_ns"])
-            if int(ev["probe"]) != self.end_probe:
-                self._starts[tid] = ts
-                if len(self._starts) > 4096:
-                    self._starts = {t: s for t, s in self._starts.items()
-                                    if ts - s < self.STALE_NS}
-                continue
-            data = bytes(ev["data"][:int(ev["size"])])
-            reason = self._field(data, "reason")
-            row = self._row(reason)
-            row["calls"] += 1
-            row["migrated_pages"] += self._field(data, "succeeded")
-            row["failed_pages"] += self._field(data, "failed")
-            began = self._starts.pop(tid, None)
-            if self.timed and began is not None and ts >= began:
-                ns = ts - began
-                row["time_ns"] += ns
-                row["timed_calls"] += 1
-                row["max_ns"] = max(row["max_ns"], ns)
-
-    def _row(self, reason: int) -> dict[str, Any]:
-        r = self._rows.get(reason)
-        if r is None:
-            timed = 0 if self.timed else None
-            r = self._rows[reason] = {"reason": self.reason_name(reason),
-                                      "reason_value": reason, "calls": 0,
-                                      "migrated_pages": 0, "failed_pages": 0,
-                                      "time_ns": timed, "timed_calls": timed, "max_ns": timed}
-        return r
 
     def reason_name(self, value: int) -> str:
         return self.names.get(value, f"reason#{value}")
 
     def report(self, final: bool) -> list[dict]:
-        self._add(self.engine.poll(0))
-        entries = sorted(self._rows.values(), key=lambda r: (-r["migrated_pages"], r["reason"]))
-        self._rows = {}
+        timed = 0 if self.timed else None
+        entries = [{"reason": self.reason_name(e.parts["field"]),
+                    "reason_value": e.parts["field"], "calls": e.count,
+                    "migrated_pages": e.sum, "failed_pages": e.sum2,
+                    "time_ns": e.time_ns if self.timed else None,
+                    "max_ns": e.max_ns if self.timed else None}
+                   for e in self.engine.collect()]
+        entries.sort(key=lambda r: (-r["migrated_pages"], r["reason"]))
         for r in entries:
             t = self.totals.setdefault(r["reason_value"], {
-                "calls": 0, "migrated_pages": 0, "failed_pages": 0, "time_ns": 0,
-                "timed_calls": 0, "max_ns": 0})
-            for k in ("calls", "migrated_pages", "failed_pages", "time_ns", "timed_calls"):
-                t[k] += r[k] or 0
-            t["max_ns"] = max(t["max_ns"], r["max_ns"] or 0)
-        return [*self.engine.lost(),
+                "calls": 0, "migrated_pages": 0, "failed_pages": 0, "time_ns": timed,
+                "max_ns": timed})
+            for k in ("calls", "migrated_pages", "failed_pages"):
+                t[k] += r[k]
+            if self.timed:
+                t["time_ns"] += r["time_ns"]
+                t["max_ns"] = max(t["max_ns"], r["max_ns"])
+        return [*self.lost(),
                 {"type": "report", "time": time.strftime("%H:%M:%S"),
                  "timestamp": time.time(), "final": final,
                  "interval_s": getattr(self.args, "interval", None),
@@ -209,9 +151,6 @@ class NumamoveTool:
         by_reason = [{"reason": self.reason_name(k), "reason_value": k, **v}
                      for k, v in sorted(self.totals.items(),
                                         key=lambda kv: -kv[1]["migrated_pages"])]
-        if not self.timed:
-            for r in by_reason:
-                r["time_ns"] = r["timed_calls"] = r["max_ns"] = None
         tot = self.totals.values()
         return [{"type": "summary",
                  "migrated_pages": sum(v["migrated_pages"] for v in tot),
@@ -220,9 +159,6 @@ class NumamoveTool:
                  "time_ns": sum(v["time_ns"] for v in tot) if self.timed else None,
                  "by_reason": by_reason, "lost": self.engine.total_lost(),
                  "probes": [p.text for p in self.engine.probes]}]
-
-    def close(self) -> None:
-        self.engine.close()
 
 
 class NumamoveCommand(CountingCommand):
@@ -250,13 +186,10 @@ class NumamoveCommand(CountingCommand):
         from memlens.core.hooks import choose
 
         choose(registry.hooks_of(self.name, 0), self.name)  # exit 4 without migrate events
-        timed = any(h.probe()[0] for h in registry.hooks_of(self.name, 1))
-        if not timed:
-            from memlens.core.countingtool import write_stderr
-
-            write_stderr(f"memlens {self.name}: no tracepoint {START[2:]} here: "
-                         "no TIME_MS column")
-        return NumamoveTool(args, timed)
+        if any(h.probe()[0] for h in registry.hooks_of(self.name, 1)):
+            return NumamoveTool(SPEC, args)
+        write_stderr(f"memlens {self.name}: no tracepoint {START[2:]} here: no TIME_MS column")
+        return NumamoveTool(UNTIMED, args)
 
     def renderer(self, args):
         return Renderer()
