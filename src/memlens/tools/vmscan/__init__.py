@@ -23,10 +23,10 @@ kernel) or one counted tracepoint:
   PGSTEAL      nr_reclaimed of the direct, memcg and node reclaim ends: pages reclaimed
                (kswapd's reclaim has no end event carrying it: /proc/vmstat pgsteal_kswapd)
 
-The pages come from a second engine on the reclaim ends: the engine's sum field must exist
-in every tracepoint of a run, and the begins have no nr_reclaimed.  A tracepoint this kernel
-lacks leaves its measure out (a stderr line, null in JSON, "-" in the table); the tool
-fails (exit 4) only when every one is missing.
+One engine counts them all, summing nr_reclaimed where a probe has it (the reclaim ends;
+the engine reads each probe's fields where its format puts them, and 0 where it has none).
+A tracepoint this kernel lacks leaves its measure out (a stderr line, null in JSON, "-" in
+the table); the tool fails (exit 4) only when every one is missing.
 """
 from __future__ import annotations
 
@@ -126,8 +126,8 @@ def survey() -> tuple[list[str], list[dict[str, str]]]:
 
 
 class VmscanTool:
-    """The runner protocol over two engines: times, histograms and counts (the pairs and
-    counted tracepoints), and pages reclaimed (nr_reclaimed summed at the reclaim ends)."""
+    """The runner protocol over one engine: times, histograms and counts of the pairs and
+    counted tracepoints, and pages reclaimed (nr_reclaimed summed at the reclaim ends)."""
 
     name = "vmscan"
 
@@ -148,15 +148,14 @@ class VmscanTool:
         tp = lambda n: f"t:{CATEGORY}:{n}"  # noqa: E731
         specs = [tp(n) for p in self.pairs for n in (p.begin, p.end)]
         specs += [tp(n) for n in self.counted]
-        max_keys = getattr(args, "max_keys", 10240)
-        self.times = Engine(parse_all(specs), keys=("probe",),
-                            pairs={tp(p.end): tp(p.begin) for p in self.pairs},
-                            hist=True, hist_unit="usecs", max_keys=max_keys)
-        self.page_ends = [p for p in self.pairs if p.pages]
-        self.pages = (Engine(parse_all([tp(p.end) for p in self.page_ends]), keys=("probe",),
-                             sum_field="nr_reclaimed", max_keys=max_keys)
-                      if self.page_ends else None)
-        self.engines = [e for e in (self.times, self.pages) if e is not None]
+        self.engine = Engine(parse_all(specs), keys=("probe",),
+                             pairs={tp(p.end): tp(p.begin) for p in self.pairs},
+                             sum_field="nr_reclaimed" if any(p.pages for p in self.pairs)
+                             else None,
+                             hist=True, hist_unit="usecs",
+                             # an episode in flight at attach: its pages count, untimed
+                             count_unstarted=True,
+                             max_keys=getattr(args, "max_keys", 10240))
         self.measure_of = {tp(p.end): p.key for p in self.pairs}
         self.measure_of.update({tp(n): COUNTS[n] for n in self.counted})
         self.present = set(self.measure_of.values())
@@ -176,15 +175,11 @@ class VmscanTool:
         require_tracing_privileges(self.name)
         pid = getattr(self.args, "pid", None)
         check_pid_exists(pid)
-        for eng in self.engines:
-            eng.start(pid=pid, cgroup=getattr(self.args, "cgroup", None))
+        self.engine.start(pid=pid, cgroup=getattr(self.args, "cgroup", None))
 
     def poll(self, timeout: float) -> list[dict]:
-        out: list[dict] = []
-        for i, eng in enumerate(self.engines):
-            eng.poll(timeout if i == 0 else 0.0)
-            out.extend(eng.lost())
-        return out
+        self.engine.poll(timeout)
+        return self.engine.lost()
 
     def _blank(self) -> dict[str, Any]:
         """Every field of a row: 0 where the tracepoint is here, None where it is not."""
@@ -206,7 +201,7 @@ class VmscanTool:
         """The kernel's histograms since the last drain, {measure: log2 usecs buckets}
         (trailing empty buckets left out), added to the run's."""
         out = {}
-        for probe, buckets in self.times.histograms().items():
+        for probe, buckets in self.engine.histograms().items():
             key = self.measure_of[probe]
             last = max((i for i, n in enumerate(buckets) if n), default=-1)
             if last < 0:
@@ -220,7 +215,7 @@ class VmscanTool:
 
     def report(self, final: bool) -> list[dict]:
         row = self._blank()
-        for e in self.times.collect():
+        for e in self.engine.collect():
             key = self.measure_of.get(e.parts["probe"])
             if key in COUNTS.values():
                 row[key] += e.count
@@ -228,12 +223,10 @@ class VmscanTool:
                 row[f"{key}_count"] += e.count
                 row[f"{key}_ns"] += e.time_ns
                 row[f"{key}_max_ns"] = max(row[f"{key}_max_ns"], e.max_ns)
-        if self.pages is not None:
-            for e in self.pages.collect():
-                key = self.measure_of[e.parts["probe"]]
-                row[f"{key}_pages"] += e.sum
-                if key in PGSTEAL_FROM:
-                    row["pages_reclaimed"] += e.sum
+                if f"{key}_pages" in row:
+                    row[f"{key}_pages"] += e.sum
+                    if key in PGSTEAL_FROM:
+                        row["pages_reclaimed"] += e.sum
         for k, v in row.items():
             if v is not None:
                 self.totals[k] = (max(self.totals[k], v) if k.endswith("_max_ns")
@@ -250,24 +243,18 @@ class VmscanTool:
                 rec["histogram_unit"] = "usecs"
                 rec["histograms"] = hists
         self.reports += 1
-        lost = [r for eng in self.engines for r in eng.lost()]
-        return [*lost, rec]
+        return [*self.engine.lost(), rec]
 
     def summary(self) -> list[dict]:
         if not self.final_drained:  # stopped by a row count: what the kernel still holds
             self._drain_hists()
-        lost: dict[str, int] = {}
-        for eng in self.engines:
-            for k, v in eng.total_lost().items():
-                lost[k] = lost.get(k, 0) + v
         return [{"type": "summary", **self.totals, "reports": self.reports,
                  "histogram_unit": "usecs", "histograms": self.run_hists,
-                 "missing": self.missing, "lost": lost,
-                 "probes": [p.text for eng in self.engines for p in eng.probes]}]
+                 "missing": self.missing, "lost": self.engine.total_lost(),
+                 "probes": [p.text for p in self.engine.probes]}]
 
     def close(self) -> None:
-        for eng in self.engines:
-            eng.close()
+        self.engine.close()
 
 
 class VmscanCommand(CountingCommand):
