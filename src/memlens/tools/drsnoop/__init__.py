@@ -7,16 +7,13 @@ memory cgroup, and node reclaim (zone_reclaim_mode).
 
 Kernel side: the counting engine's trace mode over latency pairs of vmscan tracepoints
 (`mm_vmscan_{direct,memcg,node}_reclaim_begin` stamps the thread, the `_end` streams one
-record with the time since, nr_reclaimed, and the begin's order and gfp_flags).  The
-records carry no cgroup, so a second engine counts the same ends by (thread, memory
-cgroup) in the kernel; it is attached first, so an episode's key is in its map before
-the episode's record is in the ring, and the cgroup is read from there when the record
-is printed, even when the task has exited since.
+record with the time since, nr_reclaimed, the begin's order and gfp_flags, and the task's
+UID and memory cgroup, read in the kernel at the end).  -p, -t and --cgroup filter in the
+kernel; -u and -n as the lines are printed.
 
 BCC reads vm_stat (free pages) at the begin through /proc/kallsyms for -v; the engine has
 no way to read a kernel variable, so -e/-v shows MemFree from /proc/meminfo as the line is
-printed (within ~50 ms of the episode's end).  The UID (-U, -u) is read from
-/proc/PID/status likewise (a task that exited before its line was printed shows "-").
+printed (within ~50 ms of the episode's end).
 """
 from __future__ import annotations
 
@@ -43,7 +40,6 @@ KINDS = (
     Kind("memcg", "mm_vmscan_memcg_reclaim_begin", "mm_vmscan_memcg_reclaim_end"),
     Kind("node", "mm_vmscan_node_reclaim_begin", "mm_vmscan_node_reclaim_end"),
 )
-TID_CGROUPS = 65536  # threads whose memory cgroup is remembered
 
 EXAMPLES = """\
 examples:
@@ -105,18 +101,6 @@ def tgid_of(tid: int) -> int:
     raise UsageError(f"no thread with TID {tid}")
 
 
-def uid_of(pid: int) -> int | None:
-    """The real UID of a live process (what bpf_get_current_uid_gid gives BCC)."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("Uid:"):
-                    return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
 def mem_free_kb() -> int | None:
     try:
         with open("/proc/meminfo") as f:
@@ -147,11 +131,7 @@ class DrsnoopTool:
         specs = [tp(n) for k in kinds for n in (k.begin, k.end)]
         self.engine = Engine(parse_all(specs), keys=(), trace=True,
                              pairs={tp(k.end): tp(k.begin) for k in kinds})
-        # the memory cgroup of each thread that ended an episode, counted in the kernel
-        self.cgroups = Engine(parse_all([tp(k.end) for k in kinds]), keys=("tid", "cgroup"))
-        self.tid_cgroup: dict[int, str] = {}
-        self.uids: dict[tuple[int, str], int | None] = {}
-        # -t trumps -p (BCC): the kernel keeps the thread's process, the TID is checked here
+        # -t trumps -p (BCC): the kernel keeps that thread (and its process) only
         self.pid = tgid_of(args.tid) if args.tid else args.pid
         who = (f" for TID {args.tid}" if args.tid else
                f" for PID {args.pid}" if args.pid else "")
@@ -167,46 +147,27 @@ class DrsnoopTool:
 
         require_tracing_privileges(self.name)
         check_pid_exists(self.pid)
-        cgroup = getattr(self.args, "cgroup", None)
-        # the cgroup counter first: its program runs before the tracer's at each end
-        self.cgroups.start(pid=self.pid, cgroup=cgroup)
-        self.engine.start(pid=self.pid, cgroup=cgroup)
+        self.engine.start(pid=self.pid, cgroup=getattr(self.args, "cgroup", None),
+                          tid=self.args.tid)
 
     def poll(self, timeout: float) -> list[dict]:
         evs = self.engine.poll(timeout)
-        self.cgroups.poll(0.0)
         out: list[dict] = []
         if evs:
-            for e in self.cgroups.collect():
-                self.tid_cgroup.pop(e.parts["tid"], None)
-                self.tid_cgroup[e.parts["tid"]] = e.parts["cgroup"]
-            while len(self.tid_cgroup) > TID_CGROUPS:
-                self.tid_cgroup.pop(next(iter(self.tid_cgroup)))
             free = mem_free_kb() if self.args.extended else None
             for ev in evs:
                 rec = self._event(ev, free)
                 if rec is not None:
                     out.append(rec)
         out.extend(self.engine.lost())
-        out.extend(self.cgroups.lost())
         return out
-
-    def _uid(self, pid: int, comm: str) -> int | None:
-        key = (pid, comm)
-        if key not in self.uids:
-            if len(self.uids) > 4096:
-                self.uids.clear()
-            self.uids[key] = uid_of(pid)
-        return self.uids[key]
 
     def _event(self, ev, free_kb: int | None) -> dict[str, Any] | None:
         d = self.engine.decode_event(ev)
         a = self.args
-        if a.tid and d["tid"] != a.tid:
-            return None
         if a.name and a.name not in d["comm"]:
             return None
-        uid = self._uid(d["pid"], d["comm"])
+        uid = d["uid"]
         if a.uid is not None and uid != a.uid:
             return None
         if not self.first_ns:
@@ -217,7 +178,7 @@ class DrsnoopTool:
             "type": "event", "time": time.strftime("%H:%M:%S"),
             "time_s": (d["ts_ns"] - self.first_ns) / 1e9, "ts_ns": d["ts_ns"],
             "pid": d["pid"], "tid": d["tid"], "comm": d["comm"], "uid": uid,
-            "reclaim": kind, "cgroup": self.tid_cgroup.get(d["tid"]),
+            "reclaim": kind, "cgroup": self.engine.cgroup_path(d["cgroup_id"]),
             "latency_ns": d["latency_ns"],
             "pages_reclaimed": (d.get("fields") or {}).get("nr_reclaimed"),
             "order": begin.get("order"), "gfp_flags": begin.get("gfp_flags"),
@@ -231,20 +192,15 @@ class DrsnoopTool:
         return rec
 
     def report(self, final: bool) -> list[dict]:
-        return [*self.engine.lost(), *self.cgroups.lost()]
+        return self.engine.lost()
 
     def summary(self) -> list[dict]:
-        lost: dict[str, int] = {}
-        for eng in (self.engine, self.cgroups):
-            for k, v in eng.total_lost().items():
-                lost[k] = lost.get(k, 0) + v
         return [{"type": "summary", "events": self.printed, "by_reclaim": self.by_kind,
-                 "missing": self.missing, "lost": lost,
+                 "missing": self.missing, "lost": self.engine.total_lost(),
                  "probes": [p.text for p in self.engine.probes]}]
 
     def close(self) -> None:
-        for eng in (self.engine, self.cgroups):
-            eng.close()
+        self.engine.close()
 
 
 class Renderer:
@@ -274,7 +230,7 @@ class Renderer:
             lines.append(head)
         s = f"{rec['time_s']:<14.9f}" if a.timestamp else ""
         if a.print_uid:
-            s += f"{'-' if rec['uid'] is None else rec['uid']:<6}"
+            s += f"{rec['uid']:<6}"
         who = rec["tid"] if a.tid else rec["pid"]
         pages = rec["pages_reclaimed"]
         s += (f"{escape(rec['comm'])[:14]:<14} {who:<6} {rec['latency_ns'] / 1e6:>8.2f} "
