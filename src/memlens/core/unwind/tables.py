@@ -1,0 +1,168 @@
+# SPDX-License-Identifier: GPL-2.0-only
+"""Unwind tables of ELF files, built once per build id.
+
+    table = TableCache.shared().get("/lib/x86_64-linux-gnu/libc.so.6")
+    table.rows          # cfi.ROW_DTYPE, sorted by pc (ELF virtual addresses)
+    table.bias(map_start, map_pgoff)   # runtime address - ELF vaddr for one mapping
+
+A library is mapped by many processes: its table is built the first time any of them is
+seen, then found by build id (or, without one, by device, inode, size and mtime).  The
+cache is bounded by the bytes its rows take.
+"""
+from __future__ import annotations
+
+import os
+import struct
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+
+from memlens.core.symbols import ElfError, _Image, _open_buffer
+
+from . import cfi
+
+EM_X86_64 = 62
+SHF_COMPRESSED = 0x800
+U32_MAX = 0xFFFFFFFF
+
+
+@dataclass
+class UnwindTable:
+    path: str
+    build_id: bytes | None
+    rows: np.ndarray            # cfi.ROW_DTYPE
+    seg_offset: np.ndarray      # PT_LOAD p_offset, sorted (for the load bias)
+    seg_vaddr: np.ndarray
+    seg_filesz: np.ndarray
+    fdes: int = 0
+    programs: int = 0
+    unsupported: int = 0
+    build_s: float = 0.0
+    source: str = ".eh_frame"
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.rows.nbytes)
+
+    def bias(self, map_start: int, map_pgoff: int) -> int | None:
+        """runtime address - ELF vaddr for a mapping of the file at `map_pgoff`
+        (symbols.py's formula: vaddr = ip - start + pgoff - seg.p_offset + seg.p_vaddr)."""
+        if not len(self.seg_offset):
+            return None
+        i = int(np.searchsorted(self.seg_offset, np.uint64(map_pgoff), side="right")) - 1
+        if i < 0 or map_pgoff >= int(self.seg_offset[i]) + max(int(self.seg_filesz[i]), 1):
+            # a mapping of a page the segment rounds down to (p_offset not page aligned)
+            i = max(i, 0)
+        return map_start - map_pgoff + int(self.seg_offset[i]) - int(self.seg_vaddr[i])
+
+
+class NoTable(Exception):
+    """The file has no usable call frame information (not x86-64, no .eh_frame, above
+    4 GiB); the unwinder follows frame pointers in it."""
+
+
+def build_table(path: str, buf=None) -> UnwindTable:
+    t0 = time.perf_counter()
+    buf = _open_buffer(path) if buf is None else buf
+    img = _Image(buf, path)
+    machine = struct.unpack_from(img.bo + "H", buf, 18)[0]
+    if machine != EM_X86_64 or img.bo != "<":
+        raise NoTable(f"{path}: not x86-64")
+    sections = []
+    source = []
+    for name, is_eh in ((".eh_frame", True), (".debug_frame", False)):
+        sh = img.section(name)
+        if sh is None or int(sh["flags"]) & SHF_COMPRESSED or int(sh["type"]) == 8:
+            continue
+        off, size = int(sh["offset"]), int(sh["size"])
+        if off + size > len(buf):
+            continue
+        sections.append((bytes(buf[off:off + size]), int(sh["addr"]), is_eh))
+        source.append(name)
+    if not sections:
+        raise NoTable(f"{path}: no .eh_frame or .debug_frame")
+    try:
+        built = cfi.build_rows(sections)
+    except (cfi.CfiError, IndexError, struct.error, ValueError) as e:
+        raise NoTable(f"{path}: call frame information unreadable: {e}") from e
+    loads = img.loads
+    if len(loads) and int((loads["vaddr"] + loads["memsz"]).max()) > U32_MAX:
+        raise NoTable(f"{path}: addresses above 4 GiB")
+    return UnwindTable(path, img.build_id(), built.rows,
+                       loads["offset"].astype(np.uint64), loads["vaddr"].astype(np.uint64),
+                       loads["filesz"].astype(np.uint64), built.fdes, built.programs,
+                       built.unsupported, time.perf_counter() - t0, "+".join(source))
+
+
+def file_key(path: str) -> tuple:
+    st = os.stat(path)
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+class TableCache:
+    """Tables by build id (else by file identity), least recently used dropped beyond
+    `max_bytes` of rows.  Files without a table are remembered too (no retry per process)."""
+
+    _shared: TableCache | None = None
+
+    def __init__(self, max_bytes: int = 256 << 20):
+        self.max_bytes = max_bytes
+        self._tables: OrderedDict[object, UnwindTable | None] = OrderedDict()
+        self._by_file: dict[tuple, object] = {}
+        self._bytes = 0
+        self._lock = threading.Lock()
+        self.reasons: dict[str, str] = {}   # path -> why it has no table
+
+    @classmethod
+    def shared(cls) -> TableCache:
+        if cls._shared is None:
+            cls._shared = cls()
+        return cls._shared
+
+    def get(self, path: str) -> UnwindTable | None:
+        try:
+            fkey = file_key(path)
+        except OSError as e:
+            self.reasons[path] = str(e)
+            return None
+        with self._lock:
+            key = self._by_file.get(fkey)
+            if key is not None and key in self._tables:
+                self._tables.move_to_end(key)
+                return self._tables[key]
+        try:
+            buf = _open_buffer(path)
+        except (OSError, ValueError) as e:
+            self.reasons[path] = str(e)
+            return None
+        try:
+            img_bid = _Image(buf, path).build_id()
+        except ElfError as e:
+            self.reasons[path] = str(e)
+            return None
+        key = ("bid", img_bid) if img_bid else ("file", fkey)
+        with self._lock:
+            if key in self._tables:
+                self._by_file[fkey] = key
+                self._tables.move_to_end(key)
+                return self._tables[key]
+        try:
+            table: UnwindTable | None = build_table(path, buf)
+        except (NoTable, ElfError) as e:
+            self.reasons[path] = str(e)
+            table = None
+        with self._lock:
+            self._by_file[fkey] = key
+            self._tables[key] = table
+            self._bytes += table.nbytes if table is not None else 0
+            while self._bytes > self.max_bytes and len(self._tables) > 1:
+                _, old = self._tables.popitem(last=False)
+                self._bytes -= old.nbytes if old is not None else 0
+        return table
+
+    @property
+    def nbytes(self) -> int:
+        return self._bytes

@@ -1,0 +1,98 @@
+/* unwind_chain: an 8-deep call chain built without frame pointers that mallocs, brks or
+ * faults at its bottom a known number of times (tests/kernel/test_unwind.py).
+ *
+ *   main -> chain1 -> chain2 -> ... -> chain8 -> malloc | sbrk | a store to a fresh page
+ *
+ * chain1..chain4 are here; chain5..chain8 and the actions in unwind_levels.c, linked into
+ * the executable or built as libunwind_levels.so (the chain split across a shared library).
+ * Built with -O2 -fomit-frame-pointer: gcc then uses rbp as a general register where it
+ * wants one, so a frame-pointer walk gets one or two frames.  The frames differ on purpose:
+ * saved registers, a 40 KiB buffer (a CFA offset past 32 KiB), alloca (a CFA on rbp).
+ *
+ * usage: unwind_chain malloc|brk|fault [N]    (N = 23)
+ * Protocol (stdout, line buffered): "ready pid=P" then wait for one byte on stdin; do the N
+ * actions; print "done n=N"; wait for EOF on stdin, then exit.
+ */
+#define _GNU_SOURCE
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/mman.h>
+
+#include "unwind_levels.h"
+
+#define NOINLINE __attribute__((noinline))
+/* an empty asm after a call keeps it a call (no tail jump) */
+#define KEEP(x) __asm__ volatile("" : "+r"(x) :: "memory")
+
+NOINLINE long chain4(struct job *j, long depth)
+{
+	long r = chain5(j, depth + 1);
+	KEEP(r);
+	return r + depth;
+}
+
+NOINLINE long chain3(struct job *j, long depth)
+{
+	/* alloca: gcc sets up rbp and the CFA is rbp-based in this function */
+	volatile char *buf = __builtin_alloca(64 + (j->n & 7));
+	buf[0] = (char)depth;
+	long r = chain4(j, depth + 1);
+	KEEP(r);
+	return r + buf[0];
+}
+
+NOINLINE long chain2(struct job *j, long depth)
+{
+	/* 40 KiB on the stack: the CFA offset does not fit 16 bits */
+	volatile char big[40 * 1024];
+	big[0] = (char)depth;
+	big[sizeof(big) - 1] = 1;
+	long r = chain3(j, depth + 1);
+	KEEP(r);
+	return r + big[0] + big[sizeof(big) - 1];
+}
+
+NOINLINE long chain1(struct job *j, long depth)
+{
+	long a = j->n * 3, b = depth * 7, c = a ^ b;
+	long r = chain2(j, depth + 1);
+	KEEP(r);
+	KEEP(a);
+	KEEP(b);
+	KEEP(c);
+	return r + a + b + c;
+}
+
+int main(int argc, char **argv)
+{
+	struct job j = { .kind = JOB_MALLOC, .n = 23 };
+	char c;
+
+	if (argc > 1 && !strcmp(argv[1], "brk"))
+		j.kind = JOB_BRK;
+	else if (argc > 1 && !strcmp(argv[1], "fault"))
+		j.kind = JOB_FAULT;
+	if (argc > 2)
+		j.n = atoi(argv[2]);
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	if (j.kind == JOB_FAULT) {
+		j.pages = mmap(NULL, j.n * 4096L, PROT_READ | PROT_WRITE,
+			       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (j.pages == MAP_FAILED)
+			return 1;
+		madvise(j.pages, j.n * 4096L, MADV_NOHUGEPAGE);
+	}
+	printf("ready pid=%d\n", (int)getpid());
+	if (read(0, &c, 1) != 1)
+		return 1;
+	for (j.i = 0; j.i < j.n; j.i++) {
+		long r = chain1(&j, 1);
+		KEEP(r);
+	}
+	printf("done n=%d\n", j.n);
+	while (read(0, &c, 1) > 0)
+		;
+	return 0;
+}

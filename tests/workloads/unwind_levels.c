@@ -1,0 +1,64 @@
+/* unwind_levels: chain5..chain8 and the actions of unwind_chain (see unwind_chain.c), in the
+ * executable or as libunwind_levels.so. */
+#define _GNU_SOURCE
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "unwind_levels.h"
+
+#define NOINLINE __attribute__((noinline))
+#define KEEP(x) __asm__ volatile("" : "+r"(x) :: "memory")
+
+NOINLINE long chain8(struct job *j, long depth)
+{
+	long r = 0;
+	switch (j->kind) {
+	case JOB_MALLOC: {
+		void *p = malloc(1000 + j->i);
+		KEEP(p);
+		if (j->i < 64)
+			j->keep[j->i] = p;
+		r = p != NULL;
+		break;
+	}
+	case JOB_BRK: {
+		void *p = sbrk(4096);
+		KEEP(p);
+		r = p != (void *)-1;
+		break;
+	}
+	case JOB_FAULT:
+		j->pages[j->i * 4096L] = (char)depth;
+		r = 1;
+		break;
+	}
+	KEEP(r);
+	return r + depth;
+}
+
+NOINLINE long chain7(struct job *j, long depth)
+{
+	long r = chain8(j, depth + 1);
+	KEEP(r);
+	return r * 3 + depth;
+}
+
+NOINLINE long chain6(struct job *j, long depth)
+{
+	long a = depth * 5, b = j->i + 11;
+	long r = chain7(j, depth + 1);
+	KEEP(r);
+	KEEP(a);
+	KEEP(b);
+	return r + a + b;
+}
+
+NOINLINE long chain5(struct job *j, long depth)
+{
+	volatile long spill[6];
+	for (int k = 0; k < 6; k++)
+		spill[k] = depth + k;
+	long r = chain6(j, depth + 1);
+	KEEP(r);
+	return r + spill[3];
+}
