@@ -121,8 +121,9 @@ TOOLS: tuple[Tool, ...] = (
     Tool("slabratetop", "memlens.tools.slabratetop",
          "kernel slab allocations by cache name, top-like (slabratetop)",
          needs=(Need("cache allocations", (
-             Tracepoint("kmem", "kmem_cache_alloc", fields=("name", "bytes_alloc")),
-             Kprobe("kmem_cache_alloc"))),
+             # the cache's name is in the record since 6.1; before, a kprobe would have to
+             # read it through its argument, which the engine cannot: no fallback declared
+             Tracepoint("kmem", "kmem_cache_alloc", fields=("name", "bytes_alloc")),)),
                 Need("kmalloc", (Tracepoint("kmem", "kmalloc",
                                             fields=("bytes_alloc", "gfp_flags")),)))),
     Tool("swapin", "memlens.tools.swapin",
