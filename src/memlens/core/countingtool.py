@@ -179,7 +179,7 @@ class CountingTool:
         if self.engine.sum2_field:
             out["sum2"] = e.sum2
         if self.engine.pairs:
-            out["time_ns"], out["max_ns"] = e.time_ns, e.max_ns
+            out["time_ns"], out["max_ns"], out["timed"] = e.time_ns, e.max_ns, e.timed
         return out
 
     def args_delimited(self) -> bool:

@@ -33,6 +33,9 @@ const volatile __u32 record_size = 0;      /* bytes of the record to copy (<= RE
 const volatile struct field_layout layouts[ENGINE_MAX_PROBES][L_NR] = {};
 /* ends of latency pairs whose begin came before tracing: counted (without time) or not */
 const volatile bool count_unstarted = false;
+/* key fields masked in the kernel (0: whole): gfp_flags & (the bits that pick a kmalloc
+ * cache type) makes a small key out of a wide field */
+const volatile __u64 field_mask = 0, field2_mask = 0;
 /* perf events: count only faults in this kind of mapping (enum engine_vma_kind) */
 const volatile __u32 vma_select = VMA_ANY;
 const volatile __u32 nfilters = 0;
@@ -169,6 +172,7 @@ static __always_inline void add_value(struct engine_value *v, __u64 sum, __u64 s
 	if (sum2)
 		__sync_fetch_and_add(&v->sum2, sum2);
 	if (ns) {
+		__sync_fetch_and_add(&v->timed, 1);
 		__sync_fetch_and_add(&v->time_ns, ns);
 		if (ns > v->max_ns)
 			v->max_ns = ns; /* racy across CPUs: a max, not an exact figure */
@@ -184,7 +188,7 @@ static __always_inline void count_key_ns(struct engine_key *key, __u64 sum, __u6
 		return;
 	}
 	struct engine_value init = { .count = 1, .sum = sum, .sum2 = sum2, .time_ns = ns,
-				     .max_ns = ns };
+				     .max_ns = ns, .timed = ns ? 1 : 0 };
 	long err = bpf_map_update_elem(&counts, key, &init, BPF_NOEXIST);
 	if (err == -EEXIST) {
 		/* another CPU inserted it between our lookup and update */
@@ -480,7 +484,7 @@ int count_tp(void *ctx)
 		return 0;
 	__u32 probe = use_cookie ? bpf_get_attach_cookie(ctx) : 0;
 	struct engine_event *ev = NULL;
-	__u64 field = 0, sum = 0, sum2 = 0;
+	__u64 field = 0, field2 = 0, sum = 0, sum2 = 0;
 	if (need_record) {
 		__u32 zero = 0;
 		ev = bpf_map_lookup_elem(&scratch, &zero);
@@ -493,8 +497,16 @@ int count_tp(void *ctx)
 			return 0;
 		if (!filters_pass(ev->data, probe))
 			return 0;
-		if (key_parts & KEY_FIELD)
+		if (key_parts & KEY_FIELD) {
 			field = layout_read(ev->data, probe, L_FIELD);
+			if (field_mask)
+				field &= field_mask;
+		}
+		if (key_parts & KEY_FIELD2) {
+			field2 = layout_read(ev->data, probe, L_FIELD2);
+			if (field2_mask)
+				field2 &= field2_mask;
+		}
 		sum = layout_read(ev->data, probe, L_SUM);
 		sum2 = layout_read(ev->data, probe, L_SUM2);
 	}
@@ -520,6 +532,7 @@ int count_tp(void *ctx)
 	}
 	if (key_parts & KEY_STR)
 		read_str_key(ctx, probe, key.str);
+	key.field2 = field2;
 	fill_key(ctx, &key, probe, field);
 	count_key_ns(&key, sum, sum2, ns);
 	return 0;

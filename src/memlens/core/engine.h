@@ -17,6 +17,7 @@ enum engine_key_part {
 			      * tracepoint's inode and device fields */
 	KEY_VMA = 1 << 9,    /* the kind of mapping holding a perf event's address */
 	KEY_STR = 1 << 10,   /* a tracepoint's string field (a __data_loc char[] or char[N]) */
+	KEY_FIELD2 = 1 << 11, /* a second integer field (kmalloc: size and gfp class) */
 };
 
 /* Where each probe's fields are, by role (a probe without the field has size 0): the same
@@ -28,7 +29,8 @@ enum engine_layout_role {
 	L_INO = 3,
 	L_DEV = 4,
 	L_STR = 5,   /* size: 1 __data_loc, 2 __rel_loc, 3 char array (sign: its length) */
-	L_NR = 6,
+	L_FIELD2 = 6,
+	L_NR = 7,
 };
 
 struct field_layout {
@@ -72,6 +74,7 @@ struct engine_key {
 	__u32 pad;
 	char comm[16];
 	char str[ENGINE_STR_LEN]; /* KEY_STR */
+	__u64 field2;             /* KEY_FIELD2 */
 };
 
 #define ENGINE_MAX_PROBES 64
@@ -89,6 +92,7 @@ struct engine_value {
 	__u64 sum;      /* of the sum field (tracepoints), else 0 */
 	__u64 sum2;     /* of a second sum field */
 	__u64 time_ns;  /* end probes: total time since their thread's begin */
+	__u64 timed;    /* end probes: how many of the counted ends had their begin seen */
 	__u64 max_ns;
 };
 

@@ -30,12 +30,12 @@ from memlens.core.stackresolve import strip_tracing_frames
 from memlens.errors import KernelLacks, UsageError
 
 KEY_BITS = {"pid": 1, "tid": 2, "comm": 4, "cgroup": 8, "ustack": 16, "kstack": 32,
-            "probe": 64, "field": 128, "file": 256, "vma": 512, "str": 1024}
-L_FIELD, L_SUM, L_SUM2, L_INO, L_DEV, L_STR, L_NR = range(7)  # enum engine_layout_role
+            "probe": 64, "field": 128, "file": 256, "vma": 512, "str": 1024, "field2": 2048}
+L_FIELD, L_SUM, L_SUM2, L_INO, L_DEV, L_STR, L_FIELD2, L_NR = range(8)  # engine.h roles
 # enum engine_vma_kind (engine.h)
 VMA_KINDS = {"file": 1, "anon": 2, "hugetlb": 3, "none": 4, "unresolved": 5}
 VMA_NAMES = {v: k for k, v in VMA_KINDS.items()}
-KEY_NAMES = tuple(k for k in KEY_BITS if k != "str")  # str: a string field's key
+KEY_NAMES = tuple(k for k in KEY_BITS if k not in ("str", "field2"))  # user-facing keys
 TICK_S = 0.5         # how often the kernel map is read
 PRUNE_TICKS = 2      # a key idle this many reads is deleted from the kernel map
 # A map a quarter full (many short-lived processes) is read every FAST_TICK_S, for 5 s, and a
@@ -58,6 +58,7 @@ class Entry:
     sum2: int = 0
     time_ns: int = 0    # latency pairs: total time between begins and ends
     max_ns: int = 0     # the longest, since the key was first counted
+    timed: int = 0      # ends whose begin was seen (the others: count_unstarted)
 
     def record(self) -> dict[str, Any]:
         out = dict(self.parts)
@@ -67,7 +68,7 @@ class Entry:
         if self.sum2:
             out["sum2"] = self.sum2
         if self.time_ns:
-            out["time_ns"], out["max_ns"] = self.time_ns, self.max_ns
+            out["time_ns"], out["max_ns"], out["timed"] = self.time_ns, self.max_ns, self.timed
         return out
 
 
@@ -80,7 +81,8 @@ class Engine:
                  probe_filters: dict[str, str] | None = None,
                  pairs: dict[str, str] | None = None, hist: bool = False,
                  hist_unit: str = "usecs", sum2_field: str | None = None,
-                 count_unstarted: bool = False):
+                 count_unstarted: bool = False, field2: str | None = None,
+                 field_mask: int = 0, field2_mask: int = 0):
         if not probes:
             raise UsageError("no probe given")
         bad = [k for k in keys if k not in KEY_BITS]
@@ -90,6 +92,11 @@ class Engine:
         self.keys = tuple(keys)
         self.field, self.sum_field, self.filter_text = field, sum_field, filter
         self.sum2_field = sum2_field
+        # a second integer key field, and masks applied to both in the kernel
+        self.field2, self.field_mask, self.field2_mask = field2, field_mask, field2_mask
+        if field2 and "field2" not in keys:
+            keys = (*keys, "field2")
+            self.keys = tuple(keys)
         self.str_key = False
         # ends of latency pairs that began before tracing: counted without a time
         self.count_unstarted = count_unstarted
@@ -144,7 +151,8 @@ class Engine:
     # -- configuration ---------------------------------------------------------------------
     def _check_tracepoint_needs(self) -> None:
         tps = [p for p in self.probes if p.kind == "tracepoint"]
-        uses_record = (self.field or self.sum_field or self.sum2_field or self.filter_text
+        uses_record = (self.field or self.field2 or self.sum_field or self.sum2_field
+                       or self.filter_text
                        or self.trace or self.probe_filters or (self.file_fields and tps))
         if not uses_record:
             return
@@ -176,7 +184,7 @@ class Engine:
             struct.pack_into("<HBB", out, (i * L_NR + role) * 4, off, size, sign)
 
         wanted = [(L_FIELD, self.field, "field"), (L_SUM, self.sum_field, "sum field"),
-                  (L_SUM2, self.sum2_field, "sum field")]
+                  (L_SUM2, self.sum2_field, "sum field"), (L_FIELD2, self.field2, "field")]
         if self.file_fields and "file" in self.keys:
             wanted += [(L_INO, self.file_fields[0], "field"), (L_DEV, self.file_fields[1],
                                                               "field")]
@@ -274,7 +282,8 @@ class Engine:
         if self.vma_select:
             ro["vma_select"] = VMA_KINDS[self.vma_select]
         ro["trace_mode"] = self.trace
-        if formats and (self.field or self.sum_field or self.sum2_field or self.filter_text
+        if formats and (self.field or self.field2 or self.sum_field or self.sum2_field
+                        or self.filter_text
                         or self.trace or self.probe_filters
                         or ("file" in self.keys and self.file_fields)):
             ro["need_record"] = True
@@ -283,6 +292,7 @@ class Engine:
         if formats:
             ro["layouts"] = self._layouts()
         ro["count_unstarted"] = self.count_unstarted
+        ro["field_mask"], ro["field2_mask"] = self.field_mask, self.field2_mask
         if (self.filter_text or self.probe_filters) and formats:
             self._set_filter(ro, formats)
         if self.pairs:
@@ -464,7 +474,7 @@ class Engine:
         for i in range(len(keys)):
             kb = raw[i].tobytes()
             now = self._value_tuple(vals[i])
-            prev = self._prev.get(kb, (0, 0, 0, 0))
+            prev = self._prev.get(kb, (0, 0, 0, 0, 0))
             if now[0] > prev[0]:
                 self._add(keys[i], *(a - b for a, b in zip(now, prev)),
                           max_ns=int(vals[i]["max_ns"]))
@@ -482,7 +492,7 @@ class Engine:
                     self._stack_seen[h] = self._tick
         for kb, key in stale:
             final = counts.lookup_and_delete(kb)
-            prev = self._prev.pop(kb, (0, 0, 0, 0))
+            prev = self._prev.pop(kb, (0, 0, 0, 0, 0))
             self._idle.pop(kb, None)
             if final is not None:
                 v = np.frombuffer(final[: self._val_dtype.itemsize], self._val_dtype)[0]
@@ -502,12 +512,13 @@ class Engine:
             stacks.delete(int(h).to_bytes(8, "little"))
 
     @staticmethod
-    def _value_tuple(v) -> tuple[int, int, int, int]:
-        """The cumulative parts of a value: (count, sum, sum2, time_ns)."""
-        return int(v["count"]), int(v["sum"]), int(v["sum2"]), int(v["time_ns"])
+    def _value_tuple(v) -> tuple[int, int, int, int, int]:
+        """The cumulative parts of a value: (count, sum, sum2, time_ns, timed)."""
+        return (int(v["count"]), int(v["sum"]), int(v["sum2"]), int(v["time_ns"]),
+                int(v["timed"]))
 
     def _add(self, key, count: int, total: int, total2: int = 0, time_ns: int = 0,
-             max_ns: int = 0) -> None:
+             timed: int = 0, max_ns: int = 0) -> None:
         """Fold one kernel key into the report accumulator, by the parts the user chose
         (a user stack is keyed by process in the kernel, merged here when -P is off)."""
         pid = int(key["tgid"])
@@ -540,6 +551,8 @@ class Engine:
                 parts.append((int(key["file_dev"]), int(key["file_ino"])))
             elif k == "vma":
                 parts.append(int(key["vma"]))
+            elif k == "field2":
+                parts.append(int(key["field2"]))
         tkey = tuple(parts)
         slot = self._acc.get(tkey)
         if slot is None:
@@ -547,23 +560,24 @@ class Engine:
                 _, (oc, *_rest) = self._acc.popitem(last=False)  # least recently counted
                 self._pruned_report_keys += 1
                 self._pruned_report_events += oc
-            self._acc[tkey] = [count, total, total2, time_ns, max_ns]
+            self._acc[tkey] = [count, total, total2, time_ns, max_ns, timed]
         else:
             slot[0] += count
             slot[1] += total
             slot[2] += total2
             slot[3] += time_ns
             slot[4] = max(slot[4], max_ns)
+            slot[5] += timed
             self._acc.move_to_end(tkey)
 
     def collect(self) -> list[Entry]:
         """Counts since the last collect (the map is read first), largest last."""
         self._read_tick()
         out = []
-        for tkey, (count, total, total2, time_ns, max_ns) in self._acc.items():
+        for tkey, (count, total, total2, time_ns, max_ns, timed) in self._acc.items():
             parts = dict(zip(self.keys, tkey))
             self._decode_parts(parts)
-            out.append(Entry(parts, count, total, total2, time_ns, max_ns))
+            out.append(Entry(parts, count, total, total2, time_ns, max_ns, timed))
         self._acc.clear()
         out.sort(key=lambda e: (e.count, str(e.parts)))
         return out
