@@ -391,3 +391,28 @@ def evaluate(terms: list[FilterTerm], raw: bytes) -> bool:
         if not _PYOPS[t.op](v, c):
             return False
     return True
+
+
+# -- flags named by an event's print format ----------------------------------------------
+# gfp bits moved between kernels (6.9 made them an enum), so tools read a flag's bit from
+# the event's own print fmt instead of writing it down.
+_CASTS = re.compile(r"\(\s*(?:unsigned\s+long|__force\s+gfp_t|gfp_t)\s*\)|\bgfp_t\b")
+_SUFFIX = re.compile(r"(?<=[0-9a-fA-F])[uU][lL]{0,2}\b|(?<=\d)[lL]{1,2}\b")
+_ONE_BIT = re.compile(r"(?P<num>0[xX][0-9a-fA-F]+|\d+)(?:<<(?P<shift>\d+))?")
+
+
+def gfp_bit(format_text: str, name: str) -> int | None:
+    """The value of the one-bit gfp flag `name` as the event's print fmt spells it for
+    __print_flags: `{( unsigned long)(( gfp_t)((((1UL))) << (19))), "__GFP_NOMEMALLOC"}`
+    (6.9+, bits from an enum) or `{(unsigned long)((__force gfp_t)0x80000u),
+    "__GFP_NOMEMALLOC"}` (older).  None when the format does not name it as one bit."""
+    end = format_text.find(f', "{name}"}}')
+    start = format_text.rfind("{", 0, end)
+    if end < 0 or start < 0:
+        return None
+    expr = _SUFFIX.sub("", _CASTS.sub("", format_text[start + 1:end]))
+    m = _ONE_BIT.fullmatch(re.sub(r"[()\s]", "", expr))
+    if not m:
+        return None
+    value = int(m["num"], 0) << int(m["shift"] or 0)
+    return value if value > 0 and value & (value - 1) == 0 else None

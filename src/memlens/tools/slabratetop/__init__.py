@@ -96,6 +96,24 @@ def read_slabinfo(path: str = "/proc/slabinfo") -> dict[str, int]:
     return out
 
 
+def kmalloc_type_bits() -> dict[str, int]:
+    """The gfp bits that choose a kmalloc cache's type, from kmem:kmalloc's print format."""
+    from memlens.core import kernel
+    from memlens.core.tpformat import gfp_bit
+
+    try:
+        with open(f"{kernel.ensure_tracefs(quiet=True)}/events/kmem/kmalloc/format") as f:
+            text = f.read()
+    except OSError:
+        return {}
+    out = {}
+    for name in ("__GFP_DMA", "__GFP_RECLAIMABLE", "__GFP_ACCOUNT"):
+        bit = gfp_bit(text, name)
+        if bit:
+            out[name] = bit
+    return out
+
+
 class SlabratetopTool:
     """The runner protocol (core/runner.py) over two counting engines: named caches keyed by
     their name, kmalloc keyed by its size class."""
@@ -128,8 +146,13 @@ class SlabratetopTool:
                                    sum_field="bytes_alloc", max_keys=max_keys))
         self.hook_labels.append(cache_hook.label)
         if any(h.probe()[0] for h in registry.hooks_of(self.name, 1)):
+            # keyed by size class and by the gfp bits that pick the cache type, masked in
+            # the kernel (bits read from the event's print format: they moved in 6.9)
+            self.gfp_type_bits = kmalloc_type_bits()
+            mask = sum(self.gfp_type_bits.values())
             self.engines.append(Engine(parse_all([KMALLOC]), keys=("field",),
-                                       field="bytes_alloc", max_keys=max_keys))
+                                       field="bytes_alloc", field2="gfp_flags",
+                                       field2_mask=mask, max_keys=max_keys))
             self.hook_labels.append(f"tracepoint {KMALLOC[2:]}")
         else:
             write_stderr(f"memlens {self.name}: no tracepoint kmem:kmalloc here: kmalloc() "
@@ -149,9 +172,18 @@ class SlabratetopTool:
             out.extend(eng.lost())
         return out
 
-    def kmalloc_name(self, size: int) -> str:
+    def kmalloc_name(self, size: int, gfp: int = 0) -> str:
+        """The cache that served a kmalloc, as mm/slab_common.c's kmalloc_type() picks it:
+        DMA first, then reclaimable, then accounted (memcg)."""
         if size > self.max_kmalloc:
             return f"kmalloc-large-{size_name(size)}"
+        bits = getattr(self, "gfp_type_bits", {})
+        if gfp & bits.get("__GFP_DMA", 0):
+            return f"dma-kmalloc-{size_name(size)}"
+        if gfp & bits.get("__GFP_RECLAIMABLE", 0):
+            return f"kmalloc-rcl-{size_name(size)}"
+        if gfp & bits.get("__GFP_ACCOUNT", 0):
+            return f"kmalloc-cg-{size_name(size)}"
         return f"kmalloc-{size_name(size)}"
 
     def report(self, final: bool) -> list[dict]:
@@ -159,7 +191,8 @@ class SlabratetopTool:
         rows = [{"cache": e.parts["field"], "kind": "cache", "allocs": e.count,
                  "bytes": e.sum} for e in caches.collect()]
         for eng in kmalloc:  # keyed by bytes_alloc: the size class
-            rows += [{"cache": self.kmalloc_name(e.parts["field"]), "kind": "kmalloc",
+            rows += [{"cache": self.kmalloc_name(e.parts["field"], e.parts.get("field2", 0)),
+                      "kind": "kmalloc",
                       "allocs": e.count, "bytes": e.count * e.parts["field"]}
                      for e in eng.collect()]
         merged: dict[str, dict[str, Any]] = {}
