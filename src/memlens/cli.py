@@ -92,10 +92,17 @@ def main(argv: list[str] | None = None) -> int:
 
     installed_here = not SIGNALS.active and SIGNALS.install()
     try:
-        return _main(argv, SIGNALS)
+        code = _main(argv, SIGNALS)
     finally:
         if installed_here:
             SIGNALS.restore()
+    if _launched_as_cli():
+        # The work is done and the exit code decided: a signal now (a Ctrl-C just as a -p
+        # target's exit ended the run) would meet the interpreter's finalization, which
+        # puts SIG_DFL back, and kill the process with a signal status instead of `code`.
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
+    return code
 
 
 def _main(argv: list[str] | None, signals) -> int:

@@ -228,13 +228,15 @@ def _tools_with_p() -> list[list[str]]:
 
 def test_every_tool_with_p_ends_with_its_final_report_when_the_target_exits():
     def one(argv):
-        target = subprocess.Popen(["sleep", "2"])
+        # long enough for six tools starting at once on two CPUs to attach before it exits
+        target = subprocess.Popen(["sleep", "4"])
         # a target given by PID is a running program: wait until the exec is done and
         # libc is mapped (memleak reads the target's libc at once)
         deadline = time.monotonic() + 2
         while time.monotonic() < deadline:
-            try:
-                if "libc" in Path(f"/proc/{target.pid}/maps").read_text():
+            try:  # the forked child maps python's libc before the exec: check the program
+                if (os.readlink(f"/proc/{target.pid}/exe").endswith("/sleep")
+                        and "libc" in Path(f"/proc/{target.pid}/maps").read_text()):
                     break
             except OSError:
                 break

@@ -129,17 +129,19 @@ class NumamoveTool(CountingTool):
                     "reason_value": e.parts["field"], "calls": e.count,
                     "migrated_pages": e.sum, "failed_pages": e.sum2,
                     "time_ns": e.time_ns if self.timed else None,
-                    "max_ns": e.max_ns if self.timed else None}
+                    "max_ns": e.max_ns if self.timed else None,
+                    "timed_calls": e.timed if self.timed else None}
                    for e in self.engine.collect()]
         entries.sort(key=lambda r: (-r["migrated_pages"], r["reason"]))
         for r in entries:
             t = self.totals.setdefault(r["reason_value"], {
                 "calls": 0, "migrated_pages": 0, "failed_pages": 0, "time_ns": timed,
-                "max_ns": timed})
+                "max_ns": timed, "timed_calls": timed})
             for k in ("calls", "migrated_pages", "failed_pages"):
                 t[k] += r[k]
             if self.timed:
                 t["time_ns"] += r["time_ns"]
+                t["timed_calls"] += r["timed_calls"]
                 t["max_ns"] = max(t["max_ns"], r["max_ns"])
         return [*self.lost(),
                 {"type": "report", "time": time.strftime("%H:%M:%S"),
