@@ -22,6 +22,48 @@ from memlens.core.lazy import np
 BUSY, DISCARD = 1 << 31, 1 << 30
 HDR = 8
 PAGE = os.sysconf("SC_PAGE_SIZE")
+# Ring sizes.  A ring must absorb what arrives while the reader is away: its poll interval,
+# a batch being formatted, a pipe whose reader is slow for a moment.  The default holds
+# HOLD_S of events at RATE (above what one CPU of this machine makes with a probe on:
+# ~200k mmap()/s), within [RING_MIN, RING_DEFAULT_MAX]; --ring-size overrides it.
+RATE = 250_000       # events/s
+HOLD_S = 0.25
+RING_MIN = 1 << 20
+RING_DEFAULT_MAX = 16 << 20
+RING_MAX = 1 << 30   # an explicit --ring-size beyond this is surely a typo
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+
+
+def _pow2_pages(n: int) -> int:
+    """The kernel takes a ring of a power-of-two number of pages (kernel/bpf/ringbuf.c)."""
+    n = max(int(n), PAGE)
+    return 1 << (n - 1).bit_length()
+
+
+def default_ring_bytes(record_size: int, rate: int = RATE, hold_s: float = HOLD_S,
+                       cap: int = RING_DEFAULT_MAX) -> int:
+    """A ring holding `hold_s` of `record_size`-byte records at `rate`, a power of two."""
+    stride = (record_size + HDR + 7) & ~7
+    return min(max(_pow2_pages(int(rate * hold_s * stride)), RING_MIN), cap)
+
+
+def ring_size_arg(text: str) -> int:
+    """--ring-size: bytes, with an optional K/M/G suffix (KiB/MiB/GiB); rounded up to a
+    power of two (the kernel's rule for a ring's size)."""
+    import argparse
+
+    t = text.strip().lower().removesuffix("ib").removesuffix("b")
+    unit = t[-1:] if t[-1:] in _UNITS and t[-1:] else ""
+    try:
+        value = int(float(t[:len(t) - len(unit)]) * _UNITS[unit])
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (bytes, or with K, M, G)") \
+            from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0: {text!r}")
+    if value > RING_MAX:
+        raise argparse.ArgumentTypeError(f"at most {RING_MAX >> 20}M: {text!r}")
+    return _pow2_pages(value)
 
 
 class RingBuffer:

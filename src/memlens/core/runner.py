@@ -9,6 +9,8 @@ A tool given to Runner.run() has:
     what: str                         the banner's "Tracing <what>..."
     start() -> None                   privileges, hooks, open, configure, load, attach
     poll(timeout: float) -> list      wait for data at most `timeout`; event/lost records
+                                      (a sequence: an event tool returns an EventBatch,
+                                      its events as columns, see output/sinks.py)
     report(final: bool) -> list       report/lost records for the interval (or the run)
     summary() -> list                 records at the end (after the final report)
     close() -> None                   detach everything; called whatever happened
@@ -54,8 +56,16 @@ class Runner:
 
     def run(self, tool, emit: Callable[[Record], None],
             ready: Callable[[str], None] | None = None,
-            notice: Callable[[str], None] | None = None) -> None:
+            notice: Callable[[str], None] | None = None,
+            emit_many: Callable[[Any], None] | None = None) -> None:
+        """`emit` gets each record; `emit_many`, when given, gets each poll's records at
+        once instead (a sink writes a batch with one write: sinks.Sink.emit_many)."""
         self._notice = notice
+        if emit_many is None:
+            def emit_many(records) -> None:
+                for rec in records:
+                    emit(rec)
+        self._emit_many = emit_many
         try:
             try:
                 if self.stop.is_set():
@@ -69,8 +79,7 @@ class Runner:
                 self._loop(tool, emit)
                 # what arrived between the last poll and the stop (a trace's ring buffer)
                 # is still read: a stop must not lose events silently
-                for rec in tool.poll(0):
-                    emit(rec)
+                emit_many(tool.poll(0))
                 if not (self.interval and self.count and self.intervals_done >= self.count):
                     for rec in tool.report(True):
                         emit(rec)
@@ -90,8 +99,7 @@ class Runner:
         while not self.stop.is_set():
             now = time.monotonic()
             wake = min(t for t in (now + POLL_S, next_tick, deadline) if t is not None)
-            for rec in tool.poll(max(0.0, wake - now)):
-                emit(rec)
+            self._emit_many(tool.poll(max(0.0, wake - now)))
             now = time.monotonic()
             if next_tick is not None and now >= next_tick:
                 for rec in tool.report(False):
@@ -212,7 +220,8 @@ def run_cli(tool, args, sink) -> int:
     try:
         with (stop_on_signals(runner.stop) if not SIGNALS.active else _nothing()):
             try:
-                runner.run(tool, sink.emit, banner, notice)
+                runner.run(tool, sink.emit, banner, notice,
+                           emit_many=getattr(sink, "emit_many", None))
                 ok = runner.attached
             finally:
                 if ok:

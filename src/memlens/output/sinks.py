@@ -13,12 +13,19 @@ The same records are what a Prometheus collector reads.
 
 A report entry with a stack has "stack" (frames, leaf first, as printed) and may have
 "comm" and "pid" (the folded prefix); its weight is "count" (or the tool's value key).
+
+Batches: `emit_many(records)` takes a poll's records at once (the runner passes them so).
+Any sequence of records works; an `EventBatch` (events decoded as columns by an event tool)
+is rendered in bulk — text by the renderer's `many(batch)`, JSON by the batch's `ndjson()` —
+with one write and one flush, and never becomes dicts unless something iterates it.  At
+150k+ events/s the per-event dict, format call, write and flush were what lost events
+(bench/bench_events.py).
 """
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import IO, Any
 
 from memlens.core.session import nonempty
@@ -62,9 +69,54 @@ def folded_entries(record: Record, prefix: Callable[[Record], list[str]] | None 
     return out
 
 
+class EventBatch(Sequence):
+    """The events of one poll as columns, and the poll's other records (`extra`: losses)
+    after them.  A sequence of plain records for whoever iterates it (tests, a collector);
+    sinks render it in bulk.  Subclasses (one per event tool) give:
+
+        n                   the number of events
+        record(i) -> dict   event i as the plain "event" record
+        ndjson() -> str     every event as NDJSON lines, byte for byte what JsonWriter
+                            writes for record(i) (the default does exactly that, slowly)
+    """
+
+    n = 0
+
+    def __init__(self, extra: Iterable[Record] = ()):
+        self.extra = list(extra)
+
+    def record(self, i: int) -> Record:
+        raise NotImplementedError
+
+    def ndjson(self) -> str:
+        from memlens.output.ndjson import json_line
+
+        return "".join([json_line(self.record(i)) for i in range(self.n)])
+
+    def events(self) -> Iterator[Record]:
+        return (self.record(i) for i in range(self.n))
+
+    def __len__(self) -> int:
+        return self.n + len(self.extra)
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        return self.record(i) if i < self.n else self.extra[i - self.n]
+
+    def __iter__(self) -> Iterator[Record]:
+        yield from self.events()
+        yield from self.extra
+
+
 class Sink:
     """Text by default: `render(record)` writes report/event records; losses go to stderr
-    (always shown); summaries are JSON-only unless the tool renders them."""
+    (always shown); summaries are JSON-only unless the tool renders them.  A renderer with
+    a `many(batch) -> str` method renders an EventBatch's events in one string."""
 
     def __init__(self, render: Callable[[Record], None] | None = None,
                  stream: IO[str] | None = None):
@@ -80,6 +132,29 @@ class Sink:
             self.lost(record)
         elif self.render is not None:
             self.render(record)
+
+    def emit_many(self, records: Sequence[Record]) -> None:
+        """A poll's records at once: an EventBatch's events rendered in bulk (one write,
+        one flush), everything else as emit() would."""
+        if not isinstance(records, EventBatch):
+            for rec in records:
+                self.emit(rec)
+            return
+        if records.n and self.render is not None:
+            many = getattr(self.render, "many", None)
+            if many is not None:
+                self._write(many(records))
+            else:
+                for rec in records.events():
+                    self.render(rec)
+        for rec in records.extra:
+            self.emit(rec)
+
+    def _write(self, text: str) -> None:
+        if text:
+            from memlens.output.ndjson import write_whole
+
+            write_whole(self.stream, text)
 
     @staticmethod
     def lost(rec: Record) -> None:
@@ -114,6 +189,23 @@ class JsonSink(Sink):
             side.add(record)
         self.writer.emit(record)
 
+    def emit_many(self, records: Sequence[Record]) -> None:
+        if not isinstance(records, EventBatch):
+            for side in self.side:
+                for rec in records:
+                    side.add(rec)
+            self.writer.emit_many(records)
+            return
+        from memlens.output.ndjson import json_line
+
+        for side in self.side:
+            for rec in records.extra:
+                side.add(rec)
+        text = records.ndjson() if records.n else ""
+        if records.extra:
+            text += "".join([json_line(r) for r in records.extra])
+        self.writer.write_lines(text)
+
 
 class FoldedSink(Sink):
     """One block of folded lines per report; flamegraph.pl (and read_folded) sum repeated
@@ -132,6 +224,11 @@ class FoldedSink(Sink):
             from memlens.output.folded import write_folded
 
             write_folded(self.stream, folded_entries(record, self.prefix, self.weight))
+
+    def emit_many(self, records: Sequence[Record]) -> None:
+        # events have no stack to fold: only the poll's other records matter here
+        for rec in (records.extra if isinstance(records, EventBatch) else records):
+            self.emit(rec)
 
 
 class _RunStacks:

@@ -22,8 +22,10 @@ from memlens.core.hooks import choose
 from memlens.core.lazy import prefetch_numpy
 from memlens.core.loader import BpfObject
 from memlens.core.privileges import require_tracing_privileges
+from memlens.core.ringbuf import default_ring_bytes, ring_size_arg
 from memlens.core.session import TargetExit, add_common_options, configure_filters
-from memlens.output.sinks import add_output_options
+from memlens.output.sinks import EventBatch, add_output_options
+from memlens.output.table import ELLIPSIS, escape
 
 EXAMPLES = """\
 examples:
@@ -81,9 +83,10 @@ MAP_UNINITIALIZED = 0x4000000
 KNOWN_BITS = 0x0F | sum(b for b, _, _ in MAP_BITS)
 MMAP_ANON, MMAP_FILE, MMAP_NO_FILE = 0, 1, 2  # enum mmap_file_kind
 MAX_ERRNO = 4095
-# A read with data costs ~0.4 ms here however few records it holds (+4 µs a record), so
-# reads are spaced at least this much apart.  The ring holds ~900 records: at one read per
-# 20 ms it fills only above ~45 k calls/s, more than the decoder keeps up with anyway.
+U64 = (1 << 64) - 1
+# A read with data costs a fixed ~0.1-0.4 ms however few records it holds, so reads are
+# spaced at least this much apart; the ring (--ring-size, default 8 MiB: ~80k calls,
+# 0.3 s at 250k calls/s) holds what arrives meanwhile many times over.
 GATHER_S = 0.02
 
 
@@ -155,7 +158,6 @@ class MmapsnoopTool:
 
     def __init__(self, args: argparse.Namespace):
         self.args, self.obj, self.shown, self.last_read = args, None, 0, 0.0
-        self.name_filter = args.name.encode() if args.name else None
         self.losses = Losses()
         self.target = TargetExit(None)
         self.ready = select.epoll()  # on the ring's fd, registered once it exists
@@ -173,15 +175,26 @@ class MmapsnoopTool:
         configure_filters(obj, self.args)  # -p: checked to exist
         self.target = TargetExit(self.args.pid)  # -p: end when it exits
         obj.rodata["targ_file_only"] = bool(self.args.file_only)
+        if getattr(self.args, "name", None):  # --name: filtered in the kernel (comm_allowed)
+            obj.rodata["targ_comm"] = self.args.name.encode()
+            obj.rodata["targ_comm_len"] = len(self.args.name.encode())
+        self.dtype = obj.struct_dtype("mmap_event")
+        self.file_dtype = obj.struct_dtype("mmap_file_event")
+        size = getattr(self.args, "ring_size", None) or default_ring_bytes(self.dtype.itemsize)
+        # a file's record is 20x an anonymous one; file maps come in far smaller bursts
+        # (program and library loads): its ring is the same size, not 20x
+        obj.set_max_entries("events", size, "--ring-size")
+        obj.set_max_entries("file_events", size, "--ring-size")
         obj.load()
         obj.attach_tracepoint("mmap_enter", "syscalls", "sys_enter_mmap")
         obj.attach_tracepoint("mmap_exit", "syscalls", "sys_exit_mmap")
-        self.dtype = obj.struct_dtype("mmap_event")
         self.ring = obj.map("events").ringbuf()
+        self.file_ring = obj.map("file_events").ringbuf()
         self.ready.register(obj.map("events").fd, select.EPOLLIN)
+        self.ready.register(obj.map("file_events").fd, select.EPOLLIN)
 
-    def poll(self, timeout: float) -> list[dict]:
-        # Wait on the ring's fd (bounded by the runner's timeout) rather than sleep a fixed
+    def poll(self, timeout: float) -> MmapBatch:
+        # Wait on the rings' fds (bounded by the runner's timeout) rather than sleep a fixed
         # tick, so the first call after a quiet spell is shown at once; then read at most
         # once per GATHER_S, so a steady stream is still decoded in batches.
         end = time.monotonic() + timeout
@@ -190,10 +203,11 @@ class MmapsnoopTool:
             if wait > 0:
                 time.sleep(wait)
             self.last_read = time.monotonic()
-        out = [decode(rec, self.boot_to_wall) for rec in self.ring.consume_fixed(self.dtype)
-               if self.name_filter is None or self.name_filter in bytes(rec["comm"])]
-        self.shown += len(out)
-        return out + self.losses.new(self.obj)
+        events = self.ring.consume_fixed(self.dtype)
+        files = self.file_ring.consume_fixed(self.file_dtype)
+        batch = MmapBatch(events, files, self.boot_to_wall, self.losses.new(self.obj))
+        self.shown += batch.n
+        return batch
 
     @property
     def finished(self) -> bool:
@@ -232,7 +246,11 @@ class MmapsnoopCommand:
         parser.add_argument("--file-only", action="store_true",
                             help="hide anonymous maps (MAP_ANONYMOUS)")
         parser.add_argument("-n", "--name", metavar="COMM",
-                            help="only processes whose comm contains COMM")
+                            help="only processes whose comm contains COMM (tested in the "
+                                 "kernel)")
+        parser.add_argument("--ring-size", type=ring_size_arg, metavar="BYTES",
+                            help="each ring buffer's size (K/M/G suffixes; a power of two); "
+                                 "default 8M: ~80k calls, 0.3 s of a 250k calls/s burst")
 
     def run(self, args: argparse.Namespace) -> int:
         from memlens.core.runner import run_cli
@@ -266,51 +284,17 @@ class TextRenderer:
         if rec["type"] == "event":
             print(self.table.row(text_row(rec, self.with_time)), flush=True)
 
-
-def decode(rec, boot_to_wall: float) -> dict[str, Any]:
-    from memlens.output.table import comm_str
-
-    ret = int(rec["ret"])
-    failed = -MAX_ERRNO <= ret < 0
-    kind = int(rec["file_kind"])
-    fd = int(rec["fd"])
-    flags, prot = int(rec["flags"]), int(rec["prot"])
-    letters, names = map_flags(flags)
-    path = None
-    if kind == MMAP_FILE:
-        levels = int(rec["path_levels"])
-        comps = [bytes(c) for c in rec["path"][:levels]]
-        path = join_path(comps, bool(rec["path_truncated"]))
-        if rec["deleted"]:
-            path += " (deleted)"
-    ts = boot_to_wall + int(rec["ts_ns"]) / 1e9
-    return {
-        "type": "event",
-        "time": _clock(int(ts)),
-        "timestamp": round(ts, 6),
-        "pid": int(rec["pid"]),
-        "tid": int(rec["tid"]),
-        "comm": comm_str(bytes(rec["comm"])),
-        "prot": prot_letters(prot),
-        "prot_raw": prot,
-        "flags": letters,
-        "flags_raw": flags,
-        "flag_names": list(names),
-        "offset": int(rec["off"]),
-        "size_bytes": int(rec["len"]),
-        "addr_hint": int(rec["addr_hint"]),
-        "fd": None if kind == MMAP_ANON else fd,
-        "anonymous": kind == MMAP_ANON,
-        "file": path,
-        "deleted": bool(rec["deleted"]) if kind == MMAP_FILE else False,
-        "ret": ret,
-        "addr": None if failed else f"{ret & 0xFFFFFFFFFFFFFFFF:#x}",
-        "error": errno.errorcode.get(-ret, f"E{-ret}") if failed else None,
-        "errno": -ret if failed else None,
-    }
+    def many(self, batch: MmapBatch) -> str:
+        """A poll's rows as one string (the sink writes it at once)."""
+        text = batch.text(self.with_time, self.table.line_width)
+        if not self.header_done:
+            self.header_done = True
+            text = self.table.header() + "\n" + text
+        return text
 
 
 def text_row(ev: dict[str, Any], with_time: bool) -> list[Any]:
+    """An event record's cells, for the one-record path (TextRenderer.__call__)."""
     if ev["anonymous"]:
         where = "[anon]"
     elif ev["file"] is None:
@@ -322,6 +306,261 @@ def text_row(ev: dict[str, Any], with_time: bool) -> list[Any]:
     row = [ev["pid"], ev["comm"], ev["prot"], ev["flags"], kb_up(ev["offset"]),
            kb_up(ev["size_bytes"]), where]
     return [ev["time"], *row] if with_time else row
+
+
+# the fields that make a call's line apart from its time and result
+_GROUP_FIELDS = ("pid", "tid", "prot", "flags", "off", "len", "addr_hint", "fd", "file_kind",
+                 "deleted")
+
+
+class MmapBatch(EventBatch):
+    """One poll's calls, in the order they were made (the anonymous ring and the file ring
+    merged by entry time), decoded by numpy at once.
+
+    A burst repeats itself: the same process mapping the same size with the same flags.
+    Calls are grouped by every field but their time and result (`_groups`: one np.unique),
+    so a text row is built once per group and a JSON line costs the formatting of its
+    time, address and result only.  A dict per call is made only for whoever iterates."""
+
+    def __init__(self, events, files, boot_to_wall: float, extra=()):
+        from memlens.core.lazy import np
+
+        super().__init__(extra)
+        nf = len(files)
+        self.paths: dict[int, str] = {}  # index -> path, file maps only
+        if nf:
+            paths = [_file_path(rec) for rec in files]
+            ev = np.concatenate([events, files["ev"]]) if len(events) else files["ev"]
+        else:
+            ev = events
+        n = self.n = len(ev)
+        if not n:
+            return
+        if nf:
+            order = np.argsort(ev["ts_ns"], kind="stable")
+            ev = ev[order]
+            where = np.empty(n, np.int64)
+            where[order] = np.arange(n)
+            self.paths = dict(zip(where[n - nf:].tolist(), paths))
+        self.ev = ev
+        # wall-clock microseconds, in integers (exact): "timestamp" is sec.micro
+        us = round(boot_to_wall * 1e6) + (ev["ts_ns"].astype(np.int64) + 500) // 1000
+        self.sec = (us // 1_000_000).tolist()
+        self.micro = (us % 1_000_000).tolist()
+        self.ret = ev["ret"].tolist()
+        self._group_of: list[int] | None = None
+
+    def _groups(self) -> tuple[list[int], list[int]]:
+        """(group of each call, first call of each group): calls equal in every field but
+        time and result share a group; a file map is a group of its own (its path)."""
+        if self._group_of is None:
+            from memlens.core.lazy import np
+
+            ev, n = self.ev, self.n
+            cols = [ev[f] for f in _GROUP_FIELDS]
+            comm = np.ascontiguousarray(ev["comm"]).view("<u8").reshape(n, -1)
+            cols += [comm[:, k] for k in range(comm.shape[1])]
+            ret = ev["ret"]
+            cols.append(np.where((ret < 0) & (ret >= -MAX_ERRNO), ret, 0))  # the error
+            if self.paths:
+                solo = np.zeros(n, np.int64)
+                solo[list(self.paths)] = np.arange(1, len(self.paths) + 1)
+                cols.append(solo)
+            h = np.zeros(n, np.uint64)
+            with np.errstate(over="ignore"):
+                for col in cols:
+                    h = h * np.uint64(0x100000001B3) ^ col.astype(np.uint64)
+            _, first, inverse = np.unique(h, return_index=True, return_inverse=True)
+            if all(np.array_equal(col, col[first][inverse]) for col in cols):
+                self._group_of, self._first = inverse.ravel().tolist(), first.tolist()
+            else:  # two different calls hashed alike: every call its own group
+                self._group_of, self._first = list(range(n)), list(range(n))
+        return self._group_of, self._first
+
+    def _fields(self, i: int) -> dict[str, Any]:
+        """Call i's fields as Python values (once per group)."""
+        rec = self.ev[i]
+        return {f: int(rec[f]) for f in _GROUP_FIELDS} | {"comm": bytes(rec["comm"])}
+
+    def record(self, i: int) -> dict[str, Any]:
+        f = self._fields(i)
+        ret, kind, fd, flags, prot = self.ret[i], f["file_kind"], f["fd"], f["flags"], f["prot"]
+        failed = -MAX_ERRNO <= ret < 0
+        letters, names = map_flags(flags)
+        return {
+            "type": "event",
+            "time": _clock(self.sec[i]),
+            "timestamp": float(f"{self.sec[i]}.{self.micro[i]:06d}"),
+            "pid": f["pid"],
+            "tid": f["tid"],
+            "comm": _CACHE.comm(f["comm"]),
+            "prot": prot_letters(prot),
+            "prot_raw": prot,
+            "flags": letters,
+            "flags_raw": flags,
+            "flag_names": list(names),
+            "offset": f["off"],
+            "size_bytes": f["len"],
+            "addr_hint": f["addr_hint"],
+            "fd": None if kind == MMAP_ANON else fd,
+            "anonymous": kind == MMAP_ANON,
+            "file": self.paths.get(i),
+            "deleted": bool(f["deleted"]) if kind == MMAP_FILE else False,
+            "ret": ret,
+            "addr": None if failed else f"{ret & U64:#x}",
+            "error": errno.errorcode.get(-ret, f"E{-ret}") if failed else None,
+            "errno": -ret if failed else None,
+        }
+
+    def ndjson(self) -> str:
+        """The lines JsonWriter writes for record(i) (equal once parsed; "timestamp" is
+        written from integers, without float's repr), built per group, then per call."""
+        from memlens.output.ndjson import json_str
+
+        group_of, first = self._groups()
+        middle = []  # per group: "pid" ... "deleted"
+        for i in first:
+            f = self._fields(i)
+            kind, fd = f["file_kind"], f["fd"]
+            if kind == MMAP_ANON:
+                where = '"fd":null,"anonymous":true,"file":null,"deleted":false'
+            elif kind == MMAP_FILE:
+                where = (f'"fd":{fd},"anonymous":false,"file":{json_str(self.paths[i])},'
+                         f'"deleted":{"true" if f["deleted"] else "false"}')
+            else:
+                where = f'"fd":{fd},"anonymous":false,"file":null,"deleted":false'
+            middle.append(
+                f'"pid":{f["pid"]},"tid":{f["tid"]},"comm":{_CACHE.comm_json(f["comm"])},'
+                f'{_CACHE.prot_json(f["prot"])},{_CACHE.flags_json(f["flags"])},'
+                f'"offset":{f["off"]},"size_bytes":{f["len"]},"addr_hint":{f["addr_hint"]},'
+                f'{where},"ret":')
+        clock = {s: _clock(s) for s in set(self.sec)}
+        lines = []
+        for sec, micro, g, ret in zip(self.sec, self.micro, group_of, self.ret):
+            if ret < 0:
+                if ret >= -MAX_ERRNO:
+                    result = (f'{ret},"addr":null,"error":{_CACHE.error_json(-ret)},'
+                              f'"errno":{-ret}}}\n')
+                else:
+                    result = f'{ret},"addr":"{hex(ret & U64)}","error":null,"errno":null}}\n'
+            else:
+                result = f'{ret},"addr":"{hex(ret)}","error":null,"errno":null}}\n'
+            lines.append(f'{{"type":"event","time":"{clock[sec]}","timestamp":{sec}.'
+                         f'{micro:06d},{middle[g]}{result}')
+        return "".join(lines)
+
+    def text(self, with_time: bool, width: int | None) -> str:
+        """The rows TextRenderer prints (Table's rules: cells escaped, strings cut with
+        "...", numbers whole, FILE cut from the left to end the line at `width`); a row is
+        the same for every call of a group, bar its time."""
+        group_of, first = self._groups()
+        rows = []
+        tw = (width - 9) if (with_time and width is not None) else width  # TIME + space
+        for i in first:
+            f = self._fields(i)
+            head = (f"{f['pid']:<7} {_CACHE.comm_cell(f['comm'])} "
+                    f"{_CACHE.prot_cell(f['prot'])} {_CACHE.flags_cell(f['flags'])} "
+                    f"{kb_up(f['off']):>8} {kb_up(f['len']):>8}")
+            kind, ret = f["file_kind"], self.ret[i]
+            if kind == MMAP_ANON:
+                where = "[anon]"
+            elif kind == MMAP_FILE:
+                where = escape(self.paths[i])
+            else:
+                where = f"[bad fd {f['fd']}]"
+            if -MAX_ERRNO <= ret < 0:
+                where = f"{where} ({_CACHE.error(-ret)})"
+            if tw is not None:
+                room = max(tw - len(head) - 1, 1)
+                if len(where) > room:
+                    where = cut(where, room, True)
+            rows.append(f"{head} {where}".rstrip() + "\n")
+        if with_time:
+            clock = {s: _clock(s) + " " for s in set(self.sec)}
+            return "".join([clock[s] + rows[g] for s, g in zip(self.sec, group_of)])
+        return "".join([rows[g] for g in group_of])
+
+
+class _Cache:
+    """Strings per distinct value (a burst repeats a handful of comms, prots, flags)."""
+
+    def __init__(self) -> None:
+        self._maps: dict[str, dict] = {}
+
+    def _get(self, kind: str, key, make):
+        m = self._maps.setdefault(kind, {})
+        out = m.get(key)
+        if out is None:
+            if len(m) >= 4096:
+                m.clear()
+            out = m[key] = make(key)
+        return out
+
+    def comm(self, raw: bytes) -> str:
+        from memlens.output.table import comm_str
+
+        return self._get("comm", raw, comm_str)
+
+    def comm_json(self, raw: bytes) -> str:
+        from memlens.output.ndjson import json_str
+
+        return self._get("comm_json", raw, lambda r: json_str(self.comm(r)))
+
+    def comm_cell(self, raw: bytes) -> str:
+        return self._get("comm_cell", raw, lambda r: _cell(self.comm(r), 15))
+
+    def prot_json(self, prot: int) -> str:
+        return self._get("prot_json", prot,
+                         lambda p: f'"prot":"{prot_letters(p)}","prot_raw":{p}')
+
+    def prot_cell(self, prot: int) -> str:
+        return self._get("prot_cell", prot, lambda p: _cell(prot_letters(p), 4))
+
+    def flags_json(self, flags: int) -> str:
+        from memlens.output.ndjson import json_str
+
+        def make(f: int) -> str:
+            letters, names = map_flags(f)
+            return (f'"flags":{json_str(letters)},"flags_raw":{f},"flag_names":['
+                    + ",".join(json_str(n) for n in names) + "]")
+        return self._get("flags_json", flags, make)
+
+    def flags_cell(self, flags: int) -> str:
+        return self._get("flags_cell", flags, lambda f: _cell(map_flags(f)[0], 5))
+
+    def error(self, err: int) -> str:
+        return self._get("error", err, lambda e: errno.errorcode.get(e, f"E{e}"))
+
+    def error_json(self, err: int) -> str:
+        from memlens.output.ndjson import json_str
+
+        return self._get("error_json", err, lambda e: json_str(self.error(e)))
+
+
+_CACHE = _Cache()
+
+
+def _cell(text: str, width: int) -> str:
+    """A fixed-width text cell as output.table.Table makes it."""
+    text = escape(text)
+    if len(text) > width:
+        text = cut(text, width, False)
+    return f"{text:<{width}}"
+
+
+def cut(text: str, width: int, keep_tail: bool) -> str:
+    """output.table's cut: "..." where the text was cut (at its start with keep_tail)."""
+    if width <= len(ELLIPSIS):
+        return text[-width:] if keep_tail else text[:width]
+    keep = width - len(ELLIPSIS)
+    return ELLIPSIS + text[-keep:] if keep_tail else text[:keep] + ELLIPSIS
+
+
+def _file_path(rec) -> str:
+    ev = rec["ev"]
+    levels = int(ev["path_levels"])
+    path = join_path(list(rec["path"][:levels]), bool(ev["path_truncated"]))
+    return path + " (deleted)" if ev["deleted"] else path
 
 
 COMMAND = MmapsnoopCommand()

@@ -25,11 +25,21 @@ char LICENSE[] SEC("license") = "GPL";
 #define MMAP_MOUNT_CROSSINGS 8
 
 const volatile bool targ_file_only = false;  /* --file-only: drop anonymous maps here */
+/* --name: only tasks whose comm contains targ_comm (targ_comm_len bytes), tested here so
+ * that other processes' calls cost no record, no ring space and no Python time */
+const volatile char targ_comm[16] = {};
+const volatile __u32 targ_comm_len = 0;
+
+/* sized from --ring-size before load (the numbers here are placeholders) */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 4 * 1024 * 1024);
+} events SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 2 * 1024 * 1024); /* ~900 records of 2.2 KiB between polls */
-} events SEC(".maps");
+	__uint(max_entries, 4 * 1024 * 1024);
+} file_events SEC(".maps");
 
 /* LRU: an entry left behind by a thread that never reached the exit tracepoint (the
  * tool attached between enter and exit) is recycled instead of filling the map. */
@@ -41,6 +51,32 @@ struct {
 } inflight SEC(".maps");
 
 struct mmap_event mmap_event_btf_anchor __attribute__((unused));
+struct mmap_file_event mmap_file_event_btf_anchor __attribute__((unused));
+
+/* strstr(comm, targ_comm) within the comm's 16 bytes */
+static __always_inline bool comm_allowed(void)
+{
+	char comm[16];
+	__u32 n = targ_comm_len;
+	int i, j;
+
+	if (!n)
+		return true;
+	if (n > 15)
+		return false;
+	bpf_get_current_comm(comm, sizeof(comm));
+	for (i = 0; i < 16; i++) {
+		if (i + n > 15)
+			return false;
+		for (j = 0; j < 15; j++) {
+			if (j >= n)
+				return true;
+			if (i + j >= 16 || comm[i + j] != targ_comm[j])
+				break;
+		}
+	}
+	return false;
+}
 
 static __always_inline struct file *fd_file(int fd)
 {
@@ -59,7 +95,7 @@ static __always_inline struct file *fd_file(int fd)
 SEC("tracepoint/syscalls/sys_enter_mmap")
 int mmap_enter(struct trace_event_raw_sys_enter *ctx)
 {
-	if (!task_allowed())
+	if (!task_allowed() || !comm_allowed())
 		return 0;
 	struct mmap_args a = {};
 	a.ts_ns = bpf_ktime_get_boot_ns();
@@ -99,12 +135,13 @@ static __always_inline bool at_root(struct dentry *dentry, struct mount *mnt)
  * The file stays valid: a successful mmap holds a reference in the new vma, and a failed
  * one has dropped the fd's reference only if another thread closed the fd meanwhile (then
  * reads may see a recycled dentry; they never fault, bpf_probe_read_kernel is safe). */
-static __always_inline void fill_path(struct mmap_event *e, struct file *file)
+static __always_inline void fill_path(struct mmap_file_event *fe, struct file *file)
 {
 	struct dentry *dentry = BPF_CORE_READ(file, f_path.dentry);
 	struct vfsmount *vfsmnt = BPF_CORE_READ(file, f_path.mnt);
 	struct mount *mnt = (void *)vfsmnt - bpf_core_field_offset(struct mount, mnt);
 	struct hlist_bl_node **pprev = BPF_CORE_READ(dentry, d_hash.pprev);
+	struct mmap_event *e = &fe->ev;
 	int i;
 
 	/* d_unlinked(): unhashed and not a root */
@@ -120,7 +157,7 @@ static __always_inline void fill_path(struct mmap_event *e, struct file *file)
 				/* a pseudo file's dentry is its own parent (alloc_file_pseudo():
 				 * memfd, anonymous shared memory): its name is the whole path */
 				const unsigned char *name = BPF_CORE_READ(dentry, d_name.name);
-				bpf_probe_read_kernel_str(e->path[i], MMAP_NAME_LEN, name);
+				bpf_probe_read_kernel_str(fe->path[i], MMAP_NAME_LEN, name);
 				i++;
 				break;
 			}
@@ -128,15 +165,35 @@ static __always_inline void fill_path(struct mmap_event *e, struct file *file)
 				break;
 			dentry = BPF_CORE_READ(mnt, mnt_mountpoint);
 			mnt = up;
-			e->path[i][0] = 0;
+			fe->path[i][0] = 0;
 			continue;
 		}
 		const unsigned char *name = BPF_CORE_READ(dentry, d_name.name);
-		bpf_probe_read_kernel_str(e->path[i], MMAP_NAME_LEN, name);
+		bpf_probe_read_kernel_str(fe->path[i], MMAP_NAME_LEN, name);
 		dentry = parent;
 	}
 	e->path_levels = i;
 	e->path_truncated = i == MMAP_PATH_LEVELS && !at_root(dentry, mnt);
+}
+
+static __always_inline void fill_event(struct mmap_event *e, const struct mmap_args *a,
+					long ret, __u64 id, __u8 kind)
+{
+	e->ts_ns = a->ts_ns;
+	e->addr_hint = a->addr_hint;
+	e->len = a->len;
+	e->prot = a->prot;
+	e->flags = a->flags;
+	e->off = a->off;
+	e->fd = a->fd;
+	e->ret = ret;
+	e->pid = id >> 32;
+	e->tid = (__u32)id;
+	e->path_levels = 0;
+	e->path_truncated = 0;
+	e->deleted = 0;
+	e->file_kind = kind;
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
 }
 
 SEC("tracepoint/syscalls/sys_exit_mmap")
@@ -146,35 +203,22 @@ int mmap_exit(struct trace_event_raw_sys_exit *ctx)
 	struct mmap_args *a = bpf_map_lookup_elem(&inflight, &id);
 	if (!a)
 		return 0;
-	struct mmap_event *e = reserve_or_count(&events, sizeof(*e));
-	if (!e) {
-		bpf_map_delete_elem(&inflight, &id);
-		return 0;
-	}
-	e->ts_ns = a->ts_ns;
-	e->addr_hint = a->addr_hint;
-	e->len = a->len;
-	e->prot = a->prot;
-	e->flags = a->flags;
-	e->off = a->off;
-	e->fd = a->fd;
-	e->ret = ctx->ret;
-	e->pid = id >> 32;
-	e->tid = (__u32)id;
-	e->path_levels = 0;
-	e->path_truncated = 0;
-	e->deleted = 0;
-	bpf_get_current_comm(e->comm, sizeof(e->comm));
 	struct file *file = (struct file *)a->file;
-	if (a->flags & MAP_ANONYMOUS) {
-		e->file_kind = MMAP_ANON;
-	} else if (!file) {
-		e->file_kind = MMAP_NO_FILE;
+	if (!(a->flags & MAP_ANONYMOUS) && file) {
+		struct mmap_file_event *fe = reserve_or_count(&file_events, sizeof(*fe));
+		if (fe) {
+			fill_event(&fe->ev, a, ctx->ret, id, MMAP_FILE);
+			fill_path(fe, file);
+			bpf_ringbuf_submit(fe, 0);
+		}
 	} else {
-		e->file_kind = MMAP_FILE;
-		fill_path(e, file);
+		struct mmap_event *e = reserve_or_count(&events, sizeof(*e));
+		if (e) {
+			fill_event(e, a, ctx->ret, id,
+				   (a->flags & MAP_ANONYMOUS) ? MMAP_ANON : MMAP_NO_FILE);
+			bpf_ringbuf_submit(e, 0);
+		}
 	}
 	bpf_map_delete_elem(&inflight, &id);
-	bpf_ringbuf_submit(e, 0);
 	return 0;
 }

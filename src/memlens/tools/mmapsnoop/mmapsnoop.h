@@ -13,6 +13,11 @@ enum mmap_file_kind {
 	MMAP_NO_FILE = 2,  /* the fd named no open file (the call fails with EBADF) */
 };
 
+/* Every call: the arguments, the result, who.  Anonymous maps and calls without a file
+ * (the storms: allocators, thread stacks) travel alone, 104 bytes, in ring `events`; a
+ * file's map travels as struct mmap_file_event in ring `file_events` (2.2 KiB: the path's
+ * components).  One fixed size per ring keeps each decodable as one numpy array; the
+ * reader merges the two by ts_ns. */
 struct mmap_event {
 	__u64 ts_ns;         /* bpf_ktime_get_boot_ns() at syscall entry */
 	__u64 addr_hint;     /* addr argument */
@@ -30,6 +35,10 @@ struct mmap_event {
 	__u8 deleted;        /* the file's dentry is unlinked (d_path's " (deleted)") */
 	__u8 pad[7];
 	char comm[16];
+};
+
+struct mmap_file_event {
+	struct mmap_event ev;
 	char path[MMAP_PATH_LEVELS][MMAP_NAME_LEN];
 };
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from memlens.core.session import TargetExit, add_common_options, check_pid_exists, positive_int
 from memlens.errors import UsageError
+from memlens.output.sinks import EventBatch
 from memlens.output.table import escape
 
 EXAMPLES = """\
@@ -39,6 +40,40 @@ tracepoint and filter that answer the same question.
 """
 
 
+def _batch_engine(base):
+    """The engine, reading its trace ring as one array and sized by --ring-size.
+
+    Stopgap until core/engine.py offers both (`Engine(ring_size=)`, and trace events as the
+    array ring.consume_fixed returns instead of a list of its rows): `_events` is the
+    engine's read of the ring, `_layouts` the last step before its load that every
+    tracepoint run takes.  If the engine changes under them, the list still decodes (more
+    slowly) and the ring keeps the engine's size."""
+
+    class BatchEngine(base):
+        ring_bytes: int | None = None
+
+        def _events(self):
+            ring = self.obj.map("events").ringbuf()
+            dtype = getattr(self, "_event_dtype", None)
+            if dtype is None:
+                dtype = self._event_dtype = self.obj.struct_dtype("engine_event")
+            return ring.consume_fixed(dtype)
+
+        def _layouts(self):
+            from memlens.core.ringbuf import default_ring_bytes
+
+            obj = self.obj
+            if obj is not None and not obj.loaded:
+                # engine_event is ~860 bytes: the default caps at 16 MiB (~19k events,
+                # 0.1 s at 190k/s); a compact trace record is the engine's to make
+                size = self.ring_bytes or default_ring_bytes(
+                    obj.struct_dtype("engine_event").itemsize)
+                obj.set_max_entries("events", size, "--ring-size")
+            return super()._layouts()
+
+    return BatchEngine
+
+
 class TraceTool:
     def __init__(self, args: argparse.Namespace):
         from memlens.core.engine import Engine
@@ -52,7 +87,9 @@ class TraceTool:
             keys += ("ustack",)
         if args.kernel_stack:
             keys += ("kstack",)
-        self.engine = Engine(probes, keys=keys, filter=args.filter, trace=True)
+        self.stacks = bool(keys)
+        self.engine = _batch_engine(Engine)(probes, keys=keys, filter=args.filter, trace=True)
+        self.engine.ring_bytes = getattr(args, "ring_size", None)
         shown = args.probe + (f" '{args.filter}'" if args.filter else "")
         self.what = shown + (f" for PID {args.pid}" if args.pid else "")
         self.printed = 0
@@ -70,17 +107,20 @@ class TraceTool:
         self.engine.start(pid=self.args.pid, cgroup=self.args.cgroup)
         self.start_ns = time.monotonic_ns()
 
-    def poll(self, timeout: float) -> list[dict]:
-        out: list[dict] = []
-        for ev in self.engine.poll(timeout):
-            if self.done:
-                break
-            out.append(self._event(ev))
-            self.printed += 1
-            if self.args.max_events and self.printed >= self.args.max_events:
-                self.done = True
-        out.extend(self._lost())
-        return out
+    def poll(self, timeout: float):
+        events = self.engine.poll(timeout)
+        if self.done:
+            events = events[:0]
+        elif self.args.max_events:
+            events = events[:self.args.max_events - self.printed]
+        self.printed += len(events)
+        if self.args.max_events and self.printed >= self.args.max_events:
+            self.done = True
+        if self.stacks or isinstance(events, list):
+            # stacks are resolved one event at a time (and a list is what an engine
+            # without the batch read returns)
+            return [self._event(ev) for ev in events] + self._lost()
+        return TraceBatch(events, self.engine, self._lost())
 
     def _lost(self) -> list[dict]:
         return [*self.engine.lost()]
@@ -131,12 +171,192 @@ def _value(v: Any) -> str:
     return str(v)
 
 
+class TraceBatch(EventBatch):
+    """One poll's trace events as columns.  The tracepoint's fields are read by numpy, a
+    column per field, for every probe whose fields are all plain integers (syscalls, most
+    of kmem, oom...): the record's own decoder (core/tpformat.py) reads the first event of
+    each probe and must agree, and says which fields are bools.  Probes with strings or
+    arrays are decoded per event, as before."""
+
+    def __init__(self, ev, engine, extra=()):
+        from memlens.core.lazy import np
+
+        super().__init__(extra)
+        self.n = n = len(ev)
+        if not n:
+            return
+        self.engine = engine
+        for col in ("ts_ns", "tgid", "tid", "comm", "cpu", "uid", "cgroup", "probe",
+                    "latency_ns"):
+            setattr(self, col, ev[col].tolist())
+        self.fields: list[dict | None] = [None] * n   # per event, when decoded one by one
+        self.columns: dict[int, tuple[list[int], list[str], list[list]]] = {}
+        probe = ev["probe"]
+        sizes = ev["size"]
+        for p in set(self.probe):
+            fmt = engine.formats.get(p)
+            if fmt is None:
+                continue
+            rows = np.flatnonzero((probe == p) & (sizes > 0))
+            if not len(rows):
+                continue
+            cols = _field_columns(fmt, ev["data"][rows], sizes[rows])
+            if cols is not None:
+                self.columns[p] = (rows.tolist(), *cols)
+            else:
+                for i in rows.tolist():
+                    self.fields[i] = _decode(fmt, ev[i])
+        self._ev = ev
+        self._pos: dict[int, int] | None = None
+
+    def _field_values(self, i: int) -> dict | None:
+        """Event i's tracepoint fields (None: the event has none)."""
+        if self.fields[i] is not None:
+            return self.fields[i]
+        cols = self.columns.get(self.probe[i])
+        if cols is None:
+            return None
+        if self._pos is None:
+            self._pos = {r: k for rows, _, _ in self.columns.values()
+                         for k, r in enumerate(rows)}
+        k = self._pos.get(i)
+        if k is None:
+            return None
+        _, names, values = cols
+        return {name: vals[k] for name, vals in zip(names, values)}
+
+    def record(self, i: int) -> dict[str, Any]:
+        rec = {"type": "event", **self._common(i)}
+        fields = self._field_values(i)
+        if fields is not None:
+            rec["fields"] = fields
+        if self.latency_ns[i]:  # not made by trace (no latency pairs): the engine's decode
+            rec = {"type": "event", **self.engine.decode_event(self._ev[i])}
+        return rec
+
+    def _common(self, i: int) -> dict[str, Any]:
+        return {"ts_ns": self.ts_ns[i], "pid": self.tgid[i], "tid": self.tid[i],
+                "comm": _comm(self.comm[i]), "cpu": self.cpu[i], "uid": self.uid[i],
+                "cgroup_id": self.cgroup[i], "probe": self._probe_text(self.probe[i])}
+
+    def _probe_text(self, n: int) -> str:
+        p = self.engine.probe_by_id.get(n)
+        return p.text if p else f"probe#{n}"
+
+    def _fields_json(self) -> list[str]:
+        """Each event's `,"fields":{...}` (or "")."""
+        from memlens.output.ndjson import json_line
+
+        out = [""] * self.n
+        for i, f in enumerate(self.fields):
+            if f is not None:
+                line = json_line({"type": "event", "fields": f})
+                out[i] = "," + line[len('{"type":"event",'):-2]
+        for rows, names, values in self.columns.values():
+            tmpl = ',"fields":{' + ",".join(f'"{n}":%s' for n in names) + "}"
+            for r, vals in zip(rows, zip(*[_json_values(v) for v in values])):
+                out[r] = tmpl % vals
+        return out
+
+    def ndjson(self) -> str:
+        from memlens.output.ndjson import json_line, json_str
+
+        if any(self.latency_ns):
+            return "".join([json_line(self.record(i)) for i in range(self.n)])
+        comm = {c: json_str(_comm(c)) for c in set(self.comm)}
+        probe = {p: json_str(self._probe_text(p)) for p in set(self.probe)}
+        return "".join([
+            f'{{"type":"event","ts_ns":{ts},"pid":{pid},"tid":{tid},"comm":{comm[c]},'
+            f'"cpu":{cpu},"uid":{uid},"cgroup_id":{cg},"probe":{probe[p]}{fj}}}\n'
+            for ts, pid, tid, c, cpu, uid, cg, p, fj in zip(
+                self.ts_ns, self.tgid, self.tid, self.comm, self.cpu, self.uid, self.cgroup,
+                self.probe, self._fields_json())])
+
+    def text_fields(self) -> list[str]:
+        """Each event's FIELDS column (__syscall_nr left out: FUNC says it)."""
+        out = [""] * self.n
+        for i, f in enumerate(self.fields):
+            if f is not None:
+                out[i] = " ".join(f"{k}={_value(v)}" for k, v in f.items()
+                                  if k != "__syscall_nr")
+        for rows, names, values in self.columns.values():
+            shown = [(n, v) for n, v in zip(names, values) if n != "__syscall_nr"]
+            if not shown:
+                continue
+            cells = [[f"{n}={_value(x)}" for x in v] for n, v in shown]
+            for r, parts in zip(rows, zip(*cells)):
+                out[r] = " ".join(parts)
+        return out
+
+
+def _comm(raw: bytes) -> str:
+    from memlens.output.table import comm_str
+
+    return comm_str(raw)
+
+
+def _decode(fmt, ev) -> dict:
+    from memlens.core import tpformat
+
+    return tpformat.decode(fmt, bytes(ev["data"][:int(ev["size"])]))
+
+
+def _field_columns(fmt, data, sizes):
+    """(names, value lists) of a probe's fields read as numpy columns, or None when a field
+    is not a plain integer or a record is shorter than the fields (decode those one by
+    one).  The first record decoded by tpformat is the reference: same names, same values,
+    and its bools make bool columns."""
+    from memlens.core import tpformat
+
+    fields = fmt.user_fields()
+    if not fields or any(f.data_loc or f.is_string or f.array_len is not None
+                         or f.size not in (1, 2, 4, 8) for f in fields):
+        return None
+    end = max(f.offset + f.size for f in fields)
+    if int(sizes.min()) < end:
+        return None
+    ref = tpformat.decode(fmt, bytes(data[0][:int(sizes[0])]))
+    names, values = [], []
+    for f in sorted(fields, key=lambda f: f.offset):
+        off, size, signed = tpformat.value_layout(f)
+        col = data[:, off:off + size].copy().view(f"<{'i' if signed else 'u'}{size}").ravel()
+        if isinstance(ref.get(f.name), bool):
+            col = col.astype(bool)
+        names.append(f.name)
+        values.append(col.tolist())
+    if list(ref) != names or [ref[n] for n in names] != [v[0] for v in values]:
+        return None
+    return names, values
+
+
+def _json_values(col: list) -> list[str]:
+    if col and isinstance(col[0], bool):
+        return ["true" if v else "false" for v in col]
+    return col  # ints: %s writes them as json does
+
+
 class TextRenderer:
     """BCC trace's columns: PID TID COMM FUNC, then the fields as name=value."""
 
     def __init__(self, args: argparse.Namespace):
         self.args = args
         self.header = False
+
+    def many(self, batch: TraceBatch) -> str:
+        """A poll's lines as one string (the sink writes it at once)."""
+        lines = []
+        if not self.header:
+            self.header = True
+            ts = "TIME     " if self.args.timestamp else ""
+            lines.append(f"{ts}{'PID':<7} {'TID':<7} {'COMM':<15} {'FUNC':<22} FIELDS")
+        ts = time.strftime("%H:%M:%S ") if self.args.timestamp else ""
+        comm = {c: _comm(c) for c in set(batch.comm)}
+        func = {p: batch._probe_text(p).rsplit(":", 1)[-1] for p in set(batch.probe)}
+        lines += [f"{ts}{pid:<7} {tid:<7} {comm[c]:<15} {func[p]:<22} {fields}".rstrip()
+                  for pid, tid, c, p, fields in zip(batch.tgid, batch.tid, batch.comm,
+                                                    batch.probe, batch.text_fields())]
+        lines.append("")
+        return "\n".join(lines)
 
     def __call__(self, rec: dict) -> None:
         if rec.get("type") != "event":
@@ -180,6 +400,11 @@ class TraceCommand:
                             help="print the user stack of each event")
         parser.add_argument("-K", "--kernel-stack", action="store_true",
                             help="print the kernel stack of each event")
+        from memlens.core.ringbuf import ring_size_arg
+
+        parser.add_argument("--ring-size", type=ring_size_arg, metavar="BYTES",
+                            help="the event ring buffer's size (K/M/G suffixes; a power of "
+                                 "two); default 16M: ~19k events")
         add_output_options(parser)
 
     def run(self, args: argparse.Namespace) -> int:
