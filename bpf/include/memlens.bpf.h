@@ -163,17 +163,381 @@ struct {
 	__type(value, struct stack_trace);
 } stack_scratch SEC(".maps");
 
+#ifdef MEMLENS_UNWIND
+/* ---- User stacks unwound with .eh_frame, for code built without frame pointers ----------
+ * The kernel's user stack walk follows rbp; Debian's libc, python3, git... use rbp as a
+ * general register, so their stacks stop after a frame or two (KERNEL.md §9).  User space
+ * (memlens/core/unwind) reduces each mapped ELF's call frame information to sorted 8-byte
+ * rows (cfi.py: where the CFA is, where rbp was saved; the return address is at CFA-8) in
+ * `unwind_rows`, one extent per file shared by every process mapping it, and gives each
+ * process its executable mappings in `unwind_procs`.  The walk below finds a frame's
+ * mapping and row by binary search, then the caller's rip, rsp and rbp; where no row covers
+ * the pc it follows rbp as the kernel would.  A process not loaded yet (its first events,
+ * before user space has read it) gets the kernel's walk, counted as a fallback, and a
+ * request on `unwind_requests` that makes user space load it.
+ * Needs bpf_loop (5.17) and bpf_task_pt_regs (5.15): user space checks before setting
+ * unwind_dwarf; with it false the verifier drops this code.  Define MEMLENS_UNWIND (and
+ * MEMLENS_STACK_STORE) before including this header. */
+#define MEMLENS_UNWIND_MAX_MAPS 128     /* executable mappings per process */
+#define MEMLENS_UNWIND_MAP_STEPS 8      /* binary search over them */
+#define MEMLENS_UNWIND_ROW_STEPS 24     /* binary search over a file's rows: up to 16M */
+
+/* cfi.py's row encoding */
+#define UNWIND_CFA_END 0
+#define UNWIND_CFA_RSP 1
+#define UNWIND_CFA_RBP 2
+#define UNWIND_CFA_PLT 3
+#define UNWIND_CFA_DEREF_RBP 4
+#define UNWIND_CFA_SIGNAL 5
+#define UNWIND_CFA_GAP 6
+#define UNWIND_CFA_UNSUPPORTED 7
+#define UNWIND_CFA_SCALED 8
+#define UNWIND_RBP_SAME 0
+#define UNWIND_RBP_AT_CFA 1
+#define UNWIND_RBP_AT_RBP 2
+/* struct sigcontext: rbp and rip relative to the saved rsp */
+#define UNWIND_SIG_RBP (-40)
+#define UNWIND_SIG_RIP 8
+
+struct unwind_row {
+	__u32 pc;       /* ELF vaddr where the row starts */
+	__s16 cfa_off;
+	__u8 kind;      /* CFA rule | UNWIND_CFA_SCALED, rbp rule << 4 */
+	__s8 rbp_off;   /* in 8 bytes; the PLT's threshold */
+};
+
+struct unwind_mapping {
+	__u64 start;
+	__u64 end;
+	__u64 bias;       /* runtime address - ELF vaddr */
+	__u32 row_start;  /* the file's rows in unwind_rows */
+	__u32 row_count;  /* 0: no table, frame pointers */
+};
+
+struct unwind_proc {
+	__u64 exe_ino;    /* of /proc/PID/exe when loaded: an exec makes the entry stale */
+	__u32 nmaps;
+	__u32 pad;
+	struct unwind_mapping maps[MEMLENS_UNWIND_MAX_MAPS];  /* sorted by start */
+};
+
+struct unwind_request {
+	__u32 tgid;
+	__u32 reason;     /* 1: not loaded (or exec'd), 2: a pc in none of its mappings */
+};
+
+const volatile bool unwind_dwarf = false;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);            /* sized by user space */
+	__uint(map_flags, BPF_F_MMAPABLE); /* user space writes tables in place */
+	__type(key, __u32);
+	__type(value, struct unwind_row);
+} unwind_rows SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __u32);
+	__type(value, struct unwind_proc);
+} unwind_procs SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 16384);
+} unwind_requests SEC(".maps");
+
+/* tgid -> when it was last asked for: one request a second at most */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, __u64);
+} unwind_asked SEC(".maps");
+
+struct unwind_walk {
+	__u64 ip;
+	__u64 sp;
+	__u64 bp;
+	__u32 tgid;
+	__u32 n;          /* frames stored */
+	__u8 exact;       /* ip is where execution stands (frame 0, a signal's), not a return */
+	__u8 bp_valid;
+	__u8 done;
+	__u8 truncated;
+	__u8 unmapped;    /* a pc in none of the process's known mappings */
+	__u8 pad[3];
+	__u32 lo;         /* a binary search's bounds */
+	__u32 hi;
+};
+
+/* The walk's state lives in a map value, not on the stack: the verifier follows a bpf_loop
+ * callback until the states it sees repeat, and stack values it must track (the frame
+ * count indexes ips[]) would never repeat; a map value's are unknown scalars each time. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct unwind_walk);
+} unwind_scratch SEC(".maps");
+
+static __always_inline void unwind_request(__u32 tgid, __u32 reason)
+{
+	__u64 now = bpf_ktime_get_ns();
+	__u64 *last = bpf_map_lookup_elem(&unwind_asked, &tgid);
+	if (last && now - *last < 1000000000ULL)
+		return;
+	bpf_map_update_elem(&unwind_asked, &tgid, &now, BPF_ANY);
+	struct unwind_request *r = bpf_ringbuf_reserve(&unwind_requests, sizeof(*r), 0);
+	if (!r)
+		return; /* asked again in a second */
+	r->tgid = tgid;
+	r->reason = reason;
+	bpf_ringbuf_submit(r, 0);
+}
+
+/* One frame by its frame pointer: [rbp] is the caller's rbp, [rbp+8] the return address. */
+static __always_inline void unwind_fp_step(struct unwind_walk *s)
+{
+	__u64 frame[2];
+	if (!s->bp_valid || !s->bp || s->bp < s->sp ||
+	    bpf_probe_read_user(frame, sizeof(frame), (void *)s->bp)) {
+		s->done = 1;
+		return;
+	}
+	s->sp = s->bp + 16;
+	s->bp = frame[0];
+	s->ip = frame[1];
+	s->exact = 0;
+}
+
+static long unwind_frame(__u64 index, void *ctx)
+{
+	__u32 zero = 0;
+	struct unwind_walk *s = bpf_map_lookup_elem(&unwind_scratch, &zero);
+	struct stack_trace *st = bpf_map_lookup_elem(&stack_scratch, &zero);
+	if (!s || !st || s->done)
+		return 1;
+	if (!s->ip) {
+		s->done = 1;
+		return 1;
+	}
+	__u32 n = s->n;
+	if (n >= MEMLENS_STACK_DEPTH) {
+		s->truncated = 1;
+		return 1;
+	}
+	st->ips[n] = s->ip;
+	s->n = n + 1;
+	/* a return address may be the first byte after a call to a noreturn function: the
+	 * call itself is one byte before */
+	__u64 pc = s->exact ? s->ip : s->ip - 1;
+	struct unwind_proc *p = bpf_map_lookup_elem(&unwind_procs, &s->tgid);
+	if (!p)
+		return 1;
+
+	/* the bounds live in the map value: loaded back each step they are unknown to the
+	 * verifier, which then sees the steps' states as one (kept in registers, each step's
+	 * tighter bounds made it walk 2^8 paths) */
+	s->lo = 0;
+	s->hi = p->nmaps < MEMLENS_UNWIND_MAX_MAPS ? p->nmaps : MEMLENS_UNWIND_MAX_MAPS;
+	for (int k = 0; k < MEMLENS_UNWIND_MAP_STEPS; k++) {
+		__u32 l = s->lo, h = s->hi;
+		if (l >= h)
+			break;
+		__u32 mid = (l + h) / 2;
+		if (p->maps[mid & (MEMLENS_UNWIND_MAX_MAPS - 1)].start <= pc)
+			s->lo = mid + 1;
+		else
+			s->hi = mid;
+	}
+	__u32 lo = s->lo;
+	if (!lo) {
+		s->unmapped = 1;
+		unwind_fp_step(s);
+		return 0;
+	}
+	struct unwind_mapping *m = &p->maps[(lo - 1) & (MEMLENS_UNWIND_MAX_MAPS - 1)];
+	if (pc >= m->end) {
+		s->unmapped = 1;
+		unwind_fp_step(s);
+		return 0;
+	}
+	__u64 rel = pc - m->bias;
+	__u32 first = m->row_start, count = m->row_count;
+	if (!count || rel > 0xffffffffULL) {
+		unwind_fp_step(s);
+		return 0;
+	}
+	/* the last row whose pc <= rel */
+	lo = first;
+	__u32 hi = first + count;
+	for (int k = 0; k < MEMLENS_UNWIND_ROW_STEPS; k++) {
+		if (lo >= hi)
+			break;
+		__u32 mid = lo + (hi - lo) / 2;
+		struct unwind_row *r = bpf_map_lookup_elem(&unwind_rows, &mid);
+		if (!r) {
+			s->truncated = 1;
+			return 1;
+		}
+		if (r->pc <= (__u32)rel)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	if (lo == first) {
+		unwind_fp_step(s);
+		return 0;
+	}
+	__u32 idx = lo - 1;
+	struct unwind_row *row = bpf_map_lookup_elem(&unwind_rows, &idx);
+	if (!row) {
+		s->truncated = 1;
+		return 1;
+	}
+	__u8 kind = row->kind;
+	__s64 off = row->cfa_off;
+	if (kind & UNWIND_CFA_SCALED)
+		off *= 8;
+	__u64 cfa;
+	switch (kind & 7) {
+	case UNWIND_CFA_END:
+		s->done = 1;
+		return 1;
+	case UNWIND_CFA_RSP:
+		cfa = s->sp + off;
+		break;
+	case UNWIND_CFA_RBP:
+		if (!s->bp_valid) {
+			s->truncated = 1;
+			return 1;
+		}
+		cfa = s->bp + off;
+		break;
+	case UNWIND_CFA_PLT:
+		/* binutils' PLT entries: 8 more once the entry's push has run */
+		cfa = s->sp + off + (((s->ip & 15) >= (__u64)row->rbp_off) ? 8 : 0);
+		break;
+	case UNWIND_CFA_DEREF_RBP:
+		if (!s->bp_valid || bpf_probe_read_user(&cfa, sizeof(cfa), (void *)(s->bp + off))) {
+			s->truncated = 1;
+			return 1;
+		}
+		break;
+	case UNWIND_CFA_SIGNAL: {
+		/* every register from the sigcontext the kernel pushed: rsp at sp+off */
+		__u64 regs[2], rbp;
+		if (bpf_probe_read_user(regs, sizeof(regs), (void *)(s->sp + off)) ||
+		    bpf_probe_read_user(&rbp, sizeof(rbp), (void *)(s->sp + off + UNWIND_SIG_RBP))) {
+			s->truncated = 1;
+			return 1;
+		}
+		s->sp = regs[0];
+		s->ip = regs[1];
+		s->bp = rbp;
+		s->bp_valid = 1;
+		s->exact = 1; /* the interrupted instruction itself */
+		return 0;
+	}
+	case UNWIND_CFA_GAP:
+		unwind_fp_step(s);
+		return 0;
+	default:
+		s->truncated = 1;
+		return 1;
+	}
+	__u64 ra;
+	if (cfa <= s->sp || bpf_probe_read_user(&ra, sizeof(ra), (void *)(cfa - 8))) {
+		s->truncated = 1;
+		return 1;
+	}
+	switch (kind >> 4) {
+	case UNWIND_RBP_SAME:
+		break;
+	case UNWIND_RBP_AT_CFA:
+		if (bpf_probe_read_user(&s->bp, sizeof(s->bp), (void *)(cfa + row->rbp_off * 8)))
+			s->bp_valid = 0;
+		break;
+	case UNWIND_RBP_AT_RBP:
+		if (!s->bp_valid ||
+		    bpf_probe_read_user(&s->bp, sizeof(s->bp), (void *)(s->bp + row->rbp_off * 8)))
+			s->bp_valid = 0;
+		break;
+	default:
+		s->bp_valid = 0;
+	}
+	s->sp = cfa;
+	s->ip = ra;
+	s->exact = 0;
+	return 0;
+}
+
+/* The current task's user stack into stack_scratch's ips, by the tables: its length in
+ * bytes, or -1 when the process has no tables loaded (the caller falls back to the
+ * kernel's walk).  A global function: the verifier checks it once per program, not once
+ * per call site (several per program: a key's stack, a trace event's), and the walk is
+ * most of what it has to check. */
+__attribute__((noinline)) long memlens_unwind_user(void)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	__u32 zero = 0;
+	struct unwind_walk *s = bpf_map_lookup_elem(&unwind_scratch, &zero);
+	if (!s)
+		return -1;
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	if (!BPF_CORE_READ(task, mm))
+		return 0; /* a kernel thread: no user stack */
+	struct unwind_proc *p = bpf_map_lookup_elem(&unwind_procs, &tgid);
+	if (!p || p->exe_ino != BPF_CORE_READ(task, mm, exe_file, f_inode, i_ino)) {
+		unwind_request(tgid, 1);
+		return -1;
+	}
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(task);
+	__builtin_memset(s, 0, sizeof(*s));
+	s->tgid = tgid;
+	s->ip = BPF_CORE_READ(regs, ip);
+	s->sp = BPF_CORE_READ(regs, sp);
+	s->bp = BPF_CORE_READ(regs, bp);
+	s->bp_valid = 1;
+	s->exact = 1;
+	bpf_loop(MEMLENS_STACK_DEPTH, unwind_frame, NULL, 0);
+	if (s->unmapped)
+		unwind_request(tgid, 2); /* dlopen, a JIT: read its mappings again */
+	if (s->truncated)
+		count_drop(MEMLENS_DROP_UNWIND_TRUNCATED);
+	__u32 n = s->n;
+	return n * sizeof(__u64);
+}
+
+struct unwind_row unwind_row_btf_anchor __attribute__((unused));
+struct unwind_proc unwind_proc_btf_anchor __attribute__((unused));
+struct unwind_request unwind_request_btf_anchor __attribute__((unused));
+#endif /* MEMLENS_UNWIND */
+
 /* The current stack's key in `stacks` (stored there if new); 0 when there is none, with
  * the reason counted (no stack to walk: "missing"; store full: "lost").  A kernel stack
  * of an event that happened in user mode (a perf event at a user page fault) is empty by
- * nature, not missing: kernel_may_be_empty leaves that uncounted. */
+ * nature, not missing: kernel_may_be_empty leaves that uncounted.  With MEMLENS_UNWIND
+ * and unwind_dwarf set, user stacks are unwound with the tables (above). */
 static __always_inline __u64 stack_store_opt(void *ctx, __u64 flags, bool kernel_may_be_empty)
 {
 	__u32 zero = 0;
 	struct stack_trace *st = bpf_map_lookup_elem(&stack_scratch, &zero);
 	if (!st)
 		return 0;
-	long len = bpf_get_stack(ctx, st->ips, sizeof(st->ips), flags);
+	long len = -1;
+#ifdef MEMLENS_UNWIND
+	if (unwind_dwarf && (flags & BPF_F_USER_STACK)) {
+		len = memlens_unwind_user();
+		if (len < 0)
+			count_drop(MEMLENS_DROP_UNWIND_FALLBACK);
+	}
+#endif
+	if (len < 0)
+		len = bpf_get_stack(ctx, st->ips, sizeof(st->ips), flags);
 	if (len <= 0) {
 		if (!(kernel_may_be_empty && !(flags & BPF_F_USER_STACK)))
 			count_drop(MEMLENS_DROP_STACK_MISSING);

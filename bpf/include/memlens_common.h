@@ -15,7 +15,11 @@ enum memlens_drop {
 	MEMLENS_DROP_VMA = 5,             /* an address not resolved to its mapping */
 	MEMLENS_DROP_ANNOUNCE = 6,        /* a new key not announced (ring full): its counts
 					   * are intact, its symbols may be missing */
-	MEMLENS_DROP_NR = 8,
+	MEMLENS_DROP_UNWIND_FALLBACK = 7, /* user stack walked by frame pointers: the process's
+					   * unwind tables not loaded yet */
+	MEMLENS_DROP_UNWIND_TRUNCATED = 8, /* user stack cut short: a frame the unwinder could
+					    * not follow */
+	MEMLENS_DROP_NR = 16,
 };
 
 #endif

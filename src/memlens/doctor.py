@@ -159,6 +159,9 @@ def gather() -> Readiness:
                  "perf_event", "ringbuf"):
         r.hooks[kind] = _try_hook(kind)
     r.features = kernel.probe_features()
+    from memlens.core.unwind.store import doctor_facts
+
+    r.facts.update(doctor_facts())  # user stacks through code without frame pointers
     r.tools = _tool_rows(r.hooks)
     return r
 
@@ -167,6 +170,12 @@ def print_report(r: Readiness, out=sys.stdout) -> None:
     p = lambda s="": print(s, file=out)  # noqa: E731
     p("memlens doctor: can memlens trace here?")
     for k, v in r.facts.items():
+        if k.startswith("unwind_"):
+            continue
+        if k == "stack_unwind":
+            from memlens.core.unwind.store import doctor_line
+
+            k, v = "unwinding", doctor_line(r.facts)
         if isinstance(v, bool):
             v = "yes" if v else "no"
         p(f"  {k:<10} {v}")

@@ -104,6 +104,7 @@ class CountingTool:
                              probe_filters=spec.probe_filters, pairs=spec.pairs,
                              hist=spec.hist, hist_unit=spec.hist_unit,
                              sum2_field=spec.sum2_field,
+                             stack_unwind=getattr(args, "stack_unwind", "auto"),
                              count_unstarted=spec.count_unstarted)
         self.what = spec.what + (f" for PID {args.pid}" if getattr(args, "pid", None) else "")
         self.total = 0
@@ -244,6 +245,10 @@ class CountingCommand:
                                 help="a stack per process (`comm [pid]`)")
             parser.add_argument("--delimited", action="store_true",
                                 help="a `--` line between the kernel and the user stack")
+        if spec.stack_options or "ustack" in spec.keys:
+            from memlens.core.unwind import add_stack_unwind_option
+
+            add_stack_unwind_option(parser)
         if not spec.probes and not spec.plans:
             parser.add_argument("probes", nargs="+", metavar="PROBE",
                                 help="t:CATEGORY:EVENT (wildcards), sw:EVENT[:PERIOD], "

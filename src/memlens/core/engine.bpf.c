@@ -14,6 +14,7 @@
 #include <bpf/bpf_core_read.h>
 #include <bpf/usdt.bpf.h>
 #define MEMLENS_STACK_STORE
+#define MEMLENS_UNWIND /* user stacks by .eh_frame (memlens.bpf.h) */
 #include "memlens.bpf.h"
 #include "engine.h"
 

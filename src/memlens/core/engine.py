@@ -81,6 +81,7 @@ class Engine:
                  probe_filters: dict[str, str] | None = None,
                  pairs: dict[str, str] | None = None, hist: bool = False,
                  hist_unit: str = "usecs", sum2_field: str | None = None,
+                 stack_unwind: str = "fp",
                  count_unstarted: bool = False, field2: str | None = None,
                  field_mask: int = 0, field2_mask: int = 0):
         if not probes:
@@ -146,6 +147,11 @@ class Engine:
         self._comms: dict[int, bytes] = {}
         self._cgroup_paths: dict[int, str] = {}
         self.resolver = None
+        # user stacks: walked by frame pointers only ("fp": the kernel's walk), or with the
+        # files' .eh_frame where the kernel can ("auto") or always ("dwarf": exit 4 where
+        # it cannot); the tools' --stack-unwind (core/unwind)
+        self.stack_unwind = stack_unwind
+        self.unwind = None  # core/unwind/store.UnwindStore, when the walk is on
         self._check_tracepoint_needs()
 
     # -- configuration ---------------------------------------------------------------------
@@ -319,7 +325,15 @@ class Engine:
         obj.set_max_entries("stacks", self.max_stacks)
         if not self.trace:
             obj.set_max_entries("events", 4096)  # unused: smallest ring (one page)
+        from memlens.core.unwind.store import UnwindStore
+
+        unwind_on = UnwindStore.configure(
+            obj, self.stack_unwind if parts & KEY_BITS["ustack"] else "fp")
         obj.load()
+        if unwind_on:
+            self.unwind = UnwindStore(obj)
+            if pid is not None:
+                self.unwind.load_process(pid)  # before attaching: its first stacks whole
         self._attach(pid)
         self.resolver = StackResolver(obj.map("stacks"), max_cache=FRAME_CACHE)
         self.losses = Losses(obj, missing_stacks=bool({"ustack", "kstack"} & set(self.keys)))
@@ -394,6 +408,8 @@ class Engine:
         due.  Returns trace events (trace mode), else []."""
         if timeout > 0:
             self._ep.poll(timeout)
+        if self.unwind is not None:
+            self.unwind.poll()  # processes the kernel side met without their tables
         for rec in self._seen_ring.consume_fixed(self._seen_dtype):
             self._watch(int(rec["tgid"]), bytes(rec["comm"]), int(rec["ustack"]))
         events = self._events() if self.trace else []
@@ -692,6 +708,9 @@ class Engine:
         if getattr(self, "_ep", None) is not None:
             self._ep.close()
             self._ep = None
+        if self.unwind is not None:
+            self.unwind.close()
+            self.unwind = None
         if self.obj is not None:
             self.obj.close()
             self.obj = None

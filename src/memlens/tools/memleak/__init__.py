@@ -34,6 +34,7 @@ from memlens.core.session import (
     positive_int,
     stack_entries,
 )
+from memlens.core.unwind import add_stack_unwind_option
 from memlens.errors import KernelLacks, UsageError
 from memlens.output.sinks import JsonSink, Sink, add_output_options, check_output_options
 
@@ -127,6 +128,7 @@ class MemleakCommand:
                             metavar="N", help="stack map entries (default 10240)")
         parser.add_argument("--max-allocs", type=map_entries, default=1000000, metavar="N",
                             help="outstanding blocks tracked at most (default 1000000)")
+        add_stack_unwind_option(parser)
         parser.add_argument("--probe-at-entry", action="store_true",
                             help="put every uprobe on the function's first byte (as other tools "
                                  "do), even where a later one avoids single-stepping")
@@ -231,6 +233,7 @@ class MemleakTool:
         self.files = bool(args.folded or args.html or args.pprof)
         self.snapshot: _Snapshot | None = None
         self.drop_losses = None  # core/drops.Losses, once the object is loaded
+        self.unwind = None       # core/unwind UnwindStore: user stacks by .eh_frame
         self.target = TargetExit(None)
         self._missed_frees_seen = 0
 
@@ -256,6 +259,8 @@ class MemleakTool:
             # the first poll comes right after the banner: the command (whose stdout is our
             # stderr with --json/--folded) cannot print before it
             self.child.release()
+        if self.unwind is not None:
+            self.unwind.poll()  # the target after its exec, its dlopens
         self.refresh_symbols()
         # nothing to drain (the maps are read per report): the runner bounds the wait, so a
         # stop is seen within POLL_S
@@ -312,6 +317,9 @@ class MemleakTool:
     def close(self) -> None:
         self.target.close()
         try:
+            if self.unwind is not None:
+                self.unwind.close()
+                self.unwind = None
             if self.obj is not None:
                 self.obj.close()  # detach before stopping -c's command: its teardown is not traced
                 self.obj = None
@@ -383,7 +391,14 @@ class MemleakTool:
             for prog in obj.programs():
                 if obj.section(prog).startswith(("uprobe", "uretprobe")):
                     obj.set_expected_attach_type(prog, BPF_TRACE_UPROBE_MULTI)
+        from memlens.core.unwind.store import UnwindStore
+
+        unwind_on = UnwindStore.configure(obj, args.stack_unwind if self.user else "fp")
         obj.load()
+        if unwind_on:
+            self.unwind = UnwindStore(obj)
+            if self.child is None:
+                self.unwind.load_process(self.pid)  # -p: whole stacks from the first event
         if self.user:
             self.attach_user(obj)
         else:

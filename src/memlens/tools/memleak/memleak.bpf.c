@@ -26,6 +26,7 @@
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
 #define MEMLENS_STACK_STORE /* the shared hash-keyed `stacks` map */
+#define MEMLENS_UNWIND /* user stacks by .eh_frame (memlens.bpf.h) */
 #include "memlens.bpf.h"
 #include "memleak.h"
 

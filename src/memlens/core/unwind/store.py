@@ -1,0 +1,354 @@
+# SPDX-License-Identifier: GPL-2.0-only
+"""The BPF unwinder's maps (bpf/include/memlens.bpf.h, MEMLENS_UNWIND) filled from user space.
+
+    UnwindStore.configure(obj, "auto")     # before load: size the rows, switch the walk on
+    obj.load()
+    store = UnwindStore(obj)
+    store.load_process(pid)                # a target known before attaching
+    store.poll()                           # each tick: processes the kernel side asked for
+
+`unwind_rows` is one array of 8-byte rows (cfi.ROW_DTYPE) mapped into this process: a file's
+table is copied in once, as one extent, and every process mapping that file points at it.
+`unwind_procs` gives each process its executable mappings (start, end, load bias, extent).
+The kernel side asks (`unwind_requests`) for a process it meets without an entry, or whose
+pc falls outside its known mappings (dlopen, exec); until its entry is written its stacks are
+walked by frame pointers, counted as a fallback.  Requests are served by a thread of their
+own: building a large library's table takes seconds (tables.py), and the tool's loop must
+keep reading its maps meanwhile.
+
+Memory is bounded: the rows array is sized at load (ROW_CAPACITY rows by default, 16 MiB),
+extents of files no live process maps are freed when room is needed, and a file that still
+does not fit is walked by frame pointers (counted in stats()).
+"""
+from __future__ import annotations
+
+import mmap
+import os
+import queue
+import struct
+import threading
+from typing import Any
+
+import numpy as np
+
+from memlens.core.symbols import parse_maps
+from memlens.errors import MemlensError
+
+from . import cfi
+from .tables import TableCache, UnwindTable
+
+ROW_CAPACITY = 1 << 21          # 8-byte rows: 16 MiB of kernel memory
+MAX_MAPS = 128                  # MEMLENS_UNWIND_MAX_MAPS
+MODES = ("auto", "fp", "dwarf")
+REQUEST_NOT_LOADED, REQUEST_UNMAPPED = 1, 2
+
+MAPPING_DTYPE = np.dtype([("start", "<u8"), ("end", "<u8"), ("bias", "<u8"),
+                          ("row_start", "<u4"), ("row_count", "<u4")])
+PROC_HEADER = struct.Struct("<QII")  # exe_ino, nmaps, pad
+PROC_SIZE = PROC_HEADER.size + MAX_MAPS * MAPPING_DTYPE.itemsize
+REQUEST_DTYPE = np.dtype([("tgid", "<u4"), ("reason", "<u4")])
+
+BPF_PROG_TYPE_TRACEPOINT = 5
+HELPER_TASK_PT_REGS, HELPER_LOOP = 175, 181
+
+
+def kernel_support() -> tuple[bool, str]:
+    """Can this kernel run the walk (bpf_loop 5.17, bpf_task_pt_regs 5.15)?  (ok, why not)"""
+    from memlens.core import libbpf as L
+
+    if os.uname().machine != "x86_64":
+        return False, f"the unwinder reads x86-64 frames; this is {os.uname().machine}"
+    lb = L.lib()
+    for helper, name in ((HELPER_LOOP, "bpf_loop (5.17)"),
+                         (HELPER_TASK_PT_REGS, "bpf_task_pt_regs (5.15)")):
+        try:
+            ok = lb.libbpf_probe_bpf_helper(BPF_PROG_TYPE_TRACEPOINT, helper, None)
+        except AttributeError:
+            ok = 1  # an old libbpf without the probe: let the load say
+        if ok != 1:
+            return False, f"the kernel lacks the BPF helper {name}"
+    return True, ""
+
+
+def choose(mode: str) -> bool:
+    """--stack-unwind: True to walk with the tables.  auto: where the kernel can; dwarf:
+    KernelLacks (exit 4) where it cannot; fp: never."""
+    from memlens.errors import KernelLacks, UsageError
+
+    if mode not in MODES:
+        raise UsageError(f"--stack-unwind {mode!r}: one of {', '.join(MODES)}")
+    if mode == "fp":
+        return False
+    ok, why = kernel_support()
+    if not ok and mode == "dwarf":
+        raise KernelLacks(f"--stack-unwind dwarf: {why}; use --stack-unwind fp")
+    return ok
+
+
+def doctor_facts() -> dict[str, Any]:
+    """What `memlens doctor` says of user stack unwinding: whether the kernel can, the
+    memory each tool's tables may take, and the disk cache."""
+    from .tables import DiskCache
+
+    ok, why = kernel_support()
+    disk = DiskCache()
+    files, size = 0, 0
+    if disk.dir and os.path.isdir(disk.dir):
+        for e in os.scandir(disk.dir):
+            if e.name.endswith(".rows"):
+                files += 1
+                size += e.stat().st_size
+    return {"stack_unwind": "dwarf (.eh_frame tables)" if ok else f"fp only: {why}",
+            "unwind_rows_bytes": ROW_CAPACITY * cfi.ROW_DTYPE.itemsize if ok else 0,
+            "unwind_cache": {"dir": disk.dir, "files": files, "bytes": size,
+                             "max_bytes": disk.max_bytes}}
+
+
+def doctor_line(facts: dict[str, Any]) -> str:
+    """doctor's text: `dwarf (.eh_frame tables), 16 MiB a tool; cache 12 files 9.8 MB`."""
+    if not facts["unwind_rows_bytes"]:
+        return facts["stack_unwind"]
+    c = facts["unwind_cache"]
+    cache = (f"cache {c['files']} files {c['bytes'] / 1e6:.1f} of {c['max_bytes'] >> 20} MB"
+             if c["dir"] else "no disk cache")
+    return f"{facts['stack_unwind']}, {facts['unwind_rows_bytes'] >> 20} MiB a tool; {cache}"
+
+
+class _Extent:
+    __slots__ = ("start", "count", "procs")
+
+    def __init__(self, start: int, count: int):
+        self.start, self.count = start, count
+        self.procs: set[int] = set()
+
+
+class UnwindStore:
+    """The unwinder's maps of one loaded BPF object."""
+
+    @staticmethod
+    def configure(obj, mode: str, rows: int = ROW_CAPACITY) -> bool:
+        """Before load: switch the walk on (True) or leave the kernel's (False)."""
+        on = choose(mode)
+        obj.rodata["unwind_dwarf"] = on
+        # off: the smallest array (the verifier drops the code that reads it)
+        obj.set_max_entries("unwind_rows", rows if on else 1)
+        return on
+
+    def __init__(self, obj, cache: TableCache | None = None, proc: str = "/proc"):
+        self.obj = obj
+        self.proc = proc
+        self.cache = cache or TableCache.shared()
+        self.rows_map = obj.map("unwind_rows")
+        self.procs_map = obj.map("unwind_procs")
+        self._ring = obj.map("unwind_requests").ringbuf()
+        self.capacity = self.rows_map.max_entries
+        length = (self.capacity * cfi.ROW_DTYPE.itemsize + mmap.PAGESIZE - 1) \
+            & ~(mmap.PAGESIZE - 1)
+        self._mm: mmap.mmap | None = mmap.mmap(self.rows_map.fd, length, mmap.MAP_SHARED,
+                                               mmap.PROT_READ | mmap.PROT_WRITE)
+        self.rows = np.frombuffer(self._mm, cfi.ROW_DTYPE, count=self.capacity)
+        self._extents: dict[int, _Extent] = {}   # id(table) -> extent
+        self._tables: dict[int, UnwindTable] = {}  # keeps the tables the extents hold
+        self._free: list[list[int]] = [[0, self.capacity]]
+        self._proc_extents: dict[int, set[int]] = {}
+        self.processes_loaded = 0
+        self.files_without_table: set[str] = set()
+        self.files_not_fitting: set[str] = set()
+        self.build_s = 0.0
+        self._lock = threading.Lock()          # the allocator, the maps, the mmap
+        self._queue: queue.SimpleQueue[int | None] = queue.SimpleQueue()
+        self._pending: set[int] = set()
+        self._closing = False
+        self._worker: threading.Thread | None = None
+
+    # -- rows allocation -------------------------------------------------------------------
+    def _alloc(self, count: int) -> int | None:
+        for i, (start, size) in enumerate(self._free):
+            if size >= count:
+                if size == count:
+                    del self._free[i]
+                else:
+                    self._free[i] = [start + count, size - count]
+                return start
+        return None
+
+    def _release(self, ext: _Extent) -> None:
+        self._free.append([ext.start, ext.count])
+        self._free.sort()
+        merged: list[list[int]] = []
+        for start, size in self._free:
+            if merged and merged[-1][0] + merged[-1][1] == start:
+                merged[-1][1] += size
+            else:
+                merged.append([start, size])
+        self._free = merged
+
+    def _extent(self, table: UnwindTable) -> _Extent | None:
+        ext = self._extents.get(id(table))
+        if ext is not None:
+            return ext
+        n = len(table.rows)
+        start = self._alloc(n)
+        if start is None:
+            self.collect_garbage()
+            start = self._alloc(n)
+            if start is None:
+                self.files_not_fitting.add(table.path)
+                return None
+        self.rows[start:start + n] = table.rows
+        ext = self._extents[id(table)] = _Extent(start, n)
+        self._tables[id(table)] = table
+        return ext
+
+    def collect_garbage(self) -> int:
+        """Forget processes that are gone; free the extents no process uses.  Returns the
+        rows freed."""
+        freed = 0
+        for pid in [p for p in self._proc_extents if not os.path.exists(f"{self.proc}/{p}")]:
+            self.forget(pid)
+        for key, ext in list(self._extents.items()):
+            if not ext.procs:
+                self._release(ext)
+                del self._extents[key]
+                del self._tables[key]
+                freed += ext.count
+        return freed
+
+    # -- processes -------------------------------------------------------------------------
+    def forget(self, pid: int) -> None:
+        self.procs_map.delete(pid.to_bytes(4, "little"))
+        for key in self._proc_extents.pop(pid, set()):
+            ext = self._extents.get(key)
+            if ext is not None:
+                ext.procs.discard(pid)
+
+    def load_process(self, pid: int) -> bool:
+        """Read the process's executable mappings and write its entry (tables built or
+        found in the cache).  False when the process cannot be read (gone)."""
+        with self._lock:
+            if self._closing:
+                return False
+            return self._load_process(pid)
+
+    def _load_process(self, pid: int) -> bool:
+        import time
+
+        try:
+            with open(f"{self.proc}/{pid}/maps") as f:
+                text = f.read()
+            exe_ino = os.stat(f"{self.proc}/{pid}/exe").st_ino
+        except OSError:
+            return False
+        if not text:
+            return False  # a zombie
+        t0 = time.perf_counter()
+        entries = []
+        used: set[int] = set()
+        for m in parse_maps(text):
+            if "x" not in m.perms:
+                continue
+            row_start = row_count = bias = 0
+            if m.path and not m.path.startswith("["):
+                path = self._open_path(pid, m)
+                table = self.cache.get(path) if path else None
+                if table is None:
+                    self.files_without_table.add(m.path)
+                else:
+                    b = table.bias(m.start, m.pgoff)
+                    ext = self._extent(table) if b is not None else None
+                    if ext is not None:
+                        row_start, row_count, bias = ext.start, ext.count, b
+                        ext.procs.add(pid)
+                        used.add(id(table))
+            entries.append((m.start, m.end, bias & 0xFFFFFFFFFFFFFFFF, row_start, row_count))
+        if len(entries) > MAX_MAPS:
+            # keep the mappings with tables first: the others are walked by frame pointers
+            # whether listed or not
+            entries.sort(key=lambda e: e[4] == 0)
+            entries = entries[:MAX_MAPS]
+        entries.sort()
+        arr = np.zeros(MAX_MAPS, MAPPING_DTYPE)
+        for i, e in enumerate(entries):
+            arr[i] = e
+        value = PROC_HEADER.pack(exe_ino, len(entries), 0) + arr.tobytes()
+        old = self._proc_extents.get(pid, set())
+        self.procs_map.update(pid.to_bytes(4, "little"), value)
+        for key in old - used:
+            ext = self._extents.get(key)
+            if ext is not None:
+                ext.procs.discard(pid)
+        self._proc_extents[pid] = used
+        self.processes_loaded += 1
+        self.build_s += time.perf_counter() - t0
+        return True
+
+    def _open_path(self, pid: int, m) -> str | None:
+        """A path that opens the mapped file itself (symbols.py's rules: the plain path when
+        it is the same inode, else through the process's root or map_files)."""
+        for cand in (m.path, f"{self.proc}/{pid}/root{m.path}",
+                     f"{self.proc}/{pid}/map_files/{m.start:x}-{m.end:x}"):
+            if m.deleted and cand == m.path:
+                continue
+            try:
+                if os.stat(cand).st_ino == m.inode:
+                    return cand
+            except OSError:
+                continue
+        return None if m.deleted else m.path
+
+    def poll(self) -> int:
+        """Hand the processes the kernel side asked for to the loading thread; how many."""
+        recs = self._ring.consume_fixed(REQUEST_DTYPE)
+        new = 0
+        for pid in dict.fromkeys(int(t) for t in recs["tgid"]):
+            if pid in self._pending:
+                continue
+            self._pending.add(pid)
+            self._queue.put(pid)
+            new += 1
+        if new and self._worker is None:
+            self._worker = threading.Thread(target=self._serve, name="memlens-unwind",
+                                            daemon=True)
+            self._worker.start()
+        return new
+
+    def _serve(self) -> None:
+        while True:
+            pid = self._queue.get()
+            if pid is None or self._closing:
+                return
+            try:
+                self.load_process(pid)
+            except (OSError, ValueError, MemlensError):
+                pass  # a process that cannot be loaded (gone mid-way) stays on fp
+            finally:
+                self._pending.discard(pid)
+
+    def wait_idle(self, timeout: float = 30.0) -> bool:
+        """Until every request handed over is served (tests, benchmarks)."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while self._pending and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return not self._pending
+
+    def stats(self) -> dict[str, Any]:
+        used = sum(e.count for e in self._extents.values())
+        return {"rows_capacity": self.capacity, "rows_used": used,
+                "bytes_capacity": self.capacity * cfi.ROW_DTYPE.itemsize,
+                "tables": len(self._extents), "processes": len(self._proc_extents),
+                "files_without_table": len(self.files_without_table),
+                "files_not_fitting": len(self.files_not_fitting)}
+
+    def close(self) -> None:
+        self._closing = True
+        if self._worker is not None:
+            self._queue.put(None)
+            self._worker.join()  # at most the table being built
+            self._worker = None
+        with self._lock:
+            self.rows = np.zeros(0, cfi.ROW_DTYPE)
+            if self._mm is not None:
+                self._mm.close()
+                self._mm = None

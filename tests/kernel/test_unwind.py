@@ -1,0 +1,233 @@
+# SPDX-License-Identifier: GPL-2.0-only
+"""User stacks unwound with .eh_frame (bpf/include/memlens.bpf.h, memlens.core.unwind) through
+code built without frame pointers: tests/workloads/unwind_chain.c's 8-deep chain
+(main -> chain1 -> ... -> chain8) mallocs, brks (glibc's sbrk) or faults 23 times, and
+memleak, brkstack, stackcount and faults must show chain8 ... chain1 then main, exactly, in
+one stack holding all 23 events; the same with chain5..chain8 in a shared library.
+
+Witnesses: the workload's own count of its actions; gdb's `bt` at the same call (the frames
+equal ours, in order); and the frame-pointer walk (--stack-unwind fp) on the same program,
+which does not reach the chain (else the test would prove nothing)."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+
+import pytest
+
+from tests import unwind_workloads
+from tests.conftest import require
+from tests.kernel.helpers import ToolRun
+
+N = 23
+CHAIN = unwind_workloads.CHAIN            # chain8 ... chain1, leaf first
+WHOLE = [*CHAIN, "main"]
+
+
+@pytest.fixture(scope="module")
+def bins():
+    require(shutil.which("gcc") is not None, "gcc is needed to build the workloads")
+    return unwind_workloads.build()
+
+
+class Workload:
+    """unwind_chain started first (so the tool can be told its PID), held at a stdin gate."""
+
+    def __init__(self, exe, mode: str, n: int = N):
+        self.proc = subprocess.Popen([str(exe), mode, str(n)], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+        ready = self.proc.stdout.readline()
+        m = re.match(r"ready pid=(\d+)", ready)
+        assert m, ready
+        self.pid = int(m.group(1))
+
+    def go(self) -> None:
+        self.proc.stdin.write("g")
+        self.proc.stdin.flush()
+        done = self.proc.stdout.readline()
+        assert done.strip() == f"done n={N}", done
+
+    def end(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+def unwind_procs_map(tool_pid: int) -> int | None:
+    """Id of the unwind_procs map the tool holds (its fds' fdinfo show map ids)."""
+    base = f"/proc/{tool_pid}/fdinfo"
+    for fd in os.listdir(base):
+        try:
+            with open(f"{base}/{fd}") as f:
+                m = re.search(r"^map_id:\s*(\d+)", f.read(), re.MULTILINE)
+        except OSError:
+            continue
+        if m is None:
+            continue
+        show = subprocess.run(["bpftool", "map", "show", "id", m.group(1), "--json"],
+                              capture_output=True, text=True)
+        if show.returncode == 0 and json.loads(show.stdout).get("name") == "unwind_procs":
+            return int(m.group(1))
+    return None
+
+
+def wait_loaded(run: ToolRun, pid: int, timeout: float = 60.0) -> None:
+    """Until the tool has written the process's entry (its tables are loaded)."""
+    map_id = unwind_procs_map(run.proc.pid)
+    assert map_id is not None, "the tool holds no unwind_procs map"
+    key = [str(b) for b in pid.to_bytes(4, "little")]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = subprocess.run(["bpftool", "map", "lookup", "id", str(map_id), "key", *key],
+                             capture_output=True, text=True)
+        if got.returncode == 0:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"PID {pid}'s tables not loaded within {timeout} s")
+
+
+def traced(exe, mode: str, *tool: str, pid: bool = True) -> ToolRun:
+    """Run the tool on the workload: with -p, or (pid=False) system wide, started before
+    the workload, which is released once the tool has loaded it; the records."""
+    wl = Workload(exe, mode) if pid else None
+    run = ToolRun(*tool, *(("-p", str(wl.pid)) if wl else ()), "--json")
+    try:
+        run.wait_attached()
+        if wl is None:
+            wl = Workload(exe, mode)  # its start-up brk (malloc's first) meets no tables
+            wait_loaded(run, wl.pid)
+        wl.go()
+        time.sleep(0.3)  # the last events' announcements reach user space
+    finally:
+        rc = run.stop()
+        if wl is not None:
+            wl.end()
+    assert rc == 0, run.stderr
+    run.assert_detached()
+    run.pid = wl.pid  # type: ignore[attr-defined,union-attr]
+    return run
+
+
+def names(stack: list[str]) -> list[str]:
+    return [re.sub(r"\+0x[0-9a-f]+.*$", "", f) for f in stack]
+
+
+def chain_at(stack: list[str]) -> int:
+    """Where chain8 ... chain1, main stand in the stack, contiguous (-1 if not)."""
+    n = names(stack)
+    for i in range(len(n)):
+        if n[i:i + len(WHOLE)] == WHOLE:
+            return i
+    return -1
+
+
+def entries_of(run: ToolRun) -> list[dict]:
+    reports = [r for r in run.records() if r["type"] == "report"]
+    return [e for r in reports for e in r["entries"] if e.get("pid", run.pid) == run.pid]
+
+
+def lost_of(run: ToolRun) -> dict:
+    (summary,) = [r for r in run.records() if r["type"] == "summary"]
+    return summary["lost"]
+
+
+# -- each tool, whole stacks ---------------------------------------------------------------
+
+@pytest.mark.parametrize("which", ["chain", "split"])
+def test_brkstack_shows_the_whole_chain(bins, which):
+    run = traced(bins[which], "brk", "brkstack")
+    entries = [e for e in entries_of(run) if chain_at(e["stack"]) >= 0]
+    assert len(entries) == 1, run.stdout
+    (e,) = entries
+    assert e["count"] == N
+    n = names(e["stack"])
+    # brk() is glibc's sbrk -> __brk: the syscall's frame, sbrk, then the chain
+    assert n[:2] == ["brk", "sbrk"] or n[:2] == ["__brk", "__sbrk"], e["stack"]
+    assert chain_at(e["stack"]) == 2, e["stack"]
+    lib = "libunwind_levels.so" if which == "split" else "unwind_chain"
+    assert all(f.endswith(f"[{lib}]") for f in e["stack"][2:6]), e["stack"]
+    # and it ends at the program's entry: nothing after _start
+    assert n[-1] == "_start", e["stack"]
+    assert not {"unwind_fallback", "unwind_truncated"} & set(lost_of(run)), lost_of(run)
+
+
+@pytest.mark.parametrize("which", ["chain", "split"])
+def test_memleak_shows_the_whole_chain(bins, which):
+    run = traced(bins[which], "malloc", "memleak", "-o", "0")
+    reports = [r for r in run.records() if r["type"] == "report"]
+    final = reports[-1]
+    stacks = [s for s in final["stacks"] if chain_at(s["stack"]) >= 0]
+    assert len(stacks) == 1, final
+    (s,) = stacks
+    assert s["allocs"] == N
+    assert s["bytes"] == sum(1000 + i for i in range(N))
+    # the allocator, then its caller chain8 (found at malloc's return) and the rest
+    assert names(s["stack"])[0] == "malloc" and chain_at(s["stack"]) == 1, s["stack"]
+
+
+@pytest.mark.parametrize("which", ["chain", "split"])
+def test_stackcount_page_faults_show_the_whole_chain(bins, which):
+    run = traced(bins[which], "fault", "stackcount", "-U", "sw:page-faults")
+    entries = [e for e in entries_of(run) if chain_at(e["stack"]) >= 0]
+    assert sum(e["count"] for e in entries) == N, run.stdout
+    assert len(entries) == 1
+    # the store in chain8 faults: chain8 is the first frame
+    assert chain_at(entries[0]["stack"]) == 0, entries[0]["stack"]
+
+
+def test_faults_tool_shows_the_whole_chain(bins):
+    run = traced(bins["split"], "fault", "faults", "-U")
+    entries = [e for e in entries_of(run) if chain_at(e["stack"]) >= 0]
+    assert sum(e["count"] for e in entries) == N, run.stdout
+    assert chain_at(entries[0]["stack"]) == 0
+
+
+# -- witnesses -------------------------------------------------------------------------------
+
+def test_frame_pointers_alone_do_not_reach_the_chain(bins):
+    """The same run with --stack-unwind fp: the kernel's walk stops early (so the tests
+    above show the unwinder's work, not the compiler's)."""
+    run = traced(bins["chain"], "brk", "brkstack", "--stack-unwind", "fp")
+    entries = entries_of(run)
+    assert sum(e["count"] for e in entries) == N
+    assert not any(chain_at(e["stack"]) >= 0 for e in entries), run.stdout
+
+
+def test_frames_equal_gdbs_backtrace(bins):
+    """gdb (which unwinds with the same .eh_frame, and DWARF) stopped in chain8: its `bt`
+    frames from chain8 to main equal ours."""
+    gdb = shutil.which("gdb")
+    require(gdb is not None, "gdb is the witness here")
+    out = subprocess.run([gdb, "-batch", "-nx", "-ex", "set breakpoint pending on",
+                          "-ex", "break chain8", "-ex", "run",
+                          "-ex", "bt", "--args", str(bins["split"]), "brk", "1"],
+                         input="g", capture_output=True, text=True, timeout=60).stdout
+    frames = re.findall(r"^#\d+\s+(?:0x[0-9a-f]+ in )?(\w+)", out, re.MULTILINE)
+    assert frames, out
+    run = traced(bins["split"], "brk", "brkstack")
+    (e,) = [e for e in entries_of(run) if chain_at(e["stack"]) >= 0]
+    ours = names(e["stack"])
+    ours = ours[ours.index("chain8"):ours.index("main") + 1]
+    theirs = frames[frames.index("chain8"):frames.index("main") + 1]
+    assert ours == theirs == WHOLE, (ours, theirs)
+
+
+# -- a process met before its tables are loaded ----------------------------------------------
+
+def test_a_new_process_falls_back_then_is_whole(bins):
+    """System wide (no -p): the workload's first brk (glibc's malloc setting up, before it
+    prints "ready") meets no tables: the kernel's walk, counted as unwind_fallback, and a
+    request that makes user space load the process; the 23 brks after the gate are whole."""
+    run = traced(bins["chain"], "brk", "brkstack", pid=False)
+    entries = entries_of(run)
+    whole = [e for e in entries if chain_at(e["stack"]) >= 0]
+    assert sum(e["count"] for e in whole) == N, entries
+    lost = [r for r in run.records() if r["type"] == "lost" and r["what"] == "unwind_fallback"]
+    assert lost and lost_of(run).get("unwind_fallback", 0) >= 1, run.records()
