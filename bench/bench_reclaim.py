@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import statistics
@@ -61,13 +62,17 @@ MEMLENS = [str(ROOT / ".venv" / "bin" / "memlens")]
 if not Path(MEMLENS[0]).exists():
     MEMLENS = [sys.executable, "-m", "memlens"]
 
-N = int(os.environ.get("BENCH_RECLAIM_N", "20000"))
+N_SHM = int(os.environ.get("BENCH_RECLAIM_N", "10000"))  # shmat+shmdt pairs a loop
+N_SOCK = 4 * N_SHM                                          # sockets a loop
 RUNS = int(os.environ.get("BENCH_RECLAIM_RUNS", "5"))
-SLICES = 50
-# between slices, off the generator's clock: a slice is 2N/SLICES events (800), the pause
-# lets a tracer's reader drain its ring, so that what is priced is an event delivered, not
-# one dropped on a full ring (a burst of 150k shm calls/s overruns shmsnoop's ring)
+# shm: 100 pairs (200 events) a slice, then a pause off the generator's clock so that a
+# tracer's reader drains its ring: what is priced is an event delivered, not one dropped
+# on a full ring (shmsnoop's holds a few hundred events: 800 a slice with 30 ms pauses lose
+# ~40 %).  The burst case (no pause, 2000 events a slice) shows what a burst does.
 PAUSE_US = int(os.environ.get("BENCH_RECLAIM_PAUSE_US", "10000"))
+# generator name -> (its mode, calls a loop, slices, pause between slices in us)
+GENS = {"shm": ("shm", N_SHM, 100, PAUSE_US), "shm burst": ("shm", N_SHM, 10, 0),
+        "sock": ("sock", N_SOCK, 100, 0)}
 ATTACH_TIMEOUT = 60.0
 STOP_TIMEOUT = 10.0
 STOP_SIGNALS = 4
@@ -162,9 +167,9 @@ class Generator:
     """The generator, started and waiting: `go` runs its loop, `close` lets it exit (the shm
     segment removed on the way out)."""
 
-    def __init__(self, exe: Path, kind: str):
-        self.kind = kind
-        self.p = subprocess.Popen([str(exe), kind, str(N), str(SLICES), str(PAUSE_US)],
+    def __init__(self, exe: Path, gen: str):
+        self.kind, n, slices, pause = GENS[gen]
+        self.p = subprocess.Popen([str(exe), self.kind, str(n), str(slices), str(pause)],
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         line = self.p.stdout.readline()
         assert line.startswith(b"ready"), line
@@ -246,7 +251,7 @@ def ml_slab(lines: list[str], _pid: int) -> Count | None:
         return None
     s = summary[-1]
     got = sum(c["allocs"] for c in s["caches"] if c["cache"] == SOCK_CACHE)
-    return Count(got, int(s["allocs"]) - got, int(s["allocs"]) / N)
+    return Count(got, int(s["allocs"]) - got, int(s["allocs"]) / N_SOCK)
 
 
 def bt_slab(lines: list[str], _pid: int) -> Count | None:
@@ -260,7 +265,7 @@ def bt_slab(lines: list[str], _pid: int) -> Count | None:
         return None
     got = int(maps.get("@", {}).get(SOCK_CACHE, 0))
     total = sum(int(v) for m in maps.values() for v in m.values())
-    return Count(got, total - got, total / N)
+    return Count(got, total - got, total / N_SOCK)
 
 
 BT_SHM = (
@@ -281,7 +286,7 @@ BT_SLAB = ("tracepoint:kmem:kmem_cache_alloc /pid == {pid}/ {{ @[str(args->name)
 @dataclass
 class Config:
     name: str
-    kind: str                       # generator: shm | sock
+    kind: str                       # generator, a key of GENS
     tool: str                       # memlens | bpftrace
     args: list[str] | str
     count: Callable[[list[str], int], Count | None]
@@ -290,17 +295,22 @@ class Config:
 
 def configs() -> list[Config]:
     return [
-        Config("memlens shmsnoop", "shm", "memlens", ["shmsnoop", "--json"], ml_shm, 2 * N),
-        Config("bpftrace shmsnoop", "shm", "bpftrace", BT_SHM, bt_shm, 2 * N),
+        Config("memlens shmsnoop", "shm", "memlens", ["shmsnoop", "--json"], ml_shm, 2 * N_SHM),
+        Config("bpftrace shmsnoop", "shm", "bpftrace", BT_SHM, bt_shm, 2 * N_SHM),
+        Config("memlens shmsnoop burst", "shm burst", "memlens", ["shmsnoop", "--json"],
+               ml_shm, 2 * N_SHM),
+        Config("bpftrace shmsnoop burst", "shm burst", "bpftrace", BT_SHM, bt_shm, 2 * N_SHM),
         Config("memlens slabratetop", "sock", "memlens", ["slabratetop", "--json", "-C",
-                                                          "3600"], ml_slab, N),
-        Config("bpftrace slabratetop", "sock", "bpftrace", BT_SLAB, bt_slab, N),
+                                                          "3600"], ml_slab, N_SOCK),
+        Config("bpftrace slabratetop", "sock", "bpftrace", BT_SLAB, bt_slab, N_SOCK),
     ]
 
 
 # (label, memlens config, bpftrace config, the event, the unit of the figures)
 ROWS = [
     ("shmsnoop", "memlens shmsnoop", "bpftrace shmsnoop", "shm call", "call"),
+    ("shm burst", "memlens shmsnoop burst", "bpftrace shmsnoop burst",
+     "shm call in a burst", "call"),
     ("slabratetop", "memlens slabratetop", "bpftrace slabratetop", "socket()+close()",
      "sock"),
 ]
@@ -369,7 +379,9 @@ def run_tracer(g: Generator, cfg: Config) -> tuple[Run, Count | None, int, str]:
                 if r.get("type") == "summary":
                     lost = sum(r.get("lost", {}).values())
     else:
-        lost = sum(1 for x in err.lines if "lost" in x.lower())
+        # bpftrace reports a full perf buffer as "Lost N events" (stdout or stderr)
+        lost = sum(int(m[1]) for x in out.lines + err.lines
+                   if (m := re.search(r"Lost (\d+) events", x)))
     count = cfg.count(out.lines, g.pid)
     if count is None and not note:
         note = f"no final count (exit {tr.returncode}): {''.join(err.lines).strip()[-200:]}"
@@ -452,8 +464,9 @@ def main() -> int:
         floor = mad([r.after - r.before for r in untraced(kinds[name])])
         return statistics.median(values), (mad(values) ** 2 + floor ** 2) ** 0.5
 
-    print(f"N = {N} (shmat+shmdt pairs / AF_UNIX sockets) per loop, in {SLICES} slices, the "
-          f"fastest kept; generator CPU time, pinned to CPU {CPU}")
+    print(f"a loop: {N_SHM} shmat+shmdt pairs in 100 slices, {PAUSE_US} us apart (burst: in 10, "
+          f"no pause) / {N_SOCK} AF_UNIX sockets in 100 slices; the fastest slice kept; "
+          f"generator CPU time, pinned to CPU {CPU}")
     print(f"median of {RUNS} interleaved rounds; +ns = traced loop - the same process's "
           "untraced loops before and after; \u00b1 = MAD (see overhead())")
     print(f"{'case':<12} {'unit':<5} {'untraced':>10} {'memlens':>11} {'bpftrace':>11} "
@@ -493,7 +506,7 @@ def main() -> int:
         else:
             line += "; bpftrace missing"
         line += (f"; counts (expected {results[ml_name][0].expected} "
-                 f"{'shm calls' if kind == 'shm' else SOCK_CACHE + ' allocations'}): "
+                 f"{SOCK_CACHE + ' allocations' if kind == 'sock' else 'shm calls'}): "
                  f"memlens {ml_ok}, bpftrace {bt_ok}")
         lines.append(line)
     for line in lines:
