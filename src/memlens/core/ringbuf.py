@@ -7,8 +7,12 @@ array drains 22-31 M events/s, and polling on a 10-50 ms timer instead of waking
 cut consumer CPU from 1.9 s to 0.15 s per 3 M events (../shared/BPF-PYTHON.md §3).
 
 Layout (kernel/bpf/ringbuf.c): page 0 = consumer_pos (we write it), page 1 = producer_pos,
-then the data area mapped twice so a record that wraps is still contiguous.  Each record has
-an 8-byte header {u32 len | BUSY<<31 | DISCARD<<30, u32 pg_off} and is 8-byte aligned.
+then the data area, which the kernel lets a reader map twice in a row so that a record that
+wraps is contiguous.  We map it once: the kernel maps every page of a ring at mmap() time
+(remap_vmalloc_range), and each counts in our RSS, so the second view cost a ring's size in
+RSS (an 8 MiB ring: 16 MiB); the few records that wrap are put together from the two ends.
+Each record has an 8-byte header {u32 len | BUSY<<31 | DISCARD<<30, u32 pg_off} and is
+8-byte aligned (a header never wraps: the size is a power of two of pages).
 Reading relies on x86-64 TSO ordering (a plain load of producer_pos then of the data).
 """
 from __future__ import annotations
@@ -23,13 +27,15 @@ BUSY, DISCARD = 1 << 31, 1 << 30
 HDR = 8
 PAGE = os.sysconf("SC_PAGE_SIZE")
 # Ring sizes.  A ring must absorb what arrives while the reader is away: its poll interval,
-# a batch being formatted, a pipe whose reader is slow for a moment.  The default holds
-# HOLD_S of events at RATE (above what one CPU of this machine makes with a probe on:
-# ~200k mmap()/s), within [RING_MIN, RING_DEFAULT_MAX]; --ring-size overrides it.
+# a batch being formatted, a pipe whose reader is slow for a moment.  The default holds up
+# to HOLD_S of events at RATE (above what one CPU of this machine makes with a probe on:
+# ~200k mmap()/s), rounded down to a power of two, within [RING_MIN, RING_DEFAULT_MAX]: the
+# kernel maps a ring whole into the reader, so every MiB of ring is a MiB of RSS.
+# --ring-size overrides it.
 RATE = 250_000       # events/s
-HOLD_S = 0.25
+HOLD_S = 0.2
 RING_MIN = 1 << 20
-RING_DEFAULT_MAX = 16 << 20
+RING_DEFAULT_MAX = 8 << 20
 RING_MAX = 1 << 30   # an explicit --ring-size beyond this is surely a typo
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
 
@@ -42,9 +48,11 @@ def _pow2_pages(n: int) -> int:
 
 def default_ring_bytes(record_size: int, rate: int = RATE, hold_s: float = HOLD_S,
                        cap: int = RING_DEFAULT_MAX) -> int:
-    """A ring holding `hold_s` of `record_size`-byte records at `rate`, a power of two."""
+    """The largest power of two holding at most `hold_s` of `record_size`-byte records at
+    `rate`, within [RING_MIN, cap]."""
     stride = (record_size + HDR + 7) & ~7
-    return min(max(_pow2_pages(int(rate * hold_s * stride)), RING_MIN), cap)
+    want = int(rate * hold_s * stride)
+    return min(max(1 << (want.bit_length() - 1), RING_MIN), cap)
 
 
 def ring_size_arg(text: str) -> int:
@@ -71,9 +79,9 @@ class RingBuffer:
         self.name, self.size = name, size
         self._cons = mmap.mmap(map_fd, PAGE, mmap.MAP_SHARED,
                                mmap.PROT_READ | mmap.PROT_WRITE, offset=0)
-        self._prod = mmap.mmap(map_fd, PAGE + 2 * size, mmap.MAP_SHARED, mmap.PROT_READ,
+        self._prod = mmap.mmap(map_fd, PAGE + size, mmap.MAP_SHARED, mmap.PROT_READ,
                                offset=PAGE)
-        self._mv = memoryview(self._prod)[PAGE:]
+        self._mv = memoryview(self._prod)[PAGE:]  # the data area, mapped once
         # consumer_pos / producer_pos as native u64 views: one aligned 8-byte load or store.
         # struct.pack_into("<Q") writes byte by byte, and the kernel reading a torn
         # consumer_pos sees a ring that looks full and drops events (measured: ~50 of 3 M).
@@ -94,16 +102,25 @@ class RingBuffer:
         cons, prod = self._positions()
         return prod - cons
 
-    def consume_fixed(self, dtype: np.dtype) -> np.ndarray:
-        """Every committed record, all of which have dtype's size (one ring per event type)."""
+    def consume_fixed(self, dtype: np.dtype, max_records: int | None = None) -> np.ndarray:
+        """Every committed record (at most `max_records`: the rest stay for the next call,
+        which bounds a reader's memory when it comes back to a full ring), all of which
+        have dtype's size (one ring per event type)."""
         rec = dtype.itemsize
         stride = (rec + HDR + 7) & ~7
         cons, prod = self._positions()
         nrec = (prod - cons) // stride
+        if max_records is not None:
+            nrec = min(nrec, max_records)
         if nrec <= 0:
             return np.zeros(0, dtype)
         start = cons & (self.size - 1)
-        raw = self._data[start:start + nrec * stride].reshape(nrec, stride)
+        end = start + nrec * stride
+        if end <= self.size:
+            raw = self._data[start:end].reshape(nrec, stride)
+        else:  # the batch wraps: its two ends, joined (a copy)
+            raw = np.concatenate([self._data[start:], self._data[:end - self.size]])
+            raw = raw.reshape(nrec, stride)
         hdr = raw[:, :4].copy().view("<u4").ravel()
         busy = np.flatnonzero(hdr & BUSY)
         if busy.size:  # stop at the first record still being written
@@ -123,6 +140,13 @@ class RingBuffer:
             return np.zeros(0, dtype)
         return np.frombuffer(b"".join(r[:dtype.itemsize] for r in records), dtype)
 
+    def _bytes(self, off: int, length: int) -> bytes:
+        """`length` bytes of the data area from `off`, across its end if they wrap."""
+        end = off + length
+        if end <= self.size:
+            return bytes(self._mv[off:end])
+        return bytes(self._mv[off:self.size]) + bytes(self._mv[:end - self.size])
+
     def consume_records(self) -> list[bytes]:
         """Generic walk for rings with records of varying size."""
         out = []
@@ -135,7 +159,7 @@ class RingBuffer:
                 break
             length = hdr & ~(BUSY | DISCARD)
             if not hdr & DISCARD:
-                out.append(bytes(self._mv[off + HDR:off + HDR + length]))
+                out.append(self._bytes((off + HDR) & (self.size - 1), length))
             pos += (length + HDR + 7) & ~7
         if pos != cons:
             self._cons_pos[0] = pos

@@ -113,6 +113,25 @@ class EventBatch(Sequence):
         yield from self.extra
 
 
+def group_rows(columns: list) -> tuple[list[int], list[int]]:
+    """(group of each row, first row of each group) for rows equal in every one of
+    `columns` (numpy arrays of integers, one value a row): a batch's text or JSON is then
+    made once per group for what the rows share.  One np.unique over a 64-bit mix of the
+    columns, checked column by column: rows that mix alike but differ (a collision) make
+    every row its own group rather than merge."""
+    from memlens.core.lazy import np
+
+    n = len(columns[0])
+    h = np.zeros(n, np.uint64)
+    with np.errstate(over="ignore"):
+        for col in columns:
+            h = h * np.uint64(0x100000001B3) ^ col.astype(np.uint64)
+    _, first, inverse = np.unique(h, return_index=True, return_inverse=True)
+    if all(np.array_equal(col, col[first][inverse]) for col in columns):
+        return inverse.ravel().tolist(), first.tolist()
+    return list(range(n)), list(range(n))
+
+
 class Sink:
     """Text by default: `render(record)` writes report/event records; losses go to stderr
     (always shown); summaries are JSON-only unless the tool renders them.  A renderer with

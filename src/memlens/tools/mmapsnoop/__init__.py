@@ -9,6 +9,7 @@ the mapped address or the error.
 from __future__ import annotations
 
 import argparse
+import ctypes as C
 import errno
 import functools
 import select
@@ -22,9 +23,9 @@ from memlens.core.hooks import choose
 from memlens.core.lazy import prefetch_numpy
 from memlens.core.loader import BpfObject
 from memlens.core.privileges import require_tracing_privileges
-from memlens.core.ringbuf import default_ring_bytes, ring_size_arg
+from memlens.core.ringbuf import RING_MIN, default_ring_bytes, ring_size_arg
 from memlens.core.session import TargetExit, add_common_options, configure_filters
-from memlens.output.sinks import EventBatch, add_output_options
+from memlens.output.sinks import EventBatch, add_output_options, group_rows
 from memlens.output.table import ELLIPSIS, escape
 
 EXAMPLES = """\
@@ -85,9 +86,10 @@ MMAP_ANON, MMAP_FILE, MMAP_NO_FILE = 0, 1, 2  # enum mmap_file_kind
 MAX_ERRNO = 4095
 U64 = (1 << 64) - 1
 # A read with data costs a fixed ~0.1-0.4 ms however few records it holds, so reads are
-# spaced at least this much apart; the ring (--ring-size, default 8 MiB: ~80k calls,
-# 0.3 s at 250k calls/s) holds what arrives meanwhile many times over.
+# spaced at least this much apart; the ring (--ring-size, default 4 MiB: ~37k calls,
+# 0.15 s at 250k calls/s) holds what arrives meanwhile many times over.
 GATHER_S = 0.02
+MAX_BATCH = 16384
 
 
 @functools.lru_cache(maxsize=256)
@@ -178,13 +180,14 @@ class MmapsnoopTool:
         if getattr(self.args, "name", None):  # --name: filtered in the kernel (comm_allowed)
             obj.rodata["targ_comm"] = self.args.name.encode()
             obj.rodata["targ_comm_len"] = len(self.args.name.encode())
-        self.dtype = obj.struct_dtype("mmap_event")
-        self.file_dtype = obj.struct_dtype("mmap_file_event")
-        size = getattr(self.args, "ring_size", None) or default_ring_bytes(self.dtype.itemsize)
-        # a file's record is 20x an anonymous one; file maps come in far smaller bursts
-        # (program and library loads): its ring is the same size, not 20x
-        obj.set_max_entries("events", size, "--ring-size")
-        obj.set_max_entries("file_events", size, "--ring-size")
+        # the record's size from BTF through ctypes: numpy is still being imported
+        # (prefetch_numpy) while libbpf loads; its dtypes are made after the banner
+        size = getattr(self.args, "ring_size", None)
+        obj.set_max_entries("events", size or default_ring_bytes(
+            C.sizeof(obj.struct_ctype("mmap_event"))), "--ring-size")
+        # a file's record is 20x an anonymous one, and file maps come in far smaller
+        # bursts (program and library loads): 1 MiB (~480 maps) unless asked
+        obj.set_max_entries("file_events", size or RING_MIN, "--ring-size")
         obj.load()
         obj.attach_tracepoint("mmap_enter", "syscalls", "sys_enter_mmap")
         obj.attach_tracepoint("mmap_exit", "syscalls", "sys_exit_mmap")
@@ -192,8 +195,9 @@ class MmapsnoopTool:
         self.file_ring = obj.map("file_events").ringbuf()
         self.ready.register(obj.map("events").fd, select.EPOLLIN)
         self.ready.register(obj.map("file_events").fd, select.EPOLLIN)
+        self.dtype = self.file_dtype = None
 
-    def poll(self, timeout: float) -> MmapBatch:
+    def poll(self, timeout: float, cap: int | None = MAX_BATCH) -> MmapBatch:
         # Wait on the rings' fds (bounded by the runner's timeout) rather than sleep a fixed
         # tick, so the first call after a quiet spell is shown at once; then read at most
         # once per GATHER_S, so a steady stream is still decoded in batches.
@@ -203,8 +207,12 @@ class MmapsnoopTool:
             if wait > 0:
                 time.sleep(wait)
             self.last_read = time.monotonic()
-        events = self.ring.consume_fixed(self.dtype)
-        files = self.file_ring.consume_fixed(self.file_dtype)
+        if self.dtype is None:
+            self.dtype = self.obj.struct_dtype("mmap_event")
+            self.file_dtype = self.obj.struct_dtype("mmap_file_event")
+        # at most `cap` calls a read: a reader back at a full ring holds a bounded batch
+        events = self.ring.consume_fixed(self.dtype, cap)
+        files = self.file_ring.consume_fixed(self.file_dtype, cap)
         batch = MmapBatch(events, files, self.boot_to_wall, self.losses.new(self.obj))
         self.shown += batch.n
         return batch
@@ -217,8 +225,8 @@ class MmapsnoopTool:
     def finish_reason(self) -> str:
         return self.target.reason
 
-    def report(self, final: bool) -> list[dict]:
-        return self.poll(0)  # the calls and losses not polled yet
+    def report(self, final: bool) -> MmapBatch:
+        return self.poll(0, cap=None)  # every call and loss not polled yet
 
     def summary(self) -> list[dict]:
         return [{"type": "summary", "events": self.shown, "lost": self.losses.totals(),
@@ -249,8 +257,10 @@ class MmapsnoopCommand:
                             help="only processes whose comm contains COMM (tested in the "
                                  "kernel)")
         parser.add_argument("--ring-size", type=ring_size_arg, metavar="BYTES",
-                            help="each ring buffer's size (K/M/G suffixes; a power of two); "
-                                 "default 8M: ~80k calls, 0.3 s of a 250k calls/s burst")
+                            help="the ring buffers' size (K/M/G suffixes; a power of two); "
+                                 "default 4M for anonymous maps (~37k calls, 0.15 s of a "
+                                 "250k calls/s burst), 1M for file maps; each MiB is a MiB "
+                                 "of RSS")
 
     def run(self, args: argparse.Namespace) -> int:
         from memlens.core.runner import run_cli
@@ -366,15 +376,7 @@ class MmapBatch(EventBatch):
                 solo = np.zeros(n, np.int64)
                 solo[list(self.paths)] = np.arange(1, len(self.paths) + 1)
                 cols.append(solo)
-            h = np.zeros(n, np.uint64)
-            with np.errstate(over="ignore"):
-                for col in cols:
-                    h = h * np.uint64(0x100000001B3) ^ col.astype(np.uint64)
-            _, first, inverse = np.unique(h, return_index=True, return_inverse=True)
-            if all(np.array_equal(col, col[first][inverse]) for col in cols):
-                self._group_of, self._first = inverse.ravel().tolist(), first.tolist()
-            else:  # two different calls hashed alike: every call its own group
-                self._group_of, self._first = list(range(n)), list(range(n))
+            self._group_of, self._first = group_rows(cols)
         return self._group_of, self._first
 
     def _fields(self, i: int) -> dict[str, Any]:

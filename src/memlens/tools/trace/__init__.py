@@ -14,7 +14,7 @@ from typing import Any
 
 from memlens.core.session import TargetExit, add_common_options, check_pid_exists, positive_int
 from memlens.errors import UsageError
-from memlens.output.sinks import EventBatch
+from memlens.output.sinks import EventBatch, group_rows
 from memlens.output.table import escape
 
 EXAMPLES = """\
@@ -74,6 +74,9 @@ def _batch_engine(base):
     return BatchEngine
 
 
+GATHER_S = 0.02
+
+
 class TraceTool:
     def __init__(self, args: argparse.Namespace):
         from memlens.core.engine import Engine
@@ -97,6 +100,7 @@ class TraceTool:
         self.target = TargetExit(None)
         self.header_done = False
         self.start_ns = 0
+        self.last_read = 0.0
 
     def start(self) -> None:
         from memlens.core.privileges import require_tracing_privileges
@@ -108,7 +112,17 @@ class TraceTool:
         self.start_ns = time.monotonic_ns()
 
     def poll(self, timeout: float):
-        events = self.engine.poll(timeout)
+        # Reads at least GATHER_S apart: the engine wakes on the first event in its ring,
+        # and a steady stream read as it trickles in costs a poll's fixed price (loss
+        # counters, epoll, numpy set-up) every few events.  After a quiet spell the last
+        # read is old: the first event is read, and shown, as soon as it comes.
+        wait = min(self.last_read + GATHER_S - time.monotonic(), timeout)
+        if wait > 0:
+            time.sleep(wait)
+            timeout -= wait
+        events = self.engine.poll(max(timeout, 0.0))
+        if len(events):
+            self.last_read = time.monotonic()
         if self.done:
             events = events[:0]
         elif self.args.max_events:
@@ -243,6 +257,17 @@ class TraceBatch(EventBatch):
         p = self.engine.probe_by_id.get(n)
         return p.text if p else f"probe#{n}"
 
+    def _groups(self, parts: tuple[str, ...]) -> tuple[list[int], list[int]]:
+        """Events grouped by the columns `parts` (see sinks.group_rows)."""
+        from memlens.core.lazy import np
+
+        ev = self._ev
+        cols = [ev[p] for p in parts if p != "comm"]
+        if "comm" in parts:
+            comm = np.ascontiguousarray(ev["comm"]).view("<u8").reshape(self.n, -1)
+            cols += [comm[:, k] for k in range(comm.shape[1])]
+        return group_rows(cols)
+
     def _fields_json(self) -> list[str]:
         """Each event's `,"fields":{...}` (or "")."""
         from memlens.output.ndjson import json_line
@@ -263,14 +288,14 @@ class TraceBatch(EventBatch):
 
         if any(self.latency_ns):
             return "".join([json_line(self.record(i)) for i in range(self.n)])
-        comm = {c: json_str(_comm(c)) for c in set(self.comm)}
-        probe = {p: json_str(self._probe_text(p)) for p in set(self.probe)}
-        return "".join([
-            f'{{"type":"event","ts_ns":{ts},"pid":{pid},"tid":{tid},"comm":{comm[c]},'
-            f'"cpu":{cpu},"uid":{uid},"cgroup_id":{cg},"probe":{probe[p]}{fj}}}\n'
-            for ts, pid, tid, c, cpu, uid, cg, p, fj in zip(
-                self.ts_ns, self.tgid, self.tid, self.comm, self.cpu, self.uid, self.cgroup,
-                self.probe, self._fields_json())])
+        group_of, first = self._groups(("tgid", "tid", "comm", "cpu", "uid", "cgroup",
+                                        "probe"))
+        middle = [f',"pid":{self.tgid[i]},"tid":{self.tid[i]},'
+                  f'"comm":{json_str(_comm(self.comm[i]))},"cpu":{self.cpu[i]},'
+                  f'"uid":{self.uid[i]},"cgroup_id":{self.cgroup[i]},'
+                  f'"probe":{json_str(self._probe_text(self.probe[i]))}' for i in first]
+        return "".join([f'{{"type":"event","ts_ns":{ts}{middle[g]}{fj}}}\n'
+                        for ts, g, fj in zip(self.ts_ns, group_of, self._fields_json())])
 
     def text_fields(self) -> list[str]:
         """Each event's FIELDS column (__syscall_nr left out: FUNC says it)."""
@@ -280,13 +305,31 @@ class TraceBatch(EventBatch):
                 out[i] = " ".join(f"{k}={_value(v)}" for k, v in f.items()
                                   if k != "__syscall_nr")
         for rows, names, values in self.columns.values():
-            shown = [(n, v) for n, v in zip(names, values) if n != "__syscall_nr"]
-            if not shown:
-                continue
-            cells = [[f"{n}={_value(x)}" for x in v] for n, v in shown]
-            for r, parts in zip(rows, zip(*cells)):
-                out[r] = " ".join(parts)
+            cells = [_text_cells(n, v) for n, v in zip(names, values) if n != "__syscall_nr"]
+            if len(cells) == 1:
+                for r, cell in zip(rows, cells[0]):
+                    out[r] = cell
+            elif cells:
+                for r, parts in zip(rows, zip(*cells)):
+                    out[r] = " ".join(parts)
         return out
+
+    def text(self, timestamp: str) -> list[str]:
+        """Each event's line (TextRenderer's columns), `timestamp` first."""
+        group_of, first = self._groups(("tgid", "tid", "comm", "probe"))
+        prefix = [f"{timestamp}{self.tgid[i]:<7} {self.tid[i]:<7} {_comm(self.comm[i]):<15} "
+                  f"{self._probe_text(self.probe[i]).rsplit(':', 1)[-1]:<22} " for i in first]
+        return [prefix[g] + f if f else prefix[g].rstrip()
+                for g, f in zip(group_of, self.text_fields())]
+
+
+def _text_cells(name: str, col: list) -> list[str]:
+    """name=value for each value of an integer column, as _value writes them (hex above
+    0xffffff)."""
+    pre = f"{name}="
+    if col and isinstance(col[0], bool):
+        return [f"{pre}{v}" for v in col]
+    return [pre + (hex(v) if v > 0xFFFFFF else str(v)) for v in col]
 
 
 def _comm(raw: bytes) -> str:
@@ -349,12 +392,7 @@ class TextRenderer:
             self.header = True
             ts = "TIME     " if self.args.timestamp else ""
             lines.append(f"{ts}{'PID':<7} {'TID':<7} {'COMM':<15} {'FUNC':<22} FIELDS")
-        ts = time.strftime("%H:%M:%S ") if self.args.timestamp else ""
-        comm = {c: _comm(c) for c in set(batch.comm)}
-        func = {p: batch._probe_text(p).rsplit(":", 1)[-1] for p in set(batch.probe)}
-        lines += [f"{ts}{pid:<7} {tid:<7} {comm[c]:<15} {func[p]:<22} {fields}".rstrip()
-                  for pid, tid, c, p, fields in zip(batch.tgid, batch.tid, batch.comm,
-                                                    batch.probe, batch.text_fields())]
+        lines += batch.text(time.strftime("%H:%M:%S ") if self.args.timestamp else "")
         lines.append("")
         return "\n".join(lines)
 
