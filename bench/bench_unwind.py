@@ -1,32 +1,55 @@
 # SPDX-License-Identifier: GPL-2.0-only
-"""Unwind table build time and memory (memlens.core.unwind) for libc, python3 and a large
-binary, as the README quotes them.
+"""User stack unwinding without frame pointers (memlens.core.unwind): table build time and
+memory, then the cost per event of a whole stack.
 
-    .venv/bin/python bench/bench_unwind.py [ELF...]
+    python -m bench unwind                       (root; perf and bpftrace for the peers)
+    .venv/bin/python bench/bench_unwind.py [ELF...]   (tables only, no root)
 
+Tables: libc, python3 and a large binary, as the README quotes them.
 For each file: the .eh_frame size, FDEs, distinct CFA programs run, rows (8 bytes each:
 what the BPF maps hold), rows the unwinder cannot follow, the build time (median of 3),
 and the peak Python memory while building (tracemalloc, a separate run: it slows Python).
 The peer figure: `readelf --debug-dump=frames-interp` on the same file (C, no rows kept).
+Also the same files taken back from the disk cache (~/.cache/memlens/unwind).
+
+Cost: tests/workloads/unwind_chain's 8-deep chain calls getppid() N times at its bottom
+(glibc's wrapper), timing its loop in its own CPU time (the probes run in it), built twice:
+without frame pointers (nofp) and with them (fp build: there the kernel's frame-pointer walk
+gets the whole chain too, the baseline the issue asks for).  Each round runs, interleaved:
+each build untraced; memlens stackcount -U -p on syscalls:sys_enter_getppid with
+--stack-unwind fp on the fp build and dwarf on both; bpftrace counting by ustack on the fp
+build (the BCC/bpftrace way); perf record --call-graph dwarf on the nofp build (8 KiB of
+stack copied per event, unwound later).  The figure is the median over ROUNDS of (traced -
+untraced of the same build) / N in ns per event; memlens's runs must have counted N stacks
+holding the whole chain.
 """
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import tracemalloc
+from pathlib import Path
 
-from memlens.core.unwind.tables import build_table
+from memlens.core.unwind.tables import DiskCache, TableCache, build_table
+
+ROOT = Path(__file__).resolve().parent.parent
+N = int(os.environ.get("BENCH_UNWIND_N", "200000"))
+ROUNDS = int(os.environ.get("BENCH_UNWIND_ROUNDS", "3"))
+CHAIN = [f"chain{i}" for i in range(8, 0, -1)] + ["main"]
 
 DEFAULT = ["/lib/x86_64-linux-gnu/libc.so.6", "/usr/bin/python3.11",
            "/usr/lib/x86_64-linux-gnu/libLLVM.so.19.1", "/usr/bin/node"]
 
 
-def main() -> None:
-    paths = sys.argv[1:] or [p for p in DEFAULT if os.path.exists(p)]
+def tables(paths: list[str]) -> None:
     print(f"{'file':<28} {'size':>9} {'FDEs':>7} {'progs':>6} {'rows':>8} {'MB':>6} "
           f"{'unsup':>5} {'build ms':>9} {'peak MB':>8} {'readelf ms':>10}")
     for path in paths:
@@ -50,6 +73,160 @@ def main() -> None:
               f"{table.programs:>6} {len(table.rows):>8} {table.nbytes / 1e6:>6.2f} "
               f"{table.unsupported:>5} {statistics.median(times):>9.0f} {peak / 1e6:>8.1f} "
               f"{readelf:>10.0f}", flush=True)
+    with tempfile.TemporaryDirectory() as d:
+        cache = TableCache(disk=DiskCache(d))
+        for path in paths:
+            cache.get(path)  # built, written
+        again = TableCache(disk=DiskCache(d))
+        for path in paths:
+            t = time.perf_counter()
+            table = again.get(path)
+            ms = (time.perf_counter() - t) * 1e3
+            print(f"{os.path.basename(path):<28} from the disk cache: {ms:.1f} ms "
+                  f"({table.source if table else '-'})")
+
+
+# -- cost per event -------------------------------------------------------------------------
+
+def _workloads():
+    sys.path.insert(0, str(ROOT))
+    from tests import unwind_workloads
+
+    return unwind_workloads.build()
+
+
+def _start(exe) -> tuple[subprocess.Popen, int]:
+    p = subprocess.Popen([str(exe), "getppid", str(N)], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, text=True)
+    pid = int(re.match(r"ready pid=(\d+)", p.stdout.readline()).group(1))
+    return p, pid
+
+
+def _go(p: subprocess.Popen) -> int:
+    p.stdin.write("g")
+    p.stdin.flush()
+    m = re.match(r"done n=(\d+) ns=(\d+)", p.stdout.readline())
+    return int(m.group(2))
+
+
+def _end(p: subprocess.Popen) -> None:
+    p.stdin.close()
+    p.wait(timeout=30)
+
+
+def _tracer(argv: list[str], ready: str | None, settle: float = 0.0) -> subprocess.Popen:
+    t = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if ready is not None:
+        while True:
+            line = t.stderr.readline() if "memlens" in " ".join(argv) else t.stdout.readline()
+            if not line:
+                raise RuntimeError(f"{argv[0]} ended: {t.stderr.read()}")
+            if ready in line:
+                break
+    time.sleep(settle)
+    return t
+
+
+def _contains(stack: list[str], want: list[str]) -> bool:
+    names = [re.sub(r"\+0x.*", "", f) for f in stack]
+    return any(names[i:i + len(want)] == want for i in range(len(names)))
+
+
+def _one(kind: str, exe) -> tuple[float, str]:
+    """(ns per event added, a note) for one traced run of `kind`."""
+    p, pid = _start(exe)
+    memlens = [sys.executable, "-m", "memlens", "stackcount", "-U", "--json", "-p", str(pid)]
+    note = ""
+    tracer = None
+    tmp = None
+    try:
+        if kind in ("fp", "dwarf"):
+            tracer = _tracer([*memlens, "--stack-unwind", kind,
+                              "t:syscalls:sys_enter_getppid"], "Hit Ctrl-C")
+        elif kind == "bpftrace":
+            prog = ("BEGIN { printf(\"READY\\n\"); } tracepoint:syscalls:sys_enter_getppid "
+                    f"/pid == {pid}/ {{ @[ustack] = count(); }}")
+            tracer = _tracer(["bpftrace", "-e", prog], "READY")
+        elif kind == "perf":
+            fd, tmp = tempfile.mkstemp(suffix=".data")
+            os.close(fd)
+            tracer = _tracer(["perf", "record", "-m", "8M", "-o", tmp, "-e",
+                              "syscalls:sys_enter_getppid", "--call-graph", "dwarf",
+                              "-p", str(pid)], None, settle=1.5)
+        ns = _go(p)
+    finally:
+        if tracer is not None:
+            tracer.send_signal(signal.SIGINT)
+            out, err = tracer.communicate(timeout=120)
+            if kind in ("fp", "dwarf"):
+                recs = [json.loads(x) for x in out.splitlines() if x.strip()]
+                want = CHAIN if kind == "dwarf" else CHAIN[1:]
+                whole = sum(e["count"] for r in recs if r["type"] == "report"
+                            for e in r["entries"] if _contains(e["stack"], want))
+                # getppid() is a leaf without a frame: the frame-pointer walk skips its
+                # caller (KERNEL.md §9), so chain7..main is all it can get
+                note = f"{whole} of {N} with {want[0]}..main"
+            if kind == "perf":
+                m = re.search(r"\((\d+) samples\)", err)
+                lost = re.search(r"Processed \d+ events and lost (\d+) chunks", err)
+                note = f"{m.group(1) if m else '?'} samples" + (
+                    f", {lost.group(1)} chunks lost" if lost else "")
+        _end(p)
+        if tmp is not None:
+            os.unlink(tmp)
+    return ns / N, note
+
+
+CONFIGS = [  # (label, build, kind)
+    ("memlens --stack-unwind fp", "chain_fp", "fp"),
+    ("memlens --stack-unwind dwarf", "chain_fp", "dwarf"),
+    ("memlens --stack-unwind dwarf", "chain", "dwarf"),
+    ("bpftrace @[ustack]", "chain_fp", "bpftrace"),
+    ("perf record --call-graph dwarf", "chain", "perf"),
+]
+
+
+def cost() -> None:
+    if os.geteuid() != 0:
+        print("cost: needs root (BPF)")
+        return
+    exes = _workloads()
+    configs = [c for c in CONFIGS if c[2] not in ("bpftrace", "perf") or shutil.which(c[2])]
+    base: dict[str, list[float]] = {"chain": [], "chain_fp": []}
+    added: dict[int, list[float]] = {i: [] for i in range(len(configs))}
+    notes: dict[int, str] = {}
+    for _ in range(ROUNDS):
+        for build in base:
+            p, _pid = _start(exes[build])
+            base[build].append(_go(p) / N)
+            _end(p)
+        for i, (_label, build, kind) in enumerate(configs):
+            ns, note = _one(kind, exes[build])
+            added[i].append(ns)
+            notes[i] = note
+    b = {k: statistics.median(v) for k, v in base.items()}
+    print(f"\ncost per event, {N} getppid() under 8 frames (median of {ROUNDS}); untraced "
+          f"{b['chain']:.0f} ns/call (nofp build), {b['chain_fp']:.0f} (fp build)")
+    extra = {i: statistics.median(added[i]) - b[configs[i][1]] for i in added}
+    fp = extra[0]
+    for i, (label, build, kind) in enumerate(configs):
+        ratio = f"{extra[i] / fp:.2f}x" if fp > 0 else ""
+        name = "nofp" if build == "chain" else "fp"
+        note = notes[i]
+        m = re.match(r"(\d+) samples", note)
+        if kind == "perf" and m and int(m.group(1)):
+            # perf cannot keep up (8 KiB a sample written out): most events are dropped
+            per = extra[i] * N / int(m.group(1))
+            note += f"; {per:.0f} ns per event kept"
+        print(f"  {label:<31} {name:<5} +{extra[i]:>6.0f} ns/event {ratio:>6} {note}")
+
+
+def main() -> None:
+    args = [a for a in sys.argv[1:] if a != "--cost"]
+    if "--cost" not in sys.argv[1:] or args:
+        tables(args or [p for p in DEFAULT if os.path.exists(p)])
+    if not args:
+        cost()
 
 
 if __name__ == "__main__":

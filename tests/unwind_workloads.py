@@ -21,18 +21,24 @@ def _stale(out: Path) -> bool:
 
 
 def build() -> dict[str, Path]:
-    """{"chain": executable, "split": executable, "lib": the shared library}."""
+    """{"chain": executable, "split": executable, "lib": the shared library, "chain_fp":
+    the chain built with frame pointers (the baseline of bench/bench_unwind.py)}."""
     BIN.mkdir(parents=True, exist_ok=True)
     chain, split, lib = BIN / "unwind_chain", BIN / "unwind_chain_split", \
         BIN / "libunwind_levels.so"
+    chain_fp = BIN / "unwind_chain_fp"
     inc = f"-I{WORKLOADS}"
     if _stale(chain):
         subprocess.run(["gcc", *NOFP, inc, "-o", str(chain), str(SOURCES[0]), str(SOURCES[1])],
                        check=True)
+    if _stale(chain_fp):
+        subprocess.run(["gcc", "-O2", "-g", "-fno-omit-frame-pointer",
+                        "-mno-omit-leaf-frame-pointer", inc, "-o", str(chain_fp),
+                        str(SOURCES[0]), str(SOURCES[1])], check=True)
     if _stale(lib):
         subprocess.run(["gcc", *NOFP, "-fPIC", "-shared", "-o", str(lib), str(SOURCES[1])],
                        check=True)
     if _stale(split) or split.stat().st_mtime < lib.stat().st_mtime:
         subprocess.run(["gcc", *NOFP, inc, "-o", str(split), str(SOURCES[0]), f"-L{BIN}",
                         "-lunwind_levels", "-Wl,-rpath,$ORIGIN"], check=True)
-    return {"chain": chain, "split": split, "lib": lib}
+    return {"chain": chain, "split": split, "lib": lib, "chain_fp": chain_fp}

@@ -181,6 +181,11 @@ struct {
 #define MEMLENS_UNWIND_MAX_MAPS 128     /* executable mappings per process */
 #define MEMLENS_UNWIND_MAP_STEPS 8      /* binary search over them */
 #define MEMLENS_UNWIND_ROW_STEPS 24     /* binary search over a file's rows: up to 16M */
+/* The stack is read a window at a time: one bpf_probe_read_user costs ~100-200 ns here
+ * whatever its size up to a few KiB, and a frame needs one or two 8-byte reads; frames are
+ * small, so a window holds several. */
+#define MEMLENS_UNWIND_WINDOW 1024
+#define MEMLENS_UNWIND_BELOW 128        /* of the window, below the first address asked */
 
 /* cfi.py's row encoding */
 #define UNWIND_CFA_END 0
@@ -271,6 +276,10 @@ struct unwind_walk {
 	__u8 pad[3];
 	__u32 lo;         /* a binary search's bounds */
 	__u32 hi;
+	struct unwind_mapping last;  /* the mapping of the previous frame */
+	__u64 win_start;  /* user address of win[0]; win_len 0: empty */
+	__u64 win_len;
+	__u8 win[MEMLENS_UNWIND_WINDOW];
 };
 
 /* The walk's state lives in a map value, not on the stack: the verifier follows a bpf_loop
@@ -298,18 +307,47 @@ static __always_inline void unwind_request(__u32 tgid, __u32 reason)
 	bpf_ringbuf_submit(r, 0);
 }
 
+/* 8 bytes of the user stack at addr, through the window.  A window never leaves the page
+ * of the address asked for: that page is present (the slot was written: a call, a push),
+ * while a page next to it may not be (the untouched middle of a big stack buffer, the
+ * stack below its lowest use), and a read that faults costs microseconds here. */
+static __always_inline int unwind_read(struct unwind_walk *s, __u64 addr, __u64 *out)
+{
+	if (addr < s->win_start || addr + 8 > s->win_start + s->win_len) {
+		__u64 page = addr & ~4095ULL;
+		__u64 start = addr - MEMLENS_UNWIND_BELOW;
+		if (start < page || start > addr)
+			start = page;
+		__u64 len = page + 4096 - start;
+		if (len > MEMLENS_UNWIND_WINDOW)
+			len = MEMLENS_UNWIND_WINDOW;
+		if (addr + 8 > start + len) /* the slot crosses the page's end */
+			return bpf_probe_read_user(out, sizeof(*out), (void *)addr);
+		s->win_len = 0;
+		if (len < 8 || bpf_probe_read_user(s->win, len, (void *)start))
+			return -1;
+		s->win_start = start;
+		s->win_len = len;
+	}
+	__u64 off = (addr - s->win_start) & (MEMLENS_UNWIND_WINDOW - 1);
+	if (off > MEMLENS_UNWIND_WINDOW - 8)
+		return -1;
+	*out = *(__u64 *)(s->win + off);
+	return 0;
+}
+
 /* One frame by its frame pointer: [rbp] is the caller's rbp, [rbp+8] the return address. */
 static __always_inline void unwind_fp_step(struct unwind_walk *s)
 {
-	__u64 frame[2];
-	if (!s->bp_valid || !s->bp || s->bp < s->sp ||
-	    bpf_probe_read_user(frame, sizeof(frame), (void *)s->bp)) {
+	__u64 bp, ra;
+	if (!s->bp_valid || !s->bp || s->bp < s->sp || unwind_read(s, s->bp, &bp) ||
+	    unwind_read(s, s->bp + 8, &ra)) {
 		s->done = 1;
 		return;
 	}
 	s->sp = s->bp + 16;
-	s->bp = frame[0];
-	s->ip = frame[1];
+	s->bp = bp;
+	s->ip = ra;
 	s->exact = 0;
 }
 
@@ -334,36 +372,34 @@ static long unwind_frame(__u64 index, void *ctx)
 	/* a return address may be the first byte after a call to a noreturn function: the
 	 * call itself is one byte before */
 	__u64 pc = s->exact ? s->ip : s->ip - 1;
-	struct unwind_proc *p = bpf_map_lookup_elem(&unwind_procs, &s->tgid);
-	if (!p)
-		return 1;
-
-	/* the bounds live in the map value: loaded back each step they are unknown to the
-	 * verifier, which then sees the steps' states as one (kept in registers, each step's
-	 * tighter bounds made it walk 2^8 paths) */
-	s->lo = 0;
-	s->hi = p->nmaps < MEMLENS_UNWIND_MAX_MAPS ? p->nmaps : MEMLENS_UNWIND_MAX_MAPS;
-	for (int k = 0; k < MEMLENS_UNWIND_MAP_STEPS; k++) {
-		__u32 l = s->lo, h = s->hi;
-		if (l >= h)
-			break;
-		__u32 mid = (l + h) / 2;
-		if (p->maps[mid & (MEMLENS_UNWIND_MAX_MAPS - 1)].start <= pc)
-			s->lo = mid + 1;
-		else
-			s->hi = mid;
-	}
-	__u32 lo = s->lo;
-	if (!lo) {
-		s->unmapped = 1;
-		unwind_fp_step(s);
-		return 0;
-	}
-	struct unwind_mapping *m = &p->maps[(lo - 1) & (MEMLENS_UNWIND_MAX_MAPS - 1)];
-	if (pc >= m->end) {
-		s->unmapped = 1;
-		unwind_fp_step(s);
-		return 0;
+	/* consecutive frames are mostly in one file: the last mapping found is kept */
+	struct unwind_mapping *m = &s->last;
+	if (pc < m->start || pc >= m->end) {
+		struct unwind_proc *p = bpf_map_lookup_elem(&unwind_procs, &s->tgid);
+		if (!p)
+			return 1;
+		/* the bounds live in the map value: loaded back each step they are unknown to
+		 * the verifier, which then sees the steps' states as one (kept in registers,
+		 * each step's tighter bounds made it walk 2^8 paths) */
+		s->lo = 0;
+		s->hi = p->nmaps < MEMLENS_UNWIND_MAX_MAPS ? p->nmaps : MEMLENS_UNWIND_MAX_MAPS;
+		for (int k = 0; k < MEMLENS_UNWIND_MAP_STEPS; k++) {
+			__u32 l = s->lo, h = s->hi;
+			if (l >= h)
+				break;
+			__u32 mid = (l + h) / 2;
+			if (p->maps[mid & (MEMLENS_UNWIND_MAX_MAPS - 1)].start <= pc)
+				s->lo = mid + 1;
+			else
+				s->hi = mid;
+		}
+		__u32 found = s->lo;
+		if (!found || pc >= p->maps[(found - 1) & (MEMLENS_UNWIND_MAX_MAPS - 1)].end) {
+			s->unmapped = 1;
+			unwind_fp_step(s);
+			return 0;
+		}
+		s->last = p->maps[(found - 1) & (MEMLENS_UNWIND_MAX_MAPS - 1)];
 	}
 	__u64 rel = pc - m->bias;
 	__u32 first = m->row_start, count = m->row_count;
@@ -372,7 +408,7 @@ static long unwind_frame(__u64 index, void *ctx)
 		return 0;
 	}
 	/* the last row whose pc <= rel */
-	lo = first;
+	__u32 lo = first;
 	__u32 hi = first + count;
 	for (int k = 0; k < MEMLENS_UNWIND_ROW_STEPS; k++) {
 		if (lo >= hi)
@@ -422,21 +458,22 @@ static long unwind_frame(__u64 index, void *ctx)
 		cfa = s->sp + off + (((s->ip & 15) >= (__u64)row->rbp_off) ? 8 : 0);
 		break;
 	case UNWIND_CFA_DEREF_RBP:
-		if (!s->bp_valid || bpf_probe_read_user(&cfa, sizeof(cfa), (void *)(s->bp + off))) {
+		if (!s->bp_valid || unwind_read(s, s->bp + off, &cfa)) {
 			s->truncated = 1;
 			return 1;
 		}
 		break;
 	case UNWIND_CFA_SIGNAL: {
 		/* every register from the sigcontext the kernel pushed: rsp at sp+off */
-		__u64 regs[2], rbp;
-		if (bpf_probe_read_user(regs, sizeof(regs), (void *)(s->sp + off)) ||
-		    bpf_probe_read_user(&rbp, sizeof(rbp), (void *)(s->sp + off + UNWIND_SIG_RBP))) {
+		__u64 rsp, rip, rbp;
+		if (unwind_read(s, s->sp + off, &rsp) ||
+		    unwind_read(s, s->sp + off + UNWIND_SIG_RIP, &rip) ||
+		    unwind_read(s, s->sp + off + UNWIND_SIG_RBP, &rbp)) {
 			s->truncated = 1;
 			return 1;
 		}
-		s->sp = regs[0];
-		s->ip = regs[1];
+		s->sp = rsp;
+		s->ip = rip;
 		s->bp = rbp;
 		s->bp_valid = 1;
 		s->exact = 1; /* the interrupted instruction itself */
@@ -450,7 +487,7 @@ static long unwind_frame(__u64 index, void *ctx)
 		return 1;
 	}
 	__u64 ra;
-	if (cfa <= s->sp || bpf_probe_read_user(&ra, sizeof(ra), (void *)(cfa - 8))) {
+	if (cfa <= s->sp || unwind_read(s, cfa - 8, &ra)) {
 		s->truncated = 1;
 		return 1;
 	}
@@ -458,12 +495,11 @@ static long unwind_frame(__u64 index, void *ctx)
 	case UNWIND_RBP_SAME:
 		break;
 	case UNWIND_RBP_AT_CFA:
-		if (bpf_probe_read_user(&s->bp, sizeof(s->bp), (void *)(cfa + row->rbp_off * 8)))
+		if (unwind_read(s, cfa + row->rbp_off * 8, &s->bp))
 			s->bp_valid = 0;
 		break;
 	case UNWIND_RBP_AT_RBP:
-		if (!s->bp_valid ||
-		    bpf_probe_read_user(&s->bp, sizeof(s->bp), (void *)(s->bp + row->rbp_off * 8)))
+		if (!s->bp_valid || unwind_read(s, s->bp + row->rbp_off * 8, &s->bp))
 			s->bp_valid = 0;
 		break;
 	default:
@@ -496,7 +532,8 @@ __attribute__((noinline)) long memlens_unwind_user(void)
 		return -1;
 	}
 	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(task);
-	__builtin_memset(s, 0, sizeof(*s));
+	/* not the window: 1 KiB cleared per event for nothing */
+	__builtin_memset(s, 0, offsetof(struct unwind_walk, win));
 	s->tgid = tgid;
 	s->ip = BPF_CORE_READ(regs, ip);
 	s->sp = BPF_CORE_READ(regs, sp);

@@ -49,7 +49,7 @@ class Workload:
         self.proc.stdin.write("g")
         self.proc.stdin.flush()
         done = self.proc.stdout.readline()
-        assert done.strip() == f"done n={N}", done
+        assert done.startswith(f"done n={N} "), done
 
     def end(self) -> None:
         if self.proc.poll() is None:

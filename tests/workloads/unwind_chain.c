@@ -9,15 +9,17 @@
  * wants one, so a frame-pointer walk gets one or two frames.  The frames differ on purpose:
  * saved registers, a 40 KiB buffer (a CFA offset past 32 KiB), alloca (a CFA on rbp).
  *
- * usage: unwind_chain malloc|brk|fault [N]    (N = 23)
+ * usage: unwind_chain malloc|brk|fault|getppid [N]    (N = 23)
  * Protocol (stdout, line buffered): "ready pid=P" then wait for one byte on stdin; do the N
- * actions; print "done n=N"; wait for EOF on stdin, then exit.
+ * actions; print "done n=N ns=NS" (NS: the CPU time they took, the probes' run in it);
+ * wait for EOF on stdin, then exit.
  */
 #define _GNU_SOURCE
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <time.h>
 #include <sys/mman.h>
 
 #include "unwind_levels.h"
@@ -74,6 +76,8 @@ int main(int argc, char **argv)
 		j.kind = JOB_BRK;
 	else if (argc > 1 && !strcmp(argv[1], "fault"))
 		j.kind = JOB_FAULT;
+	else if (argc > 1 && !strcmp(argv[1], "getppid"))
+		j.kind = JOB_GETPPID;
 	if (argc > 2)
 		j.n = atoi(argv[2]);
 	setvbuf(stdout, NULL, _IOLBF, 0);
@@ -87,11 +91,15 @@ int main(int argc, char **argv)
 	printf("ready pid=%d\n", (int)getpid());
 	if (read(0, &c, 1) != 1)
 		return 1;
+	struct timespec t0, t1;
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t0);
 	for (j.i = 0; j.i < j.n; j.i++) {
 		long r = chain1(&j, 1);
 		KEEP(r);
 	}
-	printf("done n=%d\n", j.n);
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t1);
+	printf("done n=%d ns=%lld\n", j.n,
+	       (t1.tv_sec - t0.tv_sec) * 1000000000LL + (t1.tv_nsec - t0.tv_nsec));
 	while (read(0, &c, 1) > 0)
 		;
 	return 0;

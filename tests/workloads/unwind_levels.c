@@ -31,6 +31,9 @@ NOINLINE long chain8(struct job *j, long depth)
 		j->pages[j->i * 4096L] = (char)depth;
 		r = 1;
 		break;
+	case JOB_GETPPID: /* a cheap syscall: what tracing one costs (bench/bench_unwind.py) */
+		r = getppid() > 0;
+		break;
 	}
 	KEEP(r);
 	return r + depth;
