@@ -523,8 +523,8 @@ def main() -> int:
     for line in lines:
         print(line)
     print("vmscan, drsnoop: not priced; their events (reclaim begin/end, direct reclaim) "
-          "come only under memory pressure, in bursts whose number the kernel decides: too "
-          "rare and irregular to price per event here")
+          "come only under memory pressure, in bursts whose number the kernel decides, and "
+          "this bench does not drive memory-cgroup reclaim: too rare to price per event here")
     print("compactsnoop, numamove: not priced; compaction and NUMA migration are rare events "
           "that no cheap loop makes repeatably")
     if any(r.notes for runs in results.values() for r in runs):
