@@ -21,8 +21,9 @@ def _stale(out: Path) -> bool:
 
 
 def build() -> dict[str, Path]:
-    """{"chain": executable, "split": executable, "lib": the shared library, "chain_fp":
-    the chain built with frame pointers (the baseline of bench/bench_unwind.py)}."""
+    """{"chain": executable, "split": executable, "lib": the shared library, "dlopen": the
+    split one loading the library with dlopen after its gate, "chain_fp": the chain built
+    with frame pointers (the baseline of bench/bench_unwind.py)}."""
     BIN.mkdir(parents=True, exist_ok=True)
     chain, split, lib = BIN / "unwind_chain", BIN / "unwind_chain_split", \
         BIN / "libunwind_levels.so"
@@ -41,4 +42,8 @@ def build() -> dict[str, Path]:
     if _stale(split) or split.stat().st_mtime < lib.stat().st_mtime:
         subprocess.run(["gcc", *NOFP, inc, "-o", str(split), str(SOURCES[0]), f"-L{BIN}",
                         "-lunwind_levels", "-Wl,-rpath,$ORIGIN"], check=True)
-    return {"chain": chain, "split": split, "lib": lib, "chain_fp": chain_fp}
+    dl = BIN / "unwind_chain_dlopen"
+    if _stale(dl):
+        subprocess.run(["gcc", *NOFP, inc, "-DUNWIND_DLOPEN", "-o", str(dl), str(SOURCES[0]),
+                        "-ldl", "-Wl,-rpath,$ORIGIN"], check=True)
+    return {"chain": chain, "split": split, "lib": lib, "dlopen": dl, "chain_fp": chain_fp}

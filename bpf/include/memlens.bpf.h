@@ -172,10 +172,13 @@ struct {
  * `unwind_rows`, one extent per file shared by every process mapping it, and gives each
  * process its executable mappings in `unwind_procs`.  The walk below finds a frame's
  * mapping and row by binary search, then the caller's rip, rsp and rbp; where no row covers
- * the pc it follows rbp as the kernel would.  A process not loaded yet (its first events,
- * before user space has read it) gets the kernel's walk, counted as a fallback, and a
- * request on `unwind_requests` that makes user space load it.
- * Needs bpf_loop (5.17) and bpf_task_pt_regs (5.15): user space checks before setting
+ * the pc it follows rbp as the kernel would.  A pc outside the process's known mappings (a
+ * process not loaded yet, an exec, a dlopen) is looked up with bpf_find_vma: its file's
+ * table is found by device and inode in `unwind_files` (one entry per file user space has
+ * loaded for any process), and where none is, the frame is walked by its frame pointer,
+ * counted as a fallback, and `unwind_requests` asks user space to load the process.
+ * Needs bpf_loop and bpf_find_vma (5.17), bpf_task_pt_regs (5.15): user space checks before
+ * setting
  * unwind_dwarf; with it false the verifier drops this code.  Define MEMLENS_UNWIND (and
  * MEMLENS_STACK_STORE) before including this header. */
 #define MEMLENS_UNWIND_MAX_MAPS 128     /* executable mappings per process */
@@ -226,6 +229,22 @@ struct unwind_proc {
 	struct unwind_mapping maps[MEMLENS_UNWIND_MAX_MAPS];  /* sorted by start */
 };
 
+/* A file's table, found from a mapping by the file's device and inode (the kernel's dev_t:
+ * major << 20 | minor). */
+struct unwind_file_key {
+	__u64 ino;
+	__u32 dev;
+	__u32 pad;
+};
+
+struct unwind_file {
+	__u64 seg_start;  /* file offsets of its executable PT_LOAD (page aligned start) */
+	__u64 seg_end;
+	__s64 delta;      /* that segment's p_offset - p_vaddr */
+	__u32 row_start;
+	__u32 row_count;
+};
+
 struct unwind_request {
 	__u32 tgid;
 	__u32 reason;     /* 1: not loaded (or exec'd), 2: a pc in none of its mappings */
@@ -248,6 +267,13 @@ struct {
 	__type(key, __u32);
 	__type(value, struct unwind_proc);
 } unwind_procs SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 8192);
+	__type(key, struct unwind_file_key);
+	__type(value, struct unwind_file);
+} unwind_files SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -273,7 +299,9 @@ struct unwind_walk {
 	__u8 done;
 	__u8 truncated;
 	__u8 unmapped;    /* a pc in none of the process's known mappings */
-	__u8 pad[3];
+	__u8 no_proc;     /* the process has no (current) entry: every mapping by its vma */
+	__u8 fallback;    /* a frame walked by its frame pointer for want of its file's table */
+	__u8 pad;
 	__u32 lo;         /* a binary search's bounds */
 	__u32 hi;
 	struct unwind_mapping last;  /* the mapping of the previous frame */
@@ -351,6 +379,51 @@ static __always_inline void unwind_fp_step(struct unwind_walk *s)
 	s->exact = 0;
 }
 
+struct unwind_vma {
+	__u64 start;
+	__u64 end;
+	__u64 off;        /* file offset of start */
+	__u64 ino;
+	__u32 dev;
+	__u32 found;
+};
+
+static long unwind_vma_cb(struct task_struct *task, struct vm_area_struct *vma, void *data)
+{
+	struct unwind_vma *v = data;
+	struct file *f = BPF_CORE_READ(vma, vm_file);
+	if (!f)
+		return 0;
+	struct inode *inode = BPF_CORE_READ(f, f_inode);
+	v->start = BPF_CORE_READ(vma, vm_start);
+	v->end = BPF_CORE_READ(vma, vm_end);
+	v->off = BPF_CORE_READ(vma, vm_pgoff) << 12;
+	v->ino = BPF_CORE_READ(inode, i_ino);
+	v->dev = BPF_CORE_READ(inode, i_sb, s_dev);
+	v->found = 1;
+	return 0;
+}
+
+/* The mapping holding pc from the process's vma and its file's table: 0 and s->last set;
+ * 1: a file whose table is not loaded; -1: no file there, or the mmap lock was busy
+ * (bpf_find_vma only try-locks it). */
+static __always_inline int unwind_by_vma(struct unwind_walk *s, __u64 pc)
+{
+	struct unwind_vma v = {};
+	if (bpf_find_vma(bpf_get_current_task_btf(), pc, unwind_vma_cb, &v, 0) || !v.found)
+		return -1;
+	struct unwind_file_key k = { .ino = v.ino, .dev = v.dev };
+	struct unwind_file *f = bpf_map_lookup_elem(&unwind_files, &k);
+	if (!f || v.off < f->seg_start || v.off >= f->seg_end)
+		return 1;
+	s->last.start = v.start;
+	s->last.end = v.end;
+	s->last.bias = v.start - v.off + f->delta;
+	s->last.row_start = f->row_start;
+	s->last.row_count = f->row_count;
+	return 0;
+}
+
 static long unwind_frame(__u64 index, void *ctx)
 {
 	__u32 zero = 0;
@@ -375,31 +448,39 @@ static long unwind_frame(__u64 index, void *ctx)
 	/* consecutive frames are mostly in one file: the last mapping found is kept */
 	struct unwind_mapping *m = &s->last;
 	if (pc < m->start || pc >= m->end) {
-		struct unwind_proc *p = bpf_map_lookup_elem(&unwind_procs, &s->tgid);
-		if (!p)
-			return 1;
-		/* the bounds live in the map value: loaded back each step they are unknown to
-		 * the verifier, which then sees the steps' states as one (kept in registers,
-		 * each step's tighter bounds made it walk 2^8 paths) */
-		s->lo = 0;
-		s->hi = p->nmaps < MEMLENS_UNWIND_MAX_MAPS ? p->nmaps : MEMLENS_UNWIND_MAX_MAPS;
-		for (int k = 0; k < MEMLENS_UNWIND_MAP_STEPS; k++) {
-			__u32 l = s->lo, h = s->hi;
-			if (l >= h)
-				break;
-			__u32 mid = (l + h) / 2;
-			if (p->maps[mid & (MEMLENS_UNWIND_MAX_MAPS - 1)].start <= pc)
-				s->lo = mid + 1;
-			else
-				s->hi = mid;
+		int found = 0;
+		struct unwind_proc *p = s->no_proc ? NULL :
+			bpf_map_lookup_elem(&unwind_procs, &s->tgid);
+		if (p) {
+			/* the bounds live in the map value: loaded back each step they are unknown
+			 * to the verifier, which then sees the steps' states as one (kept in
+			 * registers, each step's tighter bounds made it walk 2^8 paths) */
+			s->lo = 0;
+			s->hi = p->nmaps < MEMLENS_UNWIND_MAX_MAPS ? p->nmaps : MEMLENS_UNWIND_MAX_MAPS;
+			for (int k = 0; k < MEMLENS_UNWIND_MAP_STEPS; k++) {
+				__u32 l = s->lo, h = s->hi;
+				if (l >= h)
+					break;
+				__u32 mid = (l + h) / 2;
+				if (p->maps[mid & (MEMLENS_UNWIND_MAX_MAPS - 1)].start <= pc)
+					s->lo = mid + 1;
+				else
+					s->hi = mid;
+			}
+			__u32 i = (s->lo - 1) & (MEMLENS_UNWIND_MAX_MAPS - 1);
+			if (s->lo && pc < p->maps[i].end) {
+				s->last = p->maps[i];
+				found = 1;
+			}
 		}
-		__u32 found = s->lo;
-		if (!found || pc >= p->maps[(found - 1) & (MEMLENS_UNWIND_MAX_MAPS - 1)].end) {
-			s->unmapped = 1;
-			unwind_fp_step(s);
-			return 0;
+		if (!found) {
+			s->unmapped = 1; /* user space reads the process again */
+			if (unwind_by_vma(s, pc)) {
+				s->fallback = 1;
+				unwind_fp_step(s);
+				return 0;
+			}
 		}
-		s->last = p->maps[(found - 1) & (MEMLENS_UNWIND_MAX_MAPS - 1)];
 	}
 	__u64 rel = pc - m->bias;
 	__u32 first = m->row_start, count = m->row_count;
@@ -512,8 +593,7 @@ static long unwind_frame(__u64 index, void *ctx)
 }
 
 /* The current task's user stack into stack_scratch's ips, by the tables: its length in
- * bytes, or -1 when the process has no tables loaded (the caller falls back to the
- * kernel's walk).  A global function: the verifier checks it once per program, not once
+ * bytes (-1: no scratch; the caller takes the kernel's walk).  A global function: the verifier checks it once per program, not once
  * per call site (several per program: a key's stack, a trace event's), and the walk is
  * most of what it has to check. */
 __attribute__((noinline)) long memlens_unwind_user(void)
@@ -527,10 +607,7 @@ __attribute__((noinline)) long memlens_unwind_user(void)
 	if (!BPF_CORE_READ(task, mm))
 		return 0; /* a kernel thread: no user stack */
 	struct unwind_proc *p = bpf_map_lookup_elem(&unwind_procs, &tgid);
-	if (!p || p->exe_ino != BPF_CORE_READ(task, mm, exe_file, f_inode, i_ino)) {
-		unwind_request(tgid, 1);
-		return -1;
-	}
+	bool no_proc = !p || p->exe_ino != BPF_CORE_READ(task, mm, exe_file, f_inode, i_ino);
 	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(task);
 	/* not the window: 1 KiB cleared per event for nothing */
 	__builtin_memset(s, 0, offsetof(struct unwind_walk, win));
@@ -540,9 +617,14 @@ __attribute__((noinline)) long memlens_unwind_user(void)
 	s->bp = BPF_CORE_READ(regs, bp);
 	s->bp_valid = 1;
 	s->exact = 1;
+	s->no_proc = no_proc;
 	bpf_loop(MEMLENS_STACK_DEPTH, unwind_frame, NULL, 0);
-	if (s->unmapped)
+	if (no_proc)
+		unwind_request(tgid, 1);
+	else if (s->unmapped)
 		unwind_request(tgid, 2); /* dlopen, a JIT: read its mappings again */
+	if (s->fallback)
+		count_drop(MEMLENS_DROP_UNWIND_FALLBACK);
 	if (s->truncated)
 		count_drop(MEMLENS_DROP_UNWIND_TRUNCATED);
 	__u32 n = s->n;
@@ -567,11 +649,8 @@ static __always_inline __u64 stack_store_opt(void *ctx, __u64 flags, bool kernel
 		return 0;
 	long len = -1;
 #ifdef MEMLENS_UNWIND
-	if (unwind_dwarf && (flags & BPF_F_USER_STACK)) {
+	if (unwind_dwarf && (flags & BPF_F_USER_STACK))
 		len = memlens_unwind_user();
-		if (len < 0)
-			count_drop(MEMLENS_DROP_UNWIND_FALLBACK);
-	}
 #endif
 	if (len < 0)
 		len = bpf_get_stack(ctx, st->ips, sizeof(st->ips), flags);

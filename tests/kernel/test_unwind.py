@@ -3,7 +3,8 @@
 code built without frame pointers: tests/workloads/unwind_chain.c's 8-deep chain
 (main -> chain1 -> ... -> chain8) mallocs, brks (glibc's sbrk) or faults 23 times, and
 memleak, brkstack, stackcount and faults must show chain8 ... chain1 then main, exactly, in
-one stack holding all 23 events; the same with chain5..chain8 in a shared library.
+one stack holding all 23 events; the same with chain5..chain8 in a shared library, in a
+library dlopen'd while tracing, and for a command memleak starts (-c).
 
 Witnesses: the workload's own count of its actions; gdb's `bt` at the same call (the frames
 equal ours, in order); and the frame-pointer walk (--stack-unwind fp) on the same program,
@@ -219,12 +220,49 @@ def test_frames_equal_gdbs_backtrace(bins):
     assert ours == theirs == WHOLE, (ours, theirs)
 
 
+# -- mappings and processes met before their tables are loaded --------------------------------
+
+def test_dlopen_is_picked_up_while_tracing(bins):
+    """The library is dlopen'd after the tool loaded the process: the first brk under it
+    (one, at once) finds no table for its frames (walked by frame pointers, counted as a
+    fallback, and user space asked to read the process again); the 23 a second later are
+    whole, chain8..chain5 in the library."""
+    run = traced(bins["dlopen"], "brk", "brkstack")
+    entries = entries_of(run)
+    whole = [e for e in entries if chain_at(e["stack"]) >= 0]
+    assert sum(e["count"] for e in whole) == N, entries
+    assert sum(e["count"] for e in entries) == N + 1
+    (e,) = whole
+    assert all(f.endswith("[libunwind_levels.so]") for f in e["stack"][2:6]), e["stack"]
+    assert lost_of(run).get("unwind_fallback", 0) >= 1, lost_of(run)
+
+
+def test_memleak_command_is_whole_from_its_first_allocation(bins):
+    """memleak -c: the command's files (ldd's list) are loaded before it runs, so its
+    stacks are whole from its first event, though its own entry comes later: the kernel
+    side finds each frame's file from its mapping.  Nothing falls back."""
+    run = ToolRun("memleak", "-c", f"{bins['split']} malloc {N} nogate", "--json")
+    try:
+        run.wait_attached()
+        assert run.wait(timeout=60) == 0, run.stderr  # ends with the command
+    finally:
+        if run.proc.poll() is None:
+            run.stop()
+    final = [r for r in run.records() if r["type"] == "report"][-1]
+    stacks = [s for s in final["stacks"] if chain_at(s["stack"]) >= 0]
+    assert len(stacks) == 1 and stacks[0]["allocs"] == N, final
+    assert chain_at(stacks[0]["stack"]) == 1
+    (summary,) = [r for r in run.records() if r["type"] == "summary"]
+    assert "unwind_fallback" not in summary["lost"], summary
+
+
 # -- a process met before its tables are loaded ----------------------------------------------
 
 def test_a_new_process_falls_back_then_is_whole(bins):
     """System wide (no -p): the workload's first brk (glibc's malloc setting up, before it
-    prints "ready") meets no tables: the kernel's walk, counted as unwind_fallback, and a
-    request that makes user space load the process; the 23 brks after the gate are whole."""
+    prints "ready") meets no table for its program: that frame is walked by its frame
+    pointer, counted as unwind_fallback, and a request makes user space load the process;
+    the 23 brks after the gate are whole."""
     run = traced(bins["chain"], "brk", "brkstack", pid=False)
     entries = entries_of(run)
     whole = [e for e in entries if chain_at(e["stack"]) >= 0]

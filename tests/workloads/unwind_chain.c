@@ -5,14 +5,16 @@
  *
  * chain1..chain4 are here; chain5..chain8 and the actions in unwind_levels.c, linked into
  * the executable or built as libunwind_levels.so (the chain split across a shared library).
+ * Built with -DUNWIND_DLOPEN, the library is dlopen'd after the gate (a mapping the tracer
+ * has not seen), one action is done at once, then after a second the N actions.
  * Built with -O2 -fomit-frame-pointer: gcc then uses rbp as a general register where it
  * wants one, so a frame-pointer walk gets one or two frames.  The frames differ on purpose:
  * saved registers, a 40 KiB buffer (a CFA offset past 32 KiB), alloca (a CFA on rbp).
  *
- * usage: unwind_chain malloc|brk|fault|getppid [N]    (N = 23)
+ * usage: unwind_chain malloc|brk|fault|getppid [N [nogate]]    (N = 23)
  * Protocol (stdout, line buffered): "ready pid=P" then wait for one byte on stdin; do the N
  * actions; print "done n=N ns=NS" (NS: the CPU time they took, the probes' run in it);
- * wait for EOF on stdin, then exit.
+ * wait for EOF on stdin, then exit.  With "nogate": no waiting at all (memleak -c).
  */
 #define _GNU_SOURCE
 #include <stdio.h>
@@ -24,13 +26,21 @@
 
 #include "unwind_levels.h"
 
+#ifdef UNWIND_DLOPEN
+#include <dlfcn.h>
+static long (*chain5_fn)(struct job *j, long depth);
+#define CHAIN5 chain5_fn
+#else
+#define CHAIN5 chain5
+#endif
+
 #define NOINLINE __attribute__((noinline))
 /* an empty asm after a call keeps it a call (no tail jump) */
 #define KEEP(x) __asm__ volatile("" : "+r"(x) :: "memory")
 
 NOINLINE long chain4(struct job *j, long depth)
 {
-	long r = chain5(j, depth + 1);
+	long r = CHAIN5(j, depth + 1);
 	KEEP(r);
 	return r + depth;
 }
@@ -71,6 +81,7 @@ int main(int argc, char **argv)
 {
 	struct job j = { .kind = JOB_MALLOC, .n = 23 };
 	char c;
+	int gate;
 
 	if (argc > 1 && !strcmp(argv[1], "brk"))
 		j.kind = JOB_BRK;
@@ -80,6 +91,7 @@ int main(int argc, char **argv)
 		j.kind = JOB_GETPPID;
 	if (argc > 2)
 		j.n = atoi(argv[2]);
+	gate = !(argc > 3 && !strcmp(argv[3], "nogate"));
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	if (j.kind == JOB_FAULT) {
 		j.pages = mmap(NULL, j.n * 4096L, PROT_READ | PROT_WRITE,
@@ -89,8 +101,19 @@ int main(int argc, char **argv)
 		madvise(j.pages, j.n * 4096L, MADV_NOHUGEPAGE);
 	}
 	printf("ready pid=%d\n", (int)getpid());
-	if (read(0, &c, 1) != 1)
+	if (gate && read(0, &c, 1) != 1)
 		return 1;
+#ifdef UNWIND_DLOPEN
+	void *lib = dlopen("libunwind_levels.so", RTLD_NOW);
+	if (!lib || !(chain5_fn = (long (*)(struct job *, long))dlsym(lib, "chain5"))) {
+		printf("error: %s\n", dlerror());
+		return 1;
+	}
+	j.i = 0;
+	chain1(&j, 1);  /* the first event in the new mapping */
+	j.keep[0] = NULL;
+	sleep(1);
+#endif
 	struct timespec t0, t1;
 	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t0);
 	for (j.i = 0; j.i < j.n; j.i++) {
@@ -100,7 +123,7 @@ int main(int argc, char **argv)
 	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t1);
 	printf("done n=%d ns=%lld\n", j.n,
 	       (t1.tv_sec - t0.tv_sec) * 1000000000LL + (t1.tv_nsec - t0.tv_nsec));
-	while (read(0, &c, 1) > 0)
+	while (gate && read(0, &c, 1) > 0)
 		;
 	return 0;
 }

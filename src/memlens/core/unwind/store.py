@@ -9,7 +9,10 @@
 
 `unwind_rows` is one array of 8-byte rows (cfi.ROW_DTYPE) mapped into this process: a file's
 table is copied in once, as one extent, and every process mapping that file points at it.
-`unwind_procs` gives each process its executable mappings (start, end, load bias, extent).
+`unwind_procs` gives each process its executable mappings (start, end, load bias, extent);
+`unwind_files` gives each loaded file's extent by device and inode, for the kernel side to
+find a mapping it does not know yet from the process's vma (a new process, exec, dlopen:
+whole stacks at once wherever their files' tables are loaded, libc's for one).
 The kernel side asks (`unwind_requests`) for a process it meets without an entry, or whose
 pc falls outside its known mappings (dlopen, exec); until its entry is written its stacks are
 walked by frame pointers, counted as a fallback.  Requests are served by a thread of their
@@ -47,9 +50,11 @@ MAPPING_DTYPE = np.dtype([("start", "<u8"), ("end", "<u8"), ("bias", "<u8"),
 PROC_HEADER = struct.Struct("<QII")  # exe_ino, nmaps, pad
 PROC_SIZE = PROC_HEADER.size + MAX_MAPS * MAPPING_DTYPE.itemsize
 REQUEST_DTYPE = np.dtype([("tgid", "<u4"), ("reason", "<u4")])
+FILE_KEY = struct.Struct("<QII")      # ino, kernel dev_t, pad
+FILE_VALUE = struct.Struct("<QQqII")  # seg_start, seg_end, delta, row_start, row_count
 
 BPF_PROG_TYPE_TRACEPOINT = 5
-HELPER_TASK_PT_REGS, HELPER_LOOP = 175, 181
+HELPER_TASK_PT_REGS, HELPER_FIND_VMA, HELPER_LOOP = 175, 180, 181
 
 
 def kernel_support() -> tuple[bool, str]:
@@ -60,6 +65,7 @@ def kernel_support() -> tuple[bool, str]:
         return False, f"the unwinder reads x86-64 frames; this is {os.uname().machine}"
     lb = L.lib()
     for helper, name in ((HELPER_LOOP, "bpf_loop (5.17)"),
+                         (HELPER_FIND_VMA, "bpf_find_vma (5.17)"),
                          (HELPER_TASK_PT_REGS, "bpf_task_pt_regs (5.15)")):
         try:
             ok = lb.libbpf_probe_bpf_helper(BPF_PROG_TYPE_TRACEPOINT, helper, None)
@@ -114,12 +120,20 @@ def doctor_line(facts: dict[str, Any]) -> str:
     return f"{facts['stack_unwind']}, {facts['unwind_rows_bytes'] >> 20} MiB a tool; {cache}"
 
 
+def kernel_dev(st_dev: int) -> int:
+    """The kernel's dev_t (MKDEV: major << 20 | minor) of a stat's st_dev, as the BPF side
+    reads inode->i_sb->s_dev."""
+    return (os.major(st_dev) << 20) | os.minor(st_dev)
+
+
 class _Extent:
-    __slots__ = ("start", "count", "procs")
+    __slots__ = ("start", "count", "procs", "files", "pinned")
 
     def __init__(self, start: int, count: int):
         self.start, self.count = start, count
         self.procs: set[int] = set()
+        self.files: set[bytes] = set()   # unwind_files keys pointing at it
+        self.pinned = False              # loaded for a command to come (load_file)
 
 
 class UnwindStore:
@@ -140,6 +154,7 @@ class UnwindStore:
         self.cache = cache or TableCache.shared()
         self.rows_map = obj.map("unwind_rows")
         self.procs_map = obj.map("unwind_procs")
+        self.files_map = obj.map("unwind_files")
         self._ring = obj.map("unwind_requests").ringbuf()
         self.capacity = self.rows_map.max_entries
         length = (self.capacity * cfi.ROW_DTYPE.itemsize + mmap.PAGESIZE - 1) \
@@ -207,7 +222,9 @@ class UnwindStore:
         for pid in [p for p in self._proc_extents if not os.path.exists(f"{self.proc}/{p}")]:
             self.forget(pid)
         for key, ext in list(self._extents.items()):
-            if not ext.procs:
+            if not ext.procs and not ext.pinned:
+                for fkey in ext.files:
+                    self.files_map.delete(fkey)
                 self._release(ext)
                 del self._extents[key]
                 del self._tables[key]
@@ -260,6 +277,7 @@ class UnwindStore:
                         row_start, row_count, bias = ext.start, ext.count, b
                         ext.procs.add(pid)
                         used.add(id(table))
+                        self._publish(table, ext, path)
             entries.append((m.start, m.end, bias & 0xFFFFFFFFFFFFFFFF, row_start, row_count))
         if len(entries) > MAX_MAPS:
             # keep the mappings with tables first: the others are walked by frame pointers
@@ -281,6 +299,36 @@ class UnwindStore:
         self.processes_loaded += 1
         self.build_s += time.perf_counter() - t0
         return True
+
+    def _publish(self, table: UnwindTable, ext: _Extent, path: str) -> None:
+        """The file's entry in unwind_files (by its device and inode), once."""
+        if table.exec_seg is None:
+            return
+        try:
+            st = os.stat(path)
+        except OSError:
+            return
+        key = FILE_KEY.pack(st.st_ino, kernel_dev(st.st_dev), 0)
+        if key in ext.files:
+            return
+        off, filesz, vaddr = table.exec_seg
+        self.files_map.update(key, FILE_VALUE.pack(off & ~(mmap.PAGESIZE - 1), off + filesz,
+                                                   off - vaddr, ext.start, ext.count))
+        ext.files.add(key)
+
+    def load_file(self, path: str) -> bool:
+        """A file's table, before any process maps it (a command about to run): its
+        frames unwind from the command's first event.  Kept until close."""
+        with self._lock:
+            if self._closing:
+                return False
+            table = self.cache.get(path)
+            ext = self._extent(table) if table is not None else None
+            if table is None or ext is None:
+                return False
+            ext.pinned = True
+            self._publish(table, ext, path)
+            return True
 
     def _open_path(self, pid: int, m) -> str | None:
         """A path that opens the mapped file itself (symbols.py's rules: the plain path when

@@ -49,6 +49,7 @@ class UnwindTable:
     unsupported: int = 0
     build_s: float = 0.0
     source: str = ".eh_frame"
+    exec_seg: tuple[int, int, int] | None = None  # (p_offset, p_filesz, p_vaddr) of PF_X
 
     @property
     def nbytes(self) -> int:
@@ -101,7 +102,19 @@ def build_table(path: str, buf=None) -> UnwindTable:
     return UnwindTable(path, img.build_id(), built.rows,
                        loads["offset"].astype(np.uint64), loads["vaddr"].astype(np.uint64),
                        loads["filesz"].astype(np.uint64), built.fdes, built.programs,
-                       built.unsupported, time.perf_counter() - t0, "+".join(source))
+                       built.unsupported, time.perf_counter() - t0, "+".join(source),
+                       exec_segment(loads))
+
+
+PF_X = 1
+
+
+def exec_segment(loads) -> tuple[int, int, int] | None:
+    """(p_offset, p_filesz, p_vaddr) of the first executable PT_LOAD."""
+    for seg in loads:
+        if int(seg["flags"]) & PF_X:
+            return int(seg["offset"]), int(seg["filesz"]), int(seg["vaddr"])
+    return None
 
 
 class DiskCache:
@@ -287,7 +300,8 @@ class TableCache:
         rows, fdes, programs, unsupported = got
         return UnwindTable(path, build_id, rows, loads["offset"].astype(np.uint64),
                            loads["vaddr"].astype(np.uint64), loads["filesz"].astype(np.uint64),
-                           fdes, programs, unsupported, time.perf_counter() - t0, "disk cache")
+                           fdes, programs, unsupported, time.perf_counter() - t0, "disk cache",
+                           exec_segment(loads))
 
     @property
     def nbytes(self) -> int:

@@ -234,6 +234,7 @@ class MemleakTool:
         self.snapshot: _Snapshot | None = None
         self.drop_losses = None  # core/drops.Losses, once the object is loaded
         self.unwind = None       # core/unwind UnwindStore: user stacks by .eh_frame
+        self.mapped: list[str] = []  # the files the target maps (or -c's will)
         self.target = TargetExit(None)
         self._missed_frees_seen = 0
 
@@ -344,6 +345,7 @@ class MemleakTool:
 
             mapped = process_maps_paths(self.pid)  # type: ignore[arg-type]
             desc = f"PID {self.pid}"
+        self.mapped = mapped
         self.plan = plan_probes(mapped, args.obj, args.symbols_prefix, desc,
                                 skip_entry=not args.probe_at_entry)
         if args.command is not None:
@@ -399,6 +401,11 @@ class MemleakTool:
             self.unwind = UnwindStore(obj)
             if self.child is None:
                 self.unwind.load_process(self.pid)  # -p: whole stacks from the first event
+            else:
+                # -c: the files the command will map, before it runs (the kernel side
+                # finds them from its mappings until its own entry is written)
+                for path in self.mapped:
+                    self.unwind.load_file(path)
         if self.user:
             self.attach_user(obj)
         else:
