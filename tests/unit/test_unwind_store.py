@@ -1,0 +1,232 @@
+# SPDX-License-Identifier: GPL-2.0-only
+"""The unwinder's user side (memlens.core.unwind.store) on fake maps, no BPF: the entries it
+writes for real processes (this one and a child) against /proc/PID/maps and the tables
+themselves as witnesses; one extent per file shared by every process; the memory bound;
+what is freed when a process is gone; requests served by the loading thread."""
+from __future__ import annotations
+
+import mmap
+import os
+import struct
+import subprocess
+
+import numpy as np
+import pytest
+
+from memlens.core.symbols import parse_maps
+from memlens.core.unwind import cfi
+from memlens.core.unwind.store import (
+    FILE_KEY,
+    FILE_VALUE,
+    MAPPING_DTYPE,
+    MAX_MAPS,
+    PROC_HEADER,
+    REQUEST_DTYPE,
+    UnwindStore,
+    kernel_dev,
+)
+from memlens.core.unwind.tables import DiskCache, TableCache
+
+
+class FakeRing:
+    def __init__(self):
+        self.pending: list[tuple[int, int]] = []
+
+    def consume_fixed(self, dtype):
+        out = np.array(self.pending, dtype=dtype)
+        self.pending = []
+        return out
+
+
+class FakeMap:
+    def __init__(self, max_entries: int = 1, fd: int = -1):
+        self.max_entries, self.fd = max_entries, fd
+        self.entries: dict[bytes, bytes] = {}
+        self.ring = FakeRing()
+
+    def update(self, key: bytes, value: bytes, flags: int = 0) -> None:
+        self.entries[bytes(key)] = bytes(value)
+
+    def delete(self, key: bytes) -> bool:
+        return self.entries.pop(bytes(key), None) is not None
+
+    def ringbuf(self) -> FakeRing:
+        return self.ring
+
+
+class FakeObj:
+    """The maps UnwindStore uses; the rows array is a memfd (mmapped as the real one)."""
+
+    def __init__(self, rows: int):
+        self.fd = os.memfd_create("unwind_rows")
+        size = (rows * cfi.ROW_DTYPE.itemsize + mmap.PAGESIZE - 1) & ~(mmap.PAGESIZE - 1)
+        os.ftruncate(self.fd, size)
+        self.maps = {"unwind_rows": FakeMap(rows, self.fd), "unwind_procs": FakeMap(),
+                     "unwind_files": FakeMap(), "unwind_requests": FakeMap()}
+
+    def map(self, name: str) -> FakeMap:
+        return self.maps[name]
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+@pytest.fixture
+def cache(tmp_path):
+    return TableCache(disk=DiskCache(str(tmp_path / "cache")))
+
+
+@pytest.fixture
+def child():
+    p = subprocess.Popen(["sleep", "60"])
+    try:
+        # until the exec is done: its maps are sleep's
+        for _ in range(500):
+            with open(f"/proc/{p.pid}/maps") as f:
+                if "sleep" in f.read():
+                    break
+        yield p
+    finally:
+        p.kill()
+        p.wait()
+
+
+def make_store(cache, rows: int = 1 << 21):
+    obj = FakeObj(rows)
+    store = UnwindStore(obj, cache)
+    return obj, store
+
+
+def entry(obj: FakeObj, pid: int):
+    raw = obj.maps["unwind_procs"].entries[pid.to_bytes(4, "little")]
+    exe_ino, n, _ = PROC_HEADER.unpack_from(raw)
+    maps = np.frombuffer(raw, MAPPING_DTYPE, count=MAX_MAPS, offset=PROC_HEADER.size)[:n]
+    return exe_ino, maps
+
+
+def exec_mappings(pid: int):
+    with open(f"/proc/{pid}/maps") as f:
+        return [m for m in parse_maps(f.read()) if "x" in m.perms]
+
+
+def libc_mapping(pid: int):
+    return next(m for m in exec_mappings(pid) if "/libc.so" in m.path)
+
+
+def test_entry_of_this_process(cache):
+    obj, store = make_store(cache)
+    try:
+        assert store.load_process(os.getpid())
+        exe_ino, maps = entry(obj, os.getpid())
+        assert exe_ino == os.stat("/proc/self/exe").st_ino
+        mine = exec_mappings(os.getpid())
+        assert len(maps) == min(len(mine), MAX_MAPS)
+        assert (maps["start"][1:] > maps["start"][:-1]).all()  # u64: [vsyscall] last
+        m = libc_mapping(os.getpid())
+        (row,) = maps[maps["start"] == m.start]
+        table = cache.get(m.path)
+        assert int(row["end"]) == m.end
+        assert int(row["bias"]) == table.bias(m.start, m.pgoff)
+        start, count = int(row["row_start"]), int(row["row_count"])
+        assert count == len(table.rows)
+        assert (store.rows[start:start + count] == table.rows).all()
+        # libc is published by device and inode for the kernel side's vma lookups
+        st = os.stat(m.path)
+        key = FILE_KEY.pack(st.st_ino, kernel_dev(st.st_dev), 0)
+        seg_start, seg_end, delta, fstart, fcount = FILE_VALUE.unpack(
+            obj.maps["unwind_files"].entries[key])
+        off, filesz, vaddr = table.exec_seg
+        assert (fstart, fcount) == (start, count)
+        assert seg_start <= m.pgoff < seg_end and delta == off - vaddr
+        # the kernel side's bias from the vma equals the entry's
+        assert m.start - m.pgoff + delta == int(row["bias"])
+    finally:
+        store.close()
+        obj.close()
+
+
+def test_a_file_mapped_by_two_processes_has_one_extent(cache, child):
+    obj, store = make_store(cache)
+    try:
+        assert store.load_process(os.getpid()) and store.load_process(child.pid)
+        _, mine = entry(obj, os.getpid())
+        _, theirs = entry(obj, child.pid)
+        a = mine[mine["start"] == libc_mapping(os.getpid()).start][0]
+        b = theirs[theirs["start"] == libc_mapping(child.pid).start][0]
+        assert (a["row_start"], a["row_count"]) == (b["row_start"], b["row_count"])
+        used = store.stats()["rows_used"]
+        assert store.load_process(child.pid)  # again: nothing new
+        assert store.stats()["rows_used"] == used
+    finally:
+        store.close()
+        obj.close()
+
+
+def test_a_gone_process_frees_what_only_it_used(cache, child):
+    obj, store = make_store(cache)
+    try:
+        store.load_process(os.getpid())
+        before = store.stats()
+        store.load_process(child.pid)
+        sleep_path = next(m.path for m in exec_mappings(child.pid) if m.path.endswith("sleep"))
+        grew = store.stats()["rows_used"] - before["rows_used"]
+        assert grew == len(cache.get(sleep_path).rows)   # only sleep's own table is new
+        child.kill()
+        child.wait()
+        assert store.collect_garbage() == grew
+        assert child.pid.to_bytes(4, "little") not in obj.maps["unwind_procs"].entries
+        st = os.stat(sleep_path)
+        assert FILE_KEY.pack(st.st_ino, kernel_dev(st.st_dev), 0) \
+            not in obj.maps["unwind_files"].entries
+        assert store.stats()["rows_used"] == before["rows_used"]
+        # the freed rows are reused
+        store.load_process(os.getpid())
+        assert store.stats()["rows_used"] == before["rows_used"]
+    finally:
+        store.close()
+        obj.close()
+
+
+def test_memory_bound(cache):
+    libc = libc_mapping(os.getpid())
+    n = len(cache.get(libc.path).rows)
+    obj, store = make_store(cache, rows=n - 1)   # everything but libc may fit
+    try:
+        assert store.load_process(os.getpid())
+        _, maps = entry(obj, os.getpid())
+        (row,) = maps[maps["start"] == libc.start]
+        assert int(row["row_count"]) == 0           # walked by frame pointers
+        assert libc.path in store.files_not_fitting
+        assert store.stats()["rows_used"] <= n - 1
+    finally:
+        store.close()
+        obj.close()
+
+
+def test_load_file_is_kept_for_a_command_to_come(cache):
+    obj, store = make_store(cache)
+    try:
+        path = libc_mapping(os.getpid()).path
+        assert store.load_file(path)
+        assert store.collect_garbage() == 0          # no process uses it: still kept
+        st = os.stat(path)
+        assert FILE_KEY.pack(st.st_ino, kernel_dev(st.st_dev), 0) \
+            in obj.maps["unwind_files"].entries
+    finally:
+        store.close()
+        obj.close()
+
+
+def test_requests_are_served_by_the_loading_thread(cache, child):
+    obj, store = make_store(cache)
+    try:
+        ring = obj.maps["unwind_requests"].ring
+        ring.pending = [(child.pid, 1), (child.pid, 2), (999_999_999, 1)]
+        assert store.poll() == 2                     # the same process once
+        assert store.wait_idle(30)
+        assert child.pid.to_bytes(4, "little") in obj.maps["unwind_procs"].entries
+        assert store.poll() == 0
+    finally:
+        store.close()
+        obj.close()
+    assert REQUEST_DTYPE.itemsize == 8 and struct.calcsize("<QII") == PROC_HEADER.size
