@@ -8,8 +8,9 @@ output, a flame graph and a pprof profile.  Counting happens in the kernel; each
 {process, stack, comm} announces itself so the process's memory map is read while it lives
 (core/engine.py).
 
-Stacks are walked with frame pointers: code built without them (stock glibc's sbrk/__brk,
-which malloc calls) yields a one-frame stack.  See README.md.
+User stacks are unwound with the files' .eh_frame (--stack-unwind, core/unwind), so code
+built without frame pointers (Debian's glibc: malloc -> sbrk -> brk, python3) gives whole
+stacks; --stack-unwind fp is the kernel's frame-pointer walk.  See README.md.
 """
 from __future__ import annotations
 
@@ -38,8 +39,8 @@ output (a test program built with -fno-omit-frame-pointer, this machine):
 
   Frames are printed leaf first, then `comm [pid]`, then the number of brk() calls,
   as BCC's stackcount prints them; stacks are sorted by count, largest last.  Code
-  built without frame pointers (Debian's glibc: malloc -> sbrk -> brk) gives a
-  one-frame stack such as `brk+0x7 [libc.so.6]`.
+  built without frame pointers (Debian's glibc: malloc -> sbrk -> brk) is unwound with
+  its .eh_frame; with --stack-unwind fp its stack is one frame (`brk+0x7 [libc.so.6]`).
 
 Same as: memlens stackcount -P -U t:syscalls:sys_enter_brk
 """

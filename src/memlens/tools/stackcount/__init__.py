@@ -20,8 +20,10 @@ examples:
   memlens stackcount -U sw:page-faults -D 10 --html pf.html   # a flame graph
 
 Frames are printed leaf first (kernel frames, then user frames), then `comm [pid]` with
--P, then the count; stacks are sorted by count, largest last.  Programs built without
-frame pointers (Debian's libc, python3) give short user stacks: one or two frames.
+-P, then the count; stacks are sorted by count, largest last.  User stacks are unwound
+with the files' .eh_frame (--stack-unwind auto), whole through code built without frame
+pointers (Debian's libc, python3); --stack-unwind fp gives the kernel's frame-pointer walk
+(one or two frames there).
 """
 
 SPEC = CountSpec(
