@@ -3,7 +3,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: help setup run test test-unit test-kernel bpf bench lint vmlinux clean
+.PHONY: help setup run test test-unit test-kernel bpf bench bench-long lint vmlinux clean
 
 help:  ## Show this help.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -26,8 +26,11 @@ test-kernel: setup  ## Kernel tests only (root).
 bpf:  ## Rebuild stale BPF objects.
 	$(PY) hatch_build.py
 
-bench: setup  ## Benchmarks against peers (bpftrace), figures printed as ratios.
+bench: setup  ## Benchmarks against peers (bpftrace, root, ~10 min); writes docs/BENCHMARKS.md.
 	$(PY) -m bench
+
+bench-long: setup  ## 10 minutes of process churn, each tool's RSS; writes docs/BENCHMARKS-long.md.
+	$(PY) -m bench --long
 
 lint: setup  ## ruff over the package and tests.
 	$(VENV)/bin/ruff check src tests bench

@@ -43,6 +43,9 @@ MEMLENS = [str(ROOT / ".venv" / "bin" / "memlens")]
 if not Path(MEMLENS[0]).exists():
     MEMLENS = [sys.executable, "-m", "memlens"]
 
+sys.path.insert(0, str(ROOT))
+from bench.common import emit_result  # noqa: E402
+
 N = int(os.environ.get("BENCH_COUNTING_N", "1000000"))
 M = int(os.environ.get("BENCH_COUNTING_PAGES", "200000"))
 RUNS = int(os.environ.get("BENCH_COUNTING_RUNS", "3"))
@@ -440,6 +443,13 @@ def main() -> int:
         line += (f"; counts (expected {'/'.join(map(str, expected))}): memlens {ml_ok}"
                  + (f", bpftrace {bt_ok}" if have_bt else ""))
         summaries.append(line)
+        emit_result("counting", {
+            "case": case.name, "tool": case.name.split()[0], "event": event,
+            "cost_ns": round(ml), "cost_noise_ns": round(ml_sd),
+            "peer_cost_ns": None if not have_bt else round(bt),
+            "peer_cost_noise_ns": None if not have_bt else round(bt_sd),
+            "ratio": round(ml / bt, 2) if measurable else None, "counts": ml_ok,
+            "peer_counts": bt_ok})
     for line in summaries:
         print(line)
     if have_bt:

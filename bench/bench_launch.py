@@ -1,10 +1,15 @@
 # SPDX-License-Identifier: GPL-2.0-only
-"""Launch-to-attached time and peak RSS of each foundation tool, against the equivalent
-bpftrace program (Debian's bpftrace 0.17) measured in the same run.
+"""Launch-to-attached time and peak RSS of each tracing tool, against the bpftrace program
+on the same hooks (Debian's bpftrace 0.17) measured in the same run, alternating.
 
 Attached = the moment the tool prints its banner (memlens prints it only after every probe
 is attached; bpftrace runs BEGIN after attaching, and BEGIN prints READY here).  Peak RSS
-is the child's ru_maxrss from wait4().  Median of 5 runs each.
+is the child's ru_maxrss from wait4(), the tool having run 0.2 s after attaching.  Medians
+of RUNS runs each (BENCH_LAUNCH_RUNS, default 3).  The package is byte-compiled first
+(scripts/setup.sh does it; PYTHONDONTWRITEBYTECODE is set on these machines).
+
+    python -m bench launch            (root; bpftrace; ~2 minutes)
+    python bench/bench_launch.py --phases [TOOL...]   where the time goes, per phase
 """
 from __future__ import annotations
 
@@ -19,19 +24,50 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-MEMLENS = [str(ROOT / ".venv" / "bin" / "memlens")]
-if not Path(MEMLENS[0]).exists():
-    MEMLENS = [sys.executable, "-m", "memlens"]
+sys.path.insert(0, str(ROOT))
 
-TOOLS = {
-    "oomkill": (["oomkill"], "tracepoint:oom:mark_victim { printf(\"%d\\n\", args->pid); }"),
-    "brkstack": (["brkstack"], "tracepoint:syscalls:sys_enter_brk { @[ustack, comm] = count(); }"),
-    "mmapsnoop": (["mmapsnoop"], "tracepoint:syscalls:sys_enter_mmap { printf(\"%d %s\\n\", "
-                                 "pid, comm); }"),
+from bench.common import emit_result, memlens_argv  # noqa: E402
+
+RUNS = int(os.environ.get("BENCH_LAUNCH_RUNS", "3"))
+LIBC = "/lib/x86_64-linux-gnu/libc.so.6"
+T = "tracepoint:"
+
+# tool: (memlens arguments, the bpftrace program on the same hooks); "{pid}" is a target
+# process (a sleep) for the tools that trace one process only
+TOOLS: dict[str, tuple[list[str], str]] = {
+    "oomkill": (["oomkill"], T + "oom:mark_victim { printf(\"%d\\n\", args->pid); }"),
+    "brkstack": (["brkstack"], T + "syscalls:sys_enter_brk { @[ustack, comm] = count(); }"),
+    "mmapsnoop": (["mmapsnoop"], T + "syscalls:sys_enter_mmap { @a[tid] = args->len; } "
+                  + T + "syscalls:sys_exit_mmap { printf(\"%d %s %d\\n\", pid, comm, "
+                  "args->ret); }"),
+    "trace": (["trace", "t:syscalls:sys_exit_mmap"],
+              T + "syscalls:sys_exit_mmap { printf(\"%d %s %d\\n\", pid, comm, args->ret); }"),
+    "funccount": (["funccount", "t:syscalls:sys_enter_getppid"],
+                  T + "syscalls:sys_enter_getppid { @[probe] = count(); }"),
+    "stackcount": (["stackcount", "-U", "t:syscalls:sys_enter_brk"],
+                   T + "syscalls:sys_enter_brk { @[ustack] = count(); }"),
+    "count": (["count", "sw:page-faults", "--by", "comm,pid"],
+              "software:page-faults:1 { @[comm, pid] = count(); }"),
+    "faults": (["faults"], "software:minor-faults:1 { @[comm, pid] = count(); } "
+               "software:major-faults:1 { @[comm, pid] = count(); }"),
+    "shmsnoop": (["shmsnoop"], T + "syscalls:sys_enter_shm* { @a[tid] = 1; } "
+                 + T + "syscalls:sys_exit_shm* { printf(\"%d %d\\n\", pid, args->ret); }"),
+    "slabratetop": (["slabratetop"], T + "kmem:kmem_cache_alloc { @[str(args->name)] = "
+                    "count(); } " + T + "kmem:kmalloc { @k[args->bytes_alloc] = count(); }"),
+    "drsnoop": (["drsnoop"], T + "vmscan:mm_vmscan_direct_reclaim_begin { @s[tid] = nsecs; } "
+                + T + "vmscan:mm_vmscan_direct_reclaim_end /@s[tid]/ { printf(\"%d\\n\", "
+                "nsecs - @s[tid]); }"),
+    "numamove": (["numamove"], T + "migrate:mm_migrate_pages_start { @s[tid] = nsecs; } "
+                 + T + "migrate:mm_migrate_pages { @[args->reason] = sum(args->succeeded); }"),
+    "memleak": (["memleak", "-p", "{pid}"],
+                f"uprobe:{LIBC}:malloc /pid == {{pid}}/ {{ @sz[tid] = arg0; }} "
+                f"uretprobe:{LIBC}:malloc /pid == {{pid}}/ {{ @[retval] = @sz[tid]; }} "
+                f"uprobe:{LIBC}:free /pid == {{pid}}/ {{ delete(@[arg0]); }}"),
 }
 
 
 def measure(argv: list[str], marker: str) -> tuple[float, float]:
+    """(seconds from exec to `marker` on stderr, peak RSS in MB)."""
     t0 = time.monotonic()
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             stdin=subprocess.DEVNULL, text=True)
@@ -44,39 +80,63 @@ def measure(argv: list[str], marker: str) -> tuple[float, float]:
     drain.start()
     time.sleep(0.2)
     proc.send_signal(signal.SIGINT)
-    deadline = time.monotonic() + 15
+    deadline, sig = time.monotonic() + 10, signal.SIGTERM
     while True:
         pid, _, usage = os.wait4(proc.pid, os.WNOHANG)
         if pid:
             break
         if time.monotonic() > deadline:  # a tool that ignores SIGINT is a bug: show it
-            proc.kill()
-            print(f"  {' '.join(argv)}: did not exit within 15 s of SIGINT", file=sys.stderr)
-            deadline = float("inf")
+            print(f"  {' '.join(argv)[:70]}: still running 10 s after SIGINT: {sig.name}",
+                  file=sys.stderr)
+            proc.send_signal(sig)
+            deadline, sig = time.monotonic() + 5, signal.SIGKILL
         time.sleep(0.02)
     proc.returncode = 0
     return attached, usage.ru_maxrss / 1024
 
 
+def compile_package() -> None:
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "src" / "memlens")],
+                   stdout=subprocess.DEVNULL, check=False)
+
+
 def main() -> None:
+    if "--phases" in sys.argv:
+        from bench.launch_phases import main as phases
+
+        phases([a for a in sys.argv[1:] if a != "--phases"] or
+               ["oomkill", "brkstack", "mmapsnoop", "funccount"])
+        return
+    compile_package()
     have_bpftrace = shutil.which("bpftrace") is not None
-    print(f"{'tool':<10} {'memlens s':>9} {'bpftrace s':>10} {'memlens MB':>10} "
-          f"{'bpftrace MB':>11} {'time ratio':>10} {'RSS ratio':>9}")
-    for name, (args, bt_prog) in TOOLS.items():
-        ours = [measure(MEMLENS + args, "Hit Ctrl-C to end.") for _ in range(5)]
-        t_ours = statistics.median(t for t, _ in ours)
-        m_ours = statistics.median(m for _, m in ours)
-        if have_bpftrace:
-            prog = 'BEGIN { printf("READY\\n"); } ' + bt_prog
-            # bpftrace prints BEGIN output on stdout: route it to stderr for the marker
-            peer = [measure(["sh", "-c", f"exec bpftrace -e '{prog}' 1>&2"], "READY")
-                    for _ in range(5)]
-            t_peer = statistics.median(t for t, _ in peer)
-            m_peer = statistics.median(m for _, m in peer)
-        else:
-            t_peer = m_peer = float("nan")
-        print(f"{name:<10} {t_ours:>9.3f} {t_peer:>10.3f} {m_ours:>10.1f} {m_peer:>11.1f} "
-              f"{t_ours / t_peer:>10.2f} {m_ours / m_peer:>9.2f}")
+    target = subprocess.Popen(["sleep", "3600"])
+    try:
+        print(f"median of {RUNS} runs each, memlens and bpftrace alternating")
+        print(f"{'tool':<12} {'memlens s':>9} {'bpftrace s':>10} {'memlens MB':>10} "
+              f"{'bpftrace MB':>11} {'time ratio':>10} {'RSS ratio':>9}")
+        for name, (args, bt_prog) in TOOLS.items():
+            args = [a.replace("{pid}", str(target.pid)) for a in args]
+            bt_prog = bt_prog.replace("{pid}", str(target.pid))
+            ours, peer = [], []
+            for _ in range(RUNS):
+                ours.append(measure(memlens_argv(*args), "Hit Ctrl-C to end."))
+                if have_bpftrace:
+                    prog = 'BEGIN { printf("READY\\n"); } ' + bt_prog
+                    # bpftrace prints BEGIN's output on stdout: to stderr for the marker
+                    peer.append(measure(["sh", "-c", f"exec bpftrace -e '{prog}' 1>&2"],
+                                        "READY"))
+            t_ours = statistics.median(t for t, _ in ours)
+            m_ours = statistics.median(m for _, m in ours)
+            t_peer = statistics.median(t for t, _ in peer) if peer else float("nan")
+            m_peer = statistics.median(m for _, m in peer) if peer else float("nan")
+            print(f"{name:<12} {t_ours:>9.3f} {t_peer:>10.3f} {m_ours:>10.1f} {m_peer:>11.1f} "
+                  f"{t_ours / t_peer:>10.2f} {m_ours / m_peer:>9.2f}", flush=True)
+            emit_result("launch", {"tool": name, "attached_s": round(t_ours, 4),
+                                   "peer_attached_s": round(t_peer, 4),
+                                   "rss_mb": round(m_ours, 1), "peer_rss_mb": round(m_peer, 1)})
+    finally:
+        target.kill()
+        target.wait()
 
 
 if __name__ == "__main__":

@@ -193,6 +193,13 @@ def main() -> int:
         print(f"memleak / its own floor: "
               f"{ml / results['floor: no-op uprobes where memleak puts them']:.2f}x; "
               + (f"bpftrace / memleak: {results[CONFIGS[-1][0]] / ml:.2f}x" if have_bt else ""))
+        from bench.common import emit_result
+
+        emit_result("memleak", {
+            "tool": "memleak", "event": "malloc+free pair", "ns_per_pair": round(ml),
+            "untraced_ns": round(base),
+            "floor_ns": round(results["floor: no-op uprobes where memleak puts them"]),
+            "peer_ns_per_pair": round(results[CONFIGS[-1][0]]) if have_bt else None})
     return 0
 
 

@@ -20,13 +20,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.common import emit_result  # noqa: E402
 from memlens.core import kernel  # noqa: E402
 from memlens.core import libbpf as L  # noqa: E402
 from memlens.core.drops import Losses  # noqa: E402
 from memlens.core.loader import BpfObject  # noqa: E402
 from tests.conftest import build_workload  # noqa: E402
 
-N = 3_000_000
+N = int(os.environ.get("BENCH_RINGBUF_N", "3000000"))
 RATES = [250_000, 500_000, 1_000_000, 0]  # 0 = as fast as the generator goes
 
 
@@ -115,6 +116,9 @@ def main() -> None:
                   f"{r['cpu_s']:>6.2f}")
         a, b = rows
         print(f"{'':>10} consumer CPU callback/numpy = {b['cpu_s'] / max(a['cpu_s'], 1e-9):.1f}x")
+        emit_result("ringbuf", {"rate": rate, "achieved": round(a["gen_rate"]),
+                                "lost": a["lost"], "cpu_s": round(a["cpu_s"], 3),
+                                "peer_lost": b["lost"], "peer_cpu_s": round(b["cpu_s"], 3)})
     both_cpus()
     drain()
 
@@ -181,6 +185,7 @@ def drain() -> None:
     gen.stdin.flush()
     gen.wait()
     print(f"drain of a pre-filled ring: {n} records in {dt * 1e3:.1f} ms = {n / dt / 1e6:.1f} M/s")
+    emit_result("ringbuf", {"drain_records_per_s": round(n / dt)})
 
 
 if __name__ == "__main__":

@@ -18,6 +18,9 @@ import numpy as np
 
 from memlens.core.symbols import ElfSymbols, KernelSymbolizer
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from bench.common import emit_result
+
 LIBC = "/lib/x86_64-linux-gnu/libc.so.6"
 
 
@@ -33,11 +36,13 @@ def timed(fn, repeat: int) -> tuple[float, float, object]:
 
 def main() -> None:
     path = sys.argv[1] if len(sys.argv) > 1 else LIBC
+    loads = {}
     for find_debug in (True, False):
         first, med, syms = timed(lambda fd=find_debug: ElfSymbols(path, find_debug=fd), 21)
+        loads[find_debug] = med
         print(f"load {path} [{syms.source}]: {len(syms)} functions, "
               f"first {first:.2f} ms, median {med:.2f} ms")
-    peer_pyelftools(path)
+    peers = peer_pyelftools(path)
     syms = ElfSymbols(path)
     rng = np.random.default_rng(1)
     lo, hi = int(syms.addrs[0]), int(syms.ends[-1])
@@ -53,6 +58,12 @@ def main() -> None:
 
     _, med, _ = timed(with_names, 11)
     print(f"10k lookups + name decoding (cold name cache): {med:.2f} ms")
+    emit_result("symbols", {"load_ms": round(loads[True], 2),
+                            "load_dynsym_ms": round(loads[False], 2),
+                            "peer_load_ms": peers.get(".symtab"),
+                            "peer_load_dynsym_ms": peers.get(".dynsym"),
+                            "lookups_per_s": round(10_000 / (med / 1e3)),
+                            "resolved": int((idx >= 0).sum()), "of": 10_000})
     first, med, k = timed(KernelSymbolizer, 5)
     print(f"/proc/kallsyms: {len(k)} text symbols, available={k.available}, "
           f"first {first:.1f} ms, median {med:.1f} ms")
@@ -63,13 +74,15 @@ def main() -> None:
     print(f"  of which the kernel producing /proc/kallsyms: {ms:.1f} ms")
 
 
-def peer_pyelftools(path: str) -> None:
-    """The peer, same run: pyelftools reading the same tables (function symbols only)."""
+def peer_pyelftools(path: str) -> dict[str, float]:
+    """The peer, same run: pyelftools reading the same tables (function symbols only);
+    its median load time (ms) per section."""
+    out: dict[str, float] = {}
     try:
         from elftools.elf.elffile import ELFFile
     except ImportError:
         print("pyelftools not installed (pip install pyelftools): no peer figure")
-        return
+        return out
     ours = ElfSymbols(path)
     files = [(path, ".dynsym")]
     source = str(ours.source or "")
@@ -89,6 +102,8 @@ def peer_pyelftools(path: str) -> None:
         _, ours_med, _ = timed(lambda s=section: ElfSymbols(path, find_debug=s == ".symtab"), 11)
         print(f"peer pyelftools {section} of {p}: {n} function symbols, median {med:.1f} ms "
               f"= {med / ours_med:.0f}x ours ({ours_med:.2f} ms)")
+        out[section] = round(med, 1)
+    return out
 
 
 if __name__ == "__main__":

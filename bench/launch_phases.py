@@ -1,0 +1,103 @@
+# SPDX-License-Identifier: GPL-2.0-only
+"""Where launch-to-attached goes, phase by phase: `python bench/bench_launch.py --phases
+[TOOL...]`.
+
+The tool runs in a child interpreter like `memlens TOOL -d 0.01` does, with the steps that
+matter wrapped to note when they end and how long they took: the interpreter and site up,
+`import memlens.cli` (the registry, hooks, argparse), the command's module and options,
+privileges, tracefs, hook probing (vmlinux BTF for tp_btf prototypes), tracepoint formats,
+bpf_object__open, load (libbpf: vmlinux BTF for CO-RE, map creation, the kernel verifier),
+attach, and the banner.  Times are from the parent's exec() (CLOCK_MONOTONIC is shared).
+Medians of RUNS (3) runs per phase.
+"""
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RUNS = 3
+ARGS = {"funccount": ["funccount", "t:syscalls:sys_enter_getppid"],
+        "trace": ["trace", "t:syscalls:sys_exit_mmap"],
+        "stackcount": ["stackcount", "-U", "t:syscalls:sys_enter_brk"]}
+
+CHILD = r"""
+import os, sys, time
+T0 = float(os.environ["PHASES_T0"])
+marks = [("interpreter + site", time.monotonic(), None)]
+import memlens.cli as cli
+marks.append(("import memlens.cli", time.monotonic(), None))
+import functools
+from memlens.core import loader, kernel, tpformat, hooks, runner, privileges
+marks.append(("(the wrapper's imports)", time.monotonic(), None))
+def wrap(obj, name, label):
+    f = getattr(obj, name)
+    @functools.wraps(f)
+    def w(*a, **k):
+        t = time.monotonic()
+        try:
+            return f(*a, **k)
+        finally:
+            marks.append((label, time.monotonic(), time.monotonic() - t))
+    setattr(obj, name, w)
+wrap(privileges, "require_tracing_privileges", "privileges")
+wrap(kernel, "ensure_tracefs", "tracefs")
+wrap(hooks, "choose", "hook probing")
+wrap(tpformat, "read_format", "tracepoint format")
+wrap(loader.BpfObject, "__init__", "bpf_object__open")
+wrap(loader.BpfObject, "load", "load (BTF, maps, verifier)")
+for n in ("attach_tracepoint", "attach_perf_event", "attach_uprobe", "attach_auto"):
+    wrap(loader.BpfObject, n, "attach")
+ob = runner.banner
+def banner(what):
+    marks.append(("banner", time.monotonic(), None))
+    ob(what)
+runner.banner = banner
+try:
+    cli.main(sys.argv[1:])
+finally:
+    for label, t, took in marks:
+        took_ms = "" if took is None else f"{took * 1e3:.2f}"
+        print(f"PHASE\t{label}\t{(t - T0) * 1e3:.2f}\t{took_ms}", file=sys.stderr)
+"""
+
+
+def run_once(tool: str) -> list[tuple[str, float, float | None]]:
+    argv = ARGS.get(tool, [tool])
+    env = {**os.environ, "PHASES_T0": repr(time.monotonic())}
+    p = subprocess.run([str(ROOT / ".venv" / "bin" / "python"), "-c", CHILD, *argv, "-d",
+                        "0.01"], env=env, capture_output=True, text=True, timeout=60)
+    out = []
+    for line in p.stderr.splitlines():
+        if line.startswith("PHASE\t"):
+            _, label, at, took = line.split("\t")
+            out.append((label, float(at), float(took) if took else None))
+    return out
+
+
+def main(tools: list[str]) -> None:
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "src" / "memlens")],
+                   stdout=subprocess.DEVNULL, check=False)
+    for tool in tools:
+        runs = [run_once(tool) for _ in range(RUNS)]
+        print(f"\n{tool}: ms from exec (median of {RUNS}); step = time since the previous "
+              "mark; in = inside the wrapped call")
+        print(f"  {'mark':<28} {'at':>7} {'step':>7} {'in':>7}")
+        prev = 0.0
+        for k, (label, _, _) in enumerate(runs[0]):
+            try:
+                at = statistics.median(r[k][1] for r in runs)
+                took = [r[k][2] for r in runs if r[k][2] is not None]
+            except IndexError:
+                break
+            inside = f"{statistics.median(took):7.1f}" if took else " " * 7
+            print(f"  {label:<28} {at:7.1f} {at - prev:7.1f} {inside}")
+            prev = at
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:] or ["oomkill", "brkstack", "mmapsnoop", "funccount"])

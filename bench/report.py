@@ -1,0 +1,209 @@
+# SPDX-License-Identifier: GPL-2.0-only
+"""docs/BENCHMARKS.md from one `python -m bench` run: the machine and versions, a summary
+per tool (memlens against the peer measured beside it, as ratios), and each bench's own
+output.  Written whole each run; never edited by hand."""
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _cmd(*argv: str) -> str:
+    if not shutil.which(argv[0]):
+        return "not installed"
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return "?"
+    text = (out.stdout or out.stderr).strip().splitlines()
+    return text[0].strip() if text else "?"
+
+
+def _read(path: str, key: str) -> str:
+    try:
+        with open(path) as f:
+            for line in f:
+                if line.startswith(key):
+                    return line.split(":", 1)[1].strip() if ":" in line else \
+                        line.split("=", 1)[1].strip().strip('"')
+    except OSError:
+        pass
+    return "?"
+
+
+def machine() -> list[tuple[str, str]]:
+    from memlens import __version__
+    from memlens.core import libbpf
+
+    try:
+        import numpy
+        np_version = numpy.__version__
+    except ImportError:
+        np_version = "not installed"
+    try:
+        lb = ".".join(str(v) for v in libbpf.version())
+    except Exception:  # the report still says what it can
+        lb = "?"
+    flags = _read("/proc/cpuinfo", "flags")
+    commit = _cmd("git", "-C", str(ROOT), "describe", "--always", "--dirty")
+    return [
+        ("CPU", f"{_read('/proc/cpuinfo', 'model name')}, {os.cpu_count()} CPUs"
+                + (" (virtual machine)" if "hypervisor" in flags.split() else "")),
+        ("memory", _read("/proc/meminfo", "MemTotal")),
+        ("kernel", f"{platform.release()} {platform.version()}"),
+        ("system", _read("/etc/os-release", "PRETTY_NAME")),
+        ("load average at the end", " ".join(Path("/proc/loadavg").read_text().split()[:3])),
+        ("memlens", f"{__version__} ({commit})"),
+        ("Python", platform.python_version()),
+        ("numpy", np_version),
+        ("libbpf", lb),
+        ("clang", _cmd("clang-19", "--version")),
+        ("bpftrace (peer)", _cmd("bpftrace", "--version")),
+        ("perf (peer)", _cmd("perf", "--version")),
+    ]
+
+
+def _ratio(a, b) -> str:
+    try:
+        return f"{a / b:.2f}x" if a is not None and b else "-"
+    except TypeError:
+        return "-"
+
+
+def summary(figures: list[dict]) -> list[str]:
+    """The per-tool table: each cell memlens's figure, the peer's, and the ratio."""
+    by = {}
+    for f in figures:
+        by.setdefault(f["bench"], []).append(f)
+    rows: dict[str, dict[str, str]] = {}
+
+    def cell(tool: str, col: str, text: str) -> None:
+        rows.setdefault(tool, {})[col] = text
+
+    for f in by.get("launch", []):
+        ours, peer = f["attached_s"], f["peer_attached_s"]
+        cell(f["tool"], "attached",
+             f"{ours * 1e3:.0f} / {peer * 1e3:.0f} ms = **{_ratio(ours, peer)}**")
+        cell(f["tool"], "rss", f"{f['rss_mb']:.0f} / {f['peer_rss_mb']:.0f} MB = "
+             f"**{_ratio(f['rss_mb'], f['peer_rss_mb'])}**")
+    events: dict[str, list[dict]] = {}
+    for f in by.get("events", []):
+        if f["tool"] != "bpftrace":
+            events.setdefault(f["tool"], []).append(f)
+    for tool, cases in events.items():
+        costs = [c["cost_ns"] / c["peer_cost_ns"] for c in cases if c.get("peer_cost_ns")]
+        if costs:
+            cell(tool, "cost", f"{min(c['cost_ns'] for c in cases)}-"
+                 f"{max(c['cost_ns'] for c in cases)} ns a call on the traced program, "
+                 f"bpftrace {cases[0]['peer_cost_ns']} ns = **{min(costs):.2f}-{max(costs):.2f}x**"
+                 " (text/JSON, file/pipe)")
+        ok = [c for c in cases if c["zero_loss"]]
+        bad = [c for c in cases if not c["zero_loss"]]
+        text = (f"{min(c['producer_rate'] for c in cases):,}-"
+                f"{max(c['producer_rate'] for c in cases):,}/s: "
+                + ("0 lost in all " + str(len(cases)) + " outputs" if not bad else
+                   f"0 lost in {len(ok)} of {len(cases)} ("
+                   + "; ".join(f"{c['case']}: {c['lost']:,} lost" for c in bad) + ")"))
+        if not all(c["exact"] for c in cases):
+            text += "; **shown + lost != made**"
+        cell(tool, "zero_loss", text)
+    for f in by.get("counting", []):
+        if f.get("ratio") is None:
+            txt = (f"+{f['cost_ns']}±{f['cost_noise_ns']} ns, bpftrace +{f['peer_cost_ns']}"
+                   f"±{f['peer_cost_noise_ns']} ns (within noise)")
+        else:
+            txt = (f"+{f['cost_ns']} / +{f['peer_cost_ns']} ns a {f['event']} = "
+                   f"**{f['ratio']:.2f}x**")
+        tool = f["tool"]
+        prev = rows.get(tool, {}).get("cost")
+        cell(tool, "cost", f"{prev}; {f['case']}: {txt}" if prev else f"{f['case']}: {txt}")
+    for f in by.get("memleak", []):
+        cell("memleak", "cost", f"{f['ns_per_pair']} / {f['peer_ns_per_pair']} ns a malloc+free "
+             f"pair = **{_ratio(f['ns_per_pair'], f['peer_ns_per_pair'])}**")
+    for f in by.get("symbols", []):
+        sym = (f"libc's symbols in {f['load_ms']:.1f} / {f['peer_load_ms']:.0f} ms (pyelftools)"
+               f" = **{_ratio(f['load_ms'], f['peer_load_ms'])}**; "
+               f"{f['lookups_per_s'] / 1e6:.1f} M addresses/s")
+        for tool in ("brkstack", "stackcount", "memleak", "faults"):
+            cell(tool, "symbols", sym)
+    cols = [("attached", "time to attached"), ("rss", "peak RSS"),
+            ("cost", "per-event cost"), ("zero_loss", "highest rate with zero loss"),
+            ("symbols", "symbolization")]
+    out = ["| tool | " + " | ".join(t for _, t in cols) + " |",
+           "|---|" + "---|" * len(cols)]
+    for tool in sorted(rows):
+        out.append(f"| {tool} | " + " | ".join(rows[tool].get(c, "–") for c, _ in cols) + " |")
+    return out
+
+
+def ring_lines(figures: list[dict]) -> list[str]:
+    ring = [f for f in figures if f["bench"] == "ringbuf"]
+    out = []
+    for f in ring:
+        if "drain_records_per_s" in f:
+            out.append(f"- ring-buffer drain of a pre-filled ring: "
+                       f"{f['drain_records_per_s'] / 1e6:.1f} M records/s")
+        elif not f["rate"]:
+            out.append(f"- ring buffer at the generator's limit ({f['achieved']:,} events/s): "
+                       f"{f['lost']} lost, {f['cpu_s']} s consumer CPU; libbpf callback: "
+                       f"{f['peer_lost']} lost, {f['peer_cpu_s']} s "
+                       f"({_ratio(f['peer_cpu_s'], f['cpu_s'])} the CPU)")
+    return out
+
+
+def write_report(path: Path, runs: list[dict], figures: list[dict], total_s: float,
+                 long_run: bool = False) -> None:
+    now = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    lines = ["# Benchmarks" + (" (long runs)" if long_run else ""), "",
+             "<!-- Generated by `make bench" + ("-long" if long_run else "")
+             + "` (bench/__main__.py, bench/report.py): do not edit by hand. -->", "",
+             f"Written {now} by `make bench{'-long' if long_run else ''}` in "
+             f"{total_s / 60:.1f} minutes. Every figure comes with the peer's, measured in the "
+             "same run on the same machine (alternating or interleaved, see each bench); "
+             "the ratios are memlens / peer (below 1: memlens costs less). The machine is a "
+             "shared 2-CPU VM: absolute times move between runs, ratios much less.", "",
+             "## Machine", "", "| | |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in machine()]
+    if not long_run:
+        lines += ["", "## Summary per tool", "",
+                  "memlens / peer (bpftrace 0.17 unless said): time from exec to every probe "
+                  "attached and peak RSS (`bench_launch`, medians), per-event cost on the "
+                  "traced program (`bench_events`, `bench_counting`, `bench_memleak`), the "
+                  "highest event rate seen with zero loss (`bench_events`: the producer at "
+                  "its limit), symbolization (`bench_symbols`). Tools measured by the other "
+                  "benches (faults, shmsnoop, slabratetop, unwinding) are in their sections "
+                  "below.", ""]
+        lines += summary(figures)
+        extra = ring_lines(figures)
+        if extra:
+            lines += ["", *extra]
+    lines += ["", "## Each bench", ""]
+    for r in runs:
+        doc = _docstring(r["path"])
+        status = "" if r["rc"] == 0 else f", **failed: exit {r['rc']}**"
+        lines += [f"### {r['path'].stem} ({r['secs']:.0f} s{status})", "", doc, "", "```",
+                  _clean(r["out"]).rstrip(), "```", ""]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines).rstrip() + "\n")
+
+
+def _docstring(path: Path) -> str:
+    text = path.read_text()
+    m = re.search(r'"""(.*?)"""', text, re.S)
+    if not m:
+        return ""
+    para = m.group(1).strip().split("\n\n")[0]
+    return " ".join(para.split())
+
+
+def _clean(out: str) -> str:
+    """Bench output for a fenced block: no ``` inside, no trailing spaces."""
+    return "\n".join(line.rstrip().replace("```", "'''") for line in out.splitlines())
+
