@@ -102,11 +102,13 @@ class RingBuffer:
         cons, prod = self._positions()
         return prod - cons
 
-    def consume_fixed(self, dtype: np.dtype, max_records: int | None = None) -> np.ndarray:
+    def consume_fixed(self, dtype: np.dtype, max_records: int | None = None,
+                      record_size: int | None = None) -> np.ndarray:
         """Every committed record (at most `max_records`: the rest stay for the next call,
         which bounds a reader's memory when it comes back to a full ring), all of which
-        have dtype's size (one ring per event type)."""
-        rec = dtype.itemsize
+        have dtype's size (one ring per event type) — or `record_size`, of which `dtype`
+        reads the first dtype.itemsize bytes (a record's unused tail is not copied)."""
+        rec = record_size or dtype.itemsize
         stride = (rec + HDR + 7) & ~7
         cons, prod = self._positions()
         nrec = (prod - cons) // stride
@@ -129,12 +131,14 @@ class RingBuffer:
         if nrec and np.any(lengths != rec):
             # a record of another size: fall back to the generic walk for this batch
             return self._consume_walk(dtype)
-        out = raw[:nrec, HDR:HDR + rec].copy().view(dtype).ravel()  # copy before release
+        # copy before release
+        out = raw[:nrec, HDR:HDR + dtype.itemsize].copy().view(dtype).ravel()
         keep = (hdr[:nrec] & DISCARD) == 0
         self._cons_pos[0] = cons + nrec * stride
         return out[keep]
 
     def _consume_walk(self, dtype: np.dtype) -> np.ndarray:
+        # (a record shorter than what dtype reads cannot be decoded: left out, as before)
         records = [r for r in self.consume_records() if len(r) >= dtype.itemsize]
         if not records:
             return np.zeros(0, dtype)

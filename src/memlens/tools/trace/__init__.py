@@ -49,15 +49,27 @@ def _batch_engine(base):
     tracepoint run takes.  If the engine changes under them, the list still decodes (more
     slowly) and the ring keeps the engine's size."""
 
+    from memlens.core.lazy import np
+
     class BatchEngine(base):
         ring_bytes: int | None = None
 
         def _events(self):
             ring = self.obj.map("events").ringbuf()
-            dtype = getattr(self, "_event_dtype", None)
-            if dtype is None:
-                dtype = self._event_dtype = self.obj.struct_dtype("engine_event")
-            return ring.consume_fixed(dtype)
+            if getattr(self, "_event_head", None) is None:
+                full = self._event_dtype = self.obj.struct_dtype("engine_event")
+                self._event_head = full
+                tail = full.fields.get("begin_data")
+                if not self.pairs and tail and tail[1] + tail[0].itemsize == full.itemsize:
+                    # begin_data (the record's last 256 bytes) is only for latency pairs,
+                    # which trace never makes: records are copied without it
+                    names = [n for n in full.names if n != "begin_data"]
+                    self._event_head = np.dtype({
+                        "names": names, "formats": [full.fields[n][0] for n in names],
+                        "offsets": [full.fields[n][1] for n in names],
+                        "itemsize": tail[1]})
+            return ring.consume_fixed(self._event_head,
+                                      record_size=self._event_dtype.itemsize)
 
         def _layouts(self):
             from memlens.core.ringbuf import default_ring_bytes
@@ -278,9 +290,28 @@ class TraceBatch(EventBatch):
                 line = json_line({"type": "event", "fields": f})
                 out[i] = "," + line[len('{"type":"event",'):-2]
         for rows, names, values in self.columns.values():
-            tmpl = ',"fields":{' + ",".join(f'"{n}":%s' for n in names) + "}"
-            for r, vals in zip(rows, zip(*[_json_values(v) for v in values])):
-                out[r] = tmpl % vals
+            # a field the same in every event of the batch (a syscall's number) is written
+            # into the template; the rest fill it per event
+            parts, varying = [], []
+            for n, v in zip(names, values):
+                jv = _json_values(v)
+                if len(set(jv)) == 1:
+                    parts.append(f'"{n}":{jv[0]}'.replace("%", "%%"))
+                else:
+                    parts.append(f'"{n}":%s')
+                    varying.append(jv)
+            tmpl = ',"fields":{' + ",".join(parts) + "}"
+            if not varying:
+                for r in rows:
+                    out[r] = tmpl
+            elif len(varying) == 1:
+                pre, post = tmpl.split("%s")
+                pre, post = pre.replace("%%", "%"), post.replace("%%", "%")
+                for r, v in zip(rows, varying[0]):
+                    out[r] = f"{pre}{v}{post}"
+            else:
+                for r, vals in zip(rows, zip(*varying)):
+                    out[r] = tmpl % vals
         return out
 
     def ndjson(self) -> str:
