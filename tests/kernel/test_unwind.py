@@ -190,6 +190,23 @@ def test_faults_tool_shows_the_whole_chain(bins):
     assert chain_at(entries[0]["stack"]) == 0
 
 
+def test_through_a_signal_frame(bins):
+    """chain8 raises SIGUSR1; the handler brks.  The stack goes from the handler through the
+    signal frame the kernel pushed (glibc's __restore_rt: every register from the
+    sigcontext) back into raise() and the whole chain."""
+    run = traced(bins["split"], "signal", "brkstack")
+    entries = [e for e in entries_of(run) if "on_signal" in names(e["stack"])]
+    assert sum(e["count"] for e in entries) == N, run.stdout
+    (e,) = entries
+    n = names(e["stack"])
+    handler, chain = n.index("on_signal"), chain_at(e["stack"])
+    assert 0 < handler < chain, e["stack"]
+    # between them: the trampoline and raise()'s frames in libc
+    assert all(f.endswith("[libc.so.6]") for f in e["stack"][handler + 1:chain]), e["stack"]
+    assert n[-1] == "_start"
+    assert not {"unwind_fallback", "unwind_truncated"} & set(lost_of(run)), lost_of(run)
+
+
 # -- witnesses -------------------------------------------------------------------------------
 
 def test_frame_pointers_alone_do_not_reach_the_chain(bins):

@@ -11,7 +11,8 @@
  * wants one, so a frame-pointer walk gets one or two frames.  The frames differ on purpose:
  * saved registers, a 40 KiB buffer (a CFA offset past 32 KiB), alloca (a CFA on rbp).
  *
- * usage: unwind_chain malloc|brk|fault|getppid [N [nogate]]    (N = 23)
+ * usage: unwind_chain malloc|brk|fault|getppid|signal [N [nogate]]    (N = 23)
+ * signal: chain8 raises SIGUSR1, whose handler (on_signal) calls sbrk.
  * Protocol (stdout, line buffered): "ready pid=P" then wait for one byte on stdin; do the N
  * actions; print "done n=N ns=NS" (NS: the CPU time they took, the probes' run in it);
  * wait for EOF on stdin, then exit.  With "nogate": no waiting at all (memleak -c).
@@ -21,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <signal.h>
 #include <time.h>
 #include <sys/mman.h>
 
@@ -77,6 +79,13 @@ NOINLINE long chain1(struct job *j, long depth)
 	return r + a + b + c;
 }
 
+NOINLINE void on_signal(int sig)
+{
+	void *p = sbrk(4096);
+	KEEP(p);
+	(void)sig;
+}
+
 int main(int argc, char **argv)
 {
 	struct job j = { .kind = JOB_MALLOC, .n = 23 };
@@ -89,6 +98,10 @@ int main(int argc, char **argv)
 		j.kind = JOB_FAULT;
 	else if (argc > 1 && !strcmp(argv[1], "getppid"))
 		j.kind = JOB_GETPPID;
+	else if (argc > 1 && !strcmp(argv[1], "signal")) {
+		j.kind = JOB_SIGNAL;
+		signal(SIGUSR1, on_signal);
+	}
 	if (argc > 2)
 		j.n = atoi(argv[2]);
 	gate = !(argc > 3 && !strcmp(argv[3], "nogate"));

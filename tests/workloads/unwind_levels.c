@@ -1,6 +1,7 @@
 /* unwind_levels: chain5..chain8 and the actions of unwind_chain (see unwind_chain.c), in the
  * executable or as libunwind_levels.so. */
 #define _GNU_SOURCE
+#include <signal.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -33,6 +34,9 @@ NOINLINE long chain8(struct job *j, long depth)
 		break;
 	case JOB_GETPPID: /* a cheap syscall: what tracing one costs (bench/bench_unwind.py) */
 		r = getppid() > 0;
+		break;
+	case JOB_SIGNAL: /* the handler brks: its stack goes back through the signal frame */
+		r = raise(SIGUSR1) == 0;
 		break;
 	}
 	KEEP(r);
