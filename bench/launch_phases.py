@@ -29,11 +29,8 @@ CHILD = r"""
 import os, sys, time
 T0 = float(os.environ["PHASES_T0"])
 marks = [("interpreter + site", time.monotonic(), None)]
-import memlens.cli as cli
-marks.append(("import memlens.cli", time.monotonic(), None))
-import functools
-from memlens.core import loader, kernel, tpformat, hooks, runner, privileges
-marks.append(("(the wrapper's imports)", time.monotonic(), None))
+import functools, importlib.abc, importlib.machinery
+
 def wrap(obj, name, label):
     f = getattr(obj, name)
     @functools.wraps(f)
@@ -44,19 +41,52 @@ def wrap(obj, name, label):
         finally:
             marks.append((label, time.monotonic(), time.monotonic() - t))
     setattr(obj, name, w)
-wrap(privileges, "require_tracing_privileges", "privileges")
-wrap(kernel, "ensure_tracefs", "tracefs")
-wrap(hooks, "choose", "hook probing")
-wrap(tpformat, "read_format", "tracepoint format")
-wrap(loader.BpfObject, "__init__", "bpf_object__open")
-wrap(loader.BpfObject, "load", "load (BTF, maps, verifier)")
-for n in ("attach_tracepoint", "attach_perf_event", "attach_uprobe", "attach_auto"):
-    wrap(loader.BpfObject, n, "attach")
-ob = runner.banner
-def banner(what):
-    marks.append(("banner", time.monotonic(), None))
-    ob(what)
-runner.banner = banner
+
+def patch(mod):
+    n = mod.__name__
+    if n == "memlens.core.privileges":
+        wrap(mod, "require_tracing_privileges", "privileges")
+    elif n == "memlens.core.kernel":
+        wrap(mod, "ensure_tracefs", "tracefs")
+    elif n == "memlens.core.hooks":
+        wrap(mod, "choose", "hook probing")
+    elif n == "memlens.core.tpformat":
+        wrap(mod, "read_format", "tracepoint format")
+    elif n == "memlens.core.loader":
+        wrap(mod.BpfObject, "__init__", "bpf_object__open")
+        wrap(mod.BpfObject, "load", "load (BTF, maps, verifier)")
+        for a in ("attach_tracepoint", "attach_perf_event", "attach_uprobe", "attach_auto"):
+            wrap(mod.BpfObject, a, "attach")
+    elif n == "memlens.core.runner":
+        ob = mod.banner
+        def banner(what):
+            marks.append(("banner", time.monotonic(), None))
+            ob(what)
+        mod.banner = banner
+
+WATCH = {"memlens.core.privileges", "memlens.core.kernel", "memlens.core.hooks",
+         "memlens.core.tpformat", "memlens.core.loader", "memlens.core.runner"}
+
+class Hook(importlib.abc.MetaPathFinder):
+    # patches each module right after it is imported (as the tool imports it: the
+    # wrapper imports nothing the tool would not)
+    def find_spec(self, name, path, target=None):
+        if name not in WATCH:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        real = spec.loader
+        class Loader(importlib.abc.Loader):
+            def create_module(self, spec):
+                return real.create_module(spec)
+            def exec_module(self, module):
+                real.exec_module(module)
+                patch(module)
+        spec.loader = Loader()
+        return spec
+
+sys.meta_path.insert(0, Hook())
+import memlens.cli as cli
+marks.append(("import memlens.cli", time.monotonic(), None))
 try:
     cli.main(sys.argv[1:])
 finally:

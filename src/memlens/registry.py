@@ -13,7 +13,7 @@ Importing this module is cheap: no tool module, no libbpf, no numpy.
 """
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections import namedtuple
 
 from memlens.core.hooks import (
     AllOf,
@@ -26,20 +26,18 @@ from memlens.core.hooks import (
     Uprobe,
 )
 
-
-class Need(NamedTuple):
-    what: str                  # e.g. "OOM victims"
-    hooks: tuple[Hook, ...]    # best first
-
-
-class Tool(NamedTuple):
-    name: str
-    module: str
-    summary: str
-    needs: tuple[Need, ...] = ()
-    kinds: tuple[str, ...] = ()  # hook kinds usable by probes given on the command line
-    bpf: bool = True             # loads BPF programs (doctor checks it)
-    doctor_label: str = ""       # doctor's row name when it differs from `name`
+# collections.namedtuple, not typing.NamedTuple: typing costs ~7 ms of every command's
+# start (bench/launch_phases.py), and nothing else on a tool's way to its banner needs it.
+#   what: str                  e.g. "OOM victims"
+#   hooks: tuple[Hook, ...]    best first
+Need = namedtuple("Need", "what hooks")
+#   name, module, summary: str
+#   needs: tuple[Need, ...]
+#   kinds: tuple[str, ...]     hook kinds usable by probes given on the command line
+#   bpf: bool                  loads BPF programs (doctor checks it)
+#   doctor_label: str          doctor's row name when it differs from `name`
+Tool = namedtuple("Tool", "name module summary needs kinds bpf doctor_label",
+                  defaults=((), (), True, ""))
 
 
 ONE_LINER_KINDS = ("tracepoint", "perf_event", "uprobe")

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import functools
 import os
-import subprocess
 import sys
-from pathlib import Path
 
 from memlens.errors import KernelLacks
 
@@ -66,6 +64,8 @@ def ensure_tracefs(quiet: bool = False) -> str:
     if os.geteuid() != 0:
         raise KernelLacks("tracefs is not mounted; as root run: "
                           f"mount -t tracefs nodev {target}")
+    import subprocess  # imported here: most runs never mount (start-up time, bench/)
+
     rc = subprocess.run(["mount", "-t", "tracefs", "nodev", target],
                         capture_output=True, text=True)
     if rc.returncode != 0 or not os.path.isdir(os.path.join(target, "events")):
@@ -93,7 +93,8 @@ def has_btf() -> bool:
 @functools.lru_cache(maxsize=1)
 def _btf_names() -> bytes:
     try:
-        return Path("/sys/kernel/btf/vmlinux").read_bytes()
+        with open("/sys/kernel/btf/vmlinux", "rb") as f:
+            return f.read()
     except OSError:
         return b""
 
@@ -134,7 +135,8 @@ def kprobe_exists(func: str) -> bool:
 
 def lockdown_mode() -> str | None:
     try:
-        text = Path("/sys/kernel/security/lockdown").read_text()
+        with open("/sys/kernel/security/lockdown") as f:
+            text = f.read()
     except OSError:
         return None
     for word in text.split():

@@ -12,7 +12,6 @@ errno on failure; int-returning calls return -errno.
 from __future__ import annotations
 
 import ctypes as C
-import ctypes.util
 import errno as errno_mod
 import os
 import sys
@@ -236,6 +235,8 @@ def lib() -> _Lib:
         try:
             cdll = C.CDLL(path, use_errno=True)
         except OSError:
+            import ctypes.util  # ~10 ms (shutil, tempfile, subprocess): only when needed
+
             found = ctypes.util.find_library("bpf")
             if not found:
                 raise LibbpfUnavailable(

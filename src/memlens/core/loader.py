@@ -18,22 +18,23 @@ from __future__ import annotations
 import ctypes as C
 import errno
 import os
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-from memlens.core.lazy import np
-
-if TYPE_CHECKING:
-    import numpy as np
 
 from memlens.core import libbpf as L
+from memlens.core.lazy import np
 from memlens.errors import KernelLacks, MemlensError, NotPermitted
+
+TYPE_CHECKING = False  # typing costs ~7 ms of start-up: its names for annotations only
+if TYPE_CHECKING:
+    from typing import Any
+
+    import numpy as np
 
 BTF_KIND_INT, BTF_KIND_PTR, BTF_KIND_ARRAY, BTF_KIND_STRUCT, BTF_KIND_UNION = 1, 2, 3, 4, 5
 BTF_KIND_ENUM, BTF_KIND_TYPEDEF, BTF_KIND_VOLATILE, BTF_KIND_CONST = 6, 8, 9, 10
 BTF_KIND_VAR, BTF_KIND_DATASEC, BTF_KIND_ENUM64 = 14, 15, 19
 
-PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+# (os.path, not pathlib: pathlib costs ~8 ms of every tool's start, bench/launch_phases.py)
+PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
 
 
 class BpfError(MemlensError):
@@ -65,10 +66,10 @@ def _phase_error(phase: str, what: str, err: int, hint: str = "") -> MemlensErro
     return BpfError(msg)
 
 
-def object_path(relative: str) -> Path:
+def object_path(relative: str) -> str:
     """Path of a compiled object shipped in the package, e.g. 'tools/oomkill/oomkill.bpf.o'."""
-    path = PACKAGE_ROOT / relative
-    if not path.exists():
+    path = os.path.join(PACKAGE_ROOT, relative)
+    if not os.path.exists(path):
         raise BpfError(f"BPF object {path} is missing: the package was installed without its "
                        "compiled objects (rebuild with `make bpf` or reinstall with clang present)")
     return path
@@ -125,7 +126,8 @@ class _Datasec:
 
 class BpfObject:
     def __init__(self, path: str | os.PathLike[str]):
-        self.path = Path(path)
+        self.path = os.fspath(path)
+        self.name = os.path.basename(self.path)
         self.loaded = False
         self.links: list[tuple[str, int]] = []
         self.raw_links: list[tuple[str, int]] = []  # link fds made without libbpf
@@ -134,7 +136,7 @@ class BpfObject:
         L.take_logs()
         ptr = lb.bpf_object__open_file(str(self.path).encode(), None)
         if not ptr:
-            raise _phase_error("opening", f"BPF object {self.path.name}", L.last_errno())
+            raise _phase_error("opening", f"BPF object {self.name}", L.last_errno())
         self.ptr: int = ptr
         self.btf = lb.bpf_object__btf(ptr)
         self._map_ptrs: dict[str, int] = {}
@@ -154,9 +156,9 @@ class BpfObject:
 
     @classmethod
     def open(cls, relative_or_path: str | os.PathLike[str]) -> BpfObject:
-        path = Path(relative_or_path)
-        if not path.is_absolute():
-            path = object_path(str(relative_or_path))
+        path = os.fspath(relative_or_path)
+        if not os.path.isabs(path):
+            path = object_path(path)
         return cls(path)
 
     # -- configure -------------------------------------------------------------------------
@@ -196,7 +198,7 @@ class BpfObject:
         if rc:
             L.raise_deferred_interrupt()
             raise self._map_size_error(rc) or _phase_error("loading",
-                                                           f"BPF object {self.path.name}", rc)
+                                                           f"BPF object {self.name}", rc)
         self.loaded = True
         L.raise_deferred_interrupt()
 
@@ -321,7 +323,7 @@ class BpfObject:
         try:
             return self._progs[name]
         except KeyError:
-            raise BpfError(f"{self.path.name} has no program {name!r}") from None
+            raise BpfError(f"{self.name} has no program {name!r}") from None
 
     def prog_fd(self, name: str) -> int:
         return int(L.lib().bpf_program__fd(self.prog(name)))
@@ -330,7 +332,7 @@ class BpfObject:
         try:
             return self._map_ptrs[name]
         except KeyError:
-            raise BpfError(f"{self.path.name} has no map {name!r}") from None
+            raise BpfError(f"{self.name} has no map {name!r}") from None
 
     def map(self, name: str):
         if name not in self._maps:
@@ -349,7 +351,7 @@ class BpfObject:
     def _struct_id(self, name: str) -> int:
         type_id = L.lib().btf__find_by_name_kind(self.btf, name.encode(), BTF_KIND_STRUCT)
         if type_id < 0:
-            raise BpfError(f"{self.path.name}: struct {name} not in BTF (is it used by a map "
+            raise BpfError(f"{self.name}: struct {name} not in BTF (is it used by a map "
                            "or a global so that clang emits it?)")
         return type_id
 

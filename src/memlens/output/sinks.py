@@ -26,13 +26,15 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import IO, Any
 
 from memlens.core.session import nonempty
 from memlens.errors import UsageError
-from memlens.output.folded import frame_name
 
-Record = dict[str, Any]
+TYPE_CHECKING = False  # typing costs ~7 ms of start-up: its names for annotations only
+if TYPE_CHECKING:
+    from typing import IO, Any, TypeAlias
+
+    Record: TypeAlias = dict[str, Any]
 
 
 def add_output_options(parser: argparse.ArgumentParser, *, json: bool = True,
@@ -60,6 +62,9 @@ def check_output_options(args: argparse.Namespace) -> None:
 def folded_entries(record: Record, prefix: Callable[[Record], list[str]] | None = None,
                    weight: str = "count") -> list[tuple[list[str], list[str], int]]:
     """(prefix, stack leaf first, weight) of every entry of a report that has a stack."""
+    # imported here: folded needs output.table, whose dataclass costs ~15 ms of start-up
+    from memlens.output.folded import frame_name
+
     out = []
     for e in record.get("entries", ()):
         if "stack" not in e:

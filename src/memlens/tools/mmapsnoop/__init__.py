@@ -14,7 +14,6 @@ import errno
 import functools
 import select
 import time
-from typing import Any
 
 from memlens import registry
 from memlens.core import kernel
@@ -26,7 +25,10 @@ from memlens.core.privileges import require_tracing_privileges
 from memlens.core.ringbuf import RING_MIN, default_ring_bytes, ring_size_arg
 from memlens.core.session import TargetExit, add_common_options, configure_filters
 from memlens.output.sinks import EventBatch, add_output_options, group_rows
-from memlens.output.table import ELLIPSIS, escape
+
+TYPE_CHECKING = False  # typing costs ~7 ms of start-up: its names for annotations only
+if TYPE_CHECKING:
+    from typing import Any
 
 EXAMPLES = """\
 examples:
@@ -195,7 +197,10 @@ class MmapsnoopTool:
         self.file_ring = obj.map("file_events").ringbuf()
         self.ready.register(obj.map("events").fd, select.EPOLLIN)
         self.ready.register(obj.map("file_events").fd, select.EPOLLIN)
+        # numpy is first needed by the first read, after the banner: imported meanwhile
+        # (imported while libbpf loads, it held the GIL that open/load/attach wait for)
         self.dtype = self.file_dtype = None
+        prefetch_numpy()
 
     def poll(self, timeout: float, cap: int | None = MAX_BATCH) -> MmapBatch:
         # Wait on the rings' fds (bounded by the runner's timeout) rather than sleep a fixed
@@ -266,7 +271,6 @@ class MmapsnoopCommand:
         from memlens.core.runner import run_cli
         from memlens.output.sinks import make_sink
 
-        prefetch_numpy()  # overlaps the BPF load (see core/lazy.py)
         return run_cli(MmapsnoopTool(args), args, make_sink(args, TextRenderer(args)))
 
 
@@ -276,16 +280,23 @@ class TextRenderer:
     time, and stdout is the same either way."""
 
     def __init__(self, args: argparse.Namespace):
-        from memlens.output.table import Column, Table
-
-        cols = [Column("PID", 7), Column("COMM", 15), Column("PROT", 4), Column("MAP", 5),
-                Column("OFFS(KB)", 8, ">"), Column("SIZE(KB)", 8, ">"),
-                Column("FILE", None, keep="tail")]
-        if args.time:
-            cols.insert(0, Column("TIME", 8))
-        self.table = Table(cols, line_width=None if args.wide else 79)
-        self.with_time = bool(args.time)
+        self.with_time, self.wide = bool(args.time), bool(args.wide)
         self.header_done = False
+        self._table = None
+
+    @property
+    def table(self):
+        # made at the first row: output.table's dataclass costs ~15 ms of start-up
+        if self._table is None:
+            from memlens.output.table import Column, Table
+
+            cols = [Column("PID", 7), Column("COMM", 15), Column("PROT", 4), Column("MAP", 5),
+                    Column("OFFS(KB)", 8, ">"), Column("SIZE(KB)", 8, ">"),
+                    Column("FILE", None, keep="tail")]
+            if self.with_time:
+                cols.insert(0, Column("TIME", 8))
+            self._table = Table(cols, line_width=None if self.wide else 79)
+        return self._table
 
     def __call__(self, rec: dict[str, Any]) -> None:
         if not self.header_done:
@@ -455,6 +466,8 @@ class MmapBatch(EventBatch):
         """The rows TextRenderer prints (Table's rules: cells escaped, strings cut with
         "...", numbers whole, FILE cut from the left to end the line at `width`); a row is
         the same for every call of a group, bar its time."""
+        from memlens.output.table import escape
+
         group_of, first = self._groups()
         rows = []
         tw = (width - 9) if (with_time and width is not None) else width  # TIME + space
@@ -544,6 +557,8 @@ _CACHE = _Cache()
 
 def _cell(text: str, width: int) -> str:
     """A fixed-width text cell as output.table.Table makes it."""
+    from memlens.output.table import escape
+
     text = escape(text)
     if len(text) > width:
         text = cut(text, width, False)
@@ -552,6 +567,8 @@ def _cell(text: str, width: int) -> str:
 
 def cut(text: str, width: int, keep_tail: bool) -> str:
     """output.table's cut: "..." where the text was cut (at its start with keep_tail)."""
+    from memlens.output.table import ELLIPSIS
+
     if width <= len(ELLIPSIS):
         return text[-width:] if keep_tail else text[:width]
     keep = width - len(ELLIPSIS)

@@ -225,11 +225,13 @@ def decode_kill(rec, v1: bool, cgroup_prefix: str | None = None) -> dict | None:
 
 def text_renderer(stacks: bool) -> Callable[[dict], None]:
     """BCC's line per kill, then the details line (and with -s the trigger's stacks)."""
-    from memlens.output.table import escape as sanitize
 
     def render(f: dict) -> None:
         if f["type"] != "event":
             return
+        # imported at the first kill: output.table's dataclass costs ~15 ms of start-up
+        from memlens.output.table import escape as sanitize
+
         print(f'{f["time"]} Triggered by PID {f["trigger_pid"]} ("{sanitize(f["trigger_comm"])}"), '
               f'OOM kill of PID {f["victim_pid"]} ("{sanitize(f["victim_comm"])}"), '
               f'total-vm {f["total_vm_kb"]} kB, loadavg: {f["loadavg"]}')

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import argparse
 import time
-from typing import Any
 
 from memlens.core.session import TargetExit, add_common_options, check_pid_exists, positive_int
 from memlens.errors import UsageError
 from memlens.output.sinks import EventBatch, group_rows
-from memlens.output.table import escape
+
+TYPE_CHECKING = False  # typing costs ~7 ms of start-up: its names for annotations only
+if TYPE_CHECKING:
+    from typing import Any
 
 EXAMPLES = """\
 examples:
@@ -187,6 +189,13 @@ class TraceTool:
     def close(self) -> None:
         self.target.close()
         self.engine.close()
+
+
+def escape(text: str) -> str:
+    # output.table imported at the first event: its dataclass costs ~15 ms of start-up
+    from memlens.output.table import escape
+
+    return escape(text)
 
 
 def _value(v: Any) -> str:

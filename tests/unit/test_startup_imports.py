@@ -1,0 +1,47 @@
+# SPDX-License-Identifier: GPL-2.0-only
+"""Start-up stays lean: what oomkill and mmapsnoop import on their way to the banner (the
+command line parsed, the tool and its sink made, libbpf's binding loaded) leaves out the
+modules measured as the costly ones (bench/launch_phases.py): numpy (~100 ms; oomkill
+never needs it, mmapsnoop imports it after attaching), dataclasses and inspect (~15 ms),
+typing (~7 ms), pathlib, subprocess, shutil and ctypes.util (~25 ms together)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+HEAVY = ("numpy", "dataclasses", "inspect", "typing", "pathlib", "subprocess", "shutil",
+         "ctypes.util")
+
+CODE = """
+import sys
+import memlens.cli as cli
+from memlens.core import libbpf, loader, ringbuf, runner  # what start() and the loop use
+from memlens.output import sinks
+command = cli.load_command({tool!r})
+args = cli.build_parser({tool!r}, command).parse_args({argv!r})
+renderer = {renderer}
+sink = sinks.make_sink(args, renderer)
+tool = command_tool(args)
+heavy = [m for m in {heavy!r} if m in sys.modules]
+print(" ".join(heavy))
+"""
+
+
+@pytest.mark.parametrize("tool,argv,renderer,tool_class", [
+    ("oomkill", [], "sys.modules['memlens.tools.oomkill'].text_renderer(False)",
+     "OomkillTool"),
+    ("oomkill", ["--json"], "None", "OomkillTool"),
+    ("mmapsnoop", ["-T"], "sys.modules['memlens.tools.mmapsnoop'].TextRenderer(args)",
+     "MmapsnoopTool"),
+    ("mmapsnoop", ["--json"], "None", "MmapsnoopTool"),
+])
+def test_no_heavy_module_before_the_banner(tool, argv, renderer, tool_class):
+    code = CODE.replace("tool = command_tool(args)",
+                        f"tool = sys.modules['memlens.tools.{tool}'].{tool_class}(args)")
+    code = code.format(tool=tool, argv=argv, renderer=renderer, heavy=HEAVY)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == [], f"imported before the banner: {out.stdout.strip()}"
