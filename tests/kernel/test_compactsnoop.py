@@ -117,8 +117,13 @@ def test_one_episode_per_zone_complete_and_pages_migrated_equal_vmstat():
                                                                        z.start_pfn)
         assert ev["zone_end_pfn"] > ev["zone_start_pfn"]
         assert (ev["order"], ev["mode"], ev["sync"]) == (-1, "SYNC", True)
-        assert (ev["status"], ev["status_name"]) == ("complete", "COMPACT_COMPLETE")
-        assert ev["status_raw"] == 5  # KERNEL.md §7; the name came from BTF
+        # COMPLETE (5, KERNEL.md §7) on a quiet machine; CONTENDED when another task held
+        # the zone's locks (a busy shared machine): either way the name came from BTF
+        from memlens.core import btfenum
+
+        assert (ev["status"], ev["status_name"]) in (("complete", "COMPACT_COMPLETE"),
+                                                     ("contended", "COMPACT_CONTENDED"))
+        assert ev["status_raw"] == btfenum.constant(ev["status_name"])
         assert ev["latency_ns"] > 0
         # whole-zone compaction starts its scanners at the zone's two ends
         assert ev["begin_migrate_pfn"] == z.start_pfn
@@ -154,7 +159,7 @@ def test_one_episode_per_zone_complete_and_pages_migrated_equal_vmstat():
     for row, ev, z in zip(rows, events, zones):
         cells = row.split()
         assert cells[1:8] == ["sh", str(shell.pid), str(z.node), z.label, "-1", "SYNC", "-"]
-        assert int(cells[-3]) == ev["nr_migrated"] and cells[-1] == "complete"
+        assert int(cells[-3]) == ev["nr_migrated"] and cells[-1] in ("complete", "contended")
         # the other run's program stamps its own begin and end (and walks a stack at the
         # end): the same episode, timed microseconds apart
         assert abs(float(cells[-2]) - ev["latency_ns"] / 1e6) < 0.05 + ev["latency_ns"] / 2e7

@@ -107,7 +107,9 @@ class Watched:
             time.sleep(0.001)
         return False
 
-    def finish(self, timeout: float = 20) -> tuple[int, str, str]:
+    def finish(self, timeout: float = 45) -> tuple[int, str, str]:
+        # a system-wide stackcount's final report resolves thousands of stacks (3-5 s
+        # here, more on a loaded machine): 45 s still tells a hang from a slow report
         try:
             self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
