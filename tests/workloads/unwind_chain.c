@@ -79,6 +79,15 @@ NOINLINE long chain1(struct job *j, long depth)
 	return r + a + b + c;
 }
 
+/* The chain's stack (40 KiB in chain2, the dynamic loader's lazy binding below chain8)
+ * touched once before the gate: no page fault of stack growth among the counted ones. */
+NOINLINE static void prefault_stack(void)
+{
+	volatile char buf[128 * 1024];
+	for (unsigned long i = 0; i < sizeof(buf); i += 4096)
+		buf[i] = 0;
+}
+
 NOINLINE void on_signal(int sig)
 {
 	void *p = sbrk(4096);
@@ -113,6 +122,7 @@ int main(int argc, char **argv)
 			return 1;
 		madvise(j.pages, j.n * 4096L, MADV_NOHUGEPAGE);
 	}
+	prefault_stack();
 	printf("ready pid=%d\n", (int)getpid());
 	if (gate && read(0, &c, 1) != 1)
 		return 1;
