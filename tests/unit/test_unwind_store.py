@@ -230,3 +230,20 @@ def test_requests_are_served_by_the_loading_thread(cache, child):
         store.close()
         obj.close()
     assert REQUEST_DTYPE.itemsize == 8 and struct.calcsize("<QII") == PROC_HEADER.size
+
+
+def test_stack_unwind_choice(monkeypatch):
+    """--stack-unwind: fp never walks with tables; auto does where the kernel can and
+    quietly not where it cannot; dwarf there is exit 4 naming what is missing."""
+    from memlens.core.unwind import store
+    from memlens.errors import KernelLacks, UsageError
+
+    monkeypatch.setattr(store, "kernel_support", lambda: (True, ""))
+    assert store.choose("auto") and store.choose("dwarf") and not store.choose("fp")
+    monkeypatch.setattr(store, "kernel_support",
+                        lambda: (False, "the kernel lacks the BPF helper bpf_loop (5.17)"))
+    assert not store.choose("auto") and not store.choose("fp")
+    with pytest.raises(KernelLacks, match="bpf_loop"):
+        store.choose("dwarf")
+    with pytest.raises(UsageError):
+        store.choose("frames")
