@@ -10,7 +10,8 @@ For each file: the .eh_frame size, FDEs, distinct CFA programs run, rows (8 byte
 what the BPF maps hold), rows the unwinder cannot follow, the build time (median of 3),
 and the peak Python memory while building (tracemalloc, a separate run: it slows Python).
 The peer figure: `readelf --debug-dump=frames-interp` on the same file (C, no rows kept).
-Also the same files taken back from the disk cache (~/.cache/memlens/unwind).
+Also the same files taken back from the disk cache (~/.cache/memlens/unwind).  Figures for
+`make bench`'s report: emit_result("unwind", ...) with case "tables" and "cost".
 
 Cost: tests/workloads/unwind_chain's 8-deep chain calls getppid() N times at its bottom
 (glibc's wrapper), timing its loop in its own CPU time (the probes run in it), built twice:
@@ -38,15 +39,17 @@ import time
 import tracemalloc
 from pathlib import Path
 
-from memlens.core.unwind.tables import DiskCache, TableCache, build_table
-
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from bench.common import emit_result  # noqa: E402
+from memlens.core.unwind.tables import DiskCache, TableCache, build_table  # noqa: E402
+
 N = int(os.environ.get("BENCH_UNWIND_N", "200000"))
 ROUNDS = int(os.environ.get("BENCH_UNWIND_ROUNDS", "3"))
 CHAIN = [f"chain{i}" for i in range(8, 0, -1)] + ["main"]
 
 DEFAULT = ["/lib/x86_64-linux-gnu/libc.so.6", "/usr/bin/python3.11",
-           "/usr/lib/x86_64-linux-gnu/libLLVM.so.19.1", "/usr/bin/node"]
+           "/usr/lib/x86_64-linux-gnu/libLLVM.so.19.1"]
 
 
 def tables(paths: list[str]) -> None:
@@ -69,6 +72,11 @@ def tables(paths: list[str]) -> None:
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             readelf = (time.perf_counter() - t) * 1e3
         size = os.path.getsize(path)
+        emit_result("unwind", {"case": "tables", "file": os.path.basename(path),
+                               "rows": len(table.rows),
+                               "build_ms": round(statistics.median(times)),
+                               "peak_mb": round(peak / 1e6, 1), "peer": "readelf",
+                               "peer_ms": round(readelf)})
         print(f"{os.path.basename(path):<28} {size >> 20:>7}M {table.fdes:>7} "
               f"{table.programs:>6} {len(table.rows):>8} {table.nbytes / 1e6:>6.2f} "
               f"{table.unsupported:>5} {statistics.median(times):>9.0f} {peak / 1e6:>8.1f} "
@@ -89,7 +97,6 @@ def tables(paths: list[str]) -> None:
 # -- cost per event -------------------------------------------------------------------------
 
 def _workloads():
-    sys.path.insert(0, str(ROOT))
     from tests import unwind_workloads
 
     return unwind_workloads.build()
@@ -219,6 +226,9 @@ def cost() -> None:
             per = extra[i] * N / int(m.group(1))
             note += f"; {per:.0f} ns per event kept"
         print(f"  {label:<31} {name:<5} +{extra[i]:>6.0f} ns/event {ratio:>6} {note}")
+        emit_result("unwind", {"case": "cost", "config": label, "build": name,
+                               "cost_ns": round(extra[i]), "ratio_to_fp_walk": round(
+                                   extra[i] / fp, 2) if fp > 0 else None, "note": note})
 
 
 def main() -> None:
