@@ -219,8 +219,10 @@ struct unwind_mapping {
 	__u64 end;
 	__u64 bias;       /* runtime address - ELF vaddr */
 	__u32 row_start;  /* the file's rows in unwind_rows */
-	__u32 row_count;  /* 0: no table, frame pointers */
+	__u32 row_count;  /* 0: no table, frame pointers (row_start UNWIND_NOT_LOADED: a table
+			   * past the memory bound, and that is counted) */
 };
+#define UNWIND_NOT_LOADED 0xffffffff
 
 struct unwind_proc {
 	__u64 exe_ino;    /* of /proc/PID/exe when loaded: an exec makes the entry stale */
@@ -485,6 +487,8 @@ static long unwind_frame(__u64 index, void *ctx)
 	__u64 rel = pc - m->bias;
 	__u32 first = m->row_start, count = m->row_count;
 	if (!count || rel > 0xffffffffULL) {
+		if (first == UNWIND_NOT_LOADED)
+			s->fallback = 1;
 		unwind_fp_step(s);
 		return 0;
 	}

@@ -195,7 +195,8 @@ def test_memory_bound(cache):
         assert store.load_process(os.getpid())
         _, maps = entry(obj, os.getpid())
         (row,) = maps[maps["start"] == libc.start]
-        assert int(row["row_count"]) == 0           # walked by frame pointers
+        assert int(row["row_count"]) == 0           # walked by frame pointers,
+        assert int(row["row_start"]) == 0xFFFFFFFF  # and counted as a fallback
         assert libc.path in store.files_not_fitting
         assert store.stats()["rows_used"] <= n - 1
     finally:

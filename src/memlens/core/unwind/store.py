@@ -44,6 +44,7 @@ ROW_CAPACITY = 1 << 21          # 8-byte rows: 16 MiB of kernel memory
 MAX_MAPS = 128                  # MEMLENS_UNWIND_MAX_MAPS
 MODES = ("auto", "fp", "dwarf")
 REQUEST_NOT_LOADED, REQUEST_UNMAPPED = 1, 2
+NOT_LOADED = 0xFFFFFFFF         # a mapping's row_start when its table is past the bound
 
 MAPPING_DTYPE = np.dtype([("start", "<u8"), ("end", "<u8"), ("bias", "<u8"),
                           ("row_start", "<u4"), ("row_count", "<u4")])
@@ -273,7 +274,9 @@ class UnwindStore:
                 else:
                     b = table.bias(m.start, m.pgoff)
                     ext = self._extent(table) if b is not None else None
-                    if ext is not None:
+                    if ext is None:
+                        row_start = NOT_LOADED  # its frames by frame pointers, counted
+                    else:
                         row_start, row_count, bias = ext.start, ext.count, b
                         ext.procs.add(pid)
                         used.add(id(table))
