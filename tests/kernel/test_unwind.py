@@ -16,10 +16,12 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 import time
 
 import pytest
 
+from memlens.core.stacks import Frame
 from tests import unwind_workloads
 from tests.conftest import require
 from tests.kernel.helpers import ToolRun
@@ -235,6 +237,84 @@ def test_frames_equal_gdbs_backtrace(bins):
     ours = ours[ours.index("chain8"):ours.index("main") + 1]
     theirs = frames[frames.index("chain8"):frames.index("main") + 1]
     assert ours == theirs == WHOLE, (ours, theirs)
+
+
+PYTHON = "/usr/bin/python3.11"  # Debian's: no frame pointers, stripped, not built here
+GROW = "import sys\nsys.stdin.read(1)\nkeep = [bytearray(100000) for i in range(200)]\n"
+
+
+def gdb_frames(script: str) -> list[Frame]:
+    """gdb's backtrace at the first brk under PyByteArray_Resize, physical frames only
+    (an inlined frame shares its caller's pc: printed without an address), each address
+    named by our symbolizer through gdb's own map of the process."""
+    from memlens.core.symbols import ProcessSymbolizer
+
+    out = subprocess.run(
+        ["gdb", "-batch", "-nx", "-ex", "set breakpoint pending on",
+         "-ex", "break PyByteArray_Resize", "-ex", f"run {script} < /dev/zero",
+         "-ex", "delete", "-ex", "break brk", "-ex", "continue", "-ex", "bt",
+         "-ex", "info proc mappings", PYTHON],
+        capture_output=True, text=True, timeout=120).stdout
+    pcs, first = [], True
+    for m in re.finditer(r"^#(\d+)\s+(0x[0-9a-f]+ in )?", out, re.MULTILINE):
+        if m.group(2):
+            pcs.append(int(m.group(2)[:-4], 16))
+        elif first and pcs == []:
+            pcs.append(None)  # frame 0 (the breakpoint): its pc is not ours anyway
+        first = False
+    maps = []
+    for m in re.finditer(r"^\s+(0x[0-9a-f]+)\s+(0x[0-9a-f]+)\s+0x[0-9a-f]+\s+(0x[0-9a-f]+)"
+                         r"\s+(\S{4})\s+(/\S+)$", out, re.MULTILINE):
+        lo, hi, off, perms, path = m.groups()
+        maps.append(f"{lo[2:]}-{hi[2:]} {perms} {int(off, 16):08x} 00:00 "
+                    f"{os.stat(path).st_ino} {path}")
+    assert pcs and maps, out
+    with tempfile.TemporaryDirectory() as proc:
+        os.makedirs(f"{proc}/1")
+        with open(f"{proc}/1/maps", "w") as f:
+            f.write("\n".join(maps) + "\n")
+        sym = ProcessSymbolizer(1, proc=proc)
+        frames = sym.resolve([p or 0 for p in pcs], [i > 0 for i in range(len(pcs))])
+    return frames
+
+
+def test_python3_frames_equal_gdbs(bins, tmp_path):
+    """A Debian binary no test built: python3.11 (no frame pointers, stripped; glibc's
+    debug symbols are installed) growing its heap.  gdb's backtrace at the same brk, its
+    addresses named by the same symbolizer, equals brkstack's stack frame for frame (the
+    first by name only: gdb stops at brk's entry, the tracepoint after its syscall); at
+    least 95 % of gdb's frames, in order (the issue's bar), and in fact all."""
+    require(shutil.which("gdb") is not None, "gdb is the witness here")
+    require(os.path.exists(PYTHON), f"{PYTHON} (Debian's python3) is the program here")
+    script = tmp_path / "grow.py"
+    script.write_text(GROW)
+    theirs = [str(f) for f in gdb_frames(str(script))]
+    p = subprocess.Popen([PYTHON, str(script)], stdin=subprocess.PIPE)
+    run = ToolRun("brkstack", "-p", str(p.pid), "--json")
+    try:
+        run.wait_attached()
+        p.stdin.write(b"g")
+        p.stdin.close()
+        p.wait(timeout=30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+        rc = run.stop()
+    assert rc == 0, run.stderr
+    entries = [e for e in entries_of_pid(run, p.pid)
+               if "PyByteArray_Resize" in names(e["stack"])]
+    (e,) = sorted(entries, key=lambda e: e["count"])[-1:]
+    ours = e["stack"]
+    assert names(ours)[0] in ("brk", "__brk")
+    same = sum(a == b for a, b in zip(ours[1:], theirs[1:]))
+    assert same >= 0.95 * (len(theirs) - 1), (ours, theirs)
+    assert ours[1:] == theirs[1:], (ours, theirs)
+    print(f"\n{len(theirs)} frames equal to gdb's:", *ours, sep="\n  ")
+
+
+def entries_of_pid(run: ToolRun, pid: int) -> list[dict]:
+    reports = [r for r in run.records() if r["type"] == "report"]
+    return [e for r in reports for e in r["entries"] if e.get("pid") == pid]
 
 
 # -- mappings and processes met before their tables are loaded --------------------------------
