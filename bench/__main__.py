@@ -5,7 +5,8 @@ measured beside it, and each bench's own table).  Never edit BENCHMARKS.md by ha
 
     python -m bench                 every bench but the long ones; writes docs/BENCHMARKS.md
     python -m bench NAME...         those only (events, launch, ...); the report is not written
-    python -m bench --long          the long ones (churn: 10 minutes); their own report section
+    python -m bench --long          the long ones (churn: 10 minutes): docs/BENCHMARKS-long.md
+    python -m bench --report        the report again from the last full run's saved figures
 
 Each bench runs in its own interpreter (a failing bench is reported, the others still run),
 its output shown as it comes.  Figures for the summary travel as JSON lines in the file
@@ -24,6 +25,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 REPORT = ROOT / "docs" / "BENCHMARKS.md"
+SAVED = ROOT / "build" / "bench-last-run.json"  # the last full run, for --report
 LONG = {"churn"}  # `make bench-long`
 # the default run stays within ~10 minutes: the longest benches get smaller defaults here
 # (each bench's own default, run alone, is the thorough one)
@@ -47,6 +49,15 @@ def run_bench(path: Path, results: Path) -> tuple[int, float, str]:
 
 
 def main(argv: list[str]) -> int:
+    if "--report" in argv:
+        from bench.report import write_report
+
+        saved = json.loads(SAVED.read_text())
+        for r in saved["runs"]:
+            r["path"] = Path(r["path"])
+        write_report(REPORT, saved["runs"], saved["figures"], saved["total"])
+        print(f"wrote {REPORT.relative_to(ROOT)} from {SAVED.relative_to(ROOT)}")
+        return 0
     long_run = "--long" in argv
     wanted = [a for a in argv if not a.startswith("--")]
     benches = []
@@ -71,6 +82,11 @@ def main(argv: list[str]) -> int:
     if not wanted:
         from bench.report import write_report
 
+        if not long_run:
+            SAVED.parent.mkdir(exist_ok=True)
+            SAVED.write_text(json.dumps({
+                "runs": [{**r, "path": str(r["path"])} for r in runs],
+                "figures": figures, "total": total}))
         target = REPORT if not long_run else REPORT.with_name("BENCHMARKS-long.md")
         write_report(target, runs, figures, total, long_run=long_run)
         print(f"\nwrote {target.relative_to(ROOT)} ({total / 60:.1f} min)")

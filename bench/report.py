@@ -158,6 +158,81 @@ def ring_lines(figures: list[dict]) -> list[str]:
     return out
 
 
+README_BEGIN = "<!-- figures: written by `make bench` from docs/BENCHMARKS.md -->"
+README_END = "<!-- /figures -->"
+
+
+def readme_figures(figures: list[dict], when: str) -> list[str]:
+    """The README's figures: a few headline ratios per tool, and the figures the README
+    has always quoted (memleak per pair, ring-buffer drain, symbol load)."""
+    by: dict[str, list[dict]] = {}
+    for f in figures:
+        by.setdefault(f["bench"], []).append(f)
+    rows = []
+    launch = {f["tool"]: f for f in by.get("launch", [])}
+    events: dict[str, list[dict]] = {}
+    for f in by.get("events", []):
+        if f["tool"] != "bpftrace":
+            events.setdefault(f["tool"], []).append(f)
+    counting = {}
+    for f in by.get("counting", []):
+        counting.setdefault(f["tool"], f)
+    for tool in sorted(set(launch) | set(events)):
+        cells = []
+        if tool in launch:
+            f = launch[tool]
+            cells.append(f"attached {_ratio(f['attached_s'], f['peer_attached_s'])}, "
+                         f"RSS {_ratio(f['rss_mb'], f['peer_rss_mb'])}")
+        else:
+            cells.append("–")
+        if tool in events:
+            cases = events[tool]
+            costs = [c["cost_ns"] / c["peer_cost_ns"] for c in cases if c.get("peer_cost_ns")]
+            lost = sum(c["lost"] for c in cases)
+            cells.append((f"{min(costs):.2f}-{max(costs):.2f}x" if costs else "–")
+                         + f"; {min(c['producer_rate'] for c in cases):,}-"
+                         f"{max(c['producer_rate'] for c in cases):,} calls/s: "
+                         + ("0 lost" if not lost else f"{lost:,} lost (counted)"))
+        elif tool in counting and counting[tool].get("ratio") is not None:
+            cells.append(f"{counting[tool]['ratio']:.2f}x ({counting[tool]['case']})")
+        elif tool == "memleak" and by.get("memleak"):
+            m = by["memleak"][0]
+            cells.append(f"{_ratio(m['ns_per_pair'], m['peer_ns_per_pair'])} "
+                         f"({m['ns_per_pair']} ns a malloc+free pair)")
+        else:
+            cells.append("–")
+        rows.append(f"| {tool} | " + " | ".join(cells) + " |")
+    out = [README_BEGIN, "",
+           f"From [docs/BENCHMARKS.md](docs/BENCHMARKS.md) ({when}): memlens / bpftrace "
+           "0.17 measured beside it; below 1, memlens costs less.", "",
+           "| tool | launch to attached, peak RSS | per-event cost on the traced program; "
+           "loss at the producer's limit |", "|---|---|---|", *rows, ""]
+    extra = []
+    for f in by.get("memleak", []):
+        extra.append(f"memleak {f['ns_per_pair']} ns a malloc+free pair (bpftrace "
+                     f"{f['peer_ns_per_pair']} ns)")
+    for f in by.get("ringbuf", []):
+        if "drain_records_per_s" in f:
+            extra.append(f"ring-buffer drain {f['drain_records_per_s'] / 1e6:.1f} M records/s")
+    for f in by.get("symbols", []):
+        extra.append(f"libc symbols loaded in {f['load_ms']:.1f} ms (pyelftools "
+                     f"{f['peer_load_ms']:.0f} ms)")
+    if extra:
+        out += ["Also: " + "; ".join(extra) + ".", ""]
+    return out + [README_END]
+
+
+def update_readme(readme: Path, figures: list[dict], when: str) -> bool:
+    """Replace the README's figures block (between the markers); False if it has none."""
+    text = readme.read_text()
+    start, end = text.find(README_BEGIN), text.find(README_END)
+    if start < 0 or end < start:
+        return False
+    block = "\n".join(readme_figures(figures, when))
+    readme.write_text(text[:start] + block + text[end + len(README_END):])
+    return True
+
+
 def write_report(path: Path, runs: list[dict], figures: list[dict], total_s: float,
                  long_run: bool = False) -> None:
     now = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
@@ -192,6 +267,8 @@ def write_report(path: Path, runs: list[dict], figures: list[dict], total_s: flo
                   _clean(r["out"]).rstrip(), "```", ""]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines).rstrip() + "\n")
+    if not long_run:
+        update_readme(ROOT / "README.md", figures, now)
 
 
 def _docstring(path: Path) -> str:
