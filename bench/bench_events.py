@@ -10,7 +10,7 @@ each tracer: the producer's rate, its slowdown against the untraced runs (per-ev
 tool counted lost, and whether shown + lost = made (exact accounting).  Zero loss at the
 producer's maximum rate is the goal (issue 12); the tool's own CPU time per event is shown
 too (ru_utime + ru_stime from wait4, less the same run's with a producer making no call:
-start-up and exit are not per-event costs).
+start-up and exit are not per-event costs), and its peak RSS over the burst.
 
     python -m bench events          (root; bpftrace for the peer; ~1 minute)
     BENCH_EVENTS_N / _RUNS override N (200000) and the rounds (1).
@@ -32,7 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import emit_result, memlens_argv  # noqa: E402
+from bench.common import PeakRss, emit_result, memlens_argv  # noqa: E402
 from tests.conftest import build_workload  # noqa: E402
 
 N = int(os.environ.get("BENCH_EVENTS_N", "200000"))
@@ -67,14 +67,14 @@ class Producer:
         return float(line.split("rate=")[1])
 
 
-def _wait(proc: subprocess.Popen, timeout: float) -> float:
-    """Wait for `proc`; its CPU time (user + system) in seconds."""
+def _wait(proc: subprocess.Popen, timeout: float, peak: PeakRss) -> tuple[float, float]:
+    """Wait for `proc`; its CPU time (user + system) in seconds and peak RSS in MB."""
     deadline = time.monotonic() + timeout
     while True:
         pid, _, usage = os.wait4(proc.pid, os.WNOHANG)
         if pid:
             proc.returncode = 0
-            return usage.ru_utime + usage.ru_stime
+            return usage.ru_utime + usage.ru_stime, peak.stop()
         if time.monotonic() > deadline:
             proc.kill()
             deadline = float("inf")
@@ -94,13 +94,14 @@ def run_memlens(argv: list[str], json_out: bool, pipe: bool, tmp: Path, n: int =
         reader = subprocess.Popen(["cat"], stdin=tool.stdout, stdout=out) if pipe else None
         if tool.stdout is not None:
             tool.stdout.close()
+        peak = PeakRss(tool.pid)
         deadline = time.monotonic() + 30
         while "Hit Ctrl-C" not in err_path.read_text():
             if tool.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"{argv}: no banner: {err_path.read_text()}")
             time.sleep(0.01)
         rate = prod.run()
-        cpu = _wait(tool, 120)  # -p: ends by itself once the producer has exited
+        cpu, rss = _wait(tool, 120, peak)  # -p: ends by itself once the producer exits
         if reader is not None:
             reader.wait(timeout=60)
     text = out_path.read_text()
@@ -111,7 +112,7 @@ def run_memlens(argv: list[str], json_out: bool, pipe: bool, tmp: Path, n: int =
     else:
         shown = max(len(text.splitlines()) - 1, 0)  # the header
         lost = sum(int(x) for x in LOST_RE.findall(err_path.read_text()))
-    return {"rate": rate, "shown": shown, "lost": lost, "cpu_s": cpu}
+    return {"rate": rate, "shown": shown, "lost": lost, "cpu_s": cpu, "rss_mb": rss}
 
 
 def run_bpftrace(pid_pipe: bool, tmp: Path) -> dict:
@@ -125,6 +126,7 @@ def run_bpftrace(pid_pipe: bool, tmp: Path) -> dict:
         reader = subprocess.Popen(["cat"], stdin=bt.stdout, stdout=out) if pid_pipe else None
         if bt.stdout is not None:
             bt.stdout.close()
+        peak = PeakRss(bt.pid)
         deadline = time.monotonic() + 60
         while "READY" not in out_path.read_text():
             if bt.poll() is not None or time.monotonic() > deadline:
@@ -139,12 +141,12 @@ def run_bpftrace(pid_pipe: bool, tmp: Path) -> dict:
             last = size
             time.sleep(0.2)
         bt.send_signal(signal.SIGINT)
-        cpu = _wait(bt, 20)
+        cpu, rss = _wait(bt, 20, peak)
         if reader is not None:
             reader.wait(timeout=60)
     lines = out_path.read_text().splitlines()
     shown = sum(1 for x in lines if x[:1].isdigit())
-    return {"rate": rate, "shown": shown, "lost": None, "cpu_s": cpu}
+    return {"rate": rate, "shown": shown, "lost": None, "cpu_s": cpu, "rss_mb": rss}
 
 
 def main() -> None:
@@ -171,7 +173,7 @@ def main() -> None:
     print(f"producer: {N:,} mmap+munmap pairs; untraced {rate0:,.0f} pairs/s "
           f"(median of {len(base)})")
     print(f"{'tracer':<26} {'pairs/s':>9} {'slowdown':>8} {'ns/event':>8} {'shown':>8} "
-          f"{'lost':>7} {'exact':>5} {'CPU us/ev':>9}")
+          f"{'lost':>7} {'exact':>5} {'CPU us/ev':>9} {'peak MB':>7}")
     peer_cost = None
     rows = []
     for name, runs in results.items():
@@ -181,22 +183,24 @@ def main() -> None:
         exact = all(r["lost"] is None or r["shown"] + r["lost"] == N for r in runs)
         cost_ns = (1 / rate - 1 / rate0) * 1e9
         cpu_us = statistics.median(r["cpu_s"] for r in runs) / N * 1e6
+        rss = max(r["rss_mb"] for r in runs)
         if name.startswith("bpftrace"):
             peer_cost = cost_ns
-        rows.append((name, rate, cost_ns, shown, lost, exact, cpu_us))
+        rows.append((name, rate, cost_ns, shown, lost, exact, cpu_us, rss))
         print(f"{name:<26} {rate:>9,.0f} {rate0 / rate:>7.2f}x {cost_ns:>8.0f} {shown:>8,} "
-              f"{lost:>7,} {'yes' if exact else 'NO':>5} {cpu_us:>9.2f}")
+              f"{lost:>7,} {'yes' if exact else 'NO':>5} {cpu_us:>9.2f} {rss:>7.1f}")
     if peer_cost:
         print("per-event cost on the producer, memlens / bpftrace: " + ", ".join(
             f"{n} {c / peer_cost:.2f}x" for n, _, c, *_ in rows if not n.startswith("bpf")))
-    for name, rate, cost_ns, shown, lost, exact, cpu_us in rows:
+    for name, rate, cost_ns, shown, lost, exact, cpu_us, rss in rows:
         tool = name.split()[0]
         emit_result("events", {
             "case": name, "tool": tool, "producer_rate": round(rate),
             "untraced_rate": round(rate0), "cost_ns": round(cost_ns),
             "peer_cost_ns": round(peer_cost) if peer_cost else None,
             "shown": shown, "lost": lost, "made": N, "exact": exact,
-            "zero_loss": shown == N, "tool_cpu_us_per_event": round(cpu_us, 3)})
+            "zero_loss": shown == N, "tool_cpu_us_per_event": round(cpu_us, 3),
+            "peak_rss_mb": round(rss, 1)})
 
 
 if __name__ == "__main__":

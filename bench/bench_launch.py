@@ -4,7 +4,8 @@ on the same hooks (Debian's bpftrace 0.17) measured in the same run, alternating
 
 Attached = the moment the tool prints its banner (memlens prints it only after every probe
 is attached; bpftrace runs BEGIN after attaching, and BEGIN prints READY here).  Peak RSS
-is the child's ru_maxrss from wait4(), the tool having run 0.2 s after attaching.  Medians
+is the child's VmHWM read just before SIGINT, the tool having run 0.2 s after attaching
+(not wait4's ru_maxrss: a vfork'ed child keeps its parent's peak across exec).  Medians
 of RUNS runs each (BENCH_LAUNCH_RUNS, default 3).  The package is byte-compiled first
 (scripts/setup.sh does it; PYTHONDONTWRITEBYTECODE is set on these machines).
 
@@ -26,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import emit_result, memlens_argv  # noqa: E402
+from bench.common import emit_result, memlens_argv, vm_hwm_mb  # noqa: E402
 
 RUNS = int(os.environ.get("BENCH_LAUNCH_RUNS", "3"))
 LIBC = "/lib/x86_64-linux-gnu/libc.so.6"
@@ -79,6 +80,7 @@ def measure(argv: list[str], marker: str) -> tuple[float, float]:
     drain = threading.Thread(target=proc.stderr.read, daemon=True)  # keep its pipe open
     drain.start()
     time.sleep(0.2)
+    peak = vm_hwm_mb(proc.pid) or float("nan")
     proc.send_signal(signal.SIGINT)
     deadline, sig = time.monotonic() + 10, signal.SIGTERM
     while True:
@@ -92,7 +94,7 @@ def measure(argv: list[str], marker: str) -> tuple[float, float]:
             deadline, sig = time.monotonic() + 5, signal.SIGKILL
         time.sleep(0.02)
     proc.returncode = 0
-    return attached, usage.ru_maxrss / 1024
+    return attached, peak
 
 
 def compile_package() -> None:

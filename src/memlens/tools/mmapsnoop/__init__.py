@@ -91,7 +91,7 @@ U64 = (1 << 64) - 1
 # spaced at least this much apart; the ring (--ring-size, default 4 MiB: ~37k calls,
 # 0.15 s at 250k calls/s) holds what arrives meanwhile many times over.
 GATHER_S = 0.02
-MAX_BATCH = 16384
+MAX_BATCH = 4096  # calls a read: a batch's lines are a few MB at most (peak RSS)
 
 
 @functools.lru_cache(maxsize=256)
@@ -162,6 +162,7 @@ class MmapsnoopTool:
 
     def __init__(self, args: argparse.Namespace):
         self.args, self.obj, self.shown, self.last_read = args, None, 0, 0.0
+        self.backlog = False
         self.losses = Losses()
         self.target = TargetExit(None)
         self.ready = select.epoll()  # on the ring's fd, registered once it exists
@@ -208,8 +209,9 @@ class MmapsnoopTool:
         # once per GATHER_S, so a steady stream is still decoded in batches.
         end = time.monotonic() + timeout
         if timeout > 0 and self.ready.poll(timeout):
+            # (no wait when the last read left calls behind: a backlog is read at once)
             wait = min(self.last_read + GATHER_S, end) - time.monotonic()
-            if wait > 0:
+            if wait > 0 and not self.backlog:
                 time.sleep(wait)
             self.last_read = time.monotonic()
         if self.dtype is None:
@@ -218,6 +220,7 @@ class MmapsnoopTool:
         # at most `cap` calls a read: a reader back at a full ring holds a bounded batch
         events = self.ring.consume_fixed(self.dtype, cap)
         files = self.file_ring.consume_fixed(self.file_dtype, cap)
+        self.backlog = cap is not None and (len(events) == cap or len(files) == cap)
         batch = MmapBatch(events, files, self.boot_to_wall, self.losses.new(self.obj))
         self.shown += batch.n
         return batch
