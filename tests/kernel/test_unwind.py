@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 
@@ -332,6 +333,54 @@ def test_dlopen_is_picked_up_while_tracing(bins):
     (e,) = whole
     assert all(f.endswith("[libunwind_levels.so]") for f in e["stack"][2:6]), e["stack"]
     assert lost_of(run).get("unwind_fallback", 0) >= 1, lost_of(run)
+
+
+def wait_exe(run: ToolRun, pid: int, exe: str, timeout: float = 60.0) -> None:
+    """Until the tool's entry for pid is the one of `exe` (read again after an exec)."""
+    map_id = unwind_procs_map(run.proc.pid)
+    key = [str(b) for b in pid.to_bytes(4, "little")]
+    ino = os.stat(exe).st_ino
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = subprocess.run(["bpftool", "map", "lookup", "id", str(map_id), "key", *key,
+                              "--json"], capture_output=True, text=True)
+        if got.returncode == 0:
+            value = json.loads(got.stdout)["value"]  # raw bytes: exe_ino is the first 8
+            if int.from_bytes(bytes(int(b, 16) for b in value[:8]), "little") == ino:
+                return
+        time.sleep(0.1)
+    raise AssertionError(f"PID {pid} not read again as {exe} within {timeout} s")
+
+
+def test_exec_is_picked_up_while_tracing(bins):
+    """A process loaded as python3 execs the chain (same PID): the entry it had no longer
+    applies (it names the old program); the new program's first events are unwound through
+    its mappings (the loader's and libc's tables are known, its own not yet: those frames
+    by frame pointers, counted) and ask for it to be read again; then the 23 brks are
+    whole."""
+    code = f"import os, sys\nsys.stdin.read(1)\nos.execv({str(bins['chain'])!r}, " \
+           f"[{str(bins['chain'])!r}, 'brk', '{N}'])\n"
+    p = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, text=True)
+    run = ToolRun("brkstack", "-p", str(p.pid), "--json")
+    try:
+        run.wait_attached()
+        p.stdin.write("x")        # exec
+        p.stdin.flush()
+        assert p.stdout.readline().startswith("ready pid=")
+        wait_exe(run, p.pid, str(bins["chain"]))
+        p.stdin.write("g")        # the chain's gate
+        p.stdin.flush()
+        assert p.stdout.readline().startswith(f"done n={N} ")
+        time.sleep(0.3)
+    finally:
+        rc = run.stop()
+        p.stdin.close()
+        p.wait(timeout=10)
+    assert rc == 0, run.stderr
+    run.pid = p.pid  # type: ignore[attr-defined]
+    whole = [e for e in entries_of(run) if chain_at(e["stack"]) >= 0]
+    assert sum(e["count"] for e in whole) == N, entries_of(run)
 
 
 def test_memleak_command_is_whole_from_its_first_allocation(bins):
