@@ -94,9 +94,12 @@ def summary(figures: list[dict]) -> list[str]:
         cell(f["tool"], "rss", f"{f['rss_mb']:.0f} / {f['peer_rss_mb']:.0f} MB = "
              f"**{_ratio(f['rss_mb'], f['peer_rss_mb'])}**")
     events: dict[str, list[dict]] = {}
+    peer_rss = None
     for f in by.get("events", []):
         if f["tool"] != "bpftrace":
             events.setdefault(f["tool"], []).append(f)
+        else:
+            peer_rss = f.get("peak_rss_mb")
     for tool, cases in events.items():
         costs = [c["cost_ns"] / c["peer_cost_ns"] for c in cases if c.get("peer_cost_ns")]
         if costs:
@@ -113,6 +116,10 @@ def summary(figures: list[dict]) -> list[str]:
                    + "; ".join(f"{c['case']}: {c['lost']:,} lost" for c in bad) + ")"))
         if not all(c["exact"] for c in cases):
             text += "; **shown + lost != made**"
+        rss = [c["peak_rss_mb"] for c in cases if c.get("peak_rss_mb")]
+        if rss and peer_rss:
+            text += (f"; peak RSS over the burst {max(rss):.0f} / {peer_rss:.0f} MB = "
+                     f"**{_ratio(max(rss), peer_rss)}**")
         cell(tool, "zero_loss", text)
     for f in by.get("counting", []):
         if f.get("ratio") is None:
