@@ -622,16 +622,26 @@ __attribute__((noinline)) long memlens_unwind_user(void)
 	s->bp_valid = 1;
 	s->exact = 1;
 	s->no_proc = no_proc;
-	bpf_loop(MEMLENS_STACK_DEPTH, unwind_frame, NULL, 0);
+	/* one step more than the frames stored: a stack deeper than that is seen truncated */
+	bpf_loop(MEMLENS_STACK_DEPTH + 1, unwind_frame, NULL, 0);
 	if (no_proc)
 		unwind_request(tgid, 1);
 	else if (s->unmapped)
 		unwind_request(tgid, 2); /* dlopen, a JIT: read its mappings again */
 	if (s->fallback)
 		count_drop(MEMLENS_DROP_UNWIND_FALLBACK);
-	if (s->truncated)
-		count_drop(MEMLENS_DROP_UNWIND_TRUNCATED);
 	__u32 n = s->n;
+	if (s->truncated) {
+		/* counted, and marked in the stack itself: every output shows it */
+		count_drop(MEMLENS_DROP_UNWIND_TRUNCATED);
+		struct stack_trace *st = bpf_map_lookup_elem(&stack_scratch, &zero);
+		if (st) {
+			if (n > MEMLENS_STACK_DEPTH - 1)
+				n = MEMLENS_STACK_DEPTH - 1;
+			st->ips[n] = MEMLENS_STACK_TRUNCATED;
+			n++;
+		}
+	}
 	return n * sizeof(__u64);
 }
 

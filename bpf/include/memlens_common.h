@@ -5,6 +5,9 @@
 
 #define TASK_COMM_LEN 16
 #define MEMLENS_STACK_DEPTH 127
+/* The last "address" of a user stack the unwinder could not finish (core/stackresolve.py
+ * prints it as a marker frame): no user address, a kernel one, never a frame. */
+#define MEMLENS_STACK_TRUNCATED 0xfffffffffffffffeULL
 
 enum memlens_drop {
 	MEMLENS_DROP_RINGBUF = 0,         /* ring buffer full: event lost */

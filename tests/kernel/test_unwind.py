@@ -210,6 +210,20 @@ def test_through_a_signal_frame(bins):
     assert not {"unwind_fallback", "unwind_truncated"} & set(lost_of(run)), lost_of(run)
 
 
+def test_a_stack_deeper_than_the_store_is_marked_truncated(bins):
+    """150 recursive frames under the chain: the walk stops at the store's 127 frames, the
+    stack ends with a [truncated stack] frame (in every output: it is a frame) and each one
+    is counted (unwind_truncated)."""
+    run = traced(bins["chain"], "deep", "brkstack")
+    entries = [e for e in entries_of(run) if "deeper" in names(e["stack"])]
+    assert sum(e["count"] for e in entries) == N
+    (e,) = entries
+    assert e["stack"][-1] == "[truncated stack]" and len(e["stack"]) == 127, e["stack"]
+    assert names(e["stack"])[:2] == ["brk", "sbrk"]
+    assert set(names(e["stack"])[2:-1]) == {"deeper"}
+    assert lost_of(run).get("unwind_truncated") == N, lost_of(run)
+
+
 # -- witnesses -------------------------------------------------------------------------------
 
 def test_frame_pointers_alone_do_not_reach_the_chain(bins):

@@ -248,3 +248,25 @@ def test_stack_unwind_choice(monkeypatch):
         store.choose("dwarf")
     with pytest.raises(UsageError):
         store.choose("frames")
+
+
+def test_a_truncated_stack_ends_with_a_marker_frame():
+    """The unwinder's mark (MEMLENS_STACK_TRUNCATED, last) becomes a [truncated stack]
+    frame after the resolved ones, and is not itself an address left unsymbolized."""
+    import ctypes
+
+    from memlens.core.stackresolve import TRUNCATED, TRUNCATED_IP, StackResolver
+
+    libc = ctypes.CDLL(None)
+    ips = [ctypes.cast(libc.malloc, ctypes.c_void_p).value + 4,
+           ctypes.cast(libc.free, ctypes.c_void_p).value + 4]
+
+    class Stacks:
+        def stack(self, stack_id):
+            return [*ips, TRUNCATED_IP] if stack_id == 1 else list(ips)
+
+    r = StackResolver(Stacks())
+    marked, plain = r.user_frames(os.getpid(), 1), r.user_frames(os.getpid(), 2)
+    assert [str(f) for f in marked[:-1]] == [str(f) for f in plain]
+    assert str(marked[-1]) == TRUNCATED and len(marked) == 3
+    assert r.lost_symbols == 0

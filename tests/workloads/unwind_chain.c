@@ -13,6 +13,7 @@
  *
  * usage: unwind_chain malloc|brk|fault|getppid|signal [N [nogate]]    (N = 23)
  * signal: chain8 raises SIGUSR1, whose handler (on_signal) calls sbrk.
+ * deep: chain8 recurses 150 times (deeper) before calling sbrk.
  * Protocol (stdout, line buffered): "ready pid=P" then wait for one byte on stdin; do the N
  * actions; print "done n=N ns=NS" (NS: the CPU time they took, the probes' run in it);
  * wait for EOF on stdin, then exit.  With "nogate": no waiting at all (memleak -c).
@@ -107,6 +108,8 @@ int main(int argc, char **argv)
 		j.kind = JOB_FAULT;
 	else if (argc > 1 && !strcmp(argv[1], "getppid"))
 		j.kind = JOB_GETPPID;
+	else if (argc > 1 && !strcmp(argv[1], "deep"))
+		j.kind = JOB_DEEP;
 	else if (argc > 1 && !strcmp(argv[1], "signal")) {
 		j.kind = JOB_SIGNAL;
 		signal(SIGUSR1, on_signal);

@@ -10,9 +10,25 @@
 #define NOINLINE __attribute__((noinline))
 #define KEEP(x) __asm__ volatile("" : "+r"(x) :: "memory")
 
-/* if/else, not a switch: gcc's jump table would be read from .rodata, a page fault of its
- * own on the first call (the fault test counts exactly the stores') */
-NOINLINE long chain8(struct job *j, long depth)
+/* JOB_DEEP: 150 more frames, then a brk: deeper than a stack can hold (127) */
+NOINLINE long deeper(long n)
+{
+	long r;
+	if (n == 0) {
+		void *p = sbrk(4096);
+		KEEP(p);
+		r = p != (void *)-1;
+	} else {
+		r = deeper(n - 1);
+	}
+	KEEP(r);
+	return r + 1;
+}
+
+/* No jump table (gcc makes one of a switch or of this if/else chain): read from .rodata it
+ * would be a page fault of its own on the first call (the fault test counts exactly the
+ * stores'). */
+NOINLINE __attribute__((optimize("no-jump-tables"))) long chain8(struct job *j, long depth)
 {
 	long r = 0;
 	enum job_kind kind = j->kind;
@@ -36,6 +52,8 @@ NOINLINE long chain8(struct job *j, long depth)
 	} else if (kind == JOB_SIGNAL) {
 		/* the handler brks: its stack goes back through the signal frame */
 		r = raise(SIGUSR1) == 0;
+	} else if (kind == JOB_DEEP) {
+		r = deeper(150);
 	}
 	KEEP(r);
 	return r + depth;

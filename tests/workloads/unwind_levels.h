@@ -1,5 +1,5 @@
 /* shared by unwind_chain.c and unwind_levels.c */
-enum job_kind { JOB_MALLOC, JOB_BRK, JOB_FAULT, JOB_GETPPID, JOB_SIGNAL };
+enum job_kind { JOB_MALLOC, JOB_BRK, JOB_FAULT, JOB_GETPPID, JOB_SIGNAL, JOB_DEEP };
 
 struct job {
 	enum job_kind kind;

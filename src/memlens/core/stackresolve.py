@@ -23,6 +23,10 @@ from memlens.core.stacks import Frame
 
 MISSED_USER = "[missed user stack]"
 MISSED_KERNEL = "[missed kernel stack]"
+TRUNCATED = "[truncated stack]"
+# the last "address" of a user stack the unwinder could not finish (memlens_common.h
+# MEMLENS_STACK_TRUNCATED): printed as the marker frame TRUNCATED
+TRUNCATED_IP = 0xFFFFFFFFFFFFFFFE
 
 
 class MarkerFrame(NamedTuple):
@@ -96,7 +100,10 @@ class StackResolver:
         if key in self._cache:
             return self._cache[key]
         ips = self.stack_map.stack(stack_id) if self.stack_map is not None else []
+        ips, truncated = split_truncated(ips)
         frames = self.resolve_user(pid, ips) if ips else [MarkerFrame(MISSED_USER)]
+        if truncated:
+            frames = [*frames, MarkerFrame(TRUNCATED)]
         self._remember(key, frames)
         return frames
 
@@ -167,6 +174,14 @@ class StackResolver:
     @property
     def lost_symbols(self) -> int:
         return self.unsymbolized + self.unmapped
+
+
+def split_truncated(ips: list[int]) -> tuple[list[int], bool]:
+    """A user stack's addresses without the unwinder's truncation mark, and whether it
+    had one (a frame it could not follow, or deeper than MEMLENS_STACK_DEPTH)."""
+    if ips and ips[-1] == TRUNCATED_IP:
+        return list(ips[:-1]), True
+    return list(ips), False
 
 
 def _unplaced(frames: list) -> bool:

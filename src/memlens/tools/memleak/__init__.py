@@ -574,19 +574,23 @@ class MemleakTool:
                                   else self.plan.allocator)
         head = [allocator_frame(label, module)]
         if cached is None:
-            ips = self.stack_ips(stack)
+            from memlens.core.stackresolve import TRUNCATED, split_truncated
+
+            ips, truncated = split_truncated(self.stack_ips(stack))
+            tail = [MarkerFrame(TRUNCATED)] if truncated else []
             if not ips:
                 cached = [MarkerFrame(MISSED_USER)]
             elif self.sym is None:
                 from memlens.core.stacks import Frame
 
-                cached = [Frame(ip, None, 0, None) for ip in ips]
+                cached = [Frame(ip, None, 0, None) for ip in ips] + tail
             else:
                 # Every address is a return address: the first is where the allocator
                 # returned to in its caller (the stack is taken at the return).
                 cached = self.sym.resolve(ips, return_address=True)
                 if all(f.resolved for f in cached):
-                    self.frames_cache[stack] = cached
+                    self.frames_cache[stack] = cached + tail
+                cached = cached + tail
         return head + list(cached)
 
     def losses(self) -> tuple[dict[str, int], dict[str, int]]:
