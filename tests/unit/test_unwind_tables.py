@@ -298,3 +298,16 @@ def test_not_x86_64(tmp_path):
     p.write_bytes(bytes(data))
     with pytest.raises(NoTable):
         build_table(str(p))
+
+
+def test_a_large_table_is_built_by_a_child_process(tmp_path, monkeypatch):
+    """Past CHILD_BUILD_BYTES of CFI a child process builds the table into the disk cache
+    (its peak memory goes with it); the table read back is the one built here."""
+    from memlens.core.unwind import tables
+
+    monkeypatch.setattr(tables, "CHILD_BUILD_BYTES", 1000)   # libc's .eh_frame is larger
+    cache = TableCache(disk=tables.DiskCache(str(tmp_path)))
+    table = cache.get(LIBC)
+    assert table.source == "disk cache"                        # written by the child
+    assert (table.rows == build_table(LIBC).rows).all()
+    assert list(tmp_path.glob("*.rows"))

@@ -30,6 +30,7 @@ import os
 import queue
 import struct
 import threading
+import time
 from typing import Any
 
 import numpy as np
@@ -43,6 +44,7 @@ from .tables import TableCache, UnwindTable
 ROW_CAPACITY = 1 << 21          # 8-byte rows: 16 MiB of kernel memory
 MAX_MAPS = 128                  # MEMLENS_UNWIND_MAX_MAPS
 MODES = ("auto", "fp", "dwarf")
+GC_S = 5.0                      # processes gone are forgotten this often (rows, entries)
 REQUEST_NOT_LOADED, REQUEST_UNMAPPED = 1, 2
 NOT_LOADED = 0xFFFFFFFF         # a mapping's row_start when its table is past the bound
 
@@ -163,10 +165,10 @@ class UnwindStore:
         self._mm: mmap.mmap | None = mmap.mmap(self.rows_map.fd, length, mmap.MAP_SHARED,
                                                mmap.PROT_READ | mmap.PROT_WRITE)
         self.rows = np.frombuffer(self._mm, cfi.ROW_DTYPE, count=self.capacity)
-        self._extents: dict[int, _Extent] = {}   # id(table) -> extent
-        self._tables: dict[int, UnwindTable] = {}  # keeps the tables the extents hold
+        # table.key -> its extent (the rows are in the BPF array: no table kept here)
+        self._extents: dict[tuple, _Extent] = {}
         self._free: list[list[int]] = [[0, self.capacity]]
-        self._proc_extents: dict[int, set[int]] = {}
+        self._proc_extents: dict[int, set[tuple]] = {}
         self.processes_loaded = 0
         self.files_without_table: set[str] = set()
         self.files_not_fitting: set[str] = set()
@@ -176,6 +178,7 @@ class UnwindStore:
         self._pending: set[int] = set()
         self._closing = False
         self._worker: threading.Thread | None = None
+        self._last_gc = time.monotonic()
 
     # -- rows allocation -------------------------------------------------------------------
     def _alloc(self, count: int) -> int | None:
@@ -200,7 +203,7 @@ class UnwindStore:
         self._free = merged
 
     def _extent(self, table: UnwindTable) -> _Extent | None:
-        ext = self._extents.get(id(table))
+        ext = self._extents.get(table.key)
         if ext is not None:
             return ext
         n = len(table.rows)
@@ -212,8 +215,7 @@ class UnwindStore:
                 self.files_not_fitting.add(table.path)
                 return None
         self.rows[start:start + n] = table.rows
-        ext = self._extents[id(table)] = _Extent(start, n)
-        self._tables[id(table)] = table
+        ext = self._extents[table.key] = _Extent(start, n)
         return ext
 
     def collect_garbage(self) -> int:
@@ -228,7 +230,6 @@ class UnwindStore:
                     self.files_map.delete(fkey)
                 self._release(ext)
                 del self._extents[key]
-                del self._tables[key]
                 freed += ext.count
         return freed
 
@@ -249,8 +250,6 @@ class UnwindStore:
             return self._load_process(pid)
 
     def _load_process(self, pid: int) -> bool:
-        import time
-
         try:
             with open(f"{self.proc}/{pid}/maps") as f:
                 text = f.read()
@@ -279,7 +278,7 @@ class UnwindStore:
                     else:
                         row_start, row_count, bias = ext.start, ext.count, b
                         ext.procs.add(pid)
-                        used.add(id(table))
+                        used.add(table.key)
                         self._publish(table, ext, path)
             entries.append((m.start, m.end, bias & 0xFFFFFFFFFFFFFFFF, row_start, row_count))
         if len(entries) > MAX_MAPS:
@@ -293,7 +292,14 @@ class UnwindStore:
             arr[i] = e
         value = PROC_HEADER.pack(exe_ino, len(entries), 0) + arr.tobytes()
         old = self._proc_extents.get(pid, set())
-        self.procs_map.update(pid.to_bytes(4, "little"), value)
+        try:
+            self.procs_map.update(pid.to_bytes(4, "little"), value)
+        except MemlensError:
+            self.collect_garbage()  # the map is full of processes gone since
+            try:
+                self.procs_map.update(pid.to_bytes(4, "little"), value)
+            except MemlensError:
+                return False
         for key in old - used:
             ext = self._extents.get(key)
             if ext is not None:
@@ -370,15 +376,25 @@ class UnwindStore:
                 return
             try:
                 self.load_process(pid)
+                self._maybe_gc()
             except (OSError, ValueError, MemlensError):
                 pass  # a process that cannot be loaded (gone mid-way) stays on fp
             finally:
                 self._pending.discard(pid)
 
+    def _maybe_gc(self) -> None:
+        """A long system-wide run meets thousands of short processes: their entries and
+        the rows only they used go every GC_S, not only when the rows run out."""
+        now = time.monotonic()
+        if now - self._last_gc < GC_S:
+            return
+        with self._lock:
+            if not self._closing:
+                self.collect_garbage()
+            self._last_gc = now
+
     def wait_idle(self, timeout: float = 30.0) -> bool:
         """Until every request handed over is served (tests, benchmarks)."""
-        import time
-
         deadline = time.monotonic() + timeout
         while self._pending and time.monotonic() < deadline:
             time.sleep(0.01)

@@ -19,6 +19,8 @@ from __future__ import annotations
 import os
 import stat
 import struct
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -34,6 +36,10 @@ from . import cfi
 EM_X86_64 = 62
 SHF_COMPRESSED = 0x800
 U32_MAX = 0xFFFFFFFF
+# CFI larger than this is reduced by a child process into the disk cache: building a 6 MB
+# .eh_frame takes ~90 MB of Python memory at its peak, which a long-running tracer would
+# keep (its allocator does not give it back); the child's goes with it
+CHILD_BUILD_BYTES = 1 << 20
 
 
 @dataclass
@@ -50,6 +56,7 @@ class UnwindTable:
     build_s: float = 0.0
     source: str = ".eh_frame"
     exec_seg: tuple[int, int, int] | None = None  # (p_offset, p_filesz, p_vaddr) of PF_X
+    key: tuple = ()             # the cache's: ("bid", build id) or ("file", file_key())
 
     @property
     def nbytes(self) -> int:
@@ -155,6 +162,9 @@ class DiskCache:
         return (stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid()
                 and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH))
 
+    def writable(self) -> bool:
+        return self._usable(True)
+
     def _path(self, key: bytes | tuple) -> str:
         name = key.hex() if isinstance(key, bytes) else "file-" + "-".join(
             f"{int(k):x}" for k in key)
@@ -219,6 +229,11 @@ class DiskCache:
                 pass
 
 
+def cfi_bytes(img: _Image) -> int:
+    sh = img.section(".eh_frame")
+    return int(sh["size"]) if sh is not None else 0
+
+
 def file_key(path: str) -> tuple:
     st = os.stat(path)
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
@@ -226,12 +241,16 @@ def file_key(path: str) -> tuple:
 
 class TableCache:
     """Tables by build id (else by file identity), least recently used dropped beyond
-    `max_bytes` of rows.  Files without a table are remembered too (no retry per process)."""
+    `max_bytes` of rows.  Files without a table are remembered too (no retry per process).
+    Kept small: a table's rows live on in the BPF maps once loaded, and come back from the
+    disk cache in milliseconds (a tool tracing the whole system meets hundreds of files)."""
 
     _shared: TableCache | None = None
 
-    def __init__(self, max_bytes: int = 256 << 20, disk: DiskCache | None = None):
+    def __init__(self, max_bytes: int = 16 << 20, disk: DiskCache | None = None,
+                 child_builds: bool = True):
         self.max_bytes = max_bytes
+        self.child_builds = child_builds
         self.disk = disk if disk is not None else DiskCache()
         self._tables: OrderedDict[object, UnwindTable | None] = OrderedDict()
         self._by_file: dict[tuple, object] = {}
@@ -275,14 +294,26 @@ class TableCache:
         try:
             dkey = img_bid or fkey
             table: UnwindTable | None = self._from_disk(path, buf, dkey, img_bid)
+            if table is None and self.child_builds and self.disk.writable() \
+                    and cfi_bytes(_Image(buf, path)) > CHILD_BUILD_BYTES:
+                built = subprocess.run([sys.executable, "-m", "memlens.core.unwind.tables",
+                                        path, str(self.disk.dir)], capture_output=True,
+                                       timeout=300)
+                if built.returncode == 0:
+                    table = self._from_disk(path, buf, dkey, img_bid)
             if table is None:
                 table = build_table(path, buf)
                 self.disk.store(table, dkey)
         except (NoTable, ElfError) as e:
             self.reasons[path] = str(e)
             table = None
+        if table is not None:
+            table.key = key
         with self._lock:
             self._by_file[fkey] = key
+            if len(self._by_file) > 16384:  # file identities: a run over many binaries
+                self._by_file.clear()
+                self._by_file[fkey] = key
             self._tables[key] = table
             self._bytes += table.nbytes if table is not None else 0
             while self._bytes > self.max_bytes and len(self._tables) > 1:
@@ -306,3 +337,14 @@ class TableCache:
     @property
     def nbytes(self) -> int:
         return self._bytes
+
+
+def _main(argv: list[str]) -> int:
+    """`python -m memlens.core.unwind.tables ELF DIR`: build its table into the disk cache
+    DIR (the child TableCache.get runs for a large file)."""
+    cache = TableCache(child_builds=False, disk=DiskCache(argv[1]))
+    return 0 if cache.get(argv[0]) is not None else 1
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))
