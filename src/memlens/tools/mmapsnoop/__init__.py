@@ -370,7 +370,8 @@ class MmapBatch(EventBatch):
         # wall-clock microseconds, in integers (exact): "timestamp" is sec.micro
         us = round(boot_to_wall * 1e6) + (ev["ts_ns"].astype(np.int64) + 500) // 1000
         self.sec = (us // 1_000_000).tolist()
-        self.micro = (us % 1_000_000).tolist()
+        self._micro = us % 1_000_000
+        self.micro = self._micro.tolist()
         self.ret = ev["ret"].tolist()
         self._group_of: list[int] | None = None
 
@@ -451,19 +452,21 @@ class MmapBatch(EventBatch):
                 f'"offset":{f["off"]},"size_bytes":{f["len"]},"addr_hint":{f["addr_hint"]},'
                 f'{where},"ret":')
         clock = {s: _clock(s) for s in set(self.sec)}
-        lines = []
-        for sec, micro, g, ret in zip(self.sec, self.micro, group_of, self.ret):
-            if ret < 0:
-                if ret >= -MAX_ERRNO:
-                    result = (f'{ret},"addr":null,"error":{_CACHE.error_json(-ret)},'
-                              f'"errno":{-ret}}}\n')
-                else:
-                    result = f'{ret},"addr":"{hex(ret & U64)}","error":null,"errno":null}}\n'
+        # negative results (errors, or an address with the top bit set): a few distinct ones
+        odd = {}
+        for ret in set(r for r in self.ret if r < 0):
+            if ret >= -MAX_ERRNO:
+                odd[ret] = (f'{ret},"addr":null,"error":{_CACHE.error_json(-ret)},'
+                            f'"errno":{-ret}}}\n')
             else:
-                result = f'{ret},"addr":"{hex(ret)}","error":null,"errno":null}}\n'
-            lines.append(f'{{"type":"event","time":"{clock[sec]}","timestamp":{sec}.'
-                         f'{micro:06d},{middle[g]}{result}')
-        return "".join(lines)
+                odd[ret] = f'{ret},"addr":"{hex(ret & U64)}","error":null,"errno":null}}\n'
+        # the microseconds zero-padded by numpy ("1000042"[1:]), not a format spec per line
+        micro = (self._micro + 1_000_000).astype("U7").tolist()
+        return "".join([
+            f'{{"type":"event","time":"{clock[sec]}","timestamp":{sec}.{us[1:]},{middle[g]}'
+            + (f'{ret},"addr":"{hex(ret)}","error":null,"errno":null}}\n' if ret >= 0
+               else odd[ret])
+            for sec, us, g, ret in zip(self.sec, micro, group_of, self.ret)])
 
     def text(self, with_time: bool, width: int | None) -> str:
         """The rows TextRenderer prints (Table's rules: cells escaped, strings cut with
