@@ -55,7 +55,8 @@ def main(argv: list[str]) -> int:
         saved = json.loads(SAVED.read_text())
         for r in saved["runs"]:
             r["path"] = Path(r["path"])
-        write_report(REPORT, saved["runs"], saved["figures"], saved["total"])
+        write_report(REPORT, saved["runs"], saved["figures"], saved["total"],
+                     when=saved.get("when") or SAVED.stat().st_mtime)
         print(f"wrote {REPORT.relative_to(ROOT)} from {SAVED.relative_to(ROOT)}")
         return 0
     long_run = "--long" in argv
@@ -86,7 +87,7 @@ def main(argv: list[str]) -> int:
             SAVED.parent.mkdir(exist_ok=True)
             SAVED.write_text(json.dumps({
                 "runs": [{**r, "path": str(r["path"])} for r in runs],
-                "figures": figures, "total": total}))
+                "figures": figures, "total": total, "when": time.time()}))
         target = REPORT if not long_run else REPORT.with_name("BENCHMARKS-long.md")
         write_report(target, runs, figures, total, long_run=long_run)
         print(f"\nwrote {target.relative_to(ROOT)} ({total / 60:.1f} min)")
