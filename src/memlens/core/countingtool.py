@@ -63,6 +63,10 @@ class CountSpec:
     stack_options: bool = False      # -U/-K/-P (stackcount's flags)
     epilog: str = ""
     top: int | None = None           # rows per report (largest kept)
+    # BCC's positional `interval [count]` beside -i/-n, and the interval when none is given
+    # (vmscan and numamove print a row every second, as the book's tools do)
+    positional_interval: bool = False
+    default_interval: float | None = None
     # probe -> column: several probes counted side by side in one row (faults' minor and
     # major); "count" is then the sum of the columns, or the column named by count_column
     # when the others are parts of it (cache misses among faults)
@@ -260,6 +264,14 @@ class CountingCommand:
                                  "that find it full are counted as lost")
         add_output_options(parser, folded=spec.layout == "stacks",
                            html=spec.layout == "stacks", pprof=spec.layout == "stacks")
+        if spec.positional_interval:
+            parser.add_argument("interval_pos", nargs="?", type=positive_float,
+                                metavar="interval",
+                                help="print a report every INTERVAL seconds"
+                                + (f" (default {spec.default_interval:g})"
+                                   if spec.default_interval else ""))
+            parser.add_argument("count_pos", nargs="?", type=positive_int, metavar="count",
+                                help="stop after COUNT reports")
         self.add_spec_arguments(parser)
 
     def add_spec_arguments(self, parser: argparse.ArgumentParser) -> None:
@@ -336,6 +348,12 @@ class CountingCommand:
         from memlens.core.runner import run_cli
         from memlens.output.sinks import check_output_options, make_sink
 
+        if getattr(args, "interval_pos", None) is not None:
+            args.interval = args.interval_pos
+        if args.interval is None and self.spec.default_interval:
+            args.interval = self.spec.default_interval
+        if getattr(args, "count_pos", None) is not None:
+            args.count = args.count_pos
         check_output_options(args)
         from memlens.core import kernel
         from memlens.core.privileges import require_tracing_privileges

@@ -15,7 +15,6 @@ stacks; --stack-unwind fp is the kernel's frame-pointer walk.  See README.md.
 from __future__ import annotations
 
 from memlens.core.countingtool import CountingCommand, CountSpec
-from memlens.core.session import positive_float, positive_int
 
 EXAMPLES = """\
 examples:
@@ -46,6 +45,7 @@ Same as: memlens stackcount -P -U t:syscalls:sys_enter_brk
 """
 
 SPEC = CountSpec(
+    positional_interval=True,
     name="brkstack",
     what="brk() calls by user stack",
     summary="Count brk() heap expansions by process, comm and user stack.",
@@ -57,20 +57,4 @@ SPEC = CountSpec(
 )
 
 
-class BrkstackCommand(CountingCommand):
-    def add_spec_arguments(self, parser) -> None:
-        # BCC-style positional interval [count], as brkstack always took them
-        parser.add_argument("interval_pos", nargs="?", type=positive_float, metavar="interval",
-                            help="print a report every INTERVAL seconds")
-        parser.add_argument("count_pos", nargs="?", type=positive_int, metavar="count",
-                            help="stop after COUNT reports")
-
-    def run(self, args) -> int:
-        if args.interval_pos is not None:
-            args.interval = args.interval_pos
-        if args.count_pos is not None:
-            args.count = args.count_pos
-        return super().run(args)
-
-
-COMMAND = BrkstackCommand(SPEC)
+COMMAND = CountingCommand(SPEC)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from memlens import registry
 from memlens.core.countingtool import CountingCommand, CountSpec, Plan
-from memlens.core.session import positive_float, positive_int
+from memlens.core.session import positive_int
 from memlens.output.table import LINE_WIDTH, Column, Table
 
 EXAMPLES = """\
@@ -51,6 +51,7 @@ PAGE_FAULTS = registry.FAULT_MAPPINGS
 PLAN = Plan((FAULTS_PROBE, MISSES_PROBE), dict(COLUMNS), optional={MISSES_PROBE: 1})
 
 SPEC = CountSpec(
+    positional_interval=True,
     name="ffaults",
     what="page faults on file mappings by file",
     summary="Page faults on file-backed mappings by file, and page-cache misses "
@@ -70,11 +71,6 @@ class FfaultsCommand(CountingCommand):
     def add_spec_arguments(self, parser) -> None:
         parser.add_argument("-t", "--top", type=positive_int, metavar="N",
                             help="only the N files with most faults in each report")
-        # BCC-style positional interval [count], as brkstack takes them
-        parser.add_argument("interval_pos", nargs="?", type=positive_float, metavar="interval",
-                            help="print a report every INTERVAL seconds")
-        parser.add_argument("count_pos", nargs="?", type=positive_int, metavar="count",
-                            help="stop after COUNT reports")
 
     def keys_for(self, args):
         return ("file",)
@@ -86,13 +82,6 @@ class FfaultsCommand(CountingCommand):
 
     def renderer(self, args):
         return lambda rec: render_files(rec, interval=args.interval is not None)
-
-    def run(self, args) -> int:
-        if args.interval_pos is not None:
-            args.interval = args.interval_pos
-        if args.count_pos is not None:
-            args.count = args.count_pos
-        return super().run(args)
 
 
 def render_files(rec: dict, interval: bool, width: int = LINE_WIDTH) -> None:

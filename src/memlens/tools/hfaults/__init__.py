@@ -35,7 +35,7 @@ from dataclasses import replace
 from memlens import registry
 from memlens.core.countingtool import CountingCommand, CountSpec, Plan, render_table
 from memlens.core.hooks import Kprobe
-from memlens.core.session import positive_float, positive_int
+from memlens.core.session import positive_int
 from memlens.core.tpformat import gfp_bit
 
 EXAMPLES = """\
@@ -74,6 +74,7 @@ THP_SYSFS = "/sys/kernel/mm/transparent_hugepage"
 DEFAULT_PMD_ORDER = 9  # 2 MiB / 4 KiB: when the kernel has no THP sysfs to ask
 
 SPEC = CountSpec(
+    positional_interval=True,
     name="hfaults",
     what="huge page faults (hugetlb, THP)",
     summary="Huge page faults by process: hugetlb and transparent huge pages (hfaults.bt).",
@@ -97,7 +98,6 @@ def pmd_order(sysfs: str = THP_SYSFS) -> int:
     if pmd <= page or pmd % page:
         return DEFAULT_PMD_ORDER
     return int(math.log2(pmd // page))
-
 
 
 def thp_filter(format_text: str | None, order: int) -> str:
@@ -134,18 +134,7 @@ class HfaultsCommand(CountingCommand):
     def add_spec_arguments(self, parser) -> None:
         parser.add_argument("-t", "--top", type=positive_int, metavar="N",
                             help="only the N processes with most huge page faults per report")
-        # BCC-style positional interval [count]
-        parser.add_argument("interval_pos", nargs="?", type=positive_float, metavar="interval",
-                            help="print a report every INTERVAL seconds")
-        parser.add_argument("count_pos", nargs="?", type=positive_int, metavar="count",
-                            help="stop after COUNT reports")
 
-    def run(self, args) -> int:
-        if args.interval_pos is not None:
-            args.interval = args.interval_pos
-        if args.count_pos is not None:
-            args.count = args.count_pos
-        return super().run(args)
 
     def make_tool(self, args):
         self.thp_filter = thp_filter(read_page_alloc_format(), pmd_order())

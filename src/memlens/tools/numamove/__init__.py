@@ -29,7 +29,6 @@ import time
 from dataclasses import replace
 
 from memlens.core.countingtool import CountingCommand, CountingTool, CountSpec, write_stderr
-from memlens.core.session import positive_float, positive_int
 
 END = "t:migrate:mm_migrate_pages"
 START = "t:migrate:mm_migrate_pages_start"
@@ -59,6 +58,7 @@ An interval without migrations prints one "-" row, so the clock keeps ticking.
 """
 
 SPEC = CountSpec(
+    positional_interval=True, default_interval=1.0,
     name="numamove",
     what="page migrations by reason",
     summary="Page migrations by reason (NUMA balancing, compaction, demotion, ...): pages "
@@ -164,22 +164,6 @@ class NumamoveTool(CountingTool):
 
 
 class NumamoveCommand(CountingCommand):
-    def add_spec_arguments(self, parser) -> None:
-        # libbpf-tools' numamove prints every second; BCC's interval [count] positionals
-        parser.add_argument("interval_pos", nargs="?", type=positive_float, metavar="interval",
-                            help="seconds between reports (default 1)")
-        parser.add_argument("count_pos", nargs="?", type=positive_int, metavar="count",
-                            help="stop after COUNT reports")
-
-    def run(self, args) -> int:
-        if args.interval_pos is not None:
-            args.interval = args.interval_pos
-        elif args.interval is None:
-            args.interval = 1.0
-        if args.count_pos is not None:
-            args.count = args.count_pos
-        return super().run(args)
-
     def probe_specs(self, args) -> list[str]:
         return [END]
 

@@ -28,7 +28,6 @@ from typing import Any
 
 from memlens.core.countingtool import CountingCommand, CountSpec, Plan
 from memlens.core.hooks import Kprobe, Tracepoint
-from memlens.core.session import positive_float, positive_int
 
 MEMCG = Tracepoint("memcg", "count_memcg_events", fields=("item", "val"))
 SWAP_READ_FOLIO = Kprobe("swap_read_folio")
@@ -66,6 +65,7 @@ TIME column as in the other memlens tools.
 """
 
 SPEC = CountSpec(
+    positional_interval=True,
     name="swapin",
     what="swap-ins and swap-outs by process",
     summary="Pages swapped in and out by process, with the major faults that waited "
@@ -232,18 +232,7 @@ class SwapinCommand(CountingCommand):
                             help="also list processes that had major faults but no swap "
                                  "activity (file page-cache misses, or waits on another "
                                  "task's swap read)")
-        # BCC's positional interval [count]
-        parser.add_argument("interval_pos", nargs="?", type=positive_float, metavar="interval",
-                            help="print a report every INTERVAL seconds")
-        parser.add_argument("count_pos", nargs="?", type=positive_int, metavar="count",
-                            help="stop after COUNT reports")
 
-    def run(self, args) -> int:
-        if args.interval_pos is not None:
-            args.interval = args.interval_pos
-        if args.count_pos is not None:
-            args.count = args.count_pos
-        return super().run(args)
 
     def make_tool(self, args) -> SwapinTool:
         from memlens import registry

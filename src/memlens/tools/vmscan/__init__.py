@@ -35,7 +35,6 @@ import time
 from typing import Any, NamedTuple
 
 from memlens.core.countingtool import CountingCommand, CountSpec
-from memlens.core.session import positive_float, positive_int
 
 CATEGORY = "vmscan"
 
@@ -88,6 +87,7 @@ At exit (and per interval with --hist): log2 latency histograms in microseconds.
 """
 
 SPEC = CountSpec(
+    positional_interval=True, default_interval=1.0,
     name="vmscan",
     what="page reclaim (vmscan)",
     summary="Page reclaim per interval: slab, direct, memcg and node reclaim time, kswapd "
@@ -263,19 +263,7 @@ class VmscanCommand(CountingCommand):
                             help="include a time column (HH:MM:SS) in every row")
         parser.add_argument("--hist", action="store_true",
                             help="print the latency histograms after every row too")
-        parser.add_argument("interval_pos", nargs="?", type=positive_float, metavar="interval",
-                            help="seconds between rows (default 1)")
-        parser.add_argument("count_pos", nargs="?", type=positive_int, metavar="count",
-                            help="stop after COUNT rows")
 
-    def run(self, args) -> int:
-        if args.interval_pos is not None:
-            args.interval = args.interval_pos
-        if args.interval is None:
-            args.interval = 1.0  # the book's per-second rows
-        if args.count_pos is not None:
-            args.count = args.count_pos
-        return super().run(args)
 
     def make_tool(self, args) -> VmscanTool:
         tracepoints, missing = survey()
