@@ -545,8 +545,21 @@ int count_perf(struct bpf_perf_event_data *ctx)
 	if (!task_allowed())
 		return 0;
 	__u32 probe = use_cookie ? bpf_get_attach_cookie(ctx) : 0;
+	/* a perf event can end a pair a tracepoint began (swapin: a user fault's entry to
+	 * its accounting as major, the time it waited) or begin one */
+	__u64 ns = 0;
+	__u8 role = role_of(probe);
+	if (role == ROLE_BEGIN) {
+		pair_begin(probe, NULL);
+		return 0;
+	}
+	if (role == ROLE_END) {
+		ns = pair_end(probe, NULL);
+		if (!ns && !count_unstarted)
+			return 0;
+	}
 	if (trace_mode) {
-		emit_event(ctx, NULL, probe, 0);
+		emit_event(ctx, NULL, probe, ns);
 		return 0;
 	}
 	struct engine_key key = {};
@@ -564,7 +577,7 @@ int count_perf(struct bpf_perf_event_data *ctx)
 			key.vma = info.kind;
 	}
 	fill_key(ctx, &key, probe, perf_field_addr ? addr : 0);
-	count_key(&key, 0);
+	count_key_ns(&key, 0, 0, ns);
 	return 0;
 }
 

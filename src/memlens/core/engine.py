@@ -107,13 +107,17 @@ class Engine:
         self.probe_filters = dict(probe_filters or {})
         # latency pairs {end probe: begin probe}: an end counts with the time since its
         # thread's begin (summed, max, and a log2 histogram with hist=True); a begin is
-        # not counted itself.  Ends whose begin came before tracing are left out.
-        self.pairs = dict(pairs or {})
+        # not counted itself.  Ends whose begin came before tracing are left out.  An end
+        # may have several begins (a tuple): whichever of them this thread hit last starts
+        # the clock (a fault entered from user or from kernel mode, ended by one perf event).
+        self.pairs = {end: (begin,) if isinstance(begin, str) else tuple(begin)
+                      for end, begin in (pairs or {}).items()}
         texts = [p.text for p in probes]
-        for end, begin in self.pairs.items():
-            if end not in texts or begin not in texts:
-                raise UsageError(f"latency pair {begin} -> {end}: both must be probes of "
-                                 "this run")
+        for end, begins in self.pairs.items():
+            for begin in begins:
+                if end not in texts or begin not in texts:
+                    raise UsageError(f"latency pair {begin} -> {end}: both must be probes "
+                                     "of this run")
         if len(probes) > 64 and self.pairs:
             raise UsageError("latency pairs: at most 64 probes in a run")
         self.hist = hist
@@ -304,10 +308,14 @@ class Engine:
         if self.pairs:
             texts = [p.text for p in self.probes]
             role, partner = bytearray(64), bytearray(64)
-            for end, begin in self.pairs.items():
-                e, b = texts.index(end), texts.index(begin)
-                role[e], role[b], partner[b] = 2, 1, e
-                self._begin_of[e] = b
+            for end, begins in self.pairs.items():
+                e = texts.index(end)
+                role[e] = 2
+                for begin in begins:
+                    b = texts.index(begin)
+                    role[b], partner[b] = 1, e
+                if len(begins) == 1:  # its begin's fields decode by that probe's format
+                    self._begin_of[e] = b
             ro["probe_role"], ro["probe_partner"] = bytes(role), bytes(partner)
             ro["want_hist"] = self.hist
             ro["hist_div"] = HIST_UNITS[self.hist_unit]
