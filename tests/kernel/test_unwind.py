@@ -429,3 +429,44 @@ def test_a_new_process_falls_back_then_is_whole(bins):
     assert sum(e["count"] for e in whole) == N, entries
     lost = [r for r in run.records() if r["type"] == "lost" and r["what"] == "unwind_fallback"]
     assert lost and lost_of(run).get("unwind_fallback", 0) >= 1, run.records()
+
+
+# -- the engine's other stack tools: trace, count, growth ------------------------------------
+
+def test_trace_user_stacks_show_the_whole_chain(bins):
+    """trace -U: one event per brk() call, each with the whole chain under sbrk."""
+    run = traced(bins["split"], "brk", "trace", "-U", "t:syscalls:sys_enter_brk")
+    events = [r for r in run.records() if r["type"] == "event" and r["pid"] == run.pid]
+    whole = [e for e in events if chain_at(e["user_stack"]) >= 0]
+    assert len(whole) == N, [e["user_stack"] for e in events]
+    assert all(chain_at(e["user_stack"]) == 2 for e in whole), whole[0]["user_stack"]
+    assert all(names(e["user_stack"])[-1] == "_start" for e in whole)
+
+
+def test_count_by_ustack_shows_the_whole_chain(bins):
+    """count --by ustack: the 23 faults of chain8's stores under one key, the chain whole."""
+    run = traced(bins["chain"], "fault", "count", "--by", "ustack", "sw:page-faults")
+    entries = [e for e in entries_of(run) if chain_at(e["user_stack"]) >= 0]
+    assert sum(e["count"] for e in entries) == N, run.stdout
+    assert len(entries) == 1 and chain_at(entries[0]["user_stack"]) == 0, entries
+
+
+def test_growth_ties_pages_to_the_whole_chain(bins):
+    """growth -p: the 23 pages chain8 touches are one path, the chain whole."""
+    run = traced(bins["split"], "fault", "growth")
+    (summary,) = [r for r in run.records() if r["type"] == "summary"]
+    paths = [p for p in summary["paths"] if chain_at(p["stack"]) >= 0]
+    assert sum(p["pages"] for p in paths) == N, summary["paths"]
+    assert len(paths) == 1 and chain_at(paths[0]["stack"]) == 0, paths
+    assert not paths[0]["truncated"], paths
+
+
+@pytest.mark.parametrize("tool", [("trace", "-U", "t:syscalls:sys_enter_brk"),
+                                  ("count", "--by", "ustack", "t:syscalls:sys_enter_brk")])
+def test_trace_and_count_with_frame_pointers_do_not_reach_the_chain(bins, tool):
+    """Their witness: --stack-unwind fp walks the same program short of the chain."""
+    run = traced(bins["chain"], "brk", *tool, "--stack-unwind", "fp")
+    recs = run.records()
+    stacks = [r["user_stack"] for r in recs if r["type"] == "event"] or \
+        [e["user_stack"] for e in entries_of(run)]
+    assert stacks and not any(chain_at(s) >= 0 for s in stacks), stacks

@@ -45,6 +45,9 @@ class CountCommand(CountingCommand):
         parser.add_argument("--filter", metavar="EXPR",
                             help="count only events whose fields match, evaluated in the "
                                  "kernel: 'FIELD OP CONST [&& ...]'")
+        from memlens.core.unwind import add_stack_unwind_option
+
+        add_stack_unwind_option(parser)  # for --by ustack
 
     def _parse_by(self, text: str) -> tuple[tuple[str, ...], str | None]:
         keys, field = [], None

@@ -99,6 +99,9 @@ class GrowthCommand:
         parser.add_argument("--max-keys", type=map_entries, default=10240, metavar="N",
                             help="size of the in-kernel count table (default 10240)")
         add_output_options(parser, folded=True, html=True)
+        from memlens.core.unwind import add_stack_unwind_option
+
+        add_stack_unwind_option(parser)
         parser.add_argument("interval", nargs="?", type=positive_float, default=1.0,
                             help="seconds between reports (default 1)")
         parser.add_argument("count", nargs="?", type=positive_int, default=None,
@@ -186,7 +189,8 @@ class GrowthTool:
         # comm: an exec under the PID is seen (a fresh map for its stacks; -c's fork left
         # out); file: a file mapping on tmpfs/memfd is shmem
         self.engine = Engine(probes, keys=("pid", "comm", "ustack", "vma", "file"),
-                             max_keys=self.args.max_keys)
+                             max_keys=self.args.max_keys,
+                             stack_unwind=getattr(self.args, "stack_unwind", "auto"))
         if self.args.command is not None:
             self._fork_command()
         self.engine.start(pid=self.pid)

@@ -105,7 +105,8 @@ class TraceTool:
         if args.kernel_stack:
             keys += ("kstack",)
         self.stacks = bool(keys)
-        self.engine = _batch_engine(Engine)(probes, keys=keys, filter=args.filter, trace=True)
+        self.engine = _batch_engine(Engine)(probes, keys=keys, filter=args.filter, trace=True,
+                                            stack_unwind=getattr(args, "stack_unwind", "auto"))
         self.engine.ring_bytes = getattr(args, "ring_size", None)
         shown = args.probe + (f" '{args.filter}'" if args.filter else "")
         self.what = shown + (f" for PID {args.pid}" if args.pid else "")
@@ -478,6 +479,9 @@ class TraceCommand:
                             help="print the user stack of each event")
         parser.add_argument("-K", "--kernel-stack", action="store_true",
                             help="print the kernel stack of each event")
+        from memlens.core.unwind import add_stack_unwind_option
+
+        add_stack_unwind_option(parser)
         from memlens.core.ringbuf import ring_size_arg
 
         parser.add_argument("--ring-size", type=ring_size_arg, metavar="BYTES",
