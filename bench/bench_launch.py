@@ -10,6 +10,7 @@ of RUNS runs each (BENCH_LAUNCH_RUNS, default 3).  The package is byte-compiled 
 (scripts/setup.sh does it; PYTHONDONTWRITEBYTECODE is set on these machines).
 
     python -m bench launch            (root; bpftrace; ~2 minutes)
+    python bench/bench_launch.py brkstack funccount    those tools only
     python bench/bench_launch.py --phases [TOOL...]   where the time goes, per phase
 """
 from __future__ import annotations
@@ -116,7 +117,13 @@ def main() -> None:
         print(f"median of {RUNS} runs each, memlens and bpftrace alternating")
         print(f"{'tool':<12} {'memlens s':>9} {'bpftrace s':>10} {'memlens MB':>10} "
               f"{'bpftrace MB':>11} {'time ratio':>10} {'RSS ratio':>9}")
+        wanted = [a for a in sys.argv[1:] if not a.startswith("-")]
+        unknown = set(wanted) - set(TOOLS)
+        if unknown:
+            sys.exit(f"bench_launch: no tool {sorted(unknown)[0]!r} (tools: {', '.join(TOOLS)})")
         for name, (args, bt_prog) in TOOLS.items():
+            if wanted and name not in wanted:
+                continue
             args = [a.replace("{pid}", str(target.pid)) for a in args]
             bt_prog = bt_prog.replace("{pid}", str(target.pid))
             ours, peer = [], []
