@@ -278,16 +278,131 @@ def test_every_tool_with_p_ends_with_its_final_report_when_the_target_exits():
 
 # --- 5. memlens killed with SIGKILL while it runs -c's command ----------------------------
 
-def test_memleak_c_command_dies_with_a_sigkilled_memlens():
-    run = ToolRun("memleak", "-c", "sleep 60")
+def _descendants(pid: int) -> set[int]:
+    out, todo = set(), [pid]
+    while todo:
+        for c in _children(todo.pop()):
+            if c not in out:
+                out.add(c)
+                todo.append(c)
+    return out
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _command_groups(owner: int) -> list[Path]:
+    """The cgroups memlens (PID owner) made for -c's command, in every hierarchy."""
+    from memlens.core.command import GROUP_PREFIX
+
+    roots = [Path(line.split()[1]) for line in Path("/proc/mounts").read_text().splitlines()
+             if line.split()[2] in ("cgroup", "cgroup2")]
+    return [d for r in roots for d in r.rglob(f"{GROUP_PREFIX}{owner}.*") if d.is_dir()]
+
+
+SH_TWO_SLEEPS = "sh -c 'sleep 1000 & sleep 1000'"
+
+
+def _run_sh_with_two_sleeps() -> tuple[ToolRun, set[int]]:
+    """memleak -c running a shell whose two sleeps are its children (memlens's
+    grandchildren); returns the run and every descendant of memlens once both exist."""
+    run = ToolRun("memleak", "-c", SH_TWO_SLEEPS)
     run.wait_attached(30)
+    deadline = time.monotonic() + 20
+    while True:
+        kids = _descendants(run.proc.pid)
+        if sum(_comm(k) == "sleep" for k in kids) == 2:
+            return run, kids
+        assert time.monotonic() < deadline, (kids, run.stderr)
+        time.sleep(0.02)
+
+
+def test_memleak_c_command_and_all_it_started_die_with_a_sigkilled_memlens():
+    run, kids = _run_sh_with_two_sleeps()
     m = re.search(r"\(PID (\d+)\)", run.stderr)
     assert m, run.stderr
-    child = int(m.group(1))
-    assert _alive(child)
-    run.proc.kill()
+    command = int(m.group(1))
+    # the command, its two sleeps (grandchildren), and the guardian
+    assert command in kids and len(kids) == 4, {k: _comm(k) for k in kids}
+    groups = _command_groups(run.proc.pid)
+    assert len(groups) == 1, groups
+    held = {int(p) for p in (groups[0] / "cgroup.procs").read_text().split()}
+    assert held == {k for k in kids if _comm(k) in ("sh", "sleep")}, held
+    run.proc.kill()  # SIGKILL: no code of memlens runs
     run.wait(10)
-    assert_released(run.prog_ids, {child}, "memleak -c after SIGKILL")
+    assert_released(run.prog_ids, kids, "memleak -c after SIGKILL")
+    deadline = time.monotonic() + 5
+    while _command_groups(run.proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _command_groups(run.proc.pid) == []
+
+
+def test_memleak_c_command_and_all_it_started_end_with_memlens_on_ctrl_c():
+    run, kids = _run_sh_with_two_sleeps()
+    assert run.stop(signal.SIGINT) == 0, run.stderr
+    # ended before memlens exits, not after: nothing to wait for
+    assert {k for k in kids if _alive(k)} == set()
+    assert _command_groups(run.proc.pid) == []
+    assert_released(run.prog_ids, set(), "memleak -c after SIGINT")
+
+
+HOLDER = """
+import sys, time
+from memlens.core.command import TracedCommand
+c = TracedCommand(["sh", "-c", "sleep 1000 & sleep 1000"], on_exit=lambda: None,
+                  group_kinds=(sys.argv[1],))
+c.release()
+print(c.pid, c.group.kind if c.group else None, c.group.path if c.group else "", flush=True)
+if sys.argv[2] == "end":
+    time.sleep(float(sys.argv[3]))
+    c.end()
+    print("ended", flush=True)
+time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize("kind", ["v2", "v1-freezer"])
+@pytest.mark.parametrize("how", ["sigkill", "end"])
+def test_every_hierarchy_kills_what_the_command_started(kind, how):
+    """Both ways of emptying the command's cgroup (v2, v1 freezer), by the guardian when
+    memlens is SIGKILLed and by memlens itself at a normal end."""
+    from memlens.core.command import CommandGroup
+
+    if CommandGroup._parent_dir(kind) is None:
+        pytest.skip(f"no {kind} cgroup hierarchy mounted here")
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, kind, how, "1"],
+                              stdout=subprocess.PIPE, text=True)
+    kids: set[int] = set()
+    try:
+        pid, got, path = holder.stdout.readline().split()
+        assert got == kind
+        deadline = time.monotonic() + 10
+        while sum(_comm(k) == "sleep" for k in kids) < 2:
+            assert time.monotonic() < deadline, kids
+            kids = _descendants(holder.pid)
+            time.sleep(0.02)
+        assert int(pid) in kids and len(kids) == 4, {k: _comm(k) for k in kids}
+        if how == "sigkill":
+            holder.kill()
+            holder.wait(10)
+            assert_released(set(), kids, f"{kind}: after SIGKILL")
+        else:
+            assert holder.stdout.readline().strip() == "ended"
+            assert {k for k in kids if _alive(k)} == set()
+        deadline = time.monotonic() + 5
+        while os.path.exists(path) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not os.path.exists(path)
+    finally:
+        holder.kill()
+        holder.wait()
+        for k in kids:
+            if _alive(k):
+                os.kill(k, signal.SIGKILL)
 
 
 # --- 1 and 2. output paths through the command line ----------------------------------------

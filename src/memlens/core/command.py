@@ -2,15 +2,35 @@
 """`-c CMD` for any tool: the command is forked at once and held until the probes are
 attached, then traced to its exit with its memory map still readable (memleak, growth).
 
-The command never outlives memlens: the child asks for SIGKILL at its parent's death
-(PR_SET_PDEATHSIG, kept across the exec), so a memlens killed with SIGKILL, or crashing,
-takes its command along instead of leaving it reparented to init."""
+Nothing the command starts outlives memlens, whatever ends memlens (SIGKILL included):
+
+- the command itself asks for SIGKILL at its parent's death (PR_SET_PDEATHSIG, kept across
+  the exec), so it dies with memlens even before anything below is in place;
+- everything it starts (`sh -c 'sleep 1000 & sleep 1000'`) runs in a cgroup of its own, and
+  a guardian process empties that cgroup when memlens is gone.  PDEATHSIG alone cannot do
+  this (a grandchild's parent is the command, and an orphan is reparented to init), nor can
+  a process group (any descendant may setsid/setpgid out of it, and putting the command in
+  a group of its own takes it out of the terminal's foreground: it would stop on reading
+  the terminal).  A cgroup cannot be left by an unprivileged process, and forks cannot slip
+  out while it is being emptied: cgroup v2's cgroup.kill (5.14+) kills all at once; before
+  it, a v2 cgroup.freeze (5.2+) or the v1 freezer holds the tasks still while each is sent
+  SIGKILL.  v2 is tried first (a hierarchy with no controllers, like the hybrid layout's
+  /sys/fs/cgroup/unified, still has cgroup.kill), then the v1 freezer; the new cgroup is
+  a child of memlens's own, so the limits the command ran under still apply.
+- the guardian is a process of its own (setsid, out of the terminal's signals) blocked
+  reading a pipe only memlens holds open: whatever ends memlens, the kernel closes the pipe,
+  the read returns and the guardian kills what is left in the cgroup and removes it.  A
+  normal end (the command done, -d, Ctrl-C) does the same from memlens: SIGTERM to every
+  process of the command, SIGKILL after 2 s.
+Without a writable cgroup hierarchy (no root, a read-only cgroupfs in a container) only the
+command itself is bound to memlens (PDEATHSIG), as before."""
 from __future__ import annotations
 
 import os
 import shlex
 import signal
 import threading
+import time
 
 from memlens.errors import UsageError
 
@@ -50,6 +70,209 @@ def _die_with_parent(prctl, parent: int) -> None:
         os._exit(0)
 
 
+GROUP_PREFIX = "memlens-c."  # memlens-c.<memlens pid>.<n>: a dead owner's empty ones go
+
+
+def _mounts() -> list[tuple[str, str, set[str]]]:
+    """(mount point, fs type, options) of every cgroup hierarchy."""
+    out = []
+    try:
+        with open("/proc/self/mounts") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) >= 4 and parts[2] in ("cgroup", "cgroup2"):
+                    mnt = parts[1].replace("\\040", " ")
+                    out.append((mnt, parts[2], set(parts[3].split(","))))
+    except OSError:
+        pass
+    return out
+
+
+def _own_cgroup(v2: bool, controller: str = "") -> str | None:
+    """Our path in the v2 hierarchy, or in the v1 one holding `controller`."""
+    try:
+        with open("/proc/self/cgroup") as f:
+            for line in f:
+                _, ctrls, path = line.rstrip("\n").split(":", 2)
+                if (v2 and ctrls == "") or (not v2 and controller in ctrls.split(",")):
+                    return path
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+class CommandGroup:
+    """The cgroup -c's command and everything it starts run in (see the module's text)."""
+
+    _n = 0
+
+    def __init__(self, path: str, kind: str):
+        self.path, self.kind = path, kind  # kind: "v2" or "v1-freezer"
+
+    @classmethod
+    def create(cls, pid: int, kinds: tuple[str, ...] = ("v2", "v1-freezer")):
+        """A new cgroup holding `pid` (not yet running the command), or None where none can
+        be made here."""
+        for kind in kinds:
+            base = cls._parent_dir(kind)
+            if base is None:
+                continue
+            _sweep(base)
+            cls._n += 1
+            path = os.path.join(base, f"{GROUP_PREFIX}{os.getpid()}.{cls._n}")
+            try:
+                os.mkdir(path, 0o755)
+            except OSError:
+                continue
+            group = cls(path, kind)
+            try:
+                if kind == "v2" and not (group._has("cgroup.kill") or group._has("cgroup.freeze")):
+                    raise OSError("no cgroup.kill nor cgroup.freeze")
+                group._write("cgroup.procs", str(pid))
+            except OSError:
+                group.remove()
+                continue
+            return group
+        return None
+
+    @staticmethod
+    def _parent_dir(kind: str) -> str | None:
+        for mnt, fstype, opts in _mounts():
+            if kind == "v2" and fstype == "cgroup2":
+                own = _own_cgroup(True)
+            elif kind == "v1-freezer" and fstype == "cgroup" and "freezer" in opts:
+                own = _own_cgroup(False, "freezer")
+            else:
+                continue
+            if own is None or not own.startswith("/"):
+                return None
+            path = os.path.join(mnt, own.lstrip("/"))
+            return path if os.path.isdir(path) else None
+        return None
+
+    def _has(self, name: str) -> bool:
+        return os.path.exists(os.path.join(self.path, name))
+
+    def _write(self, name: str, text: str) -> None:
+        fd = os.open(os.path.join(self.path, name), os.O_WRONLY)
+        try:
+            os.write(fd, text.encode())
+        finally:
+            os.close(fd)
+
+    def pids(self) -> list[int]:
+        try:
+            with open(os.path.join(self.path, "cgroup.procs")) as f:
+                return [int(x) for x in f.read().split()]
+        except (OSError, ValueError):
+            return []
+
+    def signal_all(self, sig: int) -> None:
+        for pid in self.pids():
+            try:
+                os.kill(pid, sig)
+            except OSError:
+                pass
+
+    def kill(self) -> None:
+        """SIGKILL to every process in the cgroup, forks racing it included."""
+        try:
+            if self.kind == "v2" and self._has("cgroup.kill"):
+                self._write("cgroup.kill", "1")
+                return
+            # frozen, nothing forks while each is sent SIGKILL; thawed, they die (a v1
+            # frozen task does not act on a signal until then)
+            freeze = ("cgroup.freeze", "1", "0") if self.kind == "v2" else \
+                ("freezer.state", "FROZEN", "THAWED")
+            self._write(freeze[0], freeze[1])
+            try:
+                self.signal_all(signal.SIGKILL)
+            finally:
+                self._write(freeze[0], freeze[2])
+        except OSError:
+            self.signal_all(signal.SIGKILL)
+
+    def wait_empty(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while self.pids():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)
+        return True
+
+    def kill_and_remove(self, timeout: float = 10.0) -> None:
+        """Everything in it killed, then the cgroup removed (rmdir waits for the last
+        task to be gone from it)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.pids():
+                self.kill()
+                self.wait_empty(min(1.0, max(deadline - time.monotonic(), 0)))
+                continue
+            if self.remove():
+                return
+            time.sleep(0.01)
+
+    def remove(self) -> bool:
+        try:
+            os.rmdir(self.path)
+        except FileNotFoundError:
+            return True
+        except OSError:
+            return False
+        return True
+
+
+def _sweep(base: str) -> None:
+    """Empty cgroups of a memlens that died before its guardian was running."""
+    try:
+        names = os.listdir(base)
+    except OSError:
+        return
+    for name in names:
+        if not name.startswith(GROUP_PREFIX):
+            continue
+        try:
+            owner = int(name[len(GROUP_PREFIX):].split(".")[0])
+        except ValueError:
+            continue
+        if owner != os.getpid() and not os.path.exists(f"/proc/{owner}"):
+            try:
+                os.rmdir(os.path.join(base, name))  # fails (EBUSY) while not empty
+            except OSError:
+                pass
+
+
+def _guardian(group: CommandGroup) -> tuple[int, int] | None:
+    """Fork the guardian: (its pid, the pipe end memlens keeps open), or None."""
+    r, w = os.pipe()
+    try:
+        pid = os.fork()
+    except OSError:
+        os.close(r)
+        os.close(w)
+        return None
+    if pid == 0:
+        try:
+            # nothing of memlens's held here: not its BPF links (they would stay attached),
+            # not its stdout (a reader would wait for our end), not the command's go pipe
+            os.closerange(3, r)
+            os.closerange(r + 1, os.sysconf("SC_OPEN_MAX") if hasattr(os, "sysconf") else 65536)
+            null = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(null, fd)
+            os.setsid()  # out of the terminal's job: its Ctrl-C and hangup are memlens's
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
+                signal.signal(sig, signal.SIG_IGN)
+            while os.read(r, 64):  # memlens never writes: this returns when it is gone
+                pass
+            group.kill_and_remove()
+        finally:
+            os._exit(0)
+    os.close(r)
+    return pid, w
+
+
 class TracedCommand:
     """The -c command: forked now, blocked on a pipe until the probes are attached.
 
@@ -61,7 +284,8 @@ class TracedCommand:
     PTRACE_CONT, PTRACE_SEIZE, PTRACE_LISTEN = 7, 0x4206, 0x4208
     PTRACE_O_TRACEEXIT, PTRACE_EVENT_EXIT, PTRACE_EVENT_STOP = 0x40, 6, 128
 
-    def __init__(self, argv: list[str], on_exit, stdout_to_stderr: bool = False):
+    def __init__(self, argv: list[str], on_exit, stdout_to_stderr: bool = False,
+                 group_kinds: tuple[str, ...] = ("v2", "v1-freezer")):
         self.argv = argv
         self.on_exit = on_exit
         prctl = _prctl()
@@ -85,6 +309,9 @@ class TracedCommand:
         os.close(r)
         self.pid, self._w = pid, w
         self.status: int | None = None
+        # the child waits on its pipe: it is in its cgroup before it can run anything
+        self.group = CommandGroup.create(pid, group_kinds) if group_kinds else None
+        self._guard = _guardian(self.group) if self.group is not None else None
         self._seized = threading.Event()
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._trace, name="memlens-c", daemon=True)
@@ -135,27 +362,57 @@ class TracedCommand:
 
     def end(self) -> None:
         """At the end of the run, whatever happened: a child never released exits without
-        running the command (EOF on its pipe); a running command is stopped."""
-        if self.held():
-            os.close(self._w)
-            self._w = -1
-            self._done.wait(10)
-        else:
-            self.stop()
+        running the command (EOF on its pipe); a running command is stopped, and so is
+        everything it started (its cgroup emptied and removed)."""
+        try:
+            if self.held():
+                os.close(self._w)
+                self._w = -1
+                self._done.wait(10)
+            else:
+                self.stop()
+        finally:
+            self._end_guard()
 
     def exited(self) -> bool:
         return self._done.is_set()
 
     def stop(self) -> None:
-        if self.exited():
-            return
-        try:
-            os.kill(self.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return
-        if not self._done.wait(2):
+        """SIGTERM to the command and to every process it started (which may outlive it:
+        `sh -c 'sleep 100 &'`), SIGKILL to what is left 2 s later."""
+        group = self.group
+        if group is not None:
+            group.signal_all(signal.SIGTERM)
+        elif not self.exited():
+            try:
+                os.kill(self.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + 2
+        self._done.wait(2)
+        if group is not None and not group.wait_empty(max(deadline - time.monotonic(), 0)):
+            group.kill()
+        elif group is None and not self.exited():
             try:
                 os.kill(self.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-            self._done.wait(5)
+        self._done.wait(5)
+
+    def _end_guard(self) -> None:
+        """The guardian let go (it empties and removes the cgroup, then exits) and reaped."""
+        if self._guard is None:
+            if self.group is not None:
+                self.group.kill_and_remove()
+            return
+        pid, w = self._guard
+        self._guard = None
+        os.close(w)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                if os.waitpid(pid, os.WNOHANG)[0]:
+                    return
+            except ChildProcessError:
+                return
+            time.sleep(0.005)
