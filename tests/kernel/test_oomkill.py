@@ -9,6 +9,8 @@ import subprocess
 from tests.conftest import build_workload, memlens_cmd
 from tests.kernel.helpers import ToolRun, memory_cgroup, read_kmsg
 
+BARE = re.compile(r"^0x[0-9a-f]+ \[unknown\]$")  # a frame in no known mapping
+
 
 def _kill_line(pid: int) -> dict:
     pat = re.compile(rf"Killed process {pid} \((?P<comm>[^)]*)\) total-vm:(?P<total_vm>\d+)kB, "
@@ -57,7 +59,10 @@ def test_oom_kill_in_memory_cgroup_matches_kernel_log():
     assert ev["cgroup"] == "/" + cg.name == _memcg_line(victim.pid)
     assert ev["cgroup_id"] is not None
     summary = [r for r in json_run.records() if r["type"] == "summary"]
-    assert summary and summary[0]["lost"] == {}
+    # the trigger is the victim: gone, or not yet, when its user stack is symbolized;
+    # every stack printed as bare addresses is a lost "symbols", and nothing else is lost
+    bare = sum(1 for e in events if any(BARE.match(f) for f in e["trigger_user_stack"]))
+    assert summary and summary[0]["lost"] == ({"symbols": bare} if bare else {})
     # text mode: BCC's line shape, then the details line
     lines = text_run.stdout.splitlines()
     idx = next(i for i, ln in enumerate(lines) if f"OOM kill of PID {victim.pid} " in ln)
@@ -147,3 +152,65 @@ def test_trigger_stacks_when_another_task_is_killed():
     assert user[0].startswith("touch_pages+") and user[0].endswith("[oom_trigger]"), user
     assert any(f.startswith("main+") for f in user), user
     assert "trigger kernel stack:" in text.stdout and "touch_pages+" in text.stdout
+
+
+def test_a_trigger_gone_before_its_stack_is_read_is_counted_as_lost_symbols():
+    """The tools are stopped (SIGSTOP) while the hog triggers its own OOM kill and is
+    reaped: when they read the kill, its memory map is gone, so its user stack can only be
+    printed as addresses.  Every such stack is a lost "symbols" (stderr line in text mode,
+    "lost" record and summary in JSON), exactly as many as are printed."""
+    import signal
+    import time
+
+    hog = build_workload("oom_hog")
+    with memory_cgroup("mlt_oom_gone") as cg:
+        json_run = ToolRun("oomkill", "--json")
+        text_run = ToolRun("oomkill", "-s")
+        json_run.wait_attached()
+        text_run.wait_attached()
+        runs = (json_run, text_run)
+        try:
+            for r in runs:
+                r.proc.send_signal(signal.SIGSTOP)
+            victim = subprocess.Popen([str(hog), "512"], preexec_fn=lambda: (
+                cg / "cgroup.procs").write_text("0"))
+            assert victim.wait(timeout=60) == -9  # killed and reaped: /proc/PID is gone
+        finally:
+            for r in runs:
+                r.proc.send_signal(signal.SIGCONT)
+        time.sleep(0.5)
+        assert json_run.stop() == 0 and text_run.stop() == 0
+    recs = json_run.records()
+    events = [r for r in recs if r["type"] == "event"]
+    (ev,) = [e for e in events if e["victim_pid"] == victim.pid]
+    assert ev["trigger_pid"] == victim.pid
+    assert ev["trigger_user_stack"] and all(BARE.match(f) for f in ev["trigger_user_stack"])
+    # other OOM kills on the machine meanwhile are counted by the same rule
+    bare = sum(1 for e in events if any(BARE.match(f) for f in e["trigger_user_stack"]))
+    lost = [r for r in recs if r["type"] == "lost"]
+    assert {r["what"] for r in lost} == {"symbols"}, lost
+    assert sum(r["count"] for r in lost) == bare >= 1
+    assert "process gone before its symbols were read" in {r["reason"] for r in lost}
+    assert recs[-1]["type"] == "summary" and recs[-1]["lost"] == {"symbols": bare}
+    # text: the frames as printed, and the loss on stderr
+    lines = text_run.stdout.splitlines()
+    idx = next(i for i, ln in enumerate(lines) if f"OOM kill of PID {victim.pid} " in ln)
+    user = lines.index(f'{"":9}trigger user stack:', idx)
+    assert lines[user + 1].strip() == ev["trigger_user_stack"][0]
+    shown = [ln for ln in text_run.stderr.splitlines() if " symbols (" in ln]
+    assert all(ln.startswith("memlens: lost ") for ln in shown), shown
+    assert sum(int(ln.split()[2]) for ln in shown) == _bare_text_stacks(lines) >= 1
+
+
+def _bare_text_stacks(lines: list[str]) -> int:
+    """oomkill -s text: the trigger user stacks with a frame printed as an address."""
+    n = 0
+    for i, line in enumerate(lines):
+        if line == f'{"":9}trigger user stack:':
+            frames = []
+            for nxt in lines[i + 1:]:
+                if not nxt.startswith(" " * 11):
+                    break
+                frames.append(nxt.strip())
+            n += any(BARE.match(f) for f in frames)
+    return n

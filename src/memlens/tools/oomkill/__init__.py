@@ -99,6 +99,10 @@ class OomkillTool:
     def __init__(self, args: argparse.Namespace):
         self.args, self.obj, self.kills = args, None, 0
         self.losses = Losses()
+        # the triggers' user stacks: one resolver for the run, so that a stack left as bare
+        # addresses (the trigger gone before its memory map was read: often it is the
+        # victim) is counted and reported as lost "symbols", as the engine's tools do
+        self.resolver = None
         self.target = TargetExit(None)
         self.cgroup_prefix: str | None = None
         # woken by the kill itself, not a timer: the trigger's user stack is symbolized
@@ -137,11 +141,19 @@ class OomkillTool:
         out = []
         # OOM kills are rare: a plain walk and ctypes decoding, no numpy import
         for raw in self.ring.consume_records():
-            ev = decode_kill(self.record_type.from_buffer_copy(raw), self.v1, self.cgroup_prefix)
+            if self.resolver is None:
+                from memlens.core.stackresolve import StackResolver
+
+                self.resolver = StackResolver()
+            ev = decode_kill(self.record_type.from_buffer_copy(raw), self.v1, self.cgroup_prefix,
+                             self.resolver)
             if ev is not None:
                 out.append(ev)
         self.kills += len(out)
-        return out + self.losses.new(self.obj)
+        lost = self.losses.new(self.obj)
+        if self.resolver is not None:
+            lost += self.resolver.new_losses()
+        return out + lost
 
     @property
     def finished(self) -> bool:
@@ -155,7 +167,10 @@ class OomkillTool:
         return self.poll(0)  # the kills and losses not polled yet
 
     def summary(self) -> list[dict]:
-        return [{"type": "summary", "kills": self.kills, "lost": self.losses.totals(),
+        lost = self.losses.totals()
+        if self.resolver is not None and self.resolver.lost_symbols:
+            lost["symbols"] = self.resolver.lost_symbols
+        return [{"type": "summary", "kills": self.kills, "lost": lost,
                  "hook": "tp_btf/mark_victim" if self.use_btf else "tracepoint/oom/mark_victim"}]
 
     def close(self) -> None:
@@ -185,9 +200,11 @@ class OomkillCommand:
         return run_cli(OomkillTool(args), args, make_sink(args, text_renderer(args.stacks)))
 
 
-def decode_kill(rec, v1: bool, cgroup_prefix: str | None = None) -> dict | None:
+def decode_kill(rec, v1: bool, cgroup_prefix: str | None = None,
+                resolver=None) -> dict | None:
     """One kill as an "event" record; None when the user-space --cgroup check (fallback
-    hook) drops it."""
+    hook) drops it.  `resolver` (a StackResolver) symbolizes, and counts, the trigger's
+    user stack."""
     victim_pid = rec.victim_pid
     if rec.has_details and rec.cgroup_levels:
         cg = cgroup_path([bytes(n.value) for n in rec.cgroup], rec.cgroup_levels,
@@ -198,7 +215,7 @@ def decode_kill(rec, v1: bool, cgroup_prefix: str | None = None) -> dict | None:
             cg and (cg == cgroup_prefix or cg.startswith(cgroup_prefix.rstrip("/") + "/"))):
         return None
     loadavg = read_loadavg()
-    kstack, ustack = trigger_stacks(rec)
+    kstack, ustack = trigger_stacks(rec, resolver)
     return {
         "type": "event",
         "time": time.strftime("%H:%M:%S"),
@@ -249,10 +266,11 @@ def text_renderer(stacks: bool) -> Callable[[dict], None]:
 
 
 # frames of the tracing machinery itself, above the kernel function that fired the event
-def trigger_stacks(rec) -> tuple[list[str], list[str]]:
+def trigger_stacks(rec, resolver=None) -> tuple[list[str], list[str]]:
     """The trigger's kernel and user stacks as printed frames, leaf first.  The user stack
     is symbolized through the trigger's memory map read now: a trigger that was also the
-    victim may already be gone, and then its frames print as addresses."""
+    victim may already be gone, and then its frames print as addresses, counted by
+    `resolver` (its new_losses())."""
     from memlens.core.stackresolve import MISSED_KERNEL, MISSED_USER
 
     def ips(arr, nbytes: int) -> list[int]:
@@ -270,7 +288,11 @@ def trigger_stacks(rec) -> tuple[list[str], list[str]]:
     if uips:
         from memlens.core.stackresolve import StackResolver
 
-        uframes = [str(f) for f in StackResolver().resolve_user(int(rec.trigger_pid), uips)]
+        if resolver is None:
+            resolver = StackResolver()
+        pid = int(rec.trigger_pid)
+        resolver.forget(pid)  # a fresh map: kills are rare, and a PID may be reused
+        uframes = [str(f) for f in resolver.resolve_user(pid, uips)]
     else:
         uframes = [MISSED_USER]
     return kframes, uframes
