@@ -7,12 +7,25 @@ form follows BCC's stack output so users can diff our stacks against theirs:
     malloc+0x1a [libc.so.6]       resolved user frame
     do_anonymous_page+0x1d        kernel frame (no module for vmlinux)
     kmem_cache_alloc+0x40 [xfs]   kernel module frame
-    [unknown] [libfoo.so]         inside a mapped file that has no symbol there
+    libfoo.so+0x1a2b              inside a mapped file that has no symbol there: its
+                                  offset in the file (with the file's build id in
+                                  `mapping`, a pprof profile can be symbolized later)
+    [unknown] [libfoo.so]         the same where the offset is not known
     0x7f3a2c001234 [unknown]      not inside any file we can read
 """
 from __future__ import annotations
 
 from typing import NamedTuple
+
+
+class MapInfo(NamedTuple):
+    """The mapping a user frame lies in, as /proc/PID/maps showed it when the process was
+    read (what pprof's Mapping carries: symbolization later, anywhere, by build id)."""
+    path: str
+    start: int
+    end: int
+    pgoff: int                     # file offset of `start`
+    build_id: bytes | None = None
 
 
 class Frame(NamedTuple):
@@ -24,6 +37,8 @@ class Frame(NamedTuple):
     # the address because it lies before the next symbol, which is a guess, not a proof.
     approx: bool = False
     source: str | None = None   # "file.c:12" when line info was asked for and found
+    file_offset: int | None = None  # addr's offset in its mapped file (user frames)
+    mapping: MapInfo | None = None  # the mapping it lies in (user frames)
 
     @property
     def resolved(self) -> bool:
@@ -31,7 +46,9 @@ class Frame(NamedTuple):
 
     def __str__(self) -> str:
         if self.symbol is None:
-            if self.module:
+            if self.module and self.file_offset is not None:
+                text = f"{self.module}+{self.file_offset:#x}"
+            elif self.module:
                 text = f"[unknown] [{self.module}]"
             else:
                 text = f"{self.addr:#x} [unknown]"
@@ -48,4 +65,5 @@ class Frame(NamedTuple):
         """Short label for folded stacks / flame graphs: the symbol, else `[module]`/`[unknown]`."""
         if self.symbol is not None:
             return self.symbol
+        # one box per file in a flame graph, not one per address in it
         return f"[{self.module}]" if self.module else "[unknown]"

@@ -40,7 +40,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from memlens.core.stacks import Frame
+from memlens.core.stacks import Frame, MapInfo
 
 # --- ELF constants (elf.h) ---------------------------------------------------------------
 ET_EXEC, ET_DYN = 2, 3
@@ -717,24 +717,32 @@ class ProcessSymbolizer:
                 jit_todo.extend(sel.tolist())
                 continue
             syms = self._syms(mod)
-            if syms is None:
-                for i in sel:
-                    frames[i] = Frame(int(a[i]), None, 0, mod.display)
-                continue
             m = self.maps[m_idx]
+            # the mapping (file, build id, start, limit, offset) and each address's offset
+            # in the file: what symbolizes a frame later, elsewhere (pprof, the debug file)
+            info = MapInfo(mod.open_path or m.path, m.start, m.end, m.pgoff,
+                           syms.build_id if syms is not None else None)
+            at = a[sel] - np.uint64(m.start) + np.uint64(m.pgoff)
+            if syms is None:
+                for j, i in enumerate(sel):
+                    frames[i] = Frame(int(a[i]), None, 0, mod.display,
+                                      file_offset=int(at[j]), mapping=info)
+                continue
             fo = q[sel] - np.uint64(m.start) + np.uint64(m.pgoff)
             va = syms.file_offset_to_vaddr(fo)
             idx, off = syms.lookup(va)
             for j, i in enumerate(sel):
                 k = int(idx[j])
                 if k < 0:
-                    frames[i] = Frame(int(a[i]), None, 0, mod.display)
+                    frames[i] = Frame(int(a[i]), None, 0, mod.display,
+                                      file_offset=int(at[j]), mapping=info)
                 else:
                     name = syms.name(k)
                     if self.demangle:
                         name = demangle(name)
                     frames[i] = Frame(int(a[i]), name, int(off[j]) + int(ret[i]), mod.display,
-                                      bool(syms.approx[k]))
+                                      bool(syms.approx[k]), file_offset=int(at[j]),
+                                      mapping=info)
         if jit_todo:
             pm = self._perfmap()
             sel = np.array(jit_todo, np.int64)

@@ -6,8 +6,13 @@ varints and length-delimited fields, so the encoder is here.  Field numbers foll
 google/pprof proto/profile.proto.  Heap profiles follow Go's runtime/pprof conventions
 (protomem.go) so that `go tool pprof`, Pyroscope and Parca read them as memory profiles.
 
-Every frame becomes a Location with one Line and a Function already named (mappings carry
-has_functions=true), so pprof never tries to re-symbolize addresses it cannot reach.
+A frame the symbolizer named becomes a Location with one Line and its Function.  A user
+frame carries its mapping (core/stacks.MapInfo: file, build id, start, limit, file offset,
+as /proc/PID/maps showed it) and its address, so a frame left unnamed (a stripped binary
+without its debug file here) is a Location with an address and no Line, in a Mapping
+without has_functions: `pprof` symbolizes it later, where the binary or its debug file is
+(by build id: PPROF_BINARY_PATH, $HOME/pprof/binaries/<build-id>/).  Mappings whose frames
+are all named carry has_functions, so pprof leaves them as they are.
 """
 from __future__ import annotations
 
@@ -74,7 +79,8 @@ class _Builder:
     def __init__(self) -> None:
         self.strings: dict[str, int] = {"": 0}
         self.functions: dict[tuple[int, int], int] = {}  # (name, file) string ids -> id
-        self.mappings: dict[tuple[str, str], list[int]] = {}  # -> [id, start, limit]
+        # (file, build id, start) -> [id, start, limit, file offset, all frames named]
+        self.mappings: dict[tuple[str, str, int], list[int]] = {}
         # key -> (id, mapping id, address, function id, line)
         self.locations: dict[tuple[Any, ...], tuple[int, int, int, int, int]] = {}
 
@@ -85,13 +91,26 @@ class _Builder:
         key = (self.string(name), self.string(filename))
         return self.functions.setdefault(key, len(self.functions) + 1)
 
-    def mapping(self, module: str, build_id: str, addr: int) -> int:
-        entry = self.mappings.get((module, build_id))
-        if entry is None:
-            entry = self.mappings[(module, build_id)] = [len(self.mappings) + 1, addr, addr]
-        if addr:
-            entry[1] = min(entry[1], addr) if entry[1] else addr
-            entry[2] = max(entry[2], addr + 1)
+    def mapping(self, module: str, build_id: str, addr: int, named: bool = True,
+                info: Any = None) -> int:
+        """The Mapping of a frame: the process's real one (`info`: path, start, end, pgoff)
+        where the symbolizer gave it, else one per module spanning the addresses seen."""
+        if info is not None:
+            key = (str(info.path), build_id, int(info.start))
+            entry = self.mappings.get(key)
+            if entry is None:
+                entry = self.mappings[key] = [len(self.mappings) + 1, int(info.start),
+                                              int(info.end), int(info.pgoff), 1]
+        else:
+            entry = self.mappings.get((module, build_id, 0))
+            if entry is None:
+                entry = self.mappings[(module, build_id, 0)] = [len(self.mappings) + 1,
+                                                                addr, addr, 0, 1]
+            if addr:
+                entry[1] = min(entry[1], addr) if entry[1] else addr
+                entry[2] = max(entry[2], addr + 1)
+        if not named:
+            entry[4] = 0  # pprof symbolizes this mapping's unnamed addresses itself
         return entry[0]
 
     def location(self, frame: Any) -> int:
@@ -100,23 +119,29 @@ class _Builder:
             key: tuple[Any, ...] = ("s", frame)
             m = _FRAME.match(frame)
             name, module = (m["sym"], m["module"]) if m else (frame, "")
-            build_id, addr, source = "", 0, ""
+            build_id, addr, source, info, named = "", 0, "", None, True
         else:
             addr = int(getattr(frame, "addr", 0) or 0)
             module = str(getattr(frame, "module", "") or "")
-            build_id = getattr(frame, "build_id", None) or ""
+            info = getattr(frame, "mapping", None)
+            build_id = getattr(frame, "build_id", None) or \
+                (getattr(info, "build_id", None) if info is not None else None) or ""
             if isinstance(build_id, (bytes, bytearray)):
                 build_id = bytes(build_id).hex()
-            name = getattr(frame, "symbol", None) or str(frame)
+            symbol = getattr(frame, "symbol", None)
+            # an unnamed frame with its mapping and address: left for pprof to symbolize
+            named = symbol is not None or info is None or not addr
+            name = symbol or str(frame)
             source = getattr(frame, "source", None) or ""  # "file.c:12" from line info
             key = ("a", addr, module) if addr else ("s", str(frame))
         loc = self.locations.get(key)
         if loc is None:
             m = _SOURCE.match(source)
             filename, line = (m["file"], int(m["line"])) if m else (source, 0)
-            mapping_id = self.mapping(module, build_id, addr) if module else 0
-            loc = (len(self.locations) + 1, mapping_id, addr, self.function(name, filename),
-                   line)
+            mapping_id = self.mapping(module, build_id, addr, named, info) \
+                if module or info is not None else 0
+            loc = (len(self.locations) + 1, mapping_id, addr,
+                   self.function(name, filename) if named else 0, line)
             self.locations[key] = loc
         return loc[0]
 
@@ -142,13 +167,16 @@ class _Builder:
                     label.num(3, int(value))
                 sample.sub(3, label)
             profile.sub(2, sample)
-        for (module, build_id), (mid, start, limit) in self.mappings.items():
-            profile.sub(3, _Message().num(1, mid).num(2, start).num(3, limit)
+        for (module, build_id, _), (mid, start, limit, offset, named) in \
+                self.mappings.items():
+            profile.sub(3, _Message().num(1, mid).num(2, start).num(3, limit).num(4, offset)
                             .num(5, self.string(module)).num(6, self.string(build_id))
-                            .num(7, 1))
+                            .num(7, named))
         for loc_id, mapping_id, addr, function_id, line in self.locations.values():
-            profile.sub(4, _Message().num(1, loc_id).num(2, mapping_id).num(3, addr)
-                        .sub(4, _Message().num(1, function_id).num(2, line)))
+            loc = _Message().num(1, loc_id).num(2, mapping_id).num(3, addr)
+            if function_id:
+                loc.sub(4, _Message().num(1, function_id).num(2, line))
+            profile.sub(4, loc)
         for (name, filename), fid in self.functions.items():
             # The symbolizer hands over demangled names only, so the system name is the name.
             profile.sub(5, _Message().num(1, fid).num(2, name).num(3, name).num(4, filename))
