@@ -66,10 +66,15 @@ class Rss:
 
 def frame_parts(frame: str) -> tuple[str, str | None]:
     """(function, module) of a printed frame: `grow_fast+0x40 [grow_two]` ->
-    ("grow_fast", "grow_two"); `[unknown] [libc.so.6]` -> ("[unknown]", "libc.so.6")."""
+    ("grow_fast", "grow_two"); `[unknown] [libc.so.6]` -> ("[unknown]", "libc.so.6");
+    `git+0x1a2b` -> ("git+0x1a2b", "git")."""
     m = _FRAME.match(frame)
     if not m:
         return frame, None
+    if m["mod"] is None and frame != m["sym"]:
+        # `git+0x1a2b`: no symbol there, the file and the offset in it (user stacks only
+        # here: a named user frame always has its [module])
+        return frame, m["sym"]
     if m["mod"] == "unknown" and m["sym"].startswith("0x"):
         return m["sym"], None  # `0x7f.. [unknown]`: an address outside every mapping
     return m["sym"], m["mod"]
