@@ -236,7 +236,7 @@ def test_requests_are_served_by_the_loading_thread(cache, child):
 def test_stack_unwind_choice(monkeypatch):
     """--stack-unwind: fp never walks with tables; auto does where the kernel can and
     quietly not where it cannot; dwarf there is exit 4 naming what is missing."""
-    from memlens.core.unwind import store
+    from memlens.core import unwind as store  # choose() lives there, without numpy
     from memlens.errors import KernelLacks, UsageError
 
     monkeypatch.setattr(store, "kernel_support", lambda: (True, ""))
@@ -248,6 +248,19 @@ def test_stack_unwind_choice(monkeypatch):
         store.choose("dwarf")
     with pytest.raises(UsageError):
         store.choose("frames")
+
+
+def test_choosing_the_walk_imports_no_numpy():
+    """A run without the walk (-fp, or no user stack) decides and configures it without
+    importing numpy (~0.1 s of start-up): the package's choose/configure are numpy-free."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from memlens.core import unwind; unwind.choose('fp'); "
+            "print('numpy' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == "False"
 
 
 def test_a_truncated_stack_ends_with_a_marker_frame():

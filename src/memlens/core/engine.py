@@ -156,6 +156,8 @@ class Engine:
         # it cannot); the tools' --stack-unwind (core/unwind)
         self.stack_unwind = stack_unwind
         self.unwind = None  # core/unwind/store.UnwindStore, when the walk is on
+        self._dtypes: dict[str, Any] = {}  # struct name -> numpy dtype (_dtype)
+        self._unwind_due = False  # the walk is on, its store not made yet (start)
         self._check_tracepoint_needs()
 
     # -- configuration ---------------------------------------------------------------------
@@ -333,27 +335,54 @@ class Engine:
         obj.set_max_entries("stacks", self.max_stacks)
         if not self.trace:
             obj.set_max_entries("events", 4096)  # unused: smallest ring (one page)
-        from memlens.core.unwind.store import UnwindStore
+        from memlens.core import unwind
 
-        unwind_on = UnwindStore.configure(
+        unwind_on = unwind.configure(
             obj, self.stack_unwind if parts & KEY_BITS["ustack"] else "fp")
         obj.load()
-        if unwind_on:
-            self.unwind = UnwindStore(obj)
-            if pid is not None:
-                self.unwind.load_process(pid)  # before attaching: its first stacks whole
+        # The walk's store needs numpy (~0.1 s to import): made before attaching only for a
+        # target process (its first stacks whole), else at the first poll, after the banner.
+        # Meanwhile the kernel side walks by frame pointers (counted as unwind_fallback) and
+        # queues its requests in a ring, as it does for any process not loaded yet.
+        self._unwind_due = unwind_on
+        if unwind_on and pid is not None:
+            self._start_unwind().load_process(pid)
         self._attach(pid)
         self.resolver = StackResolver(obj.map("stacks"), max_cache=FRAME_CACHE)
         self.losses = Losses(obj, missing_stacks=bool({"ustack", "kstack"} & set(self.keys)))
-        self._key_dtype = obj.struct_dtype("engine_key")
-        self._val_dtype = obj.struct_dtype("engine_value")
-        self._seen_dtype = obj.struct_dtype("engine_seen")
         self._seen_ring = obj.map("seen").ringbuf()
         self._ep = select.epoll()
         self._ep.register(obj.map("seen").fd, select.EPOLLIN)
         if self.trace:
             self._ep.register(obj.map("events").fd, select.EPOLLIN)
         self._next_tick = time.monotonic() + TICK_S
+
+    def _start_unwind(self):
+        from memlens.core.unwind.store import UnwindStore
+
+        self._unwind_due = False
+        self.unwind = UnwindStore(self.obj)
+        return self.unwind
+
+    # numpy dtypes of the kernel's records, made at first use (the first poll): a tool is
+    # attached and says so without waiting for numpy's import (~0.1 s)
+    @property
+    def _key_dtype(self):
+        return self._dtype("engine_key")
+
+    @property
+    def _val_dtype(self):
+        return self._dtype("engine_value")
+
+    @property
+    def _seen_dtype(self):
+        return self._dtype("engine_seen")
+
+    def _dtype(self, name: str):
+        dt = self._dtypes.get(name)
+        if dt is None:
+            dt = self._dtypes[name] = self.obj.struct_dtype(name)
+        return dt
 
     def _set_filter(self, ro, formats) -> None:
         """Filter terms for the BPF side: the run's filter for every tracepoint (its fields
@@ -416,6 +445,8 @@ class Engine:
         due.  Returns trace events (trace mode), else []."""
         if timeout > 0:
             self._ep.poll(timeout)
+        if self._unwind_due:
+            self._start_unwind()
         if self.unwind is not None:
             self.unwind.poll()  # processes the kernel side met without their tables
         for rec in self._seen_ring.consume_fixed(self._seen_dtype):

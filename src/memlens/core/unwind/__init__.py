@@ -1,10 +1,19 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """Unwinding user stacks without frame pointers: call frame information (.eh_frame) reduced
 to compact rows (cfi.py), built once per ELF file (tables.py), loaded into the BPF maps the
-unwinder of bpf/include/memlens.bpf.h walks (store.py)."""
+unwinder of bpf/include/memlens.bpf.h walks (store.py).
+
+This module imports no numpy (store.py does, ~0.1 s): a tool decides and configures the
+walk before its BPF load (`configure`) and imports the store only when the walk is on,
+so a run without it starts without numpy, and one with it imports numpy while libbpf
+loads (core/lazy.prefetch_numpy)."""
 from __future__ import annotations
 
 import argparse
+import os
+
+ROW_CAPACITY = 1 << 21          # 8-byte rows: 16 MiB of kernel memory
+MODES = ("auto", "fp", "dwarf")
 
 STACK_UNWIND_HELP = ("how user stacks are walked: dwarf, with each file's .eh_frame (whole "
                      "stacks through code built without frame pointers: Debian's libc, "
@@ -15,3 +24,50 @@ STACK_UNWIND_HELP = ("how user stacks are walked: dwarf, with each file's .eh_fr
 def add_stack_unwind_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stack-unwind", choices=("auto", "fp", "dwarf"), default="auto",
                         help=STACK_UNWIND_HELP)
+
+
+BPF_PROG_TYPE_TRACEPOINT = 5
+HELPER_TASK_PT_REGS, HELPER_FIND_VMA, HELPER_LOOP = 175, 180, 181
+
+
+def kernel_support() -> tuple[bool, str]:
+    """Can this kernel run the walk (bpf_loop 5.17, bpf_task_pt_regs 5.15)?  (ok, why not)"""
+    from memlens.core import libbpf as L
+
+    if os.uname().machine != "x86_64":
+        return False, f"the unwinder reads x86-64 frames; this is {os.uname().machine}"
+    lb = L.lib()
+    for helper, name in ((HELPER_LOOP, "bpf_loop (5.17)"),
+                         (HELPER_FIND_VMA, "bpf_find_vma (5.17)"),
+                         (HELPER_TASK_PT_REGS, "bpf_task_pt_regs (5.15)")):
+        try:
+            ok = lb.libbpf_probe_bpf_helper(BPF_PROG_TYPE_TRACEPOINT, helper, None)
+        except AttributeError:
+            ok = 1  # an old libbpf without the probe: let the load say
+        if ok != 1:
+            return False, f"the kernel lacks the BPF helper {name}"
+    return True, ""
+
+
+def choose(mode: str) -> bool:
+    """--stack-unwind: True to walk with the tables.  auto: where the kernel can; dwarf:
+    KernelLacks (exit 4) where it cannot; fp: never."""
+    from memlens.errors import KernelLacks, UsageError
+
+    if mode not in MODES:
+        raise UsageError(f"--stack-unwind {mode!r}: one of {', '.join(MODES)}")
+    if mode == "fp":
+        return False
+    ok, why = kernel_support()
+    if not ok and mode == "dwarf":
+        raise KernelLacks(f"--stack-unwind dwarf: {why}; use --stack-unwind fp")
+    return ok
+
+
+def configure(obj, mode: str, rows: int = ROW_CAPACITY) -> bool:
+    """Before load: switch the walk on (True) or leave the kernel's (False)."""
+    on = choose(mode)
+    obj.rodata["unwind_dwarf"] = on
+    # off: the smallest array (the verifier drops the code that reads it)
+    obj.set_max_entries("unwind_rows", rows if on else 1)
+    return on

@@ -38,12 +38,10 @@ import numpy as np
 from memlens.core.symbols import parse_maps
 from memlens.errors import MemlensError
 
-from . import cfi
+from . import MODES, ROW_CAPACITY, cfi, choose, configure, kernel_support  # noqa: F401
 from .tables import TableCache, UnwindTable
 
-ROW_CAPACITY = 1 << 21          # 8-byte rows: 16 MiB of kernel memory
 MAX_MAPS = 128                  # MEMLENS_UNWIND_MAX_MAPS
-MODES = ("auto", "fp", "dwarf")
 GC_S = 5.0                      # processes gone are forgotten this often (rows, entries)
 REQUEST_NOT_LOADED, REQUEST_UNMAPPED = 1, 2
 NOT_LOADED = 0xFFFFFFFF         # a mapping's row_start when its table is past the bound
@@ -55,43 +53,6 @@ PROC_SIZE = PROC_HEADER.size + MAX_MAPS * MAPPING_DTYPE.itemsize
 REQUEST_DTYPE = np.dtype([("tgid", "<u4"), ("reason", "<u4")])
 FILE_KEY = struct.Struct("<QII")      # ino, kernel dev_t, pad
 FILE_VALUE = struct.Struct("<QQqII")  # seg_start, seg_end, delta, row_start, row_count
-
-BPF_PROG_TYPE_TRACEPOINT = 5
-HELPER_TASK_PT_REGS, HELPER_FIND_VMA, HELPER_LOOP = 175, 180, 181
-
-
-def kernel_support() -> tuple[bool, str]:
-    """Can this kernel run the walk (bpf_loop 5.17, bpf_task_pt_regs 5.15)?  (ok, why not)"""
-    from memlens.core import libbpf as L
-
-    if os.uname().machine != "x86_64":
-        return False, f"the unwinder reads x86-64 frames; this is {os.uname().machine}"
-    lb = L.lib()
-    for helper, name in ((HELPER_LOOP, "bpf_loop (5.17)"),
-                         (HELPER_FIND_VMA, "bpf_find_vma (5.17)"),
-                         (HELPER_TASK_PT_REGS, "bpf_task_pt_regs (5.15)")):
-        try:
-            ok = lb.libbpf_probe_bpf_helper(BPF_PROG_TYPE_TRACEPOINT, helper, None)
-        except AttributeError:
-            ok = 1  # an old libbpf without the probe: let the load say
-        if ok != 1:
-            return False, f"the kernel lacks the BPF helper {name}"
-    return True, ""
-
-
-def choose(mode: str) -> bool:
-    """--stack-unwind: True to walk with the tables.  auto: where the kernel can; dwarf:
-    KernelLacks (exit 4) where it cannot; fp: never."""
-    from memlens.errors import KernelLacks, UsageError
-
-    if mode not in MODES:
-        raise UsageError(f"--stack-unwind {mode!r}: one of {', '.join(MODES)}")
-    if mode == "fp":
-        return False
-    ok, why = kernel_support()
-    if not ok and mode == "dwarf":
-        raise KernelLacks(f"--stack-unwind dwarf: {why}; use --stack-unwind fp")
-    return ok
 
 
 def doctor_facts() -> dict[str, Any]:
@@ -145,11 +106,7 @@ class UnwindStore:
     @staticmethod
     def configure(obj, mode: str, rows: int = ROW_CAPACITY) -> bool:
         """Before load: switch the walk on (True) or leave the kernel's (False)."""
-        on = choose(mode)
-        obj.rodata["unwind_dwarf"] = on
-        # off: the smallest array (the verifier drops the code that reads it)
-        obj.set_max_entries("unwind_rows", rows if on else 1)
-        return on
+        return configure(obj, mode, rows)
 
     def __init__(self, obj, cache: TableCache | None = None, proc: str = "/proc"):
         self.obj = obj
