@@ -470,3 +470,57 @@ def test_trace_and_count_with_frame_pointers_do_not_reach_the_chain(bins, tool):
     stacks = [r["user_stack"] for r in recs if r["type"] == "event"] or \
         [e["user_stack"] for e in entries_of(run)]
     assert stacks and not any(chain_at(s) >= 0 for s in stacks), stacks
+
+
+# -- oomkill: the trigger's user stack -------------------------------------------------------
+
+def test_oomkill_trigger_stack_is_whole_without_frame_pointers():
+    """oom_trigger built without frame pointers: a small task's faults (touch_pages) trigger
+    a memcg OOM that kills a bigger idle one.  With --cgroup, oomkill loads the cgroup's
+    processes before attaching: the trigger's user stack is touch_pages, main, then libc's
+    start frames down to _start (Debian's libc has no frame pointers either).  The
+    frame-pointer walk on the same kill (a second oomkill, --stack-unwind fp) does not
+    reach main."""
+    from tests.conftest import WORKLOAD_BIN, WORKLOADS
+    from tests.kernel.helpers import memory_cgroup
+
+    prog = WORKLOAD_BIN / "oom_trigger_nofp"
+    WORKLOAD_BIN.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["gcc", *unwind_workloads.NOFP, "-o", str(prog),
+                    str(WORKLOADS / "oom_trigger.c")], check=True)
+    with memory_cgroup("mlt_oom_unwind") as cg:
+        def join() -> None:
+            (cg / "cgroup.procs").write_text("0")
+
+        big = subprocess.Popen([str(prog), "48"], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, text=True, preexec_fn=join)
+        assert big.stdout.readline().strip() == "touched"
+        small = subprocess.Popen([str(prog), "32", "wait"], stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, text=True, preexec_fn=join)
+        dwarf = ToolRun("oomkill", "--json", "--cgroup", str(cg))
+        fp = ToolRun("oomkill", "--json", "--stack-unwind", "fp")
+        try:
+            dwarf.wait_attached()
+            fp.wait_attached()
+            small.stdin.write("g")
+            small.stdin.flush()
+            assert small.stdout.readline().strip() == "touched"
+            assert big.wait(timeout=30) == -9
+            time.sleep(0.5)
+        finally:
+            assert dwarf.stop() == 0 and fp.stop() == 0, dwarf.stderr + fp.stderr
+            small.stdin.close()
+            small.wait(timeout=10)
+    (ev,) = [r for r in dwarf.records() if r["type"] == "event"]
+    assert (ev["victim_pid"], ev["trigger_pid"]) == (big.pid, small.pid)
+    user = ev["trigger_user_stack"]
+    n = names(user)
+    assert n[:2] == ["touch_pages", "main"], user
+    assert user[0].endswith("[oom_trigger_nofp]") and n[-1] == "_start", user
+    assert all(f.endswith("[libc.so.6]") for f in user[2:-1]) and len(user) >= 4, user
+    (summary,) = [r for r in dwarf.records() if r["type"] == "summary"]
+    assert "unwind_fallback" not in summary["lost"], summary
+    (ev_fp,) = [r for r in fp.records() if r["type"] == "event"
+                and r["victim_pid"] == big.pid]
+    assert names(ev_fp["trigger_user_stack"])[0] == "touch_pages"
+    assert "main" not in names(ev_fp["trigger_user_stack"]), ev_fp["trigger_user_stack"]

@@ -16,6 +16,7 @@ import argparse
 import os
 import select
 import sys
+import threading
 import time
 from collections.abc import Callable
 
@@ -36,6 +37,7 @@ examples:
   memlens oomkill --cgroup /sys/fs/cgroup/memory/myapp   # kills inside one memory cgroup
   memlens oomkill -p 1234          # only when PID 1234 is the victim
   memlens oomkill -s               # with the trigger's kernel and user stacks
+  memlens oomkill -s --stack-unwind fp   # user stacks by frame pointers only
 
 output:
   19:40:01 Triggered by PID 3058 ("python3"), OOM kill of PID 3058 ("python3"), \
@@ -108,6 +110,8 @@ class OomkillTool:
         # woken by the kill itself, not a timer: the trigger's user stack is symbolized
         # through its memory map, which is gone once it exits (often it is the victim)
         self.ready = select.epoll()
+        self.unwind = None  # core/unwind UnwindStore: the trigger's user stack by .eh_frame
+        self._preload: threading.Thread | None = None
 
     def start(self) -> None:
         require_tracing_privileges("oomkill")
@@ -126,7 +130,13 @@ class OomkillTool:
             self.cgroup_prefix = cgroup_filter_path(self.args.cgroup)
         obj.set_autoload("mark_victim_btf", self.use_btf)
         obj.set_autoload("mark_victim_tp", not self.use_btf)
+        from memlens.core.unwind.store import UnwindStore
+
+        unwind_on = UnwindStore.configure(obj, getattr(self.args, "stack_unwind", "auto"))
+        obj.set_max_entries("stacks", 1)  # only the unwinder's scratch is used
         obj.load()
+        if unwind_on:
+            self._start_unwind(UnwindStore(obj))
         if self.use_btf:
             obj.attach_auto("mark_victim_btf")
         else:
@@ -135,9 +145,73 @@ class OomkillTool:
         self.ring = obj.map("events").ringbuf()
         self.ready.register(obj.map("events").fd, select.EPOLLIN)
 
+    def _start_unwind(self, store) -> None:
+        """An OOM kill is one event: the trigger's tables must be loaded before it.  A
+        memcg OOM's trigger is a task of that cgroup, and -p's victim is often its own
+        trigger: those processes are loaded now, before attaching; system wide, the largest
+        by RSS are, in the background.  Any other trigger is walked by the tables of the
+        files already loaded, and asks to be loaded (unwind_requests) for its next kill."""
+        from memlens.core.stackresolve import StackResolver
+
+        self.unwind = store
+        if self.resolver is None:
+            self.resolver = StackResolver()
+        chosen = self._likely_triggers()
+        if chosen is not None:
+            for pid in chosen:
+                self._load(pid)
+        else:
+            self._preload = threading.Thread(target=self._load_largest, daemon=True,
+                                             name="memlens-oomkill-preload")
+            self._preload.start()
+
+    def _likely_triggers(self) -> list[int] | None:
+        """-p / --cgroup: the processes to load before attaching; None: system wide."""
+        if self.args.pid:
+            return [self.args.pid]
+        if not self.args.cgroup:
+            return None
+        arg = self.args.cgroup
+        top = arg if os.path.isabs(arg) and os.path.isdir(arg) else kernel_cgroup_dir(arg)
+        pids: list[int] = []
+        for root, _dirs, files in os.walk(top):
+            if "cgroup.procs" in files:
+                try:
+                    with open(os.path.join(root, "cgroup.procs")) as f:
+                        pids.extend(int(x) for x in f.read().split())
+                except (OSError, ValueError):
+                    continue
+            if len(pids) >= PRELOAD_MAX:
+                break
+        return pids[:PRELOAD_MAX]
+
+    def _load(self, pid: int) -> None:
+        from memlens.errors import MemlensError
+
+        try:
+            loaded = self.unwind is not None and self.unwind.load_process(pid)
+        except (OSError, ValueError, MemlensError):
+            return  # gone mid-way: its frames are walked by frame pointers
+        if loaded:
+            # its memory map while it lives: a trigger killed and reaped before its kill
+            # is read still gets its symbols
+            self.resolver.watch(pid)
+
+    def _load_largest(self) -> None:
+        try:
+            pids = largest_processes(PRELOAD_LARGEST)
+        except OSError:
+            return
+        for pid in pids:
+            if self.unwind is None:
+                return
+            self._load(pid)
+
     def poll(self, timeout: float) -> list[dict]:
         if timeout > 0:
             self.ready.poll(timeout)
+        if self.unwind is not None:
+            self.unwind.poll()  # triggers met without their tables: loaded for next time
         out = []
         # OOM kills are rare: a plain walk and ctypes decoding, no numpy import
         for raw in self.ring.consume_records():
@@ -176,6 +250,11 @@ class OomkillTool:
     def close(self) -> None:
         self.target.close()
         self.ready.close()
+        if self.unwind is not None:
+            unwind, self.unwind = self.unwind, None  # the preloader stops at its next PID
+            if self._preload is not None:
+                self._preload.join()
+            unwind.close()
         if self.obj is not None:
             self.obj.close()
 
@@ -192,6 +271,9 @@ class OomkillCommand:
         parser.add_argument("-s", "--stacks", action="store_true",
                             help="also print the trigger's kernel and user stacks "
                                  "(always in --json)")
+        from memlens.core.unwind import add_stack_unwind_option
+
+        add_stack_unwind_option(parser)
 
     def run(self, args: argparse.Namespace) -> int:
         from memlens.core.runner import run_cli
@@ -271,7 +353,12 @@ def trigger_stacks(rec, resolver=None) -> tuple[list[str], list[str]]:
     is symbolized through the trigger's memory map read now: a trigger that was also the
     victim may already be gone, and then its frames print as addresses, counted by
     `resolver` (its new_losses())."""
-    from memlens.core.stackresolve import MISSED_KERNEL, MISSED_USER
+    from memlens.core.stackresolve import (
+        MISSED_KERNEL,
+        MISSED_USER,
+        TRUNCATED,
+        split_truncated,
+    )
 
     def ips(arr, nbytes: int) -> list[int]:
         return [int(x) for x in list(arr)[: max(nbytes, 0) // 8] if x]
@@ -285,17 +372,44 @@ def trigger_stacks(rec, resolver=None) -> tuple[list[str], list[str]]:
             KernelSymbolizer.get().resolve_stack(kips))]
     else:
         kframes = [MISSED_KERNEL]
+    uips, truncated = split_truncated(uips)  # the unwinder's mark: a deeper stack
     if uips:
         from memlens.core.stackresolve import StackResolver
 
         if resolver is None:
             resolver = StackResolver()
         pid = int(rec.trigger_pid)
-        resolver.forget(pid)  # a fresh map: kills are rare, and a PID may be reused
+        if os.path.exists(f"/proc/{pid}"):
+            # a fresh map: kills are rare, and a PID may be reused; a trigger gone keeps
+            # the snapshot taken when its tables were loaded (oomkill --stack-unwind)
+            resolver.forget(pid)
         uframes = [str(f) for f in resolver.resolve_user(pid, uips)]
+        if truncated:
+            uframes.append(TRUNCATED)
     else:
         uframes = [MISSED_USER]
     return kframes, uframes
+
+
+PRELOAD_MAX = 64       # processes of -p/--cgroup loaded before attaching
+PRELOAD_LARGEST = 8    # system wide: the largest by RSS, loaded in the background
+
+
+def largest_processes(n: int, proc: str = "/proc") -> list[int]:
+    """The n user processes with the largest RSS (likely OOM triggers), largest first."""
+    sizes = []
+    me = os.getpid()
+    for name in os.listdir(proc):
+        if not name.isdigit() or int(name) == me:
+            continue
+        try:
+            with open(f"{proc}/{name}/statm") as f:
+                rss = int(f.read().split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if rss:
+            sizes.append((rss, int(name)))
+    return [pid for _, pid in sorted(sizes, reverse=True)[:n]]
 
 
 def cgroup_filter_path(arg: str) -> str:

@@ -9,6 +9,8 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
+#define MEMLENS_STACK_STORE /* stack_scratch: the unwinder's output (`stacks` sized 1) */
+#define MEMLENS_UNWIND /* the trigger's user stack by .eh_frame (memlens.bpf.h) */
 #include "memlens.bpf.h"
 #include "oomkill.h"
 
@@ -43,6 +45,31 @@ static __always_inline __u64 mm_counter(struct mm_struct *mm, int member)
 	}
 	s64 v = BPF_CORE_READ(mm, rss_stat[member].count);
 	return v > 0 ? v : 0;
+}
+
+/* The trigger's user stack: unwound with the tables where --stack-unwind says so (whole
+ * through code without frame pointers), else, or where that finds nothing, the kernel's
+ * frame-pointer walk.  A stack deeper than the record ends with the truncation mark. */
+static __always_inline void trigger_user_stack(void *ctx, struct oom_event *e)
+{
+	long len = -1;
+	if (unwind_dwarf) {
+		__u32 zero = 0;
+		len = memlens_unwind_user();
+		struct stack_trace *st = bpf_map_lookup_elem(&stack_scratch, &zero);
+		if (len > 0 && st) {
+			__builtin_memcpy(e->ustack, st->ips, sizeof(e->ustack));
+			if (len > sizeof(e->ustack)) {
+				len = sizeof(e->ustack);
+				e->ustack[OOM_STACK_DEPTH - 1] = MEMLENS_STACK_TRUNCATED;
+			}
+		} else {
+			len = -1;
+		}
+	}
+	if (len < 0)
+		len = bpf_get_stack(ctx, e->ustack, sizeof(e->ustack), BPF_F_USER_STACK);
+	e->ustack_bytes = len;
 }
 
 static __always_inline void fill_trigger(struct oom_event *e)
@@ -91,7 +118,7 @@ int BPF_PROG(mark_victim_btf, struct task_struct *task, uid_t uid)
 	e->has_details = 1;
 	/* the trigger is current: why it needed memory (kernel) and from where (user) */
 	e->kstack_bytes = bpf_get_stack(ctx, e->kstack, sizeof(e->kstack), 0);
-	e->ustack_bytes = bpf_get_stack(ctx, e->ustack, sizeof(e->ustack), BPF_F_USER_STACK);
+	trigger_user_stack(ctx, e);
 	bpf_ringbuf_submit(e, 0);
 	return 0;
 }
@@ -130,7 +157,7 @@ int mark_victim_tp(struct trace_event_raw_mark_victim *ctx)
 		e->has_details = 1;
 	}
 	e->kstack_bytes = bpf_get_stack(ctx, e->kstack, sizeof(e->kstack), 0);
-	e->ustack_bytes = bpf_get_stack(ctx, e->ustack, sizeof(e->ustack), BPF_F_USER_STACK);
+	trigger_user_stack(ctx, e);
 	bpf_ringbuf_submit(e, 0);
 	return 0;
 }
