@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -370,3 +371,78 @@ def test_command_output_stays_off_json_stdout():
     assert "hello-from-command" in r.stderr
     for line in r.stdout.splitlines():  # every stdout line is one of our JSON records
         assert _json.loads(line)["type"] in ("report", "lost", "summary", "event", "error")
+
+
+BARE = re.compile(r"^0x[0-9a-f]+ \[unknown\]$")  # a frame in no mapping known for the target
+
+
+def test_stacks_of_an_unloaded_library_are_counted_as_lost_symbols(tmp_path):
+    """The target loads a library, leaks 23 blocks from each of its three functions and 23
+    from main's own, unloads the library and exits, all while the tracers are stopped
+    (SIGSTOP): they never saw the library mapped, so its three stacks can only be printed
+    with addresses.  Each is one lost "symbols" (a lost record, the summary, the report's
+    lost object and text total line, the stderr line), exactly as many as are printed so;
+    main's stack keeps its symbols."""
+    from tests.conftest import WORKLOADS
+    from tests.kernel.helpers import ToolRun
+
+    prog = build_workload("leak_dlclose")
+    lib = tmp_path / "libleak_dlclose.so"
+    subprocess.run(["gcc", "-O2", "-fno-omit-frame-pointer", "-shared", "-fPIC", "-o",
+                    str(lib), str(WORKLOADS / "leak_dlclose_lib.c")], check=True)
+    tgt = subprocess.Popen([str(prog), str(lib)], stdin=subprocess.PIPE)
+    runs = []
+    try:
+        deadline = time.monotonic() + 5
+        while "libc" not in Path(f"/proc/{tgt.pid}/maps").read_text():
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
+        runs = [ToolRun("memleak", "-p", str(tgt.pid), "--json", "-T", "20"),
+                ToolRun("memleak", "-p", str(tgt.pid), "-T", "20")]
+        for r in runs:
+            r.wait_attached(30)
+        for r in runs:
+            r.proc.send_signal(signal.SIGSTOP)
+        try:
+            tgt.stdin.write(b"g")
+            tgt.stdin.close()
+            assert tgt.wait(timeout=30) == 0  # and reaped: its map is gone
+        finally:
+            for r in runs:
+                r.proc.send_signal(signal.SIGCONT)
+        assert [r.wait(30) for r in runs] == [0, 0], [r.stderr for r in runs]
+    finally:
+        for r in runs:
+            if r.proc.poll() is None:
+                r.proc.kill()
+        tgt.kill()
+        tgt.wait()
+    recs = runs[0].records()
+    rep = [r for r in recs if r["type"] == "report"][-1]
+    bare = [s for s in rep["stacks"] if any(BARE.match(f) for f in s["stack"])]
+    assert [(s["bytes"], s["allocs"]) for s in bare] == [(LEAKS * 102, LEAKS),
+                                                         (LEAKS * 101, LEAKS),
+                                                         (LEAKS * 100, LEAKS)], rep["stacks"]
+    (mine,) = stacks_with(rep, "main_leak")
+    assert (mine["bytes"], mine["allocs"]) == (LEAKS * 200, LEAKS)
+    assert not any(BARE.match(f) for f in mine["stack"])
+    # (the library's frames were walked by frame pointers, its unwind table never loaded:
+    # counted as unwind_fallback, a loss of its own)
+    lost = [r for r in recs if r["type"] == "lost" and r["what"] == "symbols"]
+    assert lost == [{"type": "lost", "what": "symbols",
+                     "reason": "process gone before its symbols were read",
+                     "count": 3, "total": 3}], lost
+    assert rep["lost"]["symbols"] == 3 and recs[-1]["lost"]["symbols"] == 3
+    # text: the same stacks printed as addresses, the total line and the stderr line
+    out, err = runs[1].stdout, runs[1].stderr
+    text_bare = 0
+    for block in out.split("allocations from stack\n")[1:]:
+        frames = []
+        for line in block.splitlines():
+            if not line.startswith("\t\t"):
+                break
+            frames.append(line.strip())
+        text_bare += any(BARE.match(f) for f in frames)
+    assert text_bare == 3, out
+    assert out.rstrip().endswith("3 stacks left as addresses (no symbols)"), out
+    assert "memlens: lost 3 symbols (process gone before its symbols were read)" in err, err

@@ -344,7 +344,7 @@ def test_percpu_kernel_mode_of_one_process(leakflags):
     # the children live on: nothing recorded was freed
     assert (rep["counters"]["recorded"], rep["counters"]["freed"]) == (rep["total_allocs"], 0)
     assert rep["lost"] == {"events": 0, "stacks": 0, "stacks_missing": 0, "entries": 0,
-                           "missed_frees": 0}
+                           "missed_frees": 0, "symbols": 0}
 
 
 # ------------------------------------------------------------------------------------------
@@ -371,7 +371,7 @@ def test_json_records_and_lost_accounting(leakflags):
         [(LEAKS * SIZE, LEAKS, "leak_addrs")]
     assert (rep["total_bytes"], rep["total_allocs"]) == (LEAKS * SIZE, LEAKS)
     assert rep["lost"] == {"events": 0, "stacks": 0, "stacks_missing": 0, "entries": 0,
-                           "missed_frees": 0}
+                           "missed_frees": 0, "symbols": 0}
     counters = {"recorded": YOUNG + LEAKS, "freed": YOUNG, "missed_frees": 0, "nested": 0,
                 "sampled_out": 0, "failed": 0}
     assert rep["counters"] == counters
@@ -391,7 +391,7 @@ def test_json_records_and_lost_accounting(leakflags):
     assert [(s["bytes"], s["allocs"], fn(s["stack"][1])) for s in rep["stacks"]] == \
         [(kept * SIZE, kept, "leak_addrs")]
     assert rep["lost"] == {"events": 0, "stacks": 0, "stacks_missing": 0,
-                           "entries": LEAKS - kept, "missed_frees": 0}
+                           "entries": LEAKS - kept, "missed_frees": 0, "symbols": 0}
     assert lost == {"type": "lost", "what": "entries", "reason": "map full",
                     "count": LEAKS - kept, "total": LEAKS - kept}
     assert summary["lost"] == {"entries": LEAKS - kept}

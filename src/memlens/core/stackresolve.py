@@ -115,7 +115,7 @@ class StackResolver:
             self.unsymbolized += 1
             return [Frame(ip, None, 0, None) for ip in ips]
         frames = sym.resolve_stack(ips)  # type: ignore[attr-defined]
-        if _unplaced(frames) and pid not in self._refreshed:
+        if unplaced(frames) and pid not in self._refreshed:
             # an address outside every known mapping: the map changed since the snapshot
             self._refreshed.add(pid)
             try:
@@ -123,7 +123,7 @@ class StackResolver:
                 frames = sym.resolve_stack(ips)  # type: ignore[attr-defined]
             except ProcessLookupError:
                 pass
-        if _unplaced(frames):
+        if unplaced(frames):
             if _alive(pid):
                 self.unmapped += 1
             else:
@@ -184,7 +184,7 @@ def split_truncated(ips: list[int]) -> tuple[list[int], bool]:
     return list(ips), False
 
 
-def _unplaced(frames: list) -> bool:
+def unplaced(frames: list) -> bool:
     """Some frame is in no mapping known for its process (printed `0x... [unknown]`)."""
     return any(not f.resolved and f.module is None for f in frames)
 

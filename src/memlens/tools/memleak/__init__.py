@@ -237,6 +237,10 @@ class MemleakTool:
         self.mapped: list[str] = []  # the files the target maps (or -c's will)
         self.target = TargetExit(None)
         self._missed_frees_seen = 0
+        # user stacks printed with a frame left as a bare address (stack id -> why), counted
+        # once each as lost "symbols", like the engine tools' (core/stackresolve)
+        self.unsymbolized: dict[int, str] = {}
+        self._unsymbolized_seen: dict[str, int] = {}
 
     # -- runner protocol ------------------------------------------------------------------
     def start(self) -> None:
@@ -252,6 +256,10 @@ class MemleakTool:
         else:
             self.check_kernel_hooks()
         self.load_and_attach()
+        if self.user and self.child is None:
+            # -p: the target's map read before the banner, so that a target gone right
+            # after it (before the first poll) still has its symbols
+            self.refresh_symbols(force=True)
         self.what = self.banner_text()
         self.start_ns = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
 
@@ -591,7 +599,25 @@ class MemleakTool:
                 if all(f.resolved for f in cached):
                     self.frames_cache[stack] = cached + tail
                 cached = cached + tail
+            self.count_unsymbolized(stack, cached)
         return head + list(cached)
+
+    def count_unsymbolized(self, stack: int, frames: list) -> None:
+        """A user stack about to be printed with a frame in no mapping known for the target
+        (`0x... [unknown]`) is a lost "symbols", once per stack: mostly the target was gone
+        before its map was read in full (it exited, or unmapped a library since)."""
+        from memlens.core.session import process_alive
+        from memlens.core.stackresolve import (
+            LOST_SYMBOLS_GONE,
+            LOST_SYMBOLS_UNMAPPED,
+            unplaced,
+        )
+
+        if stack in self.unsymbolized or not unplaced(frames):
+            return
+        alive = self.pid is not None and process_alive(self.pid)
+        self.unsymbolized[stack] = LOST_SYMBOLS_UNMAPPED if alive and self.sym is not None \
+            else LOST_SYMBOLS_GONE
 
     def losses(self) -> tuple[dict[str, int], dict[str, int]]:
         drops = np.asarray(self.obj.map("drops").array_values("<u8")).tolist()
@@ -599,7 +625,7 @@ class MemleakTool:
         c = {name: int(counters[i]) for i, name in enumerate(ML_COUNTERS)}
         lost = {"events": int(drops[0]), "stacks": int(drops[1] + drops[2]),
                 "stacks_missing": int(drops[3]), "entries": int(drops[4]),
-                "missed_frees": c["missed_frees"]}
+                "missed_frees": c["missed_frees"], "symbols": len(self.unsymbolized)}
         return lost, c
 
     def lost_records(self, rep) -> list[dict]:
@@ -616,11 +642,25 @@ class MemleakTool:
                         "reason": "address reused without a free seen",
                         "count": missed - self._missed_frees_seen, "total": missed})
             self._missed_frees_seen = missed
+        from memlens.core.stackresolve import LOST_SYMBOLS_WHAT
+
+        by_reason: dict[str, int] = {}
+        for reason in self.unsymbolized.values():
+            by_reason[reason] = by_reason.get(reason, 0) + 1
+        for reason, total in by_reason.items():
+            seen = self._unsymbolized_seen.get(reason, 0)
+            if total > seen:
+                out.append({"type": "lost", "what": LOST_SYMBOLS_WHAT, "reason": reason,
+                            "count": total - seen, "total": total})
+                self._unsymbolized_seen[reason] = total
         return out
 
     def total_drops(self) -> dict[str, int]:
         """The summary's "lost": the kinds of drop reported, by what was lost."""
-        return self.drop_losses.totals() if self.drop_losses is not None else {}
+        out = self.drop_losses.totals() if self.drop_losses is not None else {}
+        if self.unsymbolized:
+            out["symbols"] = len(self.unsymbolized)
+        return out
 
     # -- files ----------------------------------------------------------------------------
     def take_snapshot(self, rep) -> _Snapshot:

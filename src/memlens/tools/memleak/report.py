@@ -71,7 +71,8 @@ def sort_stacks(stacks: list[StackTotal], by: str) -> list[StackTotal]:
 
 LOST_TEXT = [("stacks", "stacks not stored"), ("stacks_missing", "stacks unavailable"),
              ("entries", "allocations not recorded (map full)"),
-             ("missed_frees", "addresses reused without a free seen")]
+             ("missed_frees", "addresses reused without a free seen"),
+             ("symbols", "stacks left as addresses (no symbols)")]
 
 
 def render_text(rec: dict[str, Any], out=None) -> None:
