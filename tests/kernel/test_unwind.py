@@ -524,3 +524,38 @@ def test_oomkill_trigger_stack_is_whole_without_frame_pointers():
                 and r["victim_pid"] == big.pid]
     assert names(ev_fp["trigger_user_stack"])[0] == "touch_pages"
     assert "main" not in names(ev_fp["trigger_user_stack"]), ev_fp["trigger_user_stack"]
+
+
+def test_oomkill_trigger_reaped_before_its_kill_is_read_keeps_its_symbols():
+    """The trigger is its own victim and is reaped while oomkill is stopped (SIGSTOP): its
+    memory map is gone when the kill is read.  Loaded with --cgroup before attaching, its
+    map was snapshotted then: the stack is still named, and no symbols are lost."""
+    import signal
+
+    from tests.conftest import WORKLOAD_BIN, WORKLOADS
+    from tests.kernel.helpers import memory_cgroup
+
+    prog = WORKLOAD_BIN / "oom_trigger_nofp"
+    subprocess.run(["gcc", *unwind_workloads.NOFP, "-o", str(prog),
+                    str(WORKLOADS / "oom_trigger.c")], check=True)
+    with memory_cgroup("mlt_oom_reaped") as cg:
+        hog = subprocess.Popen([str(prog), "96", "wait"], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: (cg / "cgroup.procs").write_text("0"))
+        run = ToolRun("oomkill", "--json", "--cgroup", str(cg))
+        try:
+            run.wait_attached()
+            run.proc.send_signal(signal.SIGSTOP)
+            hog.stdin.write("g")
+            hog.stdin.flush()
+            assert hog.wait(timeout=60) == -9  # killed and reaped: /proc/PID is gone
+        finally:
+            run.proc.send_signal(signal.SIGCONT)
+        time.sleep(0.5)
+        assert run.stop() == 0, run.stderr
+    (ev,) = [r for r in run.records() if r["type"] == "event" and r["victim_pid"] == hog.pid]
+    assert ev["trigger_pid"] == hog.pid and not os.path.exists(f"/proc/{hog.pid}")
+    n = names(ev["trigger_user_stack"])
+    assert n[:2] == ["touch_pages", "main"] and n[-1] == "_start", ev["trigger_user_stack"]
+    (summary,) = [r for r in run.records() if r["type"] == "summary"]
+    assert "symbols" not in summary["lost"], summary
