@@ -229,6 +229,34 @@ def cost() -> None:
         emit_result("unwind", {"case": "cost", "config": label, "build": name,
                                "cost_ns": round(extra[i]), "ratio_to_fp_walk": round(
                                    extra[i] / fp, 2) if fp > 0 else None, "note": note})
+    verdict = target_verdict(configs, extra, notes)
+    if verdict:
+        print(f"  target: {verdict}")
+        emit_result("unwind", {"case": "target", "verdict": verdict})
+
+
+def target_verdict(configs, extra: dict[int, float], notes: dict[int, str]) -> str:
+    """Issue 10's target, said as met or not: dwarf (on the build without frame pointers)
+    under 2x the frame-pointer walk, and below perf --call-graph dwarf, per event the
+    traced program makes and per event perf kept (it drops what it cannot write out)."""
+    at = {(label, build): i for i, (label, build, _kind) in enumerate(configs)}
+    dw, fp = at.get(("memlens --stack-unwind dwarf", "chain")), at.get(
+        ("memlens --stack-unwind fp", "chain_fp"))
+    if dw is None or fp is None or extra[fp] <= 0:
+        return ""
+    ratio = extra[dw] / extra[fp]
+    out = [f"dwarf {ratio:.2f}x the fp walk (< 2x): {'met' if ratio < 2 else 'NOT met'}"]
+    pf = at.get(("perf record --call-graph dwarf", "chain"))
+    if pf is not None:
+        m = re.match(r"(\d+) samples", notes.get(pf, ""))
+        kept = int(m.group(1)) if m else 0
+        per_kept = extra[pf] * N / kept if kept else float("inf")
+        below = extra[dw] < extra[pf]
+        out.append(f"below perf --call-graph dwarf per event made ({extra[dw]:.0f} vs "
+                   f"{extra[pf]:.0f} ns): {'met' if below else 'NOT met'}")
+        out.append(f"per event perf kept ({kept} of {N}: {per_kept:.0f} ns): "
+                   f"{'met' if extra[dw] < per_kept else 'NOT met'}")
+    return "; ".join(out)
 
 
 def main() -> None:

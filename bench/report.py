@@ -166,6 +166,9 @@ def unwind_lines(figures: list[dict]) -> list[str]:
                  for (c, b), f in costs.items() if not c.startswith("memlens")]
         out.append(f"- a whole user stack (8 frames) without frame pointers: +{dwarf['cost_ns']}"
                    " ns an event (`--stack-unwind dwarf`); " + "; ".join(peers))
+    target = [f for f in unwind if f.get("case") == "target"]
+    if target:
+        out.append(f"- unwinding's target (issue 10): {target[-1]['verdict']}")
     return out
 
 
