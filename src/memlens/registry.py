@@ -129,7 +129,10 @@ TOOLS: tuple[Tool, ...] = (
          needs=(Need("swap-ins", (Tracepoint("memcg", "count_memcg_events",
                                              fields=("item", "val")),
                                   Kprobe("swap_read_folio"), Kprobe("swap_readpage"))),
-                Need("major faults", (PerfSoftware("major-faults", 6),)))),
+                Need("major faults", (PerfSoftware("major-faults", 6),)),
+                # optional: the time a major fault waited, from its entry (x86's exception
+                # tracepoints) to its accounting as major (the perf event)
+                Need("time in major faults", (Tracepoint("exceptions", "page_fault_user"),)))),
     Tool("vmscan", "memlens.tools.vmscan",
          "page reclaim per interval: time in reclaim, kswapd, pages (vmscan.bt)",
          # each need is optional (its measure is left out); all missing: exit 4

@@ -81,3 +81,44 @@ def test_trace_mode_gives_each_end_its_latency_and_its_begin_fields():
         # clock_nanosleep(CLOCK_MONOTONIC=1, TIMER_ABSTIME=1, deadline, NULL)
         assert e["begin_fields"]["which_clock"] == 1 and e["begin_fields"]["flags"] == 1
         assert e["begin_fields"]["rmtp"] == 0
+
+
+STEPS = """
+import sys, time
+for line in sys.stdin:
+    t = time.monotonic_ns()
+    time.sleep(float(line))
+    print(time.monotonic_ns() - t, flush=True)
+"""
+
+
+def test_max_is_the_longest_since_the_last_collect_not_since_the_key_was_made():
+    """A 200 ms sleep, a collect, then three 5 ms sleeps: the second collect's max is one
+    of the short sleeps (the kernel restarts a value's max at each read epoch), and a key
+    with no timed end since the last read reports no max."""
+    child = subprocess.Popen([sys.executable, "-c", STEPS], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    eng = Engine(parse_all([BEGIN, END]), keys=("pid",), pairs={END: BEGIN})
+    try:
+        eng.start(pid=child.pid)
+
+        def sleep(s: float) -> int:
+            child.stdin.write(f"{s}\n")
+            child.stdin.flush()
+            return int(child.stdout.readline())
+
+        long_ns = sleep(0.2)
+        (first,) = eng.collect()
+        short_ns = [sleep(0.005) for _ in range(3)]
+        (second,) = eng.collect()
+        child.stdin.close()
+        child.wait(10)
+        later = eng.collect()
+    finally:
+        eng.close()
+        if child.poll() is None:
+            child.kill()
+    assert first.count == 1 and 0.2e9 <= first.max_ns <= long_ns, (first, long_ns)
+    assert second.count == 3, second
+    assert 0.005e9 <= second.max_ns <= max(short_ns) < 0.1e9, (second, short_ns)
+    assert all(e.max_ns == 0 for e in later), later  # exit: no sleep since the last read

@@ -165,7 +165,10 @@ def test_swapin_and_swapout_of_a_process_match_the_kernel_counters():
             runs.append(ToolRun("swapin", "-p", str(w.pid), "--json"))
             runs[-1].wait_attached()
             v1 = _vmstat("pswpin", "pswpout")
-            assert w.step() == "reread bad=0"
+            m = re.fullmatch(r"reread bad=0 majflt=(\d+) wait_ns=(\d+) max_ns=(\d+)",
+                             w.step())
+            assert m, "the re-read found a page that did not read back its byte"
+            prog_majflt, prog_wait, prog_max = map(int, m.groups())
             v2 = _vmstat("pswpin", "pswpout")
             stat2 = _memory_stat(cg)
             majflt = w.majflt() - majflt0
@@ -188,12 +191,14 @@ def test_swapin_and_swapout_of_a_process_match_the_kernel_counters():
 
     # the system-wide run: who else swapped while we measured
     text = wide.stdout.splitlines()
-    assert text[0].split() == ["TIME", "COMM", "PID", "COUNT", "SWAPOUT", "MAJFLT"], text
+    assert text[0].split() == ["TIME", "COMM", "PID", "COUNT", "SWAPOUT", "MAJFLT",
+                               "WAIT_MS", "MAX_MS"], text
     others_in = others_out = 0
     mine = None
     for line in text[1:]:
-        cells = line.split()  # a comm may hold spaces: the numbers are the last four
-        t, comm, (pid, cin, cout, maj) = cells[0], " ".join(cells[1:-4]), cells[-4:]
+        cells = line.split()  # a comm may hold spaces: the numbers are the last six
+        t, comm, (pid, cin, cout, maj, _wait, _mx) = (cells[0], " ".join(cells[1:-6]),
+                                                      cells[-6:])
         assert re.fullmatch(r"\d\d:\d\d:\d\d", t)
         if int(pid) == w.pid:
             mine = (comm, int(cin), int(cout), int(maj))
@@ -221,6 +226,29 @@ def test_swapin_and_swapout_of_a_process_match_the_kernel_counters():
     assert major == majflt, (major, majflt, cg_major)
     assert swapin / 16 <= major <= swapin, (swapin, major)
 
+    # the time those faults waited, against the program's own clock: it times each
+    # access of the re-read and adds up those over which its major-fault count moved.  The
+    # engine's clock runs inside each such access (fault entry to accounting), so its sum
+    # is at most the program's, and at least half of it (measured: 96-98 %; the rest is
+    # exception entry and exit, and the program preempted between its clock reads and the
+    # fault, or on the way back to user mode after the fault was accounted: 50 ms once
+    # under load).  Every
+    # major fault of the re-read run began while it was attached: all are timed.
+    rr = [r for r in reread_rows if r["pid"] == w.pid]
+    rr_major, rr_wait = _total(rr, w.pid, "major_faults"), _total(rr, w.pid, "major_wait_ns")
+    rr_max = max(r["major_wait_max_ns"] for r in rr)
+    rr_summary = [r for r in reread.records() if r["type"] == "summary"][0]
+    assert rr_summary["major_faults_timed"] == rr_major, (rr_summary, rr_major)
+    assert rr_major >= prog_majflt > 0, (rr_major, prog_majflt)
+    outside = rr_major - prog_majflt  # faults outside the timed accesses (printing)
+    assert 0.5 * prog_wait <= rr_wait <= prog_wait + outside * rr_max, (
+        rr_wait, prog_wait, outside, rr_max)
+    # the longest fault: the program's longest timed access holds it (the engine keeps
+    # each read's max in its own slot: a max set while user space reads is not lost)
+    assert rr_max <= prog_max or outside > 0, (rr_max, prog_max)
+    assert rr_max >= 0.5 * prog_max, (rr_max, prog_max)
+    assert rr_wait == rr_summary["major_wait_ns"], rr_summary
+
     # the cgroup's tasks: the same single process, the same figures
     cg_rows = _rows(by_cg)
     assert [(r["pid"], r["swapin_pages"], r["swapout_pages"], r["major_faults"])
@@ -233,7 +261,9 @@ def test_swapin_and_swapout_of_a_process_match_the_kernel_counters():
           f"{reread_in}, pswpin +{reread_delta}), swapout "
           f"{swapout} (pswpout +{swapout_delta}), majflt {major} (process +{majflt}, cgroup "
           f"pgmajfault +{cg_major}); others in/out {others_in}/"
-          f"{others_out}")
+          f"{others_out}; re-read waits {rr_wait / 1e6:.1f} ms over {rr_major} major "
+          f"faults, max {rr_max / 1e6:.2f} ms (program's clock {prog_wait / 1e6:.1f} ms "
+          f"over {prog_majflt}, max {prog_max / 1e6:.2f} ms)")
 
 
 def test_item_values_come_from_btf_as_bpftool_reads_them():

@@ -10,8 +10,11 @@
  *   stdout "ready pid=P pages=N"   then wait for one byte on stdin (gate 1)
  *   fill every page
  *   stdout "written"               then wait for one byte (gate 2)
- *   read every page back, checking its byte
- *   stdout "reread bad=B"          then wait for EOF on stdin (gate 3: the test reads the
+ *   read every page back, checking its byte; each read timed (CLOCK_MONOTONIC around
+ *   the access) and, when the thread's major-fault count moved over it (getrusage), its
+ *   time added to the major faults' wait: the witness of swapin's WAIT column
+ *   stdout "reread bad=B majflt=M wait_ns=W max_ns=X"
+ *                                  then wait for EOF on stdin (gate 3: the test reads the
  *                                  process's own counters while it lives)
  * Exit status 0 when every page read back its byte.
  */
@@ -19,6 +22,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
+#include <time.h>
 #include <unistd.h>
 
 static void gate(const char *line)
@@ -51,9 +56,30 @@ int main(int argc, char **argv)
 	for (size_t i = 0; i < pages; i++)
 		p[i * pagesz] = (unsigned char)(i % 251 + 1);
 	gate("written\n");
-	for (size_t i = 0; i < pages; i++)
+	struct rusage ru;
+	struct timespec a, b;
+	long maj, nmaj = 0;
+	long long wait_ns = 0, max_ns = 0;
+
+	getrusage(RUSAGE_THREAD, &ru);
+	maj = ru.ru_majflt;
+	for (size_t i = 0; i < pages; i++) {
+		clock_gettime(CLOCK_MONOTONIC, &a);
 		bad += p[i * pagesz] != (unsigned char)(i % 251 + 1);
-	snprintf(line, sizeof(line), "reread bad=%lu\n", bad);
+		clock_gettime(CLOCK_MONOTONIC, &b);
+		getrusage(RUSAGE_THREAD, &ru);
+		if (ru.ru_majflt != maj) {
+			long long ns = (b.tv_sec - a.tv_sec) * 1000000000LL + b.tv_nsec - a.tv_nsec;
+
+			nmaj += ru.ru_majflt - maj;
+			maj = ru.ru_majflt;
+			wait_ns += ns;
+			if (ns > max_ns)
+				max_ns = ns;
+		}
+	}
+	snprintf(line, sizeof(line), "reread bad=%lu majflt=%ld wait_ns=%lld max_ns=%lld\n",
+		 bad, nmaj, wait_ns, max_ns);
 	fputs(line, stdout);
 	fflush(stdout);
 	while (read(0, line, sizeof(line)) > 0)

@@ -93,7 +93,13 @@ struct engine_value {
 	__u64 sum2;     /* of a second sum field */
 	__u64 time_ns;  /* end probes: total time since their thread's begin */
 	__u64 timed;    /* end probes: how many of the counted ends had their begin seen */
-	__u64 max_ns;
+	/* the longest time among the ends of one read epoch, in two slots by the epoch's
+	 * parity: user space bumps the epoch, then reads the slot of the epoch that ended,
+	 * which no end writes any more (see read_epoch in engine.bpf.c) */
+	__u64 max_ns;       /* even epochs */
+	__u64 max_epoch;
+	__u64 max_ns_odd;   /* odd epochs */
+	__u64 max_epoch_odd;
 };
 
 /* A begin waiting for its end: per thread and pair. */

@@ -83,7 +83,8 @@ class Engine:
                  hist_unit: str = "usecs", sum2_field: str | None = None,
                  stack_unwind: str = "fp",
                  count_unstarted: bool = False, field2: str | None = None,
-                 field_mask: int = 0, field2_mask: int = 0):
+                 field_mask: int = 0, field2_mask: int = 0,
+                 ring_size: int | None = None, event_array: bool = False):
         if not probes:
             raise UsageError("no probe given")
         bad = [k for k in keys if k not in KEY_BITS]
@@ -102,6 +103,14 @@ class Engine:
         # ends of latency pairs that began before tracing: counted without a time
         self.count_unstarted = count_unstarted
         self.trace = trace
+        # trace mode's events ring, in bytes (a power of two of pages: the CLI's --ring-size
+        # rounds it, core/ringbuf.ring_size_arg); None: engine.bpf.c's 4 MiB (every MiB of
+        # ring is a MiB of the reader's RSS: tools of rare events keep that).  event_array:
+        # poll() returns a poll's records as one numpy array (decoded by columns) instead
+        # of a list of its rows.
+        if ring_size is not None and (ring_size < 4096 or ring_size & (ring_size - 1)):
+            raise UsageError(f"ring size {ring_size}: a power of two of at least 4096 bytes")
+        self.ring_size, self.event_array = ring_size, event_array
         # a filter of one probe only, by the probe's text (two probes on the same tracepoint
         # type with different filters, or a tracepoint filtered beside a perf event)
         self.probe_filters = dict(probe_filters or {})
@@ -145,6 +154,7 @@ class Engine:
         self._idle: dict[bytes, int] = {}
         self._stack_seen: dict[int, int] = {}  # stack hash -> tick last referenced
         self._tick = 0
+        self._epoch = 0  # read epoch (latency pairs): see read_epoch in engine.bpf.c
         self._acc: OrderedDict[tuple, list[int]] = OrderedDict()
         self._pruned_report_keys = 0
         self._pruned_report_events = 0
@@ -333,7 +343,10 @@ class Engine:
             ro["targ_cgroup_id"], ro["targ_cgroup_v1"] = cg_id, v1
         obj.set_max_entries("counts", self.max_keys, "--max-keys")
         obj.set_max_entries("stacks", self.max_stacks)
-        if not self.trace:
+        if self.trace:
+            if self.ring_size:
+                obj.set_max_entries("events", self.ring_size, "--ring-size")
+        else:
             obj.set_max_entries("events", 4096)  # unused: smallest ring (one page)
         from memlens.core import unwind
 
@@ -504,18 +517,42 @@ class Engine:
         if len(self._files) > 4 * REPORT_LIMIT:
             self._files.clear()
 
-    def _events(self) -> list:
+    def _events(self):
+        """trace mode: the records in the events ring, as an array or a list of its rows."""
         ring = self.obj.map("events").ringbuf()
-        dtype = getattr(self, "_event_dtype", None)
-        if dtype is None:
-            dtype = self._event_dtype = self.obj.struct_dtype("engine_event")
-        return list(ring.consume_fixed(dtype))
+        events = ring.consume_fixed(self._event_head(), record_size=self._event_size)
+        return events if self.event_array else list(events)
+
+    def _event_head(self):
+        """engine_event without begin_data (its last 256 bytes, a latency pair's begin
+        record) when this run has no pairs: the part of each record that is copied."""
+        head = self._dtypes.get("event_head")
+        if head is None:
+            full = self._dtype("engine_event")
+            self._event_size = full.itemsize
+            head = full
+            tail = full.fields.get("begin_data")
+            if not self.pairs and tail and tail[1] + tail[0].itemsize == full.itemsize:
+                from memlens.core.lazy import np
+
+                names = [n for n in full.names if n != "begin_data"]
+                head = np.dtype({"names": names, "formats": [full.fields[n][0] for n in names],
+                                 "offsets": [full.fields[n][1] for n in names],
+                                 "itemsize": tail[1]})
+            self._dtypes["event_head"] = head
+        return head
 
     def _read_tick(self) -> None:
         from memlens.core.lazy import np
 
         self._tick += 1
         counts = self.obj.map("counts")
+        # a new read epoch before reading: the values' slot of the epoch that ended holds
+        # the longest end since the last read, and no end writes it any more
+        if self.pairs:
+            self._epoch += 1
+            self.obj.map("read_epoch").update(b"\0\0\0\0", self._epoch.to_bytes(8, "little"))
+        epoch = self._epoch - 1  # the epoch that ended (-1 without pairs: no max to read)
         keys, vals = counts.items(self._key_dtype, self._val_dtype)
         now = time.monotonic()
         if len(keys) > self.max_keys // 4:
@@ -532,7 +569,7 @@ class Engine:
             prev = self._prev.get(kb, (0, 0, 0, 0, 0))
             if now[0] > prev[0]:
                 self._add(keys[i], *(a - b for a, b in zip(now, prev)),
-                          max_ns=int(vals[i]["max_ns"]))
+                          max_ns=self._fresh_max(vals[i], epoch))
                 self._prev[kb] = now
                 self._idle[kb] = 0
             else:
@@ -554,7 +591,7 @@ class Engine:
                 now = self._value_tuple(v)
                 if now[0] > prev[0]:
                     self._add(key, *(a - b for a, b in zip(now, prev)),
-                              max_ns=int(v["max_ns"]))
+                              max_ns=self._fresh_max(v, epoch))
         self._prune_stacks()
 
     def _prune_stacks(self) -> None:
@@ -565,6 +602,14 @@ class Engine:
         for h in old:
             del self._stack_seen[h]
             stacks.delete(int(h).to_bytes(8, "little"))
+
+    @staticmethod
+    def _fresh_max(v, epoch: int) -> int:
+        """The longest end of read epoch `epoch` (0 when the value had none then)."""
+        if epoch < 0:
+            return 0
+        odd = "_odd" if epoch & 1 else ""
+        return int(v["max_ns" + odd]) if int(v["max_epoch" + odd]) == epoch else 0
 
     @staticmethod
     def _value_tuple(v) -> tuple[int, int, int, int, int]:

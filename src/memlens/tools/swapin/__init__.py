@@ -20,6 +20,12 @@ shows the choice):
      count per call, as BCC counts; no swap-outs (the SWAPOUT column is empty).
 Major faults come from the perf software event: each is a fault that waited for a read
 (a swap-in, or a page-cache miss of a file mapping), as /proc/PID/stat's majflt counts them.
+The time each one waited — "who is blocked on swap-ins, and how long" — is a latency pair in
+the engine: the clock starts at the fault's entry (x86's exceptions:page_fault_user, or
+_kernel for a fault on a user address taken in a system call) and stops at the major-fault
+perf event, which the kernel raises when it accounts the finished fault (mm_account_fault,
+after any retry that waited for the read).  A minor fault's entry is overwritten by the
+thread's next fault, so it costs one map update and no row.
 """
 from __future__ import annotations
 
@@ -40,7 +46,8 @@ PLANS = {
     SWAP_READ_FOLIO: Plan(("k:swap_read_folio",)),
     SWAP_READPAGE: Plan(("k:swap_readpage",)),
 }
-COLUMNS = ("swapin_pages", "swapout_pages", "major_faults")
+COLUMNS = ("swapin_pages", "swapout_pages", "major_faults", "major_wait_ns")
+FAULT_ENTRIES = ("t:exceptions:page_fault_user", "t:exceptions:page_fault_kernel")
 
 EXAMPLES = """\
 examples:
@@ -51,8 +58,8 @@ examples:
   memlens swapin --cgroup /sys/fs/cgroup/memory/batch -d 30
 
 output (a program filling 64 MiB in a 32 MiB memory cgroup, then reading it back):
-  COMM                 PID      COUNT    SWAPOUT   MAJFLT
-  swap_reread         4242      16433      16412     2071
+  COMM                 PID      COUNT    SWAPOUT   MAJFLT   WAIT_MS   MAX_MS
+  swap_reread         4242      16433      16412     2071     160.4     3.12
 
 COUNT    pages swapped in by the process (BCC's column), readahead included
 SWAPOUT  pages swapped out by the process: reclaim writes them, so they count for the task
@@ -60,6 +67,9 @@ SWAPOUT  pages swapped out by the process: reclaim writes them, so they count fo
          pressure: kswapd or whichever process was allocating), not the pages' owner
 MAJFLT   major faults: faults that waited for a read, from swap (one per readahead
          cluster: page-cluster=3 reads 8 pages at once) or from a file (page-cache miss)
+WAIT_MS  time the process's threads spent in those major faults, entry to completion (the
+         read they waited for included), summed; MAX_MS the longest one.  "-" where the
+         kernel lacks the fault-entry tracepoints (non-x86)
 Rows are sorted by COUNT, largest last.  BCC's -T *hides* its time line; here -T adds a
 TIME column as in the other memlens tools.
 """
@@ -123,16 +133,28 @@ class SwapinTool:
 
         # the registry's second need: optional, its column is empty without it
         self.has_major = any(h.probe()[0] for h in registry.hooks_of(self.name, 1))
+        self.has_wait = False
         if self.has_major:
             # every major fault, as /proc/PID/stat's majflt counts them: swap-ins of
             # private file mappings' COW pages (libc's data, RELRO) happen in file-backed
             # mappings, so "anonymous mappings only" would miss some of the waits
-            eng = Engine(parse_all(["sw:major-faults"]), keys=("pid", "comm"),
-                         max_keys=max_keys)
+            probes = ["sw:major-faults"]
+            pairs = None
+            self.has_wait = any(h.probe()[0] for h in registry.hooks_of(self.name, 2))
+            if self.has_wait:
+                entries = [t for t in FAULT_ENTRIES
+                           if Tracepoint(*t[2:].split(":")).probe()[0]]
+                probes = [*entries, "sw:major-faults"]
+                pairs = {"sw:major-faults": tuple(entries)}
+            # count_unstarted: a fault that began before tracing still counts, untimed
+            eng = Engine(parse_all(probes), keys=("pid", "comm"), max_keys=max_keys,
+                         pairs=pairs, count_unstarted=True)
             self.sources.append(_Source(eng, column="major_faults"))
         self.has_swapout = hook == MEMCG
         self.what = SPEC.what + (f" for PID {pid}" if pid else "")
         self.totals = dict.fromkeys(COLUMNS, 0)
+        self.wait_max_ns = 0
+        self.timed = 0  # major faults whose entry was seen (the others began before us)
         self.rows_seen = 0
         self.swappers: dict[tuple, None] = {}  # (pid, comm) that swapped, oldest first
 
@@ -176,8 +198,14 @@ class SwapinTool:
                     row = rows[key] = {"pid": key[0], "comm": key[1],
                                        "swapin_pages": 0,
                                        "swapout_pages": 0 if self.has_swapout else None,
-                                       "major_faults": 0 if self.has_major else None}
+                                       "major_faults": 0 if self.has_major else None,
+                                       "major_wait_ns": 0 if self.has_wait else None,
+                                       "major_wait_max_ns": 0 if self.has_wait else None}
                 row[col] += e.sum if src.weight == "sum" else e.count
+                if col == "major_faults" and self.has_wait:
+                    row["major_wait_ns"] += e.time_ns
+                    row["major_wait_max_ns"] = max(row["major_wait_max_ns"], e.max_ns)
+                    row["_timed"] = row.get("_timed", 0) + e.timed
         # a process is listed once it has swapped (then also in intervals where it only
         # waited); with -a or -p whenever it had a major fault
         for k, r in rows.items():
@@ -191,6 +219,9 @@ class SwapinTool:
                                                        r["swapout_pages"] or 0,
                                                        r["major_faults"] or 0, r["pid"]))
         self.rows_seen += len(entries)
+        for r in entries:  # the timed faults of the rows shown: the summary's totals
+            self.timed += r.pop("_timed", 0)
+            self.wait_max_ns = max(self.wait_max_ns, r["major_wait_max_ns"] or 0)
         for col in COLUMNS:
             self.totals[col] += sum(r[col] or 0 for r in entries)
         lost = [rec for src in self.sources for rec in src.engine.lost()]
@@ -212,6 +243,11 @@ class SwapinTool:
             rec["swapout_pages"] = None
         if not self.has_major:
             rec["major_faults"] = None
+        if self.has_wait:
+            rec["major_wait_max_ns"] = self.wait_max_ns
+            rec["major_faults_timed"] = self.timed
+        else:
+            rec["major_wait_ns"] = None
         if self.items:
             rec["vm_event_items"] = self.items
         return [rec]
@@ -250,7 +286,8 @@ class Renderer:
     and the header is printed once.  An empty report at exit after intervals prints
     nothing (its interval was not complete)."""
 
-    HEAD = f"{'COMM':<16} {'PID':>7} {'COUNT':>10} {'SWAPOUT':>10} {'MAJFLT':>8}"
+    HEAD = (f"{'COMM':<16} {'PID':>7} {'COUNT':>10} {'SWAPOUT':>10} {'MAJFLT':>8} "
+            f"{'WAIT_MS':>9} {'MAX_MS':>8}")
 
     def __init__(self, interval: bool, time_col: bool = False):
         self.interval, self.time_col = interval, time_col
@@ -276,7 +313,8 @@ class Renderer:
         for e in entries:
             line = (f"{escape(str(e['comm']))[:16]:<16} {e['pid']:>7} "
                     f"{e['swapin_pages']:>10} {_num(e['swapout_pages']):>10} "
-                    f"{_num(e['major_faults']):>8}")
+                    f"{_num(e['major_faults']):>8} {_ms(e['major_wait_ns'], 1):>9} "
+                    f"{_ms(e['major_wait_max_ns'], 2):>8}")
             out.append((f"{rec['time']:<8} " if self.time_col else "") + line)
         if out:
             print("\n".join(out), flush=True)
@@ -284,6 +322,10 @@ class Renderer:
 
 def _num(v) -> str:
     return "-" if v is None else str(v)
+
+
+def _ms(ns, digits: int) -> str:
+    return "-" if ns is None else f"{ns / 1e6:.{digits}f}"
 
 
 COMMAND = SwapinCommand(SPEC)
