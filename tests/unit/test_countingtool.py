@@ -227,6 +227,10 @@ def test_engine_rejects_what_it_cannot_do():
     with pytest.raises(UsageError, match="no field 'behavior'"):
         Engine(sw, keys=("field",), field="behavior")
     Engine(sw, keys=("field",), field="addr")     # a perf event's sampled address: allowed
+    for bad in (1000, 2048, 3 << 20):  # not a power of two, or under a page
+        with pytest.raises(UsageError, match=f"ring size {bad}: a power of two"):
+            Engine(sw, keys=(), trace=True, ring_size=bad)
+    assert Engine(sw, keys=(), trace=True, ring_size=1 << 16).ring_size == 1 << 16
 
 
 # -- probe specs ------------------------------------------------------------------------------

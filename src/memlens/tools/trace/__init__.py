@@ -42,52 +42,6 @@ tracepoint and filter that answer the same question.
 """
 
 
-def _batch_engine(base):
-    """The engine, reading its trace ring as one array and sized by --ring-size.
-
-    Stopgap until core/engine.py offers both (`Engine(ring_size=)`, and trace events as the
-    array ring.consume_fixed returns instead of a list of its rows): `_events` is the
-    engine's read of the ring, `_layouts` the last step before its load that every
-    tracepoint run takes.  If the engine changes under them, the list still decodes (more
-    slowly) and the ring keeps the engine's size."""
-
-    from memlens.core.lazy import np
-
-    class BatchEngine(base):
-        ring_bytes: int | None = None
-
-        def _events(self):
-            ring = self.obj.map("events").ringbuf()
-            if getattr(self, "_event_head", None) is None:
-                full = self._event_dtype = self.obj.struct_dtype("engine_event")
-                self._event_head = full
-                tail = full.fields.get("begin_data")
-                if not self.pairs and tail and tail[1] + tail[0].itemsize == full.itemsize:
-                    # begin_data (the record's last 256 bytes) is only for latency pairs,
-                    # which trace never makes: records are copied without it
-                    names = [n for n in full.names if n != "begin_data"]
-                    self._event_head = np.dtype({
-                        "names": names, "formats": [full.fields[n][0] for n in names],
-                        "offsets": [full.fields[n][1] for n in names],
-                        "itemsize": tail[1]})
-            return ring.consume_fixed(self._event_head,
-                                      record_size=self._event_dtype.itemsize)
-
-        def _layouts(self):
-            from memlens.core.ringbuf import default_ring_bytes
-
-            obj = self.obj
-            if obj is not None and not obj.loaded:
-                # engine_event is ~860 bytes: the default caps at 16 MiB (~19k events,
-                # 0.1 s at 190k/s); a compact trace record is the engine's to make
-                size = self.ring_bytes or default_ring_bytes(
-                    obj.struct_dtype("engine_event").itemsize)
-                obj.set_max_entries("events", size, "--ring-size")
-            return super()._layouts()
-
-    return BatchEngine
-
-
 GATHER_S = 0.02
 
 
@@ -105,9 +59,15 @@ class TraceTool:
         if args.kernel_stack:
             keys += ("kstack",)
         self.stacks = bool(keys)
-        self.engine = _batch_engine(Engine)(probes, keys=keys, filter=args.filter, trace=True,
-                                            stack_unwind=getattr(args, "stack_unwind", "auto"))
-        self.engine.ring_bytes = getattr(args, "ring_size", None)
+        # a poll's events as one array: integer fields decoded by columns (TraceBatch).
+        # The ring: ringbuf.default_ring_bytes for an 864-byte engine_event is its cap
+        # (0.2 s at 250k/s would be 44 MB): RING_DEFAULT_MAX
+        from memlens.core.ringbuf import RING_DEFAULT_MAX
+
+        self.engine = Engine(probes, keys=keys, filter=args.filter, trace=True,
+                             stack_unwind=getattr(args, "stack_unwind", "auto"),
+                             ring_size=getattr(args, "ring_size", None) or RING_DEFAULT_MAX,
+                             event_array=True)
         shown = args.probe + (f" '{args.filter}'" if args.filter else "")
         self.what = shown + (f" for PID {args.pid}" if args.pid else "")
         self.printed = 0
@@ -145,9 +105,8 @@ class TraceTool:
         self.printed += len(events)
         if self.args.max_events and self.printed >= self.args.max_events:
             self.done = True
-        if self.stacks or isinstance(events, list):
-            # stacks are resolved one event at a time (and a list is what an engine
-            # without the batch read returns)
+        if self.stacks:
+            # stacks are resolved one event at a time
             return [self._event(ev) for ev in events] + self._lost()
         return TraceBatch(events, self.engine, self._lost())
 
@@ -482,15 +441,18 @@ class TraceCommand:
         from memlens.core.unwind import add_stack_unwind_option
 
         add_stack_unwind_option(parser)
-        from memlens.core.ringbuf import ring_size_arg
+        from memlens.core.ringbuf import HOLD_S, RATE, RING_DEFAULT_MAX, ring_size_arg
 
         parser.add_argument("--ring-size", type=ring_size_arg, metavar="BYTES",
                             help="the event ring buffer's size (K/M/G suffixes; a power of "
-                                 "two); default 16M: ~19k events")
+                                 f"two); default {HOLD_S:g} s of events at {RATE // 1000}k/s, "
+                                 f"at most {RING_DEFAULT_MAX >> 20}M (~9.6k events of "
+                                 "864 bytes)")
         add_output_options(parser)
 
     def run(self, args: argparse.Namespace) -> int:
-        from memlens.core.lazy import prefetch_numpy
+        # numpy is not prefetched: it is needed at the first poll, after the banner, and a
+        # thread importing it during the load makes libbpf's log callbacks wait for the GIL
         from memlens.core.runner import run_cli
         from memlens.output.sinks import make_sink
 
@@ -499,7 +461,6 @@ class TraceCommand:
         from memlens.core.countingtool import prepare_tracing
 
         prepare_tracing("trace", [args.probe])
-        prefetch_numpy()
         tool = TraceTool(args)
         return run_cli(tool, args, make_sink(args, TextRenderer(args)))
 
