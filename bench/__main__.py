@@ -49,6 +49,9 @@ def run_bench(path: Path, results: Path) -> tuple[int, float, str]:
 
 
 def main(argv: list[str]) -> int:
+    if "-h" in argv or "--help" in argv:  # not a bench name: without this, every bench ran
+        print(__doc__)
+        return 0
     if "--report" in argv:
         from bench.report import write_report
 

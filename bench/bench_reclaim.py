@@ -8,9 +8,15 @@ or count, in one run (issue 9: "Per-event cost against bpftrace doing the same")
     slabratetop -p PID  vs  bpftrace kmem:kmem_cache_alloc /pid == PID/
                             { @[str(args->name)] = count(); } and kmem:kmalloc /pid == PID/
                             { @k[args->bytes_alloc] = count(); }
-    vmscan, drsnoop     not priced: memory-cgroup reclaim is not driven repeatably here (its
-                        events come in bursts whose size the kernel decides; a per-event cost
-                        needs a known event count), see the note printed
+    vmscan -p PID       vs  the book's vmscan.bt over the same tracepoints, /pid == PID/ (each
+                            begin/end pair timed, summed, log2 histogram; pages summed)
+    drsnoop -p PID      vs  bpftrace printing a line per reclaim episode (latency, pages)
+                        under memory-cgroup reclaim made as below; the cost per episode is
+                        the cost per page times the pages per episode each tool counted, and
+                        the BPF programs' own run time per episode (the kernel's bpf_stats,
+                        BPF_ENABLE_STATS held over the traced loop only) is shown beside it:
+                        a reclaim episode costs ~200 us of CPU here, and a few us of tracing
+                        are within the noise of a busy shared machine; that figure is not
     compactsnoop,       not priced: compaction (and the NUMA migrations it and the balancer
     numamove            do) is rare and not something a loop can make at a steady rate
 
@@ -18,9 +24,14 @@ Generators (compiled at run time, pinned to one CPU, the tracers kept off it whe
 another), SLICES slices a loop with PAUSE_US between them (off the clock, see PAUSE_US):
 shm: a segment of 64 KiB (IPC_PRIVATE, created before the loop, IPC_RMID at exit,
 by atexit, also when stdin closes), then N x (shmat; shmdt); sock: N x (socket(AF_UNIX,
-SOCK_DGRAM); close).  Each times its loop in its own CPU time (CLOCK_THREAD_CPUTIME_ID: the
-BPF programs run in its context) in SLICES slices; a loop's figure is its fastest slice, in
-ns per shm call (shm) or per socket()+close() pair (sock).
+SOCK_DGRAM); close); reclaim: run in a memory cgroup of its own (32 MiB, no swap; removed
+on the way out, also on failure or SIGTERM) and brought to its limit first, N pages of a
+64 MiB region populated (MADV_POPULATE_WRITE, 64 at a time) and handed back with MADV_FREE:
+each charge at the limit reclaims lazy-free pages in the generator's own context, without
+swap or disk I/O (lazy-free pages live on the file LRU since 4.12).
+Each times its loop in its own CPU time (CLOCK_THREAD_CPUTIME_ID: the BPF programs run in
+its context) in SLICES slices; a loop's figure is its fastest slice, in ns per shm call
+(shm), per socket()+close() pair (sock) or per page (reclaim).
 
 Each traced configuration runs one generator three loops: untraced, traced (a fresh tracer,
 started and waited for: memlens's "Hit Ctrl-C to end." on stderr, bpftrace's READY from
@@ -35,7 +46,10 @@ Correctness (the generator knows its counts): shmsnoop's events and bpftrace's l
 the generator must be exactly 2N (N shmat + N shmdt, none failed); slabratetop's and
 bpftrace's count of sock_inode_cache allocations by the generator must be exactly N (one
 socket inode per socket; the other caches a socket touches are shown, not checked: slab
-merging names them after whatever cache they share).
+merging names them after whatever cache they share).  vmscan's and drsnoop's pages
+reclaimed by memory-cgroup reclaim for the generator, and bpftrace's, must equal
+/proc/vmstat's pglazyfreed delta over the loop (only lazy-free pages can be reclaimed in
+that cgroup).
 
     python -m bench reclaim      (root; bpftrace for the peer column; ~1-2 min)
     BENCH_RECLAIM_N / _RUNS / _PAUSE_US override N, RUNS and PAUSE_US (0: bursts).
@@ -58,9 +72,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-MEMLENS = [str(ROOT / ".venv" / "bin" / "memlens")]
-if not Path(MEMLENS[0]).exists():
-    MEMLENS = [sys.executable, "-m", "memlens"]
+sys.path.insert(0, str(ROOT))
+from bench import common  # noqa: E402
+from bench.common import CPU, MEMLENS, STOP_TIMEOUT, away, emit_result, mad  # noqa: E402
 
 N_SHM = int(os.environ.get("BENCH_RECLAIM_N", "5000"))  # shmat+shmdt pairs a loop
 N_SOCK = int(os.environ.get("BENCH_RECLAIM_SOCKETS", "40000"))  # sockets a loop
@@ -73,37 +87,61 @@ RUNS = int(os.environ.get("BENCH_RECLAIM_RUNS", "5"))
 SETTLE = 0.3  # s: after the loop, a tracer's output must be quiet this long before SIGINT
 PAUSE_US = int(os.environ.get("BENCH_RECLAIM_PAUSE_US", "10000"))
 # generator name -> (its mode, calls a loop, slices, pause between slices in us)
+# reclaim: pages a loop, a multiple of 100 slices of CHUNK (64) pages
+N_PAGES = -(-int(os.environ.get("BENCH_RECLAIM_PAGES", "128000")) // 6400) * 6400
 GENS = {"shm": ("shm", N_SHM, 100, PAUSE_US), "shm burst": ("shm", N_SHM, 10, 0),
-        "sock": ("sock", N_SOCK, 100, 0)}
-ATTACH_TIMEOUT = 60.0
-STOP_TIMEOUT = 10.0
-STOP_SIGNALS = 4
-CPU = max(os.sched_getaffinity(0))
-OTHER_CPUS = os.sched_getaffinity(0) - {CPU}
+        "sock": ("sock", N_SOCK, 100, 0), "reclaim": ("lazy", N_PAGES, 100, 0)}
+CGROUP_LIMIT = 32 << 20
+# BENCH_RECLAIM_CASES=vmscan,drsnoop: only the rows whose label holds one of these
+CASES = [c for c in os.environ.get("BENCH_RECLAIM_CASES", "").split(",") if c]
 SOCK_CACHE = "sock_inode_cache"
 
 GEN_C = r"""
 #define _GNU_SOURCE
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/ipc.h>
+#include <sys/mman.h>
 #include <sys/shm.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23 /* 5.14 */
+#endif
 #define MAX_SLICES 1000
+#define REGION_PAGES (64L << 8) /* lazy: 64 MiB, twice the memory cgroup's limit */
+#define CHUNK 64                /* lazy: pages populated and freed at a time */
+enum { SOCK, SHM, LAZY };
 static long sl[MAX_SLICES];
 static int shmid = -1;
+static char *region;
+static long rpos;
 static long now_ns(void) {
     struct timespec t;
     clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
     return t.tv_sec * 1000000000L + t.tv_nsec;
 }
 static void rm(void) { if (shmid >= 0) shmctl(shmid, IPC_RMID, NULL); }
-static long run(int shm, long n) {
+/* lazy: n pages (a multiple of CHUNK) written in, charged to the memory cgroup, then
+ * handed back with MADV_FREE: reclaim may drop them without swap.  Round the region: in a
+ * cgroup at its limit every charge reclaims (the oldest lazy-free pages: the next ones) */
+static long lazy(long n) {
     long bad = 0;
+    for (long i = 0; i < n; i += CHUNK) {
+        char *p = region + rpos * 4096;
+        if (madvise(p, CHUNK * 4096, MADV_POPULATE_WRITE)) bad++;
+        if (madvise(p, CHUNK * 4096, MADV_FREE)) bad++;
+        rpos = (rpos + CHUNK) % REGION_PAGES;
+    }
+    return bad;
+}
+static long run(int mode, long n) {
+    long bad = 0;
+    if (mode == LAZY) return lazy(n);
     for (long i = 0; i < n; i++) {
-        if (shm) {
+        if (mode == SHM) {
             void *p = shmat(shmid, NULL, 0);
             if (p == (void *)-1) { bad++; continue; }
             if (shmdt(p)) bad++;
@@ -117,24 +155,31 @@ static long run(int shm, long n) {
 }
 int main(int argc, char **argv) {
     if (argc != 5) return 2;
-    int shm = argv[1][0] == 's' && argv[1][1] == 'h';
+    int mode = !strcmp(argv[1], "shm") ? SHM : !strcmp(argv[1], "lazy") ? LAZY : SOCK;
     long n = atol(argv[2]), slices = atol(argv[3]), pause_us = atol(argv[4]), bad = 0;
     char c;
     if (slices < 1 || slices > MAX_SLICES) return 2;
-    if (shm) {
+    if (mode == LAZY) {
+        region = mmap(NULL, REGION_PAGES * 4096, PROT_READ | PROT_WRITE,
+                      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (region == MAP_FAILED) { perror("mmap"); return 1; }
+        madvise(region, REGION_PAGES * 4096, MADV_NOHUGEPAGE); /* one charge a page */
+        if (lazy(REGION_PAGES)) { perror("madvise"); return 1; } /* the cgroup at its limit */
+    }
+    if (mode == SHM) {
         shmid = shmget(IPC_PRIVATE, 1 << 16, IPC_CREAT | 0600);
         if (shmid < 0) { perror("shmget"); return 1; }
         atexit(rm);
     }
     setvbuf(stdout, NULL, _IONBF, 0);
-    bad = run(shm, 10); /* warm: first calls' page faults, not in the loops */
+    bad = mode == LAZY ? 0 : run(mode, 10); /* warm: first calls' page faults, not in the loops */
     sl[0] = now_ns() - now_ns();
     printf("ready %ld %ld\n", sl[0], bad);
     while (read(0, &c, 1) == 1 && c == 'x') {
         bad = 0;
         for (long s = 0; s < slices; s++) {
             long k = n / slices + (s < n % slices), t0 = now_ns();
-            bad += run(shm, k);
+            bad += run(mode, k);
             sl[s] = now_ns() - t0;
             if (pause_us) usleep(pause_us); /* off the clock: the tracer drains its ring */
         }
@@ -159,46 +204,92 @@ class Run:
     notes: list[str] = field(default_factory=list)
     before: float = 0.0
     after: float = 0.0
+    bpf_ns: int = 0           # the tracer's BPF programs' run time over the traced loop
 
     @property
     def overhead(self) -> float:
         return self.ns - (self.before + self.after) / 2
 
 
-class Generator:
-    """The generator, started and waiting: `go` runs its loop, `close` lets it exit (the shm
-    segment removed on the way out)."""
+def lazyfreed() -> int:
+    """/proc/vmstat pglazyfreed: lazy-free (MADV_FREE) pages reclaim has dropped, machine
+    wide.  Over a reclaim loop, the pages the generator's reclaim freed: nothing else in its
+    cgroup can be reclaimed (no swap; its other pages are anonymous), and no other process
+    here frees memory with MADV_FREE (one that did would show as LOST)."""
+    with open("/proc/vmstat") as f:
+        for line in f:
+            if line.startswith("pglazyfreed "):
+                return int(line.split()[1])
+    raise RuntimeError("/proc/vmstat has no pglazyfreed")
 
-    def __init__(self, exe: Path, gen: str):
+
+class MemoryCgroup:
+    """The reclaim generator's memory cgroup (v1 here; v2 where the memory controller is
+    there), CGROUP_LIMIT and no swap; `remove` kills what is left in it and removes it (from
+    a finally: also when the bench fails or is interrupted)."""
+
+    def __init__(self):
+        v1 = Path("/sys/fs/cgroup/memory")
+        name = f"memlens_bench_{os.getpid()}"
+        if (v1 / "memory.limit_in_bytes").exists():
+            self.path = v1 / name
+            limits = {"memory.limit_in_bytes": CGROUP_LIMIT,
+                      "memory.memsw.limit_in_bytes": CGROUP_LIMIT}
+        else:
+            self.path = Path("/sys/fs/cgroup") / name
+            limits = {"memory.max": CGROUP_LIMIT, "memory.swap.max": 0}
+        self.path.mkdir()
+        try:
+            for knob, value in limits.items():
+                if (self.path / knob).exists():
+                    (self.path / knob).write_text(str(value))
+        except OSError:
+            self.remove()
+            raise
+
+    def enter(self) -> None:
+        """preexec_fn: the child joins the cgroup before exec."""
+        (self.path / "cgroup.procs").write_text("0")
+
+    def remove(self) -> None:
+        for _ in range(50):
+            if not self.path.exists():
+                return
+            for pid in (self.path / "cgroup.procs").read_text().split():
+                try:
+                    os.kill(int(pid), signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            try:
+                self.path.rmdir()
+                return
+            except OSError:
+                time.sleep(0.1)
+        print(f"bench_reclaim: could not remove {self.path}", file=sys.stderr)
+
+
+class Generator(common.Generator):
+    """The generator, started and waiting: `go` runs its loop, `close` lets it exit (the shm
+    segment removed on the way out); the reclaim generator runs in the memory cgroup."""
+
+    def __init__(self, exe: Path, gen: str, cgroup: MemoryCgroup | None = None):
         self.kind, n, slices, pause = GENS[gen]
-        self.p = subprocess.Popen([str(exe), self.kind, str(n), str(slices), str(pause)],
-                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-        line = self.p.stdout.readline()
-        assert line.startswith(b"ready"), line
-        self.pid = self.p.pid
-        os.sched_setaffinity(self.pid, {CPU})
+        popen = {"preexec_fn": cgroup.enter} if self.kind == "lazy" else {}
+        super().__init__([str(exe), self.kind, str(n), str(slices), str(pause)], **popen)
 
     def go(self) -> Run:
-        self.p.stdin.write(b"x")
-        self.p.stdin.flush()
-        bad, *sl = (int(x) for x in self.p.stdout.readline().split())
+        freed = lazyfreed() if self.kind == "lazy" else 0
+        bad, *sl = self.loop()
         calls = 2 if self.kind == "shm" else 1  # ns per shm call; per socket()+close()
-        return Run(min(ns / (k * calls) for ns, k in zip(sl[::2], sl[1::2]) if k), bad)
+        run = Run(min(ns / (k * calls) for ns, k in zip(sl[::2], sl[1::2]) if k), bad)
+        if self.kind == "lazy":  # pages the loop's reclaim freed: what a tracer must count
+            run.expected = lazyfreed() - freed
+        return run
 
     def close(self) -> None:
-        if self.p.poll() is None:
-            try:
-                self.p.stdin.write(b"q")
-                self.p.stdin.close()
-            except BrokenPipeError:
-                pass
-            try:
-                self.p.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.p.kill()  # no atexit then: the segment would stay, say so
-                self.p.wait()
-                print(f"  generator {self.pid} killed: check `ipcs -m` for its segment",
-                      file=sys.stderr)
+        if not super().close() and self.kind == "shm":  # no atexit then: say so
+            print(f"  generator {self.pid} killed: check `ipcs -m` for its segment",
+                  file=sys.stderr)
 
 
 class Reader(threading.Thread):
@@ -256,18 +347,108 @@ def ml_slab(lines: list[str], _pid: int) -> Count | None:
     return Count(got, int(s["allocs"]) - got, int(s["allocs"]) / N_SOCK)
 
 
-def bt_slab(lines: list[str], _pid: int) -> Count | None:
+def _bt_maps(lines: list[str]) -> dict[str, dict]:
+    """bpftrace -f json's maps at exit, {name: value}."""
     maps: dict[str, dict] = {}
     for x in lines:
         if x.startswith("{"):
             r = json.loads(x)
             if r.get("type") == "map":
                 maps.update(r["data"])
+    return maps
+
+
+def bt_slab(lines: list[str], _pid: int) -> Count | None:
+    maps = _bt_maps(lines)
     if not maps:
         return None
     got = int(maps.get("@", {}).get(SOCK_CACHE, 0))
     total = sum(int(v) for m in maps.values() for v in m.values())
     return Count(got, total - got, total / N_SOCK)
+
+
+def ml_vmscan(lines: list[str], _pid: int) -> Count | None:
+    """vmscan -p: its final report's memory-cgroup reclaim (one report: the interval is
+    longer than the run)."""
+    recs = [json.loads(x) for x in lines if x.startswith("{")]
+    reps = [r for r in recs if r.get("type") == "report"]
+    if not reps or not reps[-1].get("final"):
+        return None
+    got = sum(int(r.get("memcg_reclaim_pages") or 0) for r in reps)
+    episodes = sum(int(r.get("memcg_reclaim_count") or 0) for r in reps)
+    other = sum(int(r.get("pages_reclaimed") or 0) for r in reps) - got
+    return Count(got, other, episodes / N_PAGES)
+
+
+def bt_vmscan(lines: list[str], _pid: int) -> Count | None:
+    maps = _bt_maps(lines)
+    if "@memcg_reclaim_n" not in maps:
+        return None
+    got = int(maps.get("@memcg_reclaim_pages", 0))
+    other = sum(int(maps.get(f"@{k}_pages", 0)) for k in ("direct_reclaim", "node_reclaim"))
+    return Count(got, other, int(maps["@memcg_reclaim_n"]) / N_PAGES)
+
+
+def ml_drsnoop(lines: list[str], pid: int) -> Count | None:
+    recs = [json.loads(x) for x in lines if x.startswith("{")]
+    if not any(r.get("type") == "summary" for r in recs):
+        return None
+    ev = [r for r in recs if r.get("type") == "event"]
+    ours = [r for r in ev if r.get("pid") == pid and r.get("reclaim") == "memcg"]
+    return Count(sum(int(r["pages_reclaimed"] or 0) for r in ours), len(ev) - len(ours),
+                 len(ours) / N_PAGES)
+
+
+def bt_drsnoop(lines: list[str], pid: int) -> Count | None:
+    ev = [x.split() for x in lines if x.startswith("EV ")]
+    ours = [f for f in ev if f[1] == str(pid) and f[2] == "memcg"]
+    return Count(sum(int(f[5]) for f in ours), len(ev) - len(ours), len(ours) / N_PAGES)
+
+
+def _vmscan_tracepoints() -> set[str]:
+    try:
+        return set(os.listdir("/sys/kernel/tracing/events/vmscan"))
+    except OSError:
+        return set()
+
+
+def bt_vmscan_prog() -> str:
+    """The book's vmscan.bt, over what vmscan attaches (the pairs timed, with a log2
+    histogram each; pages summed from the reclaim ends; the counted tracepoints), for one
+    process, on the tracepoints this kernel has."""
+    from memlens.tools.vmscan import COUNTS, PAIRS
+
+    have = _vmscan_tracepoints()
+    out = []
+    for pr in PAIRS:
+        if pr.begin not in have or pr.end not in have:
+            continue
+        k = pr.key
+        out.append(f"tracepoint:vmscan:{pr.begin} /pid == {{pid}}/ {{{{ @{k}_s[tid] = nsecs; }}}}")
+        pages = f" @{k}_pages = sum(args->nr_reclaimed);" if pr.pages else ""
+        out.append(f"tracepoint:vmscan:{pr.end} /pid == {{pid}} && @{k}_s[tid]/ {{{{ "
+                   f"$d = nsecs - @{k}_s[tid]; @{k}_n = count(); @{k}_ns = sum($d); "
+                   f"@{k}_us = hist($d / 1000);{pages} delete(@{k}_s[tid]); }}}}")
+    for tp, key in COUNTS.items():
+        if tp in have:
+            out.append(f"tracepoint:vmscan:{tp} /pid == {{pid}}/ {{{{ @{key} = count(); }}}}")
+    return " ".join(out)
+
+
+def bt_drsnoop_prog() -> str:
+    """BCC's drsnoop as a bpftrace line per episode (direct, memory-cgroup and node reclaim:
+    what memlens drsnoop shows), for one process."""
+    have = _vmscan_tracepoints()
+    out = []
+    for kind in ("direct", "memcg", "node"):
+        begin, end = f"mm_vmscan_{kind}_reclaim_begin", f"mm_vmscan_{kind}_reclaim_end"
+        if begin not in have or end not in have:
+            continue
+        out.append(f"tracepoint:vmscan:{begin} /pid == {{pid}}/ {{{{ @s[tid] = nsecs; }}}}")
+        out.append(f"tracepoint:vmscan:{end} /pid == {{pid}} && @s[tid]/ {{{{ "
+                   f'printf("EV %d {kind} %s %d %d\\n", pid, comm, nsecs - @s[tid], '
+                   "args->nr_reclaimed); delete(@s[tid]); }}")
+    return " ".join(out)
 
 
 BT_SHM = (
@@ -292,7 +473,8 @@ class Config:
     tool: str                       # memlens | bpftrace
     args: list[str] | str
     count: Callable[[list[str], int], Count | None]
-    expected: int                   # per loop, exactly
+    expected: int | None            # per loop, exactly (None: the generator's witness)
+    bt_json: bool = False           # bpftrace -f json (its maps read at exit)
 
 
 def configs() -> list[Config]:
@@ -304,7 +486,14 @@ def configs() -> list[Config]:
         Config("bpftrace shmsnoop burst", "shm burst", "bpftrace", BT_SHM, bt_shm, 2 * N_SHM),
         Config("memlens slabratetop", "sock", "memlens", ["slabratetop", "--json", "-C",
                                                           "3600"], ml_slab, N_SOCK),
-        Config("bpftrace slabratetop", "sock", "bpftrace", BT_SLAB, bt_slab, N_SOCK),
+        Config("bpftrace slabratetop", "sock", "bpftrace", BT_SLAB, bt_slab, N_SOCK, True),
+        Config("memlens vmscan", "reclaim", "memlens", ["vmscan", "--json", "3600"],
+               ml_vmscan, None),
+        Config("bpftrace vmscan", "reclaim", "bpftrace", bt_vmscan_prog(), bt_vmscan, None,
+               True),
+        Config("memlens drsnoop", "reclaim", "memlens", ["drsnoop", "--json"], ml_drsnoop,
+               None),
+        Config("bpftrace drsnoop", "reclaim", "bpftrace", bt_drsnoop_prog(), bt_drsnoop, None),
     ]
 
 
@@ -315,6 +504,8 @@ ROWS = [
      "shm call in a burst", "call"),
     ("slabratetop", "memlens slabratetop", "bpftrace slabratetop", "socket()+close()",
      "sock"),
+    ("vmscan", "memlens vmscan", "bpftrace vmscan", "page reclaimed", "page"),
+    ("drsnoop", "memlens drsnoop", "bpftrace drsnoop", "page reclaimed", "page"),
 ]
 
 
@@ -327,52 +518,37 @@ def build(tmp: Path) -> Path:
     return exe
 
 
-def _away(proc: subprocess.Popen) -> None:
-    if OTHER_CPUS:
-        try:
-            os.sched_setaffinity(proc.pid, OTHER_CPUS)
-        except OSError:
-            pass
-
-
-def _stop(proc: subprocess.Popen) -> str:
-    """SIGINT until it exits (bpftrace 0.17 sometimes sleeps on after the first)."""
-    for attempt in range(1, STOP_SIGNALS + 1):
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            continue
-        return "" if attempt == 1 else f"exited on SIGINT number {attempt}"
-    proc.kill()
-    proc.wait()
-    return f"ignored {STOP_SIGNALS} SIGINTs {STOP_TIMEOUT:.0f} s apart; killed"
-
-
 def run_tracer(g: Generator, cfg: Config) -> tuple[Run, Count | None, int, str]:
     if cfg.tool == "memlens":
         argv = MEMLENS + cfg.args + ["-p", str(g.pid)]
     else:
         prog = 'BEGIN { printf("READY\\n"); } ' + cfg.args.format(pid=g.pid)
-        argv = ["bpftrace"] + (["-f", "json"] if cfg.kind == "sock" else []) + ["-e", prog]
+        argv = ["bpftrace"] + (["-f", "json"] if cfg.bt_json else []) + ["-e", prog]
     tr = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           stdin=subprocess.DEVNULL, text=True)
-    _away(tr)
+    away(tr)
     try:
         marker = "Hit Ctrl-C to end." if cfg.tool == "memlens" else "READY"
         out = Reader(tr.stdout, None if cfg.tool == "memlens" else marker)
         err = Reader(tr.stderr, marker if cfg.tool == "memlens" else None)
         ready = (err if cfg.tool == "memlens" else out).seen
-        if not ready.wait(ATTACH_TIMEOUT) or tr.poll() is not None:
+        if not ready.wait(common.ATTACH_TIMEOUT) or tr.poll() is not None:
             raise RuntimeError(f"{cfg.name}: not attached: {''.join(err.lines)[-300:]}")
-        run = g.go()
+        stats = common.bpf_run_stats() if cfg.kind == "reclaim" else None
+        try:
+            bpf0 = common.prog_run_time(tr.pid)[0]
+            run = g.go()
+            run.bpf_ns = common.prog_run_time(tr.pid)[0] - bpf0
+        finally:
+            if stats is not None:
+                os.close(stats)
         # what the tracer has yet to read out is not lost: its output quiet for SETTLE
         # first (bpftrace 0.17 exits on SIGINT without draining its perf buffers)
         deadline, seen = time.monotonic() + STOP_TIMEOUT, -1
         while time.monotonic() < deadline and seen != len(out.lines) + len(err.lines):
             seen = len(out.lines) + len(err.lines)
             time.sleep(SETTLE)
-        note = _stop(tr)
+        note = common.stop(tr, collect=False)[2]
     finally:
         if tr.poll() is None:
             tr.kill()
@@ -385,7 +561,8 @@ def run_tracer(g: Generator, cfg: Config) -> tuple[Run, Count | None, int, str]:
             if x.startswith("{"):
                 r = json.loads(x)
                 if r.get("type") == "summary":
-                    lost = sum(r.get("lost", {}).values())
+                    n = r.get("lost") or 0
+                    lost = sum(n.values()) if isinstance(n, dict) else int(n)
     else:
         # bpftrace reports a full perf buffer as "Lost N events" (stdout or stderr)
         lost = sum(int(m[1]) for x in out.lines + err.lines
@@ -396,8 +573,8 @@ def run_tracer(g: Generator, cfg: Config) -> tuple[Run, Count | None, int, str]:
     return run, count, lost, note
 
 
-def run_traced(exe: Path, cfg: Config) -> Run:
-    g = Generator(exe, cfg.kind)
+def run_traced(exe: Path, cfg: Config, cgroup: MemoryCgroup | None) -> Run:
+    g = Generator(exe, cfg.kind, cgroup)
     try:
         first = g.go()
         run, count, lost, note = run_tracer(g, cfg)
@@ -405,7 +582,9 @@ def run_traced(exe: Path, cfg: Config) -> Run:
     finally:
         g.close()
     run.before, run.after = first.ns, last.ns
-    run.expected, run.lost = cfg.expected, lost
+    if cfg.expected is not None:  # else the generator's own witness (Generator.go)
+        run.expected = cfg.expected
+    run.lost = lost
     if run.bad:
         run.notes.append(f"{run.bad} of the generator's calls failed")
     if note:
@@ -418,46 +597,35 @@ def run_traced(exe: Path, cfg: Config) -> Run:
     return run
 
 
-def verdict(runs: list[Run]) -> str:
-    out = []
-    failed = [r for r in runs if r.got is None]
-    if failed:
-        out.append(f"{len(failed)} FAILED")
-    runs = [r for r in runs if r.got is not None]
-    short = [r.expected - r.got for r in runs if r.got < r.expected]
-    extra = [r.got - r.expected for r in runs if r.got > r.expected]
-    if short and all(r.got + r.lost == r.expected for r in runs if r.got < r.expected):
-        out.append(f"dropped {max(short)} (counted)")  # shown + counted lost = made
-    elif short:
-        out.append(f"LOST {max(short)}")
-    if extra:
-        out.append(f"+{max(extra)} WRONG")
-    if any(r.lost for r in runs) and not short:
-        out.append(f"lost={max(r.lost for r in runs)}")
-    return (" ".join(out) or "ok") + ("*" if any(r.notes for r in runs) else "")
-
-
-def mad(values: list[float]) -> float:
-    m = statistics.median(values)
-    return statistics.median(abs(v - m) for v in values)
-
-
 def main() -> int:
     if os.geteuid() != 0:
         print("bench_reclaim: needs root (BPF); skipped")
         return 0
     t_start = time.monotonic()
-    cfgs = [c for c in configs() if c.tool == "memlens" or shutil.which("bpftrace")]
+    wanted = {name for row in ROWS if not CASES or any(c in row[0] for c in CASES)
+              for name in row[1:3]}
+    cfgs = [c for c in configs() if c.name in wanted
+            and (c.tool == "memlens" or shutil.which("bpftrace"))]
     results: dict[str, list[Run]] = {}
-    with tempfile.TemporaryDirectory(prefix="bench_reclaim.") as d:
-        exe = build(Path(d))
-        for kind in ("shm", "sock"):  # warm-up, not counted
-            g = Generator(exe, kind)
-            g.go()
-            g.close()
-        for _ in range(RUNS):
-            for cfg in cfgs:
-                results.setdefault(cfg.name, []).append(run_traced(exe, cfg))
+    # SIGTERM (a CI timeout, make's kill) ends the run through the finally clauses: the
+    # generators closed, the memory cgroup removed
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    cgroup = MemoryCgroup() if any(c.kind == "reclaim" for c in cfgs) else None
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench_reclaim.") as d:
+            exe = build(Path(d))
+            for kind in sorted({c.kind for c in cfgs}):  # warm-up, not counted
+                g = Generator(exe, kind, cgroup)
+                try:
+                    g.go()
+                finally:
+                    g.close()
+            for _ in range(RUNS):
+                for cfg in cfgs:
+                    results.setdefault(cfg.name, []).append(run_traced(exe, cfg, cgroup))
+    finally:
+        if cgroup is not None:
+            cgroup.remove()
     kinds = {c.name: c.kind for c in configs()}
 
     def untraced(kind: str) -> list[Run]:
@@ -473,8 +641,9 @@ def main() -> int:
         return statistics.median(values), (mad(values) ** 2 + floor ** 2) ** 0.5
 
     print(f"a loop: {N_SHM} shmat+shmdt pairs in 100 slices, {PAUSE_US} us apart (burst: in 10, "
-          f"no pause) / {N_SOCK} AF_UNIX sockets in 100 slices; the fastest slice kept; "
-          f"generator CPU time, pinned to CPU {CPU}")
+          f"no pause) / {N_SOCK} AF_UNIX sockets in 100 slices / {N_PAGES} pages charged to "
+          f"a {CGROUP_LIMIT >> 20} MiB memory cgroup at its limit and freed lazily, in 100 "
+          f"slices; the fastest slice kept; generator CPU time, pinned to CPU {CPU}")
     print(f"median of {RUNS} interleaved rounds; +ns = traced loop - the same process's "
           "untraced loops before and after; \u00b1 = MAD (see overhead())")
     print(f"{'case':<12} {'unit':<5} {'untraced':>10} {'memlens':>11} {'bpftrace':>11} "
@@ -487,26 +656,55 @@ def main() -> int:
         kind = kinds[ml_name]
         base, base_sd = baseline(kind)
         ml, ml_sd = overhead(ml_name)
-        ml_ok = verdict(results[ml_name])
+        ml_ok = common.verdict(results[ml_name])
         ml_pu = statistics.median(r.per_unit for r in results[ml_name])
         if bt_name in results:
             bt, bt_sd = overhead(bt_name)
-            bt_ok = verdict(results[bt_name])
+            bt_ok = common.verdict(results[bt_name])
             bt_pu = statistics.median(r.per_unit for r in results[bt_name])
             measurable = ml > 2 * ml_sd and bt > 2 * bt_sd
             ratio = f"{ml / bt:6.2f}" if measurable else f"{'n/a':>6}"
             bt_col = f"{bt:+6.0f}\u00b1{bt_sd:<4.0f}"
         else:
             measurable, ratio, bt_col, bt_ok, bt_pu = False, f"{'-':>6}", f"{'-':>11}", "-", 0
-        pu = f"{ml_pu:4.1f} {bt_pu:4.1f}" if kind == "sock" else f"{'1':>4} {'1':>4}"
+            bt = bt_sd = None
+        if kind == "sock":
+            pu = f"{ml_pu:4.1f} {bt_pu:4.1f}"
+        elif kind == "reclaim":  # episodes per page: one in every N pages
+            pu = " ".join(f"1/{1 / x:<3.0f}" if x else f"{'-':<5}" for x in (ml_pu, bt_pu))
+        else:
+            pu = f"{'1':>4} {'1':>4}"
         print(f"{label:<12} {unit:<5} {base:5.0f}\u00b1{base_sd:<4.0f} "
               f"{ml:+6.0f}\u00b1{ml_sd:<4.0f} {bt_col} {ratio} {pu:>9}  {ml_ok:<13} {bt_ok:<14}")
         line = (f"{label}: memlens adds {ml:.0f}\u00b1{ml_sd:.0f} ns per {event} (untraced "
                 f"{base:.0f} ns")
+        # the figure for the report: per event (an allocation, a reclaim episode)
+        per_event, ml_ev, bt_ev = event, ml, bt
         if kind == "sock":
             line += (f"; {ml_pu:.1f} slab allocations counted per socket, so "
                      f"~{ml / max(ml_pu, 1e-9):.0f} ns per allocation")
+            per_event = "slab allocation"
+            ml_ev = ml / max(ml_pu, 1e-9)
+            bt_ev = bt / max(bt_pu, 1e-9) if bt is not None else None
+        elif kind == "reclaim":
+            line += (f"; one reclaim episode per {1 / max(ml_pu, 1e-9):.0f} pages, so "
+                     f"~{ml / max(ml_pu, 1e-9):.0f} ns per episode")
+            per_event = "memory-cgroup reclaim episode"
+            ml_ev = ml / max(ml_pu, 1e-9)
+            bt_ev = bt / max(bt_pu, 1e-9) if bt is not None else None
         line += ")"
+        bpf = {}  # the BPF programs' own run time per episode (bpf_stats), median of rounds
+        if kind == "reclaim":
+            for who, name in (("memlens", ml_name), ("bpftrace", bt_name)):
+                per = [r.bpf_ns / (r.per_unit * N_PAGES) for r in results.get(name, [])
+                       if r.per_unit and r.bpf_ns]
+                if per:
+                    bpf[who] = (statistics.median(per), mad(per))
+            if bpf:
+                print(f"{'':<12} BPF run time per episode (bpf_stats): " + ", ".join(
+                    f"{who} {v:.0f}\u00b1{sd:.0f} ns" for who, (v, sd) in bpf.items())
+                    + (f" = {bpf['memlens'][0] / bpf['bpftrace'][0]:.2f}x"
+                       if len(bpf) == 2 else ""))
         if any(r.lost for r in results[ml_name]):
             line += (" (memlens dropped events on a full ring in some rounds: a dropped "
                      "event costs less than a delivered one)")
@@ -516,15 +714,34 @@ def main() -> int:
                      else "no ratio, an overhead is within twice its noise")
         else:
             line += "; bpftrace missing"
-        line += (f"; counts (expected {results[ml_name][0].expected} "
-                 f"{SOCK_CACHE + ' allocations' if kind == 'sock' else 'shm calls'}): "
+        what = {"sock": SOCK_CACHE + " allocations",
+                "reclaim": "pages reclaimed, pglazyfreed"}.get(kind, "shm calls")
+        expected = sorted({r.expected for r in results[ml_name]})
+        if len(bpf) == 2:
+            line += (f"; the BPF programs' own run time per episode (bpf_stats): memlens "
+                     f"{bpf['memlens'][0]:.0f} ns, bpftrace {bpf['bpftrace'][0]:.0f} ns = "
+                     f"{bpf['memlens'][0] / bpf['bpftrace'][0]:.2f}x")
+        line += (f"; counts (expected {'/'.join(map(str, expected[:3]))}"
+                 f"{'...' if len(expected) > 3 else ''} {what}): "
                  f"memlens {ml_ok}, bpftrace {bt_ok}")
         lines.append(line)
+        # ratios of the per-unit overheads: both tools ran on the same work
+        emit_result("reclaim", {
+            "case": label, "tool": ml_name.split()[1], "event": per_event,
+            "cost_ns": round(ml_ev), "cost_noise_ns": round(ml_sd * ml_ev / ml) if ml else 0,
+            "peer_cost_ns": None if bt_ev is None else round(bt_ev),
+            "peer_cost_noise_ns": None if bt_ev is None or not bt else
+            round(bt_sd * bt_ev / bt),
+            "ratio": round(ml / bt, 2) if measurable else None, "counts": ml_ok,
+            "peer_counts": bt_ok,
+            **({"bpf_ns": round(bpf["memlens"][0]), "peer_bpf_ns": round(bpf["bpftrace"][0]),
+                "bpf_ratio": round(bpf["memlens"][0] / bpf["bpftrace"][0], 2)}
+               if len(bpf) == 2 else {})})
     for line in lines:
         print(line)
-    print("vmscan, drsnoop: not priced; their events (reclaim begin/end, direct reclaim) "
-          "come only under memory pressure, in bursts whose number the kernel decides, and "
-          "this bench does not drive memory-cgroup reclaim: too rare to price per event here")
+    print("vmscan, drsnoop: memory-cgroup reclaim only (direct, kswapd and node reclaim "
+          "cannot be made safely here, KERNEL.md \u00a73): priced per page and, by the "
+          "episodes each tool counted, per episode")
     print("compactsnoop, numamove: not priced; compaction and NUMA migration are rare events "
           "that no cheap loop makes repeatably")
     if any(r.notes for runs in results.values() for r in runs):

@@ -131,6 +131,21 @@ def summary(figures: list[dict]) -> list[str]:
         tool = f["tool"]
         prev = rows.get(tool, {}).get("cost")
         cell(tool, "cost", f"{prev}; {f['case']}: {txt}" if prev else f"{f['case']}: {txt}")
+    for f in by.get("reclaim", []):  # bench_reclaim: shmsnoop, slabratetop, vmscan, drsnoop
+        if f.get("ratio") is not None:
+            txt = (f"+{f['cost_ns']} / +{f['peer_cost_ns']} ns a {f['event']} on the traced "
+                   f"program = **{f['ratio']:.2f}x**")
+        elif f.get("peer_cost_ns") is not None:
+            txt = (f"+{f['cost_ns']}±{f['cost_noise_ns']} ns a {f['event']}, bpftrace "
+                   f"+{f['peer_cost_ns']}±{f['peer_cost_noise_ns']} ns (within noise)")
+        else:
+            txt = f"+{f['cost_ns']}±{f['cost_noise_ns']} ns a {f['event']} (no bpftrace)"
+        if f.get("bpf_ratio") is not None:
+            txt += (f"; BPF run time (bpf_stats) {f['bpf_ns']} / {f['peer_bpf_ns']} ns an "
+                    f"episode = **{f['bpf_ratio']:.2f}x**")
+        txt += f"; counts: {f['counts']} / {f['peer_counts']}"
+        prev = rows.get(f["tool"], {}).get("cost")
+        cell(f["tool"], "cost", f"{prev}; {f['case']}: {txt}" if prev else f"{f['case']}: {txt}")
     for f in by.get("memleak", []):
         cell("memleak", "cost", f"{f['ns_per_pair']} / {f['peer_ns_per_pair']} ns a malloc+free "
              f"pair = **{_ratio(f['ns_per_pair'], f['peer_ns_per_pair'])}**")
@@ -290,10 +305,11 @@ def write_report(path: Path, runs: list[dict], figures: list[dict], total_s: flo
         lines += ["", "## Summary per tool", "",
                   "memlens / peer (bpftrace 0.17 unless said): time from exec to every probe "
                   "attached and peak RSS (`bench_launch`, medians), per-event cost on the "
-                  "traced program (`bench_events`, `bench_counting`, `bench_memleak`), the "
+                  "traced program (`bench_events`, `bench_counting`, `bench_reclaim`, "
+                  "`bench_memleak`), the "
                   "highest event rate seen with zero loss (`bench_events`: the producer at "
                   "its limit), symbolization (`bench_symbols`). Tools measured by the other "
-                  "benches (faults, shmsnoop, slabratetop, unwinding) are in their sections "
+                  "benches (faults, unwinding) are in their sections "
                   "below.", ""]
         lines += summary(figures)
         extra = ring_lines(figures) + unwind_lines(figures)
