@@ -49,6 +49,13 @@ class UprobeOpts(C.Structure):
                 ("retprobe", C.c_bool), ("func_name", C.c_char_p)]
 
 
+class ObjectOpenOpts(C.Structure):
+    # struct bpf_object_open_opts, libbpf 1.1, up to btf_custom_path (sz says where it ends)
+    _fields_ = [("sz", C.c_size_t), ("object_name", C.c_char_p), ("relaxed_maps", C.c_bool),
+                ("pin_root_path", C.c_char_p), ("_attach_prog_fd", C.c_uint32),
+                ("kconfig", C.c_char_p), ("btf_custom_path", C.c_char_p)]
+
+
 class UsdtOpts(C.Structure):
     _fields_ = [("sz", C.c_size_t), ("usdt_cookie", C.c_uint64)]
 

@@ -134,7 +134,17 @@ class BpfObject:
         self._maps: dict[str, Any] = {}
         lb = L.lib()
         L.take_logs()
-        ptr = lb.bpf_object__open_file(str(self.path).encode(), None)
+        from memlens.core import btfcache
+
+        # CO-RE against this object's minimal kernel BTF when one was made (core/btfcache:
+        # libbpf's parse of all of vmlinux BTF was most of the load)
+        self.custom_btf = btfcache.cached(self.path)
+        opts = None
+        if self.custom_btf:
+            self._opts = L.ObjectOpenOpts(sz=C.sizeof(L.ObjectOpenOpts),
+                                          btf_custom_path=self.custom_btf.encode())
+            opts = C.addressof(self._opts)
+        ptr = lb.bpf_object__open_file(str(self.path).encode(), opts)
         if not ptr:
             raise _phase_error("opening", f"BPF object {self.name}", L.last_errno())
         self.ptr: int = ptr
@@ -200,6 +210,10 @@ class BpfObject:
             raise self._map_size_error(rc) or _phase_error("loading",
                                                            f"BPF object {self.name}", rc)
         self.loaded = True
+        if self.custom_btf is None:
+            from memlens.core import btfcache
+
+            btfcache.build_in_background(self.path)  # for the next runs (~2 ms, once a boot)
         L.raise_deferred_interrupt()
 
     def _map_size_error(self, rc: int) -> MemlensError | None:
