@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from memlens.tools.shmsnoop import SYSCALLS
 from tests.conftest import build_workload, require
 from tests.kernel.helpers import ToolRun
 
@@ -196,3 +197,68 @@ def test_shmat_flags_and_shmctl_commands():
     assert [shmctl_cmd(c) for c in (0, 1, 2, 3, 11, 12, 13, 14, 15, 0x102, 99)] == [
         "IPC_RMID", "IPC_SET", "IPC_STAT", "IPC_INFO", "SHM_LOCK", "SHM_UNLOCK", "SHM_STAT",
         "SHM_INFO", "SHM_STAT_ANY", "IPC_64|IPC_STAT", "99"]
+
+
+# -- an unpaced burst: every call shown, or counted lost -------------------------------------
+
+BURST_PAIRS = 50_000  # shmat+shmdt pairs: 100,002 calls with the shmget and the IPC_RMID
+LOST_RE = re.compile(r"memlens: lost (\d+) events \(ring buffer full\)")
+
+
+@pytest.mark.parametrize("ring,json_out", [(None, True), ("64K", True), ("64K", False),
+                                           ("128M", True)],
+                         ids=["default-ring", "64K-ring", "64K-ring-text", "128M-ring"])
+def test_burst_shown_plus_counted_lost_equals_made(ring, json_out):
+    """tests/workloads/shm_burst makes 2N+2 shm calls as fast as they go: the calls shown for
+    its PID plus the calls counted lost equal the calls it made, exactly.  A 64 KiB ring
+    cannot hold the burst (losses must be counted to the call); 128 MiB holds it whole
+    (nothing lost)."""
+    proc = subprocess.Popen([str(build_workload("shm_burst")), str(BURST_PAIRS)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    run = None
+    try:
+        m = re.match(r"ready pid=(\d+)", proc.stdout.readline())
+        assert m
+        pid = int(m[1])
+        run = ToolRun("shmsnoop", "-p", str(pid), *(["--json"] if json_out else []),
+                      *(["--ring-size", ring] if ring else []))
+        run.wait_attached()
+        proc.stdin.write("g")
+        proc.stdin.flush()
+        m = re.match(r"done calls=(\d+) failed=(\d+) ", proc.stdout.readline())
+        assert m, "shm_burst did not finish"
+        made, failed = int(m[1]), int(m[2])
+        proc.stdin.close()
+        assert proc.wait(timeout=60) == 0
+        # -p: the tool ends by itself once the program has exited, after a last read
+        assert run.wait(timeout=300) == 0, run.stderr
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if run is not None and run.proc.poll() is None:
+            run.stop(timeout=30)
+    assert made == 2 * BURST_PAIRS + 2 and failed == 0
+    if json_out:
+        records = run.records()
+        events = [r for r in records if r["type"] == "event"]
+        assert {r["pid"] for r in events} <= {pid}
+        shown = len(events)
+        lost = sum(r["count"] for r in records if r["type"] == "lost" and r["what"] == "events")
+        summary = records[-1]
+        assert summary["type"] == "summary" and summary["events"] == shown
+        assert summary["lost"].get("events", 0) == lost
+        # what is shown is the calls themselves, in order of their kind
+        kinds = {s: sum(1 for r in events if r["syscall"] == s) for s in SYSCALLS}
+        assert kinds["shmget"] <= 1 and kinds["shmctl"] <= 1
+        assert not any(r["error"] for r in events)
+    else:
+        rows = run.stdout.splitlines()
+        shown = len(rows) - 1 if rows else 0  # the header
+        assert all(row.split()[0] == str(pid) for row in rows[1:])
+        lost = sum(int(x) for x in LOST_RE.findall(run.stderr))
+    assert shown + lost == made, (shown, lost, run.stderr[-500:])
+    if ring == "64K":
+        assert lost > 0  # 64 KiB (~70 calls) cannot hold the burst: the count was exercised
+    if ring == "128M":
+        assert lost == 0 and shown == made

@@ -29,6 +29,7 @@ examples:
   memlens shmsnoop -d 10           # for 10 seconds
   memlens shmsnoop -n main         # comm contains "main"
   memlens shmsnoop --json          # one JSON object per call
+  memlens shmsnoop --ring-size 128M   # a burst of ~150k calls held whole while they are read
 
 output (tests/workloads/shm_seq, this machine):
   PID     COMM                SYS              RET ARGs
@@ -43,6 +44,8 @@ output (tests/workloads/shm_seq, this machine):
 
   RET: the segment id (SHMGET), the address attached (SHMAT), 0 or a count (SHMCTL
   IPC_INFO/SHM_INFO: the highest index; SHM_STAT: an id); a failed call shows -ERRNO.
+  Calls that found the ring full are counted and reported ("lost N events" on stderr, a
+  "lost" record in JSON): a burst above the ring's size wants a larger --ring-size.
   Ids are decimal, as ipcs and strace print them (BCC prints them in hex).  ARGs are
   never cut: a line with many flags passes 80 columns, as BCC's do.
 """  # noqa: E501 (the example lines are the tool's real output)
@@ -190,8 +193,14 @@ class ShmsnoopTool:
         # syscall tracepoint's common_pid cannot stand in (BPF sees a pt_regs pointer in
         # the record's common fields, perf_syscall_enter/exit)
         self.tid = args.tid
+        from memlens.core.ringbuf import RING_DEFAULT_MAX
+
+        # a call's record is ~880 bytes (its exit's and its entry's tracepoint records):
+        # the default ring holds ~9.5k calls; an unpaced burst of more is dropped at the
+        # kernel side, counted, unless --ring-size holds it
         self.engine = Engine(parse_all(enters + exits), keys=(), trace=True,
-                             pairs=dict(zip(exits, enters)))
+                             pairs=dict(zip(exits, enters)),
+                             ring_size=getattr(args, "ring_size", None) or RING_DEFAULT_MAX)
         self.name_filter = args.name
         who = (f" for TID {args.tid}" if args.tid else
                f" for PID {args.pid}" if args.pid else "")
@@ -288,6 +297,12 @@ class ShmsnoopCommand:
                             help="trace this thread only")
         parser.add_argument("-n", "--name", metavar="NAME",
                             help="only print processes whose comm contains NAME")
+        from memlens.core.ringbuf import RING_DEFAULT_MAX, ring_size_arg
+
+        parser.add_argument("--ring-size", type=ring_size_arg, metavar="BYTES",
+                            help="the event ring buffer's size (K/M/G suffixes; a power of "
+                                 f"two); default {RING_DEFAULT_MAX >> 20}M (~9.5k calls); "
+                                 "calls that find it full are counted as lost")
 
     def run(self, args: argparse.Namespace) -> int:
         from memlens.core.countingtool import prepare_tracing
