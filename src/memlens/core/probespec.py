@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 from dataclasses import dataclass, field
 
 from memlens.errors import KernelLacks, UsageError
@@ -209,6 +208,8 @@ def find_library(lib: str, pid: int | None = None) -> str:
                             f"/proc/{pid}/root{path}") else path
         except OSError:
             pass
+    import subprocess  # ~10 ms of every tool's start: only for a library found by name
+
     try:
         out = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True,
                              timeout=5).stdout
