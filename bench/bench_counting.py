@@ -28,7 +28,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -39,21 +38,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-MEMLENS = [str(ROOT / ".venv" / "bin" / "memlens")]
-if not Path(MEMLENS[0]).exists():
-    MEMLENS = [sys.executable, "-m", "memlens"]
-
 sys.path.insert(0, str(ROOT))
-from bench.common import emit_result  # noqa: E402
+from bench import common  # noqa: E402
+from bench.common import CPU, MEMLENS, emit_result, stop, wait_for  # noqa: E402
 
 N = int(os.environ.get("BENCH_COUNTING_N", "1000000"))
 M = int(os.environ.get("BENCH_COUNTING_PAGES", "200000"))
 RUNS = int(os.environ.get("BENCH_COUNTING_RUNS", "3"))
 SLICES = 20
-ATTACH_TIMEOUT = 60.0
-STOP_TIMEOUT = 10.0
-STOP_SIGNALS = 4
-CPU = max(os.sched_getaffinity(0))
 
 GEN_C = r"""
 #define _GNU_SOURCE
@@ -221,71 +213,19 @@ def build(tmp: Path) -> Path:
     return exe
 
 
-class Generator:
+class Generator(common.Generator):
     """The generator, started and waiting: `go` runs its loop, `close` lets it exit."""
 
     def __init__(self, exe: Path, kind: str):
         self.n = N if kind == "getppid" else M
         self.kind = kind
-        self.p = subprocess.Popen([str(exe), kind, str(self.n), str(SLICES)],
-                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-        line = self.p.stdout.readline()
-        assert line.startswith(b"ready"), line
-        self.pid = self.p.pid
-        os.sched_setaffinity(self.pid, {CPU})  # one CPU: no migrations inside the loop
+        super().__init__([str(exe), kind, str(self.n), str(SLICES)])
 
     def go(self) -> tuple[float, int]:
         """Run the loop: ns per event of the fastest slice, and the count to expect."""
-        self.p.stdin.write(b"x")
-        self.p.stdin.flush()
-        witness, *ns = (int(x) for x in self.p.stdout.readline().split())
+        witness, *ns = self.loop()
         per_slice = -(-self.n // SLICES)  # the first slices hold the remainder
         return min(ns) / per_slice, (self.n if self.kind == "getppid" else witness)
-
-    def close(self) -> None:
-        if self.p.poll() is None:
-            try:
-                self.p.stdin.write(b"q")
-                self.p.stdin.close()
-            except BrokenPipeError:
-                pass
-            try:
-                self.p.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.p.kill()
-                self.p.wait()
-
-
-def _wait_for(proc: subprocess.Popen, stream, marker: str, what: str) -> None:
-    deadline = time.monotonic() + ATTACH_TIMEOUT
-    while time.monotonic() < deadline:
-        line = stream.readline()
-        if not line:
-            out, err = proc.communicate()
-            raise RuntimeError(f"{what} exited before attaching: {out}{err}")
-        if marker in line:
-            return
-    proc.kill()
-    raise RuntimeError(f"{what}: not attached within {ATTACH_TIMEOUT:.0f} s")
-
-
-def _stop(proc: subprocess.Popen) -> tuple[str, str, str]:
-    """SIGINT, then the tool's output.  A tool that ignores SIGINT is a finding, not a crash:
-    it is told again (bpftrace 0.17 sometimes sleeps on in epoll_wait after the first one)
-    and the note says how many it took."""
-    for attempt in range(1, STOP_SIGNALS + 1):
-        proc.send_signal(signal.SIGINT)
-        try:
-            out, err = proc.communicate(timeout=STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            continue
-        return out, err, "" if attempt == 1 else f"exited on SIGINT number {attempt}"
-    wchan = Path(f"/proc/{proc.pid}/wchan").read_text() if proc.poll() is None else ""
-    proc.kill()
-    out, err = proc.communicate()
-    return out, err, (f"ignored {STOP_SIGNALS} SIGINTs {STOP_TIMEOUT:.0f} s apart "
-                      f"(asleep in {wchan or 'user space'}); killed")
-
 
 def _traced(exe: Path, case: Case, argv: list[str], stream: str, marker: str,
             parse: Callable[[str, int], tuple[int | None, int, int]]) -> Run:
@@ -293,9 +233,9 @@ def _traced(exe: Path, case: Case, argv: list[str], stream: str, marker: str,
     tr = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           stdin=subprocess.DEVNULL, text=True)
     try:
-        _wait_for(tr, tr.stderr if stream == "stderr" else tr.stdout, marker, " ".join(argv))
+        wait_for(tr, tr.stderr if stream == "stderr" else tr.stdout, marker, " ".join(argv))
         ns, expected = g.go()
-        out, err, note = _stop(tr)
+        out, err, note = stop(tr)
     finally:
         if tr.poll() is None:
             tr.kill()
@@ -352,24 +292,6 @@ def run_bpftrace(exe: Path, case: Case) -> Run:
     return run
 
 
-def verdict(runs: list[Run], keyed: bool) -> str:
-    """'ok' when every run counted exactly the generator's events, else what went wrong."""
-    notes = []
-    failed = [r for r in runs if r.got is None]
-    if failed:
-        notes.append(f"{len(failed)} FAILED")
-    runs = [r for r in runs if r.got is not None]
-    short = [r.expected - r.got for r in runs if r.got < r.expected]
-    extra = [r.got - r.expected for r in runs if r.got > r.expected]
-    if short:
-        notes.append(f"LOST {max(short)}")
-    if extra:  # an unkeyed count holds everybody's events; a keyed one must not
-        notes.append(f"+{max(extra)} others" if not keyed else f"+{max(extra)} WRONG")
-    if any(r.lost for r in runs):
-        notes.append(f"lost={max(r.lost for r in runs)}")
-    return " ".join(notes) or "ok"
-
-
 def main() -> int:
     if os.geteuid() != 0:
         print("bench_counting: needs root (BPF); skipped")
@@ -424,9 +346,10 @@ def main() -> int:
     for case in CASES:
         base, base_sd = med(case, "untraced"), mad(case, "untraced")
         ml, ml_sd = overhead(case, "memlens")
-        ml_ok = verdict(results[case.name, case.kind, "memlens"], case.keyed)
+        ml_ok = common.verdict(results[case.name, case.kind, "memlens"], case.keyed)
         bt, bt_sd = overhead(case, "bpftrace") if have_bt else (nan, nan)
-        bt_ok = verdict(results[case.name, case.kind, "bpftrace"], case.keyed) if have_bt else "-"
+        bt_ok = (common.verdict(results[case.name, case.kind, "bpftrace"], case.keyed)
+                 if have_bt else "-")
         # a ratio of two overheads means something only when both stand well out of the noise
         measurable = have_bt and ml > 2 * ml_sd and bt > 2 * bt_sd
         ratio = f"{ml / bt:6.2f}" if measurable else f"{'n/a':>6}"

@@ -63,7 +63,6 @@ import os
 import re
 import select
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -74,9 +73,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-MEMLENS = [str(ROOT / ".venv" / "bin" / "memlens")]
-if not Path(MEMLENS[0]).exists():
-    MEMLENS = [sys.executable, "-m", "memlens"]
+sys.path.insert(0, str(ROOT))
+from bench import common  # noqa: E402
+from bench.common import CPU, MEMLENS, away, mad, stop, wait_for  # noqa: E402
 
 M = int(os.environ.get("BENCH_FAULTS_PAGES", "60000"))
 M_FILE = int(os.environ.get("BENCH_FAULTS_FILE_PAGES", "20000"))
@@ -84,11 +83,6 @@ RUNS = int(os.environ.get("BENCH_FAULTS_RUNS", "6"))
 FILE_MIB = 64
 FILE_DIR = "/var/tmp"  # a disk file system: /tmp may be tmpfs (shmem, not a file mapping)
 SLICES = 100
-ATTACH_TIMEOUT = 60.0
-STOP_TIMEOUT = 10.0
-STOP_SIGNALS = 4
-CPU = max(os.sched_getaffinity(0))
-OTHER_CPUS = os.sched_getaffinity(0) - {CPU}
 MARK = "faultgen_touch"
 
 GEN_C = r"""
@@ -410,39 +404,20 @@ def make_file(tmp: Path) -> Path:
     return data
 
 
-class Generator:
+class Generator(common.Generator):
     """The generator, started and waiting: `go` runs its loop, `close` lets it exit."""
 
     def __init__(self, exe: Path, kind: str, data: Path):
         self.n = M if kind == "anon" else M_FILE
-        argv = [str(exe), str(self.n), str(SLICES)] + ([str(data)] if kind == "file" else [])
-        self.p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-        line = self.p.stdout.readline()
-        assert line.startswith(b"ready"), line
-        self.pid = self.p.pid
-        os.sched_setaffinity(self.pid, {CPU})  # one CPU: no migrations inside the loop
+        super().__init__([str(exe), str(self.n), str(SLICES)]
+                         + ([str(data)] if kind == "file" else []))
 
     def go(self) -> Run:
         iwi = irq_work_interrupts()
-        self.p.stdin.write(b"x")
-        self.p.stdin.flush()
-        minflt, majflt, *sl = (int(x) for x in self.p.stdout.readline().split())
+        minflt, majflt, *sl = self.loop()
         iwi = irq_work_interrupts() - iwi
         per_fault = [ns / f for ns, f in zip(sl[::2], sl[1::2]) if f > 0]
         return Run(min(per_fault), minflt, majflt, irq_work=iwi / max(1, minflt + majflt))
-
-    def close(self) -> None:
-        if self.p.poll() is None:
-            try:
-                self.p.stdin.write(b"q")
-                self.p.stdin.close()
-            except BrokenPipeError:
-                pass
-            try:
-                self.p.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.p.kill()
-                self.p.wait()
 
 
 def irq_work_interrupts(cpu: int = CPU) -> int:
@@ -460,53 +435,15 @@ def irq_work_interrupts(cpu: int = CPU) -> int:
     return 0
 
 
-def _away(proc: subprocess.Popen) -> None:
-    """The tracer off the generator's CPU (its BPF programs still run there, in the
-    generator's context): its own work is not what is measured."""
-    if OTHER_CPUS:
-        try:
-            os.sched_setaffinity(proc.pid, OTHER_CPUS)
-        except OSError:
-            pass
-
-
-def _wait_for(proc: subprocess.Popen, stream, marker: str, what: str) -> None:
-    deadline = time.monotonic() + ATTACH_TIMEOUT
-    while time.monotonic() < deadline:
-        line = stream.readline()
-        if not line:
-            out, err = proc.communicate()
-            raise RuntimeError(f"{what} exited before attaching: {out}{err}")
-        if marker in line:
-            return
-    proc.kill()
-    raise RuntimeError(f"{what}: not attached within {ATTACH_TIMEOUT:.0f} s")
-
-
-def _stop(proc: subprocess.Popen) -> tuple[str, str, str]:
-    """SIGINT, then the tool's output; a tool that ignores SIGINT is told again, and the
-    note says how many it took (bpftrace 0.17 sometimes sleeps on after the first)."""
-    for attempt in range(1, STOP_SIGNALS + 1):
-        proc.send_signal(signal.SIGINT)
-        try:
-            out, err = proc.communicate(timeout=STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            continue
-        return out, err, "" if attempt == 1 else f"exited on SIGINT number {attempt}"
-    proc.kill()
-    out, err = proc.communicate()
-    return out, err, f"ignored {STOP_SIGNALS} SIGINTs {STOP_TIMEOUT:.0f} s apart; killed"
-
-
 def run_memlens(g: Generator, cfg: Config) -> tuple[Run, Count | None, int, str]:
     argv = MEMLENS + cfg.args + ["-p", str(g.pid), "--json"]
     tr = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           stdin=subprocess.DEVNULL, text=True)
-    _away(tr)
+    away(tr)
     try:
-        _wait_for(tr, tr.stderr, "Hit Ctrl-C to end.", " ".join(argv))
+        wait_for(tr, tr.stderr, "Hit Ctrl-C to end.", " ".join(argv))
         run = g.go()
-        out, err, note = _stop(tr)
+        out, err, note = stop(tr)
     finally:
         if tr.poll() is None:
             tr.kill()
@@ -525,11 +462,11 @@ def run_bpftrace(g: Generator, cfg: Config) -> tuple[Run, Count | None, int, str
     argv = ["bpftrace", "-f", "json", "-e", prog]
     tr = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           stdin=subprocess.DEVNULL, text=True)
-    _away(tr)
+    away(tr)
     try:
-        _wait_for(tr, tr.stdout, "READY", "bpftrace")
+        wait_for(tr, tr.stdout, "READY", "bpftrace")
         run = g.go()
-        out, err, note = _stop(tr)
+        out, err, note = stop(tr)
     finally:
         if tr.poll() is None:
             tr.kill()
@@ -561,10 +498,10 @@ def run_perf(g: Generator, cfg: Config, tmp: Path) -> tuple[Run, Count | None, i
             "-D", "-1", "--control", f"fifo:{ctl},{ack}"]
     tr = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           stdin=subprocess.DEVNULL, text=True)
-    _away(tr)
+    away(tr)
     try:
         os.write(ctl_fd, b"enable\n")
-        deadline = time.monotonic() + ATTACH_TIMEOUT
+        deadline = time.monotonic() + common.ATTACH_TIMEOUT
         acked = b""
         while b"ack" not in acked:
             if tr.poll() is not None or time.monotonic() > deadline:
@@ -573,7 +510,7 @@ def run_perf(g: Generator, cfg: Config, tmp: Path) -> tuple[Run, Count | None, i
             if select.select([ack_fd], [], [], 0.1)[0]:
                 acked += os.read(ack_fd, 64)
         run = g.go()
-        out, err, note = _stop(tr)
+        out, err, note = stop(tr)
     finally:
         if tr.poll() is None:
             tr.kill()
@@ -623,27 +560,6 @@ def run_traced(exe: Path, data: Path, tmp: Path, cfg: Config) -> Run:
     return run
 
 
-def verdict(runs: list[Run]) -> str:
-    """'ok' when every run counted exactly the generator's faults, else what went wrong;
-    a * when a run has notes (printed at the end)."""
-    out = []
-    failed = [r for r in runs if r.got is None]
-    if failed:
-        out.append(f"{len(failed)} FAILED")
-    runs = [r for r in runs if r.got is not None]
-    short = [r.expected - r.got for r in runs if r.got < r.expected]
-    extra = [r.got - r.expected for r in runs if r.got > r.expected]
-    if short:
-        out.append(f"LOST {max(short)}")
-    if extra:
-        out.append(f"+{max(extra)} WRONG")
-    if any(r.lost for r in runs):
-        out.append(f"lost={max(r.lost for r in runs)}")
-    if any(r.others for r in runs):
-        out.append(f"others={max(r.others for r in runs)}")
-    return (" ".join(out) or "ok") + ("*" if any(r.notes for r in runs) else "")
-
-
 def main() -> int:
     if os.geteuid() != 0:
         print("bench_faults: needs root (BPF); skipped")
@@ -664,11 +580,6 @@ def main() -> int:
             for cfg in cfgs:  # interleaved: each configuration in turn, round after round
                 results.setdefault(cfg.name, []).append(run_traced(exe, data, tmp, cfg))
     kinds = {c.name: c.kind for c in configs(Path("x"))}
-
-    def mad(values: list[float]) -> float:
-        """Median absolute deviation: noise, robust to an outlier."""
-        m = statistics.median(values)
-        return statistics.median(abs(v - m) for v in values)
 
     def untraced(kind: str) -> list[Run]:
         return [r for name, runs in results.items() if kinds[name] == kind for r in runs]
@@ -707,12 +618,12 @@ def main() -> int:
         kind = kinds[ml_name]
         base, base_sd = baseline(kind)
         ml, ml_sd = overhead(ml_name)
-        ml_ok = verdict(results[ml_name])
+        ml_ok = common.verdict(results[ml_name], others=True)
         have_peer = peer_name is not None and peer_name in results
         measurable = False
         if have_peer:
             pr, pr_sd = overhead(peer_name)
-            pr_ok = verdict(results[peer_name])
+            pr_ok = common.verdict(results[peer_name], others=True)
             # a ratio of two overheads means something only when both stand out of the noise
             measurable = ml > 2 * ml_sd and pr > 2 * pr_sd
             ratio = f"{ml / pr:6.2f}" if measurable else f"{'n/a':>6}"
