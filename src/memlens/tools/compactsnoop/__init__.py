@@ -30,6 +30,7 @@ from collections import OrderedDict
 from typing import Any
 
 from memlens.core.session import add_common_options, check_pid_exists
+from memlens.output.eventlines import EventLines
 
 CAT = "compaction"
 BEGIN, END = f"t:{CAT}:mm_compaction_begin", f"t:{CAT}:mm_compaction_end"
@@ -312,14 +313,9 @@ class CompactsnoopTool:
             self.engine.close()
 
 
-class TextRenderer:
+class TextRenderer(EventLines):
     """BCC's columns: [TIME(s)] COMM PID NODE ZONE ORDER MODE [FRAGIDX MIN LOW HIGH FREE
     MIGRATED] LAT(ms) STATUS, and the kernel stack under each line with -K."""
-
-    def __init__(self, args: argparse.Namespace):
-        self.args = args
-        self.header_done = False
-        self.first_ns: int | None = None
 
     def header(self) -> str:
         ts = f"{'TIME(s)':<14} " if self.args.timestamp else ""
@@ -330,21 +326,10 @@ class TextRenderer:
         return (f"{ts}{'COMM':<14} {'PID':<6} {'NODE':<4} {'ZONE':<12} {'ORDER':<5} "
                 f"{'MODE':<7} {ext}{'LAT(ms)':>9} STATUS")
 
-    def __call__(self, rec: dict[str, Any]) -> None:
-        if not self.header_done:
-            self.header_done = True
-            print(self.header(), flush=True)
-        if rec["type"] == "event":
-            print(self.lines(rec), flush=True)
-
     def lines(self, ev: dict[str, Any]) -> str:
         from memlens.output.table import escape
 
-        ts = ""
-        if self.args.timestamp:
-            if self.first_ns is None:
-                self.first_ns = ev["ts_ns"]
-            ts = f"{(ev['ts_ns'] - self.first_ns) / 1e9:<14.9f} "
+        ts = self.time_cell(ev)
         node = "?" if ev["node"] is None else ev["node"]
         ext = ""
         if self.args.extended_fields:

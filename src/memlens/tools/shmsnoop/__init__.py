@@ -17,6 +17,7 @@ import time
 from typing import Any
 
 from memlens.core.session import add_common_options, check_pid_exists, pid_arg
+from memlens.output.eventlines import EventLines
 
 SYSCALLS = ("shmget", "shmat", "shmdt", "shmctl")
 
@@ -248,36 +249,19 @@ class ShmsnoopTool:
         self.engine.close()
 
 
-class TextRenderer:
+class TextRenderer(EventLines):
     """BCC's columns: [TIME(s)] PID (TID with -t) COMM SYS RET ARGs."""
-
-    def __init__(self, args: argparse.Namespace):
-        self.args = args
-        self.header_done = False
-        self.first_ns: int | None = None
 
     def header(self) -> str:
         ts = f"{'TIME(s)':<14} " if self.args.timestamp else ""
         who = "TID" if self.args.tid else "PID"
         return f"{ts}{who:<7} {'COMM':<16} {'SYS':>6} {'RET':>16} ARGs"
 
-    def __call__(self, rec: dict[str, Any]) -> None:
-        if not self.header_done:
-            self.header_done = True
-            print(self.header(), flush=True)
-        if rec["type"] == "event":
-            print(self.line(rec), flush=True)
-
-    def line(self, ev: dict[str, Any]) -> str:
+    def lines(self, ev: dict[str, Any]) -> str:
         from memlens.output.table import escape
 
-        ts = ""
-        if self.args.timestamp:
-            if self.first_ns is None:
-                self.first_ns = ev["ts_ns"]
-            ts = f"{(ev['ts_ns'] - self.first_ns) / 1e9:<14.9f} "
         who = ev["tid"] if self.args.tid else ev["pid"]
-        return (f"{ts}{who:<7} {escape(ev['comm']):<16} {ev['syscall'].upper():>6} "
+        return (f"{self.time_cell(ev)}{who:<7} {escape(ev['comm']):<16} {ev['syscall'].upper():>6} "
                 f"{ret_text(ev):>16} {args_text(ev)}")
 
 
