@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """Shared helpers for kernel tests: run a memlens tool in the background, wait for its
 banner (all probes attached), stop it with a signal and collect its output; memory cgroups
-that are always removed."""
+that are always removed; memory-cgroup reclaim made for drsnoop's and vmscan's tests
+(cache_reclaim), with bpftrace and /proc/vmstat as its witnesses."""
 from __future__ import annotations
 
 import contextlib
@@ -12,10 +13,12 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
-from tests.conftest import memlens_cmd
+from tests.conftest import build_workload, memlens_cmd, require
 
 
 class ToolRun:
@@ -181,3 +184,185 @@ def read_kmsg() -> list[str]:
     finally:
         os.close(fd)
     return lines
+
+
+# -- memory-cgroup reclaim (drsnoop, vmscan) --------------------------------------------------
+# tests/workloads/reclaim_cache in a 32 MiB memory cgroup reads a 96 MiB file twice from
+# disk: every read charges fresh page-cache pages, and each charge at the limit reclaims
+# older ones in its own context (mm_vmscan_memcg_reclaim_begin/end), with no swap needed.
+
+FILE_MIB = 96
+LIMIT = "32M"
+PASSES = 2
+GLOBAL_PGSTEAL = ("pgsteal_kswapd", "pgsteal_direct", "pgsteal_khugepaged",
+                  "pgsteal_proactive")
+
+
+@contextlib.contextmanager
+def data_file(mib: int = FILE_MIB) -> Iterator[Path]:
+    """A file on disk (not tmpfs: reclaiming its pages must need no swap); removed after."""
+    path = Path("/var/tmp") / f"memlens_reclaim_{os.getpid()}_{uuid.uuid4().hex[:8]}.dat"
+    try:
+        chunk = os.urandom(1 << 20)
+        with open(path, "wb") as f:
+            for _ in range(mib):
+                f.write(chunk)
+            f.flush()
+            os.fsync(f.fileno())
+        path.chmod(0o644)
+        yield path
+    finally:
+        path.unlink(missing_ok=True)
+
+
+class CacheReader:
+    """tests/workloads/reclaim_cache in a cgroup (optionally as another user), gated."""
+
+    def __init__(self, cg: Path, path: Path, passes: int = PASSES, uid: int | None = None):
+        import subprocess
+
+        def enter() -> None:
+            (cg / "cgroup.procs").write_text("0")
+            if uid is not None:
+                os.setgid(uid)
+                os.setuid(uid)
+
+        self.proc = subprocess.Popen([str(build_workload("reclaim_cache")), str(path),
+                                      str(passes)], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True, preexec_fn=enter)
+        line = self.proc.stdout.readline()
+        m = re.match(r"ready pid=(\d+) pages=(\d+)", line)
+        assert m, f"workload did not start: {line!r}"
+        self.pid, self.pages = int(m.group(1)), int(m.group(2))
+        self.read_ns = 0
+
+    def run(self) -> None:
+        """Let it read; returns once it has read everything (it then waits at a gate)."""
+        self.proc.stdin.write("g")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        m = re.match(r"read bytes=(\d+) ns=(\d+)", line)
+        assert m, f"workload: {line!r}"
+        assert int(m.group(1)) == self.pages * os.sysconf("SC_PAGESIZE") * PASSES
+        self.read_ns = int(m.group(2))
+
+    def finish(self) -> None:
+        self.proc.stdin.close()
+        assert self.proc.wait(timeout=20) == 0
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=20)
+
+
+def vmstat() -> dict[str, int]:
+    with open("/proc/vmstat") as f:
+        return {k: int(v) for k, v in (line.split() for line in f)}
+
+
+def memcg_reclaimed(before: dict[str, int], after: dict[str, int]) -> int:
+    """Pages freed by memory-cgroup reclaim on the whole machine between two reads."""
+    d = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+    return d["pgsteal_anon"] + d["pgsteal_file"] - sum(d.get(k, 0) for k in GLOBAL_PGSTEAL)
+
+
+class Bpftrace:
+    """bpftrace (the peer tool) running a program over the same window, its maps read at
+    SIGINT.  Why not `perf stat -e vmscan:...`: a BPF program that returns 0 on a tracepoint
+    (the engine's do) hides that tracepoint's hits from every perf event
+    (perf_trace_run_bpf_submit), so perf stat reads 0 there while a memlens tool runs;
+    bpftrace's programs run beside memlens's in the same program array and see every hit."""
+
+    def __init__(self, prog: str):
+        import shutil
+        import subprocess
+
+        require(shutil.which("bpftrace") is not None, "needs bpftrace as a witness")
+        self.proc = subprocess.Popen(["bpftrace", "-e", 'BEGIN { printf("READY\\n"); } '
+                                      + prog], stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True)
+        for line in self.proc.stdout:  # BEGIN runs once every probe is attached
+            if line.strip() == "READY":
+                return
+        raise AssertionError(f"bpftrace did not start: {self.proc.stderr.read()}")
+
+    def stop(self) -> dict[str, int]:
+        """Its scalar maps, {"@name": value}.  bpftrace 0.17 sometimes lets a SIGINT that
+        comes soon after its start pass (about one run in three here): it is sent again
+        every 2 s until bpftrace prints its maps and exits."""
+        import signal
+        import subprocess
+
+        for _ in range(15):
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                out, _err = self.proc.communicate(timeout=2)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        else:
+            raise AssertionError("bpftrace did not stop on SIGINT")
+        return {m.group(1): int(m.group(2))
+                for m in re.finditer(r"^(@\w+): (\d+)$", out, re.MULTILINE)}
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+
+def pair_witness(pid: int, begin: str, end: str) -> Bpftrace:
+    """Episodes of one vmscan begin/end pair for one process: @n (ends with a begin),
+    @ns (their summed time), @pages (their nr_reclaimed), as the book's vmscan.bt times
+    them."""
+    return Bpftrace(f"tracepoint:vmscan:{begin} /pid == {pid}/ {{ @s[tid] = nsecs; }} "
+                    f"tracepoint:vmscan:{end} /pid == {pid} && @s[tid]/ {{ @n = count(); "
+                    "@ns = sum(nsecs - @s[tid]); @pages = sum(args->nr_reclaimed); "
+                    "delete(@s[tid]); }")
+
+
+@dataclass
+class CacheReclaim:
+    """What cache_reclaim saw: the workload (its pid, pages, reading time), the memlens runs
+    (stopped), the witness's maps, /proc/vmstat before and after the reading, the cgroup."""
+    w: CacheReader
+    runs: list[ToolRun]
+    seen: dict[str, int]
+    v0: dict[str, int]
+    v1: dict[str, int]
+    cg: Path
+
+
+def cache_reclaim(name: str, tools: list[list[str]], witness: Callable[[int], Bpftrace],
+                  uid: int | None = None) -> CacheReclaim:
+    """Memory-cgroup reclaim under memlens: a data file and a memory cgroup of LIMIT made for
+    the test, reclaim_cache in it (as `uid` if given) reading the file; each memlens run of
+    `tools` (arguments; "{pid}" and "{cgroup}" stand for the workload's) attached before
+    the witness (bpftrace for the workload's PID), the reading done, then all stopped in
+    order.  The file, the cgroup, the workload and every tool are gone afterwards, also
+    when something failed."""
+    with data_file() as path, memory_cgroup(name, LIMIT) as cg:
+        w = CacheReader(cg, path, uid=uid)
+        runs: list[ToolRun] = []
+        bt = None
+        try:
+            runs = [ToolRun(*(a.format(pid=w.pid, cgroup=cg) for a in args))
+                    for args in tools]
+            for run in runs:
+                run.wait_attached()
+            bt = witness(w.pid)
+            v0 = vmstat()
+            w.run()
+            v1 = vmstat()
+            seen = bt.stop()
+            for run in runs:
+                assert run.stop() == 0, run.stderr
+            w.finish()
+        finally:
+            if bt is not None:
+                bt.close()
+            w.kill()
+            for run in runs:
+                run.stop(timeout=10)
+    return CacheReclaim(w, runs, seen, v0, v1, cg)

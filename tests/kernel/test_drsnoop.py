@@ -28,150 +28,14 @@ load-and-attach test.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
-import re
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import build_workload, memlens_cmd, require
-from tests.kernel.helpers import ToolRun, memory_cgroup
+from tests.conftest import memlens_cmd
+from tests.kernel.helpers import ToolRun, cache_reclaim, memcg_reclaimed, pair_witness
 
-FILE_MIB = 96
-LIMIT = "32M"
-PASSES = 2
 NOBODY = 65534
-GLOBAL_PGSTEAL = ("pgsteal_kswapd", "pgsteal_direct", "pgsteal_khugepaged",
-                  "pgsteal_proactive")
-
-
-# -- shared with test_vmscan ------------------------------------------------------------------
-
-@contextlib.contextmanager
-def data_file(mib: int = FILE_MIB) -> Iterator[Path]:
-    """A file on disk (not tmpfs: reclaiming its pages must need no swap); removed after."""
-    path = Path("/var/tmp") / f"memlens_reclaim_{os.getpid()}_{uuid.uuid4().hex[:8]}.dat"
-    try:
-        chunk = os.urandom(1 << 20)
-        with open(path, "wb") as f:
-            for _ in range(mib):
-                f.write(chunk)
-            f.flush()
-            os.fsync(f.fileno())
-        path.chmod(0o644)
-        yield path
-    finally:
-        path.unlink(missing_ok=True)
-
-
-class CacheReader:
-    """tests/workloads/reclaim_cache in a cgroup (optionally as another user), gated."""
-
-    def __init__(self, cg: Path, path: Path, passes: int = PASSES, uid: int | None = None):
-        import subprocess
-
-        def enter() -> None:
-            (cg / "cgroup.procs").write_text("0")
-            if uid is not None:
-                os.setgid(uid)
-                os.setuid(uid)
-
-        self.proc = subprocess.Popen([str(build_workload("reclaim_cache")), str(path),
-                                      str(passes)], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, text=True, preexec_fn=enter)
-        line = self.proc.stdout.readline()
-        m = re.match(r"ready pid=(\d+) pages=(\d+)", line)
-        assert m, f"workload did not start: {line!r}"
-        self.pid, self.pages = int(m.group(1)), int(m.group(2))
-        self.read_ns = 0
-
-    def run(self) -> None:
-        """Let it read; returns once it has read everything (it then waits at a gate)."""
-        self.proc.stdin.write("g")
-        self.proc.stdin.flush()
-        line = self.proc.stdout.readline()
-        m = re.match(r"read bytes=(\d+) ns=(\d+)", line)
-        assert m, f"workload: {line!r}"
-        assert int(m.group(1)) == self.pages * os.sysconf("SC_PAGESIZE") * PASSES
-        self.read_ns = int(m.group(2))
-
-    def finish(self) -> None:
-        self.proc.stdin.close()
-        assert self.proc.wait(timeout=20) == 0
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=20)
-
-
-def vmstat() -> dict[str, int]:
-    with open("/proc/vmstat") as f:
-        return {k: int(v) for k, v in (line.split() for line in f)}
-
-
-def memcg_reclaimed(before: dict[str, int], after: dict[str, int]) -> int:
-    """Pages freed by memory-cgroup reclaim on the whole machine between two reads."""
-    d = {k: after.get(k, 0) - before.get(k, 0) for k in after}
-    return d["pgsteal_anon"] + d["pgsteal_file"] - sum(d.get(k, 0) for k in GLOBAL_PGSTEAL)
-
-
-class Bpftrace:
-    """bpftrace (the peer tool) running a program over the same window, its maps read at
-    SIGINT.  Why not `perf stat -e vmscan:...`: a BPF program that returns 0 on a tracepoint
-    (the engine's do) hides that tracepoint's hits from every perf event
-    (perf_trace_run_bpf_submit), so perf stat reads 0 there while a memlens tool runs;
-    bpftrace's programs run beside memlens's in the same program array and see every hit."""
-
-    def __init__(self, prog: str):
-        import shutil
-        import subprocess
-
-        require(shutil.which("bpftrace") is not None, "needs bpftrace as a witness")
-        self.proc = subprocess.Popen(["bpftrace", "-e", 'BEGIN { printf("READY\\n"); } '
-                                      + prog], stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True)
-        for line in self.proc.stdout:  # BEGIN runs once every probe is attached
-            if line.strip() == "READY":
-                return
-        raise AssertionError(f"bpftrace did not start: {self.proc.stderr.read()}")
-
-    def stop(self) -> dict[str, int]:
-        """Its scalar maps, {"@name": value}.  bpftrace 0.17 sometimes lets a SIGINT that
-        comes soon after its start pass (about one run in three here): it is sent again
-        every 2 s until bpftrace prints its maps and exits."""
-        import signal
-        import subprocess
-
-        for _ in range(15):
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                out, _err = self.proc.communicate(timeout=2)
-                break
-            except subprocess.TimeoutExpired:
-                continue
-        else:
-            raise AssertionError("bpftrace did not stop on SIGINT")
-        return {m.group(1): int(m.group(2))
-                for m in re.finditer(r"^(@\w+): (\d+)$", out, re.MULTILINE)}
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-
-
-def pair_witness(pid: int, begin: str, end: str) -> Bpftrace:
-    """Episodes of one vmscan begin/end pair for one process: @n (ends with a begin),
-    @ns (their summed time), @pages (their nr_reclaimed), as the book's vmscan.bt times
-    them."""
-    return Bpftrace(f"tracepoint:vmscan:{begin} /pid == {pid}/ {{ @s[tid] = nsecs; }} "
-                    f"tracepoint:vmscan:{end} /pid == {pid} && @s[tid]/ {{ @n = count(); "
-                    "@ns = sum(nsecs - @s[tid]); @pages = sum(args->nr_reclaimed); "
-                    "delete(@s[tid]); }")
 
 
 def cgroup_name(cg: Path) -> str:
@@ -215,33 +79,17 @@ def _text_rows(run: ToolRun, timestamp: bool, uid: bool, extended: bool) -> list
     return rows
 
 
+def _memcg_witness(pid: int):
+    return pair_witness(pid, "mm_vmscan_memcg_reclaim_begin", "mm_vmscan_memcg_reclaim_end")
+
+
 def test_memcg_reclaim_episodes_match_bpftrace_and_pgsteal():
-    with data_file() as path, memory_cgroup("mlt_drsnoop", LIMIT) as cg:
-        w = CacheReader(cg, path)
-        runs: list[ToolRun] = []
-        bt = None
-        try:
-            runs = [ToolRun("drsnoop", "-p", str(w.pid), "--json"),
-                    ToolRun("drsnoop", "--cgroup", str(cg), "--json"),
-                    ToolRun("drsnoop", "-T", "-e", "-p", str(w.pid)),
-                    ToolRun("drsnoop", "--json")]           # the whole machine: others?
-            for run in runs:
-                run.wait_attached()
-            bt = pair_witness(w.pid, "mm_vmscan_memcg_reclaim_begin",
-                              "mm_vmscan_memcg_reclaim_end")
-            v0 = vmstat()
-            w.run()
-            v1 = vmstat()
-            counts = bt.stop()
-            for run in runs:
-                assert run.stop() == 0, run.stderr
-            w.finish()
-        finally:
-            if bt is not None:
-                bt.close()
-            w.kill()
-            for run in runs:
-                run.stop(timeout=10)
+    r = cache_reclaim("mlt_drsnoop", [["drsnoop", "-p", "{pid}", "--json"],
+                                      ["drsnoop", "--cgroup", "{cgroup}", "--json"],
+                                      ["drsnoop", "-T", "-e", "-p", "{pid}"],
+                                      ["drsnoop", "--json"]],  # the whole machine: others?
+                      _memcg_witness)
+    w, runs, counts, v0, v1, cg = r.w, r.runs, r.seen, r.v0, r.v1, r.cg
     by_pid, by_cg, text, wide = runs
     for run in runs:
         run.assert_detached()
@@ -299,31 +147,14 @@ def test_memcg_reclaim_episodes_match_bpftrace_and_pgsteal():
 def test_tid_uid_and_name_filters():
     """The workload runs as nobody: -u selects it or leaves it out, -U shows its UID, -t
     shows a TID column, -n matches part of the comm."""
-    with data_file() as path, memory_cgroup("mlt_drsnoop_f", LIMIT) as cg:
-        w = CacheReader(cg, path, uid=NOBODY)
-        runs: list[ToolRun] = []
-        bt = None
-        try:
-            runs = [ToolRun("drsnoop", "-t", str(w.pid), "-U"),
-                    ToolRun("drsnoop", "-u", str(NOBODY), "-n", "laim_ca", "--json"),
-                    ToolRun("drsnoop", "-p", str(w.pid), "-u", "0", "--json"),
-                    ToolRun("drsnoop", "-p", str(w.pid), "-n", "zzz", "--json")]
-            for run in runs:
-                run.wait_attached()
-            bt = pair_witness(w.pid, "mm_vmscan_memcg_reclaim_begin",
-                              "mm_vmscan_memcg_reclaim_end")
-            w.run()
-            begins = bt.stop()["@n"]
-            for run in runs:
-                assert run.stop() == 0, run.stderr
-            w.finish()
-        finally:
-            if bt is not None:
-                bt.close()
-            w.kill()
-            for run in runs:
-                run.stop(timeout=10)
-    by_tid, by_uid, root_only, no_name = runs
+    r = cache_reclaim("mlt_drsnoop_f", [["drsnoop", "-t", "{pid}", "-U"],
+                                        ["drsnoop", "-u", str(NOBODY), "-n", "laim_ca",
+                                         "--json"],
+                                        ["drsnoop", "-p", "{pid}", "-u", "0", "--json"],
+                                        ["drsnoop", "-p", "{pid}", "-n", "zzz", "--json"]],
+                      _memcg_witness, uid=NOBODY)
+    w, begins = r.w, r.seen["@n"]
+    by_tid, by_uid, root_only, no_name = r.runs
     rows = _text_rows(by_tid, timestamp=False, uid=True, extended=False)
     assert begins >= 10 and len(rows) == begins, (len(rows), begins)
     assert {(r["uid"], r["comm"], r["pid"]) for r in rows} == \

@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """vmscan against real memory-cgroup reclaim, the same two ways drsnoop is tested
-(tests/kernel/test_drsnoop.py: its workloads, cgroups and witnesses):
+(tests/kernel/helpers.py: cache_reclaim, its workload, cgroup and witnesses):
 
 - page cache: reclaim_cache reads a 96 MiB file twice in a 32 MiB cgroup; memcg reclaim
   and the slab shrinking it does (shadow nodes, the cgroup's dentries) happen in its
@@ -31,15 +31,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import build_workload
-from tests.kernel.helpers import ToolRun, memory_cgroup
-from tests.kernel.test_drsnoop import (
-    LIMIT,
-    Bpftrace,
-    CacheReader,
-    data_file,
-    memcg_reclaimed,
-    vmstat,
-)
+from tests.kernel.helpers import Bpftrace, ToolRun, cache_reclaim, memcg_reclaimed, vmstat
 
 MEMCG = ("mm_vmscan_memcg_reclaim_begin", "mm_vmscan_memcg_reclaim_end")
 SLAB = ("mm_shrink_slab_start", "mm_shrink_slab_end")
@@ -95,30 +87,11 @@ def _text(run: ToolRun) -> tuple[list[list[str]], dict[str, dict[int, int]]]:
 
 
 def test_memcg_reclaim_and_slab_shrinking_match_bpftrace_and_pgsteal():
-    with data_file() as path, memory_cgroup("mlt_vmscan", LIMIT) as cg:
-        w = CacheReader(cg, path)
-        runs: list[ToolRun] = []
-        bt = None
-        try:
-            runs = [ToolRun("vmscan", "-p", str(w.pid), "--json", "60"),
-                    ToolRun("vmscan", "--cgroup", str(cg), "-T", "0.2"),
-                    ToolRun("vmscan", "--json", "60")]           # the whole machine
-            for run in runs:
-                run.wait_attached()
-            bt = _witness(w.pid)
-            v0 = vmstat()
-            w.run()
-            v1 = vmstat()
-            seen = bt.stop()
-            for run in runs:
-                assert run.stop() == 0, run.stderr
-            w.finish()
-        finally:
-            if bt is not None:
-                bt.close()
-            w.kill()
-            for run in runs:
-                run.stop(timeout=10)
+    r = cache_reclaim("mlt_vmscan", [["vmscan", "-p", "{pid}", "--json", "60"],
+                                     ["vmscan", "--cgroup", "{cgroup}", "-T", "0.2"],
+                                     ["vmscan", "--json", "60"]],  # the whole machine
+                      _witness)
+    w, runs, seen, v0, v1 = r.w, r.runs, r.seen, r.v0, r.v1
     by_pid, text, wide = runs
     for run in runs:
         run.assert_detached()
