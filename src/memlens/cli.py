@@ -123,8 +123,31 @@ def main(argv: list[str] | None = None) -> int:
     return code
 
 
+def _std_fds() -> None:
+    """A standard descriptor closed by the caller (`memlens trace ... >&-`) gets /dev/null:
+    else the next file memlens opens (an --html output, a BPF map) would take its number
+    and receive what is printed, and Python has set sys.stdout to None (an internal error
+    at the first print)."""
+    for fd, name in ((0, "stdin"), (1, "stdout"), (2, "stderr")):
+        try:
+            os.fstat(fd)
+            continue
+        except OSError:
+            pass
+        try:
+            null = os.open(os.devnull, os.O_RDWR)
+        except OSError:
+            continue
+        if null != fd:
+            os.dup2(null, fd)
+            os.close(null)
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(fd, "r" if fd == 0 else "w", closefd=False))  # noqa: SIM115
+
+
 def _main(argv: list[str] | None, signals) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    _std_fds()
     # `| head` closes stdout early: die quietly like the classic tools instead of a traceback.
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     if argv and argv[0] in ("-h", "--help", "help"):
@@ -186,8 +209,16 @@ def _report_error(err: MemlensError, argv: list[str]) -> None:
     if "--json" in argv:
         import json
 
-        print(json.dumps({"type": "error", "message": str(err), "exit_code": err.exit_code}),
-              flush=True)
+        try:
+            print(json.dumps({"type": "error", "message": str(err),
+                              "exit_code": err.exit_code}), flush=True)
+        except OSError:
+            # stdout is what failed (`--json > /dev/full`, a reader gone): the line on
+            # stderr says it, and nothing is left to flush at exit
+            try:
+                sys.stdout = open(os.devnull, "w")  # noqa: SIM115
+            except OSError:
+                pass
     print(f"memlens: {err}", file=sys.stderr)
 
 

@@ -14,6 +14,7 @@ import json
 import os
 import random
 import re
+import shlex
 import shutil
 import signal
 import stat
@@ -499,6 +500,49 @@ def test_bad_numbers_pids_and_cgroups_are_one_line_exit_2_for_every_command():
         assert r.returncode == 2, f"{argv}: rc {r.returncode}: {r.stderr}"
         assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, f"{argv}: {r.stderr}"
     assert checked >= 2 * len(_bpf_tools())
+
+
+def _one_run_of_every_command() -> list[list[str]]:
+    """Each of the 23 commands as a short run (the tracing ones for 0.3 s)."""
+    out = []
+    for tool in registry.TOOLS:
+        if not tool.bpf:
+            out.append({"check": ["check"], "top": ["top", "-n", "1"],
+                        "pmap": ["pmap", str(os.getpid())], "doctor": ["doctor"]}[tool.name])
+            continue
+        extra = ["-p", str(os.getpid())] if tool.name == "growth" else []
+        out.append([tool.name, *PROBE_ARGS.get(tool.name, []), *extra, "-d", "0.3"])
+    return out
+
+
+def test_a_closed_or_full_stdout_is_one_line_never_a_traceback():
+    """stdout closed by the caller (`>&-`): the run as if to /dev/null, exit 0 (was: internal
+    error, 'NoneType' object has no attribute 'write', for trace, memleak, mmapsnoop, check
+    and top); `--json > /dev/full`: exit 1 and one line saying so (was: a traceback from
+    writing the error record to the full stdout)."""
+    runs = _one_run_of_every_command()
+    assert len(runs) == len(registry.TOOLS) == 23
+    cases = [(argv, ">&-") for argv in runs]
+    cases += [([*argv, "--json"], "> /dev/full") for argv in runs if argv[0] not in ("pmap",)]
+
+    def one(case):
+        argv, redirect = case
+        cmd = " ".join(shlex.quote(a) for a in memlens_cmd(*argv)) + " " + redirect
+        return case, subprocess.run(["bash", "-c", cmd], capture_output=True, text=True,
+                                    timeout=120)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = list(pool.map(one, cases))
+    for (argv, redirect), r in results:
+        what = f"{' '.join(argv)} {redirect}: rc {r.returncode}: {r.stderr}"
+        assert "Traceback" not in r.stderr and "internal error" not in r.stderr, what
+        lines = [ln for ln in r.stderr.splitlines()
+                 if not ln.startswith(("Tracing ", "memlens: lost "))]
+        if redirect == ">&-":
+            assert r.returncode == 0 and lines == [], what
+        else:
+            assert r.returncode == 1 and len(lines) == 1, what
+            assert lines[0].endswith("No space left on device"), what
 
 
 @pytest.mark.parametrize("args,code,needle", [
