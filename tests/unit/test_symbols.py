@@ -309,6 +309,50 @@ def test_stripped_binary_resolves_through_gnu_debuglink(stripped, run_target, tm
     assert sym.cache.get(str(exe)).source.startswith(f"debug:{dbg}")
 
 
+def test_debug_dir_from_the_environment(stripped, run_target, tmp_path, monkeypatch):
+    """MEMLENS_DEBUG_DIR (colon-separated, searched before /usr/lib/debug) points every
+    tool's symbolizer at debug files kept elsewhere: by build id and by .gnu_debuglink's
+    name under the root's copy of the binary's directory.  Without it, no name."""
+    from memlens.core import symbols
+
+    exe, original = stripped
+    bid = _readelf_build_id(exe)
+    by_id = tmp_path / "by-id"
+    dbg = by_id / ".build-id" / bid[:2] / f"{bid[2:]}.debug"
+    dbg.parent.mkdir(parents=True)
+    subprocess.run(["objcopy", "--only-keep-debug", str(original), str(dbg)], check=True)
+    t = run_target(exe)
+    addr = t.addrs["sym_alpha+5"]
+    monkeypatch.delenv("MEMLENS_DEBUG_DIR", raising=False)
+    (f,) = ProcessSymbolizer(t.pid, SymbolCache()).resolve([addr])
+    assert f.symbol is None
+    monkeypatch.setenv("MEMLENS_DEBUG_DIR", f"{tmp_path / 'empty'}:{by_id}")
+    assert symbols.debug_roots() == (str(tmp_path / "empty"), str(by_id), "/usr/lib/debug")
+    (f,) = ProcessSymbolizer(t.pid, SymbolCache()).resolve([addr])
+    assert (f.symbol, f.offset) == ("sym_alpha", 5)
+    # the cache every tool shares reads it too
+    monkeypatch.setattr(symbols, "_default_cache", None)
+    (f,) = ProcessSymbolizer(t.pid).resolve([addr])
+    assert (f.symbol, f.offset) == ("sym_alpha", 5)
+    monkeypatch.setattr(symbols, "_default_cache", None)
+    # .gnu_debuglink: <root>/<the binary's directory>/<name>
+    linked = tmp_path / "linked"
+    name = "sym_target_stripped.dbg"
+    linked_dir = linked / str(exe.parent.resolve()).lstrip("/")
+    linked_dir.mkdir(parents=True)
+    subprocess.run(["objcopy", "--only-keep-debug", str(original), str(linked_dir / name)],
+                   check=True)
+    exe2 = exe.parent / "sym_target_linked"
+    shutil.copy(exe, exe2)
+    subprocess.run(["objcopy", f"--add-gnu-debuglink={linked_dir / name}", str(exe2)],
+                   check=True)
+    t2 = run_target(exe2)
+    monkeypatch.setenv("MEMLENS_DEBUG_DIR", str(linked))
+    (f,) = ProcessSymbolizer(t2.pid, SymbolCache()).resolve([t2.addrs["sym_alpha+5"]])
+    assert (f.symbol, f.offset) == ("sym_alpha", 5)
+    assert SymbolCache().get(str(exe2)).source.startswith(f"debug:{linked_dir / name}")
+
+
 def test_pprof_of_a_stripped_binary_is_symbolized_later(stripped, run_target, tmp_path):
     """--pprof keeps the mapping (file, build id, start, limit, offset) and the address of
     a frame left unnamed; the process gone, `go tool pprof` names it later from the

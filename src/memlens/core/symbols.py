@@ -52,6 +52,17 @@ SHN_UNDEF, SHN_LORESERVE = 0, 0xFF00
 NT_GNU_BUILD_ID = 3
 
 DEBUG_ROOT = "/usr/lib/debug"
+# Debug directories searched before DEBUG_ROOT (colon-separated, as gdb's
+# debug-file-directory): debug files unpacked elsewhere (a -dbgsym .deb extracted by hand, a
+# build tree's `objcopy --only-keep-debug` output, a container image's /usr/lib/debug).
+DEBUG_DIR_ENV = "MEMLENS_DEBUG_DIR"
+
+
+def debug_roots(env: dict | None = None) -> tuple[str, ...]:
+    """The debug directories searched, in order: $MEMLENS_DEBUG_DIR's, then /usr/lib/debug."""
+    extra = (os.environ if env is None else env).get(DEBUG_DIR_ENV, "")
+    roots = [d for d in extra.split(":") if d]
+    return tuple(dict.fromkeys([*roots, DEBUG_ROOT]))
 # Keep the string table as a copy below this size (no fd held); above it keep the mmap, as a
 # copy of a big C++ binary's mangled-name table would cost more memory than it saves fds.
 _STRTAB_COPY_LIMIT = 16 << 20
@@ -217,7 +228,7 @@ class ElfSymbols:
     """
 
     def __init__(self, path: str, buf=None, *, find_debug: bool = True,
-                 debug_root: str = DEBUG_ROOT):
+                 debug_root: str | Sequence[str] | None = None):
         self.path = path
         self._names: dict[int, str] = {}
         buf = _open_buffer(path) if buf is None else buf
@@ -260,19 +271,25 @@ class ElfSymbols:
         self._build(tables)
 
     @staticmethod
-    def _find_debug_file(img: _Image, debug_root: str) -> str | None:
+    def _find_debug_file(img: _Image, debug_root: str | Sequence[str] | None) -> str | None:
+        """gdb's search: <root>/.build-id/xx/yyyy.debug in each root, then .gnu_debuglink's
+        name beside the file, in its .debug/, and under each root's copy of its directory.
+        `debug_root`: one directory or several; None: debug_roots()."""
+        roots = debug_roots() if debug_root is None else (
+            (debug_root,) if isinstance(debug_root, str) else tuple(debug_root))
         bid = img.build_id()
         if bid and len(bid) >= 2:
             h = bid.hex()
-            cand = os.path.join(debug_root, ".build-id", h[:2], h[2:] + ".debug")
-            if os.path.exists(cand):
-                return cand
+            for root in roots:
+                cand = os.path.join(root, ".build-id", h[:2], h[2:] + ".debug")
+                if os.path.exists(cand):
+                    return cand
         link = img.debuglink()
         if link:
             name, crc = link
             d = os.path.dirname(os.path.realpath(img.path))
             for cand in (os.path.join(d, name), os.path.join(d, ".debug", name),
-                         os.path.join(debug_root, d.lstrip("/"), name)):
+                         *(os.path.join(root, d.lstrip("/"), name) for root in roots)):
                 if os.path.isfile(cand) and cand != img.path:
                     try:
                         dimg = _Image(_open_buffer(cand), cand)
@@ -452,10 +469,11 @@ class SymbolCache:
     paths) is parsed once.  LRU-bounded; thread-safe."""
 
     def __init__(self, max_entries: int = 512, *, find_debug: bool = True,
-                 debug_root: str = DEBUG_ROOT):
+                 debug_root: str | Sequence[str] | None = None):
         self.max_entries = max_entries
         self.find_debug = find_debug
-        self.debug_root = debug_root
+        # None: $MEMLENS_DEBUG_DIR's directories, then /usr/lib/debug (read once, here)
+        self.debug_root = debug_roots() if debug_root is None else debug_root
         self._by_key: OrderedDict = OrderedDict()
         self._by_bid: dict[bytes, ElfSymbols] = {}
         self._lock = threading.Lock()
