@@ -75,7 +75,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from bench import common  # noqa: E402
-from bench.common import CPU, MEMLENS, away, mad, stop, wait_for  # noqa: E402
+from bench.common import CPU, MEMLENS, away, stop, wait_for  # noqa: E402
 
 M = int(os.environ.get("BENCH_FAULTS_PAGES", "60000"))
 M_FILE = int(os.environ.get("BENCH_FAULTS_FILE_PAGES", "20000"))
@@ -580,23 +580,8 @@ def main() -> int:
             for cfg in cfgs:  # interleaved: each configuration in turn, round after round
                 results.setdefault(cfg.name, []).append(run_traced(exe, data, tmp, cfg))
     kinds = {c.name: c.kind for c in configs(Path("x"))}
-
-    def untraced(kind: str) -> list[Run]:
-        return [r for name, runs in results.items() if kinds[name] == kind for r in runs]
-
-    def baseline(kind: str) -> tuple[float, float]:
-        """Every untraced loop of this generator: median and MAD."""
-        loops = [v for r in untraced(kind) for v in (r.before, r.after)]
-        return statistics.median(loops), mad(loops)
-
-    def overhead(name: str) -> tuple[float, float]:
-        """Median over rounds of traced - untraced (the same process's loops around it), and
-        its noise: the rounds' MAD and, added in quadrature, the MAD of the difference
-        between two untraced loops of one process (after - before, from every run of this
-        generator), the noise a difference has with no tracer at all."""
-        values = [r.overhead for r in results[name]]
-        floor = mad([r.after - r.before for r in untraced(kinds[name])])
-        return statistics.median(values), (mad(values) ** 2 + floor ** 2) ** 0.5
+    rounds = common.Rounds(results, kinds)
+    untraced, baseline, overhead = rounds.untraced, rounds.baseline, rounds.overhead
 
     def irq_work(name: str) -> float:
         return statistics.median(r.irq_work for r in results[name])
@@ -670,12 +655,7 @@ def main() -> int:
         if stray >= 0.05:
             print(f"untraced {kind} loops took {stray:.2f} IRQ-work interrupts per fault: "
                   "another tracer on this machine is looking up mappings on our faults")
-    if any(r.notes for runs in results.values() for r in runs):
-        print("* = see the notes below")
-    for name, runs in results.items():
-        for i, r in enumerate(runs, 1):
-            for n in r.notes:
-                print(f"note: {name}, round {i}: {n}")
+    rounds.print_notes()
     print(f"({time.monotonic() - t_start:.0f} s)")
     return 0
 

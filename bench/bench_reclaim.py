@@ -627,18 +627,8 @@ def main() -> int:
         if cgroup is not None:
             cgroup.remove()
     kinds = {c.name: c.kind for c in configs()}
-
-    def untraced(kind: str) -> list[Run]:
-        return [r for name, runs in results.items() if kinds[name] == kind for r in runs]
-
-    def baseline(kind: str) -> tuple[float, float]:
-        loops = [v for r in untraced(kind) for v in (r.before, r.after)]
-        return statistics.median(loops), mad(loops)
-
-    def overhead(name: str) -> tuple[float, float]:
-        values = [r.overhead for r in results[name]]
-        floor = mad([r.after - r.before for r in untraced(kinds[name])])
-        return statistics.median(values), (mad(values) ** 2 + floor ** 2) ** 0.5
+    rounds = common.Rounds(results, kinds)
+    baseline, overhead = rounds.baseline, rounds.overhead
 
     print(f"a loop: {N_SHM} shmat+shmdt pairs in 100 slices, {PAUSE_US} us apart (burst: in 10, "
           f"no pause) / {N_SOCK} AF_UNIX sockets in 100 slices / {N_PAGES} pages charged to "
@@ -744,12 +734,7 @@ def main() -> int:
           "episodes each tool counted, per episode")
     print("compactsnoop, numamove: not priced; compaction and NUMA migration are rare events "
           "that no cheap loop makes repeatably")
-    if any(r.notes for runs in results.values() for r in runs):
-        print("* = see the notes below")
-    for name, runs in results.items():
-        for i, r in enumerate(runs, 1):
-            for n in r.notes:
-                print(f"note: {name}, round {i}: {n}")
+    rounds.print_notes()
     print(f"({time.monotonic() - t_start:.0f} s)")
     return 0
 

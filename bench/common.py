@@ -253,3 +253,44 @@ def prog_run_time(pid: int) -> tuple[int, int]:
         if "run_time_ns" in info and "prog_id" in info:
             progs[info["prog_id"].strip()] = (int(info["run_time_ns"]), int(info["run_cnt"]))
     return sum(v[0] for v in progs.values()), sum(v[1] for v in progs.values())
+
+
+class Rounds:
+    """The figures of a bench whose configurations each run their generator three loops
+    (untraced, traced, untraced again): `results` {configuration: [its runs, a round each]},
+    `kinds` {configuration: its generator}; a run has ns (the traced loop), before and
+    after (the untraced ones) and overhead (ns minus the mean of before and after)."""
+
+    def __init__(self, results: dict[str, list], kinds: dict[str, str]):
+        self.results, self.kinds = results, kinds
+
+    def untraced(self, kind: str) -> list:
+        """Every run of generator `kind`, whatever traced it: its untraced loops."""
+        return [r for name, runs in self.results.items() if self.kinds[name] == kind
+                for r in runs]
+
+    def baseline(self, kind: str) -> tuple[float, float]:
+        """Every untraced loop of this generator: median and MAD."""
+        import statistics
+
+        loops = [v for r in self.untraced(kind) for v in (r.before, r.after)]
+        return statistics.median(loops), mad(loops)
+
+    def overhead(self, name: str) -> tuple[float, float]:
+        """Median over rounds of traced - untraced (the same process's loops around it), and
+        its noise: the rounds' MAD and, added in quadrature, the MAD of the difference
+        between two untraced loops of one process (after - before, from every run of this
+        generator), the noise a difference has with no tracer at all."""
+        import statistics
+
+        values = [r.overhead for r in self.results[name]]
+        floor = mad([r.after - r.before for r in self.untraced(self.kinds[name])])
+        return statistics.median(values), (mad(values) ** 2 + floor ** 2) ** 0.5
+
+    def print_notes(self) -> None:
+        if any(r.notes for runs in self.results.values() for r in runs):
+            print("* = see the notes below")
+        for name, runs in self.results.items():
+            for i, r in enumerate(runs, 1):
+                for n in r.notes:
+                    print(f"note: {name}, round {i}: {n}")
