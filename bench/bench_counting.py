@@ -258,13 +258,30 @@ def run_untraced(exe: Path, case: Case) -> Run:
     return Run(ns, expected, expected)
 
 
+# memlens's "lost" kinds that are not events missing: the event was counted, its user stack
+# is lesser — walked by frame pointers while the process's unwind tables were loading (the
+# generator's first thousands of calls: it starts after the tracer, its libc's table takes a
+# moment), cut at the store's depth, or left unnamed.  bench_counting once showed
+# "stackcount -U lost=16000": 8000 of these, counted twice (the "lost" records, then the
+# summary's totals).
+STACK_QUALITY = ("unwind_fallback", "unwind_truncated", "symbols")
+
+
 def run_memlens(exe: Path, case: Case) -> Run:
     def parse(out: str, pid: int) -> tuple[int | None, int, int]:
         records = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
         final = [r for r in records if r.get("type") == "report" and r.get("final")]
-        lost = sum(sum(r.get("lost", {}).values()) for r in records
-                   if r.get("type") == "summary")
-        lost += sum(int(r.get("count", 0)) for r in records if r.get("type") == "lost")
+        # the summary's totals by kind (the "lost" records said the same as they came:
+        # adding both counted each loss twice)
+        kinds: dict = {}
+        for r in records:
+            if r.get("type") == "summary":
+                kinds = r.get("lost", {})
+        lost = sum(int(n) for k, n in kinds.items() if k not in STACK_QUALITY)
+        degraded = sum(int(n) for k, n in kinds.items() if k in STACK_QUALITY)
+        if degraded:
+            print(f"  memlens {case.name}: {degraded} stacks counted but walked by frame "
+                  "pointers, cut short or left unnamed (not lost)", file=sys.stderr)
         if not final:
             return None, 0, lost
         return (*case.ml_count(final[-1]["entries"], pid), lost)
