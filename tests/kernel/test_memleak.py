@@ -446,3 +446,21 @@ def test_stacks_of_an_unloaded_library_are_counted_as_lost_symbols(tmp_path):
     assert text_bare == 3, out
     assert out.rstrip().endswith("3 stacks left as addresses (no symbols)"), out
     assert "memlens: lost 3 symbols (process gone before its symbols were read)" in err, err
+
+
+def test_a_zombie_target_is_one_line_exit_2():
+    """-p of a process that has exited but is not reaped yet (was: "cannot find the C
+    library of PID N", untrue)."""
+    z = subprocess.Popen(["true"])
+    try:
+        deadline = time.monotonic() + 5
+        while Path(f"/proc/{z.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        r = subprocess.run(memlens_cmd("memleak", "-p", str(z.pid)), capture_output=True,
+                           text=True, timeout=60)
+    finally:
+        z.wait()
+    assert r.returncode == 2, r.stderr
+    assert r.stderr == f"memlens: PID {z.pid} has exited (a zombie: its parent has not " \
+                       "reaped it yet)\n"

@@ -171,6 +171,12 @@ class MemleakCommand:
             raise UsageError("-O/--symbols-prefix need a process (-p or -c)")
         if args.pid is not None and not os.path.exists(f"/proc/{args.pid}"):
             raise UsageError(f"no process with PID {args.pid}")
+        if args.pid is not None and not args.kernel:
+            from memlens.core.session import process_alive
+
+            if not process_alive(args.pid):  # its memory is gone: nothing to attach to
+                raise UsageError(f"PID {args.pid} has exited (a zombie: its parent has "
+                                 "not reaped it yet)")
         if args.obj and "/" in args.obj and not os.path.exists(args.obj):
             raise UsageError(f"-O {args.obj}: no such file")
 
