@@ -425,13 +425,24 @@ static __always_inline __u8 role_of(__u32 probe)
 static __always_inline void pair_begin(__u32 probe, struct engine_event *ev)
 {
 	__u32 zero = 0;
-	struct engine_start *st = bpf_map_lookup_elem(&start_scratch, &zero);
-	if (!st)
-		return;
 	struct engine_start_key k = {
 		.tid = (__u32)bpf_get_current_pid_tgid(),
 		.pair = probe_partner[probe_slot(probe)],
 	};
+	struct engine_start *st;
+	if (!trace_mode) {
+		/* the thread's begin left by an earlier begin without its end (swapin: a minor
+		 * fault's entry) is restamped in place: no LRU node allocated, no 272-byte copy
+		 * on every page fault */
+		st = bpf_map_lookup_elem(&starts, &k);
+		if (st) {
+			st->ts_ns = bpf_ktime_get_ns();
+			return;
+		}
+	}
+	st = bpf_map_lookup_elem(&start_scratch, &zero);
+	if (!st)
+		return;
 	st->ts_ns = bpf_ktime_get_ns();
 	st->size = 0;
 	if (trace_mode && ev) {
