@@ -45,3 +45,39 @@ def test_no_heavy_module_before_the_banner(tool, argv, renderer, tool_class):
                          timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == [], f"imported before the banner: {out.stdout.strip()}"
+
+
+ENGINE_CODE = """
+import sys
+import memlens.cli as cli
+from memlens.output import sinks
+command = cli.load_command({tool!r})
+args = cli.build_parser({tool!r}, command).parse_args({argv!r})
+# what Engine.start imports on its way to attaching (the numpy-free part of core/unwind:
+# the store is imported only for the walk, after the banner unless -p)
+from memlens.core import (btfcache, drops, engine, kernel, libbpf, loader, maps, perf,
+                          ringbuf, runner, stackresolve, tpformat, unwind)
+from memlens.core.probespec import parse_all
+probes = parse_all({probes!r})
+eng = engine.Engine(probes, keys={keys!r}, trace={trace!r})
+heavy = [m for m in {heavy!r} if m in sys.modules]
+print(" ".join(heavy))
+"""
+
+
+@pytest.mark.parametrize("tool,argv,probes,keys,trace", [
+    ("funccount", ["t:syscalls:sys_enter_getppid"], ["sw:page-faults"], ("probe",), False),
+    ("brkstack", [], ["sw:page-faults"], ("pid", "comm", "ustack"), False),
+    ("trace", ["t:syscalls:sys_exit_mmap"], ["sw:page-faults"], (), True),
+])
+def test_engine_tools_attach_without_numpy_or_dataclasses(tool, argv, probes, keys, trace):
+    """The engine tools (counting, stacks, trace) reach their banner without numpy (the
+    first poll imports it), dataclasses/inspect (core/record), subprocess or shutil.
+    typing is still imported (core/stacks' NamedTuple)."""
+    heavy = tuple(m for m in HEAVY if m != "typing")
+    code = ENGINE_CODE.format(tool=tool, argv=argv, probes=probes, keys=keys, trace=trace,
+                              heavy=heavy)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == [], f"imported before the banner: {out.stdout.strip()}"

@@ -18,10 +18,9 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from dataclasses import dataclass
-from dataclasses import field as dc_field
 from typing import Any
 
+from memlens.core.record import factory, record
 from memlens.core.session import (
     TargetExit,
     add_common_options,
@@ -36,7 +35,7 @@ from memlens.output.table import escape
 LAYOUTS = ("stacks", "table")
 
 
-@dataclass
+@record
 class Plan:
     """What to attach when a given hook is the one the kernel offers: the probes, and how
     their counts are shown side by side."""
@@ -47,7 +46,7 @@ class Plan:
     optional: dict[str, int] | None = None
 
 
-@dataclass
+@record
 class CountSpec:
     name: str
     what: str                        # banner: "Tracing <what>... Hit Ctrl-C to end."
@@ -84,7 +83,7 @@ class CountSpec:
     # hook -> plan: the registry declares the hooks (best first, doctor shows the choice);
     # the first the kernel offers decides which probes are attached
     plans: dict[Any, Plan] | None = None
-    extra: dict[str, Any] = dc_field(default_factory=dict)
+    extra: dict[str, Any] = factory(dict)
 
 
 class CountingTool:
@@ -319,9 +318,8 @@ class CountingCommand:
         return plan
 
     def make_tool(self, args) -> CountingTool:
-        from dataclasses import replace
-
         from memlens.core.probespec import parse_all
+        from memlens.core.record import replace
 
         spec = self.spec
         if spec.plans:

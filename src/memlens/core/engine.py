@@ -22,10 +22,10 @@ from __future__ import annotations
 import select
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
 from typing import Any
 
 from memlens.core.probespec import Probe
+from memlens.core.record import record
 from memlens.core.stackresolve import strip_tracing_frames
 from memlens.errors import KernelLacks, UsageError
 
@@ -49,7 +49,7 @@ REPORT_LIMIT = 65536  # distinct report keys kept between reports; beyond: idle 
 FRAME_CACHE = 20000  # resolved stacks kept
 
 
-@dataclass
+@record
 class Entry:
     """One row of a report: the chosen key parts, and the count (and sum) since the last."""
     parts: dict[str, Any]

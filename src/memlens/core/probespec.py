@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
 
+from memlens.core.record import factory, record
 from memlens.errors import KernelLacks, UsageError
 
 # perf_event_attr.config of PERF_TYPE_SOFTWARE (include/uapi/linux/perf_event.h)
@@ -66,7 +66,7 @@ KPROBE_ALTERNATIVES: dict[str, list[tuple[str, str, str]]] = {
 }
 
 
-@dataclass
+@record
 class Probe:
     kind: str                  # tracepoint, perf, uprobe, usdt, kprobe
     text: str                  # as shown to the user: t:syscalls:sys_enter_brk
@@ -77,7 +77,7 @@ class Probe:
     binary: str = ""           # uprobe / usdt
     func: str = ""             # uprobe
     provider: str = ""         # usdt
-    extra: dict = field(default_factory=dict)
+    extra: dict = factory(dict)
 
 
 def _split(spec: str) -> list[str]:

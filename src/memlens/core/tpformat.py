@@ -14,9 +14,9 @@ import os
 import re
 import struct
 import sys
-from dataclasses import dataclass
 
 from memlens.core.kernel import ensure_tracefs
+from memlens.core.record import record
 from memlens.errors import KernelLacks, MemlensError, NotPermitted, UsageError
 
 EQ, NE, LT, LE, GT, GE, AND = 1, 2, 3, 4, 5, 6, 7
@@ -62,7 +62,7 @@ _TERM_RE = re.compile(r"\s*(?P<field>[A-Za-z_]\w*)\s*(?P<op>==|!=|<=|>=|<|>|&)\s
                       r"(?P<const>\S.*?)\s*$")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Field:
     name: str
     type: str
@@ -76,7 +76,7 @@ class Field:
     is_pointer: bool
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class TracepointFormat:
     category: str
     name: str
@@ -293,7 +293,7 @@ def decode(fmt: TracepointFormat, raw: bytes) -> dict[str, object]:
     return fmt._decoder(raw)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class FilterTerm:
     offset: int
     size: int

@@ -8,8 +8,9 @@ screen, and a newline in a path must not forge a second row.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Union
+
+from memlens.core.record import record
 
 TASK_COMM_LEN = 16  # the kernel's comm buffer, NUL included: at most 15 visible characters
 LINE_WIDTH = 79     # BCC tools keep lines under 80 columns
@@ -52,7 +53,7 @@ def comm_str(comm: str | bytes) -> str:
     return escape(comm[:TASK_COMM_LEN - 1])
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Column:
     """One column: header `name`, `width` in characters (None: the rest of the line, only
     for the last column), `align` "<" or ">", and `fmt` a format spec ("d", ".2f") or a

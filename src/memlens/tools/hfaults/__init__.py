@@ -30,11 +30,11 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import replace
 
 from memlens import registry
 from memlens.core.countingtool import CountingCommand, CountSpec, Plan, render_table
 from memlens.core.hooks import Kprobe
+from memlens.core.record import replace
 from memlens.core.session import positive_int
 from memlens.core.tpformat import gfp_bit
 

@@ -26,9 +26,9 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import replace
 
 from memlens.core.countingtool import CountingCommand, CountingTool, CountSpec, write_stderr
+from memlens.core.record import replace
 
 END = "t:migrate:mm_migrate_pages"
 START = "t:migrate:mm_migrate_pages_start"
