@@ -282,6 +282,57 @@ struct {
 	__uint(max_entries, 16384);
 } unwind_requests SEC(".maps");
 
+/* ---- Mappings that outlive their process ----
+ * A short command (`ls`, `git log`) is gone before user space reads /proc/PID/maps, and its
+ * stacks would print as bare addresses.  The walk meets each of its frames' mappings through
+ * bpf_find_vma anyway (a process without an entry in unwind_procs): it sends each mapping
+ * once per (process, mm) to user space, which resolves the frames by file without the
+ * process (core/unwind/store.py: UnwindStore.mappings).  A file is named once per run: its
+ * dentry's path within its filesystem, leaf first, which user space places under the
+ * filesystem's mount points and checks by device and inode. */
+#define MEMLENS_UNWIND_NAME_DEPTH 16
+#define MEMLENS_UNWIND_NAME_LEN 64
+
+struct unwind_vma_rec {
+	__u32 tgid;
+	__u32 dev;        /* the file's, as unwind_file_key */
+	__u64 ino;
+	__u64 start;
+	__u64 end;
+	__u64 off;        /* file offset of start */
+	__u64 mm;         /* the address space it belongs to (an exec makes a new one) */
+	__u32 depth;      /* path components below, leaf first (0: named before) */
+	__u32 complete;   /* the components reach the filesystem's root */
+	char names[MEMLENS_UNWIND_NAME_DEPTH][MEMLENS_UNWIND_NAME_LEN];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 256 * 1024);
+} unwind_vmas SEC(".maps");
+
+struct unwind_vma_key {
+	__u32 tgid;
+	__u32 pad;
+	__u64 start;
+};
+
+/* (process, mapping start) -> mm it was sent for */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct unwind_vma_key);
+	__type(value, __u64);
+} unwind_vma_sent SEC(".maps");
+
+/* files whose path was sent */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, struct unwind_file_key);
+	__type(value, __u8);
+} unwind_named SEC(".maps");
+
 /* tgid -> when it was last asked for: one request a second at most */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -388,7 +439,57 @@ struct unwind_vma {
 	__u64 ino;
 	__u32 dev;
 	__u32 found;
+	__u64 mm;
+	__u32 tgid;
+	__u32 pad;
 };
+
+/* The mapping to user space, once per (process, mm, start); its file's path once a run. */
+static __always_inline void unwind_send_vma(struct unwind_vma *v, struct file *f)
+{
+	struct unwind_vma_key vk = { .tgid = v->tgid, .start = v->start };
+	__u64 *sent = bpf_map_lookup_elem(&unwind_vma_sent, &vk);
+	if (sent && *sent == v->mm)
+		return;
+	struct unwind_file_key fk = { .ino = v->ino, .dev = v->dev };
+	bool name = !bpf_map_lookup_elem(&unwind_named, &fk);
+	struct unwind_vma_rec *r;
+	if (name)
+		r = bpf_ringbuf_reserve(&unwind_vmas, sizeof(*r), 0);
+	else
+		r = bpf_ringbuf_reserve(&unwind_vmas, offsetof(struct unwind_vma_rec, names), 0);
+	if (!r)
+		return; /* sent at a later event */
+	r->tgid = v->tgid;
+	r->dev = v->dev;
+	r->ino = v->ino;
+	r->start = v->start;
+	r->end = v->end;
+	r->off = v->off;
+	r->mm = v->mm;
+	r->depth = 0;
+	r->complete = 0;
+	if (name) {
+		struct dentry *d = BPF_CORE_READ(f, f_path.dentry);
+		for (int i = 0; i < MEMLENS_UNWIND_NAME_DEPTH; i++) {
+			struct dentry *parent = BPF_CORE_READ(d, d_parent);
+			if (!d || parent == d) { /* the filesystem's root */
+				r->complete = 1;
+				break;
+			}
+			bpf_probe_read_kernel_str(r->names[i], MEMLENS_UNWIND_NAME_LEN,
+						  BPF_CORE_READ(d, d_name.name));
+			r->depth = i + 1;
+			d = parent;
+		}
+	}
+	bpf_ringbuf_submit(r, 0);
+	bpf_map_update_elem(&unwind_vma_sent, &vk, &v->mm, BPF_ANY);
+	if (name) {
+		__u8 one = 1;
+		bpf_map_update_elem(&unwind_named, &fk, &one, BPF_ANY);
+	}
+}
 
 static long unwind_vma_cb(struct task_struct *task, struct vm_area_struct *vma, void *data)
 {
@@ -403,6 +504,7 @@ static long unwind_vma_cb(struct task_struct *task, struct vm_area_struct *vma, 
 	v->ino = BPF_CORE_READ(inode, i_ino);
 	v->dev = BPF_CORE_READ(inode, i_sb, s_dev);
 	v->found = 1;
+	unwind_send_vma(v, f);
 	return 0;
 }
 
@@ -411,7 +513,8 @@ static long unwind_vma_cb(struct task_struct *task, struct vm_area_struct *vma, 
  * (bpf_find_vma only try-locks it). */
 static __always_inline int unwind_by_vma(struct unwind_walk *s, __u64 pc)
 {
-	struct unwind_vma v = {};
+	struct unwind_vma v = { .tgid = s->tgid,
+				.mm = (__u64)BPF_CORE_READ(bpf_get_current_task_btf(), mm) };
 	if (bpf_find_vma(bpf_get_current_task_btf(), pc, unwind_vma_cb, &v, 0) || !v.found)
 		return -1;
 	struct unwind_file_key k = { .ino = v.ino, .dev = v.dev };
@@ -648,6 +751,7 @@ __attribute__((noinline)) long memlens_unwind_user(void)
 struct unwind_row unwind_row_btf_anchor __attribute__((unused));
 struct unwind_proc unwind_proc_btf_anchor __attribute__((unused));
 struct unwind_request unwind_request_btf_anchor __attribute__((unused));
+struct unwind_vma_rec unwind_vma_rec_btf_anchor __attribute__((unused));
 #endif /* MEMLENS_UNWIND */
 
 /* The current stack's key in `stacks` (stored there if new); 0 when there is none, with

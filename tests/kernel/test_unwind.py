@@ -433,6 +433,50 @@ def test_a_new_process_falls_back_then_is_whole(bins):
     assert lost and lost_of(run).get("unwind_fallback", 0) >= 1, run.records()
 
 
+def test_a_short_command_gone_before_it_is_read_keeps_its_symbols(bins):
+    """System wide, brkstack stopped (SIGSTOP) while `unwind_chain_split brk 23 nogate`
+    runs, exits and is reaped: user space reads nothing of it while it lives, and the
+    announcements of its keys are read after it is gone.  Its files' tables are loaded
+    (a gated instance of the same program is alive), so the kernel side walks it whole
+    through its mappings (bpf_find_vma) and sends them: the stack is named by file, the
+    whole chain from sbrk to _start, 23 in one stack, no symbol lost."""
+    import signal
+
+    exe = str(bins["split"])
+    run = ToolRun("brkstack", "--json")
+    live = None
+    try:
+        run.wait_attached()
+        live = Workload(exe, "brk")  # its start-up brk asks for it to be loaded
+        wait_loaded(run, live.pid)
+        run.proc.send_signal(signal.SIGSTOP)
+        try:
+            done = subprocess.run([exe, "brk", str(N), "nogate"], capture_output=True,
+                                  text=True, timeout=60)
+        finally:
+            run.proc.send_signal(signal.SIGCONT)
+        m = re.match(r"ready pid=(\d+)", done.stdout)
+        assert done.returncode == 0 and m, done
+        short = int(m.group(1))
+        assert not os.path.exists(f"/proc/{short}")
+        time.sleep(0.5)  # its announcements reach user space
+    finally:
+        rc = run.stop()
+        if live is not None:
+            live.end()
+    assert rc == 0, run.stderr
+    entries = entries_of_pid(run, short)
+    whole = [e for e in entries if chain_at(e["stack"]) >= 0]
+    assert len(whole) == 1 and whole[0]["count"] == N, entries
+    stack = whole[0]["stack"]
+    n = names(stack)
+    assert n[:2] == ["brk", "sbrk"] and chain_at(stack) == 2 and n[-1] == "_start", stack
+    assert all(f.endswith("[libunwind_levels.so]") for f in stack[2:6]), stack
+    assert all(f.endswith("[unwind_chain_split]") for f in stack[6:10]), stack
+    # (the run's count of lost symbols is system wide: other processes' too)
+    assert not any("[unknown]" in f for e in entries for f in e["stack"]), entries
+
+
 # -- the engine's other stack tools: trace, count, growth ------------------------------------
 
 def test_trace_user_stacks_show_the_whole_chain(bins):

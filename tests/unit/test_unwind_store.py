@@ -20,8 +20,11 @@ from memlens.core.unwind.store import (
     FILE_VALUE,
     MAPPING_DTYPE,
     MAX_MAPS,
+    NAME_DEPTH,
+    NAME_LEN,
     PROC_HEADER,
     REQUEST_DTYPE,
+    VMA_HEADER,
     UnwindStore,
     kernel_dev,
 )
@@ -30,11 +33,15 @@ from memlens.core.unwind.tables import DiskCache, TableCache
 
 class FakeRing:
     def __init__(self):
-        self.pending: list[tuple[int, int]] = []
+        self.pending: list = []
 
     def consume_fixed(self, dtype):
         out = np.array(self.pending, dtype=dtype)
         self.pending = []
+        return out
+
+    def consume_records(self):
+        out, self.pending = self.pending, []
         return out
 
 
@@ -62,7 +69,8 @@ class FakeObj:
         size = (rows * cfi.ROW_DTYPE.itemsize + mmap.PAGESIZE - 1) & ~(mmap.PAGESIZE - 1)
         os.ftruncate(self.fd, size)
         self.maps = {"unwind_rows": FakeMap(rows, self.fd), "unwind_procs": FakeMap(),
-                     "unwind_files": FakeMap(), "unwind_requests": FakeMap()}
+                     "unwind_files": FakeMap(), "unwind_requests": FakeMap(),
+                     "unwind_vmas": FakeMap()}
 
     def map(self, name: str) -> FakeMap:
         return self.maps[name]
@@ -283,3 +291,58 @@ def test_a_truncated_stack_ends_with_a_marker_frame():
     assert [str(f) for f in marked[:-1]] == [str(f) for f in plain]
     assert str(marked[-1]) == TRUNCATED and len(marked) == 3
     assert r.lost_symbols == 0
+
+
+def vma_record(pid: int, m, path: str | None, *, ino: int | None = None) -> bytes:
+    """struct unwind_vma_rec as the kernel side sends it: the file's path (within its
+    filesystem, leaf first) when `path` is given."""
+    st = os.stat(m.path)
+    parts = [p.encode() for p in reversed(path.strip("/").split("/"))] if path else []
+    head = VMA_HEADER.pack(pid, kernel_dev(st.st_dev), st.st_ino if ino is None else ino,
+                           m.start, m.end, m.pgoff, 0xffff888000000000, len(parts),
+                           1 if path else 0)
+    if not path:
+        return head
+    return head + b"".join(p.ljust(NAME_LEN, b"\0") for p in parts) + \
+        bytes(NAME_LEN * (NAME_DEPTH - len(parts)))
+
+
+def test_mappings_sent_by_the_kernel_side_outlive_the_process(cache, child):
+    """The kernel side sends each mapping its walk met (a file's path the first time):
+    mappings(pid) gives them back, placed under the file's mount and checked by inode, the
+    process gone; and a stack of the gone process is named through them."""
+    from memlens.core.stackresolve import StackResolver
+
+    obj, store = make_store(cache)
+    m = libc_mapping(child.pid)
+    real = os.path.realpath(m.path)
+    ring = obj.maps["unwind_vmas"].ring
+    try:
+        ring.pending = [vma_record(child.pid, m, real)]
+        (got,) = store.mappings(child.pid)
+        assert (got.start, got.end, got.pgoff, got.inode) == (m.start, m.end, m.pgoff,
+                                                                m.inode)
+        assert os.path.samefile(got.path, m.path)
+        # the same file for another process: sent without its path, known by its inode
+        ring.pending = [vma_record(4242, m, None)]
+        assert [x.start for x in store.mappings(4242)] == [m.start]
+        # a path whose inode is not the file's is not taken
+        ring.pending = [vma_record(4243, m, "/etc/hostname", ino=m.inode + 1)]
+        assert store.mappings(4243) == []
+        # its table, for the next process running it, is loaded by the loading thread
+        assert store.wait_idle()
+        assert any(e.learned for e in store._extents.values())
+        child.kill()
+        child.wait()
+        addr = m.start + 16
+        res = StackResolver()
+        (bare,) = res.resolve_user(child.pid, [addr])
+        assert str(bare) == f"{addr:#x} [unknown]" and res.unsymbolized == 1
+        res = StackResolver()
+        res.mappings = store.mappings
+        (f,) = res.resolve_user(child.pid, [addr])
+        assert f.module == os.path.basename(m.path) and f.file_offset == m.pgoff + 16
+        assert res.unsymbolized == 0
+    finally:
+        store.close()
+        obj.close()

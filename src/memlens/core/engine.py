@@ -362,6 +362,8 @@ class Engine:
             self._start_unwind().load_process(pid)
         self._attach(pid)
         self.resolver = StackResolver(obj.map("stacks"), max_cache=FRAME_CACHE)
+        if self.unwind is not None:
+            self.resolver.mappings = self.unwind.mappings  # frames of processes gone
         self.losses = Losses(obj, missing_stacks=bool({"ustack", "kstack"} & set(self.keys)))
         self._seen_ring = obj.map("seen").ringbuf()
         self._ep = select.epoll()
@@ -375,6 +377,8 @@ class Engine:
 
         self._unwind_due = False
         self.unwind = UnwindStore(self.obj)
+        if self.resolver is not None:
+            self.resolver.mappings = self.unwind.mappings  # frames of processes gone
         return self.unwind
 
     # numpy dtypes of the kernel's records, made at first use (the first poll): a tool is

@@ -14,9 +14,14 @@
   in none of its mappings (it exec'd since, JIT code without a perf map): `unmapped`.
   `new_losses()` gives them as "lost" records of what "symbols", like every other loss
   (DESIGN §3); the engine reports them with its other losses.
+- `mappings` (set by a tool that unwinds with the tables: core/unwind/store.py's
+  UnwindStore.mappings) gives the file mappings the kernel side met in a process's stacks:
+  frames the process's map cannot place (it was gone, or read before its exec) are resolved
+  by file through them.  Short commands keep their names so.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple, Optional, Union
 
 from memlens.core.stacks import Frame
@@ -65,6 +70,7 @@ class StackResolver:
         self.unsymbolized = 0        # user stacks printed as bare addresses: process gone
         self.unmapped = 0            # ... process alive, addresses in none of its mappings
         self._reported = (0, 0)
+        self.mappings: Callable[[int], list] | None = None  # pid -> mappings kept of it
 
     def watch(self, pid: int) -> None:
         """Snapshot the memory map of `pid` if not done yet (cheap when already known)."""
@@ -111,18 +117,23 @@ class StackResolver:
         self.watch(pid)
         sym = self._procs.get(pid)
         if sym is None:
-            # gone (or never readable) before its map was read: addresses only, counted
-            self.unsymbolized += 1
-            return [Frame(ip, None, 0, None) for ip in ips]
-        frames = sym.resolve_stack(ips)  # type: ignore[attr-defined]
-        if unplaced(frames) and pid not in self._refreshed:
-            # an address outside every known mapping: the map changed since the snapshot
-            self._refreshed.add(pid)
-            try:
-                sym.refresh()  # type: ignore[attr-defined]
-                frames = sym.resolve_stack(ips)  # type: ignore[attr-defined]
-            except ProcessLookupError:
-                pass
+            frames = self._by_file(pid, ips, None)
+            if frames is None:
+                # gone (or never readable) before its map was read: addresses only, counted
+                self.unsymbolized += 1
+                return [Frame(ip, None, 0, None) for ip in ips]
+        else:
+            frames = sym.resolve_stack(ips)  # type: ignore[attr-defined]
+            if unplaced(frames) and pid not in self._refreshed:
+                # an address outside every known mapping: the map changed since the snapshot
+                self._refreshed.add(pid)
+                try:
+                    sym.refresh()  # type: ignore[attr-defined]
+                    frames = sym.resolve_stack(ips)  # type: ignore[attr-defined]
+                except ProcessLookupError:
+                    pass
+            if unplaced(frames):
+                frames = self._by_file(pid, ips, frames) or frames
         if unplaced(frames):
             if _alive(pid):
                 self.unmapped += 1
@@ -131,6 +142,20 @@ class StackResolver:
                 # mapped) or of a zombie (empty map), and the process is gone now
                 self.unsymbolized += 1
         return frames
+
+    def _by_file(self, pid: int, ips: list[int], frames: list | None) -> list | None:
+        """`frames` with those no mapping of the process's map placed resolved through the
+        mappings the unwinder kept of it (None: it kept none)."""
+        maps = self.mappings(pid) if self.mappings is not None else None
+        if not maps:
+            return None
+        from memlens.core.symbols import ProcessSymbolizer
+
+        alt = ProcessSymbolizer.from_maps(pid, maps).resolve_stack(ips)
+        if frames is None:
+            return alt
+        return [a if (not f.resolved and f.module is None) else f
+                for f, a in zip(frames, alt)]
 
     def kernel_frames(self, stack_id: int) -> list[AnyFrame]:
         if stack_id < 0:

@@ -634,7 +634,21 @@ class ProcessSymbolizer:
                 text = f.read()
         except FileNotFoundError as e:
             raise ProcessLookupError(f"process {self.pid} not found") from e
-        maps = parse_maps(text)
+        self._set_maps(parse_maps(text))
+
+    @classmethod
+    def from_maps(cls, pid: int, maps: Sequence[Mapping], cache: SymbolCache | None = None,
+                  *, proc: str = "/proc", demangle: bool = True) -> ProcessSymbolizer:
+        """A symbolizer over mappings known otherwise than by reading /proc/PID/maps now
+        (the unwinder's record of a process gone since: core/unwind/store.py)."""
+        self = cls.__new__(cls)
+        self.pid, self.proc = pid, proc
+        self.cache = cache or default_cache()
+        self.demangle = demangle
+        self._set_maps(sorted(maps))
+        return self
+
+    def _set_maps(self, maps: list[Mapping]) -> None:
         self.maps = maps
         self._starts = np.array([m.start for m in maps], np.uint64)
         self._ends = np.array([m.end for m in maps], np.uint64)

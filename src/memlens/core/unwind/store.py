@@ -13,6 +13,10 @@ table is copied in once, as one extent, and every process mapping that file poin
 `unwind_files` gives each loaded file's extent by device and inode, for the kernel side to
 find a mapping it does not know yet from the process's vma (a new process, exec, dlopen:
 whole stacks at once wherever their files' tables are loaded, libc's for one).
+Each mapping so found is sent once (`unwind_vmas`: process, range, file offset, device and
+inode, and the file's path the first time): `mappings(pid)` gives them, with the maps this
+store read, to the stack resolver, which so names the frames of a process gone before its
+/proc/PID/maps could be read (a short command: `ls` lives a millisecond or two).
 The kernel side asks (`unwind_requests`) for a process it meets without an entry, or whose
 pc falls outside its known mappings (dlopen, exec); until its entry is written its stacks are
 walked by frame pointers, counted as a fallback.  Requests are served by a thread of their
@@ -31,11 +35,12 @@ import queue
 import struct
 import threading
 import time
+from collections import OrderedDict
 from typing import Any
 
 import numpy as np
 
-from memlens.core.symbols import parse_maps
+from memlens.core.symbols import Mapping, parse_maps
 from memlens.errors import MemlensError
 
 from . import MODES, ROW_CAPACITY, cfi, choose, configure, kernel_support  # noqa: F401
@@ -53,6 +58,12 @@ PROC_SIZE = PROC_HEADER.size + MAX_MAPS * MAPPING_DTYPE.itemsize
 REQUEST_DTYPE = np.dtype([("tgid", "<u4"), ("reason", "<u4")])
 FILE_KEY = struct.Struct("<QII")      # ino, kernel dev_t, pad
 FILE_VALUE = struct.Struct("<QQqII")  # seg_start, seg_end, delta, row_start, row_count
+# struct unwind_vma_rec: tgid, dev, ino, start, end, off, mm, depth, complete, then the
+# path's components (leaf first) when depth > 0
+VMA_HEADER = struct.Struct("<IIQQQQQII")
+NAME_DEPTH, NAME_LEN = 16, 64   # MEMLENS_UNWIND_NAME_DEPTH, _LEN
+MAX_VMA_PROCS = 4096            # processes whose mappings are kept (oldest dropped)
+MAX_FILE_PATHS = 16384
 
 
 def doctor_facts() -> dict[str, Any]:
@@ -84,6 +95,25 @@ def doctor_line(facts: dict[str, Any]) -> str:
     return f"{facts['stack_unwind']}, {facts['unwind_rows_bytes'] >> 20} MiB a tool; {cache}"
 
 
+def _read_mounts(path: str = "/proc/self/mountinfo") -> list[tuple[int, str, str]]:
+    """(kernel dev, root within the filesystem, mount point) of each mount."""
+    out = []
+    try:
+        with open(path) as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return out
+    for line in lines:
+        parts = line.split()
+        if len(parts) < 5:
+            continue
+        major, minor = (int(x) for x in parts[2].split(":"))
+        unesc = [p.encode().decode("unicode_escape") if "\\" in p else p
+                 for p in parts[3:5]]
+        out.append(((major << 20) | minor, unesc[0], unesc[1]))
+    return out
+
+
 def kernel_dev(st_dev: int) -> int:
     """The kernel's dev_t (MKDEV: major << 20 | minor) of a stat's st_dev, as the BPF side
     reads inode->i_sb->s_dev."""
@@ -91,13 +121,14 @@ def kernel_dev(st_dev: int) -> int:
 
 
 class _Extent:
-    __slots__ = ("start", "count", "procs", "files", "pinned")
+    __slots__ = ("start", "count", "procs", "files", "pinned", "learned")
 
     def __init__(self, start: int, count: int):
         self.start, self.count = start, count
         self.procs: set[int] = set()
         self.files: set[bytes] = set()   # unwind_files keys pointing at it
         self.pinned = False              # loaded for a command to come (load_file)
+        self.learned = False             # a file met in the stacks of a process gone
 
 
 class UnwindStore:
@@ -131,11 +162,20 @@ class UnwindStore:
         self.files_not_fitting: set[str] = set()
         self.build_s = 0.0
         self._lock = threading.Lock()          # the allocator, the maps, the mmap
-        self._queue: queue.SimpleQueue[int | None] = queue.SimpleQueue()
-        self._pending: set[int] = set()
+        # a PID to load, or a file's path (a table for the next process that maps it)
+        self._queue: queue.SimpleQueue[int | str | None] = queue.SimpleQueue()
+        self._pending: set[int | str] = set()
         self._closing = False
         self._worker: threading.Thread | None = None
         self._last_gc = time.monotonic()
+        # mappings kept past their process: tgid -> start -> Mapping (what the kernel side
+        # sent, what load_process read); a file's path by (kernel dev, inode)
+        self._vma_ring = obj.map("unwind_vmas").ringbuf()
+        self._vmas: OrderedDict[int, dict[int, Mapping]] = OrderedDict()
+        self._file_paths: dict[tuple[int, int], str | None] = {}
+        self._mounts: list[tuple[int, str, str]] | None = None
+        self._vma_lock = threading.Lock()
+        self.vmas_unnamed = 0   # mappings whose file could not be placed (stats)
 
     # -- rows allocation -------------------------------------------------------------------
     def _alloc(self, count: int) -> int | None:
@@ -166,7 +206,7 @@ class UnwindStore:
         n = len(table.rows)
         start = self._alloc(n)
         if start is None:
-            self.collect_garbage()
+            self.collect_garbage(need_room=True)
             start = self._alloc(n)
             if start is None:
                 self.files_not_fitting.add(table.path)
@@ -175,14 +215,15 @@ class UnwindStore:
         ext = self._extents[table.key] = _Extent(start, n)
         return ext
 
-    def collect_garbage(self) -> int:
-        """Forget processes that are gone; free the extents no process uses.  Returns the
-        rows freed."""
+    def collect_garbage(self, need_room: bool = False) -> int:
+        """Forget processes that are gone; free the extents no process uses (need_room:
+        also those learned from processes gone, kept till then for the next process
+        running the same program).  Returns the rows freed."""
         freed = 0
         for pid in [p for p in self._proc_extents if not os.path.exists(f"{self.proc}/{p}")]:
             self.forget(pid)
         for key, ext in list(self._extents.items()):
-            if not ext.procs and not ext.pinned:
+            if not ext.procs and not ext.pinned and (need_room or not ext.learned):
                 for fkey in ext.files:
                     self.files_map.delete(fkey)
                 self._release(ext)
@@ -221,6 +262,8 @@ class UnwindStore:
         for m in parse_maps(text):
             if "x" not in m.perms:
                 continue
+            if m.path and not m.path.startswith("[") and not m.deleted:
+                self._keep_mapping(pid, m)
             row_start = row_count = bias = 0
             if m.path and not m.path.startswith("["):
                 path = self._open_path(pid, m)
@@ -310,21 +353,109 @@ class UnwindStore:
                 continue
         return None if m.deleted else m.path
 
-    def poll(self) -> int:
-        """Hand the processes the kernel side asked for to the loading thread; how many."""
-        recs = self._ring.consume_fixed(REQUEST_DTYPE)
-        new = 0
-        for pid in dict.fromkeys(int(t) for t in recs["tgid"]):
-            if pid in self._pending:
+    # -- mappings that outlive their process ----------------------------------------------
+    def _keep_mapping(self, pid: int, m: Mapping) -> None:
+        with self._vma_lock:
+            maps = self._vmas.get(pid)
+            if maps is None:
+                if len(self._vmas) >= MAX_VMA_PROCS:
+                    self._vmas.popitem(last=False)
+                maps = self._vmas[pid] = {}
+            elif maps.get(m.start) == m:
+                return
+            # an exec (a new mm) or an munmap+mmap: what it overlaps is gone
+            for start in [a for a, o in maps.items() if o.start < m.end and m.start < o.end]:
+                del maps[start]
+            maps[m.start] = m
+
+    def _drain_vmas(self) -> None:
+        for rec in self._vma_ring.consume_records():
+            if len(rec) < VMA_HEADER.size:
                 continue
-            self._pending.add(pid)
-            self._queue.put(pid)
-            new += 1
-        if new and self._worker is None:
+            tgid, dev, ino, start, end, off, _mm, depth, complete = VMA_HEADER.unpack_from(rec)
+            key = (dev, ino)
+            if depth:
+                names = [rec[VMA_HEADER.size + i * NAME_LEN:
+                             VMA_HEADER.size + (i + 1) * NAME_LEN].split(b"\0", 1)[0]
+                         for i in range(min(depth, NAME_DEPTH))]
+                if len(self._file_paths) >= MAX_FILE_PATHS:
+                    self._file_paths.clear()
+                self._file_paths[key] = self._place(
+                    dev, ino, "/" + "/".join(n.decode("utf-8", "surrogateescape")
+                                             for n in reversed(names))) if complete else None
+            path = self._file_paths.get(key)
+            if path is None:
+                self.vmas_unnamed += 1
+                continue
+            if depth:
+                # met in a stack of a process with no entry (mostly a short command, gone
+                # before it could be read): its table for the next one running it
+                self._request(path)
+            self._keep_mapping(tgid, Mapping(start, end, "r-xp", off, ino, path, False))
+
+    def _place(self, dev: int, ino: int, rel: str) -> str | None:
+        """The path of the file at `rel` in the filesystem of `dev`, as this process sees it:
+        under each of that filesystem's mount points, checked by device and inode."""
+        for again in (False, True):
+            if self._mounts is None or again:
+                self._mounts = _read_mounts()
+            for mdev, root, point in self._mounts:
+                if mdev != dev:
+                    continue
+                if root == "/":
+                    cand = point.rstrip("/") + rel
+                elif rel == root or rel.startswith(root + "/"):
+                    cand = point.rstrip("/") + rel[len(root):]
+                else:
+                    continue
+                try:
+                    st = os.stat(cand)
+                except OSError:
+                    continue
+                if st.st_ino == ino and kernel_dev(st.st_dev) == dev:
+                    return cand
+        return None
+
+    def mappings(self, pid: int) -> list[Mapping]:
+        """The file mappings known of `pid`, its process gone or not: those the kernel
+        side met in its stacks and those load_process read (core/stackresolve uses them
+        for frames that /proc/PID/maps could not place)."""
+        self._drain_vmas()
+        with self._vma_lock:
+            return sorted(self._vmas.get(pid, {}).values())
+
+    def poll(self) -> int:
+        """Hand the processes the kernel side asked for to the loading thread; how many.
+        Keeps the mappings the kernel side sent."""
+        self._drain_vmas()
+        recs = self._ring.consume_fixed(REQUEST_DTYPE)
+        return sum(self._request(int(pid)) for pid in dict.fromkeys(recs["tgid"].tolist()))
+
+    def _request(self, what: int | str) -> bool:
+        """Hand a PID (or a file's path) to the loading thread, once at a time."""
+        if what in self._pending:
+            return False
+        self._pending.add(what)
+        self._queue.put(what)
+        if self._worker is None:
             self._worker = threading.Thread(target=self._serve, name="memlens-unwind",
                                             daemon=True)
             self._worker.start()
-        return new
+        return True
+
+    def learn_file(self, path: str) -> bool:
+        """A file's table, for the processes to come that map it (freed when room is
+        needed, not at the periodic collection)."""
+        with self._lock:
+            if self._closing:
+                return False
+            table = self.cache.get(path)
+            ext = self._extent(table) if table is not None else None
+            if table is None or ext is None:
+                return False
+            ext.learned = True
+            self._publish(table, ext, path)
+            return True
 
     def _serve(self) -> None:
         while True:
@@ -332,7 +463,10 @@ class UnwindStore:
             if pid is None or self._closing:
                 return
             try:
-                self.load_process(pid)
+                if isinstance(pid, str):
+                    self.learn_file(pid)
+                else:
+                    self.load_process(pid)
                 self._maybe_gc()
             except (OSError, ValueError, MemlensError):
                 pass  # a process that cannot be loaded (gone mid-way) stays on fp
