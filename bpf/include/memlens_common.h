@@ -9,6 +9,12 @@
  * prints it as a marker frame): no user address, a kernel one, never a frame. */
 #define MEMLENS_STACK_TRUNCATED 0xfffffffffffffffeULL
 
+/* What a tracepoint, kprobe or perf-attached uprobe program returns: 1, "go on".  With 0
+ * the kernel does not hand the hit to any perf event on that probe point
+ * (perf_trace_run_bpf_submit, uprobe_perf_func), so `perf stat -e` on a tracepoint memlens
+ * watched counted 0 while memlens ran.  bpftrace returns 1 too. */
+#define PASS_ON 1
+
 enum memlens_drop {
 	MEMLENS_DROP_RINGBUF = 0,         /* ring buffer full: event lost */
 	MEMLENS_DROP_STACK_COLLISION = 1, /* stack map hash collision: stack lost */

@@ -539,7 +539,7 @@ SEC("tracepoint")
 int count_tp(void *ctx)
 {
 	if (!task_allowed())
-		return 0;
+		return PASS_ON;
 	__u32 probe = use_cookie ? bpf_get_attach_cookie(ctx) : 0;
 	struct engine_event *ev = NULL;
 	__u64 field = 0, field2 = 0, sum = 0, sum2 = 0;
@@ -547,14 +547,14 @@ int count_tp(void *ctx)
 		__u32 zero = 0;
 		ev = bpf_map_lookup_elem(&scratch, &zero);
 		if (!ev)
-			return 0;
+			return PASS_ON;
 		__u32 size = record_size;
 		if (size > ENGINE_RECORD_MAX)
 			size = ENGINE_RECORD_MAX;
 		if (bpf_probe_read_kernel(ev->data, size, ctx))
-			return 0;
+			return PASS_ON;
 		if (!filters_pass(ev->data, probe))
-			return 0;
+			return PASS_ON;
 		if (key_parts & KEY_FIELD) {
 			field = layout_read(ev->data, probe, L_FIELD);
 			if (field_mask)
@@ -572,16 +572,16 @@ int count_tp(void *ctx)
 	__u8 role = role_of(probe);
 	if (role == ROLE_BEGIN) {
 		pair_begin(probe, ev);
-		return 0;
+		return PASS_ON;
 	}
 	if (role == ROLE_END) {
 		ns = pair_end(probe, ev);
 		if (!ns && !count_unstarted)
-			return 0; /* began before tracing: no time to tell */
+			return PASS_ON; /* began before tracing: no time to tell */
 	}
 	if (trace_mode) {
 		emit_event(ctx, ev, probe, ns);
-		return 0;
+		return PASS_ON;
 	}
 	struct engine_key key = {};
 	if ((key_parts & KEY_FILE) && ev) {
@@ -593,7 +593,7 @@ int count_tp(void *ctx)
 	key.field2 = field2;
 	fill_key(ctx, &key, probe, field);
 	count_key_ns(&key, sum, sum2, ns);
-	return 0;
+	return PASS_ON;
 }
 
 SEC("perf_event")
@@ -641,15 +641,15 @@ int count_perf(struct bpf_perf_event_data *ctx)
 static __always_inline int count_regs(struct pt_regs *ctx, __u32 probe)
 {
 	if (!task_allowed())
-		return 0;
+		return PASS_ON;
 	if (trace_mode) {
 		emit_event(ctx, NULL, probe, 0);
-		return 0;
+		return PASS_ON;
 	}
 	struct engine_key key = {};
 	fill_key(ctx, &key, probe, 0);
 	count_key(&key, 0);
-	return 0;
+	return PASS_ON;
 }
 
 SEC("uprobe")

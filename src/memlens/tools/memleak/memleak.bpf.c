@@ -327,7 +327,7 @@ int ml_exec(void *ctx)
 	__u32 *g = bpf_map_lookup_elem(&exec_gen, &zero);
 	if (g && targ_tgid && (bpf_get_current_pid_tgid() >> 32) == targ_tgid)
 		__sync_fetch_and_add(g, 1);
-	return 0;
+	return PASS_ON;
 }
 
 /* ---- kernel mode ---------------------------------------------------------------------- */
@@ -379,7 +379,7 @@ int ml_kmalloc(void *ctx)
 		size = BPF_CORE_READ(a, bytes_alloc);
 	}
 	kalloc(ctx, ptr, size, ML_KMALLOC);
-	return 0;
+	return PASS_ON;
 }
 
 SEC("tracepoint/kmem/kmem_cache_alloc")
@@ -396,7 +396,7 @@ int ml_kmem_cache_alloc(void *ctx)
 		size = BPF_CORE_READ(a, bytes_alloc);
 	}
 	kalloc(ctx, ptr, size, ML_KMEM_CACHE);
-	return 0;
+	return PASS_ON;
 }
 
 /* Only on kernels < 6.1 (autoloaded when the tracepoints exist). */
@@ -404,14 +404,14 @@ SEC("tracepoint/kmem/kmalloc_node")
 int ml_kmalloc_node(struct trace_event_raw_kmem_alloc_node___old *a)
 {
 	kalloc(a, (__u64)BPF_CORE_READ(a, ptr), BPF_CORE_READ(a, bytes_alloc), ML_KMALLOC);
-	return 0;
+	return PASS_ON;
 }
 
 SEC("tracepoint/kmem/kmem_cache_alloc_node")
 int ml_kmem_cache_alloc_node(struct trace_event_raw_kmem_alloc_node___old *a)
 {
 	kalloc(a, (__u64)BPF_CORE_READ(a, ptr), BPF_CORE_READ(a, bytes_alloc), ML_KMEM_CACHE);
-	return 0;
+	return PASS_ON;
 }
 
 /* Frees are not filtered by task: a block allocated by the target may be freed anywhere. */
@@ -430,7 +430,7 @@ int ml_kfree(void *ctx)
 	__u64 ptr = freed_ptr(ctx, false);
 	if (ptr)
 		free_addr(ptr);
-	return 0;
+	return PASS_ON;
 }
 
 SEC("tracepoint/kmem/kmem_cache_free")
@@ -439,7 +439,7 @@ int ml_kmem_cache_free(void *ctx)
 	__u64 ptr = freed_ptr(ctx, true);
 	if (ptr)
 		free_addr(ptr);
-	return 0;
+	return PASS_ON;
 }
 
 SEC("tracepoint/kmem/mm_page_alloc")
@@ -447,16 +447,16 @@ int ml_page_alloc(struct trace_event_raw_mm_page_alloc *a)
 {
 	__u64 pfn = BPF_CORE_READ(a, pfn);
 	if (pfn == (__u64)-1)
-		return 0; /* allocation failed */
+		return PASS_ON; /* allocation failed */
 	kalloc(a, pfn, 4096ULL << BPF_CORE_READ(a, order), ML_PAGE);
-	return 0;
+	return PASS_ON;
 }
 
 SEC("tracepoint/kmem/mm_page_free")
 int ml_page_free(struct trace_event_raw_mm_page_free *a)
 {
 	free_addr(BPF_CORE_READ(a, pfn));
-	return 0;
+	return PASS_ON;
 }
 
 /* Order-0 pages freed in batches (free_unref_folios) report here, not in mm_page_free;
@@ -465,7 +465,7 @@ SEC("tracepoint/kmem/mm_page_free_batched")
 int ml_page_free_batched(struct trace_event_raw_mm_page_free_batched *a)
 {
 	free_addr(BPF_CORE_READ(a, pfn));
-	return 0;
+	return PASS_ON;
 }
 
 struct trace_event_raw_percpu_alloc_percpu___pre62 {
@@ -483,7 +483,7 @@ int ml_percpu_alloc(struct trace_event_raw_percpu_alloc_percpu *a)
 	else
 		size = BPF_CORE_READ((struct trace_event_raw_percpu_alloc_percpu___pre62 *)a, size);
 	kalloc(a, (__u64)BPF_CORE_READ(a, ptr), size, ML_PERCPU);
-	return 0;
+	return PASS_ON;
 }
 
 SEC("tracepoint/percpu/percpu_free_percpu")
@@ -492,7 +492,7 @@ int ml_percpu_free(struct trace_event_raw_percpu_free_percpu *a)
 	__u64 ptr = (__u64)BPF_CORE_READ(a, ptr);
 	if (ptr)
 		free_addr(ptr);
-	return 0;
+	return PASS_ON;
 }
 
 /* clang emits BTF for these only if something uses them */

@@ -96,7 +96,7 @@ SEC("tracepoint/syscalls/sys_enter_mmap")
 int mmap_enter(struct trace_event_raw_sys_enter *ctx)
 {
 	if (!task_allowed() || !comm_allowed())
-		return 0;
+		return PASS_ON;
 	struct mmap_args a = {};
 	a.ts_ns = bpf_ktime_get_boot_ns();
 	a.addr_hint = ctx->args[0];
@@ -107,13 +107,13 @@ int mmap_enter(struct trace_event_raw_sys_enter *ctx)
 	a.off = ctx->args[5];
 	if (a.flags & MAP_ANONYMOUS) {
 		if (targ_file_only)
-			return 0;
+			return PASS_ON;
 	} else {
 		a.file = (__u64)fd_file(a.fd);
 	}
 	__u64 id = bpf_get_current_pid_tgid();
 	update_or_count(&inflight, &id, &a, BPF_ANY);
-	return 0;
+	return PASS_ON;
 }
 
 /* At the top of the mount tree, or of an internal mount attached nowhere (memfd, shm,
@@ -202,7 +202,7 @@ int mmap_exit(struct trace_event_raw_sys_exit *ctx)
 	__u64 id = bpf_get_current_pid_tgid();
 	struct mmap_args *a = bpf_map_lookup_elem(&inflight, &id);
 	if (!a)
-		return 0;
+		return PASS_ON;
 	struct file *file = (struct file *)a->file;
 	if (!(a->flags & MAP_ANONYMOUS) && file) {
 		struct mmap_file_event *fe = reserve_or_count(&file_events, sizeof(*fe));
@@ -220,5 +220,5 @@ int mmap_exit(struct trace_event_raw_sys_exit *ctx)
 		}
 	}
 	bpf_map_delete_elem(&inflight, &id);
-	return 0;
+	return PASS_ON;
 }

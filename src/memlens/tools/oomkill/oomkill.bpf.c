@@ -134,14 +134,14 @@ int mark_victim_tp(struct trace_event_raw_mark_victim *ctx)
 {
 	struct oom_event *e = reserve_or_count(&events, sizeof(*e));
 	if (!e)
-		return 0;
+		return PASS_ON;
 	/* the stacks after the head are fully written by bpf_get_stack (zero padded) */
 	__builtin_memset(e, 0, __builtin_offsetof(struct oom_event, kstack_bytes));
 	fill_trigger(e);
 	e->victim_pid = BPF_CORE_READ((struct trace_event_raw_mark_victim___pre68 *)ctx, pid);
 	if (targ_tgid && e->victim_pid != targ_tgid) { /* --cgroup: checked in user space */
 		bpf_ringbuf_discard(e, 0);
-		return 0;
+		return PASS_ON;
 	}
 	if (bpf_core_field_exists(ctx->anon_rss)) {
 		e->total_vm_kb = BPF_CORE_READ(ctx, total_vm);
@@ -159,5 +159,5 @@ int mark_victim_tp(struct trace_event_raw_mark_victim *ctx)
 	e->kstack_bytes = bpf_get_stack(ctx, e->kstack, sizeof(e->kstack), 0);
 	trigger_user_stack(ctx, e);
 	bpf_ringbuf_submit(e, 0);
-	return 0;
+	return PASS_ON;
 }
