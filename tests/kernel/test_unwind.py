@@ -477,6 +477,57 @@ def test_a_short_command_gone_before_it_is_read_keeps_its_symbols(bins):
     assert not any("[unknown]" in f for e in entries for f in e["stack"]), entries
 
 
+@pytest.mark.parametrize("tool", [("faults", "-U"), ("stackcount", "-U", "sw:page-faults")])
+def test_engine_pprof_carries_mappings_and_addresses(bins, tool, tmp_path):
+    """The engine tools' --pprof is made of the frames (core/stacks.FrameText), as
+    memleak's: the 23 faults' sample is chain8 ... chain1, main by name, each Location's
+    address in its Mapping, and the Mappings of the program and of its library are their
+    /proc/PID/maps lines (start, limit, offset, path) with the build id `readelf -n`
+    reads."""
+    from memlens.core.symbols import parse_maps
+    from tests.unit.test_output_pprof import decode
+    from tests.unit.test_symbols import _readelf_build_id
+
+    path = tmp_path / "faults.pb.gz"
+    wl = Workload(bins["split"], "fault")
+    run = ToolRun(*tool, "-p", str(wl.pid), "--pprof", str(path))
+    try:
+        run.wait_attached()
+        wl.go()
+        with open(f"/proc/{wl.pid}/maps") as f:
+            maps = parse_maps(f.read())
+        time.sleep(0.3)
+    finally:
+        rc = run.stop()
+        wl.end()
+    assert rc == 0, run.stderr
+    p = decode(path)
+    s = p.string_table
+    funcs = {f.id: s[f.name] for f in p.function}
+    locs = {loc.id: loc for loc in p.location}
+    mappings = {m.id: m for m in p.mapping}
+
+    def name(loc_id):
+        loc = locs[loc_id]
+        return funcs[loc.line[0].function_id] if loc.line else None
+
+    chains = [x for x in p.sample
+              if [name(i) for i in x.location_id[:len(WHOLE)]] == WHOLE]
+    assert len(chains) == 1 and list(chains[0].value) == [N], [
+        [name(i) for i in x.location_id] for x in p.sample]
+    for loc_id in chains[0].location_id[:len(WHOLE)]:
+        loc = locs[loc_id]
+        m = mappings[loc.mapping_id]
+        assert m.memory_start <= loc.address < m.memory_limit
+        (line,) = [x for x in maps if x.start == m.memory_start]
+        assert (s[m.filename], m.memory_limit, m.file_offset) == (line.path, line.end,
+                                                                  line.pgoff)
+        assert s[m.build_id] == _readelf_build_id(line.path)
+    files = {os.path.basename(s[mappings[locs[i].mapping_id].filename])
+             for i in chains[0].location_id[:len(WHOLE)]}
+    assert files == {"unwind_chain_split", "libunwind_levels.so"}
+
+
 # -- the engine's other stack tools: trace, count, growth ------------------------------------
 
 def test_trace_user_stacks_show_the_whole_chain(bins):

@@ -27,6 +27,7 @@ from typing import Any
 from memlens.core.probespec import Probe
 from memlens.core.record import record
 from memlens.core.stackresolve import strip_tracing_frames
+from memlens.core.stacks import frame_text
 from memlens.errors import KernelLacks, UsageError
 
 KEY_BITS = {"pid": 1, "tid": 2, "comm": 4, "cgroup": 8, "ustack": 16, "kstack": 32,
@@ -639,13 +640,14 @@ class Engine:
             elif k == "ustack":
                 h = int(key["ustack"])
                 frames = self.resolver.user_frames(pid, h if h else -1)
-                parts.append(tuple(str(f) for f in frames))
+                # the text, keeping its frame (address, mapping) for --pprof
+                parts.append(tuple(frame_text(f) for f in frames))
             elif k == "kstack":
                 # no kernel stack: the event happened in user mode (a perf event at a user
                 # page fault) — nothing to show, and nothing was lost
                 h = int(key["kstack"])
                 frames = strip_tracing_frames(self.resolver.kernel_frames(h)) if h else []
-                parts.append(tuple(str(f) for f in frames))
+                parts.append(tuple(frame_text(f) for f in frames))
             elif k == "probe":
                 parts.append(int(key["probe"]))
             elif k == "field":

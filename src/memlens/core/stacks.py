@@ -67,3 +67,17 @@ class Frame(NamedTuple):
             return self.symbol
         # one box per file in a flame graph, not one per address in it
         return f"[{self.module}]" if self.module else "[unknown]"
+
+
+class FrameText(str):
+    """A frame as printed, still holding the frame (`frame`: its address and mapping).
+    Reports carry stacks as these: every output takes them as the plain text, and
+    --pprof reads the frame behind it (one pprof writer: output/pprof.py)."""
+
+    frame: object = None
+
+
+def frame_text(frame: object) -> FrameText:
+    t = FrameText(str(frame))
+    t.frame = frame
+    return t

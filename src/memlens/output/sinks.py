@@ -264,10 +264,22 @@ class _RunStacks:
         self.kind, self.path, self.title, self.unit = kind, path, title, unit
         self.out = OutputFile(path, f"--{kind}")  # checked and opened now, before tracing
         self.prefix, self.weight = prefix, weight
-        self.entries: list[tuple[list[str], list[str], int]] = []
+        self.entries: list[tuple[list[str], list, int]] = []
 
     def add(self, record: Record) -> None:
-        if record.get("type") == "report":
+        if record.get("type") != "report":
+            return
+        if self.kind == "pprof":
+            # the frames themselves where the stack holds them (core/stacks.FrameText):
+            # addresses and mappings, as memleak's profile has
+            for e in record.get("entries", ()):
+                if "stack" in e:
+                    pre = self.prefix(e) if self.prefix else (
+                        [e["comm"]] if "comm" in e else [])
+                    self.entries.append((pre, [getattr(f, "frame", None) or f
+                                               for f in e["stack"]],
+                                         int(e.get(self.weight, 0))))
+        else:
             self.entries.extend(folded_entries(record, self.prefix, self.weight))
 
     def write(self) -> None:
