@@ -613,27 +613,35 @@ BARE = re.compile(r"^0x[0-9a-f]+ \[unknown\]$")
 
 
 def test_stacks_left_unsymbolized_are_reported_as_lost():
-    run = ToolRun("brkstack", "--json", "-d", "30")
+    """brkstack (frame pointers: no unwinder keeping file mappings) is stopped while 23
+    short commands run and are reaped: when it reads their stacks, their maps are gone.
+    Every stack printed as bare addresses is one lost "symbols" (one per process and
+    stack: the report's key), exactly: the "lost" records and the summary (the text
+    mode's stderr line: test_oomkill's and test_memleak's tests of the same rule)."""
+    run = ToolRun("brkstack", "--json", "--stack-unwind", "fp", "-d", "60")
     run.wait_attached(30)
-    procs = [subprocess.Popen(["ls", "/"], stdout=subprocess.DEVNULL) for _ in range(300)]
-    for p in procs:
-        p.wait()
-    time.sleep(1)
+    run.proc.send_signal(signal.SIGSTOP)
+    try:
+        pids = set()
+        for _ in range(23):
+            p = subprocess.Popen(["ls", "/"], stdout=subprocess.DEVNULL)
+            p.wait()
+            pids.add(p.pid)
+    finally:
+        run.proc.send_signal(signal.SIGCONT)
+    time.sleep(1.5)  # past a report: the stacks are resolved by then or at the final one
     assert run.stop() == 0, run.stderr
     recs = run.records()
-    bare = sum(1 for r in recs if r["type"] == "report" for e in r["entries"]
-               if e.get("stack") and all(BARE.match(f) for f in e["stack"]))
-    lost = sum(r["count"] for r in recs if r["type"] == "lost" and r["what"] == "symbols")
-    summary = recs[-1]
-    assert summary["type"] == "summary"
-    assert summary["lost"].get("symbols", 0) == lost
-    if bare == 0:
-        pytest.skip("every stack was symbolized this time: nothing to count")
-    # every stack printed as bare addresses is in the count (the count may be larger:
-    # stacks merged in the report were each resolved, and counted, once per process)
-    assert lost >= bare, (lost, bare)
-    reasons = {r["reason"] for r in recs if r["type"] == "lost" and r["what"] == "symbols"}
-    assert "process gone before its symbols were read" in reasons, reasons
+    entries = [e for r in recs if r["type"] == "report" for e in r["entries"]]
+    mine = [e for e in entries if e["pid"] in pids]
+    assert {e["pid"] for e in mine} == pids  # every command's brks were counted
+    assert all(all(BARE.match(f) for f in e["user_stack"]) for e in mine), mine
+    bare = {(e["pid"], tuple(e["user_stack"])) for e in entries
+            if any(BARE.match(f) for f in e["user_stack"])}
+    lost = [r for r in recs if r["type"] == "lost" and r["what"] == "symbols"]
+    assert sum(r["count"] for r in lost) == len(bare) >= 23, (lost, len(bare))
+    assert recs[-1]["type"] == "summary" and recs[-1]["lost"]["symbols"] == len(bare)
+    assert "process gone before its symbols were read" in {r["reason"] for r in lost}
 
 
 # --- the tool in a 64 MB memory cgroup under a process flood ------------------------------
