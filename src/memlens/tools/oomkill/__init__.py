@@ -156,6 +156,8 @@ class OomkillTool:
         self.unwind = store
         if self.resolver is None:
             self.resolver = StackResolver()
+        # a trigger gone before its map is read: named by the mappings the walk met
+        self.resolver.mappings = store.mappings
         chosen = self._likely_triggers()
         if chosen is not None:
             for pid in chosen:
