@@ -15,6 +15,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -202,3 +203,37 @@ def test_idle_key_pruned_and_counted_again():
     assert sum(e["count"] for r in reports for e in r["entries"]) == calls
     assert all(e["pid"] == proc.pid for r in reports for e in r["entries"])
     assert not [r for r in run.records() if r["type"] == "lost"]
+
+
+def test_reads_past_their_time_budget_leave_counts_in_the_kernel_for_the_report():
+    """A tick out of time defers the keys it has not folded in (under churn, symbolizing
+    new keys kept Ctrl-C waiting for seconds): their counts stay in the kernel map and the
+    report's read, which has no budget, counts every call."""
+    from memlens.core.engine import Engine
+    from memlens.core.probespec import parse_all
+
+    procs = 12
+    eng = Engine(parse_all([GETPPID]), keys=("pid",))
+    children = []
+    try:
+        eng.start(include_self=True)
+        me = os.getpid()
+        for _ in range(procs):
+            child = subprocess.Popen(
+                [sys.executable, "-c", "import os\nfor _ in range(7): os.getppid()"])
+            assert child.wait(30) == 0
+            children.append(child.pid)
+        # this process too: 5 calls of its own
+        for _ in range(5):
+            os.getppid()
+        time.sleep(0.05)
+        eng._read_tick(budget_s=0.0)  # out of time at once: every key deferred
+        assert eng._deferred_reads > 0
+        assert not eng._acc, "a deferred key was folded in"
+        entries = eng.collect()
+    finally:
+        eng.close()
+    mine = {e.parts["pid"]: e.count for e in entries}
+    assert mine.get(me) == 5, mine
+    # the children: 7 calls each (the interpreter's start-up makes none)
+    assert [mine.get(pid) for pid in children] == [7] * procs, mine

@@ -43,6 +43,8 @@ PRUNE_TICKS = 2      # a key idle this many reads is deleted from the kernel map
 # key idle for one read is deleted: a key then lives ~0.1 s past its last event instead of
 # ~1.5 s, so the table needs ~rate x 0.1 s slots instead of ~rate x 1.5 s.
 FAST_TICK_S = 0.05
+ANNOUNCE_BUDGET_S = 0.2  # a poll's time for new keys' announcements (Ctrl-C waits on it)
+TICK_BUDGET_S = 0.3      # a poll's time for folding new counts in (see _read_tick)
 HIST_UNITS = {"nsecs": 1, "usecs": 1000, "msecs": 1_000_000}  # histogram buckets' unit
 MAX_FILTER_TERMS = 8          # ENGINE_MAX_FILTERS (engine.h)
 FILTER_ALL_PROBES = 0xFFFFFFFF
@@ -156,6 +158,7 @@ class Engine:
         self._stack_seen: dict[int, int] = {}  # stack hash -> tick last referenced
         self._tick = 0
         self._epoch = 0  # read epoch (latency pairs): see read_epoch in engine.bpf.c
+        self._deferred_reads = 0  # keys left for a later tick (time budget), all told
         self._acc: OrderedDict[tuple, list[int]] = OrderedDict()
         self._pruned_report_keys = 0
         self._pruned_report_events = 0
@@ -467,8 +470,17 @@ class Engine:
             self._start_unwind()
         if self.unwind is not None:
             self.unwind.poll()  # processes the kernel side met without their tables
-        for rec in self._seen_ring.consume_fixed(self._seen_dtype):
-            self._watch(int(rec["tgid"]), bytes(rec["comm"]), int(rec["ustack"]))
+        # new keys' announcements, in batches and for a bounded time: under process churn
+        # each costs a maps read and symbols, and a poll that drained them all kept Ctrl-C
+        # waiting 11-15 s; what is left stays in the ring for the next poll (a full ring
+        # counts "announcements" lost: counts intact, symbols maybe missing)
+        deadline = time.monotonic() + ANNOUNCE_BUDGET_S
+        while True:
+            batch = self._seen_ring.consume_fixed(self._seen_dtype, max_records=64)
+            for rec in batch:
+                self._watch(int(rec["tgid"]), bytes(rec["comm"]), int(rec["ustack"]))
+            if len(batch) < 64 or time.monotonic() >= deadline:
+                break
         events = self._events() if self.trace else []
         if self.trace and (self._parts & (KEY_BITS["ustack"] | KEY_BITS["kstack"])):
             # events' stacks are resolved by the caller in this poll: after a few ticks
@@ -483,7 +495,7 @@ class Engine:
                 self._tick += 1
                 self._prune_stacks()
         if not self.trace and time.monotonic() >= self._next_tick:
-            self._read_tick()
+            self._read_tick(budget_s=TICK_BUDGET_S)
         return events
 
     def _watch(self, pid: int, comm: bytes, ustack: int) -> None:
@@ -547,7 +559,12 @@ class Engine:
             self._dtypes["event_head"] = head
         return head
 
-    def _read_tick(self) -> None:
+    def _read_tick(self, budget_s: float | None = None) -> None:
+        """Read the counts map into the report.  With a budget (a poll's tick), keys whose
+        new counts would take longer to fold in (a new key's stack is symbolized: under
+        process churn thousands a second) are left for the next tick: their counts wait in
+        the kernel map, nothing is lost, and Ctrl-C is not kept waiting (it was 11-15 s
+        under two shell loops of short commands).  A report's read has no budget."""
         from memlens.core.lazy import np
 
         self._tick += 1
@@ -568,10 +585,22 @@ class Engine:
         prune_after = 1 if crowded else PRUNE_TICKS
         raw = np.ascontiguousarray(keys).view(np.uint8).reshape(len(keys), self._key_dtype.itemsize)
         stale = []
+        deadline = None if budget_s is None else time.monotonic() + budget_s
+        deferred = False
         for i in range(len(keys)):
             kb = raw[i].tobytes()
             now = self._value_tuple(vals[i])
             prev = self._prev.get(kb, (0, 0, 0, 0, 0))
+            if deferred or (deadline is not None and now[0] > prev[0] and not i % 16
+                            and time.monotonic() > deadline):
+                # left for the next tick (its interval's max, if timed, is then lost)
+                deferred = True
+                self._deferred_reads += 1
+                for part in ("ustack", "kstack"):  # its stacks are still wanted
+                    h = int(keys[i][part])
+                    if h:
+                        self._stack_seen[h] = self._tick
+                continue
             if now[0] > prev[0]:
                 self._add(keys[i], *(a - b for a, b in zip(now, prev)),
                           max_ns=self._fresh_max(vals[i], epoch))

@@ -71,6 +71,10 @@ class StackResolver:
         self.unmapped = 0            # ... process alive, addresses in none of its mappings
         self._reported = (0, 0)
         self.mappings: Callable[[int], list] | None = None  # pid -> mappings kept of it
+        # symbolizers over those kept mappings, by pid (and how many mappings each was
+        # made of: the unwinder learns more): one per process, not one per stack (under
+        # churn a new one per stack was half of a report's time)
+        self._kept: dict[int, tuple[int, object]] = {}
 
     def watch(self, pid: int) -> None:
         """Snapshot the memory map of `pid` if not done yet (cheap when already known)."""
@@ -92,6 +96,7 @@ class StackResolver:
         the next watch() takes a fresh snapshot.  keep_frames: stacks already resolved
         stay (they were resolved against the program that made them)."""
         self._procs.pop(pid, None)
+        self._kept.pop(pid, None)
         self._gone.discard(pid)
         self._refreshed.discard(pid)
         if keep_frames:
@@ -149,9 +154,14 @@ class StackResolver:
         maps = self.mappings(pid) if self.mappings is not None else None
         if not maps:
             return None
-        from memlens.core.symbols import ProcessSymbolizer
+        kept = self._kept.get(pid)
+        if kept is None or kept[0] != len(maps):
+            from memlens.core.symbols import ProcessSymbolizer
 
-        alt = ProcessSymbolizer.from_maps(pid, maps).resolve_stack(ips)
+            if len(self._kept) >= self._max:  # bound memory on PID churn
+                self._kept.pop(next(iter(self._kept)))
+            kept = self._kept[pid] = (len(maps), ProcessSymbolizer.from_maps(pid, maps))
+        alt = kept[1].resolve_stack(ips)  # type: ignore[attr-defined]
         if frames is None:
             return alt
         return [a if (not f.resolved and f.module is None) else f
