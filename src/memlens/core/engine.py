@@ -374,6 +374,11 @@ class Engine:
         self._ep.register(obj.map("seen").fd, select.EPOLLIN)
         if self.trace:
             self._ep.register(obj.map("events").fd, select.EPOLLIN)
+        if unwind_on:
+            # a process the walk has no tables for asks for them: serve it at once (each
+            # poll waited its whole timeout, and a -c command's first 2000 faults were
+            # walked by frame pointers: stacks without _start, split from the others)
+            self._ep.register(obj.map("unwind_requests").fd, select.EPOLLIN)
         self._next_tick = time.monotonic() + TICK_S
 
     def _start_unwind(self):
