@@ -64,8 +64,9 @@ def test_ring_size_sizes_the_events_ring(ring):
 
 
 def test_event_array_gives_one_array_without_the_begin_record():
-    """event_array=True: poll() returns the records as one numpy array; with no latency
-    pair in the run the begin record (engine_event's last 256 bytes) is not copied."""
+    """event_array=True: poll() returns the records as one numpy array.  What streams is
+    engine_event's head and this run's record, not the whole struct: no begin record
+    without a latency pair, and the record's own size, not data[]'s 512 bytes."""
     import numpy as np
 
     child = subprocess.Popen([sys.executable, "-c", CHILD], stdin=subprocess.PIPE,
@@ -87,5 +88,9 @@ def test_event_array_gives_one_array_without_the_begin_record():
     assert isinstance(batch, np.ndarray) and len(batch) == CALLS
     assert (batch["tgid"] == child.pid).all()
     assert "begin_data" not in batch.dtype.names
-    assert batch.dtype.itemsize == full.fields["begin_data"][1] < full.itemsize
+    record = eng.formats[0].size  # the tracepoint's record, from its format file
+    head = full.fields["data"][1]
+    assert batch.dtype.itemsize == head + ((record + 7) & ~7) < full.itemsize // 4, (
+        batch.dtype.itemsize, head, record)
+    assert (batch["size"] == record).all()
     assert eng.decode_event(batch[0])["probe"] == PROBE

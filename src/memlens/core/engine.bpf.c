@@ -30,6 +30,11 @@ const volatile bool announce = false;      /* send engine_seen for each new key 
 const volatile bool trace_mode = false;    /* stream engine_event per hit, no counting */
 const volatile bool need_record = false;   /* copy the tracepoint record (fields, filter) */
 const volatile __u32 record_size = 0;      /* bytes of the record to copy (<= RECORD_MAX) */
+/* trace mode: the bytes streamed per hit — engine_event's head, the record, an end's begin
+ * record placed right after it in data[] at begin_off — not the whole 864-byte struct: a
+ * 24-byte syscall record makes a ~150-byte event, 5-6 times as many in the same ring */
+const volatile __u32 event_size = sizeof(struct engine_event);
+const volatile __u32 begin_off = ENGINE_RECORD_MAX;
 /* per probe: the key field, the summed fields, KEY_FILE's inode and device, KEY_STR */
 const volatile struct field_layout layouts[ENGINE_MAX_PROBES][L_NR] = {};
 /* ends of latency pairs whose begin came before tracing: counted (without time) or not */
@@ -462,9 +467,12 @@ static __always_inline __u64 pair_end(__u32 probe, struct engine_event *begin_ou
 	if (!st)
 		return 0;
 	__u64 ns = bpf_ktime_get_ns() - st->ts_ns;
-	if (begin_out) {
+	if (begin_out && trace_mode) {
+		/* data[] and begin_data[] are one area: begin_off <= RECORD_MAX keeps the copy
+		 * inside the struct */
+		__u32 off = begin_off <= ENGINE_RECORD_MAX ? begin_off : ENGINE_RECORD_MAX;
 		begin_out->begin_size = st->size;
-		__builtin_memcpy(begin_out->begin_data, st->data, ENGINE_BEGIN_MAX);
+		__builtin_memcpy((__u8 *)begin_out->data + off, st->data, ENGINE_BEGIN_MAX);
 	}
 	bpf_map_delete_elem(&starts, &k);
 	if (!ns)
@@ -500,24 +508,30 @@ static __always_inline void fill_key(void *ctx, struct engine_key *key, __u32 pr
 		key->field = field;
 }
 
-/* Streams one hit (trace mode); the record was copied into ev->data when need_record. */
-static __always_inline void emit_event(void *ctx, struct engine_event *scratch_ev, __u32 probe,
+/* Streams one hit (trace mode): the event is made in the per-CPU scratch, where the
+ * record (need_record) and an end's begin record already are, and its first event_size
+ * bytes are copied to the ring. */
+static __always_inline void emit_event(void *ctx, struct engine_event *e, __u32 probe,
 				       __u64 latency_ns)
 {
-	struct engine_event *e = reserve_or_count(&events, sizeof(*e));
-	if (!e)
-		return;
+	if (e) {
+		e->size = need_record ? record_size : 0;
+		if (!latency_ns)
+			e->begin_size = 0; /* else pair_end set it */
+	} else {
+		__u32 zero = 0;
+		e = bpf_map_lookup_elem(&scratch, &zero);
+		if (!e)
+			return;
+		e->size = 0;
+		e->begin_size = 0;
+	}
 	e->latency_ns = latency_ns;
-	e->begin_size = 0;
 	e->uid = (__u32)bpf_get_current_uid_gid();
 	e->pad2 = 0;
 	struct kernfs_node *kn = task_cgroup_kn((struct task_struct *)bpf_get_current_task(),
 						cgroup_v1);
 	e->cgroup = kn ? BPF_CORE_READ(kn, id) : 0;
-	if (latency_ns && scratch_ev) {
-		e->begin_size = scratch_ev->begin_size;
-		__builtin_memcpy(e->begin_data, scratch_ev->begin_data, ENGINE_BEGIN_MAX);
-	}
 	__u64 id = bpf_get_current_pid_tgid();
 	e->ts_ns = bpf_ktime_get_ns();
 	e->tgid = id >> 32;
@@ -527,12 +541,9 @@ static __always_inline void emit_event(void *ctx, struct engine_event *scratch_e
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
 	e->ustack = (key_parts & KEY_USTACK) ? stack_store(ctx, BPF_F_USER_STACK) : 0;
 	e->kstack = (key_parts & KEY_KSTACK) ? stack_store_opt(ctx, 0, true) : 0;
-	e->size = 0;
-	if (scratch_ev && need_record) {
-		e->size = record_size;
-		__builtin_memcpy(e->data, scratch_ev->data, sizeof(e->data));
-	}
-	bpf_ringbuf_submit(e, 0);
+	__u32 n = event_size <= sizeof(*e) ? event_size : sizeof(*e);
+	if (bpf_ringbuf_output(&events, e, n, 0))
+		count_drop(MEMLENS_DROP_RINGBUF);
 }
 
 SEC("tracepoint")

@@ -314,6 +314,8 @@ class Engine:
                         or ("file" in self.keys and self.file_fields)):
             ro["need_record"] = True
             ro["record_size"] = min(512, max(f.size for f in formats))
+        if self.trace:
+            self._set_event_layout(ro, obj)
         ro["perf_field_addr"] = self.field == "addr" and not formats
         if formats:
             ro["layouts"] = self._layouts()
@@ -545,22 +547,40 @@ class Engine:
         events = ring.consume_fixed(self._event_head(), record_size=self._event_size)
         return events if self.event_array else list(events)
 
+    def _set_event_layout(self, ro, obj) -> None:
+        """Trace mode streams engine_event's head, then this run's record (its largest
+        tracepoint record, 8 bytes at least) and, for the ends of pairs, the begin's record
+        right after it: event_size bytes a hit, not the struct's 864."""
+        head = obj.struct_ctype("engine_event").data.offset
+        record = int.from_bytes(ro["record_size"], "little")
+        rec = max(8, (record + 7) & ~7)
+        begin = min(256, (record + 7) & ~7) if self.pairs else 0
+        self._event_layout = (head, rec, begin)
+        ro["begin_off"] = rec
+        ro["event_size"] = head + rec + begin
+
     def _event_head(self):
-        """engine_event without begin_data (its last 256 bytes, a latency pair's begin
-        record) when this run has no pairs: the part of each record that is copied."""
+        """The streamed event's dtype: engine_event's head fields, `data` (the record)
+        and `begin_data` (an end's begin record) as long as this run streams them."""
         head = self._dtypes.get("event_head")
         if head is None:
-            full = self._dtype("engine_event")
-            self._event_size = full.itemsize
-            head = full
-            tail = full.fields.get("begin_data")
-            if not self.pairs and tail and tail[1] + tail[0].itemsize == full.itemsize:
-                from memlens.core.lazy import np
+            from memlens.core.lazy import np
 
-                names = [n for n in full.names if n != "begin_data"]
-                head = np.dtype({"names": names, "formats": [full.fields[n][0] for n in names],
-                                 "offsets": [full.fields[n][1] for n in names],
-                                 "itemsize": tail[1]})
+            full = self._dtype("engine_event")
+            hsize, rec, begin = self._event_layout
+            names = [n for n in full.names if n not in ("data", "begin_data")]
+            formats = [full.fields[n][0] for n in names]
+            offsets = [full.fields[n][1] for n in names]
+            names.append("data")
+            formats.append((np.uint8, rec))
+            offsets.append(hsize)
+            if begin:  # the ends of pairs: their begin's record
+                names.append("begin_data")
+                formats.append((np.uint8, begin))
+                offsets.append(hsize + rec)
+            self._event_size = hsize + rec + begin
+            head = np.dtype({"names": names, "formats": formats, "offsets": offsets,
+                             "itemsize": self._event_size})
             self._dtypes["event_head"] = head
         return head
 

@@ -196,8 +196,8 @@ class ShmsnoopTool:
         self.tid = args.tid
         from memlens.core.ringbuf import RING_DEFAULT_MAX
 
-        # a call's record is ~880 bytes (its exit's and its entry's tracepoint records):
-        # the default ring holds ~9.5k calls; an unpaced burst of more is dropped at the
+        # a call is 176 bytes of ring (the engine's head, its exit's record and its entry's):
+        # the default ring holds ~47k calls; an unpaced burst of more is dropped at the
         # kernel side, counted, unless --ring-size holds it
         self.engine = Engine(parse_all(enters + exits), keys=(), trace=True,
                              pairs=dict(zip(exits, enters)),
@@ -285,7 +285,7 @@ class ShmsnoopCommand:
 
         parser.add_argument("--ring-size", type=ring_size_arg, metavar="BYTES",
                             help="the event ring buffer's size (K/M/G suffixes; a power of "
-                                 f"two); default {RING_DEFAULT_MAX >> 20}M (~9.5k calls); "
+                                 f"two); default {RING_DEFAULT_MAX >> 20}M (~47k calls); "
                                  "calls that find it full are counted as lost")
 
     def run(self, args: argparse.Namespace) -> int:

@@ -60,7 +60,7 @@ class TraceTool:
             keys += ("kstack",)
         self.stacks = bool(keys)
         # a poll's events as one array: integer fields decoded by columns (TraceBatch).
-        # The ring: ringbuf.default_ring_bytes for an 864-byte engine_event is its cap
+        # The ring: ringbuf.default_ring_bytes for an 864-byte engine_event was its cap
         # (0.2 s at 250k/s would be 44 MB): RING_DEFAULT_MAX
         from memlens.core.ringbuf import RING_DEFAULT_MAX
 
@@ -446,8 +446,8 @@ class TraceCommand:
         parser.add_argument("--ring-size", type=ring_size_arg, metavar="BYTES",
                             help="the event ring buffer's size (K/M/G suffixes; a power of "
                                  f"two); default {HOLD_S:g} s of events at {RATE // 1000}k/s, "
-                                 f"at most {RING_DEFAULT_MAX >> 20}M (~9.6k events of "
-                                 "864 bytes)")
+                                 f"at most {RING_DEFAULT_MAX >> 20}M (an event is 88 "
+                                 "bytes and its record: ~70k sys_exit_mmap events)")
         add_output_options(parser)
 
     def run(self, args: argparse.Namespace) -> int:
