@@ -294,7 +294,10 @@ def test_a_missing_measure_is_null_in_json_and_a_dash_in_text(capsys):
     assert held and not (held & owned_prog_ids(os.getpid()))
     rep = next(r for r in records if r["type"] == "report")
     assert rep["node_reclaim_count"] is None and rep["node_reclaim_pages"] is None
-    assert rep["memcg_reclaim_count"] == 0 and rep["pages_reclaimed"] == 0
+    # the measures it has are numbers (system-wide: whatever the machine reclaimed in
+    # those 5 s, 0 when it is idle; another test's cgroup may be reclaiming meanwhile)
+    assert all(isinstance(rep[k], int) and rep[k] >= 0
+               for k in ("memcg_reclaim_count", "pages_reclaimed")), rep
     summary = records[-1]
     assert summary["type"] == "summary" and summary["missing"][0]["measure"] == "node reclaim"
     assert not any("node_reclaim" in p for p in summary["probes"])
