@@ -11,12 +11,15 @@ faults with user stacks, by `perf record -e page-faults -g -c 1`), in one run.
                            count(); }: bpftrace 0.17 has no bpf_find_vma, so it cannot name
                            the file; the ratio is the price of ffaults' in-kernel mapping
                            lookup (and file key)
-    hfaults, swapin    vs  nothing: their events (huge page faults, swap-ins) are rare; what
-                           is measured is what they add to every ordinary page fault (hfaults:
-                           the page-fault perf event with its mapping lookup, and the
-                           kmem:mm_page_alloc tracepoint with its filter; swapin: the
-                           memcg:count_memcg_events tracepoint with its filter, and
-                           sw:major-faults)
+    hfaults            vs  nothing: its events (huge page faults) are rare; what is
+                           measured is what it adds to every ordinary page fault (the
+                           page-fault perf event with its mapping lookup, and the
+                           kmem:mm_page_alloc tracepoint with its filter); bpftrace 0.17 has
+                           no bpf_find_vma to do the same
+    swapin -a          vs  bpftrace doing its work (bt_swapin): memcg:count_memcg_events
+                           filtered to PSWPIN..PSWPOUT, sw:major-faults, and the fault
+                           entry's stamp on every fault for the wait: what both add to every
+                           ordinary page fault (the generator swaps nothing)
     growth -p PID      vs  nothing, on the same fault stream
     hook alone             bpftrace software:page-faults:1 { } (an empty program): the part
                            of every figure that no tool can save
@@ -333,6 +336,30 @@ BT_SPLIT = ("software:minor-faults:1 /pid == {pid}/ {{ @minor[{key}] = count(); 
             "software:major-faults:1 /pid == {pid}/ {{ @major[{key}] = count(); }}")
 
 
+def bt_swapin() -> str:
+    """swapin's work in bpftrace, system-wide as `swapin -a` runs: pages swapped in and out
+    from memcg:count_memcg_events filtered to PSWPIN..PSWPOUT (their values from BTF, as
+    swapin reads them), major faults, and each major fault's wait from the fault's entry."""
+    from memlens.core import btfenum
+
+    items = btfenum.values("PSWPIN", "PSWPOUT")
+    lo, hi = min(items.values()), max(items.values())
+    return ("tracepoint:memcg:count_memcg_events /args->item >= %d && args->item <= %d/ "
+            "{{ @sw[comm, pid, args->item] = sum(args->val); }} "
+            "tracepoint:exceptions:page_fault_user {{ @s[tid] = nsecs; }} "
+            "tracepoint:exceptions:page_fault_kernel {{ @s[tid] = nsecs; }} "
+            "software:major-faults:1 {{ @maj[comm, pid] = count(); "
+            "if (@s[tid]) {{ @w[comm, pid] = sum(nsecs - @s[tid]); delete(@s[tid]); }} }}"
+            % (lo, hi))
+
+
+def bt_nothing(maps: dict[str, dict], pid: int, _run: Run) -> Count:
+    """swapin's peer: the generator swaps nothing and never waits on a read."""
+    counted = [m for name, m in maps.items() if name in ("@sw", "@maj")]
+    got = sum(int(v) for m in counted for k, v in m.items() if _bt_pid(k) == pid)
+    return Count(got, sum(int(v) for m in counted for v in m.values()) - got)
+
+
 # ---- the configurations -----------------------------------------------------------------
 
 @dataclass
@@ -365,6 +392,8 @@ def configs(data: Path) -> list[Config]:
                expect_nothing=True),
         Config("memlens swapin", "anon", "memlens", ["swapin", "-a"], ml_nothing,
                expect_nothing=True),
+        Config("bpftrace swapin", "anon", "bpftrace", bt_swapin(), bt_nothing,
+               expect_nothing=True),
         Config("memlens growth", "anon", "memlens", ["growth"], ml_growth),
         Config("hook alone", "anon", "bpftrace", "software:page-faults:1 {{ }}"),
     ]
@@ -377,7 +406,7 @@ ROWS = [
     ("faults -U", "memlens faults -U", "perf faults -U", "perf record"),
     ("ffaults", "memlens ffaults", "bpftrace ffaults", "bpftrace (no vma)"),
     ("hfaults", "memlens hfaults", None, "nothing"),
-    ("swapin -a", "memlens swapin", None, "nothing"),
+    ("swapin -a", "memlens swapin", "bpftrace swapin", "bpftrace"),
     ("growth", "memlens growth", None, "nothing"),
 ]
 
