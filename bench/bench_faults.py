@@ -344,13 +344,13 @@ def bt_swapin() -> str:
 
     items = btfenum.values("PSWPIN", "PSWPOUT")
     lo, hi = min(items.values()), max(items.values())
-    return ("tracepoint:memcg:count_memcg_events /args->item >= %d && args->item <= %d/ "
+    # (the rest goes through str.format(pid=...) with the other programs: braces doubled)
+    return (f"tracepoint:memcg:count_memcg_events /args->item >= {lo} && args->item <= {hi}/ "
             "{{ @sw[comm, pid, args->item] = sum(args->val); }} "
             "tracepoint:exceptions:page_fault_user {{ @s[tid] = nsecs; }} "
             "tracepoint:exceptions:page_fault_kernel {{ @s[tid] = nsecs; }} "
             "software:major-faults:1 {{ @maj[comm, pid] = count(); "
-            "if (@s[tid]) {{ @w[comm, pid] = sum(nsecs - @s[tid]); delete(@s[tid]); }} }}"
-            % (lo, hi))
+            "if (@s[tid]) {{ @w[comm, pid] = sum(nsecs - @s[tid]); delete(@s[tid]); }} }}")
 
 
 def bt_nothing(maps: dict[str, dict], pid: int, _run: Run) -> Count:
