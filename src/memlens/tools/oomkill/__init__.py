@@ -112,6 +112,7 @@ class OomkillTool:
         self.ready = select.epoll()
         self.unwind = None  # core/unwind UnwindStore: the trigger's user stack by .eh_frame
         self._preload: threading.Thread | None = None
+        self._unwind_due = False  # system wide: the store is made at the first poll
 
     def start(self) -> None:
         require_tracing_privileges("oomkill")
@@ -130,12 +131,19 @@ class OomkillTool:
             self.cgroup_prefix = cgroup_filter_path(self.args.cgroup)
         obj.set_autoload("mark_victim_btf", self.use_btf)
         obj.set_autoload("mark_victim_tp", not self.use_btf)
-        from memlens.core.unwind.store import UnwindStore
+        from memlens.core import unwind
 
-        unwind_on = UnwindStore.configure(obj, getattr(self.args, "stack_unwind", "auto"))
+        unwind_on = unwind.configure(obj, getattr(self.args, "stack_unwind", "auto"))
         obj.set_max_entries("stacks", 1)  # only the unwinder's scratch is used
         obj.load()
-        if unwind_on:
+        # system wide, the unwinder's store (numpy, and tables built in a thread that holds
+        # the GIL) is made at the first poll, after the banner: made here it kept the
+        # attach waiting (launch to attached 0.36 s, 2x bpftrace's); a kill meanwhile is
+        # walked by frame pointers and its trigger asks to be loaded
+        self._unwind_due = unwind_on and self._likely_triggers() is None
+        if unwind_on and not self._unwind_due:
+            from memlens.core.unwind.store import UnwindStore
+
             self._start_unwind(UnwindStore(obj))
         if self.use_btf:
             obj.attach_auto("mark_victim_btf")
@@ -212,6 +220,11 @@ class OomkillTool:
     def poll(self, timeout: float) -> list[dict]:
         if timeout > 0:
             self.ready.poll(timeout)
+        if self._unwind_due:
+            from memlens.core.unwind.store import UnwindStore
+
+            self._unwind_due = False
+            self._start_unwind(UnwindStore(self.obj))
         if self.unwind is not None:
             self.unwind.poll()  # triggers met without their tables: loaded for next time
         out = []
