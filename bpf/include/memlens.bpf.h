@@ -245,6 +245,7 @@ struct unwind_file {
 	__s64 delta;      /* that segment's p_offset - p_vaddr */
 	__u32 row_start;
 	__u32 row_count;
+	__u64 vaddr;      /* that segment's p_vaddr */
 };
 
 struct unwind_request {
@@ -509,21 +510,50 @@ static long unwind_vma_cb(struct task_struct *task, struct vm_area_struct *vma, 
 }
 
 /* The mapping holding pc from the process's vma and its file's table: 0 and s->last set;
- * 1: a file whose table is not loaded; -1: no file there, or the mmap lock was busy
- * (bpf_find_vma only try-locks it). */
+ * 1: a file whose table is not loaded; -1: no file there, or the mmap lock was busy.
+ *
+ * bpf_find_vma try-locks the mmap lock, and where the program runs with interrupts off (a
+ * page fault's perf event and tracepoint) it leaves the unlock to an irq_work that runs
+ * only once they are on again: until then every other call fails (-EBUSY), so it finds one
+ * mapping an event there (the open-coded vma iterator is refused there outright).  The
+ * program's own code is found without it, from the mm's start_code/end_code (its
+ * executable segments, relocated) and exe_file: a stack through the program and one
+ * library (libc's start of main under every stack) is whole from the first event. */
 static __always_inline int unwind_by_vma(struct unwind_walk *s, __u64 pc)
 {
-	struct unwind_vma v = { .tgid = s->tgid,
-				.mm = (__u64)BPF_CORE_READ(bpf_get_current_task_btf(), mm) };
-	if (bpf_find_vma(bpf_get_current_task_btf(), pc, unwind_vma_cb, &v, 0) || !v.found)
+	struct mm_struct *mm = BPF_CORE_READ(bpf_get_current_task_btf(), mm);
+	struct unwind_vma v = { .tgid = s->tgid, .mm = (__u64)mm };
+	__u64 code = BPF_CORE_READ(mm, start_code), code_end = BPF_CORE_READ(mm, end_code);
+	struct file *exe = BPF_CORE_READ(mm, exe_file);
+	bool in_exe = exe && pc >= code && pc < code_end;
+	if (in_exe) {
+		struct inode *inode = BPF_CORE_READ(exe, f_inode);
+		v.ino = BPF_CORE_READ(inode, i_ino);
+		v.dev = BPF_CORE_READ(inode, i_sb, s_dev);
+	} else if (bpf_find_vma(bpf_get_current_task_btf(), pc, unwind_vma_cb, &v, 0) ||
+		   !v.found) {
 		return -1;
+	}
 	struct unwind_file_key k = { .ino = v.ino, .dev = v.dev };
 	struct unwind_file *f = bpf_map_lookup_elem(&unwind_files, &k);
-	if (!f || v.off < f->seg_start || v.off >= f->seg_end)
-		return 1;
-	s->last.start = v.start;
-	s->last.end = v.end;
-	s->last.bias = v.start - v.off + f->delta;
+	if (in_exe) {
+		if (!f)
+			return 1;
+		/* the mapping of its executable segment, as the loader made it */
+		v.start = code & ~4095ULL;
+		v.end = (code_end + 4095) & ~4095ULL;
+		v.off = f->seg_start;
+		unwind_send_vma(&v, exe);
+		s->last.start = code;
+		s->last.end = code_end;
+		s->last.bias = code - f->vaddr;
+	} else {
+		if (!f || v.off < f->seg_start || v.off >= f->seg_end)
+			return 1;
+		s->last.start = v.start;
+		s->last.end = v.end;
+		s->last.bias = v.start - v.off + f->delta;
+	}
 	s->last.row_start = f->row_start;
 	s->last.row_count = f->row_count;
 	return 0;

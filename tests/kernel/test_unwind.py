@@ -477,6 +477,46 @@ def test_a_short_command_gone_before_it_is_read_keeps_its_symbols(bins):
     assert not any("[unknown]" in f for e in entries for f in e["stack"]), entries
 
 
+def test_a_new_process_faults_whole_through_its_vma(bins):
+    """System wide, stackcount -U sw:page-faults stopped (SIGSTOP) while `unwind_chain fault
+    23 nogate` (no frame pointers) runs and exits: it never gets an entry of its own, and
+    every frame's mapping is found from its vma, its file's table by device and inode (a
+    gated instance of the same program made user space load them).  A page fault's event
+    runs with interrupts off, where bpf_find_vma finds one mapping an event (the mmap
+    lock's unlock waits for them): the program's own code is placed without it, so the
+    walk reaches libc's frames and _start.  Every one of the 23 faults has the whole stack,
+    frame by frame: chain8 ... chain1, main, libc's start of main, _start."""
+    import signal
+
+    exe = str(bins["chain"])
+    run = ToolRun("stackcount", "-U", "-P", "sw:page-faults", "--json")
+    live = None
+    try:
+        run.wait_attached()
+        live = Workload(exe, "fault")  # its start-up faults ask for it to be loaded
+        wait_loaded(run, live.pid)
+        run.proc.send_signal(signal.SIGSTOP)
+        try:
+            done = subprocess.run([exe, "fault", str(N), "nogate"], capture_output=True,
+                                  text=True, timeout=60)
+        finally:
+            run.proc.send_signal(signal.SIGCONT)
+        m = re.match(r"ready pid=(\d+)", done.stdout)
+        assert done.returncode == 0 and m, done
+        short = int(m.group(1))
+        time.sleep(0.5)  # its announcements reach user space
+    finally:
+        rc = run.stop()
+        if live is not None:
+            live.end()
+    assert rc == 0, run.stderr
+    entries = entries_of_pid(run, short)
+    chained = [e for e in entries if "chain8" in names(e["stack"])]
+    assert len(chained) == 1 and chained[0]["count"] == N, chained
+    assert names(chained[0]["stack"]) == [*WHOLE, "__libc_start_call_main",
+                                          "__libc_start_main", "_start"], chained[0]["stack"]
+
+
 @pytest.mark.parametrize("tool", [("faults", "-U"), ("stackcount", "-U", "sw:page-faults")])
 def test_engine_pprof_carries_mappings_and_addresses(bins, tool, tmp_path):
     """The engine tools' --pprof is made of the frames (core/stacks.FrameText), as

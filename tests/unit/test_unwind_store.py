@@ -141,11 +141,11 @@ def test_entry_of_this_process(cache):
         # libc is published by device and inode for the kernel side's vma lookups
         st = os.stat(m.path)
         key = FILE_KEY.pack(st.st_ino, kernel_dev(st.st_dev), 0)
-        seg_start, seg_end, delta, fstart, fcount = FILE_VALUE.unpack(
+        seg_start, seg_end, delta, fstart, fcount, fvaddr = FILE_VALUE.unpack(
             obj.maps["unwind_files"].entries[key])
         off, filesz, vaddr = table.exec_seg
         assert (fstart, fcount) == (start, count)
-        assert seg_start <= m.pgoff < seg_end and delta == off - vaddr
+        assert seg_start <= m.pgoff < seg_end and delta == off - vaddr and fvaddr == vaddr
         # the kernel side's bias from the vma equals the entry's
         assert m.start - m.pgoff + delta == int(row["bias"])
     finally:

@@ -57,7 +57,8 @@ PROC_HEADER = struct.Struct("<QII")  # exe_ino, nmaps, pad
 PROC_SIZE = PROC_HEADER.size + MAX_MAPS * MAPPING_DTYPE.itemsize
 REQUEST_DTYPE = np.dtype([("tgid", "<u4"), ("reason", "<u4")])
 FILE_KEY = struct.Struct("<QII")      # ino, kernel dev_t, pad
-FILE_VALUE = struct.Struct("<QQqII")  # seg_start, seg_end, delta, row_start, row_count
+FILE_VALUE = struct.Struct("<QQqIIQ")  # seg_start, seg_end, delta, row_start, row_count,
+                                       # vaddr
 # struct unwind_vma_rec: tgid, dev, ino, start, end, off, mm, depth, complete, then the
 # path's components (leaf first) when depth > 0
 VMA_HEADER = struct.Struct("<IIQQQQQII")
@@ -322,7 +323,7 @@ class UnwindStore:
             return
         off, filesz, vaddr = table.exec_seg
         self.files_map.update(key, FILE_VALUE.pack(off & ~(mmap.PAGESIZE - 1), off + filesz,
-                                                   off - vaddr, ext.start, ext.count))
+                                                   off - vaddr, ext.start, ext.count, vaddr))
         ext.files.add(key)
 
     def load_file(self, path: str) -> bool:
