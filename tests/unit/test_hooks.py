@@ -263,3 +263,38 @@ def test_importing_hooks_loads_neither_libbpf_nor_numpy():
 if __name__ == "__main__":
     write_btf_blobs()
     print(f"wrote {OLD_BTF} and {NEW_BTF}")
+
+
+def test_tp_btf_answers_are_kept_per_boot_and_vmlinux_btf_in_the_cache_dir(tmp_path,
+                                                                            monkeypatch):
+    """The prototype check parses the whole vmlinux BTF (~20 ms of oomkill's start): its
+    answer is kept in memlens's cache directory under the boot id and the BTF file's size
+    and mtime, and read back instead of parsing; another BTF file is parsed afresh."""
+    import json
+    import os
+    import shutil
+
+    btf = tmp_path / "vmlinux"
+    shutil.copy(NEW_BTF, btf)
+    monkeypatch.setattr(hooks, "VMLINUX_BTF", str(btf))
+    monkeypatch.setenv("MEMLENS_CACHE_DIR", str(tmp_path / "cache"))
+    want = ("struct task_struct *", "uid_t")
+    hooks.clear_cache()
+    assert TpBtf("mark_victim", want, btf_path=str(btf)).probe() == (True, "")
+    (kept,) = (tmp_path / "cache" / "btf").glob("tp_btf-*.json")
+    st = btf.stat()
+    assert kept.name.endswith(f"-{st.st_size}-{st.st_mtime_ns}.json")
+    assert json.loads(kept.read_text()) == {f"tp_btf/mark_victim({', '.join(want)})": [True, ""]}
+    assert oct(kept.parent.stat().st_mode & 0o777) == "0o700"
+    # read back, not parsed: an answer planted in the file is what the next probe says
+    kept.write_text(json.dumps({f"tp_btf/mark_victim({', '.join(want)})": [False, "planted"]}))
+    hooks.clear_cache()
+    assert TpBtf("mark_victim", want, btf_path=str(btf)).probe() == (False, "planted")
+    # the kernel's BTF changed (another size or mtime): parsed afresh, old answers gone
+    shutil.copy(OLD_BTF, btf)
+    os.utime(btf, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    hooks.clear_cache()
+    ok, why = TpBtf("mark_victim", want, btf_path=str(btf)).probe()
+    assert not ok and "BTF prototype is (int)" in why
+    assert [p.name for p in (tmp_path / "cache" / "btf").glob("tp_btf-*.json")] != [kept.name]
+    hooks.clear_cache()

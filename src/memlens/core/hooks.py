@@ -116,6 +116,7 @@ def _probe_cached(hook: Hook, where: object) -> tuple[bool, str]:
 def clear_cache() -> None:
     """Forget probe results (tests; a long-lived process after the kernel changed)."""
     _probe_cached.cache_clear()
+    _Btf._cache.clear()  # the parsed BTF files too
 
 
 def _one_line(text: str) -> str:
@@ -169,6 +170,22 @@ class TpBtf(Hook):
         return path, st.st_mtime_ns, st.st_size  # a rewritten file is probed afresh
 
     def _check(self, where: object) -> None:
+        # the answer for this boot's vmlinux BTF, kept in memlens's cache directory: the
+        # prototype check parses the whole 5.5 MB BTF (~20 ms of oomkill's start) and the
+        # answer cannot change until the kernel does
+        known = _tp_btf_answers(where).get(self.label)
+        if known is not None:
+            if known[0]:
+                return
+            raise _Unavailable(known[1])
+        try:
+            self._check_btf(where)
+        except _Unavailable as why:
+            _remember_tp_btf(where, self.label, False, str(why))
+            raise
+        _remember_tp_btf(where, self.label, True, "")
+
+    def _check_btf(self, where: object) -> None:
         path = where[0]  # type: ignore[index]
         btf = _Btf.get(path)
         source = "vmlinux BTF" if path == "/sys/kernel/btf/vmlinux" else f"BTF {path}"
@@ -192,6 +209,72 @@ class TpBtf(Hook):
                          for name, type_id in params)
         raise _Unavailable(f"BTF prototype is ({have}), this program needs "
                            f"({', '.join(self.params)})")
+
+
+def _tp_btf_cache(where: object, create: bool = False) -> str | None:
+    """The file of tp_btf answers for the vmlinux BTF of this boot (None: no trusted
+    cache directory, or another BTF file)."""
+    from memlens.core import btfcache
+
+    path, mtime, size = where  # type: ignore[misc]
+    d = btfcache.cache_dir()
+    if path != VMLINUX_BTF or d is None:
+        return None
+    if create:
+        try:
+            os.makedirs(d, mode=0o700, exist_ok=True)
+        except OSError:
+            return None
+    if not btfcache._ours(d):
+        return None
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            boot = f.read().strip()
+    except OSError:
+        return None
+    return os.path.join(d, f"tp_btf-{boot}-{size}-{mtime}.json")
+
+
+def _tp_btf_answers(where: object) -> dict:
+    import json
+
+    path = _tp_btf_cache(where)
+    if path is None:
+        return {}
+    try:
+        with open(path) as f:
+            answers = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return answers if isinstance(answers, dict) else {}
+
+
+def _remember_tp_btf(where: object, label: str, ok: bool, reason: str) -> None:
+    import json
+
+    path = _tp_btf_cache(where, create=True)
+    if path is None:
+        return
+    answers = _tp_btf_answers(where)
+    if not answers:  # a new boot or kernel: the answers of the old ones go
+        import glob
+
+        for old in glob.glob(os.path.join(os.path.dirname(path), "tp_btf-*.json")):
+            try:
+                os.unlink(old)
+            except OSError:
+                pass
+    answers[label] = [ok, reason]
+    tmp = f"{path}.{os.getpid()}"
+    try:
+        with open(tmp, "w") as f:
+            json.dump(answers, f)
+        os.replace(tmp, path)  # whole or not at all: a reader never sees half a file
+    except OSError:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
 
 
 def _kind(t) -> int:
