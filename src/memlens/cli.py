@@ -79,6 +79,16 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
             width -= 2  # as argparse does with the terminal's width
         super().__init__(prog, indent_increment, max_help_position, width)
 
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        # the description and epilog keep their line breaks (examples, tables of real
+        # output); a one-line prose paragraph longer than the width is wrapped
+        if "\n" not in text.strip() and len(text) > width:
+            import textwrap
+
+            return textwrap.fill(text.strip(), width, initial_indent=indent,
+                                 subsequent_indent=indent)
+        return super()._fill_text(text, width, indent)
+
 
 class _Parser(argparse.ArgumentParser):
     """A usage error is one line (what is wrong, where to look), not the usage block."""
