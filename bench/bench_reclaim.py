@@ -17,8 +17,19 @@ or count, in one run (issue 9: "Per-event cost against bpftrace doing the same")
                         BPF_ENABLE_STATS held over the traced loop only) is shown beside it:
                         a reclaim episode costs ~200 us of CPU here, and a few us of tracing
                         are within the noise of a busy shared machine; that figure is not
-    compactsnoop,       not priced: compaction (and the NUMA migrations it and the balancer
-    numamove            do) is rare and not something a loop can make at a steady rate
+    compactsnoop -p PID vs  bpftrace pairing mm_compaction_begin/end per thread (the order
+                            from mm_compaction_suitable ret == COMPACT_CONTINUE, pages summed
+                            from mm_compaction_migratepages), a line printed per episode
+    numamove -p PID     vs  bpftrace pairing mm_migrate_pages_start/mm_migrate_pages per
+                            thread: calls, pages moved and failed, time, by reason
+                        compaction is made, not looped: COMPACT_MB MiB written, every other
+                        page handed back (MADV_DONTNEED), then /proc/sys/vm/compact_memory
+                        written (a trigger, no setting: nothing to restore), once a traced
+                        run, by the generator: every zone compacted in its own context.  Its
+                        time is the kernel's scanning, so these two are priced by the BPF
+                        programs' run time alone (bpf_stats, as above) per compaction
+                        episode / per migrate_pages() call, and per hit (every run of a
+                        tracer's programs, other processes' filtered hits included)
 
 Generators (compiled at run time, pinned to one CPU, the tracers kept off it when there is
 another), SLICES slices a loop with PAUSE_US between them (off the clock, see PAUSE_US):
@@ -49,7 +60,11 @@ socket inode per socket; the other caches a socket touches are shown, not checke
 merging names them after whatever cache they share).  vmscan's and drsnoop's pages
 reclaimed by memory-cgroup reclaim for the generator, and bpftrace's, must equal
 /proc/vmstat's pglazyfreed delta over the loop (only lazy-free pages can be reclaimed in
-that cgroup).
+that cgroup).  compactsnoop's and bpftrace's episodes for the generator must equal the
+populated zones (/proc/zoneinfo: compact_memory compacts each once), their pages migrated
+/proc/vmstat's pgmigrate_success delta over the pass; numamove's and bpftrace's pages moved
+and failed must equal pgmigrate_success's and pgmigrate_fail's deltas (manual compaction
+counts no compact_stall/compact_success: those are direct compaction's).
 
     python -m bench reclaim      (root; bpftrace for the peer column; ~1-2 min)
     BENCH_RECLAIM_N / _RUNS / _PAUSE_US override N, RUNS and PAUSE_US (0: bursts).
@@ -89,8 +104,11 @@ PAUSE_US = int(os.environ.get("BENCH_RECLAIM_PAUSE_US", "10000"))
 # generator name -> (its mode, calls a loop, slices, pause between slices in us)
 # reclaim: pages a loop, a multiple of 100 slices of CHUNK (64) pages
 N_PAGES = -(-int(os.environ.get("BENCH_RECLAIM_PAGES", "128000")) // 6400) * 6400
+# compact: MiB written, half handed back, then compact_memory (one pass a traced run)
+COMPACT_MB = int(os.environ.get("BENCH_RECLAIM_COMPACT_MB", "512"))
 GENS = {"shm": ("shm", N_SHM, 100, PAUSE_US), "shm burst": ("shm", N_SHM, 10, 0),
-        "sock": ("sock", N_SOCK, 100, 0), "reclaim": ("lazy", N_PAGES, 100, 0)}
+        "sock": ("sock", N_SOCK, 100, 0), "reclaim": ("lazy", N_PAGES, 100, 0),
+        "compact": ("compact", COMPACT_MB, 1, 0)}
 CGROUP_LIMIT = 32 << 20
 # BENCH_RECLAIM_CASES=vmscan,drsnoop: only the rows whose label holds one of these
 CASES = [c for c in os.environ.get("BENCH_RECLAIM_CASES", "").split(",") if c]
@@ -113,7 +131,7 @@ GEN_C = r"""
 #define MAX_SLICES 1000
 #define REGION_PAGES (64L << 8) /* lazy: 64 MiB, twice the memory cgroup's limit */
 #define CHUNK 64                /* lazy: pages populated and freed at a time */
-enum { SOCK, SHM, LAZY };
+enum { SOCK, SHM, LAZY, COMPACT };
 static long sl[MAX_SLICES];
 static int shmid = -1;
 static char *region;
@@ -137,9 +155,30 @@ static long lazy(long n) {
     }
     return bad;
 }
+/* compact: n MiB written in, every other page handed back (MADV_DONTNEED: the holes go
+ * to the buddy allocator, the pages left are movable), then every zone compacted by
+ * writing /proc/sys/vm/compact_memory (a trigger, no setting: nothing to restore): the
+ * compaction and its page migrations run in this process, synchronously */
+static long compact(long n) {
+    long pages = n << 8, bad = 0;
+    if (!region) {
+        region = mmap(NULL, pages * 4096, PROT_READ | PROT_WRITE,
+                      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (region == MAP_FAILED) { region = NULL; return 1; }
+        madvise(region, pages * 4096, MADV_NOHUGEPAGE); /* base pages: each one movable */
+    }
+    if (madvise(region, pages * 4096, MADV_POPULATE_WRITE)) bad++;
+    for (long i = 1; i < pages; i += 2)
+        if (madvise(region + i * 4096, 4096, MADV_DONTNEED)) bad++;
+    FILE *f = fopen("/proc/sys/vm/compact_memory", "w");
+    if (!f || fputs("1", f) < 0) bad++;
+    if (f && fclose(f)) bad++;
+    return bad;
+}
 static long run(int mode, long n) {
     long bad = 0;
     if (mode == LAZY) return lazy(n);
+    if (mode == COMPACT) return compact(n);
     for (long i = 0; i < n; i++) {
         if (mode == SHM) {
             void *p = shmat(shmid, NULL, 0);
@@ -155,7 +194,8 @@ static long run(int mode, long n) {
 }
 int main(int argc, char **argv) {
     if (argc != 5) return 2;
-    int mode = !strcmp(argv[1], "shm") ? SHM : !strcmp(argv[1], "lazy") ? LAZY : SOCK;
+    int mode = !strcmp(argv[1], "shm") ? SHM : !strcmp(argv[1], "lazy") ? LAZY
+             : !strcmp(argv[1], "compact") ? COMPACT : SOCK;
     long n = atol(argv[2]), slices = atol(argv[3]), pause_us = atol(argv[4]), bad = 0;
     char c;
     if (slices < 1 || slices > MAX_SLICES) return 2;
@@ -172,7 +212,8 @@ int main(int argc, char **argv) {
         atexit(rm);
     }
     setvbuf(stdout, NULL, _IONBF, 0);
-    bad = mode == LAZY ? 0 : run(mode, 10); /* warm: first calls' page faults, not in the loops */
+    /* warm: the first calls' page faults, not in the loops */
+    bad = mode == LAZY || mode == COMPACT ? 0 : run(mode, 10);
     sl[0] = now_ns() - now_ns();
     printf("ready %ld %ld\n", sl[0], bad);
     while (read(0, &c, 1) == 1 && c == 'x') {
@@ -205,10 +246,38 @@ class Run:
     before: float = 0.0
     after: float = 0.0
     bpf_ns: int = 0           # the tracer's BPF programs' run time over the traced loop
+    bpf_runs: int = 0         # ... and how many times they ran (hits, filtered ones too)
+    vm: dict[str, int] = field(default_factory=dict)  # compact: /proc/vmstat deltas
+    events: int = 0           # compact: episodes (compactsnoop), calls (numamove) counted
+    zones: int = 0            # compact: populated zones, an episode each expected
+    extra: dict[str, int] = field(default_factory=dict)  # compact: the tool's other sums
 
     @property
     def overhead(self) -> float:
         return self.ns - (self.before + self.after) / 2
+
+
+VMSTAT_COMPACT = ("pgmigrate_success", "pgmigrate_fail", "compact_isolated",
+                  "compact_migrate_scanned", "compact_free_scanned", "compact_stall",
+                  "compact_success", "compact_fail", "compact_daemon_wake")
+
+
+def vmstat(names=VMSTAT_COMPACT) -> dict[str, int]:
+    """Those /proc/vmstat counters this kernel has."""
+    with open("/proc/vmstat") as f:
+        return {k: int(v) for k, v in (line.split() for line in f) if k in names}
+
+
+def populated_zones(path: str = "/proc/zoneinfo") -> int:
+    """Zones with pages (present > 0) on every node: compact_memory compacts each of them
+    once (compact_node() skips a zone that is not populated_zone()), one episode each."""
+    n = 0
+    with open(path) as f:
+        for line in f:
+            parts = line.split()
+            if parts[:1] == ["present"] and int(parts[1]) > 0:
+                n += 1
+    return n
 
 
 def lazyfreed() -> int:
@@ -279,11 +348,16 @@ class Generator(common.Generator):
 
     def go(self) -> Run:
         freed = lazyfreed() if self.kind == "lazy" else 0
+        vm0 = vmstat() if self.kind == "compact" else {}
         bad, *sl = self.loop()
         calls = 2 if self.kind == "shm" else 1  # ns per shm call; per socket()+close()
         run = Run(min(ns / (k * calls) for ns, k in zip(sl[::2], sl[1::2]) if k), bad)
         if self.kind == "lazy":  # pages the loop's reclaim freed: what a tracer must count
             run.expected = lazyfreed() - freed
+        if self.kind == "compact":  # pages the compaction migrated, machine wide
+            run.vm = {k: v - vm0[k] for k, v in vmstat().items() if k in vm0}
+            run.zones = populated_zones()
+            run.expected = run.vm["pgmigrate_success"]
         return run
 
     def close(self) -> None:
@@ -318,6 +392,8 @@ class Count:
     others: int = 0
     per_unit: float = 0.0
     notes: list[str] = field(default_factory=list)
+    events: int = 0                 # compact: episodes, migrate_pages() calls
+    extra: dict[str, int] = field(default_factory=dict)
 
 
 def ml_shm(lines: list[str], pid: int) -> Count | None:
@@ -403,6 +479,73 @@ def bt_drsnoop(lines: list[str], pid: int) -> Count | None:
     ev = [x.split() for x in lines if x.startswith("EV ")]
     ours = [f for f in ev if f[1] == str(pid) and f[2] == "memcg"]
     return Count(sum(int(f[5]) for f in ours), len(ev) - len(ours), len(ours) / N_PAGES)
+
+
+def ml_compact(lines: list[str], pid: int) -> Count | None:
+    """compactsnoop -p: its episodes, the pages their migratepages calls moved."""
+    recs = [json.loads(x) for x in lines if x.startswith("{")]
+    if not any(r.get("type") == "summary" for r in recs):
+        return None
+    ev = [r for r in recs if r.get("type") == "event"]
+    ours = [r for r in ev if r.get("pid") == pid]
+    return Count(sum(int(r["nr_migrated"]) for r in ours), len(ev) - len(ours),
+                 events=len(ours), extra={"timed": sum(r["latency_ns"] > 0 for r in ours)})
+
+
+def bt_compact(lines: list[str], pid: int) -> Count | None:
+    ev = [x.split() for x in lines if x.startswith("EV ")]
+    ours = [f for f in ev if f[1] == str(pid)]
+    return Count(sum(int(f[7]) for f in ours), len(ev) - len(ours), events=len(ours),
+                 extra={"timed": sum(int(f[6]) > 0 for f in ours)})
+
+
+def ml_numamove(lines: list[str], _pid: int) -> Count | None:
+    """numamove -p: its summary (every reason: the generator's are compaction's)."""
+    recs = [json.loads(x) for x in lines if x.startswith("{")]
+    summary = [r for r in recs if r.get("type") == "summary"]
+    if not summary:
+        return None
+    s = summary[-1]
+    return Count(int(s["migrated_pages"]), events=int(s["calls"]),
+                 extra={"failed": int(s["failed_pages"]), "time_ns": int(s["time_ns"] or 0)})
+
+
+def bt_numamove(lines: list[str], _pid: int) -> Count | None:
+    maps = _bt_maps(lines)
+    if not maps:
+        return None
+
+    def total(name: str) -> int:
+        return sum(int(v) for v in (maps.get(name) or {}).values())
+    return Count(total("@moved"), events=total("@calls"),
+                 extra={"failed": total("@failed"), "time_ns": total("@ns")})
+
+
+def bt_compact_prog() -> str:
+    """BCC's compactsnoop as a bpftrace line per episode (zone, sync, status, latency,
+    pages migrated and not, the order from a suitable check that lets compaction go on):
+    compactsnoop's tracepoints, the same begin/end pairing per thread, for one process."""
+    from memlens.tools.compactsnoop import status_names
+
+    cont = {v: k for k, v in status_names().items()}.get("COMPACT_CONTINUE", 4)
+    return ("tracepoint:compaction:mm_compaction_suitable /pid == {pid} && "
+            f"args->ret == {cont}/ {{{{ @order[tid] = args->order; }}}} "
+            "tracepoint:compaction:mm_compaction_begin /pid == {pid}/ {{ @s[tid] = nsecs; "
+            "@mig[tid] = 0; @fail[tid] = 0; }} "
+            "tracepoint:compaction:mm_compaction_migratepages /pid == {pid}/ {{ "
+            "@mig[tid] += args->nr_migrated; @fail[tid] += args->nr_failed; }} "
+            "tracepoint:compaction:mm_compaction_end /pid == {pid} && @s[tid]/ {{ "
+            'printf("EV %d %s %lx %d %d %d %d %d %d\\n", pid, comm, args->zone_start, '
+            "args->sync, args->status, nsecs - @s[tid], @mig[tid], @fail[tid], "
+            "@order[tid]); delete(@s[tid]); delete(@mig[tid]); delete(@fail[tid]); "
+            "delete(@order[tid]); }}")
+
+
+BT_NUMAMOVE = (
+    "tracepoint:migrate:mm_migrate_pages_start /pid == {pid}/ {{ @s[tid] = nsecs; }} "
+    "tracepoint:migrate:mm_migrate_pages /pid == {pid}/ {{ @calls[args->reason] = count(); "
+    "@moved[args->reason] = sum(args->succeeded); @failed[args->reason] = sum(args->failed); "
+    "if (@s[tid]) {{ @ns[args->reason] = sum(nsecs - @s[tid]); delete(@s[tid]); }} }}")
 
 
 def _vmscan_tracepoints() -> set[str]:
@@ -494,6 +637,14 @@ def configs() -> list[Config]:
         Config("memlens drsnoop", "reclaim", "memlens", ["drsnoop", "--json"], ml_drsnoop,
                None),
         Config("bpftrace drsnoop", "reclaim", "bpftrace", bt_drsnoop_prog(), bt_drsnoop, None),
+        Config("memlens compactsnoop", "compact", "memlens", ["compactsnoop", "--json"],
+               ml_compact, None),
+        Config("bpftrace compactsnoop", "compact", "bpftrace", bt_compact_prog(), bt_compact,
+               None),
+        Config("memlens numamove", "compact", "memlens", ["numamove", "--json", "3600"],
+               ml_numamove, None),
+        Config("bpftrace numamove", "compact", "bpftrace", BT_NUMAMOVE, bt_numamove, None,
+               True),
     ]
 
 
@@ -506,6 +657,12 @@ ROWS = [
      "sock"),
     ("vmscan", "memlens vmscan", "bpftrace vmscan", "page reclaimed", "page"),
     ("drsnoop", "memlens drsnoop", "bpftrace drsnoop", "page reclaimed", "page"),
+]
+# priced by the BPF programs' run time alone: (label, memlens config, bpftrace config, the
+# event the figure is per)
+COMPACT_ROWS = [
+    ("compactsnoop", "memlens compactsnoop", "bpftrace compactsnoop", "compaction episode"),
+    ("numamove", "memlens numamove", "bpftrace numamove", "migrate_pages() call"),
 ]
 
 
@@ -534,11 +691,12 @@ def run_tracer(g: Generator, cfg: Config) -> tuple[Run, Count | None, int, str]:
         ready = (err if cfg.tool == "memlens" else out).seen
         if not ready.wait(common.ATTACH_TIMEOUT) or tr.poll() is not None:
             raise RuntimeError(f"{cfg.name}: not attached: {''.join(err.lines)[-300:]}")
-        stats = common.bpf_run_stats() if cfg.kind == "reclaim" else None
+        stats = common.bpf_run_stats() if cfg.kind in ("reclaim", "compact", "sock") else None
         try:
-            bpf0 = common.prog_run_time(tr.pid)[0]
+            bpf0, runs0 = common.prog_run_time(tr.pid)
             run = g.go()
-            run.bpf_ns = common.prog_run_time(tr.pid)[0] - bpf0
+            bpf1, runs1 = common.prog_run_time(tr.pid)
+            run.bpf_ns, run.bpf_runs = bpf1 - bpf0, runs1 - runs0
         finally:
             if stats is not None:
                 os.close(stats)
@@ -576,12 +734,15 @@ def run_tracer(g: Generator, cfg: Config) -> tuple[Run, Count | None, int, str]:
 def run_traced(exe: Path, cfg: Config, cgroup: MemoryCgroup | None) -> Run:
     g = Generator(exe, cfg.kind, cgroup)
     try:
-        first = g.go()
+        # compact: one traced pass only (the time of a compaction is the kernel's
+        # scanning, not the tracers': priced by the BPF programs' run time alone)
+        first = g.go() if cfg.kind != "compact" else None
         run, count, lost, note = run_tracer(g, cfg)
-        last = g.go()
+        last = g.go() if cfg.kind != "compact" else None
     finally:
         g.close()
-    run.before, run.after = first.ns, last.ns
+    if first is not None and last is not None:
+        run.before, run.after = first.ns, last.ns
     if cfg.expected is not None:  # else the generator's own witness (Generator.go)
         run.expected = cfg.expected
     run.lost = lost
@@ -591,10 +752,81 @@ def run_traced(exe: Path, cfg: Config, cgroup: MemoryCgroup | None) -> Run:
         run.notes.append(note)
     if count is not None:
         run.got, run.others, run.per_unit = count.got, count.others, count.per_unit
+        run.events, run.extra = count.events, count.extra
         run.notes += count.notes
     for n in run.notes:
         print(f"  {cfg.name}: {n}", file=sys.stderr)
     return run
+
+
+def rounds_without(results: dict[str, list[Run]]) -> set[str]:
+    """Configurations run without untraced loops around the traced one (compact)."""
+    return {name for name, runs in results.items() if any(not r.before for r in runs)}
+
+
+def compact_check(r: Run, tool: str) -> str:
+    """What a compaction run's counts say against /proc/vmstat and /proc/zoneinfo."""
+    if r.got is None:
+        return "FAILED"
+    out = []
+    if r.got != r.expected:
+        out.append(f"pages {r.got} != pgmigrate_success {r.expected}")
+    if tool == "compactsnoop" and r.events != r.zones:
+        out.append(f"episodes {r.events} != populated zones {r.zones}")
+    if tool == "compactsnoop" and r.extra.get("timed") != r.events:
+        out.append(f"{r.events - r.extra.get('timed', 0)} episodes untimed")
+    if tool == "numamove" and r.extra.get("failed") != r.vm.get("pgmigrate_fail"):
+        out.append(f"failed {r.extra.get('failed')} != pgmigrate_fail "
+                   f"{r.vm.get('pgmigrate_fail')}")
+    if r.lost:
+        out.append(f"lost={r.lost}")
+    return "; ".join(out) or "ok"
+
+
+def compact_report(results: dict[str, list[Run]]) -> None:
+    """compactsnoop and numamove against bpftrace: BPF run time (bpf_stats) per episode,
+    per migrate_pages() call and per hit, medians over the rounds, each round's counts
+    checked against /proc/vmstat's deltas over the pass and /proc/zoneinfo's zones."""
+    for label, ml_name, bt_name, event in COMPACT_ROWS:
+        if ml_name not in results:
+            continue
+        figs, checks = {}, {}
+        for who, name in (("memlens", ml_name), ("bpftrace", bt_name)):
+            runs = results.get(name, [])
+            if not runs:
+                continue
+            per = [r.bpf_ns / r.events for r in runs if r.events and r.bpf_ns]
+            hit = [r.bpf_ns / r.bpf_runs for r in runs if r.bpf_runs]
+            if per:
+                figs[who] = (statistics.median(per), mad(per),
+                             statistics.median(hit) if hit else 0.0)
+            bad = [f"round {i}: {c}" for i, r in enumerate(runs, 1)
+                   if (c := compact_check(r, label)) != "ok"]
+            checks[who] = "ok" if not bad else "WRONG (" + "; ".join(bad) + ")"
+        ml_runs = results[ml_name]
+        pages = [r.expected for r in ml_runs]
+        evs = [r.events for r in ml_runs]
+        print(f"{label}: {event}s {'/'.join(map(str, evs))} and pages migrated "
+              f"{'/'.join(map(str, pages))} (pgmigrate_success) a round, memlens")
+        ratio = None
+        if len(figs) == 2:
+            ratio = figs["memlens"][0] / figs["bpftrace"][0]
+        print(f"{label}: BPF run time per {event} (bpf_stats): " + ", ".join(
+            f"{who} {v:.0f}\u00b1{sd:.0f} ns ({h:.0f} ns a hit)"
+            for who, (v, sd, h) in figs.items())
+            + (f" = {ratio:.2f}x" if ratio else "")
+            + f"; counts: memlens {checks.get('memlens')}, bpftrace {checks.get('bpftrace', '-')}")
+        if "memlens" in figs:
+            ml, ml_sd, ml_hit = figs["memlens"]
+            bt = figs.get("bpftrace")
+            emit_result("reclaim", {
+                "case": label, "tool": label, "event": event, "cost_ns": None,
+                "bpf_ns": round(ml), "bpf_noise_ns": round(ml_sd),
+                "peer_bpf_ns": round(bt[0]) if bt else None,
+                "peer_bpf_noise_ns": round(bt[1]) if bt else None,
+                "bpf_hit_ns": round(ml_hit), "peer_bpf_hit_ns": round(bt[2]) if bt else None,
+                "bpf_ratio": round(ratio, 2) if ratio else None,
+                "counts": checks.get("memlens"), "peer_counts": checks.get("bpftrace", "-")})
 
 
 def main() -> int:
@@ -602,8 +834,8 @@ def main() -> int:
         print("bench_reclaim: needs root (BPF); skipped")
         return 0
     t_start = time.monotonic()
-    wanted = {name for row in ROWS if not CASES or any(c in row[0] for c in CASES)
-              for name in row[1:3]}
+    wanted = {name for row in ROWS + COMPACT_ROWS
+              if not CASES or any(c in row[0] for c in CASES) for name in row[1:3]}
     cfgs = [c for c in configs() if c.name in wanted
             and (c.tool == "memlens" or shutil.which("bpftrace"))]
     results: dict[str, list[Run]] = {}
@@ -641,7 +873,7 @@ def main() -> int:
     print(f"{'':<12} {'':<5} {'ns':>10} {'+ns':>11} {'+ns':>11} {'ml/bt':>6} {'ml   bt':>9}")
     lines = []
     for label, ml_name, bt_name, event, unit in ROWS:
-        if ml_name not in results:
+        if ml_name not in results or ml_name in rounds_without(results):
             continue
         kind = kinds[ml_name]
         base, base_sd = baseline(kind)
@@ -683,15 +915,19 @@ def main() -> int:
             ml_ev = ml / max(ml_pu, 1e-9)
             bt_ev = bt / max(bt_pu, 1e-9) if bt is not None else None
         line += ")"
-        bpf = {}  # the BPF programs' own run time per episode (bpf_stats), median of rounds
-        if kind == "reclaim":
+        # the BPF programs' own run time per episode or allocation (bpf_stats), median of
+        # the rounds
+        bpf = {}
+        bpf_what = {"reclaim": "episode", "sock": "allocation"}.get(kind)
+        if bpf_what:
+            n_units = N_PAGES if kind == "reclaim" else N_SOCK
             for who, name in (("memlens", ml_name), ("bpftrace", bt_name)):
-                per = [r.bpf_ns / (r.per_unit * N_PAGES) for r in results.get(name, [])
+                per = [r.bpf_ns / (r.per_unit * n_units) for r in results.get(name, [])
                        if r.per_unit and r.bpf_ns]
                 if per:
                     bpf[who] = (statistics.median(per), mad(per))
             if bpf:
-                print(f"{'':<12} BPF run time per episode (bpf_stats): " + ", ".join(
+                print(f"{'':<12} BPF run time per {bpf_what} (bpf_stats): " + ", ".join(
                     f"{who} {v:.0f}\u00b1{sd:.0f} ns" for who, (v, sd) in bpf.items())
                     + (f" = {bpf['memlens'][0] / bpf['bpftrace'][0]:.2f}x"
                        if len(bpf) == 2 else ""))
@@ -708,7 +944,7 @@ def main() -> int:
                 "reclaim": "pages reclaimed, pglazyfreed"}.get(kind, "shm calls")
         expected = sorted({r.expected for r in results[ml_name]})
         if len(bpf) == 2:
-            line += (f"; the BPF programs' own run time per episode (bpf_stats): memlens "
+            line += (f"; the BPF programs' own run time per {bpf_what} (bpf_stats): memlens "
                      f"{bpf['memlens'][0]:.0f} ns, bpftrace {bpf['bpftrace'][0]:.0f} ns = "
                      f"{bpf['memlens'][0] / bpf['bpftrace'][0]:.2f}x")
         line += (f"; counts (expected {'/'.join(map(str, expected[:3]))}"
@@ -724,16 +960,16 @@ def main() -> int:
             round(bt_sd * bt_ev / bt),
             "ratio": round(ml / bt, 2) if measurable else None, "counts": ml_ok,
             "peer_counts": bt_ok,
-            **({"bpf_ns": round(bpf["memlens"][0]), "peer_bpf_ns": round(bpf["bpftrace"][0]),
+            **({"bpf_event": bpf_what, "bpf_ns": round(bpf["memlens"][0]),
+                "peer_bpf_ns": round(bpf["bpftrace"][0]),
                 "bpf_ratio": round(bpf["memlens"][0] / bpf["bpftrace"][0], 2)}
                if len(bpf) == 2 else {})})
     for line in lines:
         print(line)
+    compact_report(results)
     print("vmscan, drsnoop: memory-cgroup reclaim only (direct, kswapd and node reclaim "
           "cannot be made safely here, KERNEL.md \u00a73): priced per page and, by the "
           "episodes each tool counted, per episode")
-    print("compactsnoop, numamove: not priced; compaction and NUMA migration are rare events "
-          "that no cheap loop makes repeatably")
     rounds.print_notes()
     print(f"({time.monotonic() - t_start:.0f} s)")
     return 0
