@@ -122,3 +122,47 @@ def test_max_is_the_longest_since_the_last_collect_not_since_the_key_was_made():
     assert second.count == 3, second
     assert 0.005e9 <= second.max_ns <= max(short_ns) < 0.1e9, (second, short_ns)
     assert all(e.max_ns == 0 for e in later), later  # exit: no sleep since the last read
+
+
+ADDS_CHILD = """
+import os, sys
+sys.stdin.read(1)
+me = os.getpid()
+os.getpgid(me)           # before the begin: not added
+os.getppid()             # begin
+for _ in range(5):
+    os.getpgid(me)       # added: 5 hits, its own pid each
+os.getsid(0)             # end
+os.getppid()             # a second pair, nothing added
+os.getsid(0)
+print("done", flush=True)
+"""
+
+
+def test_adds_sum_into_their_threads_open_pair_and_come_with_its_end():
+    """adds={probe: end}: the probe's hits between its thread's begin and end are counted
+    and their sum fields summed in the kernel, and come with the end's event, not as events
+    of their own; hits before the begin are not added, and a new begin starts at zero."""
+    begin, end = "t:syscalls:sys_enter_getppid", "t:syscalls:sys_enter_getsid"
+    add = "t:syscalls:sys_enter_getpgid"
+    child = subprocess.Popen([sys.executable, "-c", ADDS_CHILD], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    eng = Engine(parse_all([begin, add, end]), keys=(), trace=True, pairs={end: begin},
+                 adds={add: end}, sum_field="pid")
+    try:
+        eng.start(pid=child.pid)
+        child.stdin.write("g")
+        child.stdin.flush()
+        assert child.stdout.readline().strip() == "done"
+        child.wait(10)
+        time.sleep(0.05)
+        events = [eng.decode_event(ev) for ev in eng.poll(0.1)]
+    finally:
+        eng.close()
+        if child.poll() is None:
+            child.kill()
+    mine = [e for e in events if e["pid"] == child.pid]
+    # only the two ends stream: the getpgid hits were added, the begins stamped
+    assert [e["probe"] for e in mine] == [end, end], mine
+    assert [e["added"] for e in mine] == [{"count": 5, "sum": 5 * child.pid, "sum2": 0},
+                                          {"count": 0, "sum": 0, "sum2": 0}], mine

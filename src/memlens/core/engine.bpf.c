@@ -442,6 +442,7 @@ static __always_inline void pair_begin(__u32 probe, struct engine_event *ev)
 		st = bpf_map_lookup_elem(&starts, &k);
 		if (st) {
 			st->ts_ns = bpf_ktime_get_ns();
+			st->add_count = st->add_sum = st->add_sum2 = 0;
 			return;
 		}
 	}
@@ -449,6 +450,7 @@ static __always_inline void pair_begin(__u32 probe, struct engine_event *ev)
 	if (!st)
 		return;
 	st->ts_ns = bpf_ktime_get_ns();
+	st->add_count = st->add_sum = st->add_sum2 = 0;
 	st->size = 0;
 	if (trace_mode && ev) {
 		st->size = record_size < ENGINE_BEGIN_MAX ? record_size : ENGINE_BEGIN_MAX;
@@ -472,6 +474,9 @@ static __always_inline __u64 pair_end(__u32 probe, struct engine_event *begin_ou
 		 * inside the struct */
 		__u32 off = begin_off <= ENGINE_RECORD_MAX ? begin_off : ENGINE_RECORD_MAX;
 		begin_out->begin_size = st->size;
+		begin_out->add_count = st->add_count;
+		begin_out->add_sum = st->add_sum;
+		begin_out->add_sum2 = st->add_sum2;
 		__builtin_memcpy((__u8 *)begin_out->data + off, st->data, ENGINE_BEGIN_MAX);
 	}
 	bpf_map_delete_elem(&starts, &k);
@@ -480,6 +485,24 @@ static __always_inline __u64 pair_end(__u32 probe, struct engine_event *begin_ou
 	if (want_hist)
 		hist_add(probe, ns / (hist_div ? hist_div : 1));
 	return ns;
+}
+
+/* A ROLE_ADD hit: its sums go to its thread's open pair (compactsnoop: the pages each
+ * migrate_pages() call of a compaction moved, summed in the kernel and handed over with the
+ * episode's end, instead of an event per call streamed to user space).  Without an open
+ * pair (tracing began mid-way) there is nothing to add to. */
+static __always_inline void pair_add(__u32 probe, __u64 sum, __u64 sum2)
+{
+	struct engine_start_key k = {
+		.tid = (__u32)bpf_get_current_pid_tgid(),
+		.pair = probe_partner[probe_slot(probe)],
+	};
+	struct engine_start *st = bpf_map_lookup_elem(&starts, &k);
+	if (!st)
+		return;
+	st->add_count += 1; /* one thread: its own entry, no other writer */
+	st->add_sum += sum;
+	st->add_sum2 += sum2;
 }
 
 static __always_inline void fill_key(void *ctx, struct engine_key *key, __u32 probe,
@@ -516,8 +539,10 @@ static __always_inline void emit_event(void *ctx, struct engine_event *e, __u32 
 {
 	if (e) {
 		e->size = need_record ? record_size : 0;
-		if (!latency_ns)
-			e->begin_size = 0; /* else pair_end set it */
+		if (!latency_ns) { /* else pair_end set them */
+			e->begin_size = 0;
+			e->add_count = e->add_sum = e->add_sum2 = 0;
+		}
 	} else {
 		__u32 zero = 0;
 		e = bpf_map_lookup_elem(&scratch, &zero);
@@ -525,6 +550,7 @@ static __always_inline void emit_event(void *ctx, struct engine_event *e, __u32 
 			return;
 		e->size = 0;
 		e->begin_size = 0;
+		e->add_count = e->add_sum = e->add_sum2 = 0;
 	}
 	e->latency_ns = latency_ns;
 	e->uid = (__u32)bpf_get_current_uid_gid();
@@ -583,6 +609,10 @@ int count_tp(void *ctx)
 	__u8 role = role_of(probe);
 	if (role == ROLE_BEGIN) {
 		pair_begin(probe, ev);
+		return PASS_ON;
+	}
+	if (role == ROLE_ADD) {
+		pair_add(probe, sum, sum2);
 		return PASS_ON;
 	}
 	if (role == ROLE_END) {

@@ -85,6 +85,7 @@ enum engine_role {
 	ROLE_COUNT = 0,
 	ROLE_BEGIN = 1,
 	ROLE_END = 2,
+	ROLE_ADD = 3,   /* adds its sum fields to its thread's open pair, given at the end */
 };
 
 struct engine_value {
@@ -112,6 +113,9 @@ struct engine_start {
 	__u64 ts_ns;
 	__u32 size;     /* bytes of data[] (trace mode) */
 	__u32 pad;
+	__u64 add_count; /* ROLE_ADD hits of this thread since its begin, and their sums */
+	__u64 add_sum;
+	__u64 add_sum2;
 	__u8 data[ENGINE_BEGIN_MAX];
 };
 
@@ -146,6 +150,9 @@ struct engine_event {
 	__u32 uid;
 	__u32 pad2;
 	char comm[16];
+	__u64 add_count;  /* end of a pair: the ROLE_ADD hits since its begin, their sums */
+	__u64 add_sum;
+	__u64 add_sum2;
 	__u8 data[ENGINE_RECORD_MAX];
 	__u8 begin_data[ENGINE_BEGIN_MAX];
 };

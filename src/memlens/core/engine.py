@@ -87,7 +87,8 @@ class Engine:
                  stack_unwind: str = "fp",
                  count_unstarted: bool = False, field2: str | None = None,
                  field_mask: int = 0, field2_mask: int = 0,
-                 ring_size: int | None = None, event_array: bool = False):
+                 ring_size: int | None = None, event_array: bool = False,
+                 adds: dict[str, str] | None = None):
         if not probes:
             raise UsageError("no probe given")
         bad = [k for k in keys if k not in KEY_BITS]
@@ -132,6 +133,14 @@ class Engine:
                                      "of this run")
         if len(probes) > 64 and self.pairs:
             raise UsageError("latency pairs: at most 64 probes in a run")
+        # {probe: end of a pair}: the probe's sum fields (and a count of its hits) are
+        # added to its thread's open pair in the kernel and come with the end's event
+        # (trace mode: decode_event's "added"), not as events of their own
+        self.adds = dict(adds or {})
+        for add, end in self.adds.items():
+            if add not in texts or end not in self.pairs:
+                raise UsageError(f"{add} adds to {end}: both must be probes of this run, "
+                                 "the second the end of a latency pair")
         self.hist = hist
         if hist_unit not in HIST_UNITS:
             raise UsageError(f"histogram unit {hist_unit!r}: one of {', '.join(HIST_UNITS)}")
@@ -334,6 +343,9 @@ class Engine:
                     role[b], partner[b] = 1, e
                 if len(begins) == 1:  # its begin's fields decode by that probe's format
                     self._begin_of[e] = b
+            for add, end in self.adds.items():
+                a = texts.index(add)
+                role[a], partner[a] = 3, texts.index(end)
             ro["probe_role"], ro["probe_partner"] = bytes(role), bytes(partner)
             ro["want_hist"] = self.hist
             ro["hist_div"] = HIST_UNITS[self.hist_unit]
@@ -762,6 +774,9 @@ class Engine:
         latency = int(ev["latency_ns"])
         if latency:
             rec["latency_ns"] = latency
+            if self.adds:
+                rec["added"] = {"count": int(ev["add_count"]), "sum": int(ev["add_sum"]),
+                                "sum2": int(ev["add_sum2"])}
             begin = self._begin_of.get(n)
             bfmt = self.formats.get(begin) if begin is not None else None
             size = int(ev["begin_size"])
