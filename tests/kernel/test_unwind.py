@@ -433,25 +433,22 @@ def test_a_new_process_falls_back_then_is_whole(bins):
     assert lost and lost_of(run).get("unwind_fallback", 0) >= 1, run.records()
 
 
-def test_a_short_command_gone_before_it_is_read_keeps_its_symbols(bins):
-    """System wide, brkstack stopped (SIGSTOP) while `unwind_chain_split brk 23 nogate`
-    runs, exits and is reaped: user space reads nothing of it while it lives, and the
-    announcements of its keys are read after it is gone.  Its files' tables are loaded
-    (a gated instance of the same program is alive), so the kernel side walks it whole
-    through its mappings (bpf_find_vma) and sends them: the stack is named by file, the
-    whole chain from sbrk to _start, 23 in one stack, no symbol lost."""
+def short_run_while_stopped(tool_args: list[str], exe: str, mode: str) -> tuple[ToolRun, int]:
+    """System wide: `tool_args` attached, a gated instance of `exe` alive (its start-up
+    events make user space load its files' tables), then the tool stopped (SIGSTOP) while
+    `exe mode N nogate` runs, exits and is reaped: user space reads nothing of that short
+    process while it lives.  The stopped run (ended) and the short process's PID."""
     import signal
 
-    exe = str(bins["split"])
-    run = ToolRun("brkstack", "--json")
+    run = ToolRun(*tool_args)
     live = None
     try:
         run.wait_attached()
-        live = Workload(exe, "brk")  # its start-up brk asks for it to be loaded
+        live = Workload(exe, mode)
         wait_loaded(run, live.pid)
         run.proc.send_signal(signal.SIGSTOP)
         try:
-            done = subprocess.run([exe, "brk", str(N), "nogate"], capture_output=True,
+            done = subprocess.run([exe, mode, str(N), "nogate"], capture_output=True,
                                   text=True, timeout=60)
         finally:
             run.proc.send_signal(signal.SIGCONT)
@@ -465,6 +462,17 @@ def test_a_short_command_gone_before_it_is_read_keeps_its_symbols(bins):
         if live is not None:
             live.end()
     assert rc == 0, run.stderr
+    return run, short
+
+
+def test_a_short_command_gone_before_it_is_read_keeps_its_symbols(bins):
+    """System wide, brkstack stopped (SIGSTOP) while `unwind_chain_split brk 23 nogate`
+    runs, exits and is reaped: user space reads nothing of it while it lives, and the
+    announcements of its keys are read after it is gone.  Its files' tables are loaded
+    (a gated instance of the same program is alive), so the kernel side walks it whole
+    through its mappings (bpf_find_vma) and sends them: the stack is named by file, the
+    whole chain from sbrk to _start, 23 in one stack, no symbol lost."""
+    run, short = short_run_while_stopped(["brkstack", "--json"], str(bins["split"]), "brk")
     entries = entries_of_pid(run, short)
     whole = [e for e in entries if chain_at(e["stack"]) >= 0]
     assert len(whole) == 1 and whole[0]["count"] == N, entries
@@ -486,30 +494,8 @@ def test_a_new_process_faults_whole_through_its_vma(bins):
     lock's unlock waits for them): the program's own code is placed without it, so the
     walk reaches libc's frames and _start.  Every one of the 23 faults has the whole stack,
     frame by frame: chain8 ... chain1, main, libc's start of main, _start."""
-    import signal
-
-    exe = str(bins["chain"])
-    run = ToolRun("stackcount", "-U", "-P", "sw:page-faults", "--json")
-    live = None
-    try:
-        run.wait_attached()
-        live = Workload(exe, "fault")  # its start-up faults ask for it to be loaded
-        wait_loaded(run, live.pid)
-        run.proc.send_signal(signal.SIGSTOP)
-        try:
-            done = subprocess.run([exe, "fault", str(N), "nogate"], capture_output=True,
-                                  text=True, timeout=60)
-        finally:
-            run.proc.send_signal(signal.SIGCONT)
-        m = re.match(r"ready pid=(\d+)", done.stdout)
-        assert done.returncode == 0 and m, done
-        short = int(m.group(1))
-        time.sleep(0.5)  # its announcements reach user space
-    finally:
-        rc = run.stop()
-        if live is not None:
-            live.end()
-    assert rc == 0, run.stderr
+    run, short = short_run_while_stopped(
+        ["stackcount", "-U", "-P", "sw:page-faults", "--json"], str(bins["chain"]), "fault")
     entries = entries_of_pid(run, short)
     chained = [e for e in entries if "chain8" in names(e["stack"])]
     assert len(chained) == 1 and chained[0]["count"] == N, chained
