@@ -144,6 +144,11 @@ def test_command_json_from_exec_to_exit():
         [p["stack"] for p in summary["paths"] if any("python" in f for f in p["stack"])]
     # the loader and libc start-up are the command's too: file faults, from its exec
     assert summary["faulted_pages"]["file"] > 0 and summary["rss_end_file_bytes"] > 0
+    # the command's files' unwind tables were loaded before it ran: its stacks are walked
+    # by them from its first faults (~70 of 30k by frame pointers, in the loader's start-up;
+    # 1000-2000 when its tables were loaded on its first request)
+    fallback = summary["lost"].get("unwind_fallback", 0)
+    assert fallback < 0.01 * summary["faulted_pages_total"], summary["lost"]
     print(f"\n-c: end RssAnon {summary['rss_end_anon_bytes']} vs workload {w['after']}, "
           f"{summary['prexec_pages']} pre-exec faults left out")
 

@@ -416,3 +416,47 @@ class TracedCommand:
             except ChildProcessError:
                 return
             time.sleep(0.005)
+
+
+def _shebang_interpreter(path: str) -> str | None:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(256)
+    except OSError:
+        return None
+    if not head.startswith(b"#!"):
+        return None
+    words = head[2:].split(b"\n", 1)[0].split()
+    if not words:
+        return None
+    interp = words[0].decode(errors="replace")
+    if os.path.basename(interp) == "env" and len(words) > 1:
+        import shutil
+
+        return shutil.which(words[1].decode(errors="replace"))
+    return interp
+
+
+def command_libraries(binary: str) -> list[str]:
+    """Files the command's process will map: the binary and what the dynamic loader resolves
+    for it (`ldd`; we are about to run the binary anyway).  Scripts: their interpreter's.
+    memleak plans its uprobes on them; the stack tools load their unwind tables before the
+    command runs (its first events' stacks whole)."""
+    interp = _shebang_interpreter(binary)
+    if interp:
+        binary = interp
+    paths = [os.path.realpath(binary)]
+    import re
+    import subprocess
+
+    try:
+        out = subprocess.run(["ldd", binary], check=False, capture_output=True, text=True,
+                             timeout=20,
+                             env={"LC_ALL": "C", "PATH": os.environ.get("PATH", "")}).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        out = ""
+    for line in out.splitlines():
+        m = re.search(r"=>\s*(/\S+)", line) or re.match(r"\s*(/\S+)\s+\(", line)
+        if m and os.path.exists(m.group(1)):
+            paths.append(m.group(1))
+    return paths

@@ -272,7 +272,11 @@ class Engine:
         return kinds == {True}
 
     def start(self, *, pid: int | None = None, cgroup: str | None = None,
-              include_self: bool = False, tid: int | None = None) -> None:
+              include_self: bool = False, tid: int | None = None,
+              command_files: list[str] | None = None) -> None:
+        """Load and attach.  `pid` with `command_files`: a -c command forked and held
+        before its exec (core/command.TracedCommand): the unwind tables of the files it
+        will map are loaded now, not the held fork's (a copy of this Python)."""
         from memlens.core import kernel, tpformat
         from memlens.core.drops import Losses
         from memlens.core.loader import BpfObject
@@ -376,7 +380,11 @@ class Engine:
         # Meanwhile the kernel side walks by frame pointers (counted as unwind_fallback) and
         # queues its requests in a ring, as it does for any process not loaded yet.
         self._unwind_due = unwind_on
-        if unwind_on and pid is not None:
+        if unwind_on and command_files:
+            store = self._start_unwind()
+            for path in command_files:
+                store.load_file(path)
+        elif unwind_on and pid is not None:
             self._start_unwind().load_process(pid)
         self._attach(pid)
         self.resolver = StackResolver(obj.map("stacks"), max_cache=FRAME_CACHE)

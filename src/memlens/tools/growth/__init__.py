@@ -191,9 +191,16 @@ class GrowthTool:
         self.engine = Engine(probes, keys=("pid", "comm", "ustack", "vma", "file"),
                              max_keys=self.args.max_keys,
                              stack_unwind=getattr(self.args, "stack_unwind", "auto"))
+        files = None
         if self.args.command is not None:
+            from memlens.core.command import command_libraries
+
             self._fork_command()
-        self.engine.start(pid=self.pid)
+            # the files the command will map: their unwind tables loaded before it runs,
+            # so its first faults' stacks are whole (walked by frame pointers until its
+            # tables loaded, they ended at libc's start of main: paths split in two)
+            files = command_libraries(shutil.which(split_command(self.args.command)[0]))
+        self.engine.start(pid=self.pid, command_files=files)
         if self.args.command is None:
             self._sample()
         self.start_rss = self.prev_rss = self.last_rss or Rss()

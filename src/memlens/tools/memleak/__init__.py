@@ -350,7 +350,7 @@ class MemleakTool:
             binary = shutil.which(argv[0]) if argv else None
             if not binary:
                 raise UsageError(f"-c: command not found: {argv[0] if argv else ''!r}")
-            from .probes import command_libraries
+            from memlens.core.command import command_libraries
 
             mapped = command_libraries(binary)
             desc = f"command {argv[0]!r}"
