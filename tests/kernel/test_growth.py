@@ -9,6 +9,7 @@ functions, grow_fast ranked first, each with the pages it touched (within 5 %), 
 anon growth must match the workload's own (within 5 %)."""
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import time
@@ -145,10 +146,9 @@ def test_command_json_from_exec_to_exit():
     # the loader and libc start-up are the command's too: file faults, from its exec
     assert summary["faulted_pages"]["file"] > 0 and summary["rss_end_file_bytes"] > 0
     # the command's files' unwind tables were loaded before it ran: its stacks are walked
-    # by them from its first faults (~70 of 30k by frame pointers, in the loader's start-up;
+    # by them from its first faults (70-91 by frame pointers, in the loader's start-up;
     # 1000-2000 when its tables were loaded on its first request)
-    fallback = summary["lost"].get("unwind_fallback", 0)
-    assert fallback < 0.01 * summary["faulted_pages_total"], summary["lost"]
+    assert summary["lost"].get("unwind_fallback", 0) < 400, summary["lost"]
     print(f"\n-c: end RssAnon {summary['rss_end_anon_bytes']} vs workload {w['after']}, "
           f"{summary['prexec_pages']} pre-exec faults left out")
 
@@ -222,3 +222,45 @@ def test_text_widths_with_large_figures():
     lines = render_report(rep) + render_summary(summ)
     assert not [line for line in lines if len(line) >= 80], lines
     assert any("[truncated" in line for line in lines)
+
+
+def test_pprof_holds_every_path_with_its_mappings(tmp_path):
+    """--pprof: the whole run's paths weighted by pages, frames with their addresses and
+    mappings (pprof can symbolize them again): grow_fast's and grow_slow's samples hold the
+    pages each touched (within 5 %), under main and _start, with grow_two's mapping and the
+    build id `readelf -n` reads."""
+    from tests.unit.test_output_pprof import decode
+    from tests.unit.test_symbols import _readelf_build_id
+
+    binary = build_workload("grow_two")
+    out = tmp_path / "growth.pb.gz"
+    run = ToolRun("growth", "--json", "--pprof", str(out), "-c",
+                  f"{binary} {STEPS} 20 nogate", "0.2")
+    try:
+        rc = run.wait(timeout=30)
+    finally:
+        if run.proc.poll() is None:
+            run.stop()
+    assert rc == 0, run.stderr
+    w = _witness(run.stderr)
+    p = decode(out)
+    s = p.string_table
+    assert [s[t.type] for t in p.sample_type] == ["pages"]
+    funcs = {f.id: s[f.name] for f in p.function}
+    locs = {loc.id: loc for loc in p.location}
+    mappings = {m.id: m for m in p.mapping}
+
+    def names(sample):
+        return [funcs[locs[i].line[0].function_id] if locs[i].line else None
+                for i in sample.location_id]
+
+    for func, touched in (("grow_fast", w["fast"]), ("grow_slow", w["slow"])):
+        pages = sum(x.value[0] for x in p.sample if names(x)[:1] == [func])
+        assert _within(pages, touched), (func, pages, touched)
+        (x,) = [x for x in p.sample if names(x)[:1] == [func] and "_start" in names(x)]
+        n = names(x)
+        assert n[1] == "main" and n[-3:] == ["_start", "anon", "grow_two"], n
+        m = mappings[locs[x.location_id[0]].mapping_id]
+        assert os.path.realpath(s[m.filename]) == str(binary.resolve())
+        assert m.memory_start <= locs[x.location_id[0]].address < m.memory_limit
+        assert s[m.build_id] == _readelf_build_id(str(binary))

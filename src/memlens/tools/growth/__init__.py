@@ -98,7 +98,7 @@ class GrowthCommand:
                             help="paths shown in the summary (default 10)")
         parser.add_argument("--max-keys", type=map_entries, default=10240, metavar="N",
                             help="size of the in-kernel count table (default 10240)")
-        add_output_options(parser, folded=True, html=True)
+        add_output_options(parser, folded=True, html=True, pprof=True)
         from memlens.core.unwind import add_stack_unwind_option
 
         add_stack_unwind_option(parser)
@@ -121,7 +121,7 @@ class GrowthCommand:
             sink: Sink = JsonSink()
         else:
             sink = Sink(None if args.folded else render_text)
-        if args.folded or args.html:
+        if args.folded or args.html or args.pprof:
             sink.side.append(_RunFiles(args, tool, sink.stream))
         return run_cli(tool, args, sink)
 
@@ -373,9 +373,9 @@ class GrowthTool:
 
 
 class _RunFiles:
-    """Sink side writer for --folded (stdout, at the end) and --html: the fault paths of the
-    whole run, every path (not the top N), weighted by pages faulted, rooted at comm and
-    the mapping kind."""
+    """Sink side writer for --folded (stdout, at the end), --html and --pprof: the fault
+    paths of the whole run, every path (not the top N), weighted by pages faulted, rooted at
+    comm and the mapping kind."""
 
     def __init__(self, args: argparse.Namespace, tool: GrowthTool, stream):
         from memlens.output.files import OutputFile
@@ -383,13 +383,15 @@ class _RunFiles:
         self.args, self.tool, self.stream = args, tool, stream
         # checked and opened now, before tracing: a bad path is exit 2, not a lost graph
         self.html = OutputFile(args.html, "--html") if args.html else None
+        self.pprof = OutputFile(args.pprof, "--pprof") if args.pprof else None
 
     def add(self, record: dict) -> None:
         pass  # the records hold the top N; the tool holds every path
 
     def discard(self) -> None:
-        if self.html is not None:
-            self.html.discard()
+        for out in (self.html, self.pprof):
+            if out is not None:
+                out.discard()
 
     def write(self) -> None:
         t = self.tool
@@ -404,6 +406,16 @@ class _RunFiles:
             write_html(self.html, entries, count_name="pages faulted",
                        title=f"memlens growth: page faults by path, PID {t.pid} ({t.comm})")
             print(f"memlens: wrote {self.args.html}", file=sys.stderr, flush=True)
+        if self.pprof is not None:
+            from memlens.output.pprof import write_profile
+
+            # the frames themselves (core/stacks.FrameText: addresses and mappings, for
+            # pprof to symbolize again), then the mapping kind and comm as root frames
+            samples = [([getattr(f, "frame", None) or f for f in stack], kind, n)
+                       for stack, kind, _file, n in t.run_paths.ranked() if n]
+            write_profile(self.pprof, [("pages", "count")],
+                          [(frames + [kind, t.comm or "?"], [n]) for frames, kind, n in samples])
+            print(f"memlens: wrote {self.args.pprof}", file=sys.stderr, flush=True)
 
 
 COMMAND = GrowthCommand()
