@@ -59,7 +59,7 @@ examples:
 
 output (a program filling 64 MiB in a 32 MiB memory cgroup, then reading it back):
   COMM                 PID      COUNT    SWAPOUT   MAJFLT   WAIT_MS   MAX_MS
-  swap_reread         4242      16433      16412     2071     160.4     3.12
+  swap_reread        22847      16424      16413     2075    2346.6   575.90
 
 COUNT    pages swapped in by the process (BCC's column), readahead included
 SWAPOUT  pages swapped out by the process: reclaim writes them, so they count for the task
