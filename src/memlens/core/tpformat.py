@@ -303,6 +303,33 @@ class FilterTerm:
     text: str
 
 
+def field_columns(fmt: TracepointFormat, data, sizes):
+    """(names, value lists) of a probe's fields read as numpy columns from `data` (a batch's
+    records, one uint8 row each, `sizes` their lengths), or None when a field is not a
+    plain integer or a record is shorter than the fields (decode those one by one).  The
+    first record decoded by decode() is the reference: same names, same values, and its
+    bools make bool columns.  Event tools (trace, shmsnoop) read a poll's records so."""
+    fields = fmt.user_fields()
+    if not fields or any(f.data_loc or f.is_string or f.array_len is not None
+                         or f.size not in (1, 2, 4, 8) for f in fields):
+        return None
+    end = max(f.offset + f.size for f in fields)
+    if int(sizes.min()) < end:
+        return None
+    ref = decode(fmt, bytes(data[0][:int(sizes[0])]))
+    names, values = [], []
+    for f in sorted(fields, key=lambda f: f.offset):
+        off, size, signed = value_layout(f)
+        col = data[:, off:off + size].copy().view(f"<{'i' if signed else 'u'}{size}").ravel()
+        if isinstance(ref.get(f.name), bool):
+            col = col.astype(bool)
+        names.append(f.name)
+        values.append(col.tolist())
+    if list(ref) != names or [ref[n] for n in names] != [v[0] for v in values]:
+        return None
+    return names, values
+
+
 def _kernel_enum(name: str) -> int | None:
     """A kernel enum member by name (`item == PSWPIN`), from the running kernel's BTF: the
     values tracepoints report move between kernels, the names do not."""

@@ -174,6 +174,7 @@ class TraceBatch(EventBatch):
     arrays are decoded per event, as before."""
 
     def __init__(self, ev, engine, extra=()):
+        from memlens.core import tpformat
         from memlens.core.lazy import np
 
         super().__init__(extra)
@@ -195,7 +196,7 @@ class TraceBatch(EventBatch):
             rows = np.flatnonzero((probe == p) & (sizes > 0))
             if not len(rows):
                 continue
-            cols = _field_columns(fmt, ev["data"][rows], sizes[rows])
+            cols = tpformat.field_columns(fmt, ev["data"][rows], sizes[rows])
             if cols is not None:
                 self.columns[p] = (rows.tolist(), *cols)
             else:
@@ -342,34 +343,6 @@ def _decode(fmt, ev) -> dict:
     from memlens.core import tpformat
 
     return tpformat.decode(fmt, bytes(ev["data"][:int(ev["size"])]))
-
-
-def _field_columns(fmt, data, sizes):
-    """(names, value lists) of a probe's fields read as numpy columns, or None when a field
-    is not a plain integer or a record is shorter than the fields (decode those one by
-    one).  The first record decoded by tpformat is the reference: same names, same values,
-    and its bools make bool columns."""
-    from memlens.core import tpformat
-
-    fields = fmt.user_fields()
-    if not fields or any(f.data_loc or f.is_string or f.array_len is not None
-                         or f.size not in (1, 2, 4, 8) for f in fields):
-        return None
-    end = max(f.offset + f.size for f in fields)
-    if int(sizes.min()) < end:
-        return None
-    ref = tpformat.decode(fmt, bytes(data[0][:int(sizes[0])]))
-    names, values = [], []
-    for f in sorted(fields, key=lambda f: f.offset):
-        off, size, signed = tpformat.value_layout(f)
-        col = data[:, off:off + size].copy().view(f"<{'i' if signed else 'u'}{size}").ravel()
-        if isinstance(ref.get(f.name), bool):
-            col = col.astype(bool)
-        names.append(f.name)
-        values.append(col.tolist())
-    if list(ref) != names or [ref[n] for n in names] != [v[0] for v in values]:
-        return None
-    return names, values
 
 
 def _json_values(col: list) -> list[str]:
