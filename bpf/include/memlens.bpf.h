@@ -589,11 +589,12 @@ static long unwind_frame(__u64 index, void *ctx)
 		if (p) {
 			/* the bounds live in the map value: loaded back each step they are unknown
 			 * to the verifier, which then sees the steps' states as one (kept in
-			 * registers, each step's tighter bounds made it walk 2^8 paths) */
+			 * registers, each step's tighter bounds made it walk 2^8 paths).  Volatile:
+			 * else clang forwards the values just stored and keeps them in registers. */
 			s->lo = 0;
 			s->hi = p->nmaps < MEMLENS_UNWIND_MAX_MAPS ? p->nmaps : MEMLENS_UNWIND_MAX_MAPS;
 			for (int k = 0; k < MEMLENS_UNWIND_MAP_STEPS; k++) {
-				__u32 l = s->lo, h = s->hi;
+				__u32 l = *(volatile __u32 *)&s->lo, h = *(volatile __u32 *)&s->hi;
 				if (l >= h)
 					break;
 				__u32 mid = (l + h) / 2;
@@ -602,8 +603,9 @@ static long unwind_frame(__u64 index, void *ctx)
 				else
 					s->hi = mid;
 			}
-			__u32 i = (s->lo - 1) & (MEMLENS_UNWIND_MAX_MAPS - 1);
-			if (s->lo && pc < p->maps[i].end) {
+			__u32 lo = *(volatile __u32 *)&s->lo;
+			__u32 i = (lo - 1) & (MEMLENS_UNWIND_MAX_MAPS - 1);
+			if (lo && pc < p->maps[i].end) {
 				s->last = p->maps[i];
 				found = 1;
 			}
@@ -625,23 +627,25 @@ static long unwind_frame(__u64 index, void *ctx)
 		unwind_fp_step(s);
 		return 0;
 	}
-	/* the last row whose pc <= rel */
-	__u32 lo = first;
-	__u32 hi = first + count;
+	/* the last row whose pc <= rel; the bounds in the map value, as above */
+	s->lo = first;
+	s->hi = first + count;
 	for (int k = 0; k < MEMLENS_UNWIND_ROW_STEPS; k++) {
-		if (lo >= hi)
+		__u32 l = *(volatile __u32 *)&s->lo, h = *(volatile __u32 *)&s->hi;
+		if (l >= h)
 			break;
-		__u32 mid = lo + (hi - lo) / 2;
+		__u32 mid = l + (h - l) / 2;
 		struct unwind_row *r = bpf_map_lookup_elem(&unwind_rows, &mid);
 		if (!r) {
 			s->truncated = 1;
 			return 1;
 		}
 		if (r->pc <= (__u32)rel)
-			lo = mid + 1;
+			s->lo = mid + 1;
 		else
-			hi = mid;
+			s->hi = mid;
 	}
+	__u32 lo = *(volatile __u32 *)&s->lo;
 	if (lo == first) {
 		unwind_fp_step(s);
 		return 0;
@@ -784,6 +788,47 @@ struct unwind_request unwind_request_btf_anchor __attribute__((unused));
 struct unwind_vma_rec unwind_vma_rec_btf_anchor __attribute__((unused));
 #endif /* MEMLENS_UNWIND */
 
+/* The len bytes of frames in stack_scratch into `stacks`: their key (0: the store is full,
+ * counted).  A global function, as memlens_unwind_user: the verifier checks its two loops
+ * over the frames once per program, not at each call site (four in the engine's programs,
+ * a fifth of what it checked there). */
+__attribute__((noinline)) __u64 memlens_stack_commit(__u64 len, __u64 user)
+{
+	__u32 zero = 0;
+	struct stack_trace *st = bpf_map_lookup_elem(&stack_scratch, &zero);
+	if (!st)
+		return 0;
+	__u32 n = len / sizeof(__u64);
+	__u64 h = 0xcbf29ce484222325ULL; /* FNV-1a over the 64-bit frames */
+	for (__u32 i = 0; i < MEMLENS_STACK_DEPTH; i++) {
+		if (i >= n)
+			break;
+		h = (h ^ st->ips[i]) * 0x100000001b3ULL;
+	}
+	h |= 1; /* 0 means "no stack" */
+	if (user)
+		h ^= 2; /* a user and a kernel stack never share a key */
+	if (bpf_map_lookup_elem(&stacks, &h))
+		return h;
+	/* bpf_get_stack leaves the tail as it was: zero it so that equal stacks read equal
+	 * (from n up: one path an iteration for the verifier, where a test of each frame
+	 * against n made it walk four) */
+	__u64 k = n;
+	for (int i = 0; i < MEMLENS_STACK_DEPTH; i++) {
+		if (k >= MEMLENS_STACK_DEPTH)
+			break;
+		st->ips[k] = 0;
+		k++;
+		__asm__ volatile("" : "+r"(k)); /* not a memset call */
+	}
+	if (bpf_map_update_elem(&stacks, &h, st, BPF_NOEXIST) &&
+	    !bpf_map_lookup_elem(&stacks, &h)) {
+		count_drop(MEMLENS_DROP_STACK_FULL);
+		return 0;
+	}
+	return h;
+}
+
 /* The current stack's key in `stacks` (stored there if new); 0 when there is none, with
  * the reason counted (no stack to walk: "missing"; store full: "lost").  A kernel stack
  * of an event that happened in user mode (a perf event at a user page fault) is empty by
@@ -807,29 +852,7 @@ static __always_inline __u64 stack_store_opt(void *ctx, __u64 flags, bool kernel
 			count_drop(MEMLENS_DROP_STACK_MISSING);
 		return 0;
 	}
-	__u32 n = len / sizeof(__u64);
-	__u64 h = 0xcbf29ce484222325ULL; /* FNV-1a over the 64-bit frames */
-	for (__u32 i = 0; i < MEMLENS_STACK_DEPTH; i++) {
-		if (i >= n)
-			break;
-		h = (h ^ st->ips[i]) * 0x100000001b3ULL;
-	}
-	h |= 1; /* 0 means "no stack" */
-	if (flags & BPF_F_USER_STACK)
-		h ^= 2; /* a user and a kernel stack never share a key */
-	if (bpf_map_lookup_elem(&stacks, &h))
-		return h;
-	/* bpf_get_stack leaves the tail as it was: zero it so that equal stacks read equal */
-	for (__u32 i = 0; i < MEMLENS_STACK_DEPTH; i++) {
-		if (i >= n)
-			st->ips[i] = 0;
-	}
-	if (bpf_map_update_elem(&stacks, &h, st, BPF_NOEXIST) &&
-	    !bpf_map_lookup_elem(&stacks, &h)) {
-		count_drop(MEMLENS_DROP_STACK_FULL);
-		return 0;
-	}
-	return h;
+	return memlens_stack_commit(len, flags & BPF_F_USER_STACK);
 }
 
 static __always_inline __u64 stack_store(void *ctx, __u64 flags)
