@@ -93,6 +93,33 @@ class ToolRun:
         assert not (self.prog_ids & loaded_prog_ids()), "programs left loaded"
 
 
+def engine_run_on_child(eng, code: str, *, settle: float = 0.05, wait: float = 0.1,
+                        inspect: Callable | None = None):
+    """An Engine (core/engine.py, trace mode) on a Python child running `code`, which waits
+    for a byte on stdin first: started on the child's PID, the child let go, its first line
+    read, its exit waited for, the ring polled once, the engine closed.  (events, child's
+    PID, that line, inspect(eng) taken before the close)."""
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        eng.start(pid=child.pid)
+        child.stdin.write("g")
+        child.stdin.flush()
+        line = child.stdout.readline()
+        child.wait(10)
+        time.sleep(settle)
+        events = eng.poll(wait)
+        extra = inspect(eng) if inspect is not None else None
+    finally:
+        eng.close()
+        if child.poll() is None:
+            child.kill()
+            child.wait(10)
+    return events, child.pid, line, extra
+
+
 def owned_prog_ids(pid: int) -> set[int]:
     """Ids of the BPF programs a process holds (program and link fds show prog_id)."""
     ids = set()

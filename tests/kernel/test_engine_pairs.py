@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 
 from memlens.core.engine import Engine
 from memlens.core.probespec import parse_all
+from tests.kernel.helpers import engine_run_on_child
 
 SLEEPS, SLEEP_S = 23, 0.01
 BEGIN = "t:syscalls:sys_enter_clock_nanosleep"
@@ -58,21 +58,10 @@ def test_pair_counts_each_sleep_with_its_time_and_histogram():
 
 
 def test_trace_mode_gives_each_end_its_latency_and_its_begin_fields():
-    child = _child()
     eng = Engine(parse_all([BEGIN, END]), keys=(), pairs={END: BEGIN}, trace=True)
-    try:
-        eng.start(pid=child.pid)
-        child.stdin.write("g")
-        child.stdin.flush()
-        child.stdout.readline()
-        child.wait(10)
-        time.sleep(0.1)
-        events = [eng.decode_event(ev) for ev in eng.poll(0.1)]
-    finally:
-        eng.close()
-        if child.poll() is None:
-            child.kill()
-    mine = [e for e in events if e["pid"] == child.pid]
+    raw, pid, _line, _ = engine_run_on_child(eng, CHILD, settle=0.1)
+    events = [eng.decode_event(ev) for ev in raw]
+    mine = [e for e in events if e["pid"] == pid]
     assert len(mine) == SLEEPS
     for e in mine:
         assert e["probe"] == END and e["fields"]["ret"] == 0
@@ -145,24 +134,13 @@ def test_adds_sum_into_their_threads_open_pair_and_come_with_its_end():
     of their own; hits before the begin are not added, and a new begin starts at zero."""
     begin, end = "t:syscalls:sys_enter_getppid", "t:syscalls:sys_enter_getsid"
     add = "t:syscalls:sys_enter_getpgid"
-    child = subprocess.Popen([sys.executable, "-c", ADDS_CHILD], stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, text=True)
     eng = Engine(parse_all([begin, add, end]), keys=(), trace=True, pairs={end: begin},
                  adds={add: end}, sum_field="pid")
-    try:
-        eng.start(pid=child.pid)
-        child.stdin.write("g")
-        child.stdin.flush()
-        assert child.stdout.readline().strip() == "done"
-        child.wait(10)
-        time.sleep(0.05)
-        events = [eng.decode_event(ev) for ev in eng.poll(0.1)]
-    finally:
-        eng.close()
-        if child.poll() is None:
-            child.kill()
-    mine = [e for e in events if e["pid"] == child.pid]
+    raw, pid, line, _ = engine_run_on_child(eng, ADDS_CHILD)
+    assert line.strip() == "done"
+    events = [eng.decode_event(ev) for ev in raw]
+    mine = [e for e in events if e["pid"] == pid]
     # only the two ends stream: the getpgid hits were added, the begins stamped
     assert [e["probe"] for e in mine] == [end, end], mine
-    assert [e["added"] for e in mine] == [{"count": 5, "sum": 5 * child.pid, "sum2": 0},
+    assert [e["added"] for e in mine] == [{"count": 5, "sum": 5 * pid, "sum2": 0},
                                           {"count": 0, "sum": 0, "sum2": 0}], mine

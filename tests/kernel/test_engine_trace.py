@@ -12,6 +12,7 @@ import pytest
 
 from memlens.core.engine import Engine
 from memlens.core.probespec import parse_all
+from tests.kernel.helpers import engine_run_on_child
 
 CALLS = 23
 PROBE = "t:syscalls:sys_enter_getppid"
@@ -69,24 +70,11 @@ def test_event_array_gives_one_array_without_the_begin_record():
     without a latency pair, and the record's own size, not data[]'s 512 bytes."""
     import numpy as np
 
-    child = subprocess.Popen([sys.executable, "-c", CHILD], stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, text=True)
     eng = Engine(parse_all([PROBE]), keys=(), trace=True, event_array=True)
-    try:
-        eng.start(pid=child.pid)
-        child.stdin.write("g")
-        child.stdin.flush()
-        child.stdout.readline()
-        child.wait(10)
-        time.sleep(0.05)
-        batch = eng.poll(0.05)
-        full = eng.obj.struct_dtype("engine_event")
-    finally:
-        eng.close()
-        if child.poll() is None:
-            child.kill()
+    batch, pid, _line, full = engine_run_on_child(
+        eng, CHILD, wait=0.05, inspect=lambda e: e.obj.struct_dtype("engine_event"))
     assert isinstance(batch, np.ndarray) and len(batch) == CALLS
-    assert (batch["tgid"] == child.pid).all()
+    assert (batch["tgid"] == pid).all()
     assert "begin_data" not in batch.dtype.names
     record = eng.formats[0].size  # the tracepoint's record, from its format file
     head = full.fields["data"][1]

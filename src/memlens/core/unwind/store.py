@@ -329,6 +329,11 @@ class UnwindStore:
     def load_file(self, path: str) -> bool:
         """A file's table, before any process maps it (a command about to run): its
         frames unwind from the command's first event.  Kept until close."""
+        return self._add_file(path, pinned=True)
+
+    def _add_file(self, path: str, pinned: bool) -> bool:
+        """A file's table in the kernel's maps without a process: pinned (kept until
+        close) or learned (freed when room is needed)."""
         with self._lock:
             if self._closing:
                 return False
@@ -336,7 +341,10 @@ class UnwindStore:
             ext = self._extent(table) if table is not None else None
             if table is None or ext is None:
                 return False
-            ext.pinned = True
+            if pinned:
+                ext.pinned = True
+            else:
+                ext.learned = True
             self._publish(table, ext, path)
             return True
 
@@ -447,16 +455,7 @@ class UnwindStore:
     def learn_file(self, path: str) -> bool:
         """A file's table, for the processes to come that map it (freed when room is
         needed, not at the periodic collection)."""
-        with self._lock:
-            if self._closing:
-                return False
-            table = self.cache.get(path)
-            ext = self._extent(table) if table is not None else None
-            if table is None or ext is None:
-                return False
-            ext.learned = True
-            self._publish(table, ext, path)
-            return True
+        return self._add_file(path, pinned=False)
 
     def _serve(self) -> None:
         while True:
