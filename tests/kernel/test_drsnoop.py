@@ -108,8 +108,12 @@ def test_memcg_reclaim_episodes_match_bpftrace_and_pgsteal():
     pages = sum(e["pages_reclaimed"] for e in mine)
     latency = sum(e["latency_ns"] for e in mine)
     assert pages == counts["@pages"], (pages, counts)
-    # the same episodes timed by two programs: they differ by the other's run time only
-    assert abs(latency - counts["@ns"]) <= 0.05 * counts["@ns"], (latency, counts)
+    # the same episodes timed by two programs: they differ by the run time of the programs
+    # that run between their stamps only — here four drsnoops' begin and end programs and
+    # bpftrace's (a CI run under load: 15.7 us an episode, 6.5 % of 73 short episodes), so
+    # within 5 % or 25 us an episode
+    assert abs(latency - counts["@ns"]) <= max(0.05 * counts["@ns"], 25_000 * episodes), (
+        latency, counts)
     assert latency < w.read_ns, (latency, w.read_ns)
     assert summary(by_pid)["by_reclaim"]["memcg"] == episodes
 
