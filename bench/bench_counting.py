@@ -40,7 +40,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from bench import common  # noqa: E402
-from bench.common import CPU, MEMLENS, emit_result, stop, wait_for  # noqa: E402
+from bench.common import CPU, MEMLENS, emit_result  # noqa: E402
 
 N = int(os.environ.get("BENCH_COUNTING_N", "1000000"))
 M = int(os.environ.get("BENCH_COUNTING_PAGES", "200000"))
@@ -230,20 +230,13 @@ class Generator(common.Generator):
 def _traced(exe: Path, case: Case, argv: list[str], stream: str, marker: str,
             parse: Callable[[str, int], tuple[int | None, int, int]]) -> Run:
     g = Generator(exe, case.kind)
-    tr = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          stdin=subprocess.DEVNULL, text=True)
     try:
-        wait_for(tr, tr.stderr if stream == "stderr" else tr.stdout, marker, " ".join(argv))
-        ns, expected = g.go()
-        out, err, note = stop(tr)
+        (ns, expected), out, err, note, rc = common.traced(argv, stream, marker, g.go)
     finally:
-        if tr.poll() is None:
-            tr.kill()
-            tr.wait()
         g.close()
     got, others, lost = parse(out, g.pid)
     if got is None and not note:
-        note = f"no final report (exit {tr.returncode}): {err.strip()[-200:]}"
+        note = f"no final report (exit {rc}): {err.strip()[-200:]}"
     if note:
         print(f"  {argv[0]} {case.name}: {note}", file=sys.stderr)
     return Run(ns, expected, got, others, lost, note)

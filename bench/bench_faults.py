@@ -78,7 +78,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from bench import common  # noqa: E402
-from bench.common import CPU, MEMLENS, away, stop, wait_for  # noqa: E402
+from bench.common import CPU, MEMLENS, away, stop  # noqa: E402
 
 M = int(os.environ.get("BENCH_FAULTS_PAGES", "60000"))
 M_FILE = int(os.environ.get("BENCH_FAULTS_FILE_PAGES", "20000"))
@@ -466,40 +466,20 @@ def irq_work_interrupts(cpu: int = CPU) -> int:
 
 def run_memlens(g: Generator, cfg: Config) -> tuple[Run, Count | None, int, str]:
     argv = MEMLENS + cfg.args + ["-p", str(g.pid), "--json"]
-    tr = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          stdin=subprocess.DEVNULL, text=True)
-    away(tr)
-    try:
-        wait_for(tr, tr.stderr, "Hit Ctrl-C to end.", " ".join(argv))
-        run = g.go()
-        out, err, note = stop(tr)
-    finally:
-        if tr.poll() is None:
-            tr.kill()
-            tr.wait()
+    run, out, err, note, rc = common.traced(argv, "stderr", "Hit Ctrl-C to end.", g.go)
     records = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     lost = sum(sum(r.get("lost", {}).values()) for r in records if r.get("type") == "summary")
     lost += sum(int(r.get("count", 0)) for r in records if r.get("type") == "lost")
     count = cfg.count(records, g.pid, run)
     if count is None and not note:
-        note = f"no final report (exit {tr.returncode}): {err.strip()[-200:]}"
+        note = f"no final report (exit {rc}): {err.strip()[-200:]}"
     return run, count, lost, note
 
 
 def run_bpftrace(g: Generator, cfg: Config) -> tuple[Run, Count | None, int, str]:
     prog = 'BEGIN { printf("READY\\n"); } ' + cfg.args.format(pid=g.pid)
     argv = ["bpftrace", "-f", "json", "-e", prog]
-    tr = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          stdin=subprocess.DEVNULL, text=True)
-    away(tr)
-    try:
-        wait_for(tr, tr.stdout, "READY", "bpftrace")
-        run = g.go()
-        out, err, note = stop(tr)
-    finally:
-        if tr.poll() is None:
-            tr.kill()
-            tr.wait()
+    run, out, err, note, rc = common.traced(argv, "stdout", "READY", g.go)
     if cfg.count is None:  # a floor: nothing counted, nothing to check
         return run, Count(0), 0, note
     maps: dict[str, dict] = {}
@@ -508,8 +488,8 @@ def run_bpftrace(g: Generator, cfg: Config) -> tuple[Run, Count | None, int, str
             r = json.loads(line)
             if r.get("type") == "map":
                 maps.update(r["data"])
-    if not maps and tr.returncode:
-        return run, None, 0, note or f"no maps (exit {tr.returncode}): {err.strip()[-200:]}"
+    if not maps and rc:
+        return run, None, 0, note or f"no maps (exit {rc}): {err.strip()[-200:]}"
     return run, cfg.count(maps, g.pid, run), 0, note
 
 

@@ -163,6 +163,9 @@ def _one(kind: str, exe) -> tuple[float, str]:
         ns = _go(p)
     finally:
         if tracer is not None:
+            # one SIGINT and a long wait, not common.stop()'s repeated ones: perf record
+            # collects build ids over its whole data file after the first, and a second
+            # would cut that short
             tracer.send_signal(signal.SIGINT)
             try:
                 out, err = tracer.communicate(timeout=120)

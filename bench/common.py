@@ -144,6 +144,27 @@ def stop(proc, collect: bool = True) -> tuple[str, str, str]:
                       f"(asleep in {wchan or 'user space'}); killed")
 
 
+def traced(argv: list[str], stream: str, marker: str, body):
+    """A tracer started off the generator's CPU, `marker` awaited on its `stream`
+    ("stdout" or "stderr": it is attached), `body()` run meanwhile (the generator's loop),
+    the tracer stopped with SIGINT (stop()); killed on any failure.  (body's result,
+    stdout, stderr, note, exit status)."""
+    import subprocess
+
+    tr = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          stdin=subprocess.DEVNULL, text=True)
+    away(tr)
+    try:
+        wait_for(tr, tr.stderr if stream == "stderr" else tr.stdout, marker, " ".join(argv))
+        result = body()
+        out, err, note = stop(tr)
+    finally:
+        if tr.poll() is None:
+            tr.kill()
+            tr.wait()
+    return result, out, err, note, tr.returncode
+
+
 class Generator:
     """A generator process started and waiting at its gate ("ready" on its first line),
     pinned to CPU: `loop` runs its loop once and returns the numbers of its report line,
