@@ -120,16 +120,21 @@ def test_pid_json_ties_growth_to_both_functions():
           f"{w['after'] - w['before']} bytes, {len(reports)} reports")
 
 
-def test_command_json_from_exec_to_exit():
+def _run_command(*options: str) -> ToolRun:
+    """growth -c on grow_two (STEPS steps, 20 ms apart, no gate), to the command's end."""
     binary = build_workload("grow_two")
-    run = ToolRun("growth", "--json", "-T", "1000", "-c", f"{binary} {STEPS} 20 nogate",
-                  "0.2")
+    run = ToolRun("growth", *options, "-c", f"{binary} {STEPS} 20 nogate", "0.2")
     try:
         rc = run.wait(timeout=30)  # ends when the command ends
     finally:
         if run.proc.poll() is None:
             run.stop()
     assert rc == 0, run.stderr
+    return run
+
+
+def test_command_json_from_exec_to_exit():
+    run = _run_command("--json", "-T", "1000")
     # with --json the command's stdout goes to our stderr
     w = _witness(run.stderr)
     (summary,) = [r for r in run.records() if r["type"] == "summary"]
@@ -154,15 +159,8 @@ def test_command_json_from_exec_to_exit():
 
 
 def test_text_fits_80_columns_and_html(tmp_path):
-    binary = build_workload("grow_two")
     html = tmp_path / "growth.html"
-    run = ToolRun("growth", "--html", str(html), "-c", f"{binary} {STEPS} 20 nogate", "0.2")
-    try:
-        rc = run.wait(timeout=30)
-    finally:
-        if run.proc.poll() is None:
-            run.stop()
-    assert rc == 0, run.stderr
+    run = _run_command("--html", str(html))
     out = run.stdout
     assert "Summary of PID" in out and "grow_fast" in out and "grow_slow" in out
     # (in text mode the command writes to our stdout: its own line is left out)
@@ -234,14 +232,7 @@ def test_pprof_holds_every_path_with_its_mappings(tmp_path):
 
     binary = build_workload("grow_two")
     out = tmp_path / "growth.pb.gz"
-    run = ToolRun("growth", "--json", "--pprof", str(out), "-c",
-                  f"{binary} {STEPS} 20 nogate", "0.2")
-    try:
-        rc = run.wait(timeout=30)
-    finally:
-        if run.proc.poll() is None:
-            run.stop()
-    assert rc == 0, run.stderr
+    run = _run_command("--json", "--pprof", str(out))
     w = _witness(run.stderr)
     p = decode(out)
     s = p.string_table
