@@ -35,7 +35,7 @@ def cache_dir() -> str | None:
     return os.path.join(base, "memlens", SUBDIR)
 
 
-def _ours(path: str) -> bool:
+def owned_dir(path: str) -> bool:
     """A directory of this user's that no one else can write to."""
     try:
         st = os.stat(path)
@@ -60,7 +60,7 @@ def key(obj_path: str) -> str | None:
 def cached(obj_path: str) -> str | None:
     """The minimal BTF made for this object on this boot, if there is one to trust."""
     d, k = cache_dir(), key(obj_path)
-    if d is None or k is None or not _ours(d):
+    if d is None or k is None or not owned_dir(d):
         return None
     path = os.path.join(d, k)
     try:
@@ -93,7 +93,7 @@ def build_in_background(obj_path: str) -> bool:
         os.makedirs(d, mode=0o700, exist_ok=True)
     except OSError:
         return False
-    if not _ours(d):
+    if not owned_dir(d):
         return False
     final = os.path.join(d, k)
     tmp = f"{final}.{os.getpid()}.tmp"

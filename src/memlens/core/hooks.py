@@ -225,7 +225,7 @@ def _tp_btf_cache(where: object, create: bool = False) -> str | None:
             os.makedirs(d, mode=0o700, exist_ok=True)
         except OSError:
             return None
-    if not btfcache._ours(d):
+    if not btfcache.owned_dir(d):
         return None
     try:
         with open("/proc/sys/kernel/random/boot_id") as f:
