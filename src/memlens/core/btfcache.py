@@ -45,13 +45,23 @@ def owned_dir(path: str) -> bool:
             and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH))
 
 
-def key(obj_path: str) -> str | None:
-    """The cache file's name for this object on this boot, None if either is unknown."""
+def boot_id() -> str | None:
+    """This boot's id: cached answers about the running kernel are kept under it."""
     try:
         with open("/proc/sys/kernel/random/boot_id") as f:
-            boot = f.read().strip()
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def key(obj_path: str) -> str | None:
+    """The cache file's name for this object on this boot, None if either is unknown."""
+    boot = boot_id()
+    try:
         st = os.stat(obj_path)
     except OSError:
+        return None
+    if boot is None:
         return None
     name = os.path.basename(obj_path).removesuffix(".o")
     return f"{name}-{boot}-{st.st_size}-{st.st_mtime_ns}-{st.st_ino}.btf"

@@ -227,10 +227,8 @@ def _tp_btf_cache(where: object, create: bool = False) -> str | None:
             return None
     if not btfcache.owned_dir(d):
         return None
-    try:
-        with open("/proc/sys/kernel/random/boot_id") as f:
-            boot = f.read().strip()
-    except OSError:
+    boot = btfcache.boot_id()
+    if boot is None:
         return None
     return os.path.join(d, f"tp_btf-{boot}-{size}-{mtime}.json")
 
