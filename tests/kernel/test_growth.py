@@ -158,6 +158,27 @@ def test_command_json_from_exec_to_exit():
           f"{summary['prexec_pages']} pre-exec faults left out")
 
 
+def test_command_execs_an_image_it_did_not_name():
+    """-c "sh -c 'exec grow_two ...'": the image that grows is not on the command line (a
+    pyenv shim, a wrapper script).  The command stops at each exec and the new image's
+    tables are loaded before it runs: its stacks whole from its first faults (without the
+    exec stop 953-8386 frames were walked by frame pointers, with it 165)."""
+    binary = build_workload("grow_two")
+    run = ToolRun("growth", "--json", "-c", f"sh -c 'exec {binary} {STEPS} 20 nogate'",
+                  "0.2")
+    try:
+        rc = run.wait(timeout=30)
+    finally:
+        if run.proc.poll() is None:
+            run.stop()
+    assert rc == 0, run.stderr
+    w = _witness(run.stderr)
+    (summary,) = [r for r in run.records() if r["type"] == "summary"]
+    assert summary["comm"] == "grow_two" and summary["command_status"] == 0
+    _check_paths(summary["paths"], w)
+    assert summary["lost"].get("unwind_fallback", 0) < 400, summary["lost"]
+
+
 def test_text_fits_80_columns_and_html(tmp_path):
     html = tmp_path / "growth.html"
     run = _run_command("--html", str(html))

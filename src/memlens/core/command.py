@@ -31,8 +31,12 @@ import shlex
 import signal
 import threading
 import time
+from typing import TYPE_CHECKING
 
 from memlens.errors import UsageError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 PR_SET_PDEATHSIG = 1
 
@@ -276,18 +280,24 @@ def _guardian(group: CommandGroup) -> tuple[int, int] | None:
 class TracedCommand:
     """The -c command: forked now, blocked on a pipe until the probes are attached.
 
-    A thread of ours ptrace-seizes the child with PTRACE_O_TRACEEXIT only: at its exit the
-    command stops with its memory map still in place, `on_exit` snapshots it (a command that
-    runs for milliseconds still gets symbols: a zombie's /proc/PID/maps is empty), and the
-    thread lets it go.  Signals the command receives are passed straight on."""
+    A thread of ours ptrace-seizes the child with PTRACE_O_TRACEEXIT and _TRACEEXEC: at its
+    exit the command stops with its memory map still in place, `on_exit` snapshots it (a
+    command that runs for milliseconds still gets symbols: a zombie's /proc/PID/maps is
+    empty), and the thread lets it go.  At each exec it stops too, its new image mapped but
+    not one instruction of it run: `on_exec(pid)`, when a tool sets it, prepares for that
+    image (the stack tools load its unwind tables: a pyenv shim execs bash, then python3,
+    none of which the command line named).  Signals the command receives are passed
+    straight on."""
 
     PTRACE_CONT, PTRACE_SEIZE, PTRACE_LISTEN = 7, 0x4206, 0x4208
-    PTRACE_O_TRACEEXIT, PTRACE_EVENT_EXIT, PTRACE_EVENT_STOP = 0x40, 6, 128
+    PTRACE_O_TRACEEXEC, PTRACE_O_TRACEEXIT = 0x10, 0x40
+    PTRACE_EVENT_EXEC, PTRACE_EVENT_EXIT, PTRACE_EVENT_STOP = 4, 6, 128
 
     def __init__(self, argv: list[str], on_exit, stdout_to_stderr: bool = False,
                  group_kinds: tuple[str, ...] = ("v2", "v1-freezer")):
         self.argv = argv
         self.on_exit = on_exit
+        self.on_exec: Callable[[int], None] | None = None
         prctl = _prctl()
         r, w = os.pipe()
         parent = os.getpid()
@@ -324,8 +334,8 @@ class TracedCommand:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
         libc.ptrace.restype = ctypes.c_long
-        seized = libc.ptrace(self.PTRACE_SEIZE, self.pid, None,
-                             ctypes.c_void_p(self.PTRACE_O_TRACEEXIT)) == 0
+        options = self.PTRACE_O_TRACEEXIT | self.PTRACE_O_TRACEEXEC
+        seized = libc.ptrace(self.PTRACE_SEIZE, self.pid, None, ctypes.c_void_p(options)) == 0
         self._seized.set()
         while True:
             try:
@@ -344,6 +354,14 @@ class TracedCommand:
                     self.on_exit()
                 except Exception:
                     pass
+                libc.ptrace(self.PTRACE_CONT, self.pid, None, None)
+            elif event == self.PTRACE_EVENT_EXEC:
+                hook = self.on_exec
+                if hook is not None:
+                    try:
+                        hook(self.pid)
+                    except Exception:
+                        pass  # the command runs on; its first stacks may be walked by fp
                 libc.ptrace(self.PTRACE_CONT, self.pid, None, None)
             elif event == self.PTRACE_EVENT_STOP:
                 libc.ptrace(self.PTRACE_LISTEN, self.pid, None, None)  # group stop: stay
@@ -460,3 +478,25 @@ def command_libraries(binary: str) -> list[str]:
         if m and os.path.exists(m.group(1)):
             paths.append(m.group(1))
     return paths
+
+
+def unwind_at_exec(store) -> Callable[[int], None]:
+    """TracedCommand.on_exec for a tool that walks stacks with `store` (core/unwind):
+    at each exec of the command, the tables of the new image's files (its binary and what
+    ldd resolves for it, once per binary) and the process's entry, before its first
+    instruction.  Without it the loader's start-up of an image the command line did not
+    name (a pyenv shim's python3: 14k frames of one run) was walked by frame pointers."""
+    done: set[str] = set()
+
+    def at_exec(pid: int) -> None:
+        try:
+            exe = os.readlink(f"/proc/{pid}/exe")
+        except OSError:
+            return
+        if exe not in done:
+            done.add(exe)
+            for path in command_libraries(exe):
+                store.load_file(path)
+        store.load_process(pid)
+
+    return at_exec

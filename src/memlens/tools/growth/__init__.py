@@ -201,6 +201,10 @@ class GrowthTool:
             # tables loaded, they ended at libc's start of main: paths split in two)
             files = command_libraries(shutil.which(split_command(self.args.command)[0]))
         self.engine.start(pid=self.pid, command_files=files)
+        if self.child is not None and self.engine.unwind is not None:
+            from memlens.core.command import unwind_at_exec
+
+            self.child.on_exec = unwind_at_exec(self.engine.unwind)  # each image it execs
         if self.args.command is None:
             self._sample()
         self.start_rss = self.prev_rss = self.last_rss or Rss()

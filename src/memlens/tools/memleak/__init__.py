@@ -420,6 +420,9 @@ class MemleakTool:
                 # finds them from its mappings until its own entry is written)
                 for path in self.mapped:
                     self.unwind.load_file(path)
+                from memlens.core.command import unwind_at_exec
+
+                self.child.on_exec = unwind_at_exec(self.unwind)  # and each image it execs
         if self.user:
             self.attach_user(obj)
         else:
