@@ -355,10 +355,13 @@ struct unwind_walk {
 	__u8 unmapped;    /* a pc in none of the process's known mappings */
 	__u8 no_proc;     /* the process has no (current) entry: every mapping by its vma */
 	__u8 fallback;    /* a frame walked by its frame pointer for want of its file's table */
-	__u8 pad;
+	__u8 proc_checked; /* no_proc is known (at the first frame needing a mapping) */
 	__u32 lo;         /* a binary search's bounds */
 	__u32 hi;
+	__u64 exe_ino;    /* of the task's executable: a process entry of another is stale */
 	struct unwind_mapping last;  /* the mapping of the previous frame */
+	struct unwind_mapping prev;  /* and of the one before in another file (libc, the
+				      * program, libc again: the third is found here) */
 	__u64 win_start;  /* user address of win[0]; win_len 0: empty */
 	__u64 win_len;
 	__u8 win[MEMLENS_UNWIND_WINDOW];
@@ -373,6 +376,38 @@ struct {
 	__type(key, __u32);
 	__type(value, struct unwind_walk);
 } unwind_scratch SEC(".maps");
+
+/* ---- A per-CPU pc -> row cache ----
+ * A row found by binary search costs up to 24 dependent loads over a table of up to
+ * megabytes (libc's 28k rows: 15 steps, each a likely cache miss): most of a frame's time.
+ * The same return addresses come back event after event, so the row index found for a
+ * (file's extent, pc) is kept in a direct-mapped slot.  A slot is only a hint: a hit is
+ * taken when the row it names lies in the mapping's extent, starts at or below the pc, and
+ * the next row of the extent (if any) starts above it, which is exactly the row the search
+ * would find in the table as it is now; so a table freed and its rows given to another file
+ * (store.py) cannot make it wrong, and it needs no invalidation. */
+#define MEMLENS_UNWIND_CACHE_SLOTS 4096
+
+struct unwind_row_cache {
+	__u32 idx[MEMLENS_UNWIND_CACHE_SLOTS];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct unwind_row_cache);
+} unwind_rowcache SEC(".maps");
+
+/* What each step of the walk needs, looked up once a walk and handed to the bpf_loop
+ * callback through its context (a hash lookup of the process's entry at each change of
+ * file, two array lookups a frame, else). */
+struct unwind_ctx {
+	struct unwind_walk *s;
+	struct stack_trace *st;
+	struct unwind_row_cache *cache;
+	struct unwind_proc *p;  /* may be NULL: no entry */
+};
 
 static __always_inline void unwind_request(__u32 tgid, __u32 reason)
 {
@@ -559,11 +594,47 @@ static __always_inline int unwind_by_vma(struct unwind_walk *s, __u64 pc)
 	return 0;
 }
 
-static long unwind_frame(__u64 index, void *ctx)
+/* The mapping holding pc in the process's entry (binary search over its sorted maps): 1
+ * and s->last set, else 0. */
+static __always_inline int unwind_proc_mapping(struct unwind_walk *s, struct unwind_proc *p,
+					       __u64 pc)
 {
-	__u32 zero = 0;
-	struct unwind_walk *s = bpf_map_lookup_elem(&unwind_scratch, &zero);
-	struct stack_trace *st = bpf_map_lookup_elem(&stack_scratch, &zero);
+	/* the bounds live in the map value: loaded back each step they are unknown to the
+	 * verifier, which then sees the steps' states as one (kept in registers, each step's
+	 * tighter bounds made it walk 2^8 paths).  Volatile: else clang forwards the values
+	 * just stored and keeps them in registers. */
+	s->lo = 0;
+	s->hi = p->nmaps < MEMLENS_UNWIND_MAX_MAPS ? p->nmaps : MEMLENS_UNWIND_MAX_MAPS;
+	for (int k = 0; k < MEMLENS_UNWIND_MAP_STEPS; k++) {
+		__u32 l = *(volatile __u32 *)&s->lo, h = *(volatile __u32 *)&s->hi;
+		if (l >= h)
+			break;
+		__u32 mid = (l + h) / 2;
+		if (p->maps[mid & (MEMLENS_UNWIND_MAX_MAPS - 1)].start <= pc)
+			s->lo = mid + 1;
+		else
+			s->hi = mid;
+	}
+	__u32 lo = *(volatile __u32 *)&s->lo;
+	__u32 i = (lo - 1) & (MEMLENS_UNWIND_MAX_MAPS - 1);
+	if (lo && pc < p->maps[i].end) {
+		s->last = p->maps[i];
+		return 1;
+	}
+	return 0;
+}
+
+/* The slot of (extent, pc) in the row cache */
+static __always_inline __u32 unwind_cache_slot(__u32 first, __u32 rel)
+{
+	__u32 h = (rel ^ (first * 0x9e3779b1U)) * 0x9e3779b1U;
+	return (h >> 20) & (MEMLENS_UNWIND_CACHE_SLOTS - 1);
+}
+
+static long unwind_frame(__u64 index, struct unwind_ctx *c)
+{
+	struct unwind_walk *s = c->s;
+	struct stack_trace *st = c->st;
 	if (!s || !st || s->done)
 		return 1;
 	if (!s->ip) {
@@ -580,35 +651,26 @@ static long unwind_frame(__u64 index, void *ctx)
 	/* a return address may be the first byte after a call to a noreturn function: the
 	 * call itself is one byte before */
 	__u64 pc = s->exact ? s->ip : s->ip - 1;
-	/* consecutive frames are mostly in one file: the last mapping found is kept */
+	/* consecutive frames are mostly in one file: the last mapping found is kept, and the
+	 * one before it */
 	struct unwind_mapping *m = &s->last;
 	if (pc < m->start || pc >= m->end) {
 		int found = 0;
-		struct unwind_proc *p = s->no_proc ? NULL :
-			bpf_map_lookup_elem(&unwind_procs, &s->tgid);
-		if (p) {
-			/* the bounds live in the map value: loaded back each step they are unknown
-			 * to the verifier, which then sees the steps' states as one (kept in
-			 * registers, each step's tighter bounds made it walk 2^8 paths).  Volatile:
-			 * else clang forwards the values just stored and keeps them in registers. */
-			s->lo = 0;
-			s->hi = p->nmaps < MEMLENS_UNWIND_MAX_MAPS ? p->nmaps : MEMLENS_UNWIND_MAX_MAPS;
-			for (int k = 0; k < MEMLENS_UNWIND_MAP_STEPS; k++) {
-				__u32 l = *(volatile __u32 *)&s->lo, h = *(volatile __u32 *)&s->hi;
-				if (l >= h)
-					break;
-				__u32 mid = (l + h) / 2;
-				if (p->maps[mid & (MEMLENS_UNWIND_MAX_MAPS - 1)].start <= pc)
-					s->lo = mid + 1;
-				else
-					s->hi = mid;
+		if (pc >= s->prev.start && pc < s->prev.end) {
+			struct unwind_mapping t = s->last;
+			s->last = s->prev;
+			s->prev = t;
+			found = 1;
+		} else {
+			struct unwind_proc *p = c->p;
+			if (!s->proc_checked) {
+				/* an entry made for another executable (before an exec) is stale */
+				s->no_proc = !p || p->exe_ino != s->exe_ino;
+				s->proc_checked = 1;
 			}
-			__u32 lo = *(volatile __u32 *)&s->lo;
-			__u32 i = (lo - 1) & (MEMLENS_UNWIND_MAX_MAPS - 1);
-			if (lo && pc < p->maps[i].end) {
-				s->last = p->maps[i];
-				found = 1;
-			}
+			s->prev = s->last;
+			if (p && !s->no_proc)
+				found = unwind_proc_mapping(s, p, pc);
 		}
 		if (!found) {
 			s->unmapped = 1; /* user space reads the process again */
@@ -627,34 +689,58 @@ static long unwind_frame(__u64 index, void *ctx)
 		unwind_fp_step(s);
 		return 0;
 	}
-	/* the last row whose pc <= rel; the bounds in the map value, as above */
-	s->lo = first;
-	s->hi = first + count;
-	for (int k = 0; k < MEMLENS_UNWIND_ROW_STEPS; k++) {
-		__u32 l = *(volatile __u32 *)&s->lo, h = *(volatile __u32 *)&s->hi;
-		if (l >= h)
-			break;
-		__u32 mid = l + (h - l) / 2;
-		struct unwind_row *r = bpf_map_lookup_elem(&unwind_rows, &mid);
-		if (!r) {
+	__u32 end = first + count;
+	struct unwind_row *row = NULL;
+	struct unwind_row_cache *cache = c->cache;
+	__u32 slot = unwind_cache_slot(first, (__u32)rel);
+	__u32 idx = 0;
+	if (cache) {
+		idx = cache->idx[slot];
+		if (idx >= first && idx < end) {
+			row = bpf_map_lookup_elem(&unwind_rows, &idx);
+			if (row && row->pc <= (__u32)rel) {
+				__u32 next = idx + 1;
+				struct unwind_row *r2 = next < end ?
+					bpf_map_lookup_elem(&unwind_rows, &next) : NULL;
+				if (next < end && (!r2 || r2->pc <= (__u32)rel))
+					row = NULL;
+			} else {
+				row = NULL;
+			}
+		}
+	}
+	if (!row) {
+		/* the last row whose pc <= rel; the bounds in the map value, as above */
+		s->lo = first;
+		s->hi = end;
+		for (int k = 0; k < MEMLENS_UNWIND_ROW_STEPS; k++) {
+			__u32 l = *(volatile __u32 *)&s->lo, h = *(volatile __u32 *)&s->hi;
+			if (l >= h)
+				break;
+			__u32 mid = l + (h - l) / 2;
+			struct unwind_row *r = bpf_map_lookup_elem(&unwind_rows, &mid);
+			if (!r) {
+				s->truncated = 1;
+				return 1;
+			}
+			if (r->pc <= (__u32)rel)
+				s->lo = mid + 1;
+			else
+				s->hi = mid;
+		}
+		__u32 lo = *(volatile __u32 *)&s->lo;
+		if (lo == first) {
+			unwind_fp_step(s);
+			return 0;
+		}
+		idx = lo - 1;
+		row = bpf_map_lookup_elem(&unwind_rows, &idx);
+		if (!row) {
 			s->truncated = 1;
 			return 1;
 		}
-		if (r->pc <= (__u32)rel)
-			s->lo = mid + 1;
-		else
-			s->hi = mid;
-	}
-	__u32 lo = *(volatile __u32 *)&s->lo;
-	if (lo == first) {
-		unwind_fp_step(s);
-		return 0;
-	}
-	__u32 idx = lo - 1;
-	struct unwind_row *row = bpf_map_lookup_elem(&unwind_rows, &idx);
-	if (!row) {
-		s->truncated = 1;
-		return 1;
+		if (cache)
+			cache->idx[slot] = idx;
 	}
 	__u8 kind = row->kind;
 	__s64 off = row->cfa_off;
@@ -734,34 +820,43 @@ static long unwind_frame(__u64 index, void *ctx)
 }
 
 /* The current task's user stack into stack_scratch's ips, by the tables: its length in
- * bytes (-1: no scratch; the caller takes the kernel's walk).  A global function: the verifier checks it once per program, not once
- * per call site (several per program: a key's stack, a trace event's), and the walk is
- * most of what it has to check. */
+ * bytes (-1: no scratch; the caller takes the kernel's walk).  A global function: the
+ * verifier checks it once per program, not once per call site (several per program: a
+ * key's stack, a trace event's), and the walk is most of what it has to check.  The task's
+ * fields are read through its BTF pointer (plain loads the JIT guards), not with
+ * bpf_probe_read_kernel calls: seven of those were ~200 ns an event. */
 __attribute__((noinline)) long memlens_unwind_user(void)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
 	__u32 zero = 0;
+	struct unwind_ctx c = {};
 	struct unwind_walk *s = bpf_map_lookup_elem(&unwind_scratch, &zero);
 	if (!s)
 		return -1;
+	c.s = s;
+	c.st = bpf_map_lookup_elem(&stack_scratch, &zero);
+	c.cache = bpf_map_lookup_elem(&unwind_rowcache, &zero);
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	if (!BPF_CORE_READ(task, mm))
+	struct mm_struct *mm = task->mm;
+	if (!mm)
 		return 0; /* a kernel thread: no user stack */
-	struct unwind_proc *p = bpf_map_lookup_elem(&unwind_procs, &tgid);
-	bool no_proc = !p || p->exe_ino != BPF_CORE_READ(task, mm, exe_file, f_inode, i_ino);
-	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(task);
 	/* not the window: 1 KiB cleared per event for nothing */
 	__builtin_memset(s, 0, offsetof(struct unwind_walk, win));
+	struct file *exe = mm->exe_file;
+	s->exe_ino = exe ? exe->f_inode->i_ino : 0;
+	/* the entry is checked against exe_ino at the first frame that needs it (no branch
+	 * on it here: the callback is verified once, with an entry that may be NULL) */
+	c.p = bpf_map_lookup_elem(&unwind_procs, &tgid);
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(task);
 	s->tgid = tgid;
-	s->ip = BPF_CORE_READ(regs, ip);
-	s->sp = BPF_CORE_READ(regs, sp);
-	s->bp = BPF_CORE_READ(regs, bp);
+	s->ip = regs->ip;
+	s->sp = regs->sp;
+	s->bp = regs->bp;
 	s->bp_valid = 1;
 	s->exact = 1;
-	s->no_proc = no_proc;
 	/* one step more than the frames stored: a stack deeper than that is seen truncated */
-	bpf_loop(MEMLENS_STACK_DEPTH + 1, unwind_frame, NULL, 0);
-	if (no_proc)
+	bpf_loop(MEMLENS_STACK_DEPTH + 1, unwind_frame, &c, 0);
+	if (s->no_proc)
 		unwind_request(tgid, 1);
 	else if (s->unmapped)
 		unwind_request(tgid, 2); /* dlopen, a JIT: read its mappings again */
@@ -771,7 +866,7 @@ __attribute__((noinline)) long memlens_unwind_user(void)
 	if (s->truncated) {
 		/* counted, and marked in the stack itself: every output shows it */
 		count_drop(MEMLENS_DROP_UNWIND_TRUNCATED);
-		struct stack_trace *st = bpf_map_lookup_elem(&stack_scratch, &zero);
+		struct stack_trace *st = c.st;
 		if (st) {
 			if (n > MEMLENS_STACK_DEPTH - 1)
 				n = MEMLENS_STACK_DEPTH - 1;
