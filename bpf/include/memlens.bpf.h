@@ -184,10 +184,12 @@ struct {
 #define MEMLENS_UNWIND_MAX_MAPS 128     /* executable mappings per process */
 #define MEMLENS_UNWIND_MAP_STEPS 8      /* binary search over them */
 #define MEMLENS_UNWIND_ROW_STEPS 24     /* binary search over a file's rows: up to 16M */
-/* The stack is read a window at a time: one bpf_probe_read_user costs ~100-200 ns here
- * whatever its size up to a few KiB, and a frame needs one or two 8-byte reads; frames are
- * small, so a window holds several. */
-#define MEMLENS_UNWIND_WINDOW 1024
+/* The stack is read a window at a time: one bpf_probe_read_user costs ~100 ns here
+ * (the helper, the fault-proof copy's checks: hardened usercopy) and ~0.02 ns a byte of
+ * hot stack, and a frame needs one or two 8-byte reads; frames are small, so a window
+ * holds several.  A window runs to the end of its page: one read a page of stack the walk
+ * crosses (the bench's 13 frames: 2 reads, with 1 KiB windows 3). */
+#define MEMLENS_UNWIND_WINDOW 4096
 #define MEMLENS_UNWIND_BELOW 128        /* of the window, below the first address asked */
 
 /* cfi.py's row encoding */
