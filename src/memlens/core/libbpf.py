@@ -119,6 +119,7 @@ _SIGNATURES = {
     "bpf_map__value_size": (C.c_uint32, [C.c_void_p]),
     "bpf_map__max_entries": (C.c_uint32, [C.c_void_p]),
     "bpf_map__set_max_entries": (C.c_int, [C.c_void_p, C.c_uint32]),
+    "bpf_map__reuse_fd": (C.c_int, [C.c_void_p, C.c_int]),
     "bpf_map__initial_value": (C.c_void_p, [C.c_void_p, C.POINTER(C.c_size_t)]),
     "bpf_map__btf_value_type_id": (C.c_uint32, [C.c_void_p]),
     "bpf_program__name": (C.c_char_p, [C.c_void_p]),
@@ -226,6 +227,57 @@ def _print_cb(level: int, fmt: bytes, va: int) -> int:
     return 0
 
 
+def _debug_filter(callback: int) -> int | None:
+    """A native print function for libbpf that drops debug lines and hands the others to
+    `callback` (the address of _print_cb's thunk); None where it cannot be made.
+
+    Hand-made (20 bytes of x86-64) because no library offers it and the Python callback is
+    too slow for this: libbpf prints ~1000 debug lines to open and load an object
+    (memleak's), and a ctypes callback must take the GIL for each, to drop it.  Alone that
+    is a few ms of every start; with another thread running Python beside the load (numpy
+    imported while the kernel verifies: memleak -p, the snoops' prefetch) each callback
+    waits up to the interpreter's switch interval (5 ms) for the GIL, and the load that
+    should run beside the other thread crawls behind it.  The filter takes no GIL: libbpf
+    calls Python only for warnings and info, which it keeps for the error messages."""
+    if os.uname().machine != "x86_64":
+        return None
+    code = (b"\x83\xff\x02"             # cmp edi, LIBBPF_DEBUG
+            b"\x7d\x0c"                  # jge ret0 (+12): a debug line, dropped
+            b"\x48\xb8" + callback.to_bytes(8, "little")  # movabs rax, callback
+            + b"\xff\xe0"                # jmp rax: the same arguments, tail call
+            b"\x31\xc0"                  # ret0: xor eax, eax
+            b"\xc3")                      # ret
+    import mmap
+
+    try:
+        # written, then made executable (never writable and executable at once)
+        page = mmap.mmap(-1, mmap.PAGESIZE, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+        page.write(code)
+        addr = C.addressof(C.c_char.from_buffer(page))
+        mprotect = _libc.mprotect
+        mprotect.argtypes = [C.c_void_p, C.c_size_t, C.c_int]
+        if mprotect(addr, mmap.PAGESIZE, mmap.PROT_READ | mmap.PROT_EXEC) != 0:
+            return None  # a policy refusing executable memory (SELinux execmem)
+    except (OSError, ValueError, TypeError):
+        return None
+    _keep.append(page)  # for the life of the process: libbpf holds the address
+    return addr
+
+
+_keep: list = []
+
+
+def _install_printer(cdll) -> None:
+    """libbpf's print function: the native debug filter in front of _print_cb, or the
+    callback itself (MEMLENS_DEBUG: every line; or no filter on this machine)."""
+    thunk = C.cast(_print_cb, C.c_void_p).value
+    native = None if _DEBUG or not thunk else _debug_filter(thunk)
+    if native is None:
+        cdll.libbpf_set_print(_print_cb)
+    else:
+        cdll.libbpf_set_print(C.cast(C.c_void_p(native), PRINT_FN))
+
+
 def raise_deferred_interrupt() -> None:
     """Raise, now that libbpf has returned, a KeyboardInterrupt that arrived inside its
     print callback."""
@@ -251,7 +303,7 @@ def lib() -> _Lib:
                     "apt install libbpf1)") from None
             cdll = C.CDLL(found, use_errno=True)
         _lib = _Lib(cdll)  # type: ignore[assignment]
-        _lib.libbpf_set_print(_print_cb)  # type: ignore[union-attr]
+        _install_printer(_lib)
     return _lib  # type: ignore[return-value]
 
 
