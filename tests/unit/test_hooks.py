@@ -298,3 +298,29 @@ def test_tp_btf_answers_are_kept_per_boot_and_vmlinux_btf_in_the_cache_dir(tmp_p
     assert not ok and "BTF prototype is (int)" in why
     assert [p.name for p in (tmp_path / "cache" / "btf").glob("tp_btf-*.json")] != [kept.name]
     hooks.clear_cache()
+
+
+def test_a_vmlinux_btf_name_is_searched_once_a_boot(tmp_path, monkeypatch):
+    """kernel.btf_has_name reads all of vmlinux BTF (~9 ms of memleak -p's start): its
+    answer is kept with the tp_btf ones and read back."""
+    import json
+    import shutil
+
+    from memlens.core import kernel
+
+    btf = tmp_path / "vmlinux"
+    shutil.copy(NEW_BTF, btf)
+    monkeypatch.setattr(hooks, "VMLINUX_BTF", str(btf))
+    monkeypatch.setattr(kernel, "VMLINUX_BTF", str(btf))
+    monkeypatch.setenv("MEMLENS_CACHE_DIR", str(tmp_path / "cache"))
+    kernel._btf_names.cache_clear()
+    try:
+        assert kernel.btf_has_name("task_struct") is True
+        assert kernel.btf_has_name("no_such_type_here") is False
+        (kept,) = (tmp_path / "cache" / "btf").glob("tp_btf-*.json")
+        assert json.loads(kept.read_text()) == {"name task_struct": [True, ""],
+                                                "name no_such_type_here": [False, ""]}
+        kept.write_text(json.dumps({"name no_such_type_here": [True, ""]}))  # planted
+        assert kernel.btf_has_name("no_such_type_here") is True
+    finally:
+        kernel._btf_names.cache_clear()

@@ -104,15 +104,22 @@ def has_btf() -> bool:
 @functools.lru_cache(maxsize=1)
 def _btf_names() -> bytes:
     try:
-        with open("/sys/kernel/btf/vmlinux", "rb") as f:
+        with open(VMLINUX_BTF, "rb") as f:
             return f.read()
     except OSError:
         return b""
 
 
+VMLINUX_BTF = "/sys/kernel/btf/vmlinux"
+
+
 def btf_has_name(name: str) -> bool:
-    """Cheap test for a type/function name in vmlinux BTF (its string section)."""
-    return b"\0" + name.encode() + b"\0" in _btf_names()
+    """A type/function name in vmlinux BTF (its string section), the answer kept for this
+    boot (hooks.vmlinux_btf_answer)."""
+    from memlens.core import hooks
+
+    return hooks.vmlinux_btf_answer(
+        VMLINUX_BTF, f"name {name}", lambda: b"\0" + name.encode() + b"\0" in _btf_names())
 
 
 def tp_btf_exists(event: str) -> bool:
