@@ -81,3 +81,22 @@ def test_engine_tools_attach_without_numpy_or_dataclasses(tool, argv, probes, ke
                          timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == [], f"imported before the banner: {out.stdout.strip()}"
+
+
+def test_memleak_imports_numpy_only_beside_its_load():
+    """memleak -p reads its allocator's symbols (numpy's ELF reader) in a thread while
+    libbpf loads: the command, its sink and its tool are made without numpy."""
+    code = """
+import os, sys
+import memlens.cli as cli
+command = cli.load_command("memleak")
+args = cli.build_parser("memleak", command).parse_args(["-p", str(os.getpid())])
+mod = sys.modules["memlens.tools.memleak"]
+tool = mod.MemleakTool(args)
+sink = mod.make_memleak_sink(args, tool)
+print(" ".join(m for m in ("numpy", "dataclasses") if m in sys.modules))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == [], f"imported before the load: {out.stdout.strip()}"

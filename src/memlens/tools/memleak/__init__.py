@@ -17,11 +17,10 @@ import shutil
 import sys
 import threading
 import time
-from typing import Any, NamedTuple
-
-import numpy as np
+from collections import namedtuple
 
 from memlens.core.command import TracedCommand, split_command
+from memlens.core.lazy import np
 from memlens.core.session import (
     MAX_SECONDS,
     TargetExit,
@@ -38,7 +37,9 @@ from memlens.core.unwind import add_stack_unwind_option
 from memlens.errors import KernelLacks, UsageError
 from memlens.output.sinks import JsonSink, Sink, add_output_options, check_output_options
 
-from .probes import KIND_NAMES, plan_probes
+TYPE_CHECKING = False  # typing costs ~7 ms of start-up: its names for annotations only
+if TYPE_CHECKING:
+    from typing import Any
 
 EXAMPLES = """\
 examples:
@@ -242,6 +243,7 @@ class MemleakTool:
         self.unwind = None       # core/unwind UnwindStore: user stacks by .eh_frame
         self.mapped: list[str] = []  # the files the target maps (or -c's will)
         self.target = TargetExit(None)
+        self.kernel_tps: list[tuple[str, str, str, bool]] = []  # --kernel: attached after load
         self._missed_frees_seen = 0
         # user stacks printed with a frame left as a bare address (stack id -> why), counted
         # once each as lost "symbols", like the engine tools' (core/stackresolve)
@@ -257,11 +259,17 @@ class MemleakTool:
         kernel.ensure_tracefs()
         if self.args.pid is not None:
             self.target = TargetExit(self.args.pid)  # before attaching: this very process
-        if self.user:
+        planning = None
+        if self.user and self.args.command is None:
+            # -p: reading the allocator's ELF symbols (and importing numpy for it) runs in
+            # a thread while libbpf loads the object (the verifier's time in the kernel:
+            # ctypes releases the GIL); the plan is only needed to attach
+            planning = _Background(self.plan_user, "memleak-plan")
+        elif self.user:
             self.plan_user()
         else:
             self.check_kernel_hooks()
-        self.load_and_attach()
+        self.load_and_attach(planning)
         if self.user and self.child is None:
             # -p: the target's map read before the banner, so that a target gone right
             # after it (before the first poll) still has its symbols
@@ -359,6 +367,8 @@ class MemleakTool:
 
             mapped = process_maps_paths(self.pid)  # type: ignore[arg-type]
             desc = f"PID {self.pid}"
+        from .probes import plan_probes
+
         self.mapped = mapped
         self.plan = plan_probes(mapped, args.obj, args.symbols_prefix, desc,
                                 skip_entry=not args.probe_at_entry)
@@ -380,8 +390,44 @@ class MemleakTool:
             raise KernelLacks(f"memleak kernel mode needs the tracepoints {', '.join(missing)} "
                               "(not in this kernel's tracefs events)")
 
-    def load_and_attach(self) -> None:
-        from memlens.core import kernel
+    def load_and_attach(self, planning: _Background | None = None) -> None:
+        """Open, configure, load and attach; `planning`, the -p plan being made in a thread
+        meanwhile, is joined after the load (its error first, as when it ran before)."""
+        try:
+            unwind_on = self._open_and_load(planning)
+        except BaseException:
+            if planning is not None:
+                planning.result()
+            raise
+        if planning is not None:
+            planning.result()
+        if unwind_on:
+            from memlens.core.unwind.store import UnwindStore
+
+            self.unwind = UnwindStore(self.obj)
+            if self.child is None:
+                self.unwind.load_process(self.pid)  # -p: whole stacks from the first event
+            else:
+                # -c: the files the command will map, before it runs (the kernel side
+                # finds them from its mappings until its own entry is written)
+                for path in self.mapped:
+                    self.unwind.load_file(path)
+                from memlens.core.command import unwind_at_exec
+
+                self.child.on_exec = unwind_at_exec(self.unwind)  # and each image it execs
+        obj = self.obj
+        if self.user:
+            self.attach_user(obj)
+        else:
+            for prog, cat, name, _ in self.kernel_tps:
+                obj.attach_tracepoint(prog, cat, name)
+        self.info_dtype = obj.struct_dtype("alloc_info")
+        self.key_dtype = obj.struct_dtype("stack_key")
+        self.stats_dtype = obj.struct_dtype("stack_stats")
+
+    def _open_and_load(self, planning: _Background | None) -> bool:
+        """Open, configure and load the object (True: the DWARF walk is on)."""
+        from memlens.core import kernel, unwind
         from memlens.core.loader import BpfObject
 
         args = self.args
@@ -407,30 +453,19 @@ class MemleakTool:
             for prog in obj.programs():
                 if obj.section(prog).startswith(("uprobe", "uretprobe")):
                     obj.set_expected_attach_type(prog, BPF_TRACE_UPROBE_MULTI)
-        from memlens.core.unwind.store import UnwindStore
-
-        unwind_on = UnwindStore.configure(obj, args.stack_unwind if self.user else "fp")
+        # core.unwind.configure imports no numpy (its store does): numpy's import is the
+        # plan's, in its thread, while the object loads
+        unwind_on = unwind.configure(obj, args.stack_unwind if self.user else "fp")
+        self.kernel_tps = kernel_tps
+        if planning is not None:
+            # started only now: while configuring, each of the many short libbpf calls
+            # gives the GIL away and waits up to the switch interval (5 ms) to get it back
+            # from a thread importing numpy
+            if unwind_on:
+                planning.also(_import_unwind_store)
+            planning.start()
         obj.load()
-        if unwind_on:
-            self.unwind = UnwindStore(obj)
-            if self.child is None:
-                self.unwind.load_process(self.pid)  # -p: whole stacks from the first event
-            else:
-                # -c: the files the command will map, before it runs (the kernel side
-                # finds them from its mappings until its own entry is written)
-                for path in self.mapped:
-                    self.unwind.load_file(path)
-                from memlens.core.command import unwind_at_exec
-
-                self.child.on_exec = unwind_at_exec(self.unwind)  # and each image it execs
-        if self.user:
-            self.attach_user(obj)
-        else:
-            for prog, cat, name, _ in kernel_tps:
-                obj.attach_tracepoint(prog, cat, name)
-        self.info_dtype = obj.struct_dtype("alloc_info")
-        self.key_dtype = obj.struct_dtype("stack_key")
-        self.stats_dtype = obj.struct_dtype("stack_stats")
+        return unwind_on
 
     def attach_user(self, obj) -> None:
         assert self.plan is not None and self.pid is not None
@@ -586,6 +621,8 @@ class MemleakTool:
                     KernelSymbolizer.get().resolve_stack(ips))
             return cached
         assert self.plan is not None
+        from .probes import KIND_NAMES
+
         label = self.plan.kind_labels.get(kind, KIND_NAMES.get(kind, "?"))
         module = os.path.basename(self.plan.cxx if kind in (10, 11) and self.plan.cxx
                                   else self.plan.allocator)
@@ -699,10 +736,11 @@ class MemleakTool:
                          pprof)
 
 
-class _Snapshot(NamedTuple):
-    folded: list         # (prefix, frames leaf first, outstanding bytes)
-    title: str           # of the HTML flame graph
-    pprof: tuple | None  # (samples, comments, duration_ns) for write_heap_profile
+# collections.namedtuple, not typing.NamedTuple (typing: ~7 ms of the start)
+#   folded: list         (prefix, frames leaf first, outstanding bytes)
+#   title: str           of the HTML flame graph
+#   pprof: tuple | None  (samples, comments, duration_ns) for write_heap_profile
+_Snapshot = namedtuple("_Snapshot", "folded title pprof")
 
 
 class _FinalFiles:
@@ -753,6 +791,13 @@ class _FinalFiles:
             _wrote(args.pprof)
 
 
+def _render_text(rec: dict) -> None:
+    # report.py (numpy, dataclasses) is imported at the first report, not before the load
+    from .report import render_text
+
+    render_text(rec)
+
+
 def _wrote(path: str) -> None:
     print(f"memlens: wrote {path}", file=sys.stderr, flush=True)  # as sinks' side files do
 
@@ -760,12 +805,50 @@ def _wrote(path: str) -> None:
 def make_memleak_sink(args: argparse.Namespace, tool: MemleakTool) -> Sink:
     """Text (BCC's report) or --json records on stdout, and memleak's own final files.
     With --folded, stdout is the folded lines only; losses still go to stderr."""
-    from .report import render_text
-
-    sink = JsonSink() if args.json else Sink(None if args.folded else render_text)
+    sink = JsonSink() if args.json else Sink(None if args.folded else _render_text)
     if tool.files:
         sink.side.append(_FinalFiles(args, tool, sink.stream))
     return sink
+
+
+class _Background(threading.Thread):
+    """A step run in a thread (once started) while the main one waits in libbpf; result()
+    joins it and raises what it raised, or runs it here if it was never started.
+    `also(fn)` before the start: run fn after it in the same thread (an import to warm up:
+    its failure is left for the main thread's own import to report)."""
+
+    def __init__(self, fn, name: str):
+        super().__init__(name=name, daemon=True)
+        self.fn, self.error = fn, None
+        self.after: list = []
+
+    def also(self, fn) -> None:
+        self.after.append(fn)
+
+    def run(self) -> None:
+        try:
+            self.fn()
+        except BaseException as err:
+            self.error = err
+            return
+        for fn in self.after:
+            try:
+                fn()
+            except Exception:
+                pass
+
+    def result(self) -> None:
+        if self.ident is None:  # never started (a failure before the load)
+            self.after.clear()
+            self.run()
+        self.join()
+        if self.error is not None:
+            err, self.error = self.error, None
+            raise err
+
+
+def _import_unwind_store() -> None:
+    import memlens.core.unwind.store  # noqa: F401
 
 
 def _read_comm(pid: int | None) -> str:
