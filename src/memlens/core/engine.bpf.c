@@ -59,6 +59,26 @@ const volatile __u8 probe_partner[ENGINE_MAX_PROBES] = {};
 const volatile bool want_hist = false;
 const volatile __u64 hist_div = 1;  /* ns per histogram unit (1000: usecs, as BCC prints) */
 
+/* The hand-over (core/engine.py): a system-wide stack tool attaches this program verified
+ * without the DWARF walk (~5 ms of the verifier instead of ~40) and says it is tracing;
+ * the whole program, loaded next from a second copy of this object sharing its maps, is
+ * put in the array of its type and from then on every event is handed to it.  Until then
+ * user stacks are walked by frame pointers, counted as unwind_fallback.  A program array
+ * holds programs of one type: one for the tracepoint program, one for the perf one. */
+const volatile bool hand_over = false;
+struct {
+	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} hand_over_tp SEC(".maps");
+struct {
+	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} hand_over_perf SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 10240);
@@ -521,8 +541,11 @@ static __always_inline void fill_key(void *ctx, struct engine_key *key, __u32 pr
 		struct kernfs_node *kn = task_cgroup_kn(task, cgroup_v1);
 		key->cgroup = kn ? BPF_CORE_READ(kn, id) : 0;
 	}
-	if (parts & KEY_USTACK)
+	if (parts & KEY_USTACK) {
 		key->ustack = stack_store(ctx, BPF_F_USER_STACK);
+		if (hand_over)
+			count_drop(MEMLENS_DROP_UNWIND_FALLBACK); /* the walk not loaded yet */
+	}
 	if (parts & KEY_KSTACK)
 		key->kstack = stack_store_opt(ctx, 0, true);
 	if (parts & KEY_PROBE)
@@ -566,14 +589,15 @@ static __always_inline void emit_event(void *ctx, struct engine_event *e, __u32 
 	e->cpu = bpf_get_smp_processor_id();
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
 	e->ustack = (key_parts & KEY_USTACK) ? stack_store(ctx, BPF_F_USER_STACK) : 0;
+	if (hand_over && (key_parts & KEY_USTACK))
+		count_drop(MEMLENS_DROP_UNWIND_FALLBACK); /* the walk not loaded yet */
 	e->kstack = (key_parts & KEY_KSTACK) ? stack_store_opt(ctx, 0, true) : 0;
 	__u32 n = event_size <= sizeof(*e) ? event_size : sizeof(*e);
 	if (bpf_ringbuf_output(&events, e, n, 0))
 		count_drop(MEMLENS_DROP_RINGBUF);
 }
 
-SEC("tracepoint")
-int count_tp(void *ctx)
+static __always_inline int count_tp_body(void *ctx)
 {
 	if (!task_allowed())
 		return PASS_ON;
@@ -637,8 +661,23 @@ int count_tp(void *ctx)
 	return PASS_ON;
 }
 
-SEC("perf_event")
-int count_perf(struct bpf_perf_event_data *ctx)
+SEC("tracepoint")
+int count_tp(void *ctx)
+{
+	return count_tp_body(ctx);
+}
+
+/* count_tp attached before the walk is loaded (the hand-over, above).  Its own program:
+ * a tail call anywhere in a program makes the verifier hold the whole program's combined
+ * stack to tail-call limits the walk's frames exceed. */
+SEC("tracepoint")
+int count_tp_handing(void *ctx)
+{
+	bpf_tail_call(ctx, &hand_over_tp, 0); /* returns only while the slot is empty */
+	return count_tp_body(ctx);
+}
+
+static __always_inline int count_perf_body(struct bpf_perf_event_data *ctx)
 {
 	if (!task_allowed())
 		return 0;
@@ -677,6 +716,19 @@ int count_perf(struct bpf_perf_event_data *ctx)
 	fill_key(ctx, &key, probe, perf_field_addr ? addr : 0);
 	count_key_ns(&key, 0, 0, ns);
 	return 0;
+}
+
+SEC("perf_event")
+int count_perf(struct bpf_perf_event_data *ctx)
+{
+	return count_perf_body(ctx);
+}
+
+SEC("perf_event")
+int count_perf_handing(struct bpf_perf_event_data *ctx)
+{
+	bpf_tail_call(ctx, &hand_over_perf, 0);
+	return count_perf_body(ctx);
 }
 
 static __always_inline int count_regs(struct pt_regs *ctx, __u32 probe)

@@ -50,6 +50,8 @@ MAX_FILTER_TERMS = 8          # ENGINE_MAX_FILTERS (engine.h)
 FILTER_ALL_PROBES = 0xFFFFFFFF
 REPORT_LIMIT = 65536  # distinct report keys kept between reports; beyond: idle ones pruned
 FRAME_CACHE = 20000  # resolved stacks kept
+# a program and its twin attached until the hand-over to the walk (engine.bpf.c)
+HANDING = {"count_tp": "count_tp_handing", "count_perf": "count_perf_handing"}
 
 
 @record
@@ -181,6 +183,8 @@ class Engine:
         self.unwind = None  # core/unwind/store.UnwindStore, when the walk is on
         self._dtypes: dict[str, Any] = {}  # struct name -> numpy dtype (_dtype)
         self._unwind_due = False  # the walk is on, its store not made yet (start)
+        self._hand_over_due = False  # attached without the walk: _hand_over at that time
+        self._walk_obj = None  # the copy of the object with the walk, once handed over
         self._check_tracepoint_needs()
 
     # -- configuration ---------------------------------------------------------------------
@@ -297,6 +301,8 @@ class Engine:
                  "usdt": "count_usdt", "kprobe": "count_kprobe"}
         for kind, prog in progs.items():
             obj.set_autoload(prog, kind in kinds)
+        obj.set_autoload("count_tp_handing", False)
+        obj.set_autoload("count_perf_handing", False)
         ro = obj.rodata
         self.str_key = bool(self.field and formats and self._string_field())
         parts = 0
@@ -374,6 +380,19 @@ class Engine:
 
         unwind_on = unwind.configure(
             obj, self.stack_unwind if parts & KEY_BITS["ustack"] else "fp")
+        # System-wide, the walk's tables come after the banner anyway (the store is made at
+        # the first poll): the program attached first is verified without the walk (~5 ms
+        # instead of ~40 of the start) and hands over to the whole one once it is loaded
+        # (_hand_over).  A target process (-p, -c) gets the whole program before attaching.
+        self._hand_over_due = (unwind_on and pid is None and not command_files
+                               and kinds <= {"tracepoint", "perf"})
+        if self._hand_over_due:
+            unwind.configure(obj, "fp")
+            ro["hand_over"] = True
+            for prog in HANDING:
+                if obj.autoload(prog):
+                    obj.set_autoload(prog, False)
+                    obj.set_autoload(HANDING[prog], True)
         obj.load()
         # The walk's store needs numpy (~0.1 s to import): made before attaching only for a
         # target process (its first stacks whole), else at the first poll, after the banner.
@@ -396,21 +415,56 @@ class Engine:
         self._ep.register(obj.map("seen").fd, select.EPOLLIN)
         if self.trace:
             self._ep.register(obj.map("events").fd, select.EPOLLIN)
-        if unwind_on:
-            # a process the walk has no tables for asks for them: serve it at once (each
-            # poll waited its whole timeout, and a -c command's first 2000 faults were
-            # walked by frame pointers: stacks without _start, split from the others)
-            self._ep.register(obj.map("unwind_requests").fd, select.EPOLLIN)
+        if unwind_on and not self._hand_over_due:
+            self._watch_unwind_requests(obj)
         self._next_tick = time.monotonic() + TICK_S
+
+    def _watch_unwind_requests(self, obj) -> None:
+        # a process the walk has no tables for asks for them: serve it at once (each
+        # poll waited its whole timeout, and a -c command's first 2000 faults were
+        # walked by frame pointers: stacks without _start, split from the others)
+        self._ep.register(obj.map("unwind_requests").fd, select.EPOLLIN)
 
     def _start_unwind(self):
         from memlens.core.unwind.store import UnwindStore
 
         self._unwind_due = False
-        self.unwind = UnwindStore(self.obj)
+        walk_obj = self._hand_over() if self._hand_over_due else self.obj
+        self.unwind = UnwindStore(walk_obj)
         if self.resolver is not None:
             self.resolver.mappings = self.unwind.mappings  # frames of processes gone
+        if walk_obj is not self.obj:
+            self._watch_unwind_requests(walk_obj)
+            # from here every event runs the whole program
+            for prog, array in (("count_tp", "hand_over_tp"),
+                                ("count_perf", "hand_over_perf")):
+                if walk_obj.autoload(prog):
+                    fd = walk_obj.prog_fd(prog)
+                    self.obj.map(array).update(b"\0" * 4, fd.to_bytes(4, "little"))
         return self.unwind
+
+    def _hand_over(self):
+        """The whole program (with the walk): a second copy of the object, configured as
+        the first and sharing its maps (counts, stacks, rings, losses...); the walk's own
+        maps are its own.  Loaded after the banner (~40 ms of the verifier)."""
+        from memlens.core import unwind
+        from memlens.core.loader import BpfObject
+
+        self._hand_over_due = False
+        first = self.obj
+        whole = self._walk_obj = BpfObject.open("core/engine.bpf.o")
+        for prog in whole.programs():
+            whole.set_autoload(prog, first.autoload(HANDING.get(prog, prog)))
+        for prog in HANDING.values():
+            whole.set_autoload(prog, False)
+        whole.rodata.copy_from(first.rodata)
+        whole.rodata["hand_over"] = False
+        unwind.configure(whole, self.stack_unwind)
+        for name in first.map_names():
+            if "." not in name and not name.startswith(("unwind_", "hand_over_")):
+                whole.share_map(name, first)
+        whole.load()
+        return whole
 
     # numpy dtypes of the kernel's records, made at first use (the first poll): a tool is
     # attached and says so without waiting for numpy's import (~0.1 s)
@@ -463,19 +517,25 @@ class Engine:
                                 for t, _ in rows)
         ro["filt_probe"] = b"".join(n.to_bytes(4, "little") for _, n in rows)
 
+    def _attached(self, prog: str) -> str:
+        """The program attached for a probe kind: its handing twin until the hand-over."""
+        twin = HANDING[prog]
+        return twin if self.obj.autoload(twin) else prog
+
     def _attach(self, pid: int | None) -> None:
         from memlens.core import perf
 
         obj = self.obj
         for i, p in enumerate(self.probes):
             if p.kind == "tracepoint":
-                obj.attach_tracepoint("count_tp", p.category, p.name, cookie=i)
+                obj.attach_tracepoint(self._attached("count_tp"), p.category, p.name,
+                                      cookie=i)
             elif p.kind == "perf":
                 for cpu in perf.online_cpus():
                     fd = perf.open_event_typed(perf.PERF_TYPE_SOFTWARE, p.config, cpu,
                                                sample_period=p.period, what=p.text)
                     try:
-                        obj.attach_perf_event("count_perf", fd, cookie=i)
+                        obj.attach_perf_event(self._attached("count_perf"), fd, cookie=i)
                     except Exception:
                         __import__("os").close(fd)
                         raise
@@ -881,3 +941,6 @@ class Engine:
         if self.obj is not None:
             self.obj.close()
             self.obj = None
+        if self._walk_obj is not None:
+            self._walk_obj.close()
+            self._walk_obj = None

@@ -123,6 +123,13 @@ class _Datasec:
     def __contains__(self, name: str) -> bool:
         return name in self.vars
 
+    def copy_from(self, other: _Datasec) -> None:
+        """Every variable as `other` (the same section of another copy of the object) has
+        them: a second copy configured as the first (core/engine's hand-over)."""
+        if self._obj.loaded:
+            raise BpfError("cannot copy read-only data into a loaded object")
+        C.memmove(self._base, other._base, min(self._size, other._size))
+
 
 class BpfObject:
     def __init__(self, path: str | os.PathLike[str]):
@@ -187,6 +194,13 @@ class BpfObject:
         if option:
             self._sized[map_name] = (option, int(n))
 
+    def share_map(self, map_name: str, loaded: BpfObject) -> None:
+        """Before load: this object's map is `loaded`'s map of that name (a second copy of
+        one object, sharing its state: core/engine's hand-over)."""
+        rc = L.lib().bpf_map__reuse_fd(self._map_ptr(map_name), loaded.map(map_name).fd)
+        if rc:
+            raise _phase_error("configuring", f"map {map_name} shared", rc)
+
     def set_expected_attach_type(self, prog_name: str, attach_type: int) -> None:
         rc = L.lib().bpf_program__set_expected_attach_type(self.prog(prog_name), attach_type)
         if rc:
@@ -194,6 +208,9 @@ class BpfObject:
 
     def set_autoload(self, prog_name: str, autoload: bool) -> None:
         L.lib().bpf_program__set_autoload(self.prog(prog_name), bool(autoload))
+
+    def autoload(self, prog_name: str) -> bool:
+        return bool(L.lib().bpf_program__autoload(self.prog(prog_name)))
 
     def programs(self) -> list[str]:
         return list(self._progs)
@@ -354,6 +371,9 @@ class BpfObject:
 
             self._maps[name] = Map(self, name, self._map_ptr(name))
         return self._maps[name]
+
+    def map_names(self) -> list[str]:
+        return list(self._map_ptrs)
 
     def has_map(self, name: str) -> bool:
         return name in self._map_ptrs
