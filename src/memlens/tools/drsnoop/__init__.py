@@ -147,8 +147,14 @@ class DrsnoopTool:
 
         require_tracing_privileges(self.name)
         check_pid_exists(self.pid)
+        from memlens.core.lazy import prefetch_numpy
+
         self.engine.start(pid=self.pid, cgroup=getattr(self.args, "cgroup", None),
                           tid=self.args.tid)
+        # numpy is first needed by the first poll, after the banner: imported from now on
+        # (started before the load, its import held the GIL that every libbpf call of
+        # the open, the configuration and the attaches waits to get back: ~90 ms)
+        prefetch_numpy()
 
     def poll(self, timeout: float) -> list[dict]:
         evs = self.engine.poll(timeout)
@@ -282,12 +288,10 @@ class DrsnoopCommand:
 
     def run(self, args: argparse.Namespace) -> int:
         from memlens.core.countingtool import prepare_tracing
-        from memlens.core.lazy import prefetch_numpy
         from memlens.core.runner import run_cli
         from memlens.output.sinks import make_sink
 
         prepare_tracing(self.name, [f"t:{CATEGORY}:{KINDS[0].begin}"])
-        prefetch_numpy()
         kinds, missing = survey()
         for m in missing:
             print(f"memlens drsnoop: no {m['reclaim']} reclaim here ({m['reason']}): its "

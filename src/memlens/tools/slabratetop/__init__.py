@@ -164,6 +164,12 @@ class SlabratetopTool:
                  and k[8:].rstrip("k").isdigit()]
         if sizes:
             self.max_kmalloc = max(sizes)
+        from memlens.core.lazy import prefetch_numpy
+
+        # numpy is first needed by the first poll, after the banner: imported from now on
+        # (started before the load, its import held the GIL that every libbpf call of
+        # the open, the configuration and the attaches waits to get back: ~90 ms)
+        prefetch_numpy()
 
     def poll(self, timeout: float) -> list[dict]:
         out: list[dict] = []
@@ -303,14 +309,12 @@ class SlabratetopCommand:
                             help="number of reports (default: until Ctrl-C or -d)")
 
     def run(self, args: argparse.Namespace) -> int:
-        from memlens.core.lazy import prefetch_numpy
         from memlens.core.runner import run_cli
         from memlens.output.sinks import check_output_options, make_sink
 
         check_output_options(args)
         if args.count is not None and args.count < 1:
             raise UsageError("count must be at least 1")
-        prefetch_numpy()
         sink = make_sink(args, Renderer(args), title="slab allocations", unit="allocs")
         return run_cli(SlabratetopTool(args), args, sink)
 
