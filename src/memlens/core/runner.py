@@ -239,6 +239,44 @@ def run_cli(tool, args, sink) -> int:
     return 0
 
 
+class Background(threading.Thread):
+    """A start-up step run in a thread (once started) while the main one waits in libbpf
+    (ctypes releases the GIL for the kernel's verifier); result() joins it and raises what
+    it raised, or runs it in place if it was never started.  `also(fn)` before the start:
+    fn runs after it in the same thread (an import to warm up: a failure is left for the
+    main thread's own import to report)."""
+
+    def __init__(self, fn: Callable[[], None], name: str):
+        super().__init__(name=name, daemon=True)
+        self.fn = fn
+        self.error: BaseException | None = None
+        self.after: list[Callable[[], None]] = []
+
+    def also(self, fn: Callable[[], None]) -> None:
+        self.after.append(fn)
+
+    def run(self) -> None:
+        try:
+            self.fn()
+        except BaseException as err:  # handed to the main thread
+            self.error = err
+            return
+        for fn in self.after:
+            try:
+                fn()
+            except Exception:  # a warm-up only
+                pass
+
+    def result(self) -> None:
+        if self.ident is None:  # never started (a failure before the load)
+            self.after.clear()
+            self.run()
+        self.join()
+        if self.error is not None:
+            err, self.error = self.error, None
+            raise err
+
+
 @contextmanager
 def _nothing() -> Iterator[None]:
     yield

@@ -41,6 +41,8 @@ TYPE_CHECKING = False  # typing costs ~7 ms of start-up: its names for annotatio
 if TYPE_CHECKING:
     from typing import Any
 
+    from memlens.core.runner import Background
+
 EXAMPLES = """\
 examples:
   memlens memleak -p 1234              # leaks of PID 1234, top 10 stacks every 5 s
@@ -264,7 +266,9 @@ class MemleakTool:
             # -p: reading the allocator's ELF symbols (and importing numpy for it) runs in
             # a thread while libbpf loads the object (the verifier's time in the kernel:
             # ctypes releases the GIL); the plan is only needed to attach
-            planning = _Background(self.plan_user, "memleak-plan")
+            from memlens.core.runner import Background
+
+            planning = Background(self.plan_user, "memleak-plan")
         elif self.user:
             self.plan_user()
         else:
@@ -390,7 +394,7 @@ class MemleakTool:
             raise KernelLacks(f"memleak kernel mode needs the tracepoints {', '.join(missing)} "
                               "(not in this kernel's tracefs events)")
 
-    def load_and_attach(self, planning: _Background | None = None) -> None:
+    def load_and_attach(self, planning: Background | None = None) -> None:
         """Open, configure, load and attach; `planning`, the -p plan being made in a thread
         meanwhile, is joined after the load (its error first, as when it ran before)."""
         try:
@@ -425,7 +429,7 @@ class MemleakTool:
         self.key_dtype = obj.struct_dtype("stack_key")
         self.stats_dtype = obj.struct_dtype("stack_stats")
 
-    def _open_and_load(self, planning: _Background | None) -> bool:
+    def _open_and_load(self, planning: Background | None) -> bool:
         """Open, configure and load the object (True: the DWARF walk is on)."""
         from memlens.core import kernel, unwind
         from memlens.core.loader import BpfObject
@@ -809,42 +813,6 @@ def make_memleak_sink(args: argparse.Namespace, tool: MemleakTool) -> Sink:
     if tool.files:
         sink.side.append(_FinalFiles(args, tool, sink.stream))
     return sink
-
-
-class _Background(threading.Thread):
-    """A step run in a thread (once started) while the main one waits in libbpf; result()
-    joins it and raises what it raised, or runs it here if it was never started.
-    `also(fn)` before the start: run fn after it in the same thread (an import to warm up:
-    its failure is left for the main thread's own import to report)."""
-
-    def __init__(self, fn, name: str):
-        super().__init__(name=name, daemon=True)
-        self.fn, self.error = fn, None
-        self.after: list = []
-
-    def also(self, fn) -> None:
-        self.after.append(fn)
-
-    def run(self) -> None:
-        try:
-            self.fn()
-        except BaseException as err:
-            self.error = err
-            return
-        for fn in self.after:
-            try:
-                fn()
-            except Exception:
-                pass
-
-    def result(self) -> None:
-        if self.ident is None:  # never started (a failure before the load)
-            self.after.clear()
-            self.run()
-        self.join()
-        if self.error is not None:
-            err, self.error = self.error, None
-            raise err
 
 
 def _import_unwind_store() -> None:
