@@ -22,13 +22,16 @@ from __future__ import annotations
 import select
 import time
 from collections import OrderedDict
-from typing import Any
 
 from memlens.core.probespec import Probe
 from memlens.core.record import record
 from memlens.core.stackresolve import strip_tracing_frames
 from memlens.core.stacks import frame_text
-from memlens.errors import KernelLacks, UsageError
+from memlens.errors import KernelLacks, MemlensError, UsageError
+
+TYPE_CHECKING = False  # typing costs ~4 ms of start-up: its names for annotations only
+if TYPE_CHECKING:
+    from typing import Any
 
 KEY_BITS = {"pid": 1, "tid": 2, "comm": 4, "cgroup": 8, "ustack": 16, "kstack": 32,
             "probe": 64, "field": 128, "file": 256, "vma": 512, "str": 1024, "field2": 2048}
@@ -429,7 +432,17 @@ class Engine:
         from memlens.core.unwind.store import UnwindStore
 
         self._unwind_due = False
-        walk_obj = self._hand_over() if self._hand_over_due else self.obj
+        walk_obj = self.obj
+        if self._hand_over_due:
+            try:
+                walk_obj = self._hand_over()
+            except MemlensError as err:
+                # tracing goes on as attached, walking by frame pointers (counted)
+                import sys
+
+                print(f"memlens: user stacks stay frame-pointer walks: the DWARF walk did "
+                      f"not load ({err})", file=sys.stderr)
+                return None
         self.unwind = UnwindStore(walk_obj)
         if self.resolver is not None:
             self.resolver.mappings = self.unwind.mappings  # frames of processes gone
