@@ -19,8 +19,9 @@ DROP_NAMES = {
     5: ("mappings", "fault address not resolved to its mapping (mmap lock busy)"),
     6: ("announcements", "new keys not announced, ring buffer full: counts intact, "
                          "symbols of short-lived processes may be missing"),
-    7: ("unwind_fallback", "user stack frames walked by frame pointers: their files' unwind "
-                           "tables not loaded yet (or past the memory bound)"),
+    7: ("unwind_fallback", "user stacks walked (in part) by frame pointers: the DWARF walk "
+                           "or their files' unwind tables not loaded yet (or past the memory "
+                           "bound)"),
     8: ("unwind_truncated", "user stack cut short: a frame the unwinder could not follow"),
 }
 
