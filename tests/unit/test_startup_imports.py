@@ -72,11 +72,10 @@ print(" ".join(heavy))
 ])
 def test_engine_tools_attach_without_numpy_or_dataclasses(tool, argv, probes, keys, trace):
     """The engine tools (counting, stacks, trace) reach their banner without numpy (the
-    first poll imports it), dataclasses/inspect (core/record), subprocess or shutil.
-    typing is still imported (core/stacks' NamedTuple)."""
-    heavy = tuple(m for m in HEAVY if m != "typing")
+    first poll imports it), dataclasses/inspect (core/record), typing (core/stacks' and
+    stackresolve's frames are collections.namedtuple), subprocess or shutil."""
     code = ENGINE_CODE.format(tool=tool, argv=argv, probes=probes, keys=keys, trace=trace,
-                              heavy=heavy)
+                              heavy=HEAVY)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=60)
     assert out.returncode == 0, out.stderr

@@ -31,10 +31,10 @@ import shlex
 import signal
 import threading
 import time
-from typing import TYPE_CHECKING
 
 from memlens.errors import UsageError
 
+TYPE_CHECKING = False  # typing costs ~4 ms of start-up: its names for annotations only
 if TYPE_CHECKING:
     from collections.abc import Callable
 

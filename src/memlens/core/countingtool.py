@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from typing import Any
 
 from memlens.core.record import factory, record
 from memlens.core.session import (
@@ -31,6 +30,10 @@ from memlens.core.session import (
 )
 from memlens.errors import UsageError
 from memlens.output.table import escape
+
+TYPE_CHECKING = False  # typing costs ~4 ms of start-up: its names for annotations only
+if TYPE_CHECKING:
+    from typing import Any
 
 LAYOUTS = ("stacks", "table")
 

@@ -21,8 +21,8 @@
 """
 from __future__ import annotations
 
+from collections import namedtuple
 from collections.abc import Callable
-from typing import NamedTuple, Optional, Union
 
 from memlens.core.stacks import Frame
 
@@ -34,13 +34,22 @@ TRUNCATED = "[truncated stack]"
 TRUNCATED_IP = 0xFFFFFFFFFFFFFFFE
 
 
-class MarkerFrame(NamedTuple):
-    """A frame standing for something that is not an address (a missed stack)."""
+TYPE_CHECKING = False  # typing costs ~4 ms of every stack tool's start: annotations only
+if TYPE_CHECKING:
+    from typing import Union
+
+
+class MarkerFrame(namedtuple("MarkerFrame", "text addr symbol offset module",
+                             defaults=(0, None, 0, None))):
+    """A frame standing for something that is not an address (a missed stack).
+    (collections.namedtuple, not typing.NamedTuple: see core/stacks.py)"""
+
+    __slots__ = ()
     text: str
-    addr: int = 0
-    symbol: Optional[str] = None
-    offset: int = 0
-    module: Optional[str] = None
+    addr: int
+    symbol: str | None
+    offset: int
+    module: str | None
 
     def __str__(self) -> str:
         return self.text
@@ -54,7 +63,8 @@ class MarkerFrame(NamedTuple):
         return False
 
 
-AnyFrame = Union[Frame, MarkerFrame]
+if TYPE_CHECKING:
+    AnyFrame = Union[Frame, MarkerFrame]
 
 
 class StackResolver:

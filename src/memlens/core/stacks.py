@@ -15,30 +15,52 @@ form follows BCC's stack output so users can diff our stacks against theirs:
 """
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections import namedtuple
+
+# collections.namedtuple bases, not typing.NamedTuple: typing's class building compiles
+# each field's annotation (~5 ms of every stack tool's start, with typing's own import);
+# the field types are in the comments
+#   path: str, start: int, end: int, pgoff: int (file offset of `start`),
+#   build_id: bytes | None
+_MapInfo = namedtuple("MapInfo", "path start end pgoff build_id", defaults=(None,))
+#   addr: int                 runtime address as recorded (for return addresses: the IP)
+#   symbol: str | None        function name (demangled when C++), None if unresolved
+#   offset: int               addr - symbol start (0 when unresolved)
+#   module: str | None        basename of the mapped file / kernel module, None = vmlinux
+#   approx: bool              the symbol had no size (size 0 in the ELF table, or any
+#                             kallsyms symbol): we accepted the address because it lies
+#                             before the next symbol, which is a guess, not a proof
+#   source: str | None        "file.c:12" when line info was asked for and found
+#   file_offset: int | None   addr's offset in its mapped file (user frames)
+#   mapping: MapInfo | None   the mapping it lies in (user frames)
+_Frame = namedtuple("Frame", "addr symbol offset module approx source file_offset mapping",
+                    defaults=(False, None, None, None))
 
 
-class MapInfo(NamedTuple):
+class MapInfo(_MapInfo):
     """The mapping a user frame lies in, as /proc/PID/maps showed it when the process was
     read (what pprof's Mapping carries: symbolization later, anywhere, by build id)."""
+
+    __slots__ = ()
     path: str
     start: int
     end: int
-    pgoff: int                     # file offset of `start`
-    build_id: bytes | None = None
+    pgoff: int
+    build_id: bytes | None
 
 
-class Frame(NamedTuple):
-    addr: int                      # runtime address as recorded (for return addresses: the IP)
-    symbol: str | None          # function name (demangled when C++), None if unresolved
-    offset: int                    # addr - symbol start (0 when unresolved)
-    module: str | None          # basename of the mapped file / kernel module, None = vmlinux
-    # The symbol had no size (size 0 in the ELF table, or any kallsyms symbol): we accepted
-    # the address because it lies before the next symbol, which is a guess, not a proof.
-    approx: bool = False
-    source: str | None = None   # "file.c:12" when line info was asked for and found
-    file_offset: int | None = None  # addr's offset in its mapped file (user frames)
-    mapping: MapInfo | None = None  # the mapping it lies in (user frames)
+class Frame(_Frame):
+    """One address as the symbolizers return it (fields above)."""
+
+    __slots__ = ()
+    addr: int
+    symbol: str | None
+    offset: int
+    module: str | None
+    approx: bool
+    source: str | None
+    file_offset: int | None
+    mapping: MapInfo | None
 
     @property
     def resolved(self) -> bool:

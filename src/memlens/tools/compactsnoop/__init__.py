@@ -27,10 +27,13 @@ from __future__ import annotations
 import argparse
 import time
 from collections import OrderedDict
-from typing import Any
 
 from memlens.core.session import add_common_options, check_pid_exists
 from memlens.output.eventlines import EventLines
+
+TYPE_CHECKING = False  # typing costs ~4 ms of start-up: its names for annotations only
+if TYPE_CHECKING:
+    from typing import Any
 
 CAT = "compaction"
 BEGIN, END = f"t:{CAT}:mm_compaction_begin", f"t:{CAT}:mm_compaction_end"
