@@ -189,6 +189,10 @@ TOOLS: tuple[Tool, ...] = (
     Tool("count", "memlens.tools.count",
          "count events by chosen keys, top-N per interval (bpftrace @[comm,pid]=count())",
          kinds=ONE_LINER_KINDS),
+    # its sources' hooks are the tools' own (faults, oomkill, drsnoop, swapin): declared
+    # there once, probed from there, each source left out (attached 0) where it has none
+    Tool("exporter", "memlens.exporter",
+         "Prometheus /metrics: faults, OOM kills, reclaim, swap by memory cgroup"),
 )
 
 # A software event every tool of the page-fault family will use; doctor shows it.
