@@ -91,6 +91,7 @@ class MemlensCollector:
         """Read everything new into the totals (the lock held)."""
         now = time.monotonic()
         c = self.counters
+        self.names.new_scrape()
         for src in self.sources:
             self._guard(src.name, src.fold, c, now)
         self._guard("pressure", self._pressure)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 
 from memlens.core.engine import Engine
 from memlens.exporter.metrics import GONE, Counters, Log2Histogram, cgroup_label, loss_labels
@@ -26,9 +25,12 @@ FAULT_TYPES = {"sw:minor-faults": "minor", "sw:major-faults": "major"}
 
 
 class CgroupNames:
-    """kernfs id -> path in the memory hierarchy (v1 memory, or v2), by one walk of the
-    hierarchy for all the ids unknown at once, at most once a second (the engine's own
-    lookup walks the whole tree for each new id)."""
+    """kernfs id -> path in the memory hierarchy (v1 memory, or v2).  An unknown id makes
+    one walk of the hierarchy, at most once a scrape (new_scrape()), naming every cgroup
+    at once (the engine's own lookup walks the whole tree for each new id); an id still
+    unknown after it is a cgroup already removed, remembered so."""
+
+    GONE_KEPT = 4096
 
     def __init__(self) -> None:
         from memlens.core import kernel
@@ -36,7 +38,9 @@ class CgroupNames:
         self.v1 = kernel.cgroup_v1_memory()
         self.root = self._root()
         self.names: dict[int, str] = {}
-        self._walked = 0.0
+        self.gone: set[int] = set()
+        self._walked_this_scrape = False
+        self.walks = 0
 
     def _root(self) -> str:
         from memlens.checklist import procfs
@@ -48,15 +52,32 @@ class CgroupNames:
                 return m.target
         return "/sys/fs/cgroup/memory" if self.v1 else "/sys/fs/cgroup"
 
+    def new_scrape(self) -> None:
+        self._walked_this_scrape = False
+
     def name(self, cg_id: int) -> str:
         name = self.names.get(cg_id)
-        if name is None and time.monotonic() - self._walked >= 1.0:
+        if name is not None:
+            return name
+        if cg_id in self.gone:
+            return GONE
+        if not self._walked_this_scrape:
             self._walk()
             name = self.names.get(cg_id)
-        return name or GONE
+            if name is not None:
+                return name
+        if len(self.gone) >= self.GONE_KEPT:
+            self.gone.clear()
+        self.gone.add(cg_id)
+        return GONE
 
     def _walk(self) -> None:
-        self._walked = time.monotonic()
+        self._walked_this_scrape = True
+        self.walks += 1
+        # names of removed cgroups are kept (counts of theirs may still be in the map),
+        # within a bound
+        if len(self.names) > 65536:
+            self.names = {}
         try:
             self.names[os.stat(self.root).st_ino] = "/"
         except OSError:
