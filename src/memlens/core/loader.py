@@ -338,16 +338,20 @@ class BpfObject:
             C.byref(opts)))
 
     def detach_all(self) -> None:
-        # Each uprobe link's teardown waits for the kernel (~100 ms per link here, so
-        # memleak's 37 libc probes take ~2 s to detach).  Destroying them from 16 threads
-        # saved only 10 %: the kernel serializes unregistration.  uprobe_multi links (one
-        # link for all, kernel >= 6.6) need libbpf >= 1.3; Debian 12 ships 1.1.
+        # Each link's teardown waits for the kernel: closing a tracepoint's perf event
+        # waits for RCU grace periods (57-80 ms each here, under the kernel's event_mutex
+        # for part of it), so drsnoop's 6 tracepoints took ~0.45 s to detach one after
+        # the other and 0.25 s from one thread each (the waits overlap in part); the
+        # program stays loaded until every link is gone.  Each uprobe link ~100 ms
+        # (memleak's 37 libc probes ~2 s; threads saved only 10 % there: the kernel
+        # serializes unregistration); uprobe_multi links (one for all, kernel >= 6.6)
+        # need libbpf >= 1.3, Debian 12 ships 1.1, memleak makes them itself.
         lb = L.lib()
-        while self.raw_links:
-            os.close(self.raw_links.pop()[1])
-        while self.links:
-            _, link = self.links.pop()
-            lb.bpf_link__destroy(link)
+        closes = [lambda fd=fd: os.close(fd) for _, fd in self.raw_links]
+        closes += [lambda link=link: lb.bpf_link__destroy(link) for _, link in self.links]
+        self.raw_links.clear()
+        self.links.clear()
+        _run_all(closes)
 
     # -- access ----------------------------------------------------------------------------
     def prog(self, name: str) -> int:
@@ -409,6 +413,42 @@ class BpfObject:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _run_all(calls: list, max_threads: int = 16) -> None:
+    """Run the calls (blocking system calls: ctypes and os.close release the GIL) from up
+    to `max_threads` threads at once, this one included; the first error is raised once
+    all have run."""
+    if len(calls) <= 1:
+        for call in calls:
+            call()
+        return
+    import threading
+
+    errors: list[BaseException] = []
+    pending = list(reversed(calls))
+    lock = threading.Lock()
+
+    def worker() -> None:
+        while True:
+            with lock:
+                if not pending:
+                    return
+                call = pending.pop()
+            try:
+                call()
+            except BaseException as err:  # raised in the caller's thread below
+                errors.append(err)
+
+    threads = [threading.Thread(target=worker, name="memlens-detach", daemon=True)
+               for _ in range(min(max_threads, len(calls)) - 1)]
+    for t in threads:
+        t.start()
+    worker()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
 
 
 def btf_layout(btf: int, type_id: int) -> tuple:
