@@ -24,14 +24,10 @@ the offset from `ip` like BCC does.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import functools
-import json
 import mmap
 import os
-import shutil
 import struct
-import subprocess
 import threading
 import zlib
 from collections import OrderedDict
@@ -427,7 +423,12 @@ class _Demangler:
         self._fn = None
         self._free = None
         try:
-            lib = ctypes.CDLL(ctypes.util.find_library("stdc++") or "libstdc++.so.6")
+            try:
+                lib = ctypes.CDLL("libstdc++.so.6")
+            except OSError:  # find_library runs ldconfig: only when the usual name fails
+                from ctypes.util import find_library
+
+                lib = ctypes.CDLL(find_library("stdc++") or "libstdc++.so.6")
             # getattr: inside a class body `lib.__cxa_demangle` would be name-mangled
             fn = getattr(lib, "__cxa_demangle")
             fn.restype = ctypes.c_void_p
@@ -837,6 +838,11 @@ class LineSymbolizer:
     _shared: LineSymbolizer | None = None
 
     def __init__(self, exe: str | None = None):
+        # shutil, subprocess (and json below): imported here, not with the module, which
+        # memleak -p imports on its way to attaching (~10 ms with ctypes.util)
+        import shutil
+        import subprocess
+
         exe = exe or next((shutil.which(e) for e in ("llvm-symbolizer-19", "llvm-symbolizer")
                            if shutil.which(e)), None)
         if exe is None:
@@ -863,6 +869,8 @@ class LineSymbolizer:
             self._p.stdin.write(f'CODE "{path}" {vaddr:#x}\n')
             self._p.stdin.flush()
             line = self._p.stdout.readline()
+        import json
+
         res = None
         try:
             for s in json.loads(line).get("Symbol", []):
