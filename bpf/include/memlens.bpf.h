@@ -344,6 +344,37 @@ struct {
 	__type(value, __u64);
 } unwind_asked SEC(".maps");
 
+/* ---- Mappings the walk met, per process ----
+ * A process without an entry (new, short-lived, exec'd) has each frame's mapping found
+ * from its vma (bpf_find_vma), and where the program runs with interrupts off (a page
+ * fault's perf event and tracepoint) that finds one mapping an event: a stack through two
+ * shared libraries was cut at the second at every event.  Each mapping so found is kept
+ * here by (process, 2 MiB of address space), the two latest of each, and later events take
+ * it from here: each event learns one more and the stacks are whole from the second or
+ * third.  Valid while the process has the same mm (an exec makes a new one); a mapping
+ * replaced in place by another file (dlclose, dlopen at the same address) goes unseen, as
+ * it does in the process's entry.  Kept only once user space has the mapping (sent), so
+ * that the frames it places are named. */
+#define UNWIND_MET_SHIFT 21
+#define UNWIND_MET_WAYS 2
+
+struct unwind_met_key {
+	__u32 tgid;
+	__u32 bucket;     /* address >> UNWIND_MET_SHIFT */
+};
+
+struct unwind_met {
+	__u64 mm;
+	struct unwind_mapping maps[UNWIND_MET_WAYS];  /* latest first; end 0: empty */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct unwind_met_key);
+	__type(value, struct unwind_met);
+} unwind_met SEC(".maps");
+
 struct unwind_walk {
 	__u64 ip;
 	__u64 sp;
@@ -361,9 +392,12 @@ struct unwind_walk {
 	__u32 lo;         /* a binary search's bounds */
 	__u32 hi;
 	__u64 exe_ino;    /* of the task's executable: a process entry of another is stale */
+	__u64 mm;         /* the task's address space (unwind_met's entries are of one) */
 	struct unwind_mapping last;  /* the mapping of the previous frame */
 	struct unwind_mapping prev;  /* and of the one before in another file (libc, the
 				      * program, libc again: the third is found here) */
+	struct unwind_met met;       /* an unwind_met entry being made */
+	struct unwind_met_key met_key;  /* and its key (map values: the BPF stack is full) */
 	__u64 win_start;  /* user address of win[0]; win_len 0: empty */
 	__u64 win_len;
 	__u8 win[MEMLENS_UNWIND_WINDOW];
@@ -479,16 +513,16 @@ struct unwind_vma {
 	__u32 found;
 	__u64 mm;
 	__u32 tgid;
-	__u32 pad;
+	__u32 sent;       /* user space has the mapping (sent now or before) */
 };
 
 /* The mapping to user space, once per (process, mm, start); its file's path once a run. */
-static __always_inline void unwind_send_vma(struct unwind_vma *v, struct file *f)
+static __always_inline int unwind_send_vma(struct unwind_vma *v, struct file *f)
 {
 	struct unwind_vma_key vk = { .tgid = v->tgid, .start = v->start };
 	__u64 *sent = bpf_map_lookup_elem(&unwind_vma_sent, &vk);
 	if (sent && *sent == v->mm)
-		return;
+		return 1;
 	struct unwind_file_key fk = { .ino = v->ino, .dev = v->dev };
 	bool name = !bpf_map_lookup_elem(&unwind_named, &fk);
 	struct unwind_vma_rec *r;
@@ -497,7 +531,7 @@ static __always_inline void unwind_send_vma(struct unwind_vma *v, struct file *f
 	else
 		r = bpf_ringbuf_reserve(&unwind_vmas, offsetof(struct unwind_vma_rec, names), 0);
 	if (!r)
-		return; /* sent at a later event */
+		return 0; /* sent at a later event */
 	r->tgid = v->tgid;
 	r->dev = v->dev;
 	r->ino = v->ino;
@@ -527,6 +561,7 @@ static __always_inline void unwind_send_vma(struct unwind_vma *v, struct file *f
 		__u8 one = 1;
 		bpf_map_update_elem(&unwind_named, &fk, &one, BPF_ANY);
 	}
+	return 1;
 }
 
 static long unwind_vma_cb(struct task_struct *task, struct vm_area_struct *vma, void *data)
@@ -542,7 +577,44 @@ static long unwind_vma_cb(struct task_struct *task, struct vm_area_struct *vma, 
 	v->ino = BPF_CORE_READ(inode, i_ino);
 	v->dev = BPF_CORE_READ(inode, i_sb, s_dev);
 	v->found = 1;
-	unwind_send_vma(v, f);
+	v->sent = unwind_send_vma(v, f);
+	return 0;
+}
+
+/* s->last, found for pc from the vma, into unwind_met */
+static __always_inline void unwind_met_keep(struct unwind_walk *s, __u64 pc)
+{
+	s->met_key.tgid = s->tgid;
+	s->met_key.bucket = pc >> UNWIND_MET_SHIFT;
+	struct unwind_met *e = bpf_map_lookup_elem(&unwind_met, &s->met_key);
+	if (e && e->mm == s->mm) {
+		e->maps[1] = e->maps[0];
+		e->maps[0] = s->last;
+		return;
+	}
+	/* made in the walk's map value: the BPF stack has no room for it */
+	s->met.mm = s->mm;
+	s->met.maps[0] = s->last;
+	__builtin_memset(&s->met.maps[1], 0, sizeof(s->met.maps[1]));
+	bpf_map_update_elem(&unwind_met, &s->met_key, &s->met, BPF_ANY);
+}
+
+/* The mapping holding pc among those unwind_met kept: 1 and s->last set, else 0. */
+static __always_inline int unwind_met_find(struct unwind_walk *s, __u64 pc)
+{
+	s->met_key.tgid = s->tgid;
+	s->met_key.bucket = pc >> UNWIND_MET_SHIFT;
+	struct unwind_met *e = bpf_map_lookup_elem(&unwind_met, &s->met_key);
+	if (!e || e->mm != s->mm)
+		return 0;
+	if (pc >= e->maps[0].start && pc < e->maps[0].end) {
+		s->last = e->maps[0];
+		return 1;
+	}
+	if (pc >= e->maps[1].start && pc < e->maps[1].end) {
+		s->last = e->maps[1];
+		return 1;
+	}
 	return 0;
 }
 
@@ -580,7 +652,7 @@ static __always_inline int unwind_by_vma(struct unwind_walk *s, __u64 pc)
 		v.start = code & ~4095ULL;
 		v.end = (code_end + 4095) & ~4095ULL;
 		v.off = f->seg_start;
-		unwind_send_vma(&v, exe);
+		v.sent = unwind_send_vma(&v, exe);
 		s->last.start = code;
 		s->last.end = code_end;
 		s->last.bias = code - f->vaddr;
@@ -593,6 +665,8 @@ static __always_inline int unwind_by_vma(struct unwind_walk *s, __u64 pc)
 	}
 	s->last.row_start = f->row_start;
 	s->last.row_count = f->row_count;
+	if (v.sent)
+		unwind_met_keep(s, pc);
 	return 0;
 }
 
@@ -676,7 +750,7 @@ static long unwind_frame(__u64 index, struct unwind_ctx *c)
 		}
 		if (!found) {
 			s->unmapped = 1; /* user space reads the process again */
-			if (unwind_by_vma(s, pc)) {
+			if (!unwind_met_find(s, pc) && unwind_by_vma(s, pc)) {
 				s->fallback = 1;
 				unwind_fp_step(s);
 				return 0;
@@ -846,6 +920,7 @@ __attribute__((noinline)) long memlens_unwind_user(void)
 	__builtin_memset(s, 0, offsetof(struct unwind_walk, win));
 	struct file *exe = mm->exe_file;
 	s->exe_ino = exe ? exe->f_inode->i_ino : 0;
+	s->mm = (__u64)mm;
 	/* the entry is checked against exe_ino at the first frame that needs it (no branch
 	 * on it here: the callback is verified once, with an entry that may be NULL) */
 	c.p = bpf_map_lookup_elem(&unwind_procs, &tgid);

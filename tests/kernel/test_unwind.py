@@ -25,7 +25,7 @@ import pytest
 from memlens.core.stacks import Frame
 from tests import unwind_workloads
 from tests.conftest import require
-from tests.kernel.helpers import ToolRun
+from tests.kernel.helpers import ToolRun, memory_cgroup
 
 N = 23
 CHAIN = unwind_workloads.CHAIN            # chain8 ... chain1, leaf first
@@ -41,9 +41,9 @@ def bins():
 class Workload:
     """unwind_chain started first (so the tool can be told its PID), held at a stdin gate."""
 
-    def __init__(self, exe, mode: str, n: int = N):
+    def __init__(self, exe, mode: str, n: int = N, preexec=None):
         self.proc = subprocess.Popen([str(exe), mode, str(n)], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, text=True)
+                                     stdout=subprocess.PIPE, text=True, preexec_fn=preexec)
         ready = self.proc.stdout.readline()
         m = re.match(r"ready pid=(\d+)", ready)
         assert m, ready
@@ -64,34 +64,71 @@ class Workload:
                 self.proc.kill()
 
 
-def unwind_procs_map(tool_pid: int) -> int | None:
-    """Id of the unwind_procs map the tool holds (its fds' fdinfo show map ids)."""
+def unwind_procs_maps(tool_pid: int) -> list[int]:
+    """Ids of the unwind_procs maps the tool holds (its fds' fdinfo show map ids): a
+    system-wide stack tool holds two, its first program's (attached before the walk was
+    loaded) and the walk's, which it hands over to (core/engine.py)."""
     base = f"/proc/{tool_pid}/fdinfo"
+    ids = []
     for fd in os.listdir(base):
         try:
             with open(f"{base}/{fd}") as f:
                 m = re.search(r"^map_id:\s*(\d+)", f.read(), re.MULTILINE)
         except OSError:
             continue
-        if m is None:
+        if m is None or int(m.group(1)) in ids:
             continue
         show = subprocess.run(["bpftool", "map", "show", "id", m.group(1), "--json"],
                               capture_output=True, text=True)
         if show.returncode == 0 and json.loads(show.stdout).get("name") == "unwind_procs":
-            return int(m.group(1))
+            ids.append(int(m.group(1)))
+    return ids
+
+
+def proc_entry(run: ToolRun, pid: int) -> bytes | None:
+    """The tool's unwind_procs entry for pid (in whichever of its maps has one), or None."""
+    key = [str(b) for b in pid.to_bytes(4, "little")]
+    map_ids = unwind_procs_maps(run.proc.pid)
+    assert map_ids, "the tool holds no unwind_procs map"
+    for map_id in map_ids:
+        got = subprocess.run(["bpftool", "map", "lookup", "id", str(map_id), "key", *key,
+                              "--json"], capture_output=True, text=True)
+        if got.returncode == 0:
+            return bytes(int(b, 16) for b in json.loads(got.stdout)["value"])
     return None
+
+
+def wait_walk(run: ToolRun, timeout: float = 30.0) -> None:
+    """Until the tool's walk is loaded: it holds an unwind_rows array of more than one row
+    (system wide, a stack tool attaches first a program without the walk and loads the walk
+    after its banner, core/engine.py's hand-over; a process whose events all come before
+    that is asked for at its next event only, and a gated workload has none)."""
+    deadline = time.monotonic() + timeout
+    base = f"/proc/{run.proc.pid}/fdinfo"
+    while time.monotonic() < deadline:
+        for fd in os.listdir(base):
+            try:
+                with open(f"{base}/{fd}") as f:
+                    m = re.search(r"^map_id:\s*(\d+)", f.read(), re.MULTILINE)
+            except OSError:
+                continue
+            if m is None:
+                continue
+            show = subprocess.run(["bpftool", "map", "show", "id", m.group(1), "--json"],
+                                  capture_output=True, text=True)
+            if show.returncode == 0:
+                info = json.loads(show.stdout)
+                if info.get("name") == "unwind_rows" and info.get("max_entries", 0) > 1:
+                    return
+        time.sleep(0.05)
+    raise AssertionError(f"the tool's walk not loaded within {timeout} s")
 
 
 def wait_loaded(run: ToolRun, pid: int, timeout: float = 60.0) -> None:
     """Until the tool has written the process's entry (its tables are loaded)."""
-    map_id = unwind_procs_map(run.proc.pid)
-    assert map_id is not None, "the tool holds no unwind_procs map"
-    key = [str(b) for b in pid.to_bytes(4, "little")]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        got = subprocess.run(["bpftool", "map", "lookup", "id", str(map_id), "key", *key],
-                             capture_output=True, text=True)
-        if got.returncode == 0:
+        if proc_entry(run, pid) is not None:
             return
         time.sleep(0.1)
     raise AssertionError(f"PID {pid}'s tables not loaded within {timeout} s")
@@ -105,6 +142,7 @@ def traced(exe, mode: str, *tool: str, pid: bool = True) -> ToolRun:
     try:
         run.wait_attached()
         if wl is None:
+            wait_walk(run)
             wl = Workload(exe, mode)  # its start-up brk (malloc's first) meets no tables
             wait_loaded(run, wl.pid)
         wl.go()
@@ -353,17 +391,12 @@ def test_dlopen_is_picked_up_while_tracing(bins):
 
 def wait_exe(run: ToolRun, pid: int, exe: str, timeout: float = 60.0) -> None:
     """Until the tool's entry for pid is the one of `exe` (read again after an exec)."""
-    map_id = unwind_procs_map(run.proc.pid)
-    key = [str(b) for b in pid.to_bytes(4, "little")]
     ino = os.stat(exe).st_ino
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        got = subprocess.run(["bpftool", "map", "lookup", "id", str(map_id), "key", *key,
-                              "--json"], capture_output=True, text=True)
-        if got.returncode == 0:
-            value = json.loads(got.stdout)["value"]  # raw bytes: exe_ino is the first 8
-            if int.from_bytes(bytes(int(b, 16) for b in value[:8]), "little") == ino:
-                return
+        value = proc_entry(run, pid)  # raw bytes: exe_ino is the first 8
+        if value is not None and int.from_bytes(value[:8], "little") == ino:
+            return
         time.sleep(0.1)
     raise AssertionError(f"PID {pid} not read again as {exe} within {timeout} s")
 
@@ -437,30 +470,38 @@ def short_run_while_stopped(tool_args: list[str], exe: str, mode: str) -> tuple[
     """System wide: `tool_args` attached, a gated instance of `exe` alive (its start-up
     events make user space load its files' tables), then the tool stopped (SIGSTOP) while
     `exe mode N nogate` runs, exits and is reaped: user space reads nothing of that short
-    process while it lives.  The stopped run (ended) and the short process's PID."""
+    process while it lives.  The stopped run (ended) and the short process's PID.  Both
+    instances run in a cgroup of their own that the tool is limited to (--cgroup): a busy
+    machine's other processes would fill its maps (a per-process page-fault count lost the
+    short process's keys with the map full)."""
     import signal
 
-    run = ToolRun(*tool_args)
-    live = None
-    try:
-        run.wait_attached()
-        live = Workload(exe, mode)
-        wait_loaded(run, live.pid)
-        run.proc.send_signal(signal.SIGSTOP)
+    with memory_cgroup("mlt_unwind", limit="1G") as cg:
+        def join() -> None:
+            (cg / "cgroup.procs").write_text("0")
+
+        run = ToolRun(*tool_args, "--cgroup", str(cg))
+        live = None
         try:
-            done = subprocess.run([exe, mode, str(N), "nogate"], capture_output=True,
-                                  text=True, timeout=60)
+            run.wait_attached()
+            wait_walk(run)
+            live = Workload(exe, mode, preexec=join)
+            wait_loaded(run, live.pid)
+            run.proc.send_signal(signal.SIGSTOP)
+            try:
+                done = subprocess.run([exe, mode, str(N), "nogate"], capture_output=True,
+                                      text=True, timeout=60, preexec_fn=join)
+            finally:
+                run.proc.send_signal(signal.SIGCONT)
+            m = re.match(r"ready pid=(\d+)", done.stdout)
+            assert done.returncode == 0 and m, done
+            short = int(m.group(1))
+            assert not os.path.exists(f"/proc/{short}")
+            time.sleep(0.5)  # its announcements reach user space
         finally:
-            run.proc.send_signal(signal.SIGCONT)
-        m = re.match(r"ready pid=(\d+)", done.stdout)
-        assert done.returncode == 0 and m, done
-        short = int(m.group(1))
-        assert not os.path.exists(f"/proc/{short}")
-        time.sleep(0.5)  # its announcements reach user space
-    finally:
-        rc = run.stop()
-        if live is not None:
-            live.end()
+            rc = run.stop()
+            if live is not None:
+                live.end()
     assert rc == 0, run.stderr
     return run, short
 
@@ -501,6 +542,26 @@ def test_a_new_process_faults_whole_through_its_vma(bins):
     assert len(chained) == 1 and chained[0]["count"] == N, chained
     assert names(chained[0]["stack"]) == [*WHOLE, "__libc_start_call_main",
                                           "__libc_start_main", "_start"], chained[0]["stack"]
+
+
+def test_a_new_process_faults_whole_through_two_libraries(bins):
+    """As above, with chain5..chain8 in libunwind_levels.so: each fault's walk needs two
+    libraries' mappings from the vma (the library's, libc's), and bpf_find_vma finds one an
+    event there.  The mappings the walk met are kept per process (unwind_met), so a later
+    event finds without bpf_find_vma those an earlier one found: each of the 23 faults in
+    the library (the process's start-up faults found libc before them) is whole, through
+    both libraries to _start; without that each is cut at libc, its second library."""
+    run, short = short_run_while_stopped(
+        ["stackcount", "-U", "-P", "sw:page-faults", "--json"], str(bins["split"]), "fault")
+    entries = entries_of_pid(run, short)
+    chained = [e for e in entries if "chain8" in names(e["stack"])]
+    whole = [e for e in chained if names(e["stack"]) == [
+        *WHOLE, "__libc_start_call_main", "__libc_start_main", "_start"]]
+    assert sum(e["count"] for e in chained) == N, chained
+    assert len(whole) == 1 and whole[0]["count"] == N, chained
+    stack = whole[0]["stack"]
+    assert all(f.endswith("[libunwind_levels.so]") for f in stack[:4]), stack
+    assert all(f.endswith("[unwind_chain_split]") for f in stack[4:9]), stack
 
 
 @pytest.mark.parametrize("tool", [("faults", "-U"), ("stackcount", "-U", "sw:page-faults")])
