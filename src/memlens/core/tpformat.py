@@ -58,8 +58,11 @@ _INT = {1: "b", 2: "h", 4: "i", 8: "q"}
 _FIELD_RE = re.compile(r"field:(?P<decl>[^;]+);\s*offset:(?P<off>\d+);\s*size:(?P<size>\d+);"
                        r"(?:\s*signed:(?P<signed>\d+);)?")
 _DECL_RE = re.compile(r"(?P<type>.*?)\s*(?P<name>[A-Za-z_]\w*)\s*(?:\[(?P<arr>[^\]]*)\])?\s*$")
-_TERM_RE = re.compile(r"\s*(?P<field>[A-Za-z_]\w*)\s*(?P<op>==|!=|<=|>=|<|>|&)\s*"
-                      r"(?P<const>\S.*?)\s*$")
+# compiled at first use (filters, flag names: most runs need neither; ~0.25 ms each of
+# every tracepoint tool's start)
+_TERM = (r"\s*(?P<field>[A-Za-z_]\w*)\s*(?P<op>==|!=|<=|>=|<|>|&)\s*"
+         r"(?P<const>\S.*?)\s*$")
+_re = functools.cache(re.compile)
 
 
 @record(frozen=True)
@@ -372,7 +375,7 @@ def parse_filter(expr: str, fmt: TracepointFormat) -> list[FilterTerm]:
     terms = []
     for part in parts:
         term = part.strip()
-        m = _TERM_RE.match(term)
+        m = _re(_TERM).match(term)
         if not m:
             raise UsageError(f"filter {term or expr!r}: expected FIELD OP VALUE with OP one of "
                              f"{' '.join(_OPS)}")
@@ -423,9 +426,9 @@ def evaluate(terms: list[FilterTerm], raw: bytes) -> bool:
 # -- flags named by an event's print format ----------------------------------------------
 # gfp bits moved between kernels (6.9 made them an enum), so tools read a flag's bit from
 # the event's own print fmt instead of writing it down.
-_CASTS = re.compile(r"\(\s*(?:unsigned\s+long|__force\s+gfp_t|gfp_t)\s*\)|\bgfp_t\b")
-_SUFFIX = re.compile(r"(?<=[0-9a-fA-F])[uU][lL]{0,2}\b|(?<=\d)[lL]{1,2}\b")
-_ONE_BIT = re.compile(r"(?P<num>0[xX][0-9a-fA-F]+|\d+)(?:<<(?P<shift>\d+))?")
+_CASTS = r"\(\s*(?:unsigned\s+long|__force\s+gfp_t|gfp_t)\s*\)|\bgfp_t\b"
+_SUFFIX = r"(?<=[0-9a-fA-F])[uU][lL]{0,2}\b|(?<=\d)[lL]{1,2}\b"
+_ONE_BIT = r"(?P<num>0[xX][0-9a-fA-F]+|\d+)(?:<<(?P<shift>\d+))?"
 
 
 def gfp_bit(format_text: str, name: str) -> int | None:
@@ -437,8 +440,8 @@ def gfp_bit(format_text: str, name: str) -> int | None:
     start = format_text.rfind("{", 0, end)
     if end < 0 or start < 0:
         return None
-    expr = _SUFFIX.sub("", _CASTS.sub("", format_text[start + 1:end]))
-    m = _ONE_BIT.fullmatch(re.sub(r"[()\s]", "", expr))
+    expr = _re(_SUFFIX).sub("", _re(_CASTS).sub("", format_text[start + 1:end]))
+    m = _re(_ONE_BIT).fullmatch(re.sub(r"[()\s]", "", expr))
     if not m:
         return None
     value = int(m["num"], 0) << int(m["shift"] or 0)
