@@ -189,10 +189,24 @@ TOOLS: tuple[Tool, ...] = (
     Tool("count", "memlens.tools.count",
          "count events by chosen keys, top-N per interval (bpftrace @[comm,pid]=count())",
          kinds=ONE_LINER_KINDS),
-    # its sources' hooks are the tools' own (faults, oomkill, drsnoop, swapin): declared
-    # there once, probed from there, each source left out (attached 0) where it has none
+)
+
+
+def _borrowed(tool: str, need: int, first: int | None = None) -> tuple[Hook, ...]:
+    hooks = next(t for t in TOOLS if t.name == tool).needs[need].hooks
+    return hooks[:first] if first else hooks
+
+
+# The exporter's sources are the tools' programs: their hooks are those tools' declarations
+# (faults' perf events only: minor/major need them), each source optional (left out, its
+# probe shown attached 0, where the kernel has none of its hooks).
+TOOLS += (
     Tool("exporter", "memlens.exporter",
-         "Prometheus /metrics: faults, OOM kills, reclaim, swap by memory cgroup"),
+         "Prometheus /metrics: faults, OOM kills, reclaim, swap by memory cgroup",
+         needs=(Need("page faults", _borrowed("faults", 0, 1)),
+                Need("OOM kills", _borrowed("oomkill", 0)),
+                Need("memcg reclaim", _borrowed("drsnoop", 1)),
+                Need("swap", _borrowed("swapin", 0, 1)))),
 )
 
 # A software event every tool of the page-fault family will use; doctor shows it.

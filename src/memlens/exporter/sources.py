@@ -268,25 +268,20 @@ def plan(names: CgroupNames, depth: int | None, disabled: set[str]
     sources: list[Source] = []
     missing: list[tuple[str, str, str]] = []
 
-    def first_hook(tool: str, need: int = 0):
-        hooks = registry.hooks_of(tool, need)
+    def first_hook(need: int, source: str):
+        """The first hook of the exporter's need the kernel offers (registry.py)."""
+        hooks = registry.hooks_of("exporter", need)
         for h in hooks:
             if h.probe()[0]:
                 return h
-        missing.append((tool, hooks[0].label, "; ".join(f"{h.label}: {h.probe()[1]}"
-                                                         for h in hooks)))
+        missing.append((source, hooks[0].label,
+                        "; ".join(f"{h.label}: {h.probe()[1]}" for h in hooks)))
         return None
 
-    if "faults" not in disabled:
-        from memlens.core.hooks import PerfSoftware
-
-        hook = first_hook("faults")
-        if isinstance(hook, PerfSoftware):
-            sources.append(Faults("faults", _engine(
-                names, list(FAULT_TYPES), keys=("probe", "cgroup")), depth))
-        elif hook is not None:
-            missing.append(("faults", "sw:minor-faults", f"{hook.label} only: no minor/major"))
-    if "oom" not in disabled and first_hook("oomkill") is not None:
+    if "faults" not in disabled and first_hook(0, "faults") is not None:
+        sources.append(Faults("faults", _engine(
+            names, list(FAULT_TYPES), keys=("probe", "cgroup")), depth))
+    if "oom" not in disabled and first_hook(1, "oom") is not None:
         sources.append(OomKills(depth))
     if "reclaim" not in disabled:
         from memlens.tools.drsnoop import survey
@@ -300,21 +295,17 @@ def plan(names: CgroupNames, depth: int | None, disabled: set[str]
                           pairs={tp(k.end): tp(k.begin) for k in kinds}, hist=True,
                           hist_unit="nsecs")
             sources.append(Reclaim("reclaim", eng, depth, {tp(k.end): k.name for k in kinds}))
-    if "swap" not in disabled:
-        from memlens.tools.swapin import MEMCG, SWAPIN_ITEM, SWAPOUT_ITEM
+    if "swap" not in disabled and first_hook(3, "swap") is not None:
+        from memlens.core import btfenum
+        from memlens.tools.swapin import SWAPIN_ITEM, SWAPOUT_ITEM
 
-        if MEMCG.probe()[0]:
-            from memlens.core import btfenum
-
-            items = btfenum.values(SWAPIN_ITEM, SWAPOUT_ITEM)
-            lo, hi = min(items.values()), max(items.values())
-            eng = _engine(names, ["t:memcg:count_memcg_events"], keys=("cgroup", "field"),
-                          field="item", sum_field="val", filter=f"item >= {lo} && item <= {hi}")
-            sources.append(Swap("swap", eng, depth, {
-                items[SWAPIN_ITEM]: "memlens_swapin_pages",
-                items[SWAPOUT_ITEM]: "memlens_swapout_pages"}))
-        else:
-            missing.append(("swap", MEMCG.label, MEMCG.probe()[1]))
+        items = btfenum.values(SWAPIN_ITEM, SWAPOUT_ITEM)
+        lo, hi = min(items.values()), max(items.values())
+        eng = _engine(names, ["t:memcg:count_memcg_events"], keys=("cgroup", "field"),
+                      field="item", sum_field="val", filter=f"item >= {lo} && item <= {hi}")
+        sources.append(Swap("swap", eng, depth, {
+            items[SWAPIN_ITEM]: "memlens_swapin_pages",
+            items[SWAPOUT_ITEM]: "memlens_swapout_pages"}))
     return sources, missing
 
 
