@@ -303,3 +303,95 @@ def test_sigint_and_duration_end_cleanly():
     r = subprocess.run(memlens_cmd("exporter", "--listen", "127.0.0.1:0", "-d", "0.5"),
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and "Hit Ctrl-C to end." in r.stderr, r.stderr
+
+
+def _minflt_majflt(pid: int) -> tuple[int, int]:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[7]), int(fields[9])  # fields 10 and 12: minflt, majflt
+
+
+def test_swap_ins_and_outs_of_a_cgroup_match_the_kernel_counters(exporter):
+    """swapin's workload (64 MiB filled in a 32 MiB cgroup with a swap file of the test's,
+    then read back): the cgroup's swap-in/out pages equal /proc/vmstat's pswpin/pswpout
+    deltas when no other cgroup swapped (else within 95 %), and its minor and major faults
+    equal the process's own /proc/PID/stat counters, gate to gate."""
+    from tests.kernel.test_swapin import Workload, swap_file, swapping_cgroup
+
+    names = ("memlens_swapin_pages_total", "memlens_swapout_pages_total")
+    with swap_file(), swapping_cgroup() as cg:
+        name = cgroup_name(cg)
+        w = Workload(cg)
+        try:
+            flt0 = _minflt_majflt(w.pid)
+            with open("/proc/vmstat") as f:
+                v0 = {k: int(v) for k, v in (ln.split() for ln in f)}
+            s0 = exporter.scrape()
+            assert w.step() == "written"
+            assert re.fullmatch(r"reread bad=0 majflt=\d+ wait_ns=\d+ max_ns=\d+", w.step())
+            flt1 = _minflt_majflt(w.pid)
+            with open("/proc/vmstat") as f:
+                v1 = {k: int(v) for k, v in (ln.split() for ln in f)}
+            s1 = exporter.scrape()
+            assert w.finish() == 0
+        finally:
+            w.kill()
+    for metric, vm in zip(names, ("pswpin", "pswpout")):
+        ours = value(s1, metric, cgroup=name) - value(s0, metric, cgroup=name)
+        others = (total(s1, metric) - total(s0, metric)) - ours
+        witness = v1[vm] - v0[vm]
+        assert ours >= w.pages // 2, (metric, ours, w.pages)
+        if others == 0:
+            assert ours == witness, (metric, ours, witness)
+        else:
+            assert 0.95 * witness <= ours <= witness, (metric, ours, witness, others)
+    d = {t: value(s1, "memlens_page_faults_total", cgroup=name, type=t)
+         - value(s0, "memlens_page_faults_total", cgroup=name, type=t) for t in ("minor", "major")}
+    assert (d["minor"], d["major"]) == (flt1[0] - flt0[0], flt1[1] - flt0[1]) and d["major"] > 0
+    print(f"\nexporter: {name}: swap-in +{value(s1, names[0], cgroup=name):.0f}, out "
+          f"+{value(s1, names[1], cgroup=name):.0f} (vmstat +{v1['pswpin'] - v0['pswpin']}, "
+          f"+{v1['pswpout'] - v0['pswpout']}); faults {d} = /proc/PID/stat")
+
+
+def test_cgroup_filter_depth_and_forgetting_removed_cgroups():
+    """--cgroup PARENT --cgroup-depth 1: a child's faults are counted under the parent's
+    label, nothing outside the parent is counted; once both are removed and idle past
+    --forget-after, the parent's series are gone."""
+    exp = None
+    try:
+        with memory_cgroup("mlt_exp_parent", "64M") as parent:
+            pname = cgroup_name(parent)
+            child = parent / "child"
+            child.mkdir()
+            wl = None
+            try:
+                exp = Exporter("--cgroup", str(parent), "--cgroup-depth", "1",
+                               "--forget-after", "1")
+                wl = subprocess.Popen([str(build_workload("touch_pages")), str(PAGES)],
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                      preexec_fn=lambda: (child / "cgroup.procs").write_text("0"))
+                assert wl.stdout.readline().startswith("ready pid=")
+                before = exp.scrape()
+                wl.stdin.write("g")
+                wl.stdin.flush()
+                assert wl.stdout.readline() == "t\n"
+                after = exp.scrape()
+            finally:
+                if wl is not None:
+                    wl.kill()
+                    wl.wait(10)
+                child.rmdir()
+        d = (value(after, "memlens_page_faults_total", cgroup=pname, type="minor")
+             - value(before, "memlens_page_faults_total", cgroup=pname, type="minor"))
+        assert d == PAGES
+        labels = {dict(ls)["cgroup"] for (n, ls), _ in after.items()
+                  if n == "memlens_page_faults_total"}
+        assert labels == {pname}, labels
+        # both removed: the scrape after 1 s without a change has none of their series
+        time.sleep(1.5)
+        gone = exp.scrape()
+        assert not [k for k in gone if dict(k[1]).get("cgroup") == pname], gone
+    finally:
+        if exp is not None:
+            assert exp.stop() == 0, exp.run.stderr
+            exp.run.assert_detached()
