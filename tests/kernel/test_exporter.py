@@ -395,3 +395,22 @@ def test_cgroup_filter_depth_and_forgetting_removed_cgroups():
         if exp is not None:
             assert exp.stop() == 0, exp.run.stderr
             exp.run.assert_detached()
+
+
+def test_without_privileges_exit_3_before_binding():
+    import shutil
+
+    from tests.kernel.test_privileges import NOBODY
+
+    if shutil.which("setpriv") is None:
+        pytest.skip("setpriv (util-linux) not installed")
+    with socket.socket() as s:  # a free port
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    r = subprocess.run(NOBODY + memlens_cmd("exporter", "--listen", f"127.0.0.1:{port}"),
+                       capture_output=True, text=True, timeout=60)
+    if "Permission denied" in r.stderr and "memlens" not in r.stderr:
+        pytest.skip("the checkout or venv is not readable by uid 65534")
+    assert r.returncode == 3, r.stderr
+    assert "run as root, or grant CAP_BPF and CAP_PERFMON" in r.stderr
+    assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
