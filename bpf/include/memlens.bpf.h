@@ -460,27 +460,42 @@ static __always_inline void unwind_request(__u32 tgid, __u32 reason)
 	bpf_ringbuf_submit(r, 0);
 }
 
-/* 8 bytes of the user stack at addr, through the window.  A window never leaves the page
- * of the address asked for: that page is present (the slot was written: a call, a push),
- * while a page next to it may not be (the untouched middle of a big stack buffer, the
- * stack below its lowest use), and a read that faults costs microseconds here. */
+/* The window refilled for addr (0), or addr's 8 bytes read alone into *out (1: the slot
+ * crosses its page's end), or -1.  A window never leaves the page of the address asked for:
+ * that page is present (the slot was written: a call, a push), while a page next to it may
+ * not be (the untouched middle of a big stack buffer, the stack below its lowest use), and
+ * a read that faults costs microseconds here.  A global function: the verifier checks it
+ * once, not at each of the walk's seven reads (~2 refills an event, the rest from the
+ * window). */
+__attribute__((noinline)) int memlens_unwind_fill(struct unwind_walk *s, __u64 addr,
+						  __u64 *out)
+{
+	if (!s || !out)
+		return -1;
+	__u64 page = addr & ~4095ULL;
+	__u64 start = addr - MEMLENS_UNWIND_BELOW;
+	if (start < page || start > addr)
+		start = page;
+	__u64 len = page + 4096 - start;
+	if (len > MEMLENS_UNWIND_WINDOW)
+		len = MEMLENS_UNWIND_WINDOW;
+	if (addr + 8 > start + len) /* the slot crosses the page's end */
+		return bpf_probe_read_user(out, sizeof(*out), (void *)addr) ? -1 : 1;
+	s->win_len = 0;
+	if (len < 8 || bpf_probe_read_user(s->win, len, (void *)start))
+		return -1;
+	s->win_start = start;
+	s->win_len = len;
+	return 0;
+}
+
+/* 8 bytes of the user stack at addr, through the window (memlens_unwind_fill). */
 static __always_inline int unwind_read(struct unwind_walk *s, __u64 addr, __u64 *out)
 {
 	if (addr < s->win_start || addr + 8 > s->win_start + s->win_len) {
-		__u64 page = addr & ~4095ULL;
-		__u64 start = addr - MEMLENS_UNWIND_BELOW;
-		if (start < page || start > addr)
-			start = page;
-		__u64 len = page + 4096 - start;
-		if (len > MEMLENS_UNWIND_WINDOW)
-			len = MEMLENS_UNWIND_WINDOW;
-		if (addr + 8 > start + len) /* the slot crosses the page's end */
-			return bpf_probe_read_user(out, sizeof(*out), (void *)addr);
-		s->win_len = 0;
-		if (len < 8 || bpf_probe_read_user(s->win, len, (void *)start))
-			return -1;
-		s->win_start = start;
-		s->win_len = len;
+		int r = memlens_unwind_fill(s, addr, out);
+		if (r)
+			return r < 0 ? -1 : 0;
 	}
 	__u64 off = (addr - s->win_start) & (MEMLENS_UNWIND_WINDOW - 1);
 	if (off > MEMLENS_UNWIND_WINDOW - 8)
