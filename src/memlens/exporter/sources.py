@@ -17,10 +17,6 @@ import os
 from memlens.core.engine import Engine
 from memlens.exporter.metrics import GONE, Counters, Log2Histogram, cgroup_label, loss_labels
 
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from typing import Any
-
 FAULT_TYPES = {"sw:minor-faults": "minor", "sw:major-faults": "major"}
 
 
@@ -217,7 +213,11 @@ class OomKills(Source):
     def __init__(self, depth: int | None):
         self.depth = depth
         self.tool = None
-        self.probes = []
+        self.probes: list[str] = []
+        # read from the ring on every tick, counted here until the scrape: a storm of kills
+        # must neither fill the ring nor keep its records (stacks and all) in memory
+        self.kills: dict[str, int] = {}
+        self.losses: dict[tuple[str, str], int] = {}
 
     def start(self, cgroup: str | None) -> None:
         from memlens.tools.oomkill import OomkillTool
@@ -226,20 +226,23 @@ class OomKills(Source):
         self.tool = OomkillTool(args)
         self.tool.start()
         self.probes = ["tp_btf:mark_victim" if self.tool.use_btf else "t:oom:mark_victim"]
-        self.pending: list[dict[str, Any]] = []
 
     def tick(self) -> None:
-        # kills are rare, but the ring is read on every tick: a storm of them must not fill it
-        self.pending.extend(self.tool.poll(0))
-
-    def fold(self, c: Counters, now: float) -> None:
-        recs, self.pending = [*self.pending, *self.tool.poll(0)], []
-        for rec in recs:
+        for rec in self.tool.poll(0):
             if rec.get("type") == "event":
                 cg = cgroup_label(rec.get("cgroup") or GONE, self.depth)
-                c.add("memlens_oom_kills", (cg,), 1, cgroup=cg, now=now)
+                self.kills[cg] = self.kills.get(cg, 0) + 1
             elif rec.get("type") == "lost":
-                c.add("memlens_lost", (self.name, *loss_labels(rec)), rec.get("count", 0))
+                key = loss_labels(rec)
+                self.losses[key] = self.losses.get(key, 0) + rec.get("count", 0)
+
+    def fold(self, c: Counters, now: float) -> None:
+        self.tick()
+        for cg, n in self.kills.items():
+            c.add("memlens_oom_kills", (cg,), n, cgroup=cg, now=now)
+        for key, n in self.losses.items():
+            c.add("memlens_lost", (self.name, *key), n)
+        self.kills, self.losses = {}, {}
 
     def programs(self) -> list[tuple[str, int]]:
         obj = getattr(self.tool, "obj", None)
