@@ -414,3 +414,54 @@ def test_without_privileges_exit_3_before_binding():
     assert r.returncode == 3, r.stderr
     assert "run as root, or grant CAP_BPF and CAP_PERFMON" in r.stderr
     assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+
+
+def _enable_bpf_stats() -> int:
+    """BPF_ENABLE_STATS: the kernel's run-time statistics on while the fd is open (closed,
+    or this process gone: off again; no sysctl to restore on a shared machine)."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = libc.syscall(321, 32, ctypes.create_string_buffer(16), 16)  # x86-64 SYS_bpf
+    if fd < 0:
+        pytest.skip(f"BPF_ENABLE_STATS refused (errno {ctypes.get_errno()})")
+    return fd
+
+
+def test_bpf_program_run_time_and_count_while_stats_are_on():
+    """With bpf_stats on (an fd of the test's), the faults program's runs move by at least
+    the pages touched (it runs for every fault of the machine) and its run time by > 0.
+    (Whether the series are shown before depends on whether anything else on the shared
+    machine has stats on: not checked.)"""
+    import os
+
+    exp = Exporter("--disable", "oom,reclaim,swap")
+    fd = None
+    try:
+        fd = _enable_bpf_stats()
+        before = exp.scrape()
+        with memory_cgroup("mlt_exp_stats", "64M") as cg:
+            wl = subprocess.Popen([str(build_workload("touch_pages")), str(PAGES)],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                  preexec_fn=lambda: (cg / "cgroup.procs").write_text("0"))
+            try:
+                wl.stdout.readline()
+                wl.stdin.write("g")
+                wl.stdin.flush()
+                assert wl.stdout.readline() == "t\n"
+            finally:
+                wl.kill()
+                wl.wait(10)
+        after = exp.scrape()
+    finally:
+        if fd is not None:
+            os.close(fd)
+        assert exp.stop() == 0, exp.run.stderr
+        exp.run.assert_detached()
+    labels = {"source": "faults", "program": "count_perf"}
+    runs = (value(after, "memlens_bpf_program_runs_total", **labels)
+            - value(before, "memlens_bpf_program_runs_total", **labels))
+    secs = (value(after, "memlens_bpf_program_run_seconds_total", **labels)
+            - value(before, "memlens_bpf_program_run_seconds_total", **labels))
+    assert runs >= PAGES and secs > 0, (runs, secs)
+    print(f"\nexporter: count_perf {runs:.0f} runs, {secs * 1e9 / runs:.0f} ns a run")

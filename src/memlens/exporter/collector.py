@@ -43,7 +43,8 @@ COUNTERS = {
     "memlens_lost": ("Events, keys or stacks the kernel side could not deliver or store, "
                      "by source, what was lost and why.", ("source", "what", "cause")),
     "memlens_bpf_program_run_seconds": ("Time the exporter's BPF programs ran (kernel "
-                                        "bpf_stats; only while kernel.bpf_stats_enabled=1).",
+                                        "bpf_stats: counted while kernel.bpf_stats_enabled=1 "
+                                        "or a BPF_ENABLE_STATS fd is held).",
                                         ("source", "program")),
     "memlens_bpf_program_runs": ("Runs of the exporter's BPF programs (bpf_stats).",
                                  ("source", "program")),
@@ -68,6 +69,7 @@ class MemlensCollector:
         self.last_collect_s = 0.0
         self.scrapes = 0
         self._warned: set[str] = set()
+        self._stats_shown = False
 
     def describe(self):
         return []  # no check at registration: collect() needs the kernel
@@ -166,18 +168,22 @@ class MemlensCollector:
         for name, hook, _why in self.missing:
             attached.add_metric([name, hook], 0)
         out = [attached]
-        if bpf_stats_enabled():
+        progs = [(src.name, prog, prog_stats(fd)) for src in self.sources
+                 for prog, fd in src.programs()]
+        # on by the sysctl, or by a BPF_ENABLE_STATS fd someone holds (the sysctl does not
+        # show that one): then runs move; once shown, the series stay (frozen when it is off)
+        self._stats_shown = (self._stats_shown or bpf_stats_enabled()
+                             or any(st and st[1] for _, _, st in progs))
+        if self._stats_shown:
             run_s = Counter("memlens_bpf_program_run_seconds",
                             COUNTERS["memlens_bpf_program_run_seconds"][0],
                             labels=["source", "program"])
             runs = Counter("memlens_bpf_program_runs", COUNTERS["memlens_bpf_program_runs"][0],
                            labels=["source", "program"])
-            for src in self.sources:
-                for prog, fd in src.programs():
-                    st = prog_stats(fd)
-                    if st is not None:
-                        run_s.add_metric([src.name, prog], st[0] / 1e9)
-                        runs.add_metric([src.name, prog], st[1])
+            for name, prog, st in progs:
+                if st is not None:
+                    run_s.add_metric([name, prog], st[0] / 1e9)
+                    runs.add_metric([name, prog], st[1])
             out += [run_s, runs]
         return out
 
