@@ -393,6 +393,8 @@ struct unwind_walk {
 	__u32 hi;
 	__u64 exe_ino;    /* of the task's executable: a process entry of another is stale */
 	__u64 mm;         /* the task's address space (unwind_met's entries are of one) */
+	__u32 gen;        /* unwind_gen at the walk's start */
+	__u32 pad2;
 	struct unwind_mapping last;  /* the mapping of the previous frame */
 	struct unwind_mapping prev;  /* and of the one before in another file (libc, the
 				      * program, libc again: the third is found here) */
@@ -416,23 +418,34 @@ struct {
 /* ---- A per-CPU pc -> row cache ----
  * A row found by binary search costs up to 24 dependent loads over a table of up to
  * megabytes (libc's 28k rows: 15 steps, each a likely cache miss): most of a frame's time.
- * The same return addresses come back event after event, so the row index found for a
- * (file's extent, pc) is kept in a direct-mapped slot.  A slot is only a hint: a hit is
- * taken when the row it names lies in the mapping's extent, starts at or below the pc, and
- * the next row of the extent (if any) starts above it, which is exactly the row the search
- * would find in the table as it is now; so a table freed and its rows given to another file
- * (store.py) cannot make it wrong, and it needs no invalidation. */
+ * The same return addresses come back event after event, so the row found for a (file's
+ * extent, pc) is kept in a direct-mapped slot, with the tables' generation: user space
+ * bumps it (unwind_gen) after writing any table's rows (store.py: an extent freed may be
+ * given to another file), and a slot of another generation is not taken.  Generation 0:
+ * no table written yet, no slot taken. */
 #define MEMLENS_UNWIND_CACHE_SLOTS 4096
 
-struct unwind_row_cache {
-	__u32 idx[MEMLENS_UNWIND_CACHE_SLOTS];
+struct unwind_cache_slot {
+	__u32 rel;        /* the pc, relative to the file */
+	__u32 first;      /* the file's extent (row_start) */
+	__u32 gen;
+	__u32 pad;
+	struct unwind_row row;
 };
 
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, struct unwind_row_cache);
+	__type(value, __u64);
+} unwind_gen SEC(".maps");
+
+/* a slot a map entry (a per-CPU value is at most 32 KiB) */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, MEMLENS_UNWIND_CACHE_SLOTS);
+	__type(key, __u32);
+	__type(value, struct unwind_cache_slot);
 } unwind_rowcache SEC(".maps");
 
 /* What each step of the walk needs, looked up once a walk and handed to the bpf_loop
@@ -441,7 +454,6 @@ struct {
 struct unwind_ctx {
 	struct unwind_walk *s;
 	struct stack_trace *st;
-	struct unwind_row_cache *cache;
 	struct unwind_proc *p;  /* may be NULL: no entry */
 };
 
@@ -716,7 +728,7 @@ static __always_inline int unwind_proc_mapping(struct unwind_walk *s, struct unw
 }
 
 /* The slot of (extent, pc) in the row cache */
-static __always_inline __u32 unwind_cache_slot(__u32 first, __u32 rel)
+static __always_inline __u32 unwind_slot_of(__u32 first, __u32 rel)
 {
 	__u32 h = (rel ^ (first * 0x9e3779b1U)) * 0x9e3779b1U;
 	return (h >> 20) & (MEMLENS_UNWIND_CACHE_SLOTS - 1);
@@ -782,25 +794,12 @@ static long unwind_frame(__u64 index, struct unwind_ctx *c)
 	}
 	__u32 end = first + count;
 	struct unwind_row *row = NULL;
-	struct unwind_row_cache *cache = c->cache;
-	__u32 slot = unwind_cache_slot(first, (__u32)rel);
-	__u32 idx = 0;
-	if (cache) {
-		idx = cache->idx[slot];
-		if (idx >= first && idx < end) {
-			row = bpf_map_lookup_elem(&unwind_rows, &idx);
-			if (row && row->pc <= (__u32)rel) {
-				__u32 next = idx + 1;
-				struct unwind_row *r2 = next < end ?
-					bpf_map_lookup_elem(&unwind_rows, &next) : NULL;
-				if (next < end && (!r2 || r2->pc <= (__u32)rel))
-					row = NULL;
-			} else {
-				row = NULL;
-			}
-		}
-	}
-	if (!row) {
+	__u32 slot = unwind_slot_of(first, (__u32)rel);
+	struct unwind_cache_slot *cs = bpf_map_lookup_elem(&unwind_rowcache, &slot);
+	__u32 gen = s->gen;
+	if (cs && gen && cs->gen == gen && cs->rel == (__u32)rel && cs->first == first) {
+		row = &cs->row;
+	} else {
 		/* the last row whose pc <= rel; the bounds in the map value, as above */
 		s->lo = first;
 		s->hi = end;
@@ -824,14 +823,18 @@ static long unwind_frame(__u64 index, struct unwind_ctx *c)
 			unwind_fp_step(s);
 			return 0;
 		}
-		idx = lo - 1;
+		__u32 idx = lo - 1;
 		row = bpf_map_lookup_elem(&unwind_rows, &idx);
 		if (!row) {
 			s->truncated = 1;
 			return 1;
 		}
-		if (cache)
-			cache->idx[slot] = idx;
+		if (cs && gen) {
+			cs->rel = (__u32)rel;
+			cs->first = first;
+			cs->gen = gen;
+			cs->row = *row;
+		}
 	}
 	__u8 kind = row->kind;
 	__s64 off = row->cfa_off;
@@ -926,7 +929,7 @@ __attribute__((noinline)) long memlens_unwind_user(void)
 		return -1;
 	c.s = s;
 	c.st = bpf_map_lookup_elem(&stack_scratch, &zero);
-	c.cache = bpf_map_lookup_elem(&unwind_rowcache, &zero);
+	__u64 *gen = bpf_map_lookup_elem(&unwind_gen, &zero);
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	struct mm_struct *mm = task->mm;
 	if (!mm)
@@ -936,6 +939,7 @@ __attribute__((noinline)) long memlens_unwind_user(void)
 	struct file *exe = mm->exe_file;
 	s->exe_ino = exe ? exe->f_inode->i_ino : 0;
 	s->mm = (__u64)mm;
+	s->gen = gen ? (__u32)*gen : 0;
 	/* the entry is checked against exe_ino at the first frame that needs it (no branch
 	 * on it here: the callback is verified once, with an entry that may be NULL) */
 	c.p = bpf_map_lookup_elem(&unwind_procs, &tgid);

@@ -70,7 +70,7 @@ class FakeObj:
         os.ftruncate(self.fd, size)
         self.maps = {"unwind_rows": FakeMap(rows, self.fd), "unwind_procs": FakeMap(),
                      "unwind_files": FakeMap(), "unwind_requests": FakeMap(),
-                     "unwind_vmas": FakeMap()}
+                     "unwind_vmas": FakeMap(), "unwind_gen": FakeMap()}
 
     def map(self, name: str) -> FakeMap:
         return self.maps[name]
@@ -119,6 +119,28 @@ def exec_mappings(pid: int):
 
 def libc_mapping(pid: int):
     return next(m for m in exec_mappings(pid) if "/libc.so" in m.path)
+
+
+def test_each_table_written_bumps_the_generation(cache):
+    """The kernel side's per-CPU row cache takes a slot only of the current generation of
+    the tables (memlens.bpf.h): each table's rows written bump it, so a slot made from an
+    extent since freed and given to another file is not taken."""
+    obj, store = make_store(cache)
+    try:
+        gen = obj.maps["unwind_gen"].entries
+        assert not gen  # nothing written: 0, no slot taken
+        assert store.load_process(os.getpid())
+        first = int.from_bytes(gen[b"\0" * 4], "little")
+        assert first == len(store._extents) > 0
+        ext = store._extents[next(iter(store._extents))]
+        # a table freed and its rows written again (another file, the same extent)
+        ext.procs.clear()
+        store.collect_garbage(need_room=True)
+        assert store.load_process(os.getpid())
+        assert int.from_bytes(gen[b"\0" * 4], "little") > first
+    finally:
+        store.close()
+        obj.close()
 
 
 def test_entry_of_this_process(cache):

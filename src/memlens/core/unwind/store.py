@@ -147,6 +147,11 @@ class UnwindStore:
         self.rows_map = obj.map("unwind_rows")
         self.procs_map = obj.map("unwind_procs")
         self.files_map = obj.map("unwind_files")
+        # the tables' generation, bumped after any rows are written: the kernel side's
+        # per-CPU row cache takes no slot of an older one (an extent freed may be given to
+        # another file)
+        self._gen_map = obj.map("unwind_gen")
+        self._gen = 0
         self._ring = obj.map("unwind_requests").ringbuf()
         self.capacity = self.rows_map.max_entries
         length = (self.capacity * cfi.ROW_DTYPE.itemsize + mmap.PAGESIZE - 1) \
@@ -213,6 +218,8 @@ class UnwindStore:
                 self.files_not_fitting.add(table.path)
                 return None
         self.rows[start:start + n] = table.rows
+        self._gen = (self._gen + 1) & 0xFFFFFFFF or 1
+        self._gen_map.update(b"\0" * 4, self._gen.to_bytes(8, "little"))
         ext = self._extents[table.key] = _Extent(start, n)
         return ext
 
