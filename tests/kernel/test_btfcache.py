@@ -73,7 +73,7 @@ def test_libbpf_does_not_read_vmlinux_btf_with_it(tmp_path, monkeypatch):
     from memlens.core import libbpf as L
 
     monkeypatch.setenv("MEMLENS_CACHE_DIR", str(tmp_path))
-    monkeypatch.setattr(L, "_DEBUG", True)  # libbpf's debug lines kept (and on stderr)
+    L.keep_debug_lines(True)  # libbpf's debug lines kept (and on stderr)
     monkeypatch.setattr(btfcache, "build_in_background", lambda path: False)
     path = object_path("core/engine.bpf.o")
 
@@ -90,9 +90,12 @@ def test_libbpf_does_not_read_vmlinux_btf_with_it(tmp_path, monkeypatch):
         finally:
             obj.close()
 
-    assert load() == (None, True)
-    made = tmp_path / "btf" / btfcache.key(path)
-    made.parent.mkdir(mode=0o700)
-    subprocess.run(["bpftool", "gen", "min_core_btf", "/sys/kernel/btf/vmlinux", str(made),
-                    path], check=True, capture_output=True)
-    assert load() == (str(made), False)
+    try:
+        assert load() == (None, True)
+        made = tmp_path / "btf" / btfcache.key(path)
+        made.parent.mkdir(mode=0o700)
+        subprocess.run(["bpftool", "gen", "min_core_btf", "/sys/kernel/btf/vmlinux",
+                        str(made), path], check=True, capture_output=True)
+        assert load() == (str(made), False)
+    finally:
+        L.keep_debug_lines(False)

@@ -219,7 +219,7 @@ def _print_cb(level: int, fmt: bytes, va: int) -> int:
             print(text, file=sys.stderr)
         with _log_lock:
             _logs.append((level, text))
-            del _logs[:-400]
+            del _logs[:-4000]  # a load with debug lines: engine.bpf.o prints ~530
     except KeyboardInterrupt:
         _deferred_interrupt = True
     except BaseException:
@@ -265,17 +265,32 @@ def _debug_filter(callback: int) -> int | None:
 
 
 _keep: list = []
+_native_filter: list[int | None] = []  # made once: [address or None]
 
 
 def _install_printer(cdll) -> None:
     """libbpf's print function: the native debug filter in front of _print_cb, or the
-    callback itself (MEMLENS_DEBUG: every line; or no filter on this machine)."""
-    thunk = C.cast(_print_cb, C.c_void_p).value
-    native = None if _DEBUG or not thunk else _debug_filter(thunk)
+    callback itself (debug lines kept: MEMLENS_DEBUG, keep_debug_lines(); or no filter on
+    this machine)."""
+    native = None
+    if not _DEBUG:
+        if not _native_filter:
+            thunk = C.cast(_print_cb, C.c_void_p).value
+            _native_filter.append(_debug_filter(thunk) if thunk else None)
+        native = _native_filter[0]
     if native is None:
         cdll.libbpf_set_print(_print_cb)
     else:
         cdll.libbpf_set_print(C.cast(C.c_void_p(native), PRINT_FN))
+
+
+def keep_debug_lines(on: bool = True) -> None:
+    """libbpf's debug lines reach take_logs(LIBBPF_DEBUG) (and stderr), as with
+    MEMLENS_DEBUG, or no longer (tests that read libbpf's own account of a load)."""
+    global _DEBUG
+    _DEBUG = on
+    if _lib is not None:
+        _install_printer(_lib)
 
 
 def raise_deferred_interrupt() -> None:
