@@ -23,7 +23,9 @@ ROOT = Path(__file__).resolve().parent.parent
 RUNS = 3
 ARGS = {"funccount": ["funccount", "t:syscalls:sys_enter_getppid"],
         "trace": ["trace", "t:syscalls:sys_exit_mmap"],
-        "stackcount": ["stackcount", "-U", "t:syscalls:sys_enter_brk"]}
+        "stackcount": ["stackcount", "-U", "t:syscalls:sys_enter_brk"],
+        "count": ["count", "sw:page-faults", "--by", "comm,pid"],
+        "memleak": ["memleak", "-p", str(os.getppid())]}
 
 CHILD = r"""
 import os, sys, time
