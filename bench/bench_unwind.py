@@ -41,7 +41,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench.common import emit_result  # noqa: E402
+from bench.common import bpf_run_stats, emit_result, prog_run_time  # noqa: E402
 from memlens.core.unwind.tables import DiskCache, TableCache, build_table  # noqa: E402
 
 N = int(os.environ.get("BENCH_UNWIND_N", "200000"))
@@ -139,8 +139,9 @@ def _contains(stack: list[str], want: list[str]) -> bool:
     return any(names[i:i + len(want)] == want for i in range(len(names)))
 
 
-def _one(kind: str, exe) -> tuple[float, str]:
-    """(ns per event added, a note) for one traced run of `kind`."""
+def _one(kind: str, exe, bpf: list | None = None) -> tuple[float, str]:
+    """(ns per event added, a note) for one traced run of `kind`; with `bpf` (a list), the
+    memlens programs' own run time per event (bpf_stats on) appended to it."""
     p, pid = _start(exe)
     memlens = [sys.executable, "-m", "memlens", "stackcount", "-U", "--json", "-p", str(pid)]
     note = ""
@@ -160,7 +161,12 @@ def _one(kind: str, exe) -> tuple[float, str]:
             tracer = _tracer(["perf", "record", "-m", "8M", "-o", tmp, "-e",
                               "syscalls:sys_enter_getppid", "--call-graph", "dwarf",
                               "-p", str(pid)], None, settle=1.5)
+        if bpf is not None:
+            t0, n0 = prog_run_time(tracer.pid)
         ns = _go(p)
+        if bpf is not None:
+            t1, n1 = prog_run_time(tracer.pid)
+            bpf.append((t1 - t0) / max(1, n1 - n0))
     finally:
         if tracer is not None:
             # one SIGINT and a long wait, not common.stop()'s repeated ones: perf record
@@ -239,6 +245,23 @@ def cost() -> None:
         emit_result("unwind", {"case": "cost", "config": label, "build": name,
                                "cost_ns": round(extra[i]), "ratio_to_fp_walk": round(
                                    extra[i] / fp, 2) if fp > 0 else None, "note": note})
+    # where the ns go: the BPF programs' own run time per event (the kernel's bpf_stats, a
+    # run of its own: the statistics add two clock reads to every program run)
+    stats = bpf_run_stats()
+    if stats is not None:
+        try:
+            for label, build, kind in configs[:3]:
+                runs: list[float] = []
+                for _ in range(ROUNDS):
+                    _one(kind, exes[build], runs)
+                run_ns = statistics.median(runs)
+                name = "nofp" if build == "chain" else "fp"
+                print(f"  {label:<31} {name:<5} BPF run time {run_ns:>6.0f} ns/event "
+                      f"(bpf_stats, median of {ROUNDS})")
+                emit_result("unwind", {"case": "bpf_run_time", "config": label,
+                                       "build": name, "run_ns": round(run_ns)})
+        finally:
+            os.close(stats)
     verdict = target_verdict(configs, extra, notes)
     if verdict:
         print(f"  target: {verdict}")
