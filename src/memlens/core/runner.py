@@ -268,10 +268,11 @@ class Background(threading.Thread):
                 pass
 
     def result(self) -> None:
-        if self.ident is None:  # never started (a failure before the load)
+        if self.ident is None:  # never started (a failure before the load): run here
             self.after.clear()
             self.run()
-        self.join()
+        else:
+            self.join()
         if self.error is not None:
             err, self.error = self.error, None
             raise err
