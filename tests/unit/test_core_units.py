@@ -100,3 +100,27 @@ def test_libbpf_debug_lines_never_reach_python_warnings_do():
     assert printer(L.LIBBPF_WARN, b"warn", None) == 7
     assert printer(L.LIBBPF_INFO, b"info", None) == 7
     assert heard == [(L.LIBBPF_WARN, b"warn"), (L.LIBBPF_INFO, b"info")]
+
+
+def test_memory_headroom_is_the_nearest_of_memavailable_and_the_memcg_limit(tmp_path):
+    from memlens.core import kernel
+
+    (tmp_path / "meminfo").write_text("MemTotal: 4000000 kB\nMemAvailable: 2000000 kB\n")
+    proc = tmp_path / "self"
+    proc.mkdir()
+    root = tmp_path / "cg"
+    v1 = root / "memory" / "box"
+    v1.mkdir(parents=True)
+    (v1 / "memory.limit_in_bytes").write_text(str(64 << 20))
+    (v1 / "memory.usage_in_bytes").write_text(str(20 << 20))
+    (proc / "cgroup").write_text("5:memory:/box\n0::/user.slice\n")
+    args = dict(proc_self=str(proc), cgroup_root=str(root), meminfo=str(tmp_path / "meminfo"))
+    assert kernel.memory_headroom(**args) == 44 << 20            # v1 limit nearer
+    v2 = root / "user.slice"
+    v2.mkdir()
+    (v2 / "memory.max").write_text(str(30 << 20) + "\n")
+    (v2 / "memory.current").write_text(str(10 << 20))
+    assert kernel.memory_headroom(**args) == 20 << 20            # v2 nearer still
+    (v2 / "memory.max").write_text("max\n")
+    (v1 / "memory.limit_in_bytes").write_text(str(1 << 50))
+    assert kernel.memory_headroom(**args) == 2000000 * 1024      # no limit: MemAvailable

@@ -191,6 +191,48 @@ def cgroup_v1_memory() -> bool:
                for mnt, fs in _mounts())
 
 
+def memory_headroom(proc_self: str = "/proc/self", cgroup_root: str = "/sys/fs/cgroup",
+                    meminfo: str = "/proc/meminfo") -> int | None:
+    """Bytes this process may still use before the kernel refuses it or an OOM killer
+    acts: MemAvailable, or less when its memory cgroup (v1 memory hierarchy or v2) has a
+    limit closer than that (its own level only).  None when neither can be read."""
+    room = None
+    try:
+        with open(meminfo) as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    room = int(line.split()[1]) * 1024
+                    break
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        with open(f"{proc_self}/cgroup") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return room
+    for line in lines:
+        _, controllers, path = (line.split(":", 2) + ["", ""])[:3]
+        if "memory" in controllers.split(","):
+            files = (f"{cgroup_root}/memory{path}", "memory.limit_in_bytes",
+                     "memory.usage_in_bytes")
+        elif controllers == "":
+            files = (f"{cgroup_root}{path}", "memory.max", "memory.current")
+        else:
+            continue
+        try:
+            with open(os.path.join(files[0], files[1])) as f:
+                limit_text = f.read().strip()
+            with open(os.path.join(files[0], files[2])) as f:
+                usage = int(f.read().strip())
+        except (OSError, ValueError):
+            continue
+        if limit_text == "max" or not limit_text.isdigit():
+            continue
+        left = max(0, int(limit_text) - usage)
+        room = left if room is None else min(room, left)
+    return room
+
+
 def cgroup_path_of_id(cg_id: int) -> str | None:
     """The directory of a cgroup from its kernfs id (the inode number of its directory),
     shown relative to its hierarchy's mount; None if it is gone."""
