@@ -201,6 +201,14 @@ class BpfObject:
         if rc:
             raise _phase_error("configuring", f"map {map_name} shared", rc)
 
+    def add_map_flags(self, map_name: str, flags: int) -> None:
+        """Add BPF_F_* flags to a map's (BPF_F_NO_PREALLOC: entries allocated as they are
+        inserted, not all when the map is made)."""
+        m = self._map_ptr(map_name)
+        rc = L.lib().bpf_map__set_map_flags(m, L.lib().bpf_map__map_flags(m) | flags)
+        if rc:
+            raise _phase_error("configuring", f"map {map_name} flags", rc)
+
     def set_expected_attach_type(self, prog_name: str, attach_type: int) -> None:
         rc = L.lib().bpf_program__set_expected_attach_type(self.prog(prog_name), attach_type)
         if rc:
