@@ -351,7 +351,8 @@ struct {
  * shared libraries was cut at the second at every event.  Each mapping so found is kept
  * here by (process, 2 MiB of address space), the two latest of each, and later events take
  * it from here: each event learns one more and the stacks are whole from the second or
- * third.  Valid while the process has the same mm (an exec makes a new one); a mapping
+ * third.  Valid while the process (its start time) has the same mm (an exec makes a new
+ * one; a PID and an mm_struct's address may both be reused by a later process); a mapping
  * replaced in place by another file (dlclose, dlopen at the same address) goes unseen, as
  * it does in the process's entry.  Kept only once user space has the mapping (sent), so
  * that the frames it places are named. */
@@ -365,6 +366,7 @@ struct unwind_met_key {
 
 struct unwind_met {
 	__u64 mm;
+	__u64 start;      /* the process's start time: a PID reused, an mm_struct reused */
 	struct unwind_mapping maps[UNWIND_MET_WAYS];  /* latest first; end 0: empty */
 };
 
@@ -393,6 +395,7 @@ struct unwind_walk {
 	__u32 hi;
 	__u64 exe_ino;    /* of the task's executable: a process entry of another is stale */
 	__u64 mm;         /* the task's address space (unwind_met's entries are of one) */
+	__u64 start;      /* the process's start time (boot-based ns) */
 	__u32 gen;        /* unwind_gen at the walk's start */
 	__u32 pad2;
 	struct unwind_mapping last;  /* the mapping of the previous frame */
@@ -614,13 +617,14 @@ static __always_inline void unwind_met_keep(struct unwind_walk *s, __u64 pc)
 	s->met_key.tgid = s->tgid;
 	s->met_key.bucket = pc >> UNWIND_MET_SHIFT;
 	struct unwind_met *e = bpf_map_lookup_elem(&unwind_met, &s->met_key);
-	if (e && e->mm == s->mm) {
+	if (e && e->mm == s->mm && e->start == s->start) {
 		e->maps[1] = e->maps[0];
 		e->maps[0] = s->last;
 		return;
 	}
 	/* made in the walk's map value: the BPF stack has no room for it */
 	s->met.mm = s->mm;
+	s->met.start = s->start;
 	s->met.maps[0] = s->last;
 	__builtin_memset(&s->met.maps[1], 0, sizeof(s->met.maps[1]));
 	bpf_map_update_elem(&unwind_met, &s->met_key, &s->met, BPF_ANY);
@@ -632,7 +636,7 @@ static __always_inline int unwind_met_find(struct unwind_walk *s, __u64 pc)
 	s->met_key.tgid = s->tgid;
 	s->met_key.bucket = pc >> UNWIND_MET_SHIFT;
 	struct unwind_met *e = bpf_map_lookup_elem(&unwind_met, &s->met_key);
-	if (!e || e->mm != s->mm)
+	if (!e || e->mm != s->mm || e->start != s->start)
 		return 0;
 	if (pc >= e->maps[0].start && pc < e->maps[0].end) {
 		s->last = e->maps[0];
@@ -939,6 +943,7 @@ __attribute__((noinline)) long memlens_unwind_user(void)
 	struct file *exe = mm->exe_file;
 	s->exe_ino = exe ? exe->f_inode->i_ino : 0;
 	s->mm = (__u64)mm;
+	s->start = task->group_leader->start_time;
 	s->gen = gen ? (__u32)*gen : 0;
 	/* the entry is checked against exe_ino at the first frame that needs it (no branch
 	 * on it here: the callback is verified once, with an entry that may be NULL) */
