@@ -49,3 +49,31 @@ def test_an_empty_file_is_not_used_and_the_cache_can_be_off(tmp_path, monkeypatc
     (d / btfcache.key(obj)).write_bytes(b"btf")
     monkeypatch.setenv("MEMLENS_CACHE_DIR", "off")
     assert btfcache.cache_dir() is None and btfcache.cached(obj) is None
+
+
+def test_a_new_build_removes_old_files_but_not_the_current_one(tmp_path, monkeypatch):
+    """Two runs without the file start a build each: the second's clean-up of old boots'
+    and builds' files must not remove the file the first one made meanwhile, which a third
+    run may be opening (its start-up failed: "failed to parse target BTF: -2").  Here the
+    build itself fails (a bpftool that exits 1): the current file must survive, the stale
+    one go."""
+    import time
+
+    obj, d = _setup(tmp_path, monkeypatch)
+    current = d / btfcache.key(obj)
+    current.write_bytes(b"btf")
+    stale = d / "x.bpf-oldboot-1-2-3.btf"
+    stale.write_bytes(b"old")
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "bpftool").write_text("#!/bin/sh\nexit 1\n")
+    (fake / "bpftool").chmod(0o755)
+    monkeypatch.setenv("PATH", str(fake))
+    monkeypatch.setattr(os.path, "exists", lambda p: True)  # /sys/kernel/btf/vmlinux
+    assert btfcache.build_in_background(obj)
+    deadline = time.monotonic() + 10
+    while stale.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.2)  # the failed build's own clean-up (its temporary file) is done too
+    assert not stale.exists()
+    assert current.read_bytes() == b"btf"

@@ -107,9 +107,11 @@ def build_in_background(obj_path: str) -> bool:
         return False
     final = os.path.join(d, k)
     tmp = f"{final}.{os.getpid()}.tmp"
-    # this object's files of old boots and builds go (the glob, $4, is left unquoted)
+    # this object's files of old boots and builds go (the glob, $4, is left unquoted), not
+    # this one's: another run may have made it meanwhile and a third be opening it (a
+    # start-up then failed: "failed to parse target BTF: -2")
     stale = os.path.join(d, k.split("-", 1)[0] + "-*.btf")
-    script = ('rm -f -- $4 2>/dev/null; '
+    script = ('for f in $4; do [ "$f" = "$3" ] || rm -f -- "$f"; done 2>/dev/null; '
               '"$0" gen min_core_btf /sys/kernel/btf/vmlinux "$2" "$1" >/dev/null 2>&1 '
               '&& mv -f -- "$2" "$3" || rm -f -- "$2"')
     try:
