@@ -64,10 +64,28 @@ def choose(mode: str) -> bool:
     return ok
 
 
+# the walk's other maps (bpf/include/memlens.bpf.h): made at their smallest when it is off
+# (a preallocated hash is allocated and zeroed when made: unwind_procs alone is ~20 MB, and
+# together they were ~5.5 ms of every stack tool's load with --stack-unwind fp, of the
+# hand-over's first program, of every stackless engine tool)
+_WALK_MAPS = ("unwind_procs", "unwind_files", "unwind_vma_sent", "unwind_named",
+              "unwind_asked", "unwind_met", "unwind_rowcache")
+_WALK_RINGS = ("unwind_requests", "unwind_vmas")
+
+
 def configure(obj, mode: str, rows: int = ROW_CAPACITY) -> bool:
     """Before load: switch the walk on (True) or leave the kernel's (False)."""
     on = choose(mode)
     obj.rodata["unwind_dwarf"] = on
     # off: the smallest array (the verifier drops the code that reads it)
     obj.set_max_entries("unwind_rows", rows if on else 1)
+    if not on:
+        import mmap
+
+        for name in _WALK_MAPS:
+            if obj.has_map(name):
+                obj.set_max_entries(name, 1)
+        for name in _WALK_RINGS:
+            if obj.has_map(name):
+                obj.set_max_entries(name, mmap.PAGESIZE)  # a ring's smallest
     return on
