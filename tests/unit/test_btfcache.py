@@ -62,7 +62,9 @@ def test_a_new_build_removes_old_files_but_not_the_current_one(tmp_path, monkeyp
     obj, d = _setup(tmp_path, monkeypatch)
     current = d / btfcache.key(obj)
     current.write_bytes(b"btf")
-    stale = d / "x.bpf-oldboot-1-2-3.btf"
+    stale = d / (btfcache._owner(obj) + "-oldboot-1-2-3.btf")
+    elsewhere = d / "x.bpf-0badc0de-oldboot-1-2-3.btf"  # the same object of another tree
+    elsewhere.write_bytes(b"theirs")
     stale.write_bytes(b"old")
     fake = tmp_path / "bin"
     fake.mkdir()
@@ -77,3 +79,4 @@ def test_a_new_build_removes_old_files_but_not_the_current_one(tmp_path, monkeyp
     time.sleep(0.2)  # the failed build's own clean-up (its temporary file) is done too
     assert not stale.exists()
     assert current.read_bytes() == b"btf"
+    assert elsewhere.read_bytes() == b"theirs"

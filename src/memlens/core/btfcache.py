@@ -63,8 +63,16 @@ def key(obj_path: str) -> str | None:
         return None
     if boot is None:
         return None
-    name = os.path.basename(obj_path).removesuffix(".o")
-    return f"{name}-{boot}-{st.st_size}-{st.st_mtime_ns}-{st.st_ino}.btf"
+    return f"{_owner(obj_path)}-{boot}-{st.st_size}-{st.st_mtime_ns}-{st.st_ino}.btf"
+
+
+def _owner(obj_path: str) -> str:
+    """The object's name and where it is installed: two trees or venvs of memlens keep a
+    file each (by name alone each one's build removed the other's as stale)."""
+    import zlib
+
+    where = os.path.dirname(os.path.realpath(obj_path)).encode()
+    return f"{os.path.basename(obj_path).removesuffix('.o')}-{zlib.crc32(where):08x}"
 
 
 def cached(obj_path: str) -> str | None:
@@ -110,7 +118,7 @@ def build_in_background(obj_path: str) -> bool:
     # this object's files of old boots and builds go (the glob, $4, is left unquoted), not
     # this one's: another run may have made it meanwhile and a third be opening it (a
     # start-up then failed: "failed to parse target BTF: -2")
-    stale = os.path.join(d, k.split("-", 1)[0] + "-*.btf")
+    stale = os.path.join(d, _owner(obj_path) + "-*.btf")
     script = ('for f in $4; do [ "$f" = "$3" ] || rm -f -- "$f"; done 2>/dev/null; '
               '"$0" gen min_core_btf /sys/kernel/btf/vmlinux "$2" "$1" >/dev/null 2>&1 '
               '&& mv -f -- "$2" "$3" || rm -f -- "$2"')
