@@ -64,25 +64,33 @@ class Workload:
                 self.proc.kill()
 
 
-def unwind_procs_maps(tool_pid: int) -> list[int]:
-    """Ids of the unwind_procs maps the tool holds (its fds' fdinfo show map ids): a
-    system-wide stack tool holds two, its first program's (attached before the walk was
-    loaded) and the walk's, which it hands over to (core/engine.py)."""
+def tool_maps(tool_pid: int, name: str) -> list[dict]:
+    """bpftool's account of each map of that name the tool holds (its fds' fdinfo show map
+    ids): a system-wide stack tool holds two of the walk's maps, its first program's
+    (attached before the walk was loaded) and the walk's, which it hands over to
+    (core/engine.py)."""
     base = f"/proc/{tool_pid}/fdinfo"
-    ids = []
+    found: dict[int, dict] = {}
     for fd in os.listdir(base):
         try:
             with open(f"{base}/{fd}") as f:
                 m = re.search(r"^map_id:\s*(\d+)", f.read(), re.MULTILINE)
         except OSError:
             continue
-        if m is None or int(m.group(1)) in ids:
+        if m is None or int(m.group(1)) in found:
             continue
         show = subprocess.run(["bpftool", "map", "show", "id", m.group(1), "--json"],
                               capture_output=True, text=True)
-        if show.returncode == 0 and json.loads(show.stdout).get("name") == "unwind_procs":
-            ids.append(int(m.group(1)))
-    return ids
+        if show.returncode == 0:
+            info = json.loads(show.stdout)
+            if info.get("name") == name:
+                found[int(m.group(1))] = info
+    return list(found.values())
+
+
+def unwind_procs_maps(tool_pid: int) -> list[int]:
+    """Ids of the unwind_procs maps the tool holds."""
+    return [m["id"] for m in tool_maps(tool_pid, "unwind_procs")]
 
 
 def proc_entry(run: ToolRun, pid: int) -> bytes | None:
@@ -104,22 +112,9 @@ def wait_walk(run: ToolRun, timeout: float = 30.0) -> None:
     after its banner, core/engine.py's hand-over; a process whose events all come before
     that is asked for at its next event only, and a gated workload has none)."""
     deadline = time.monotonic() + timeout
-    base = f"/proc/{run.proc.pid}/fdinfo"
     while time.monotonic() < deadline:
-        for fd in os.listdir(base):
-            try:
-                with open(f"{base}/{fd}") as f:
-                    m = re.search(r"^map_id:\s*(\d+)", f.read(), re.MULTILINE)
-            except OSError:
-                continue
-            if m is None:
-                continue
-            show = subprocess.run(["bpftool", "map", "show", "id", m.group(1), "--json"],
-                                  capture_output=True, text=True)
-            if show.returncode == 0:
-                info = json.loads(show.stdout)
-                if info.get("name") == "unwind_rows" and info.get("max_entries", 0) > 1:
-                    return
+        if any(m.get("max_entries", 0) > 1 for m in tool_maps(run.proc.pid, "unwind_rows")):
+            return
         time.sleep(0.05)
     raise AssertionError(f"the tool's walk not loaded within {timeout} s")
 
