@@ -427,6 +427,12 @@ class Engine:
         if unwind_on and not self._hand_over_due:
             self._watch_unwind_requests(obj)
         self._next_tick = time.monotonic() + TICK_S
+        from memlens.core.lazy import prefetch_numpy
+
+        # every poll decodes with numpy: imported from now on, after the attaches (started
+        # before the load, its import held the GIL that each libbpf call of the open, the
+        # configuration and the attaches waited to get back: ~90 ms of drsnoop's start)
+        prefetch_numpy()
 
     def _watch_unwind_requests(self, obj) -> None:
         # a process the walk has no tables for asks for them: serve it at once (each

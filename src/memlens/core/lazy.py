@@ -22,12 +22,17 @@ class LazyModule(ModuleType):
 
 
 np = LazyModule("numpy")
+_prefetching = False
 
 
 def prefetch_numpy() -> None:
     """Import numpy in a background thread while the main thread opens and loads BPF
     objects: libbpf's load (mostly the kernel verifying programs) runs in ctypes calls that
     release the GIL, so the import overlaps it instead of delaying the first attach."""
+    global _prefetching
+    if _prefetching or np._real is not None:
+        return  # one import is enough (slabratetop starts two engines)
+    _prefetching = True
     import threading
 
     def load() -> None:

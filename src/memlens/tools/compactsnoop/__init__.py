@@ -268,12 +268,6 @@ class CompactsnoopTool:
         self.episodes = Episodes(status_names())
         self.mono_to_wall = time.time() - time.monotonic()  # bpf_ktime_get_ns: monotonic
         self.engine.start(pid=self.args.pid, cgroup=self.args.cgroup)
-        from memlens.core.lazy import prefetch_numpy
-
-        # numpy is first needed by the first poll, after the banner: imported from now on
-        # (started before the load, its import held the GIL that every libbpf call of
-        # the open, the configuration and the attaches waits to get back: ~90 ms)
-        prefetch_numpy()
 
     def poll(self, timeout: float) -> list[dict]:
         from memlens.core.engine import strip_tracing_frames

@@ -150,14 +150,8 @@ class DrsnoopTool:
 
         require_tracing_privileges(self.name)
         check_pid_exists(self.pid)
-        from memlens.core.lazy import prefetch_numpy
-
         self.engine.start(pid=self.pid, cgroup=getattr(self.args, "cgroup", None),
                           tid=self.args.tid)
-        # numpy is first needed by the first poll, after the banner: imported from now on
-        # (started before the load, its import held the GIL that every libbpf call of
-        # the open, the configuration and the attaches waits to get back: ~90 ms)
-        prefetch_numpy()
 
     def poll(self, timeout: float) -> list[dict]:
         evs = self.engine.poll(timeout)

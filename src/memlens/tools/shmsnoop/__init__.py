@@ -486,12 +486,6 @@ class ShmsnoopTool:
         self.mono_to_wall = time.time() - time.monotonic()
         # -t is filtered in the kernel too (the Python check below stays as a guard)
         self.engine.start(pid=self.args.pid, cgroup=self.args.cgroup, tid=self.tid)
-        from memlens.core.lazy import prefetch_numpy
-
-        # numpy is first needed by the first poll, after the banner: imported from now on
-        # (started before the load, its import held the GIL that every libbpf call of
-        # the open, the configuration and the attaches waits to get back: ~90 ms)
-        prefetch_numpy()
 
     def poll(self, timeout: float) -> ShmBatch:
         # a poll's events as one array, decoded by columns (ShmBatch): one call at a time

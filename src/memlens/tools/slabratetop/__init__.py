@@ -167,12 +167,6 @@ class SlabratetopTool:
                  and k[8:].rstrip("k").isdigit()]
         if sizes:
             self.max_kmalloc = max(sizes)
-        from memlens.core.lazy import prefetch_numpy
-
-        # numpy is first needed by the first poll, after the banner: imported from now on
-        # (started before the load, its import held the GIL that every libbpf call of
-        # the open, the configuration and the attaches waits to get back: ~90 ms)
-        prefetch_numpy()
 
     def poll(self, timeout: float) -> list[dict]:
         out: list[dict] = []
