@@ -147,79 +147,107 @@ class ExporterCommand:
     def run(self, args: argparse.Namespace) -> int:
         from memlens.core import kernel
         from memlens.core.privileges import require_tracing_privileges
-        from memlens.core.runner import SIGNALS, banner
+        from memlens.core.runner import run_cli
+        from memlens.output.sinks import Sink
 
         require_tracing_privileges("exporter")
         if args.cgroup:
             kernel.cgroup_target(args.cgroup)  # a bad path is a usage error, now
         kernel.ensure_tracefs()
+        # the shared lifecycle (core/runner): signals, -d, the banner once attached, exit
+        # 128 + the signal before it; the scrapes are the output, no record is printed
+        return run_cli(ExporterTool(args), args, Sink())
+
+
+class ExporterTool:
+    """The exporter as a tool of core/runner: start() binds the address, then loads and
+    attaches its sources; poll() runs their tick every TICK_S; close() stops serving and
+    detaches.  No report: Prometheus reads the collector at each scrape."""
+
+    name = "exporter"
+
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self.what = "nothing"
+        self.collector = None
+        self.server = self.thread = None
+        self.started: list = []
+        self._next_tick = 0.0
+
+    def start(self) -> None:
+        import time
+
         from prometheus_client import CollectorRegistry, disable_created_metrics
         from prometheus_client.process_collector import ProcessCollector
 
+        from memlens.core.runner import SIGNALS
         from memlens.exporter import sources
         from memlens.exporter.collector import MemlensCollector
 
+        args = self.args
         disable_created_metrics()
         names = sources.CgroupNames()
-        collector = MemlensCollector(names, args.cgroup_depth, args.forget_after)
+        collector = self.collector = MemlensCollector(names, args.cgroup_depth,
+                                                      args.forget_after)
         registry = CollectorRegistry(auto_describe=False)
         registry.register(collector)
         ProcessCollector(registry=registry)  # process_cpu_seconds_total, RSS: our own cost
         host, port = args.listen
-        server, thread = serve(host, port, registry)
-        import threading
+        self.server, self.thread = serve(host, port, registry)  # in use: exit 1, now
+        planned, missing = sources.plan(names, args.cgroup_depth, args.disable)
+        collector.missing = missing
+        for src_name, hook, why in missing:
+            print(f"memlens exporter: no {src_name} {hook} here: {why}", file=sys.stderr)
+        if not planned:
+            from memlens.errors import KernelLacks
 
-        stop = SIGNALS.event if SIGNALS.active else threading.Event()
-        started: list = []
-        attached = False
-        try:
-            planned, missing = sources.plan(names, args.cgroup_depth, args.disable)
-            collector.missing = missing
-            for src_name, hook, why in missing:
-                print(f"memlens exporter: no {src_name} {hook} here: {why}", file=sys.stderr)
-            if not planned:
-                from memlens.errors import KernelLacks
+            raise KernelLacks("exporter: no source can be fed by this kernel (or all "
+                              "were disabled)")
+        for src in planned:
+            if SIGNALS.event.is_set():
+                return  # the runner sees the stop: nothing traced, no banner
+            src.start(args.cgroup)
+            self.started.append(src)
+        with collector.lock:
+            collector.sources = list(self.started)
+        shown = f"[{host}]" if ":" in host else host
+        self.what = (f"{', '.join(WHAT[s.name] for s in self.started)} by memory cgroup "
+                     f"for Prometheus at http://{shown}:{self.server.server_port}/metrics")
+        self._next_tick = time.monotonic() + TICK_S
 
-                raise KernelLacks("exporter: no source can be fed by this kernel (or all "
-                                  "were disabled)")
-            for src in planned:
-                if stop.is_set():
-                    break
-                src.start(args.cgroup)
-                started.append(src)
-            if not stop.is_set():
-                with collector.lock:
-                    collector.sources = list(started)
-                attached = True
-                shown = f"[{host}]" if ":" in host else host
-                banner(f"{', '.join(WHAT[s.name] for s in started)} by memory cgroup for "
-                       f"Prometheus at http://{shown}:{server.server_port}/metrics")
-                self._loop(collector, stop, args.duration)
-        finally:
-            server.shutdown()
-            server.server_close()
-            thread.join(5)
-            with collector.lock:
-                collector.sources = []
-                for src in started:
-                    try:
-                        src.close()
-                    except Exception:  # close the others whatever happened
-                        pass
-        if not attached and stop.is_set():
-            return SIGNALS.exit_code if SIGNALS.signum else 130
-        return 0
-
-    @staticmethod
-    def _loop(collector, stop, duration: float | None) -> None:
+    def poll(self, timeout: float) -> list:
+        """Between scrapes, every TICK_S: the engines' reads and pruning (collector.tick)."""
         import time
 
-        deadline = None if duration is None else time.monotonic() + duration
-        while not stop.is_set():
-            wait = TICK_S if deadline is None else min(TICK_S, deadline - time.monotonic())
-            if wait <= 0 or stop.wait(wait):
-                break
-            collector.tick()
+        now = time.monotonic()
+        if now < self._next_tick:
+            time.sleep(min(timeout, self._next_tick - now))
+            now = time.monotonic()
+        if now >= self._next_tick and self.collector is not None:
+            self.collector.tick()
+            self._next_tick = now + TICK_S
+        return []
+
+    def report(self, final: bool) -> list:
+        return []
+
+    def summary(self) -> list:
+        return []
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+            self.thread.join(5)
+        if self.collector is not None:
+            with self.collector.lock:
+                self.collector.sources = []
+        for src in self.started:
+            try:
+                src.close()
+            except Exception:  # close the others whatever happened
+                pass
+        self.started = []
 
 
 COMMAND = ExporterCommand()
