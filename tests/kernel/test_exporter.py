@@ -77,6 +77,19 @@ class Exporter:
         return self.run.stop(sig=15)
 
 
+
+def touch_pages_in(cg) -> subprocess.Popen:
+    """touch_pages (PAGES pages), the only task of cgroup `cg`, held at its first gate."""
+    return subprocess.Popen([str(build_workload("touch_pages")), str(PAGES)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: (cg / "cgroup.procs").write_text("0"))
+
+
+def gate(wl: subprocess.Popen) -> None:
+    """Let the workload past its next gate."""
+    wl.stdin.write("g")
+    wl.stdin.flush()
+
 def value(samples: dict, name: str, **labels) -> float:
     return samples.get((name, frozenset(labels.items())), 0.0)
 
@@ -105,18 +118,14 @@ def test_faults_of_a_cgroup_move_by_the_pages_touched_and_stay_after_pruning(exp
     engine has pruned the idle key from the kernel map the counter stays where it was."""
     with memory_cgroup("mlt_exp_faults", "64M") as cg:
         name = cgroup_name(cg)
-        wl = subprocess.Popen([str(build_workload("touch_pages")), str(PAGES)],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                              preexec_fn=lambda: (cg / "cgroup.procs").write_text("0"))
+        wl = touch_pages_in(cg)
         try:
             assert wl.stdout.readline().startswith("ready pid=")
             before = exporter.scrape()
-            wl.stdin.write("g")
-            wl.stdin.flush()
+            gate(wl)
             assert wl.stdout.readline() == "t\n"
             after = exporter.scrape()
-            wl.stdin.write("g")
-            wl.stdin.flush()
+            gate(wl)
             m = re.match(r"done pages=(\d+) minflt=(\d+) majflt=(\d+)", wl.stdout.readline())
             assert m, "workload did not report"
             pages, minflt, majflt = (int(x) for x in m.groups())
@@ -367,13 +376,10 @@ def test_cgroup_filter_depth_and_forgetting_removed_cgroups():
             try:
                 exp = Exporter("--cgroup", str(parent), "--cgroup-depth", "1",
                                "--forget-after", "1")
-                wl = subprocess.Popen([str(build_workload("touch_pages")), str(PAGES)],
-                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                                      preexec_fn=lambda: (child / "cgroup.procs").write_text("0"))
+                wl = touch_pages_in(child)
                 assert wl.stdout.readline().startswith("ready pid=")
                 before = exp.scrape()
-                wl.stdin.write("g")
-                wl.stdin.flush()
+                gate(wl)
                 assert wl.stdout.readline() == "t\n"
                 after = exp.scrape()
             finally:
@@ -441,13 +447,10 @@ def test_bpf_program_run_time_and_count_while_stats_are_on():
         fd = _enable_bpf_stats()
         before = exp.scrape()
         with memory_cgroup("mlt_exp_stats", "64M") as cg:
-            wl = subprocess.Popen([str(build_workload("touch_pages")), str(PAGES)],
-                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                                  preexec_fn=lambda: (cg / "cgroup.procs").write_text("0"))
+            wl = touch_pages_in(cg)
             try:
                 wl.stdout.readline()
-                wl.stdin.write("g")
-                wl.stdin.flush()
+                gate(wl)
                 assert wl.stdout.readline() == "t\n"
             finally:
                 wl.kill()
