@@ -23,9 +23,25 @@ if [ -n "$missing" ]; then
     apt-get install -y -qq --no-install-recommends $missing >/dev/null
 fi
 
-PY=${PYTHON:-python3}
+# The interpreter: $PYTHON, else the distribution's own (Debian builds it with PGO and LTO
+# and links libpython statically), else the first python3 on PATH.  Start-up is a measured
+# figure (bench/bench_launch.py): the same tools reach "attached" 12-25 % sooner under
+# Debian's /usr/bin/python3 than under a default pyenv build (--enable-shared, no PGO) that
+# comes first on PATH here.  A .venv made from another interpreter is made again.
+if [ -n "${PYTHON:-}" ]; then
+    PY=$PYTHON
+elif /usr/bin/python3 -c 'import sys, venv, ensurepip; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+    PY=/usr/bin/python3
+else
+    PY=python3
+fi
+want_home=$(dirname "$("$PY" -c 'import sys; print(sys.executable)')")
+if [ -f .venv/pyvenv.cfg ] && ! grep -qx "home = $want_home" .venv/pyvenv.cfg; then
+    echo "setup: .venv was made from another interpreter; making it again from $PY" >&2
+    rm -rf .venv
+fi
 if [ ! -x .venv/bin/python ]; then
-    echo "setup: creating .venv" >&2
+    echo "setup: creating .venv ($PY)" >&2
     "$PY" -m venv .venv
 fi
 stamp=.venv/.memlens-installed
@@ -38,6 +54,9 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ hatch_build.py -nt 
         echo "setup: pip install failed (log above)" >&2
         exit 1
     fi
+    # setuptools came with the venv (ensurepip) and nothing here uses it (hatchling builds in
+    # its own environment); its distutils-precedence.pth ran at every start (~1 ms)
+    .venv/bin/python -m pip uninstall -q -y setuptools >/dev/null 2>&1 || true
     touch "$stamp"
 fi
 # Rebuild BPF objects whose sources changed since the last install (cheap when none did).
