@@ -21,6 +21,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -68,6 +69,25 @@ TOOLS: dict[str, tuple[list[str], str]] = {
 }
 
 
+# the floor (bench/launch_floor.py): any Python tool's least, beside funccount's peer (the
+# same tracepoint; bpftrace 0.17 sometimes ignores SIGINT with an empty or `@n = count()`
+# action)
+FLOOR = "python floor"
+FLOOR_PEER = TOOLS["funccount"][1]
+
+
+def floor_object(tmp: Path) -> Path | None:
+    """bench/floor.bpf.c compiled into `tmp` (clang, as the package's build does)."""
+    clang = next((c for c in ("clang-19", "clang-18", "clang") if shutil.which(c)), None)
+    if clang is None:
+        return None
+    obj = tmp / "floor.bpf.o"
+    done = subprocess.run([clang, "-O2", "-target", "bpf", "-c",
+                           str(ROOT / "bench" / "floor.bpf.c"), "-o", str(obj)],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return obj if done.returncode == 0 else None
+
+
 def measure(argv: list[str], marker: str) -> tuple[float, float]:
     """(seconds from exec to `marker` on stderr, peak RSS in MB)."""
     t0 = time.monotonic()
@@ -113,22 +133,31 @@ def main() -> None:
     compile_package()
     have_bpftrace = shutil.which("bpftrace") is not None
     target = subprocess.Popen(["sleep", "3600"])
+    tmp = tempfile.TemporaryDirectory(prefix="bench-launch-")
     try:
         print(f"median of {RUNS} runs each, memlens and bpftrace alternating")
         print(f"{'tool':<12} {'memlens s':>9} {'bpftrace s':>10} {'memlens MB':>10} "
               f"{'bpftrace MB':>11} {'time ratio':>10} {'RSS ratio':>9}")
         wanted = [a for a in sys.argv[1:] if not a.startswith("-")]
-        unknown = set(wanted) - set(TOOLS)
+        unknown = set(wanted) - set(TOOLS) - {"floor"}
         if unknown:
-            sys.exit(f"bench_launch: no tool {sorted(unknown)[0]!r} (tools: {', '.join(TOOLS)})")
-        for name, (args, bt_prog) in TOOLS.items():
-            if wanted and name not in wanted:
-                continue
-            args = [a.replace("{pid}", str(target.pid)) for a in args]
-            bt_prog = bt_prog.replace("{pid}", str(target.pid))
+            sys.exit(f"bench_launch: no tool {sorted(unknown)[0]!r} (tools: {', '.join(TOOLS)}"
+                     ", floor)")
+        # (name, argv, the marker it prints once attached, bpftrace's program)
+        cases = [(name, memlens_argv(*[a.replace("{pid}", str(target.pid)) for a in args]),
+                  "Hit Ctrl-C to end.", bt_prog.replace("{pid}", str(target.pid)))
+                 for name, (args, bt_prog) in TOOLS.items() if not wanted or name in wanted]
+        if not wanted or "floor" in wanted:
+            obj = floor_object(Path(tmp.name))
+            if obj is None:
+                print("  python floor: no clang to build bench/floor.bpf.c: not measured")
+            else:
+                cases.append((FLOOR, [sys.executable, str(ROOT / "bench" / "launch_floor.py"),
+                                      str(obj)], "READY", FLOOR_PEER))
+        for name, argv, marker, bt_prog in cases:
             ours, peer = [], []
             for _ in range(RUNS):
-                ours.append(measure(memlens_argv(*args), "Hit Ctrl-C to end."))
+                ours.append(measure(argv, marker))
                 if have_bpftrace:
                     prog = 'BEGIN { printf("READY\\n"); } ' + bt_prog
                     # bpftrace prints BEGIN's output on stdout: to stderr for the marker
@@ -144,6 +173,7 @@ def main() -> None:
                                    "peer_attached_s": round(t_peer, 4),
                                    "rss_mb": round(m_ours, 1), "peer_rss_mb": round(m_peer, 1)})
     finally:
+        tmp.cleanup()
         target.kill()
         target.wait()
 

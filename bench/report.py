@@ -213,6 +213,24 @@ def ring_lines(figures: list[dict]) -> list[str]:
     return out
 
 
+def floor_lines(figures: list[dict]) -> list[str]:
+    """The Python floor (bench/launch_floor.py), and each tool's distance above it."""
+    launch = {f["tool"]: f for f in figures if f["bench"] == "launch"}
+    floor = launch.get("python floor")
+    if not floor:
+        return []
+    above = sorted((f["attached_s"] - floor["attached_s"], t) for t, f in launch.items()
+                   if t != "python floor")
+    out = [f"- the Python floor (`python floor` above, bench/launch_floor.py): this "
+           f"interpreter, ctypes and libbpf attaching a one-instruction tracepoint program, "
+           f"nothing else: {floor['attached_s'] * 1e3:.0f} ms to attached, bpftrace "
+           f"{floor['peer_attached_s'] * 1e3:.0f} ms on the same tracepoint"]
+    if above:
+        out.append("- each tool above that floor (its own imports, options, maps, verifier, "
+                   "attaches): " + ", ".join(f"{t} +{d * 1e3:.0f} ms" for d, t in above))
+    return out
+
+
 README_BEGIN = "<!-- figures: written by `make bench` from docs/BENCHMARKS.md -->"
 README_END = "<!-- /figures -->"
 
@@ -323,7 +341,7 @@ def write_report(path: Path, runs: list[dict], figures: list[dict], total_s: flo
                   "benches (faults, unwinding) are in their sections "
                   "below.", ""]
         lines += summary(figures)
-        extra = ring_lines(figures) + unwind_lines(figures)
+        extra = floor_lines(figures) + ring_lines(figures) + unwind_lines(figures)
         if extra:
             lines += ["", *extra]
     lines += ["", "## Each bench", ""]
