@@ -75,6 +75,52 @@ class TestPlanOnLibc:
             plan_probes([LIBC], None, "je_", "test")
 
 
+@pytest.mark.skipif(not os.path.exists(LIBC), reason="needs Debian's libc")
+class TestElfFunctionsAgainstReadelf:
+    """The struct reader of the plan (symbols.function_names) against readelf: every
+    defined FUNC/IFUNC of .dynsym with its value and size, and the PT_LOAD segments."""
+
+    def test_dynsym_functions_and_loads(self):
+        import subprocess
+
+        elf = ElfFunctions.read(LIBC)
+        out = subprocess.run(["readelf", "--dyn-syms", "-lW", LIBC], capture_output=True,
+                             text=True, check=True).stdout
+        want: dict[str, tuple[int, int]] = {}
+        loads = []
+        for line in out.splitlines():
+            f = line.split()
+            if f and f[0] == "LOAD":
+                loads.append((int(f[1], 16), int(f[2], 16), int(f[4], 16)))
+            elif len(f) >= 8 and f[0].endswith(":") and f[3] in ("FUNC", "IFUNC") \
+                    and f[6] != "UND" and int(f[1], 16):
+                want[f[7].split("@", 1)[0]] = (int(f[1], 16), int(f[2], 0))
+        assert len(want) > 1000
+        assert {k: elf.funcs[k] for k in want} == want
+        assert elf.loads == sorted(loads)
+        # a probe's file offset through those segments (malloc in the text segment)
+        off, va, _ = next(seg for seg in loads if seg[1] <= want["malloc"][0] < seg[1] + seg[2])
+        assert elf.file_offset(want["malloc"][0]) == want["malloc"][0] - va + off
+
+    def test_plan_imports_neither_numpy_nor_dataclasses(self):
+        """-p's plan is made while the BPF object loads and the attach waits for it:
+        numpy's import (~0.1-0.2 s of CPU) and dataclasses' made it, not the kernel's
+        verifier, the longer of the two."""
+        import subprocess
+        import sys
+
+        code = ("import sys\n"
+                "from memlens.tools.memleak.probes import plan_probes\n"
+                f"plan = plan_probes([{LIBC!r}], None, '', 'test')\n"
+                "assert any(p.symbol == 'malloc' for p in plan.probes)\n"
+                "print(' '.join(m for m in ('numpy', 'dataclasses', 'inspect')"
+                " if m in sys.modules))\n")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             timeout=60)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.split() == []
+
+
 INFO = np.dtype([("size", "<u8"), ("ts_ns", "<u8"), ("stack", "<u8"), ("kind", "<u2"),
                  ("gen", "<u2"), ("pad", "<u4")])
 

@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -455,14 +456,34 @@ def test_vdso_resolves():
     if vdso is None:
         pytest.skip("no vdso")
     mod = sym._mod_of[sym.maps.index(vdso)]
-    if mod is None or mod.syms is None:
+    syms = sym._syms(mod) if mod is not None else None  # the image parsed at first use
+    if syms is None:
         pytest.skip("vdso not readable through /proc/self/mem")
     # the vdso exports clock_gettime and __vdso_clock_gettime at one address: we show the
     # plain alias
-    a = mod.syms.address_of("clock_gettime")
+    a = syms.address_of("clock_gettime")
     assert a is not None
     f, = sym.resolve([vdso.start + a + 2])   # vdso is linked at 0: vaddr == offset in image
     assert (f.symbol, f.offset, f.module) == ("clock_gettime", 2, "vdso")
+
+
+def test_a_snapshot_is_taken_without_numpy():
+    """memleak -p snapshots its target's map before its banner (a target gone right after
+    it keeps its frames): the snapshot (maps, files located, the vdso's image copied)
+    imports no numpy, whose import delayed the banner; the first lookup does."""
+    code = ("import os, sys\n"
+            "from memlens.core.symbols import ProcessSymbolizer, SymbolCache\n"
+            "sym = ProcessSymbolizer(os.getpid(), SymbolCache())\n"
+            "print('numpy' in sys.modules)\n"
+            "import ctypes\n"
+            "libc = ctypes.CDLL('libc.so.6')\n"
+            "addr = ctypes.cast(libc.malloc, ctypes.c_void_p).value\n"
+            "f, = sym.resolve([addr])\n"
+            "print(f.symbol, 'numpy' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "malloc", "True"]
 
 
 # --- ELF reader against binutils ------------------------------------------------------------

@@ -34,9 +34,12 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import NamedTuple
 
-import numpy as np
-
+from memlens.core.lazy import np
 from memlens.core.stacks import Frame, MapInfo
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import numpy as np
 
 # --- ELF constants (elf.h) ---------------------------------------------------------------
 ET_EXEC, ET_DYN = 2, 3
@@ -77,7 +80,8 @@ def _dtypes(bo: str):
     return sym, shdr, phdr
 
 
-_DT = {"<": _dtypes("<"), ">": _dtypes(">")}
+_DT: dict[str, tuple] = {}  # byte order -> (sym, shdr, phdr) dtypes, made at first use:
+# this module is imported without numpy (function_names, parse_maps: memleak -p's start)
 
 
 class ElfError(Exception):
@@ -100,6 +104,8 @@ class _Image:
         if buf[4] != 2:
             raise ElfError(f"{path}: not ELF64")
         self.bo = "<" if buf[5] == 1 else ">"
+        if self.bo not in _DT:
+            _DT[self.bo] = _dtypes(self.bo)
         self.sym_dt, shdr_dt, phdr_dt = _DT[self.bo]
         (self.e_type, _mach, _ver, _entry, e_phoff, e_shoff, _flags, _ehsize, e_phentsize,
          e_phnum, e_shentsize, e_shnum, e_shstrndx) = struct.unpack_from(
@@ -185,31 +191,92 @@ class _Image:
         return None
 
 
-def function_names(path: str) -> tuple[dict[str, tuple[int, int]], np.ndarray, bytes]:
+class ElfLayout:
+    """An ELF64 file's headers read with struct, without numpy (_Image's arrays need it):
+    what the paths before a tool's banner need (memleak -p's plan, the unwind tables'
+    disk cache).  bo; e_type; machine; phdrs: (type, flags, offset, vaddr, paddr, filesz,
+    memsz, align); loads: PT_LOAD (offset, vaddr, filesz, memsz, flags) sorted by offset;
+    shdrs: (name, type, flags, addr, offset, size, link, info, addralign, entsize)."""
+
+    def __init__(self, buf, path: str):
+        self.buf, self.path = buf, path
+        n = len(buf)
+        if n < 64 or bytes(buf[:4]) != b"\x7fELF":
+            raise ElfError(f"{path}: not an ELF file")
+        if buf[4] != 2:
+            raise ElfError(f"{path}: not ELF64")
+        bo = self.bo = "<" if buf[5] == 1 else ">"
+        (self.e_type, self.machine, _ver, _entry, phoff, shoff, _flags, _ehsize, phentsize,
+         phnum, shentsize, shnum, _shstrndx) = struct.unpack_from(bo + "HHIQQQIHHHHHH", buf, 16)
+        self.phdrs: list[tuple] = []
+        if phoff and phnum and phentsize == 56 and phoff + phnum * 56 <= n:
+            self.phdrs = list(struct.iter_unpack(bo + "IIQQQQQQ",
+                                                 buf[phoff:phoff + phnum * 56]))
+        self.loads = sorted((p[2], p[3], p[5], p[6], p[1]) for p in self.phdrs
+                            if p[0] == PT_LOAD)
+        self.shdrs: list[tuple] = []
+        if shoff and shentsize == 64:
+            if shnum == 0 and shoff + 64 <= n:  # extended numbering: the count in shdr[0]
+                shnum = struct.unpack_from(bo + "Q", buf, shoff + 32)[0]
+            if shoff + shnum * 64 <= n:
+                self.shdrs = list(struct.iter_unpack(bo + "IIQQQQIIQQ",
+                                                     buf[shoff:shoff + shnum * 64]))
+
+    def build_id(self) -> bytes | None:
+        """GNU build id from any SHT_NOTE section (or PT_NOTE segment when sections are
+        gone), as _Image.build_id."""
+        spans = [(sh[4], sh[5]) for sh in self.shdrs if sh[1] == SHT_NOTE]
+        if not spans:
+            spans = [(ph[2], ph[5]) for ph in self.phdrs if ph[0] == 4]  # PT_NOTE
+        buf, bo = self.buf, self.bo
+        for off, size in spans:
+            end = min(off + size, len(buf))
+            while off + 12 <= end:
+                namesz, descsz, ntype = struct.unpack_from(bo + "III", buf, off)
+                name_off = off + 12
+                desc_off = name_off + ((namesz + 3) & ~3)
+                if ntype == NT_GNU_BUILD_ID and bytes(buf[name_off:name_off + namesz]) \
+                        .rstrip(b"\0") == b"GNU":
+                    return bytes(buf[desc_off:desc_off + descsz])
+                off = desc_off + ((descsz + 3) & ~3)
+        return None
+
+
+def function_names(path: str) -> tuple[dict[str, tuple[int, int]], list[tuple[int, int, int]],
+                                        mmap.mmap]:
     """Every named function of an ELF file, aliases included (ElfSymbols keeps one name per
-    address): ({name without @version: (vaddr, size)}, PT_LOAD headers, file bytes).
-    `.dynsym` is read last so exported names win.  For attaching probes by name."""
-    with open(path, "rb") as f:
-        data = f.read()
-    img = _Image(data, path)
+    address): ({name without @version: (vaddr, size)}, PT_LOAD segments as (p_offset,
+    p_vaddr, p_filesz) sorted by offset, the file mapped).  `.dynsym` is read last so
+    exported names win.  For attaching probes by name.
+
+    Read with struct, not numpy: memleak -p plans its probes with it while its BPF object
+    loads, and importing numpy there (~0.1-0.2 s of CPU, ~16 MB) made the plan, not the
+    kernel's verifier, what the attach waited for."""
+    buf = _open_buffer(path)
+    elf = ElfLayout(buf, path)
+    n, shdrs = len(buf), elf.shdrs
     funcs: dict[str, tuple[int, int]] = {}
+    sym = struct.Struct(elf.bo + "IBBHQQ")
     for sh_type in (SHT_SYMTAB, SHT_DYNSYM):
-        tab = img.func_symbols(sh_type)
-        if tab is None:
+        sh = next((h for h in shdrs if h[1] == sh_type), None)
+        if sh is None:
             continue
-        syms, strsh = tab
-        so = int(strsh["offset"])
-        # plain ints (tolist), not numpy scalars read one field at a time: libc's 2822
-        # symbols took 17 ms that way (memleak -p's plan, before it can attach)
-        for name_off, value, size in zip(syms["name"].tolist(), syms["value"].tolist(),
-                                         syms["size"].tolist()):
+        off, size, link = sh[4], sh[5], sh[6]
+        if off + size > n or link >= len(shdrs):
+            continue
+        so = shdrs[link][4]
+        for name_off, info, _other, shndx, value, fsize in sym.iter_unpack(
+                buf[off:off + size // 24 * 24]):
+            typ = info & 0xF
+            if (typ != STT_FUNC and typ != STT_GNU_IFUNC) or shndx == SHN_UNDEF or not value:
+                continue
             start = so + name_off
-            end = data.find(b"\0", start)
-            name = data[start:end if end >= 0 else len(data)].decode("utf-8", "replace")
+            end = buf.find(b"\0", start)
+            name = buf[start:end if end >= 0 else n].decode("utf-8", "replace")
             name = name.split("@", 1)[0]
             if name:
-                funcs[name] = (value, size)
-    return funcs, img.loads, data
+                funcs[name] = (value, fsize)
+    return funcs, [seg[:3] for seg in elf.loads], buf
 
 
 def _open_buffer(path: str):
@@ -611,6 +678,25 @@ def _nspid(pid: int, proc: str) -> int:
     return pid
 
 
+class _LazyElf:
+    """An image held as bytes, its symbols read at the first use (None if unreadable)."""
+
+    def __init__(self, name: str, data: bytes):
+        self.name, self.data = name, data
+        self.syms: ElfSymbols | None = None
+        self.done = False
+
+    def get(self) -> ElfSymbols | None:
+        if not self.done:
+            self.done = True
+            try:
+                self.syms = ElfSymbols(self.name, self.data, find_debug=False)
+            except (ElfError, ValueError, OverflowError):
+                self.syms = None
+            self.data = b""
+        return self.syms
+
+
 class _Module(NamedTuple):
     display: str           # basename shown in frames
     open_path: str | None  # path to read the ELF from later (lazy)
@@ -657,8 +743,10 @@ class ProcessSymbolizer:
 
     def _set_maps(self, maps: list[Mapping]) -> None:
         self.maps = maps
-        self._starts = np.array([m.start for m in maps], np.uint64)
-        self._ends = np.array([m.end for m in maps], np.uint64)
+        # the bounds as arrays at the first lookup: a snapshot is taken without numpy
+        # (memleak -p takes one before its banner, so that a target gone right after it
+        # keeps its frames; numpy's import there delayed the banner ~0.1-0.2 s)
+        self._bounds: tuple[np.ndarray, np.ndarray] | None = None
         self._modules: dict[tuple[str, bool, int], _Module] = {}
         self._mod_of: list[_Module | None] = []
         for m in maps:
@@ -678,6 +766,20 @@ class ProcessSymbolizer:
         self._perf_path = next((c for c in cands if os.path.exists(c)), cands[-1])
         self._perf: PerfMap | None = None
         self._perf_mtime = None
+
+    @property
+    def _starts(self) -> np.ndarray:
+        return self._arrays()[0]
+
+    @property
+    def _ends(self) -> np.ndarray:
+        return self._arrays()[1]
+
+    def _arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._bounds is None:
+            self._bounds = (np.array([m.start for m in self.maps], np.uint64),
+                            np.array([m.end for m in self.maps], np.uint64))
+        return self._bounds
 
     def _locate(self, m: Mapping) -> _Module:
         display = os.path.basename(m.path)
@@ -713,11 +815,14 @@ class ProcessSymbolizer:
             with open(f"{self.proc}/{self.pid}/mem", "rb") as f:
                 f.seek(m.start)
                 data = f.read(m.end - m.start)
-            return _Module("vdso", None, ElfSymbols("[vdso]", data, find_debug=False))
-        except (OSError, ElfError, ValueError, OverflowError):
+            # its image copied now (it is the process's), parsed at the first frame in it
+            return _Module("vdso", None, _LazyElf("[vdso]", data))
+        except (OSError, ValueError, OverflowError):
             return _Module("vdso", None, None)
 
     def _syms(self, mod: _Module) -> ElfSymbols | None:
+        if isinstance(mod.syms, _LazyElf):
+            return mod.syms.get()
         if mod.syms is not None or mod.open_path is None:
             return mod.syms
         return self.cache.get(mod.open_path)

@@ -36,26 +36,45 @@ import struct
 import threading
 import time
 from collections import OrderedDict
-from typing import Any
 
-import numpy as np
-
+from memlens.core.lazy import np
 from memlens.core.symbols import Mapping, parse_maps
 from memlens.errors import MemlensError
 
-from . import MODES, ROW_CAPACITY, cfi, choose, configure, kernel_support  # noqa: F401
-from .tables import TableCache, UnwindTable
+from . import MODES, ROW_CAPACITY, choose, configure, kernel_support  # noqa: F401
+from .tables import ROW_SIZE, TableCache, UnwindTable
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    import numpy as np
+
+# Nothing here imports numpy before a process's entry is written (load_process with its
+# tables in memory or in the disk cache): memleak -p writes it before attaching, and
+# numpy's import (~0.1-0.2 s of CPU) was then longer than the BPF load beside it.  numpy
+# comes with the first poll (the requests ring) or a table built (cfi).
 
 MAX_MAPS = 128                  # MEMLENS_UNWIND_MAX_MAPS
 GC_S = 5.0                      # processes gone are forgotten this often (rows, entries)
 REQUEST_NOT_LOADED, REQUEST_UNMAPPED = 1, 2
 NOT_LOADED = 0xFFFFFFFF         # a mapping's row_start when its table is past the bound
 
-MAPPING_DTYPE = np.dtype([("start", "<u8"), ("end", "<u8"), ("bias", "<u8"),
-                          ("row_start", "<u4"), ("row_count", "<u4")])
+MAPPING = struct.Struct("<QQQII")    # start, end, bias, row_start, row_count
 PROC_HEADER = struct.Struct("<QII")  # exe_ino, nmaps, pad
-PROC_SIZE = PROC_HEADER.size + MAX_MAPS * MAPPING_DTYPE.itemsize
-REQUEST_DTYPE = np.dtype([("tgid", "<u4"), ("reason", "<u4")])
+PROC_SIZE = PROC_HEADER.size + MAX_MAPS * MAPPING.size
+_DTYPES = {  # numpy dtypes, made at first use (module __getattr__)
+    "MAPPING_DTYPE": [("start", "<u8"), ("end", "<u8"), ("bias", "<u8"),
+                      ("row_start", "<u4"), ("row_count", "<u4")],
+    "REQUEST_DTYPE": [("tgid", "<u4"), ("reason", "<u4")],
+}
+
+
+def __getattr__(name: str):
+    if name in _DTYPES:
+        dt = globals()[name] = np.dtype(_DTYPES[name])
+        return dt
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 FILE_KEY = struct.Struct("<QII")      # ino, kernel dev_t, pad
 FILE_VALUE = struct.Struct("<QQqIIQ")  # seg_start, seg_end, delta, row_start, row_count,
                                        # vaddr
@@ -81,7 +100,7 @@ def doctor_facts() -> dict[str, Any]:
                 files += 1
                 size += e.stat().st_size
     return {"stack_unwind": "dwarf (.eh_frame tables)" if ok else f"fp only: {why}",
-            "unwind_rows_bytes": ROW_CAPACITY * cfi.ROW_DTYPE.itemsize if ok else 0,
+            "unwind_rows_bytes": ROW_CAPACITY * ROW_SIZE if ok else 0,
             "unwind_cache": {"dir": disk.dir, "files": files, "bytes": size,
                              "max_bytes": disk.max_bytes}}
 
@@ -140,10 +159,15 @@ class UnwindStore:
         """Before load: switch the walk on (True) or leave the kernel's (False)."""
         return configure(obj, mode, rows)
 
+    @staticmethod
+    def default_cache() -> TableCache:
+        """The tables a store made without one uses (shared by the process's stores)."""
+        return TableCache.shared()
+
     def __init__(self, obj, cache: TableCache | None = None, proc: str = "/proc"):
         self.obj = obj
         self.proc = proc
-        self.cache = cache or TableCache.shared()
+        self.cache = cache or self.default_cache()
         self.rows_map = obj.map("unwind_rows")
         self.procs_map = obj.map("unwind_procs")
         self.files_map = obj.map("unwind_files")
@@ -209,7 +233,7 @@ class UnwindStore:
         ext = self._extents.get(table.key)
         if ext is not None:
             return ext
-        n = len(table.rows)
+        n = table.count
         start = self._alloc(n)
         if start is None:
             self.collect_garbage(need_room=True)
@@ -217,7 +241,7 @@ class UnwindStore:
             if start is None:
                 self.files_not_fitting.add(table.path)
                 return None
-        self._write_rows(start, table.rows)
+        self._write_rows(start, table.raw)
         self._gen = (self._gen + 1) & 0xFFFFFFFF or 1
         self._gen_map.update(b"\0" * 4, self._gen.to_bytes(8, "little"))
         ext = self._extents[table.key] = _Extent(start, n)
@@ -226,7 +250,7 @@ class UnwindStore:
     def _window(self, start: int, count: int) -> tuple[mmap.mmap, int]:
         """A shared mapping of the array's pages holding rows [start, start + count), and
         the byte offset of row `start` in it."""
-        size = cfi.ROW_DTYPE.itemsize
+        size = ROW_SIZE
         first = start * size
         base = first & ~(mmap.ALLOCATIONGRANULARITY - 1)
         end = (first + count * size + mmap.PAGESIZE - 1) & ~(mmap.PAGESIZE - 1)
@@ -234,24 +258,24 @@ class UnwindStore:
                        mmap.PROT_READ | mmap.PROT_WRITE, offset=base)
         return mm, first - base
 
-    def _write_rows(self, start: int, rows: np.ndarray) -> None:
-        if not len(rows):
+    def _write_rows(self, start: int, raw: bytes) -> None:
+        if not raw:
             return
-        mm, at = self._window(start, len(rows))
+        mm, at = self._window(start, len(raw) // ROW_SIZE)
         try:
-            data = np.ascontiguousarray(rows, cfi.ROW_DTYPE).tobytes()
-            mm[at:at + len(data)] = data
+            mm[at:at + len(raw)] = raw
         finally:
             mm.close()
 
     def read_rows(self, start: int, count: int) -> np.ndarray:
         """A copy of rows [start, start + count) as the kernel side reads them."""
+        from . import cfi
+
         if count <= 0:
             return np.zeros(0, cfi.ROW_DTYPE)
         mm, at = self._window(start, count)
         try:
-            return np.frombuffer(mm[at:at + count * cfi.ROW_DTYPE.itemsize],
-                                 cfi.ROW_DTYPE).copy()
+            return np.frombuffer(mm[at:at + count * ROW_SIZE], cfi.ROW_DTYPE).copy()
         finally:
             mm.close()
 
@@ -327,10 +351,9 @@ class UnwindStore:
             entries.sort(key=lambda e: e[4] == 0)
             entries = entries[:MAX_MAPS]
         entries.sort()
-        arr = np.zeros(MAX_MAPS, MAPPING_DTYPE)
-        for i, e in enumerate(entries):
-            arr[i] = e
-        value = PROC_HEADER.pack(exe_ino, len(entries), 0) + arr.tobytes()
+        value = (PROC_HEADER.pack(exe_ino, len(entries), 0)
+                 + b"".join(MAPPING.pack(*e) for e in entries)
+                 + bytes((MAX_MAPS - len(entries)) * MAPPING.size))
         old = self._proc_extents.get(pid, set())
         try:
             self.procs_map.update(pid.to_bytes(4, "little"), value)
@@ -476,7 +499,7 @@ class UnwindStore:
         """Hand the processes the kernel side asked for to the loading thread; how many.
         Keeps the mappings the kernel side sent."""
         self._drain_vmas()
-        recs = self._ring.consume_fixed(REQUEST_DTYPE)
+        recs = self._ring.consume_fixed(__getattr__("REQUEST_DTYPE"))
         return sum(self._request(int(pid)) for pid in dict.fromkeys(recs["tgid"].tolist()))
 
     def _request(self, what: int | str) -> bool:
@@ -533,7 +556,7 @@ class UnwindStore:
     def stats(self) -> dict[str, Any]:
         used = sum(e.count for e in self._extents.values())
         return {"rows_capacity": self.capacity, "rows_used": used,
-                "bytes_capacity": self.capacity * cfi.ROW_DTYPE.itemsize,
+                "bytes_capacity": self.capacity * ROW_SIZE,
                 "tables": len(self._extents), "processes": len(self._proc_extents),
                 "files_without_table": len(self.files_without_table),
                 "files_not_fitting": len(self.files_not_fitting)}

@@ -16,23 +16,28 @@ tool tracing the whole system meets dozens of files at its start.
 """
 from __future__ import annotations
 
+import bisect
 import os
 import stat
 import struct
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
 
-import numpy as np
+from memlens.core.lazy import np
+from memlens.core.symbols import ElfError, ElfLayout, _Image, _open_buffer
 
-from memlens.core.symbols import ElfError, _Image, _open_buffer
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import numpy as np
 
-from . import cfi
-
+# A table found in memory or in the disk cache is read, kept and copied into the BPF maps
+# as bytes, without numpy (or cfi, whose row type is a numpy dtype): memleak -p reads its
+# target's tables while its BPF object loads, and numpy's import there (~0.1-0.2 s of CPU)
+# was longer than the load the attach waits for.  Building a table needs them (cfi).
+ROW_SIZE = 8                    # cfi.ROW_DTYPE.itemsize
 EM_X86_64 = 62
 SHF_COMPRESSED = 0x800
 U32_MAX = 0xFFFFFFFF
@@ -42,36 +47,63 @@ U32_MAX = 0xFFFFFFFF
 CHILD_BUILD_BYTES = 1 << 20
 
 
-@dataclass
 class UnwindTable:
-    path: str
-    build_id: bytes | None
-    rows: np.ndarray            # cfi.ROW_DTYPE
-    seg_offset: np.ndarray      # PT_LOAD p_offset, sorted (for the load bias)
-    seg_vaddr: np.ndarray
-    seg_filesz: np.ndarray
-    fdes: int = 0
-    programs: int = 0
-    unsupported: int = 0
-    build_s: float = 0.0
-    source: str = ".eh_frame"
-    exec_seg: tuple[int, int, int] | None = None  # (p_offset, p_filesz, p_vaddr) of PF_X
-    key: tuple = ()             # the cache's: ("bid", build id) or ("file", file_key())
+    """path; build_id; raw: the rows (cfi.ROW_DTYPE's layout, sorted by pc) as bytes, and
+    `rows` the same as an array; segs: PT_LOAD (p_offset, p_vaddr, p_filesz) sorted by
+    offset (for the load bias); fdes, programs, unsupported, build_s, source; exec_seg:
+    (p_offset, p_filesz, p_vaddr) of PF_X; key: the cache's, ("bid", build id) or
+    ("file", file_key())."""
+
+    def __init__(self, path: str, build_id: bytes | None, rows, segs: list[tuple[int, int, int]],
+                 fdes: int = 0, programs: int = 0, unsupported: int = 0, build_s: float = 0.0,
+                 source: str = ".eh_frame", exec_seg: tuple[int, int, int] | None = None,
+                 key: tuple = ()):
+        self.path, self.build_id = path, build_id
+        self.raw = bytes(rows) if isinstance(rows, (bytes, bytearray, memoryview)) \
+            else rows.tobytes()
+        self._rows = None
+        self.segs = segs
+        self.fdes, self.programs, self.unsupported = fdes, programs, unsupported
+        self.build_s, self.source, self.exec_seg, self.key = build_s, source, exec_seg, key
+
+    @property
+    def rows(self) -> np.ndarray:
+        if self._rows is None:
+            from . import cfi
+
+            self._rows = np.frombuffer(self.raw, cfi.ROW_DTYPE)
+        return self._rows
+
+    @property
+    def count(self) -> int:
+        return len(self.raw) // ROW_SIZE
 
     @property
     def nbytes(self) -> int:
-        return int(self.rows.nbytes)
+        return len(self.raw)
+
+    @property
+    def seg_offset(self) -> np.ndarray:
+        return np.array([s[0] for s in self.segs], np.uint64)
+
+    @property
+    def seg_vaddr(self) -> np.ndarray:
+        return np.array([s[1] for s in self.segs], np.uint64)
+
+    @property
+    def seg_filesz(self) -> np.ndarray:
+        return np.array([s[2] for s in self.segs], np.uint64)
 
     def bias(self, map_start: int, map_pgoff: int) -> int | None:
         """runtime address - ELF vaddr for a mapping of the file at `map_pgoff`
         (symbols.py's formula: vaddr = ip - start + pgoff - seg.p_offset + seg.p_vaddr)."""
-        if not len(self.seg_offset):
+        if not self.segs:
             return None
-        i = int(np.searchsorted(self.seg_offset, np.uint64(map_pgoff), side="right")) - 1
-        if i < 0 or map_pgoff >= int(self.seg_offset[i]) + max(int(self.seg_filesz[i]), 1):
+        i = bisect.bisect_right([s[0] for s in self.segs], map_pgoff) - 1
+        if i < 0 or map_pgoff >= self.segs[i][0] + max(self.segs[i][2], 1):
             # a mapping of a page the segment rounds down to (p_offset not page aligned)
             i = max(i, 0)
-        return map_start - map_pgoff + int(self.seg_offset[i]) - int(self.seg_vaddr[i])
+        return map_start - map_pgoff + self.segs[i][0] - self.segs[i][1]
 
 
 class NoTable(Exception):
@@ -80,6 +112,8 @@ class NoTable(Exception):
 
 
 def build_table(path: str, buf=None) -> UnwindTable:
+    from . import cfi
+
     t0 = time.perf_counter()
     buf = _open_buffer(path) if buf is None else buf
     img = _Image(buf, path)
@@ -106,21 +140,22 @@ def build_table(path: str, buf=None) -> UnwindTable:
     loads = img.loads
     if len(loads) and int((loads["vaddr"] + loads["memsz"]).max()) > U32_MAX:
         raise NoTable(f"{path}: addresses above 4 GiB")
-    return UnwindTable(path, img.build_id(), built.rows,
-                       loads["offset"].astype(np.uint64), loads["vaddr"].astype(np.uint64),
-                       loads["filesz"].astype(np.uint64), built.fdes, built.programs,
-                       built.unsupported, time.perf_counter() - t0, "+".join(source),
-                       exec_segment(loads))
+    segs = [(int(seg["offset"]), int(seg["vaddr"]), int(seg["filesz"]), int(seg["memsz"]),
+             int(seg["flags"])) for seg in loads]
+    return UnwindTable(path, img.build_id(), built.rows, [seg[:3] for seg in segs],
+                       built.fdes, built.programs, built.unsupported,
+                       time.perf_counter() - t0, "+".join(source), exec_segment(segs))
 
 
 PF_X = 1
 
 
-def exec_segment(loads) -> tuple[int, int, int] | None:
-    """(p_offset, p_filesz, p_vaddr) of the first executable PT_LOAD."""
-    for seg in loads:
-        if int(seg["flags"]) & PF_X:
-            return int(seg["offset"]), int(seg["filesz"]), int(seg["vaddr"])
+def exec_segment(loads: list[tuple]) -> tuple[int, int, int] | None:
+    """(p_offset, p_filesz, p_vaddr) of the first executable PT_LOAD; loads: (offset,
+    vaddr, filesz, memsz, flags) as ElfLayout's."""
+    for off, vaddr, filesz, _memsz, flags in loads:
+        if flags & PF_X:
+            return off, filesz, vaddr
     return None
 
 
@@ -170,8 +205,9 @@ class DiskCache:
             f"{int(k):x}" for k in key)
         return os.path.join(self.dir or "", f"{name}.rows")
 
-    def load(self, key: bytes | tuple) -> tuple[np.ndarray, int, int, int] | None:
-        """(rows, FDEs, programs, unsupported) or None; key: a build id or file_key()."""
+    def load(self, key: bytes | tuple) -> tuple[bytes, int, int, int] | None:
+        """(rows as bytes, FDEs, programs, unsupported) or None; key: a build id or
+        file_key()."""
         if not self._usable(False):
             return None
         path = self._path(key)
@@ -188,25 +224,24 @@ class DiskCache:
             return None
         magic, version, n, fdes, programs, unsupported = h.unpack_from(data)
         if magic != self.MAGIC or version != self.VERSION \
-                or len(data) != h.size + n * cfi.ROW_DTYPE.itemsize:
+                or len(data) != h.size + n * ROW_SIZE:
             return None
         try:
             os.utime(path)  # recently used: kept when the cache is pruned
         except OSError:
             pass
-        rows = np.frombuffer(data, cfi.ROW_DTYPE, count=n, offset=h.size).copy()
-        return rows, fdes, programs, unsupported
+        return data[h.size:], fdes, programs, unsupported
 
     def store(self, table: UnwindTable, key: bytes | tuple) -> None:
         if not self._usable(True):
             return
-        head = self.HEADER.pack(self.MAGIC, self.VERSION, len(table.rows), table.fdes,
+        head = self.HEADER.pack(self.MAGIC, self.VERSION, table.count, table.fdes,
                                 table.programs, table.unsupported)
         try:
             fd, tmp = tempfile.mkstemp(dir=self.dir, suffix=".tmp")
             with os.fdopen(fd, "wb") as f:
                 f.write(head)
-                f.write(table.rows.tobytes())
+                f.write(table.raw)
             os.replace(tmp, self._path(key))
         except OSError:
             return
@@ -281,7 +316,7 @@ class TableCache:
             self.reasons[path] = str(e)
             return None
         try:
-            img_bid = _Image(buf, path).build_id()
+            img_bid = ElfLayout(buf, path).build_id()
         except ElfError as e:
             self.reasons[path] = str(e)
             return None
@@ -296,6 +331,8 @@ class TableCache:
             table: UnwindTable | None = self._from_disk(path, buf, dkey, img_bid)
             if table is None and self.child_builds and self.disk.writable() \
                     and cfi_bytes(_Image(buf, path)) > CHILD_BUILD_BYTES:
+                import subprocess
+
                 built = subprocess.run([sys.executable, "-m", "memlens.core.unwind.tables",
                                         path, str(self.disk.dir)], capture_output=True,
                                        timeout=300)
@@ -326,12 +363,10 @@ class TableCache:
         if got is None:
             return None
         t0 = time.perf_counter()
-        img = _Image(buf, path)
-        loads = img.loads
+        loads = ElfLayout(buf, path).loads
         rows, fdes, programs, unsupported = got
-        return UnwindTable(path, build_id, rows, loads["offset"].astype(np.uint64),
-                           loads["vaddr"].astype(np.uint64), loads["filesz"].astype(np.uint64),
-                           fdes, programs, unsupported, time.perf_counter() - t0, "disk cache",
+        return UnwindTable(path, build_id, rows, [seg[:3] for seg in loads], fdes, programs,
+                           unsupported, time.perf_counter() - t0, "disk cache",
                            exec_segment(loads))
 
     @property

@@ -404,6 +404,17 @@ class MemleakTool:
         else:
             self.comm = _read_comm(self.pid)
 
+    def prepare_unwind(self) -> None:
+        """-p, in the planning thread while the object loads: the store's module and the
+        tables of the files the target maps (from the disk cache: a millisecond each; built
+        the first time: libc ~50-90 ms), so that writing its entry after the load is only
+        copies into the maps.  Neither imports numpy (core/unwind/tables.py)."""
+        from memlens.core.unwind.store import UnwindStore
+
+        cache = UnwindStore.default_cache()
+        for path in self.mapped:
+            cache.get(path)
+
     def check_kernel_hooks(self) -> None:
         from memlens.core import kernel
 
@@ -444,9 +455,6 @@ class MemleakTool:
         else:
             for prog, cat, name, _ in self.kernel_tps:
                 obj.attach_tracepoint(prog, cat, name)
-        self.info_dtype = obj.struct_dtype("alloc_info")
-        self.key_dtype = obj.struct_dtype("stack_key")
-        self.stats_dtype = obj.struct_dtype("stack_stats")
 
     def _open_and_load(self, planning: Background | None) -> bool:
         """Open, configure and load the object (True: the DWARF walk is on)."""
@@ -490,7 +498,7 @@ class MemleakTool:
             # gives the GIL away and waits up to the switch interval (5 ms) to get it back
             # from a thread importing numpy
             if unwind_on:
-                planning.also(_import_unwind_store)
+                planning.also(self.prepare_unwind)
             planning.start()
         obj.load()
         return unwind_on
@@ -521,6 +529,20 @@ class MemleakTool:
                 # Same offset as the entry probe: one breakpoint serves both.
                 obj.attach_uprobe("ml_return", p.binary, None, pid=self.pid, retprobe=True,
                                   offset=p.offset, cookie=p.kind)
+
+    # numpy dtypes of the maps' records, made at the first report: numpy's import (~0.1 s
+    # of CPU, more on a busy machine) came between the last attach and the banner
+    @property
+    def info_dtype(self):
+        return self.obj.struct_dtype("alloc_info")
+
+    @property
+    def key_dtype(self):
+        return self.obj.struct_dtype("stack_key")
+
+    @property
+    def stats_dtype(self):
+        return self.obj.struct_dtype("stack_stats")
 
     def banner_text(self) -> str:
         if not self.user:
@@ -839,8 +861,6 @@ def make_memleak_sink(args: argparse.Namespace, tool: MemleakTool) -> Sink:
     return sink
 
 
-def _import_unwind_store() -> None:
-    import memlens.core.unwind.store  # noqa: F401
 
 
 def _read_comm(pid: int | None) -> str:

@@ -20,9 +20,6 @@ from __future__ import annotations
 import os
 import re
 import struct
-from dataclasses import dataclass, field
-
-import numpy as np
 
 from memlens.errors import UsageError
 
@@ -71,12 +68,17 @@ class MissingSymbol(UsageError):
 
 # --- ELF: exported functions and their file offsets ---------------------------------------
 
-@dataclass
+# Plain classes, not dataclasses, and no numpy: the plan is made while the BPF object
+# loads (-p) and the attach waits for it; dataclasses' import (inspect) and numpy's were
+# most of its time.
+
 class ElfFunctions:
-    path: str
-    funcs: dict[str, tuple[int, int]]     # name (no @version) -> (vaddr, size)
-    loads: np.ndarray                     # PT_LOAD headers
-    buf: bytes = field(repr=False, default=b"")
+    """path; funcs: name (no @version) -> (vaddr, size); loads: PT_LOAD (p_offset, p_vaddr,
+    p_filesz) by offset; buf: the file (mapped)."""
+
+    def __init__(self, path: str, funcs: dict[str, tuple[int, int]],
+                 loads: list[tuple[int, int, int]], buf=b""):
+        self.path, self.funcs, self.loads, self.buf = path, funcs, loads, buf
 
     @classmethod
     def read(cls, path: str) -> ElfFunctions:
@@ -89,8 +91,7 @@ class ElfFunctions:
         return cls(path, funcs, loads, data)
 
     def file_offset(self, vaddr: int) -> int:
-        for ph in self.loads:
-            va, off, sz = int(ph["vaddr"]), int(ph["offset"]), int(ph["filesz"])
+        for off, va, sz in self.loads:
             if va <= vaddr < va + sz:
                 return vaddr - va + off
         raise ValueError(f"{self.path}: address {vaddr:#x} is in no loaded segment")
@@ -231,24 +232,30 @@ def find_library(paths: list[str], name: str) -> str | None:
     return None
 
 
-@dataclass
 class Probe:
-    binary: str
-    symbol: str
-    offset: int          # file offset of the probe (function start + skip)
-    skip: int
-    prog: str            # entry program (None: free-like)
-    kind: int
-    retprobe: bool
-    names: list[str]     # aliases at this address
+    """binary; symbol; offset: file offset of the probe (function start + skip); skip; prog:
+    entry program (ml_free: free-like); kind; retprobe; names: the aliases at this address."""
+
+    __slots__ = ("binary", "symbol", "offset", "skip", "prog", "kind", "retprobe", "names")
+
+    def __init__(self, binary: str, symbol: str, offset: int, skip: int, prog: str, kind: int,
+                 retprobe: bool, names: list[str]):
+        self.binary, self.symbol, self.offset, self.skip = binary, symbol, offset, skip
+        self.prog, self.kind, self.retprobe, self.names = prog, kind, retprobe, names
+
+    def __repr__(self) -> str:
+        return (f"Probe({self.binary!r}, {self.symbol!r}, {self.offset:#x}, skip={self.skip}, "
+                f"{self.prog}, kind={self.kind}, retprobe={self.retprobe}, {self.names})")
 
 
-@dataclass
 class ProbePlan:
-    allocator: str
-    cxx: str | None
-    probes: list[Probe]
-    kind_labels: dict[int, str]
+    """allocator: the object probed; cxx: where operator new is probed (or None); probes;
+    kind_labels: kind -> the label of its stacks' first frame."""
+
+    def __init__(self, allocator: str, cxx: str | None, probes: list[Probe],
+                 kind_labels: dict[int, str]):
+        self.allocator, self.cxx, self.probes, self.kind_labels = (allocator, cxx, probes,
+                                                                   kind_labels)
 
 
 def plan_probes(mapped: list[str], obj: str | None, prefix: str, target_desc: str,
