@@ -464,3 +464,35 @@ def test_a_zombie_target_is_one_line_exit_2():
     assert r.returncode == 2, r.stderr
     assert r.stderr == f"memlens: PID {z.pid} has exited (a zombie: its parent has not " \
                        "reaped it yet)\n"
+
+
+def test_p_is_attached_with_the_walk_loaded_and_without_numpy():
+    """memleak -p's start: every probe attached with the target's DWARF tables already in
+    the kernel's maps (whole stacks from its first event), and numpy not imported on the
+    way (its import, ~0.1-0.4 s of CPU, had been the longest step to the banner: in the
+    planning thread, the record dtypes, the target's snapshot)."""
+    target = subprocess.Popen(["sleep", "60"])
+    code = (
+        "import sys\n"
+        "import memlens.cli as cli\n"
+        "command = cli.load_command('memleak')\n"
+        f"args = cli.build_parser('memleak', command).parse_args(['-p', '{target.pid}'])\n"
+        "from memlens.tools.memleak import MemleakTool\n"
+        "tool = MemleakTool(args)\n"
+        "try:\n"
+        "    tool.start()\n"
+        "    print(tool.unwind is not None and tool.unwind.processes_loaded,\n"
+        "          len(tool.obj.raw_links) + len(tool.obj.links), 'numpy' in sys.modules)\n"
+        "finally:\n"
+        "    tool.close()\n")
+    try:
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             timeout=60)
+    finally:
+        target.kill()
+        target.wait()
+    assert out.returncode == 0, out.stderr
+    loaded, links, numpy = out.stdout.split()
+    assert loaded == "1"           # the target's entry written before attaching
+    assert int(links) >= 3         # the exec tracepoint, entry and return uprobes
+    assert numpy == "False", out.stdout
