@@ -352,6 +352,8 @@ class TestMemleakBadInput:
         (["-p", "SELF", "-O", "/nonexistent"], 2, "/nonexistent"),
         # a symbol the allocator lacks is the user's choice (exit 2), not the kernel's
         (["-p", "SELF", "--symbols-prefix", "bogus_"], 2, "bogus_malloc"),
+        (["-c", "true", "--quick-start"], 2, "--quick-start is for -p"),
+        (["--quick-start"], 2, "--quick-start is for -p"),
     ])
     def test_one_line_error(self, args, code, needle):
         args = [str(os.getpid()) if a == "SELF" else a for a in args]

@@ -446,6 +446,52 @@ def test_memleak_command_is_whole_from_its_first_allocation(bins):
     assert "unwind_fallback" not in summary["lost"], summary
 
 
+def _memleak_quick_start(bins, wait_for_walk: bool):
+    """memleak -p --quick-start on the split workload, released after the hand-over
+    (wait_for_walk) or right after the banner: (final report, summary's lost, its
+    records)."""
+    wl = Workload(bins["split"], "malloc")
+    run = ToolRun("memleak", "-p", str(wl.pid), "--quick-start", "-o", "0", "-T", "100",
+                  "--json")
+    try:
+        run.wait_attached()
+        if wait_for_walk:
+            wait_walk(run)               # the whole program loaded
+            wait_loaded(run, wl.pid)     # and the target's tables written
+        wl.go()
+        time.sleep(0.3)
+    finally:
+        rc = run.stop()
+        wl.end()
+    assert rc == 0, run.stderr
+    run.assert_detached()
+    final = [r for r in run.records() if r["type"] == "report"][-1]
+    return final, lost_of(run), run
+
+
+def test_memleak_quick_start_hands_over_to_the_whole_walk(bins):
+    """--quick-start attaches ml_return_handing, walked by frame pointers, and loads the
+    whole program after the banner; allocations made once it is in the program array are
+    whole stacks, none counted as fallback."""
+    final, lost, run = _memleak_quick_start(bins, wait_for_walk=True)
+    stacks = [s for s in final["stacks"] if chain_at(s["stack"]) >= 0]
+    assert len(stacks) == 1 and stacks[0]["allocs"] == N, final
+    assert chain_at(stacks[0]["stack"]) == 1
+    assert "unwind_fallback" not in lost, lost
+
+
+def test_memleak_quick_start_counts_the_stacks_before_the_hand_over(bins):
+    """Released right after the banner, the 23 allocations may all come before the whole
+    program is in place: every one is still recorded (its first frame, the direct caller
+    chain8, found at malloc's return), and each one not walked whole is counted as an
+    unwind_fallback, never silently short."""
+    final, lost, _ = _memleak_quick_start(bins, wait_for_walk=False)
+    ours = [s for s in final["stacks"] if names(s["stack"])[:2] == ["malloc", "chain8"]]
+    assert sum(s["allocs"] for s in ours) == N, final
+    whole = sum(s["allocs"] for s in ours if chain_at(s["stack"]) == 1)
+    assert N - whole <= lost.get("unwind_fallback", 0), (whole, lost)
+
+
 # -- a process met before its tables are loaded ----------------------------------------------
 
 def test_a_new_process_falls_back_then_is_whole(bins):

@@ -51,6 +51,10 @@ examples:
                                        # run a command, traced from its first malloc;
                                        # `go tool pprof -top heap.pb.gz` reads the profile
   memlens memleak -p 1234 -s 100       # record every 100th allocation per thread (cheaper)
+  memlens memleak -p 1234 --quick-start
+                                       # attached ~0.1 s sooner; stacks of the first
+                                       # ~0.1 s by frame pointers (counted as lost
+                                       # unwind_fallback), whole ones after
   memlens memleak -p 1234 -O /usr/lib/x86_64-linux-gnu/libjemalloc.so.2
   memlens memleak -p 1234 --folded -d 10 > leaks.folded   # flame graph input, by bytes
   memlens memleak                      # kernel: kmalloc, kmem_cache, pages (10 s reports)
@@ -132,6 +136,13 @@ class MemleakCommand:
         parser.add_argument("--max-allocs", type=map_entries, default=1000000, metavar="N",
                             help="outstanding blocks tracked at most (default 1000000)")
         add_stack_unwind_option(parser)
+        parser.add_argument("--quick-start", action="store_true",
+                            help="-p: attach before the DWARF stack walk is loaded (the "
+                                 "banner ~0.1 s sooner); the stacks of allocations made "
+                                 "until it is (~0.05-0.1 s) are walked by frame pointers "
+                                 "and counted as unwind_fallback (default: every probe "
+                                 "attached with the walk loaded: whole stacks from the "
+                                 "first event)")
         parser.add_argument("--probe-at-entry", action="store_true",
                             help="put every uprobe on the function's first byte (as other tools "
                                  "do), even where a later one avoids single-stepping")
@@ -180,6 +191,9 @@ class MemleakCommand:
             if not process_alive(args.pid):  # its memory is gone: nothing to attach to
                 raise UsageError(f"PID {args.pid} has exited (a zombie: its parent has "
                                  "not reaped it yet)")
+        if getattr(args, "quick_start", False) and (args.pid is None or args.kernel):
+            raise UsageError("--quick-start is for -p (a -c command is traced with the "
+                             "walk loaded before it starts)")
         if args.obj and "/" in args.obj and not os.path.exists(args.obj):
             raise UsageError(f"-O {args.obj}: no such file")
 
@@ -244,6 +258,10 @@ class MemleakTool:
         self.snapshot: _Snapshot | None = None
         self.drop_losses = None  # core/drops.Losses, once the object is loaded
         self.unwind = None       # core/unwind UnwindStore: user stacks by .eh_frame
+        # --quick-start: attached with ml_return_handing (frame pointers), the whole
+        # ml_return loaded after the banner (_hand_over) into this object
+        self.hand_over_due = False
+        self.whole = None
         self.mapped: list[str] = []  # the files the target maps (or -c's will)
         self.target = TargetExit(None)
         self.kernel_tps: list[tuple[str, str, str, bool]] = []  # --kernel: attached after load
@@ -287,6 +305,8 @@ class MemleakTool:
             # the first poll comes right after the banner: the command (whose stdout is our
             # stderr with --json/--folded) cannot print before it
             self.child.release()
+        if self.hand_over_due:
+            self._hand_over()
         if self.unwind is not None:
             self.unwind.poll()  # the target after its exec, its dlopens
         self.refresh_symbols()
@@ -351,6 +371,9 @@ class MemleakTool:
             if self.obj is not None:
                 self.obj.close()  # detach before stopping -c's command: its teardown is not traced
                 self.obj = None
+            if self.whole is not None:
+                self.whole.close()  # after the links that tail-call it are gone
+                self.whole = None
         finally:
             if self.child is not None:
                 self.child.end()
@@ -467,7 +490,8 @@ class MemleakTool:
         ro["min_size"] = args.min_size
         ro["max_size"] = args.max_size if args.max_size is not None else (1 << 64) - 1
         ro["sample_rate"] = args.sample_rate
-        ro["track_stats"] = bool(args.combined_only or args.pprof)
+        track_stats = bool(args.combined_only or args.pprof)
+        ro["track_stats"] = track_stats
         ro["need_exec"] = self.child is not None
         ro["user_mode"] = self.user
         configure_filters(obj, args, pid=self.pid)  # -p/-c child, --cgroup, not us
@@ -478,7 +502,10 @@ class MemleakTool:
         # same minute)
         obj.add_map_flags("allocs", BPF_F_NO_PREALLOC)
         obj.set_max_entries("stacks", args.stack_storage_size, "--stack-storage-size")
-        obj.set_max_entries("stats", args.stack_storage_size, "--stack-storage-size")
+        # per-stack totals only for --combined-only/--pprof: else the smallest (a
+        # preallocated hash is allocated and zeroed when made)
+        obj.set_max_entries("stats", args.stack_storage_size if track_stats else 1,
+                            "--stack-storage-size")
         kernel_tps = [] if self.user else (PERCPU_TPS if args.percpu else KMEM_TPS)
         kernel_tps = [t for t in kernel_tps if kernel.tracepoint_exists(t[1], t[2])]
         wanted = set(USER_PROGS) if self.user else {t[0] for t in kernel_tps}
@@ -492,16 +519,26 @@ class MemleakTool:
         # core.unwind.configure imports no numpy (its store does): numpy's import is the
         # plan's, in its thread, while the object loads
         unwind_on = unwind.configure(obj, args.stack_unwind if self.user else "fp")
+        if unwind_on and getattr(args, "quick_start", False) and self.child is None:
+            # --quick-start: attached without the walk (its maps at their smallest), the
+            # whole return program handed over after the banner (_hand_over)
+            unwind.configure(obj, "fp")
+            obj.set_autoload("ml_return", False)
+            obj.set_autoload("ml_return_handing", True)
+            self.hand_over_due = True
         self.kernel_tps = kernel_tps
         if planning is not None:
             # started only now: while configuring, each of the many short libbpf calls
             # gives the GIL away and waits up to the switch interval (5 ms) to get it back
             # from a thread importing numpy
-            if unwind_on:
+            if unwind_on:  # the tables read meanwhile (for the hand-over's too)
                 planning.also(self.prepare_unwind)
             planning.start()
+            # only where the maps fit well (as the plan beside the load): near a memory
+            # cgroup's limit the maps are made one at a time, by libbpf
+            premake_maps(obj, PREMADE_MAPS)
         obj.load()
-        return unwind_on
+        return unwind_on and not self.hand_over_due
 
     def attach_user(self, obj) -> None:
         assert self.plan is not None and self.pid is not None
@@ -513,7 +550,8 @@ class MemleakTool:
             # single links made Ctrl-C take 2 s
             groups: dict[tuple[str, str, bool], tuple[list[int], list[int]]] = {}
             for p in self.plan.probes:
-                targets = [(p.prog, False)] + ([("ml_return", True)] if p.retprobe else [])
+                targets = [(p.prog, False)] + ([(self.return_prog, True)] if p.retprobe
+                                               else [])
                 for prog, ret in targets:
                     offs, cookies = groups.setdefault((prog, p.binary, ret), ([], []))
                     offs.append(p.offset)
@@ -527,7 +565,7 @@ class MemleakTool:
                               cookie=p.kind)
             if p.retprobe:
                 # Same offset as the entry probe: one breakpoint serves both.
-                obj.attach_uprobe("ml_return", p.binary, None, pid=self.pid, retprobe=True,
+                obj.attach_uprobe(self.return_prog, p.binary, None, pid=self.pid, retprobe=True,
                                   offset=p.offset, cookie=p.kind)
 
     # numpy dtypes of the maps' records, made at the first report: numpy's import (~0.1 s
@@ -543,6 +581,43 @@ class MemleakTool:
     @property
     def stats_dtype(self):
         return self.obj.struct_dtype("stack_stats")
+
+    @property
+    def return_prog(self) -> str:
+        return "ml_return_handing" if self.obj.autoload("ml_return_handing") else "ml_return"
+
+    def _hand_over(self) -> None:
+        """--quick-start, at the first poll after the banner: the whole ml_return (with the
+        walk), from a second copy of the object sharing every map but the walk's own, is
+        loaded, the target's tables written, and it is put in ml_whole: from then on the
+        attached ml_return_handing hands every return to it."""
+        from memlens.core import unwind
+        from memlens.core.loader import BpfObject
+        from memlens.core.unwind.store import UnwindStore
+        from memlens.errors import MemlensError
+
+        self.hand_over_due = False
+        first = self.obj
+        try:
+            whole = self.whole = BpfObject.open("tools/memleak/memleak.bpf.o")
+            for prog in whole.programs():
+                whole.set_autoload(prog, prog == "ml_return")
+            if self.multi:
+                whole.set_expected_attach_type("ml_return", BPF_TRACE_UPROBE_MULTI)
+            whole.rodata.copy_from(first.rodata)
+            unwind.configure(whole, self.args.stack_unwind)
+            for name in first.map_names():
+                if "." not in name and not name.startswith(("unwind_", "ml_whole")):
+                    whole.share_map(name, first)
+            whole.load()
+            self.unwind = UnwindStore(whole)
+            self.unwind.load_process(self.pid)  # its tables before its first whole walk
+            first.map("ml_whole").update(b"\0" * 4,
+                                         whole.prog_fd("ml_return").to_bytes(4, "little"))
+        except MemlensError as err:
+            # tracing goes on as attached, walking by frame pointers (counted)
+            print(f"memlens: user stacks stay frame-pointer walks: the DWARF walk did not "
+                  f"load ({err})", file=sys.stderr)
 
     def banner_text(self) -> str:
         if not self.user:
@@ -850,6 +925,75 @@ def _render_text(rec: dict) -> None:
 
 def _wrote(path: str) -> None:
     print(f"memlens: wrote {path}", file=sys.stderr, flush=True)  # as sinks' side files do
+
+
+# The maps whose creation was most of the load's ~30 ms of map creation (strace -T,
+# memleak -p with the walk): allocs ~15 ms (2^20 buckets zeroed, even without
+# preallocation), unwind_rows ~4 (16 MiB), stacks ~3.4 (preallocated), unwind_rowcache ~3
+# (per-CPU), threads ~1.2.  libbpf makes maps one after the other inside its load.
+PREMADE_MAPS = ("allocs", "unwind_rows", "stacks", "unwind_rowcache", "threads")
+BPF_MAP_CREATE = 0
+_SYS_BPF = {"x86_64": 321, "aarch64": 280}
+
+
+def _map_create(mtype: int, key_size: int, value_size: int, max_entries: int, flags: int,
+                name: str) -> int:
+    """bpf(BPF_MAP_CREATE) without BTF (these maps' values hold no lock, timer nor
+    kptr): the fd, or -errno.  union bpf_attr: map_type, key_size, value_size,
+    max_entries, map_flags, inner_map_fd, numa_node (u32 each), then map_name[16]."""
+    import ctypes as C
+    import struct
+
+    attr = bytearray(72)
+    struct.pack_into("<IIIII", attr, 0, mtype, key_size, value_size, max_entries, flags)
+    raw = name.encode()[:15]
+    attr[28:28 + len(raw)] = raw
+    buf = C.create_string_buffer(bytes(attr), len(attr))
+    libc = C.CDLL(None, use_errno=True)
+    fd = libc.syscall(C.c_long(_SYS_BPF[os.uname().machine]), C.c_int(BPF_MAP_CREATE), buf,
+                      C.c_uint(len(attr)))
+    return fd if fd >= 0 else -C.get_errno()
+
+
+def premake_maps(obj, names: tuple[str, ...]) -> int:
+    """Before the load: make these maps (as configured) two at a time, this thread and
+    one more (each bpf() call releases the GIL, and the kernel's work runs on both CPUs),
+    and hand them to libbpf (bpf_map__reuse_fd), which makes the others and loads the
+    programs.  A map that cannot be made here (ENOMEM, E2BIG) is left to libbpf, whose
+    failure then names the option that sized it.  Returns how many were made here."""
+    from memlens.core import libbpf as L
+
+    todo = []
+    for name in names:
+        if obj.has_map(name):
+            m = obj.map(name)
+            flags = int(L.lib().bpf_map__map_flags(m.ptr))
+            todo.append((name, m, (m.type, m.key_size, m.value_size, m.max_entries, flags,
+                                   name)))
+    if not todo:
+        return 0
+    fds: dict[str, int] = {}
+
+    def make(items) -> None:
+        for name, _, spec in items:
+            fds[name] = _map_create(*spec)
+
+    # allocs (half the time) alone in this thread, the others in the helper
+    helper = threading.Thread(target=make, args=(todo[1:],), name="memleak-maps", daemon=True)
+    helper.start()
+    make(todo[:1])
+    helper.join()
+    made = 0
+    for name, m, _ in todo:
+        fd = fds.get(name, -1)
+        if fd < 0:
+            continue
+        try:
+            if L.lib().bpf_map__reuse_fd(m.ptr, fd) == 0:
+                made += 1
+        finally:
+            os.close(fd)  # libbpf holds its own duplicate
+    return made
 
 
 def make_memleak_sink(args: argparse.Namespace, tool: MemleakTool) -> Sink:
