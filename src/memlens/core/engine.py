@@ -53,8 +53,10 @@ MAX_FILTER_TERMS = 8          # ENGINE_MAX_FILTERS (engine.h)
 FILTER_ALL_PROBES = 0xFFFFFFFF
 REPORT_LIMIT = 65536  # distinct report keys kept between reports; beyond: idle ones pruned
 FRAME_CACHE = 20000  # resolved stacks kept
-# a program and its twin attached until the hand-over to the walk (engine.bpf.c)
-HANDING = {"count_tp": "count_tp_handing", "count_perf": "count_perf_handing"}
+# a program, its twin attached until the hand-over to the walk and the twin's program
+# array (engine.bpf.c; core/handover.py)
+HANDING = {"count_tp": ("count_tp_handing", "hand_over_tp"),
+           "count_perf": ("count_perf_handing", "hand_over_perf")}
 
 
 @record
@@ -187,7 +189,7 @@ class Engine:
         self._dtypes: dict[str, Any] = {}  # struct name -> numpy dtype (_dtype)
         self._unwind_due = False  # the walk is on, its store not made yet (start)
         self._hand_over_due = False  # attached without the walk: _hand_over at that time
-        self._walk_obj = None  # the copy of the object with the walk, once handed over
+        self._hand_over = None  # core/handover.HandOver: the twins, then the whole copy
         self._check_tracepoint_needs()
 
     # -- configuration ---------------------------------------------------------------------
@@ -393,15 +395,13 @@ class Engine:
         # the first poll): the program attached first is verified without the walk (~5 ms
         # instead of ~40 of the start) and hands over to the whole one once it is loaded
         # (_hand_over).  A target process (-p, -c) gets the whole program before attaching.
+        from memlens.core.handover import HandOver
+
+        self._hand_over = HandOver(obj, HANDING)
         self._hand_over_due = (unwind_on and pid is None and not command_files
                                and kinds <= {"tracepoint", "perf"})
         if self._hand_over_due:
-            unwind.configure(obj, "fp")
-            ro["hand_over"] = True
-            for prog in HANDING:
-                if obj.autoload(prog):
-                    obj.set_autoload(prog, False)
-                    obj.set_autoload(HANDING[prog], True)
+            self._hand_over.arm()
         obj.load()
         # The walk's store needs numpy (~0.1 s to import): made before attaching only for a
         # target process (its first stacks whole), else at the first poll, after the banner.
@@ -446,50 +446,25 @@ class Engine:
         self._unwind_due = False
         walk_obj = self.obj
         if self._hand_over_due:
+            # the whole program (with the walk): a second copy of the object sharing the
+            # first's maps (counts, stacks, rings, losses...), loaded after the banner
+            # (~40 ms of the verifier); core/handover.py
+            self._hand_over_due = False
             try:
-                walk_obj = self._hand_over()
+                walk_obj = self._hand_over.load_whole(self.stack_unwind)
             except MemlensError as err:
                 # tracing goes on as attached, walking by frame pointers (counted)
-                import sys
+                from memlens.core.handover import walk_not_loaded
 
-                print(f"memlens: user stacks stay frame-pointer walks: the DWARF walk did "
-                      f"not load ({err})", file=sys.stderr)
+                walk_not_loaded(err)
                 return None
         self.unwind = UnwindStore(walk_obj)
         if self.resolver is not None:
             self.resolver.mappings = self.unwind.mappings  # frames of processes gone
         if walk_obj is not self.obj:
             self._watch_unwind_requests(walk_obj)
-            # from here every event runs the whole program
-            for prog, array in (("count_tp", "hand_over_tp"),
-                                ("count_perf", "hand_over_perf")):
-                if walk_obj.autoload(prog):
-                    fd = walk_obj.prog_fd(prog)
-                    self.obj.map(array).update(b"\0" * 4, fd.to_bytes(4, "little"))
+            self._hand_over.install()  # from here every event runs the whole program
         return self.unwind
-
-    def _hand_over(self):
-        """The whole program (with the walk): a second copy of the object, configured as
-        the first and sharing its maps (counts, stacks, rings, losses...); the walk's own
-        maps are its own.  Loaded after the banner (~40 ms of the verifier)."""
-        from memlens.core import unwind
-        from memlens.core.loader import BpfObject
-
-        self._hand_over_due = False
-        first = self.obj
-        whole = self._walk_obj = BpfObject.open("core/engine.bpf.o")
-        for prog in whole.programs():
-            whole.set_autoload(prog, first.autoload(HANDING.get(prog, prog)))
-        for prog in HANDING.values():
-            whole.set_autoload(prog, False)
-        whole.rodata.copy_from(first.rodata)
-        whole.rodata["hand_over"] = False
-        unwind.configure(whole, self.stack_unwind)
-        for name in first.map_names():
-            if "." not in name and not name.startswith(("unwind_", "hand_over_")):
-                whole.share_map(name, first)
-        whole.load()
-        return whole
 
     # numpy dtypes of the kernel's records, made at first use (the first poll): a tool is
     # attached and says so without waiting for numpy's import (~0.1 s)
@@ -544,8 +519,7 @@ class Engine:
 
     def _attached(self, prog: str) -> str:
         """The program attached for a probe kind: its handing twin until the hand-over."""
-        twin = HANDING[prog]
-        return twin if self.obj.autoload(twin) else prog
+        return self._hand_over.attached(prog)
 
     def _attach(self, pid: int | None) -> None:
         from memlens.core import perf
@@ -966,6 +940,6 @@ class Engine:
         if self.obj is not None:
             self.obj.close()
             self.obj = None
-        if self._walk_obj is not None:
-            self._walk_obj.close()
-            self._walk_obj = None
+        if self._hand_over is not None:
+            self._hand_over.close()
+            self._hand_over = None

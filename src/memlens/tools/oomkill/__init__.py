@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """oomkill: trace OOM kills, with the victim's RSS and memory cgroup.
 
-Hooks, chosen by probing: tp_btf/mark_victim (typed: the victim's task, so its memory
+Hooks, chosen by probing: tp_btf/mark_victim's arguments (the victim's task, so its memory
 cgroup path is read in the kernel at the moment of the kill), else the classic
 oom:mark_victim tracepoint (victim pid and, on >= 6.8, RSS fields; cgroup read from
 /proc/PID/cgroup).  BCC and libbpf-tools use a kprobe on oom_kill_process, which does not
@@ -9,6 +9,12 @@ exist on kernels without kprobes.
 
 tp_btf/mark_victim is chosen by its BTF prototype, not its name: before 6.8 it took
 (int pid), and a program written for (task, uid) fails at load there (Debian 12's 6.1).
+Its program is attached as the raw tracepoint of the same arguments (oomkill.bpf.c: libbpf
+parses all of vmlinux BTF for a tp_btf program, ~16-20 ms of the start).
+
+System wide, the program attached first is verified without the DWARF walk of the
+trigger's user stack (~5 ms of the verifier instead of ~45) and hands every kill over to
+the whole program once that is loaded, after the banner (core/handover.py).
 """
 from __future__ import annotations
 
@@ -23,6 +29,7 @@ from collections.abc import Callable
 from memlens import registry
 from memlens.core import kernel
 from memlens.core.drops import Losses
+from memlens.core.handover import HandOver
 from memlens.core.hooks import choose
 from memlens.core.loader import BpfObject
 from memlens.core.privileges import require_tracing_privileges
@@ -56,6 +63,10 @@ cgroup /envm_oom
 # (its RSS fields are optional, checked there by CO-RE).
 # Declared once, in the registry (doctor reads the same declaration).
 HOOKS = registry.hooks_of("oomkill")
+# each program, its twin attached until the hand-over and the twin's program array
+HANDING = {"mark_victim_raw": ("mark_victim_raw_handing", "hand_over_raw"),
+           "mark_victim_tp": ("mark_victim_tp_handing", "hand_over_tp")}
+WALKS = {0: "fp", 1: "dwarf", 2: "dwarf+fp"}  # enum oom_walk (oomkill.h)
 
 
 def memcg_v1_active() -> bool:
@@ -112,7 +123,10 @@ class OomkillTool:
         self.ready = select.epoll()
         self.unwind = None  # core/unwind UnwindStore: the trigger's user stack by .eh_frame
         self._preload: threading.Thread | None = None
-        self._unwind_due = False  # system wide: the store is made at the first poll
+        self._unwind_due = False  # system wide: the whole program and its store, at the
+        # first poll (the hand-over)
+        self.hand_over: HandOver | None = None
+        self._met_early: list[int] = []  # triggers the first program walked: to be loaded
 
     def start(self) -> None:
         require_tracing_privileges("oomkill")
@@ -129,29 +143,58 @@ class OomkillTool:
             # the tracepoint gives no task to filter on in the kernel: --cgroup is checked
             # on the victim's /proc/PID/cgroup instead
             self.cgroup_prefix = cgroup_filter_path(self.args.cgroup)
-        obj.set_autoload("mark_victim_btf", self.use_btf)
-        obj.set_autoload("mark_victim_tp", not self.use_btf)
+        self.prog = "mark_victim_raw" if self.use_btf else "mark_victim_tp"
+        for prog in obj.programs():
+            obj.set_autoload(prog, prog == self.prog)
         from memlens.core import unwind
 
-        unwind_on = unwind.configure(obj, getattr(self.args, "stack_unwind", "auto"))
+        unwind_on = unwind.configure(obj, self._stack_unwind)
         obj.set_max_entries("stacks", 1)  # only the unwinder's scratch is used
-        obj.load()
-        # system wide, the unwinder's store (numpy, and tables built in a thread that holds
-        # the GIL) is made at the first poll, after the banner: made here it kept the
-        # attach waiting (launch to attached 0.36 s, 2x bpftrace's); a kill meanwhile is
-        # walked by frame pointers and its trigger asks to be loaded
+        # System wide, the walk's store (numpy, and tables built in a thread that holds the
+        # GIL) is made at the first poll, after the banner: made here it kept the attach
+        # waiting (launch to attached 0.36 s, 2x bpftrace's).  So is the walk's program: the
+        # one attached is verified without it and hands over to it then (core/handover.py).
+        # A kill meanwhile is walked by frame pointers and its trigger is loaded for its
+        # next one.  -p / --cgroup: their processes are loaded before attaching, for the
+        # whole program.
+        self.hand_over = HandOver(obj, HANDING)
         self._unwind_due = unwind_on and self._likely_triggers() is None
+        if self._unwind_due:
+            self.hand_over.arm()
+        obj.load()
         if unwind_on and not self._unwind_due:
             from memlens.core.unwind.store import UnwindStore
 
             self._start_unwind(UnwindStore(obj))
+        attached = self.hand_over.attached(self.prog)
         if self.use_btf:
-            obj.attach_auto("mark_victim_btf")
+            obj.attach_raw_tracepoint(attached, "mark_victim")
         else:
-            obj.attach_tracepoint("mark_victim_tp", "oom", "mark_victim")
+            obj.attach_tracepoint(attached, "oom", "mark_victim")
         self.record_type = obj.struct_ctype("oom_event")
         self.ring = obj.map("events").ringbuf()
         self.ready.register(obj.map("events").fd, select.EPOLLIN)
+
+    @property
+    def _stack_unwind(self) -> str:
+        return getattr(self.args, "stack_unwind", "auto")
+
+    def _hand_over(self) -> None:
+        """After the banner: the whole program (with the walk) loaded and put in the
+        attached twin's slot, the walk's store made on it.  Failing, tracing goes on as
+        attached, walking by frame pointers (one line says why)."""
+        from memlens.core.handover import walk_not_loaded
+        from memlens.core.unwind.store import UnwindStore
+        from memlens.errors import MemlensError
+
+        self._unwind_due = False
+        try:
+            whole = self.hand_over.load_whole(self._stack_unwind)
+        except MemlensError as err:
+            walk_not_loaded(err)
+            return
+        self._start_unwind(UnwindStore(whole))
+        self.hand_over.install()  # from here every kill runs the whole program
 
     def _start_unwind(self, store) -> None:
         """An OOM kill is one event: the trigger's tables must be loaded before it.  A
@@ -221,10 +264,7 @@ class OomkillTool:
         if timeout > 0:
             self.ready.poll(timeout)
         if self._unwind_due:
-            from memlens.core.unwind.store import UnwindStore
-
-            self._unwind_due = False
-            self._start_unwind(UnwindStore(self.obj))
+            self._hand_over()
         if self.unwind is not None:
             self.unwind.poll()  # triggers met without their tables: loaded for next time
         out = []
@@ -234,10 +274,20 @@ class OomkillTool:
                 from memlens.core.stackresolve import StackResolver
 
                 self.resolver = StackResolver()
-            ev = decode_kill(self.record_type.from_buffer_copy(raw), self.v1, self.cgroup_prefix,
-                             self.resolver)
+            rec = self.record_type.from_buffer_copy(raw)
+            ev = decode_kill(rec, self.v1, self.cgroup_prefix, self.resolver)
             if ev is not None:
                 out.append(ev)
+            if rec.handing:
+                self._met_early.append(int(rec.trigger_pid))
+        if self._met_early:
+            # a trigger the first program met (no walk then: no request either) is loaded
+            # for its next kill, as the whole program's requests are (the hand-over is
+            # done: it comes first in a poll)
+            for pid in dict.fromkeys(self._met_early):
+                if self.unwind is not None:
+                    self._load(pid)
+            self._met_early.clear()
         self.kills += len(out)
         lost = self.losses.new(self.obj)
         if self.resolver is not None:
@@ -260,7 +310,7 @@ class OomkillTool:
         if self.resolver is not None and self.resolver.lost_symbols:
             lost["symbols"] = self.resolver.lost_symbols
         return [{"type": "summary", "kills": self.kills, "lost": lost,
-                 "hook": "tp_btf/mark_victim" if self.use_btf else "tracepoint/oom/mark_victim"}]
+                 "hook": "raw_tp/mark_victim" if self.use_btf else "tracepoint/oom/mark_victim"}]
 
     def close(self) -> None:
         self.target.close()
@@ -272,6 +322,8 @@ class OomkillTool:
             unwind.close()
         if self.obj is not None:
             self.obj.close()
+        if self.hand_over is not None:
+            self.hand_over.close()
 
 
 class OomkillCommand:
@@ -334,6 +386,10 @@ def decode_kill(rec, v1: bool, cgroup_prefix: str | None = None,
         "loadavg": loadavg,
         "trigger_kernel_stack": kstack,
         "trigger_user_stack": ustack,
+        # fp: the kernel's frame-pointer walk (--stack-unwind fp, a kill before the
+        # hand-over); dwarf: the .eh_frame tables' walk; dwarf+fp: theirs, with frames
+        # walked by frame pointers for want of a table (a trigger not loaded yet)
+        "trigger_user_stack_walk": WALKS.get(int(getattr(rec, "ustack_walk", 0)), "fp"),
     }
 
 

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 // oomkill: one record per OOM kill, with the victim's RSS and memory cgroup.
 // Hooks, in order of preference (chosen by probing in Python):
-//   tp_btf/mark_victim      typed args: the victim's task_struct (cgroup path, RSS)
+//   raw_tp/mark_victim      tp_btf/mark_victim's arguments: the victim's task_struct
+//                           (cgroup path, RSS), where vmlinux BTF gives that prototype
 //   tracepoint/oom/mark_victim  the stable tracepoint's fields (victim pid, RSS on >= 6.8)
 // Unlike the kprobe on oom_kill_process used by BCC/libbpf-tools, both work on kernels
 // without kprobes (this project's development machines).
@@ -47,12 +48,38 @@ static __always_inline __u64 mm_counter(struct mm_struct *mm, int member)
 	return v > 0 ? v : 0;
 }
 
+/* The hand-over (core/handover.py; the engine's, engine.bpf.c, is the same): system wide,
+ * the program attached first is the twin below (*_handing), verified without the DWARF
+ * walk (unwind_dwarf false: ~5 ms of the verifier instead of ~65), and the banner is
+ * printed; then a second copy of this object, sharing this one's maps, loads the whole
+ * program, which is put in the twin's program array.  Each kill runs the twin, which
+ * tail-calls the whole program when the slot is filled (a tail call that succeeds does
+ * not return) and else records the kill itself: once, by one of them.  Until then the
+ * trigger's user stack is the kernel's frame-pointer walk (ustack_walk says so), counted
+ * as unwind_fallback.  A program array holds programs of one type (and for tracing
+ * programs, of one attach target: the kernel's bpf_prog_map_compatible), so one array
+ * for each hook. */
+const volatile bool hand_over = false;
+struct {
+	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} hand_over_tp SEC(".maps");
+struct {
+	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} hand_over_raw SEC(".maps");
+
 /* The trigger's user stack: unwound with the tables where --stack-unwind says so (whole
  * through code without frame pointers), else, or where that finds nothing, the kernel's
  * frame-pointer walk.  A stack deeper than the record ends with the truncation mark. */
 static __always_inline void trigger_user_stack(void *ctx, struct oom_event *e)
 {
 	long len = -1;
+	e->ustack_walk = OOM_WALK_FP;
 	if (unwind_dwarf) {
 		__u32 zero = 0;
 		len = memlens_unwind_user();
@@ -63,13 +90,19 @@ static __always_inline void trigger_user_stack(void *ctx, struct oom_event *e)
 				len = sizeof(e->ustack);
 				e->ustack[OOM_STACK_DEPTH - 1] = MEMLENS_STACK_TRUNCATED;
 			}
+			struct unwind_walk *w = bpf_map_lookup_elem(&unwind_scratch, &zero);
+			/* some frames by frame pointers, for want of their file's table */
+			e->ustack_walk = w && w->fallback ? OOM_WALK_MIXED : OOM_WALK_DWARF;
 		} else {
 			len = -1;
 		}
 	}
+	if (hand_over) /* the walk not loaded yet: the trigger asks for its tables (Python) */
+		count_drop(MEMLENS_DROP_UNWIND_FALLBACK);
 	if (len < 0)
 		len = bpf_get_stack(ctx, e->ustack, sizeof(e->ustack), BPF_F_USER_STACK);
 	e->ustack_bytes = len;
+	e->handing = hand_over;
 }
 
 static __always_inline void fill_trigger(struct oom_event *e)
@@ -79,8 +112,7 @@ static __always_inline void fill_trigger(struct oom_event *e)
 	bpf_get_current_comm(e->trigger_comm, sizeof(e->trigger_comm));
 }
 
-SEC("tp_btf/mark_victim")
-int BPF_PROG(mark_victim_btf, struct task_struct *task, uid_t uid)
+static __always_inline int mark_victim_task_body(void *ctx, struct task_struct *task, uid_t uid)
 {
 	/* -p / --cgroup select victims (the trigger may be anywhere) */
 	if (targ_tgid && BPF_CORE_READ(task, tgid) != targ_tgid)
@@ -123,14 +155,33 @@ int BPF_PROG(mark_victim_btf, struct task_struct *task, uid_t uid)
 	return 0;
 }
 
+/* The typed hook, as a raw tracepoint: the arguments of tp_btf/mark_victim (the victim's
+ * task, its uid), whose prototype Python checked in vmlinux BTF (core/hooks.py TpBtf), read
+ * through CO-RE probe reads alike.  Not SEC("tp_btf"): libbpf resolves a tp_btf program's
+ * attach BTF id by loading and parsing all of vmlinux BTF (its btf_custom_path serves
+ * CO-RE only), ~16-20 ms of oomkill's start before its banner; a raw tracepoint attaches by
+ * name.  (A tp_btf twin does hand over: the kernel takes two tracing programs on one BTF
+ * id into one program array.) */
+SEC("raw_tp/mark_victim")
+int BPF_PROG(mark_victim_raw, struct task_struct *task, uid_t uid)
+{
+	return mark_victim_task_body(ctx, task, uid);
+}
+
+SEC("raw_tp/mark_victim")
+int BPF_PROG(mark_victim_raw_handing, struct task_struct *task, uid_t uid)
+{
+	bpf_tail_call(ctx, &hand_over_raw, 0);
+	return mark_victim_task_body(ctx, task, uid);
+}
+
 /* Fallback: the classic tracepoint.  RSS fields exist since 6.8 (commit 72ba14deb40a
  * "mm: oom: add rss and memcg info to mark_victim"): read them only where BTF says so. */
 struct trace_event_raw_mark_victim___pre68 {
 	int pid;
 } __attribute__((preserve_access_index));
 
-SEC("tracepoint/oom/mark_victim")
-int mark_victim_tp(struct trace_event_raw_mark_victim *ctx)
+static __always_inline int mark_victim_tp_body(struct trace_event_raw_mark_victim *ctx)
 {
 	struct oom_event *e = reserve_or_count(&events, sizeof(*e));
 	if (!e)
@@ -160,4 +211,17 @@ int mark_victim_tp(struct trace_event_raw_mark_victim *ctx)
 	trigger_user_stack(ctx, e);
 	bpf_ringbuf_submit(e, 0);
 	return PASS_ON;
+}
+
+SEC("tracepoint/oom/mark_victim")
+int mark_victim_tp(struct trace_event_raw_mark_victim *ctx)
+{
+	return mark_victim_tp_body(ctx);
+}
+
+SEC("tracepoint/oom/mark_victim")
+int mark_victim_tp_handing(struct trace_event_raw_mark_victim *ctx)
+{
+	bpf_tail_call(ctx, &hand_over_tp, 0);
+	return mark_victim_tp_body(ctx);
 }
