@@ -199,6 +199,7 @@ class MemleakCommand:
 
 
 BPF_TRACE_UPROBE_MULTI = 48  # enum bpf_attach_type
+SWITCH_S = 0.0005  # the GIL's switch interval while -p's start runs two threads
 BPF_F_NO_PREALLOC = 1
 
 
@@ -282,17 +283,32 @@ class MemleakTool:
             self.target = TargetExit(self.args.pid)  # before attaching: this very process
         planning = None
         if self.user and self.args.command is None and self.maps_fit():
-            # -p: reading the allocator's ELF symbols (and importing numpy for it) runs in
-            # a thread while libbpf loads the object (the verifier's time in the kernel:
-            # ctypes releases the GIL); the plan is only needed to attach
+            # -p: a thread plans the probes (the allocator's symbols), finds whether the
+            # kernel has uprobe_multi links (vmlinux BTF: 3-25 ms) and reads the target's
+            # unwind tables, while this one opens, configures and loads the object (the
+            # maps' creation and the verifier: ctypes releases the GIL); the plan is
+            # needed only to attach.  Started first, with a short switch interval until
+            # the load: each of the configuration's many short libbpf calls gives the GIL
+            # away and waited up to the default 5 ms to get it back from the planning
+            # thread's Python.
             from memlens.core.runner import Background
 
-            planning = Background(self.plan_user, "memleak-plan")
+            self._multi_known = threading.Event()
+            planning = Background(self._plan_beside_the_load, "memleak-plan")
+            if self.args.stack_unwind != "fp":
+                planning.also(self.prepare_unwind)
+            self._switch = sys.getswitchinterval()
+            sys.setswitchinterval(min(self._switch, SWITCH_S))
+            planning.start()
         elif self.user:
             self.plan_user()
         else:
             self.check_kernel_hooks()
-        self.load_and_attach(planning)
+        try:
+            self.load_and_attach(planning)
+        finally:
+            if planning is not None:
+                sys.setswitchinterval(self._switch)
         if self.user and self.child is None:
             # -p: the target's map read before the banner, so that a target gone right
             # after it (before the first poll) still has its symbols
@@ -396,6 +412,20 @@ class MemleakTool:
                 + 2 * buckets(a.stack_storage_size)      # stacks, stats: preallocated
                 + a.stack_storage_size * (1016 + 32 + 2 * 96))
         return need + (64 << 20) < room  # + the fixed maps (~25 MB) and numpy (~20 MB)
+
+    def _plan_beside_the_load(self) -> None:
+        try:
+            self._multi_answer = uprobe_multi_supported()
+        finally:
+            self._multi_known.set()
+        self.plan_user()
+
+    def _uprobe_multi(self) -> bool:
+        """uprobe_multi_supported(), found by the planning thread when there is one."""
+        known = getattr(self, "_multi_known", None)
+        if known is not None and known.wait(timeout=60) and hasattr(self, "_multi_answer"):
+            return self._multi_answer
+        return uprobe_multi_supported()
 
     def plan_user(self) -> None:
         args = self.args
@@ -511,7 +541,7 @@ class MemleakTool:
         wanted = set(USER_PROGS) if self.user else {t[0] for t in kernel_tps}
         for prog in obj.programs():
             obj.set_autoload(prog, prog in wanted)
-        self.multi = self.user and uprobe_multi_supported()
+        self.multi = self.user and self._uprobe_multi()
         if self.multi:
             for prog in obj.programs():
                 if obj.section(prog).startswith(("uprobe", "uretprobe")):
@@ -528,12 +558,6 @@ class MemleakTool:
             self.hand_over_due = True
         self.kernel_tps = kernel_tps
         if planning is not None:
-            # started only now: while configuring, each of the many short libbpf calls
-            # gives the GIL away and waits up to the switch interval (5 ms) to get it back
-            # from a thread importing numpy
-            if unwind_on:  # the tables read meanwhile (for the hand-over's too)
-                planning.also(self.prepare_unwind)
-            planning.start()
             # only where the maps fit well (as the plan beside the load): near a memory
             # cgroup's limit the maps are made one at a time, by libbpf
             premake_maps(obj, PREMADE_MAPS)
