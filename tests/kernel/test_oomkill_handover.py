@@ -5,7 +5,7 @@ program is loaded after the banner and every kill is handed over to it.  No kill
 recorded twice or lost across it, and once it is done the trigger's stack is walked whole.
 
 Workload: a trigger built without frame pointers (its frame-pointer walk cannot reach main:
-test_unwind.py's oomkill test shows it) touching 16 MB each time it is told to, in a 64 MB
+test_unwind.py's oomkill test shows it) touching 24 MB each time it is told to, in a 64 MB
 memory cgroup where a bigger idle task is killed each time (oom_score_adj 1000 makes it the
 one chosen).  Kill 1 right after the banner (before, during or after the
 hand-over), kill 2 after it, the trigger loaded in between (met by the first program, or
@@ -129,7 +129,7 @@ def test_kills_across_the_hand_over_recorded_once_the_second_walked_whole():
         try:
             first = _idle(victim, 48, join)
             procs.append(first)
-            trigger = subprocess.Popen([str(steps), "16", "2"], stdin=subprocess.PIPE,
+            trigger = subprocess.Popen([str(steps), "24", "2"], stdin=subprocess.PIPE,
                                        stdout=subprocess.PIPE, text=True, preexec_fn=join)
             procs.append(trigger)
             assert trigger.stdout.readline().strip() == "ready"
@@ -140,7 +140,7 @@ def test_kills_across_the_hand_over_recorded_once_the_second_walked_whole():
             assert first.wait(timeout=30) == -9
             progs = _handed_over(run)
             time.sleep(1.0)  # the trigger's tables, loaded by a poll after kill 1
-            second = _idle(victim, 36, join)
+            second = _idle(victim, 28, join)
             procs.append(second)
             _step(trigger)  # kill 2, after the hand-over
             assert second.wait(timeout=30) == -9
@@ -226,4 +226,7 @@ def test_a_whole_program_that_does_not_load_leaves_tracing_on(monkeypatch, capsy
     assert len(kills) == 1 and kills[0]["trigger_pid"] == small.pid, events
     assert kills[0]["trigger_user_stack_walk"] == "fp"
     assert _names(kills[0]["trigger_user_stack"])[0] == "touch_pages"
+    deadline = time.monotonic() + 5  # a program's teardown after its last fd is deferred
+    while mine & loaded_prog_ids() and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert not (mine & loaded_prog_ids()), "programs left loaded"

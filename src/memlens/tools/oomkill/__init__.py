@@ -127,6 +127,7 @@ class OomkillTool:
         # first poll (the hand-over)
         self.hand_over: HandOver | None = None
         self._met_early: list[int] = []  # triggers the first program walked: to be loaded
+        self.ring = self.record_type = None  # made at the first poll
 
     def start(self) -> None:
         require_tracing_privileges("oomkill")
@@ -171,8 +172,8 @@ class OomkillTool:
             obj.attach_raw_tracepoint(attached, "mark_victim")
         else:
             obj.attach_tracepoint(attached, "oom", "mark_victim")
-        self.record_type = obj.struct_ctype("oom_event")
-        self.ring = obj.map("events").ringbuf()
+        # the ring's reader and the record's type are made at the first poll, after the
+        # banner (~1.5 ms): the kernel keeps a kill in the ring meanwhile
         self.ready.register(obj.map("events").fd, select.EPOLLIN)
 
     @property
@@ -268,6 +269,9 @@ class OomkillTool:
         if self.unwind is not None:
             self.unwind.poll()  # triggers met without their tables: loaded for next time
         out = []
+        if self.ring is None:
+            self.record_type = self.obj.struct_ctype("oom_event")
+            self.ring = self.obj.map("events").ringbuf()
         # OOM kills are rare: a plain walk and ctypes decoding, no numpy import
         for raw in self.ring.consume_records():
             if self.resolver is None:
