@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tests import unwind_workloads
-from tests.conftest import WORKLOAD_BIN, build_workload
+from tests.conftest import WORKLOAD_BIN, build_workload, require
 from tests.kernel.helpers import (
     ToolRun,
     loaded_prog_ids,
@@ -118,7 +121,22 @@ def _idle(victim: Path, mb: int, join) -> subprocess.Popen:
     return p
 
 
-def test_kills_across_the_hand_over_recorded_once_the_second_walked_whole():
+# the fallback hook: oomkill in a child whose hook probe reads 6.1's mark_victim(int pid)
+# BTF (test_hooks.py's), so the tracepoint program and its twin are the ones loaded
+_SEEING_PRE68 = ("import sys; import memlens.core.hooks as h; h.VMLINUX_BTF = sys.argv[1]; "
+                 "from memlens.cli import main; sys.exit(main(sys.argv[2:]))")
+PRE68_BTF = Path(__file__).resolve().parents[1] / "unit" / "data" / "btf" / \
+    "mark_victim_pre68.btf"
+
+
+@pytest.mark.parametrize("hook", ["raw_tp/mark_victim", "tracepoint/oom/mark_victim"])
+def test_kills_across_the_hand_over_recorded_once_the_second_walked_whole(hook, monkeypatch):
+    if hook.startswith("tracepoint"):
+        from tests.kernel import helpers
+
+        require(PRE68_BTF.exists(), f"{PRE68_BTF} is made by tests/unit/test_hooks.py")
+        monkeypatch.setattr(helpers, "memlens_cmd", lambda *a: [
+            sys.executable, "-c", _SEEING_PRE68, str(PRE68_BTF), *a])
     steps, victim = _steps_binary(), build_workload("oom_trigger")
     procs: list[subprocess.Popen] = []
     run = None
@@ -171,6 +189,8 @@ def test_kills_across_the_hand_over_recorded_once_the_second_walked_whole():
     user = ev2["trigger_user_stack"]
     assert ev2["trigger_user_stack_walk"] == "dwarf", ev2
     assert _names(user)[:2] == ["touch_pages", "main"] and _names(user)[-1] == "_start", user
+    (summary,) = [r for r in run.records() if r["type"] == "summary"]
+    assert summary["hook"] == hook, summary
     run.assert_detached()
 
 
