@@ -16,8 +16,8 @@ Commands that load nothing (check, top, pmap, doctor) get Python's usual Ctrl-C 
 """
 from __future__ import annotations
 
+import _signal  # the C module under `signal`: the same calls without its enums (~0.5 ms)
 import os
-import signal
 import sys
 
 
@@ -37,7 +37,6 @@ if _launched_as_cli():
     _SIGNALS.install()
 
 import argparse  # noqa: E402
-import importlib  # noqa: E402
 
 from memlens import __version__, registry  # noqa: E402
 from memlens.errors import EXIT_USAGE, MemlensError  # noqa: E402
@@ -108,10 +107,17 @@ def build_parser(name: str, command) -> argparse.ArgumentParser:
     return parser
 
 
+def _command_of(module: str):
+    """The module's COMMAND (importlib.import_module without importing importlib: ~0.3 ms
+    of every start)."""
+    __import__(module)
+    return sys.modules[module].COMMAND
+
+
 def load_command(name: str):
     for cmd_name, module, _ in COMMANDS:
         if cmd_name == name:
-            return importlib.import_module(module).COMMAND
+            return _command_of(module)
     return None
 
 
@@ -128,8 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         # The work is done and the exit code decided: a signal now (a Ctrl-C just as a -p
         # target's exit ended the run) would meet the interpreter's finalization, which
         # puts SIG_DFL back, and kill the process with a signal status instead of `code`.
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(sig, signal.SIG_IGN)
+        for sig in (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP):
+            _signal.signal(sig, _signal.SIG_IGN)
     return code
 
 
@@ -159,7 +165,7 @@ def _main(argv: list[str] | None, signals) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     _std_fds()
     # `| head` closes stdout early: die quietly like the classic tools instead of a traceback.
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    _signal.signal(_signal.SIGPIPE, _signal.SIG_DFL)
     if argv and argv[0] in ("-h", "--help", "help"):
         print(_usage())
         return 0
@@ -183,7 +189,7 @@ def _main(argv: list[str] | None, signals) -> int:
             return signals.exit_code
         signals.restore()
     try:
-        command = importlib.import_module(module).COMMAND
+        command = _command_of(module)
         parser = build_parser(name if name != "main" else "", command)
         args = parser.parse_args(argv)
         return int(command.run(args) or 0)

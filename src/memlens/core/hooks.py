@@ -16,16 +16,17 @@ Probes have no side effects: tools mount tracefs (kernel.ensure_tracefs) before 
 """
 from __future__ import annotations
 
-import ctypes as C
 import errno as errno_mod
 import functools
 import os
-import re
 import threading
-from collections.abc import Sequence
 
 from memlens.core import kernel
 from memlens.errors import KernelLacks
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 # Where the kernel's facts are read.  Module-level so that tests can point them at
 # synthesized files (a BTF blob, a fake tracefs) without root; a hook may also carry its own.
@@ -382,6 +383,8 @@ class _Btf:
         raise _Unavailable("malformed BTF: typedef loop")
 
     def params(self, proto_id: int) -> list[tuple[str, int]]:
+        import ctypes as C
+
         from memlens.core import libbpf as L
 
         t = self.type(proto_id)
@@ -536,21 +539,20 @@ class Tracepoint(Hook):
                                + ", ".join(missing))
 
 
-_ARRAY_SUFFIX = re.compile(r"\[[^\]]*\]")
-_LAST_WORD = re.compile(r"(\w+)\s*$")
-
-
 def format_field_names(text: str) -> set[str]:
     """Field names of a tracefs `format` file (lines `field:unsigned long brk;	offset:...`,
     `field:char comm[16];`, `field:__data_loc char[] name;`).  Names only: enough to
     know whether a field exists."""
+    import re  # compiled here, not at import: most commands check no field (re caches them)
+
+    array_suffix, last_word = re.compile(r"\[[^\]]*\]"), re.compile(r"(\w+)\s*$")
     names = set()
     for line in text.splitlines():
         line = line.strip()
         if not line.startswith("field:"):
             continue
-        decl = _ARRAY_SUFFIX.sub(" ", line[len("field:"):].split(";", 1)[0])
-        m = _LAST_WORD.search(decl)
+        decl = array_suffix.sub(" ", line[len("field:"):].split(";", 1)[0])
+        m = last_word.search(decl)
         if m:
             names.add(m.group(1))
     return names

@@ -4,7 +4,8 @@ tools that only stream rare events (oomkill) never touch it, which keeps their
 launch-to-attached time and peak RSS low (figures in bench/)."""
 from __future__ import annotations
 
-import importlib
+import sys
+import threading
 from types import ModuleType
 
 
@@ -17,23 +18,41 @@ class LazyModule(ModuleType):
         if attr == "_real":
             raise AttributeError(attr)
         if self._real is None:
-            self._real = importlib.import_module(self.__name__)
+            __import__(self.__name__)  # importlib.import_module, without importing importlib
+            self._real = sys.modules[self.__name__]
         return getattr(self._real, attr)
 
 
 np = LazyModule("numpy")
 _prefetching = False
+# A tool starting under core/runner holds the prefetch until its banner is printed: the
+# import's thread, started at the end of the tool's start(), held the GIL the main thread
+# needed to print the banner (2-5 ms, up to 16, of every engine tool's time to attached).
+_lock = threading.Lock()
+_holds = 0
+_asked = False
 
 
 def prefetch_numpy() -> None:
-    """Import numpy in a background thread while the main thread opens and loads BPF
-    objects: libbpf's load (mostly the kernel verifying programs) runs in ctypes calls that
-    release the GIL, so the import overlaps it instead of delaying the first attach."""
+    """Import numpy in a background thread while the main thread waits for something else
+    (the kernel, a first poll's timeout), so that the first decoding does not wait for the
+    import.  Asked during a start held by hold_prefetch(), it begins at release_prefetch()."""
+    global _asked
+    with _lock:
+        if _prefetching or np._real is not None:
+            return  # one import is enough (slabratetop starts two engines)
+        if _holds:
+            _asked = True
+            return
+    _start()
+
+
+def _start() -> None:
     global _prefetching
-    if _prefetching or np._real is not None:
-        return  # one import is enough (slabratetop starts two engines)
-    _prefetching = True
-    import threading
+    with _lock:
+        if _prefetching or np._real is not None:
+            return
+        _prefetching = True
 
     def load() -> None:
         try:
@@ -42,3 +61,24 @@ def prefetch_numpy() -> None:
             pass
 
     threading.Thread(target=load, name="numpy-prefetch", daemon=True).start()
+
+
+def hold_prefetch() -> None:
+    """A tool is starting: a prefetch it asks for waits for release_prefetch()."""
+    global _holds
+    with _lock:
+        _holds += 1
+
+
+def release_prefetch(start: bool = True) -> None:
+    """The tool's banner is out (`start`): a prefetch asked meanwhile begins now, unless
+    another start still holds it.  `start` False (a start that failed or was stopped
+    before attaching): the process is ending, nothing to import for."""
+    global _holds, _asked
+    with _lock:
+        _holds -= 1
+        due = start and _asked and not _holds
+        if due or not _holds:
+            _asked = False
+    if due:
+        _start()

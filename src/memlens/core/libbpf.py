@@ -179,17 +179,22 @@ _SIGNATURES = {
 
 
 class _Lib:
-    """Attribute access to libbpf functions with their signatures set."""
+    """Attribute access to libbpf functions with their signatures set, each looked up and
+    declared at its first use (a tool calls ~25 of the 70: declaring them all when libbpf
+    was loaded cost ~1 ms of every start)."""
 
     def __init__(self, cdll: C.CDLL):
         self._cdll = cdll
-        for name, (res, args) in _SIGNATURES.items():
-            try:
-                fn = getattr(cdll, name)
-            except AttributeError:  # older libbpf: the caller checks has()
-                continue
-            fn.restype, fn.argtypes = res, args
-            setattr(self, name, fn)
+
+    def __getattr__(self, name: str):
+        try:
+            res, args = _SIGNATURES[name]
+        except KeyError:
+            raise AttributeError(f"libbpf binding has no {name}") from None
+        fn = getattr(self._cdll, name)  # older libbpf: AttributeError (see has())
+        fn.restype, fn.argtypes = res, args
+        setattr(self, name, fn)  # found in the instance from now on: __getattr__ no more
+        return fn
 
     def has(self, name: str) -> bool:
         return hasattr(self, name)
@@ -197,8 +202,11 @@ class _Lib:
 
 _DEBUG = bool(os.environ.get("MEMLENS_DEBUG"))
 # verifier logs arrive as one message: one buffer sized for a whole log, reused (callbacks
-# run one at a time, under the GIL)
-_print_buf = C.create_string_buffer(1 << 20)
+# run one at a time, under the GIL).  Made at the first message: a load that goes well
+# hands Python none (debug lines stop in _debug_filter), and zeroing 1 MiB at import cost
+# ~2 ms of every start (256 page faults) and 1 MiB of RSS.
+_PRINT_BUF_SIZE = 1 << 20
+_print_buf: C.Array[C.c_char] | None = None
 
 
 _deferred_interrupt = False
@@ -210,13 +218,16 @@ def _print_cb(level: int, fmt: bytes, va: int) -> int:
     # return into libbpf as if nothing happened.  The CLI's signal handlers never raise
     # (core/runner.SIGNALS), but a library user's SIGINT handler does: a KeyboardInterrupt
     # caught here is raised again once libbpf has returned (raise_deferred_interrupt).
-    global _deferred_interrupt
+    global _deferred_interrupt, _print_buf
     try:
         if level >= LIBBPF_DEBUG and not _DEBUG:
             return 0  # ~200 debug lines per load: formatting them cost ~40 ms of start-up
+        buf = _print_buf
+        if buf is None:
+            buf = _print_buf = C.create_string_buffer(_PRINT_BUF_SIZE)
         # On x86-64 and arm64 a va_list argument is passed as a pointer: vsnprintf takes it.
-        _libc.vsnprintf(_print_buf, len(_print_buf), fmt, C.c_void_p(va))
-        text = _print_buf.value.decode(errors="replace").rstrip()
+        _libc.vsnprintf(buf, len(buf), fmt, C.c_void_p(va))
+        text = buf.value.decode(errors="replace").rstrip()
         if _DEBUG:
             print(text, file=sys.stderr)
         with _log_lock:
@@ -252,8 +263,11 @@ def _debug_filter(callback: int) -> int | None:
     import mmap
 
     try:
-        # written, then made executable (never writable and executable at once)
-        page = mmap.mmap(-1, mmap.PAGESIZE, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+        # written, then made executable (never writable and executable at once); private:
+        # a shared anonymous page is listed in /proc/PID/maps as "/dev/zero (deleted)", an
+        # executable mapping of a file the symbolizer and the unwinder would try to read
+        page = mmap.mmap(-1, mmap.PAGESIZE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS,
+                         prot=mmap.PROT_READ | mmap.PROT_WRITE)
         page.write(code)
         addr = C.addressof(C.c_char.from_buffer(page))
         mprotect = _libc.mprotect

@@ -30,17 +30,18 @@ the Event where it can stop cleanly.
 """
 from __future__ import annotations
 
-import signal
+# _signal: the C module under `signal`, with the same functions and numbers but without
+# the enums `signal` builds from them at import (~0.5 ms of every start, bench/)
+import _signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 
 from memlens.errors import MemlensError, from_oserror
 
 TYPE_CHECKING = False  # typing costs ~7 ms of start-up: its names for annotations only
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any, TypeAlias
 
     Record: TypeAlias = dict[str, Any]
@@ -73,12 +74,9 @@ class Runner:
             try:
                 if self.stop.is_set():
                     return  # stopped before anything was made
-                tool.start()
-                if self.stop.is_set():
+                self._start(tool, ready)
+                if not self.attached:
                     return  # stopped while attaching: nothing traced, nothing to report
-                self.attached = True
-                if ready is not None:
-                    ready(tool.what)
                 self._loop(tool, emit)
                 # what arrived between the last poll and the stop (a trace's ring buffer)
                 # is still read: a stop must not lose events silently
@@ -94,6 +92,24 @@ class Runner:
             raise
         except OSError as err:
             raise from_oserror(err, f"{getattr(tool, 'name', 'tool')}") from None
+
+    def _start(self, tool, ready: Callable[[str], None] | None) -> None:
+        # numpy's prefetch (asked by an engine at the end of its start) waits for the
+        # banner: its thread held the GIL the banner's print needed (core/lazy.py)
+        from memlens.core import lazy
+
+        lazy.hold_prefetch()
+        banner_out = False
+        try:
+            tool.start()
+            if self.stop.is_set():
+                return
+            self.attached = True
+            if ready is not None:
+                ready(tool.what)
+            banner_out = True
+        finally:
+            lazy.release_prefetch(start=banner_out)
 
     def _loop(self, tool, emit: Callable[[Record], None]) -> None:
         start = time.monotonic()
@@ -123,22 +139,26 @@ class Runner:
                 return
 
 
-@contextmanager
-def stop_on_signals(stop: threading.Event) -> Iterator[None]:
+class stop_on_signals:  # lower case: a context manager, used as a function
     """SIGINT, SIGTERM and SIGHUP set `stop` while the block runs; the previous handlers are
-    put back after (only the main thread can install them: elsewhere this does nothing)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    sigs = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-    old = {s: signal.getsignal(s) for s in sigs}
-    for s in sigs:
-        signal.signal(s, lambda *_: stop.set())
-    try:
-        yield
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
+    put back after (only the main thread can install them: elsewhere this does nothing).
+    A class, not contextlib.contextmanager: contextlib is ~0.3 ms of every start."""
+
+    def __init__(self, stop: threading.Event):
+        self.stop = stop
+        self.old: dict[int, Any] = {}
+
+    def __enter__(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        sigs = (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP)
+        self.old = {s: _signal.getsignal(s) for s in sigs}
+        for s in sigs:
+            _signal.signal(s, lambda *_: self.stop.set())
+
+    def __exit__(self, *exc: object) -> None:
+        for s, h in self.old.items():
+            _signal.signal(s, h)
 
 
 class SignalStop:
@@ -149,7 +169,7 @@ class SignalStop:
     `count` lets a blocking step that runs after the stop (waiting for a FIFO's reader)
     give up on the next signal."""
 
-    SIGS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    SIGS = (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP)
 
     def __init__(self) -> None:
         self.event = threading.Event()
@@ -172,9 +192,9 @@ class SignalStop:
             return False
         self.event = threading.Event()
         self.signum, self.count = None, 0
-        self._old = {s: signal.getsignal(s) for s in self.SIGS}
+        self._old = {s: _signal.getsignal(s) for s in self.SIGS}
         for s in self.SIGS:
-            signal.signal(s, self._handler)
+            _signal.signal(s, self._handler)
         self.active = True
         return True
 
@@ -184,12 +204,12 @@ class SignalStop:
         if not self.active:
             return
         for s, h in self._old.items():
-            signal.signal(s, h if h is not None else signal.SIG_DFL)
+            _signal.signal(s, h if h is not None else _signal.SIG_DFL)
         self.active = False
 
     @property
     def exit_code(self) -> int:
-        return 128 + (self.signum or signal.SIGINT)
+        return 128 + (self.signum or _signal.SIGINT)
 
 
 SIGNALS = SignalStop()
@@ -221,7 +241,7 @@ def run_cli(tool, args, sink) -> int:
                     stop=SIGNALS.event if SIGNALS.active else None)
     ok = False
     try:
-        with (stop_on_signals(runner.stop) if not SIGNALS.active else _nothing()):
+        with (stop_on_signals(runner.stop) if not SIGNALS.active else _Nothing()):
             try:
                 runner.run(tool, sink.emit, banner, notice,
                            emit_many=getattr(sink, "emit_many", None))
@@ -278,9 +298,12 @@ class Background(threading.Thread):
             raise err
 
 
-@contextmanager
-def _nothing() -> Iterator[None]:
-    yield
+class _Nothing:
+    def __enter__(self) -> None:
+        pass
+
+    def __exit__(self, *exc: object) -> None:
+        pass
 
 
 class EndsWithTarget:

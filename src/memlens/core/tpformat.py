@@ -7,7 +7,6 @@ it is what the kernel actually writes, and it exists on kernels without BTF.
 """
 from __future__ import annotations
 
-import fnmatch
 import functools
 import operator
 import os
@@ -55,11 +54,11 @@ _ELEM = {"char": 1, "unsigned char": 1, "u8": 1, "__u8": 1, "s8": 1, "bool": 1,
          "int": 4, "unsigned int": 4, "unsigned": 4, "u32": 4, "__u32": 4, "s32": 4}
 _INT = {1: "b", 2: "h", 4: "i", 8: "q"}
 
-_FIELD_RE = re.compile(r"field:(?P<decl>[^;]+);\s*offset:(?P<off>\d+);\s*size:(?P<size>\d+);"
-                       r"(?:\s*signed:(?P<signed>\d+);)?")
-_DECL_RE = re.compile(r"(?P<type>.*?)\s*(?P<name>[A-Za-z_]\w*)\s*(?:\[(?P<arr>[^\]]*)\])?\s*$")
-# compiled at first use (filters, flag names: most runs need neither; ~0.25 ms each of
-# every tracepoint tool's start)
+_FIELD = (r"field:(?P<decl>[^;]+);\s*offset:(?P<off>\d+);\s*size:(?P<size>\d+);"
+          r"(?:\s*signed:(?P<signed>\d+);)?")
+_DECL = r"(?P<type>.*?)\s*(?P<name>[A-Za-z_]\w*)\s*(?:\[(?P<arr>[^\]]*)\])?\s*$"
+# compiled at first use (formats: not read by perf-event tools; filters, flag names: most
+# runs need neither; ~0.25 ms each of every start that compiled them)
 _TERM = (r"\s*(?P<field>[A-Za-z_]\w*)\s*(?P<op>==|!=|<=|>=|<|>|&)\s*"
          r"(?P<const>\S.*?)\s*$")
 _re = functools.cache(re.compile)
@@ -119,6 +118,7 @@ def parse_format(text: str, category: str = "", name: str = "") -> TracepointFor
     disagrees; decode() and parse_filter() apply the type's own width (see _NARROW)."""
     tp_id = None
     fields = []
+    field_re, decl_re = _re(_FIELD), _re(_DECL)
     for line in text.splitlines():
         line = line.strip()
         if line.startswith("name:") and not name:
@@ -126,8 +126,8 @@ def parse_format(text: str, category: str = "", name: str = "") -> TracepointFor
         elif line.startswith("ID:"):
             tp_id = int(line[3:])
         elif line.startswith("field:"):
-            m = _FIELD_RE.match(line)
-            d = _DECL_RE.match(m.group("decl")) if m else None
+            m = field_re.match(line)
+            d = decl_re.match(m.group("decl")) if m else None
             if not m or not d:
                 raise MemlensError(f"{category}:{name}: cannot parse format line {line!r}")
             type_, arr = d.group("type"), d.group("arr")
@@ -172,6 +172,8 @@ def read_format(category: str, name: str, root: str | None = None) -> Tracepoint
 def list_events(pattern: str, root: str | None = None) -> list[tuple[str, str]]:
     """(category, name) of tracepoints matching 'cat:name' wildcards; a pattern without ':'
     matches event names in every category."""
+    import fnmatch  # only for wildcards: not imported by every tracepoint tool's start
+
     cat_pat, _, name_pat = pattern.rpartition(":")
     cat_pat, name_pat = cat_pat or "*", name_pat or "*"
     base = _events_dir(root)
