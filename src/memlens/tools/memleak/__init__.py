@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
 import threading
 import time
@@ -431,6 +430,8 @@ class MemleakTool:
         args = self.args
         if args.command is not None:
             argv = split_command(args.command)
+            import shutil  # ~4 ms of imports (bz2, lzma): -c only
+
             binary = shutil.which(argv[0]) if argv else None
             if not binary:
                 raise UsageError(f"-c: command not found: {argv[0] if argv else ''!r}")
