@@ -99,3 +99,113 @@ print(" ".join(m for m in ("numpy", "dataclasses") if m in sys.modules))
                          timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == [], f"imported before the load: {out.stdout.strip()}"
+
+
+# The counting tools of issue 12 (time to attached): the command line, the sink, the tool,
+# then what their start imports and does without privileges (libbpf loaded, the engine's
+# object opened).  Besides the heavy modules, the small ones cut from this path are kept
+# out: signal (its enums: _signal does), contextlib, importlib, fnmatch (only wildcards).
+# locale is not in the list: argparse's gettext imports it at the first parser.
+START_CODE = """
+import sys
+import memlens.cli as cli
+from memlens.output import sinks
+command = cli.load_command({tool!r})
+args = cli.build_parser({tool!r}, command).parse_args({argv!r})
+{make}
+from memlens.core import (btfcache, drops, engine, kernel, lazy, libbpf, loader, maps, perf,
+                          privileges, ringbuf, runner, stackresolve, tpformat, unwind)
+libbpf.lib()
+with loader.BpfObject.open("core/engine.bpf.o"):
+    pass
+print(" ".join(m for m in {heavy!r} if m in sys.modules))
+"""
+COUNTING = """
+if getattr(command.spec, "plans", None):  # faults: its first plan (probing needs root)
+    command._plan = next(iter(command.spec.plans.values()))
+tool = command.make_tool(args)
+sink = sinks.make_sink(args, command.renderer(args))
+"""
+DRSNOOP = """
+mod = sys.modules["memlens.tools.drsnoop"]
+tool = mod.DrsnoopTool(args, list(mod.KINDS), [])
+sink = sinks.make_sink(args, mod.Renderer(args))
+"""
+NOT_BEFORE_ATTACH = (*HEAVY, "rich", "psutil", "prometheus_client", "elftools", "json",
+                     "signal", "contextlib", "importlib", "fnmatch")
+
+
+@pytest.mark.parametrize("tool,argv,make", [
+    ("count", ["sw:page-faults", "--by", "comm,pid"], COUNTING),
+    ("funccount", ["t:syscalls:sys_enter_getppid"], COUNTING),
+    ("faults", [], COUNTING),
+    ("brkstack", [], COUNTING),
+    ("stackcount", ["-U", "t:syscalls:sys_enter_brk"], COUNTING),
+    ("drsnoop", [], DRSNOOP),
+])
+def test_counting_tools_reach_attach_without_heavy_or_cut_modules(tool, argv, make):
+    code = START_CODE.format(tool=tool, argv=argv, make=make, heavy=NOT_BEFORE_ATTACH)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == [], f"imported before the banner: {out.stdout.strip()}"
+
+
+def test_the_cli_imports_neither_signal_nor_importlib():
+    """memlens.cli installs its handlers through _signal (the signal module builds enums at
+    import) and imports commands with __import__."""
+    code = ("import sys, memlens.cli\n"
+            "print(' '.join(m for m in ('signal', 'importlib', 'contextlib', 'ctypes')"
+            " if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == []
+
+
+PREFETCH_CODE = """
+import sys, threading
+from memlens.core import lazy
+from memlens.core.runner import Runner
+
+def prefetching():
+    return any(t.name == "numpy-prefetch" for t in threading.enumerate()) or "numpy" in sys.modules
+
+class Tool:
+    what = "a test"
+    def start(self):
+        lazy.prefetch_numpy()  # as Engine.start does, at the end of its start
+    def poll(self, timeout):
+        return []
+    def report(self, final):
+        return []
+    def summary(self):
+        return []
+    def close(self):
+        pass
+
+seen = {{}}
+runner = Runner(duration=0.01)
+if {stopped}:  # a signal while attaching: the run ends without a banner
+    Tool.start = lambda self: (lazy.prefetch_numpy(), runner.stop.set())
+runner.run(Tool(), lambda rec: None, ready=lambda what: seen.setdefault("banner", prefetching()))
+print(seen.get("banner"), prefetching())
+"""
+
+
+def test_numpys_prefetch_waits_for_the_banner():
+    """A prefetch asked by a tool's start begins once the banner is out: its thread held the
+    GIL the banner's print needed (2-5 ms, up to 16, of every engine tool's start)."""
+    code = PREFETCH_CODE.format(stopped=False)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "True"]  # not at the banner; started after it
+
+
+def test_no_prefetch_when_the_start_is_stopped_before_attaching():
+    code = PREFETCH_CODE.format(stopped=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["None", "False"]  # no banner, no import for nothing

@@ -19,6 +19,10 @@ import threading
 
 from memlens.errors import MemlensError
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
 _lib: C.CDLL | None = None
 _libc = C.CDLL(None, use_errno=True)
 _logs: list[tuple[int, str]] = []
@@ -43,56 +47,56 @@ class LibbpfUnavailable(MemlensError, OSError):
     install).  Also an OSError for callers that only ask "can libbpf be used?"."""
 
 
-class UprobeOpts(C.Structure):
+# The option and BTF structs, each made at its first use (`L.UprobeOpts`: the module's
+# __getattr__ below): a tool uses 3 or 4 of the 11, and each ctypes Structure class cost
+# ~40 us of every start here.
+_STRUCTS: dict[str, list[tuple[str, Any]]] = {
     # struct bpf_uprobe_opts, libbpf 1.1 layout (size-versioned, forward compatible)
-    _fields_ = [("sz", C.c_size_t), ("ref_ctr_offset", C.c_size_t), ("bpf_cookie", C.c_uint64),
-                ("retprobe", C.c_bool), ("func_name", C.c_char_p)]
-
-
-class ObjectOpenOpts(C.Structure):
+    "UprobeOpts": [("sz", C.c_size_t), ("ref_ctr_offset", C.c_size_t),
+                   ("bpf_cookie", C.c_uint64), ("retprobe", C.c_bool),
+                   ("func_name", C.c_char_p)],
     # struct bpf_object_open_opts, libbpf 1.1, up to btf_custom_path (sz says where it ends)
-    _fields_ = [("sz", C.c_size_t), ("object_name", C.c_char_p), ("relaxed_maps", C.c_bool),
-                ("pin_root_path", C.c_char_p), ("_attach_prog_fd", C.c_uint32),
-                ("kconfig", C.c_char_p), ("btf_custom_path", C.c_char_p)]
-
-
-class UsdtOpts(C.Structure):
-    _fields_ = [("sz", C.c_size_t), ("usdt_cookie", C.c_uint64)]
-
-
-class KprobeOpts(C.Structure):
-    _fields_ = [("sz", C.c_size_t), ("bpf_cookie", C.c_uint64), ("offset", C.c_size_t),
-                ("retprobe", C.c_bool)]
-
-
-class TracepointOpts(C.Structure):
-    _fields_ = [("sz", C.c_size_t), ("bpf_cookie", C.c_uint64)]
-
-
-class PerfEventOpts(C.Structure):
-    _fields_ = [("sz", C.c_size_t), ("bpf_cookie", C.c_uint64)]
-
-
-class BtfType(C.Structure):
+    "ObjectOpenOpts": [("sz", C.c_size_t), ("object_name", C.c_char_p),
+                       ("relaxed_maps", C.c_bool), ("pin_root_path", C.c_char_p),
+                       ("_attach_prog_fd", C.c_uint32), ("kconfig", C.c_char_p),
+                       ("btf_custom_path", C.c_char_p)],
+    "UsdtOpts": [("sz", C.c_size_t), ("usdt_cookie", C.c_uint64)],
+    "KprobeOpts": [("sz", C.c_size_t), ("bpf_cookie", C.c_uint64), ("offset", C.c_size_t),
+                   ("retprobe", C.c_bool)],
+    "TracepointOpts": [("sz", C.c_size_t), ("bpf_cookie", C.c_uint64)],
+    "PerfEventOpts": [("sz", C.c_size_t), ("bpf_cookie", C.c_uint64)],
     # struct btf_type: name_off, info (vlen:16, kind:5 @24, kflag @31), size|type
-    _fields_ = [("name_off", C.c_uint32), ("info", C.c_uint32), ("size_or_type", C.c_uint32)]
-
-
-class BtfMember(C.Structure):
-    _fields_ = [("name_off", C.c_uint32), ("type", C.c_uint32), ("offset", C.c_uint32)]
-
-
-class BtfArray(C.Structure):
-    _fields_ = [("type", C.c_uint32), ("index_type", C.c_uint32), ("nelems", C.c_uint32)]
-
-
-class BtfVarSecinfo(C.Structure):
-    _fields_ = [("type", C.c_uint32), ("offset", C.c_uint32), ("size", C.c_uint32)]
-
-
-class BtfParam(C.Structure):
+    "BtfType": [("name_off", C.c_uint32), ("info", C.c_uint32),
+                ("size_or_type", C.c_uint32)],
+    "BtfMember": [("name_off", C.c_uint32), ("type", C.c_uint32), ("offset", C.c_uint32)],
+    "BtfArray": [("type", C.c_uint32), ("index_type", C.c_uint32), ("nelems", C.c_uint32)],
+    "BtfVarSecinfo": [("type", C.c_uint32), ("offset", C.c_uint32), ("size", C.c_uint32)],
     # struct btf_param: follows a FUNC_PROTO's btf_type, vlen of them
-    _fields_ = [("name_off", C.c_uint32), ("type", C.c_uint32)]
+    "BtfParam": [("name_off", C.c_uint32), ("type", C.c_uint32)],
+}
+_structs_lock = threading.Lock()
+
+
+def __getattr__(name: str) -> Any:
+    """`L.BtfType` and the other structs of _STRUCTS, made once (under a lock: a second
+    class of the same name would not be accepted where the first is declared)."""
+    fields = _STRUCTS.get(name)
+    if fields is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    with _structs_lock:
+        cls = globals().get(name)
+        if cls is None:
+            cls = globals()[name] = type(name, (C.Structure,),
+                                         {"_fields_": fields, "__module__": __name__})
+    return cls
+
+
+def _ctype(t: Any) -> Any:
+    """A signature's type: "BtfType *" or "c_uint32 *" is a pointer to that type."""
+    if isinstance(t, str):
+        name = t.removesuffix(" *")
+        return C.POINTER(getattr(C, name) if name.startswith("c_") else __getattr__(name))
+    return t
 
 
 PRINT_FN = C.CFUNCTYPE(C.c_int, C.c_int, C.c_char_p, C.c_void_p)
@@ -122,7 +126,7 @@ _SIGNATURES = {
     "bpf_map__set_map_flags": (C.c_int, [C.c_void_p, C.c_uint32]),
     "bpf_map__map_flags": (C.c_uint32, [C.c_void_p]),
     "bpf_map__reuse_fd": (C.c_int, [C.c_void_p, C.c_int]),
-    "bpf_map__initial_value": (C.c_void_p, [C.c_void_p, C.POINTER(C.c_size_t)]),
+    "bpf_map__initial_value": (C.c_void_p, [C.c_void_p, "c_size_t *"]),
     "bpf_map__btf_value_type_id": (C.c_uint32, [C.c_void_p]),
     "bpf_program__name": (C.c_char_p, [C.c_void_p]),
     "bpf_program__section_name": (C.c_char_p, [C.c_void_p]),
@@ -133,31 +137,31 @@ _SIGNATURES = {
     "bpf_program__attach": (C.c_void_p, [C.c_void_p]),
     "bpf_program__attach_tracepoint": (C.c_void_p, [C.c_void_p, C.c_char_p, C.c_char_p]),
     "bpf_program__attach_tracepoint_opts": (C.c_void_p, [C.c_void_p, C.c_char_p, C.c_char_p,
-                                                         C.POINTER(TracepointOpts)]),
+                                                         "TracepointOpts *"]),
     "bpf_program__attach_raw_tracepoint": (C.c_void_p, [C.c_void_p, C.c_char_p]),
     "bpf_program__attach_trace": (C.c_void_p, [C.c_void_p]),
     "bpf_program__attach_perf_event_opts": (C.c_void_p, [C.c_void_p, C.c_int,
-                                                         C.POINTER(PerfEventOpts)]),
+                                                         "PerfEventOpts *"]),
     "bpf_program__attach_kprobe_opts": (C.c_void_p, [C.c_void_p, C.c_char_p,
-                                                     C.POINTER(KprobeOpts)]),
+                                                     "KprobeOpts *"]),
     "bpf_program__attach_uprobe_opts": (C.c_void_p, [C.c_void_p, C.c_int, C.c_char_p,
-                                                     C.c_size_t, C.POINTER(UprobeOpts)]),
+                                                     C.c_size_t, "UprobeOpts *"]),
     "bpf_program__attach_usdt": (C.c_void_p, [C.c_void_p, C.c_int, C.c_char_p, C.c_char_p,
-                                              C.c_char_p, C.POINTER(UsdtOpts)]),
+                                              C.c_char_p, "UsdtOpts *"]),
     "bpf_link__destroy": (C.c_int, [C.c_void_p]),
     "bpf_map_lookup_elem": (C.c_int, [C.c_int, C.c_void_p, C.c_void_p]),
     "bpf_map_update_elem": (C.c_int, [C.c_int, C.c_void_p, C.c_void_p, C.c_uint64]),
     "bpf_map_delete_elem": (C.c_int, [C.c_int, C.c_void_p]),
     "bpf_map_get_next_key": (C.c_int, [C.c_int, C.c_void_p, C.c_void_p]),
     "bpf_map_lookup_batch": (C.c_int, [C.c_int, C.c_void_p, C.c_void_p, C.c_void_p,
-                                       C.c_void_p, C.POINTER(C.c_uint32), C.c_void_p]),
+                                       C.c_void_p, "c_uint32 *", C.c_void_p]),
     "bpf_map_lookup_and_delete_batch": (C.c_int, [C.c_int, C.c_void_p, C.c_void_p, C.c_void_p,
-                                                  C.c_void_p, C.POINTER(C.c_uint32), C.c_void_p]),
+                                                  C.c_void_p, "c_uint32 *", C.c_void_p]),
     "bpf_map_lookup_and_delete_elem": (C.c_int, [C.c_int, C.c_void_p, C.c_void_p]),
-    "bpf_map_delete_batch": (C.c_int, [C.c_int, C.c_void_p, C.POINTER(C.c_uint32),
+    "bpf_map_delete_batch": (C.c_int, [C.c_int, C.c_void_p, "c_uint32 *",
                                        C.c_void_p]),
     "btf__find_by_name_kind": (C.c_int32, [C.c_void_p, C.c_char_p, C.c_uint32]),
-    "btf__type_by_id": (C.POINTER(BtfType), [C.c_void_p, C.c_uint32]),
+    "btf__type_by_id": ("BtfType *", [C.c_void_p, C.c_uint32]),
     "btf__name_by_offset": (C.c_char_p, [C.c_void_p, C.c_uint32]),
     "btf__resolve_size": (C.c_int64, [C.c_void_p, C.c_uint32]),
     "btf__resolve_type": (C.c_int, [C.c_void_p, C.c_uint32]),
@@ -174,7 +178,7 @@ _SIGNATURES = {
     "btf__add_typedef": (C.c_int, [C.c_void_p, C.c_char_p, C.c_int]),
     "btf__add_func_proto": (C.c_int, [C.c_void_p, C.c_int]),
     "btf__add_func_param": (C.c_int, [C.c_void_p, C.c_char_p, C.c_int]),
-    "btf__raw_data": (C.c_void_p, [C.c_void_p, C.POINTER(C.c_uint32)]),
+    "btf__raw_data": (C.c_void_p, [C.c_void_p, "c_uint32 *"]),
 }
 
 
@@ -192,7 +196,7 @@ class _Lib:
         except KeyError:
             raise AttributeError(f"libbpf binding has no {name}") from None
         fn = getattr(self._cdll, name)  # older libbpf: AttributeError (see has())
-        fn.restype, fn.argtypes = res, args
+        fn.restype, fn.argtypes = _ctype(res), [_ctype(a) for a in args]
         setattr(self, name, fn)  # found in the instance from now on: __getattr__ no more
         return fn
 

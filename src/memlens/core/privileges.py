@@ -3,8 +3,6 @@
 traceback halfway through attaching."""
 from __future__ import annotations
 
-import os
-
 from memlens.errors import NotPermitted
 
 CAP_SYS_ADMIN, CAP_PERFMON, CAP_BPF = 21, 38, 39
@@ -24,11 +22,21 @@ def can_trace(caps: int | None = None) -> bool:
     return has(CAP_SYS_ADMIN) or (has(CAP_BPF) and has(CAP_PERFMON))
 
 
+# this process was seen able to trace: its capabilities change only by its own capset or
+# setuid, which memlens never calls
+_granted = False
+
+
 def require_tracing_privileges(what: str = "this tool") -> None:
-    if os.geteuid() == 0 and can_trace():
+    # asked by each step of a tool's start (3 times by a counting tool's): /proc/self/status
+    # is read until the answer is yes
+    global _granted
+    if _granted:
         return
-    if not can_trace():
-        raise NotPermitted(
-            f"{what} loads BPF programs: run as root, or grant CAP_BPF and CAP_PERFMON "
-            "(e.g. `sudo setcap cap_bpf,cap_perfmon+ep` on the interpreter), "
-            "or CAP_SYS_ADMIN on kernels before 5.8")
+    if can_trace():
+        _granted = True
+        return
+    raise NotPermitted(
+        f"{what} loads BPF programs: run as root, or grant CAP_BPF and CAP_PERFMON "
+        "(e.g. `sudo setcap cap_bpf,cap_perfmon+ep` on the interpreter), "
+        "or CAP_SYS_ADMIN on kernels before 5.8")
