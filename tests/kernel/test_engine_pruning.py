@@ -237,3 +237,76 @@ def test_reads_past_their_time_budget_leave_counts_in_the_kernel_for_the_report(
     assert mine.get(me) == 5, mine
     # the children: 7 calls each (the interpreter's start-up makes none)
     assert [mine.get(pid) for pid in children] == [7] * procs, mine
+
+
+def test_processes_gone_are_forgotten_after_their_last_count():
+    """System wide with user stacks (the DWARF walk on), what the engine keeps of each
+    process it meets — its comm, its symbolizers, its resolved stacks, the mappings the
+    unwinder kept of it — goes one tick after the process does, its counts and named
+    stacks folded in first: a long run under process churn holds what the live processes
+    need, not every process it ever met (brkstack grew 200 MB in 10 minutes of 35 short
+    processes a second, each cache up to its bound).  Workload: unwind_chain calling
+    sbrk() N times, K times in turn, in a memory cgroup the engine is limited to, each
+    gone before the engine reads its counts.  Witness: the program's own count of its
+    calls (each run makes the same number of brk calls: its N and its start-up's)."""
+    import shutil
+
+    from memlens.core.engine import TICK_S, Engine
+    from memlens.core.probespec import parse_all
+    from tests import unwind_workloads
+    from tests.conftest import require
+
+    require(shutil.which("gcc") is not None, "gcc is needed to build the workloads")
+    exe = str(unwind_workloads.build()["chain"])
+    calls, runs = 23, 6
+    with memory_cgroup("memlens_forget", limit="256M") as cg:
+        eng = Engine(parse_all(["t:syscalls:sys_enter_brk"]), keys=("pid", "comm", "ustack"),
+                     stack_unwind="dwarf")
+        gone: list[int] = []
+
+        def run_once() -> None:
+            proc, pid = _start_in(cg, [exe, "brk", str(calls)])
+            try:
+                _go(proc)
+                assert proc.stdout.readline().startswith(f"done n={calls} ")
+                proc.stdin.close()
+                assert proc.wait(timeout=10) == 0
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait(timeout=10)
+            gone.append(pid)
+
+        try:
+            eng.start(cgroup=str(cg))
+            for _ in range(5):          # the hand-over to the whole walk
+                eng.poll(0.1)
+            entries = []
+            for _ in range(runs):
+                run_once()
+                eng.poll(0.05)
+            deadline = time.monotonic() + 4 * TICK_S + 1.0
+            while time.monotonic() < deadline:  # a tick finds them gone, the next forgets
+                eng.poll(0.1)
+                entries += eng.collect()
+            kept = {
+                "comms": set(eng._comms),
+                "symbolizers": set(eng.resolver._procs) | set(eng.resolver._kept),
+                "stacks": set(eng.resolver._cached_of),
+                "mappings": set(eng.unwind._vmas) if eng.unwind is not None else set(),
+            }
+            walk_on = eng.unwind is not None
+        finally:
+            eng.close()
+    # every run's calls counted (the same number each: its N, and its start-up's), each
+    # stack's first frame named though read after its process was gone
+    totals = {pid: sum(e.count for e in entries if e.parts["pid"] == pid) for pid in gone}
+    assert len(set(totals.values())) == 1 and min(totals.values()) >= calls, totals
+    stacks = [[str(f) for f in e.parts["ustack"]] for e in entries if e.parts["pid"] in gone]
+    # (named through the mappings kept of them; past libc the frame-pointer walk of a
+    # program without frame pointers finds what it finds)
+    assert stacks and all(re.match(r"brk\+0x\w+ \[(libc\.so\.6|ld-linux-x86-64\.so\.2)\]",
+                                   s[0]) for s in stacks), stacks
+    assert walk_on, "the walk was not on"
+    for what, pids in kept.items():
+        assert not pids & set(gone), (what, sorted(pids & set(gone)))

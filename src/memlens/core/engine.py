@@ -179,6 +179,9 @@ class Engine:
         self._pruned_report_keys = 0
         self._pruned_report_events = 0
         self._comms: dict[int, bytes] = {}
+        # processes found gone at the last tick: forgotten at the next one, when their last
+        # counts have been read and their events' stacks resolved (_forget_exited)
+        self._exited: list[int] = []
         self._cgroup_paths: dict[int, str] = {}
         self.resolver = None
         # user stacks: walked by frame pointers only ("fp": the kernel's walk), or with the
@@ -580,9 +583,35 @@ class Engine:
                 self._next_tick = time.monotonic() + TICK_S
                 self._tick += 1
                 self._prune_stacks()
+                self._forget_exited()
         if not self.trace and time.monotonic() >= self._next_tick:
             self._read_tick(budget_s=TICK_BUDGET_S)
         return events
+
+    def _forget_exited(self, complete: bool = True) -> None:
+        """What is kept of each process met (its comm, its symbols, its resolved stacks,
+        the mappings the unwinder kept of it) is dropped one tick after it is found gone:
+        by then the tick's read has folded its last counts in (trace mode: the polls since
+        have handed its events over, their stacks resolved).  Without this a system-wide
+        run under process churn grew by the processes it had ever seen until each cache's
+        bound (brkstack: +200 MB in 10 minutes of 35 short processes a second).
+        `complete`: the tick read every key (a read cut by its time budget keeps them)."""
+        import os
+
+        if complete:
+            for pid in self._exited:
+                comm = self._comms.pop(pid, None)
+                if comm is not None:
+                    self._maps_read.discard((pid, comm))
+                if self.resolver is not None:
+                    self.resolver.forget(pid)
+                if self.unwind is not None:
+                    self.unwind.forget_mappings(pid)
+            self._exited = []
+        # one stat per process met and not forgotten: those alive, and those gone since
+        waiting = set(self._exited)
+        self._exited += [pid for pid in self._comms
+                         if pid not in waiting and not os.path.exists(f"/proc/{pid}")]
 
     def _watch(self, pid: int, comm: bytes, ustack: int) -> None:
         """A new key: read the process's map and resolve its stack now, while it lives and
@@ -731,6 +760,7 @@ class Engine:
                     self._add(key, *(a - b for a, b in zip(now, prev)),
                               max_ns=self._fresh_max(v, epoch))
         self._prune_stacks()
+        self._forget_exited(complete=not deferred)
 
     def _prune_stacks(self) -> None:
         old = [h for h, t in self._stack_seen.items() if self._tick - t >= PRUNE_TICKS + 1]

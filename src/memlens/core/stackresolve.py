@@ -73,6 +73,7 @@ class StackResolver:
         self._procs: dict[int, object] = {}
         self._gone: set[int] = set()
         self._cache: dict[tuple[int, int, bool], list[AnyFrame]] = {}
+        self._cached_of: dict[int, set[tuple[int, int, bool]]] = {}  # pid -> its user stacks
         self._refreshed: set[int] = set()
         self._max = max_processes
         self._max_cache = max_cache  # a long run keeps memory bounded (oldest dropped)
@@ -111,8 +112,8 @@ class StackResolver:
         self._refreshed.discard(pid)
         if keep_frames:
             return
-        for key in [k for k in self._cache if k[0] == pid and k[2]]:
-            del self._cache[key]
+        for key in self._cached_of.pop(pid, ()):
+            self._cache.pop(key, None)
 
     def user_frames(self, pid: int, stack_id: int) -> list[AnyFrame]:
         if stack_id < 0:
@@ -197,12 +198,18 @@ class StackResolver:
 
     def _remember(self, key: tuple[int, int, bool], frames: list[AnyFrame]) -> None:
         if len(self._cache) >= self._max_cache:
-            self._cache.pop(next(iter(self._cache)))
+            old = next(iter(self._cache))
+            del self._cache[old]
+            if old[2]:
+                self._cached_of.get(old[0], set()).discard(old)
         self._cache[key] = frames
+        if key[2]:  # a user stack: forget(pid) drops it with its process
+            self._cached_of.setdefault(key[0], set()).add(key)
 
     def forget_stacks(self) -> None:
         """Drop cached stacks (after the stack map was cleared: ids get reused)."""
         self._cache.clear()
+        self._cached_of.clear()
 
     def new_losses(self) -> list[dict]:
         """Stacks left unsymbolized since the last call, as "lost" records (the counts are

@@ -439,6 +439,12 @@ class UnwindStore:
                 del maps[start]
             maps[m.start] = m
 
+    def forget_mappings(self, pid: int) -> None:
+        """Drop the mappings kept of `pid` (its process gone and its last stacks reported:
+        the engine says when), so a long run keeps what the live processes need."""
+        with self._vma_lock:
+            self._vmas.pop(pid, None)
+
     def _drain_vmas(self) -> None:
         for rec in self._vma_ring.consume_records():
             if len(rec) < VMA_HEADER.size:
