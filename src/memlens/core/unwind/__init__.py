@@ -30,8 +30,21 @@ BPF_PROG_TYPE_TRACEPOINT = 5
 HELPER_TASK_PT_REGS, HELPER_FIND_VMA, HELPER_LOOP = 175, 180, 181
 
 
+_support: tuple[bool, str] | None = None
+
+
 def kernel_support() -> tuple[bool, str]:
-    """Can this kernel run the walk (bpf_loop 5.17, bpf_task_pt_regs 5.15)?  (ok, why not)"""
+    """Can this kernel run the walk (bpf_loop 5.17, bpf_task_pt_regs 5.15)?  (ok, why not)
+    Probed once a process (each probe loads a program: 1.3-7 ms the three; memleak
+    --quick-start configures two objects).  Not kept on disk for the boot: reading such
+    an answer back (hooks.vmlinux_btf_answer) took 3-11 ms here, no less than probing."""
+    global _support
+    if _support is None:
+        _support = _probe_support()
+    return _support
+
+
+def _probe_support() -> tuple[bool, str]:
     from memlens.core import libbpf as L
 
     if os.uname().machine != "x86_64":

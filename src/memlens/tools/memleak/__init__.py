@@ -414,6 +414,10 @@ class MemleakTool:
 
     def _plan_beside_the_load(self) -> None:
         try:
+            if self.args.stack_unwind != "fp":
+                from memlens.core import unwind
+
+                unwind.kernel_support()  # probed here first: the main thread's configure asks
             self._multi_answer = uprobe_multi_supported()
         finally:
             self._multi_known.set()
