@@ -498,3 +498,37 @@ def test_p_is_attached_with_the_walk_loaded_and_without_numpy():
     assert loaded == "1"           # the target's entry written before attaching
     assert int(links) >= 3         # the exec tracepoint, entry and return uprobes
     assert numpy == "False", out.stdout
+
+
+@pytest.mark.parametrize("extra,stats", [([], 1), (["--combined-only"], 4099)])
+def test_maps_made_before_the_load_are_as_configured(extra, stats):
+    """-p makes its biggest maps itself, two at a time, before libbpf's load
+    (premake_maps): bpftool's account of the maps the tool holds is what the options and
+    the object say (allocs a hash without preallocation, sized by --max-allocs; stacks by
+    --stack-storage-size; unwind_rows mmapable); stats holds one entry unless per-stack
+    totals are kept."""
+    from tests.kernel.helpers import ToolRun
+    from tests.kernel.test_unwind import tool_maps
+
+    target = subprocess.Popen(["sleep", "60"])
+    run = ToolRun("memleak", "-p", str(target.pid), "--max-allocs", "12345",
+                  "--stack-storage-size", "4099", *extra)
+    try:
+        run.wait_attached()
+        (allocs,) = tool_maps(run.proc.pid, "allocs")
+        (stacks,) = tool_maps(run.proc.pid, "stacks")
+        (rows,) = tool_maps(run.proc.pid, "unwind_rows")
+        (stats_map,) = tool_maps(run.proc.pid, "stats")
+    finally:
+        rc = run.stop()
+        target.kill()
+        target.wait()
+    assert rc == 0, run.stderr
+    run.assert_detached()
+    assert (allocs["type"], allocs["max_entries"], allocs["flags"]) == ("hash", 12345, 1)
+    assert (allocs["bytes_key"], allocs["bytes_value"]) == (8, 32)
+    assert (stacks["type"], stacks["max_entries"], stacks["flags"]) == ("hash", 4099, 0)
+    assert rows["type"] == "array" and rows["max_entries"] > 1 and rows["flags"] & 0x400
+    assert stats_map["max_entries"] == stats
+    # made here, not by libbpf (which gives its maps the object's BTF)
+    assert "btf_id" not in allocs and "btf_id" not in stacks and "btf_id" in stats_map
