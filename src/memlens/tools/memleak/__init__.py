@@ -18,7 +18,6 @@ import threading
 import time
 from collections import namedtuple
 
-from memlens.core.command import TracedCommand, split_command
 from memlens.core.lazy import np
 from memlens.core.session import (
     MAX_SECONDS,
@@ -40,6 +39,7 @@ TYPE_CHECKING = False  # typing costs ~7 ms of start-up: its names for annotatio
 if TYPE_CHECKING:
     from typing import Any
 
+    from memlens.core.command import TracedCommand
     from memlens.core.runner import Background
 
 EXAMPLES = """\
@@ -169,6 +169,8 @@ class MemleakCommand:
     @staticmethod
     def validate(args: argparse.Namespace) -> None:
         if args.command is not None:
+            from memlens.core.command import split_command  # -c only (~3 ms of imports)
+
             split_command(args.command)  # exit 2 for '' or unbalanced quotes
         if args.max_size is not None and args.max_size < args.min_size:
             raise UsageError(f"-Z {args.max_size} is below -z {args.min_size}")
@@ -433,6 +435,8 @@ class MemleakTool:
     def plan_user(self) -> None:
         args = self.args
         if args.command is not None:
+            from memlens.core.command import TracedCommand, split_command
+
             argv = split_command(args.command)
             import shutil  # ~4 ms of imports (bz2, lzma): -c only
 
