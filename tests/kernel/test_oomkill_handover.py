@@ -169,12 +169,13 @@ def test_kills_across_the_hand_over_recorded_once_the_second_walked_whole(hook, 
                     p.kill()
             rc = run.stop() if run is not None else None
     assert rc == 0, run.stderr
-    # the banner came with the first program alone; the whole one (the walk: many times
-    # its size) was loaded after it
-    assert len(at_banner) == 1 and len(progs) == 2, (at_banner, progs)
-    (twin,) = at_banner
-    (whole,) = set(progs) - {twin}
-    assert whole > twin and progs[whole] > 3 * progs[twin], progs
+    # the banner came with the first program (held then: the whole one, the walk, many
+    # times its size, is loaded next, ~50 ms later; not asserted absent at the banner, a
+    # loaded machine may wake this thread later than that)
+    assert len(progs) == 2, progs
+    twin, whole = sorted(progs, key=progs.get)
+    assert twin in at_banner and whole > twin and progs[whole] > 3 * progs[twin], \
+        (at_banner, progs)
     events = [r for r in run.records() if r["type"] == "event"]
     for p in (first, second):
         mine = [e for e in events if e["victim_pid"] == p.pid]
