@@ -202,6 +202,8 @@ class MemleakCommand:
 BPF_TRACE_UPROBE_MULTI = 48  # enum bpf_attach_type
 SWITCH_S = 0.0005  # the GIL's switch interval while -p's start runs two threads
 BPF_F_NO_PREALLOC = 1
+BPF_MAP_TYPE_HASH = 1
+ALLOC_INFO_SIZE = 32  # sizeof(struct alloc_info), memleak.h (checked: premake_maps)
 
 
 def uprobe_multi_supported() -> bool:
@@ -264,6 +266,8 @@ class MemleakTool:
         # ml_return loaded after the banner (_hand_over) into this object
         self.hand_over_due = False
         self.whole = None
+        # maps made by the planning thread before the object is opened (name -> (how, fd))
+        self._early_maps: dict[str, tuple[tuple, int]] = {}
         self.mapped: list[str] = []  # the files the target maps (or -c's will)
         self.target = TargetExit(None)
         self.kernel_tps: list[tuple[str, str, str, bool]] = []  # --kernel: attached after load
@@ -295,6 +299,7 @@ class MemleakTool:
             from memlens.core.runner import Background
 
             self._multi_known = threading.Event()
+            self._early_made = threading.Event()
             planning = Background(self._plan_beside_the_load, "memleak-plan")
             if self.args.stack_unwind != "fp":
                 planning.also(self.prepare_unwind)
@@ -381,6 +386,10 @@ class MemleakTool:
 
     def close(self) -> None:
         self.target.close()
+        for _, fd in self._early_maps.values():  # a start that failed before its load
+            if fd >= 0:
+                os.close(fd)
+        self._early_maps.clear()
         try:
             if self.unwind is not None:
                 self.unwind.close()
@@ -415,6 +424,15 @@ class MemleakTool:
         return need + (64 << 20) < room  # + the fixed maps (~25 MB) and numpy (~20 MB)
 
     def _plan_beside_the_load(self) -> None:
+        try:
+            # allocs first (~15 ms of the kernel's, its 2^20 buckets zeroed): made while the
+            # main thread opens and configures the object, handed to libbpf if it is made
+            # as configured (premake_maps)
+            spec = (BPF_MAP_TYPE_HASH, 8, ALLOC_INFO_SIZE, self.args.max_allocs,
+                    BPF_F_NO_PREALLOC, "allocs")
+            self._early_maps["allocs"] = (spec, _map_create(*spec))
+        finally:
+            self._early_made.set()
         try:
             if self.args.stack_unwind != "fp":
                 from memlens.core import unwind
@@ -569,7 +587,8 @@ class MemleakTool:
         if planning is not None:
             # only where the maps fit well (as the plan beside the load): near a memory
             # cgroup's limit the maps are made one at a time, by libbpf
-            premake_maps(obj, PREMADE_MAPS)
+            self._early_made.wait(timeout=60)
+            premake_maps(obj, PREMADE_MAPS, self._early_maps)
         obj.load()
         return unwind_on and not self.hand_over_due
 
@@ -988,13 +1007,18 @@ def _map_create(mtype: int, key_size: int, value_size: int, max_entries: int, fl
     return fd if fd >= 0 else -C.get_errno()
 
 
-def premake_maps(obj, names: tuple[str, ...]) -> int:
+def premake_maps(obj, names: tuple[str, ...],
+                 early: dict[str, tuple[tuple, int]] | None = None) -> int:
     """Before the load: make these maps (as configured) two at a time, this thread and
     one more (each bpf() call releases the GIL, and the kernel's work runs on both CPUs),
     and hand them to libbpf (bpf_map__reuse_fd), which makes the others and loads the
-    programs.  A map that cannot be made here (ENOMEM, E2BIG) is left to libbpf, whose
-    failure then names the option that sized it.  Returns how many were made here."""
+    programs.  `early`: maps made already (name -> (the _map_create arguments, fd)), used
+    if made as configured, else closed.  A map that cannot be made here (ENOMEM, E2BIG)
+    is left to libbpf, whose failure then names the option that sized it.  Returns how
+    many were handed over."""
     from memlens.core import libbpf as L
+
+    early = early or {}
 
     todo = []
     for name in names:
@@ -1003,19 +1027,29 @@ def premake_maps(obj, names: tuple[str, ...]) -> int:
             flags = int(L.lib().bpf_map__map_flags(m.ptr))
             todo.append((name, m, (m.type, m.key_size, m.value_size, m.max_entries, flags,
                                    name)))
+    fds: dict[str, int] = {}
+    for name, (spec, fd) in early.items():
+        if fd >= 0 and any(n == name and s == spec for n, _, s in todo):
+            fds[name] = fd
+        elif fd >= 0:
+            os.close(fd)  # not as configured after all: made again below
+    early.clear()
     if not todo:
         return 0
-    fds: dict[str, int] = {}
 
     def make(items) -> None:
         for name, _, spec in items:
             fds[name] = _map_create(*spec)
 
-    # allocs (half the time) alone in this thread, the others in the helper
-    helper = threading.Thread(target=make, args=(todo[1:],), name="memleak-maps", daemon=True)
-    helper.start()
-    make(todo[:1])
-    helper.join()
+    # the biggest left (allocs, half the time, unless made already) in this thread, the
+    # others in the helper
+    left = [t for t in todo if t[0] not in fds]
+    helper = threading.Thread(target=make, args=(left[1:],), name="memleak-maps", daemon=True)
+    if len(left) > 1:
+        helper.start()
+    make(left[:1])
+    if len(left) > 1:
+        helper.join()
     made = 0
     for name, m, _ in todo:
         fd = fds.get(name, -1)
