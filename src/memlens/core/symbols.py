@@ -30,9 +30,8 @@ import os
 import struct
 import threading
 import zlib
-from collections import OrderedDict
+from collections import OrderedDict, namedtuple
 from collections.abc import Sequence
-from typing import NamedTuple
 
 from memlens.core.lazy import np
 from memlens.core.stacks import Frame, MapInfo
@@ -606,14 +605,12 @@ def default_cache() -> SymbolCache:
 
 # --- /proc/PID/maps ------------------------------------------------------------------------
 
-class Mapping(NamedTuple):
-    start: int
-    end: int
-    perms: str
-    pgoff: int
-    inode: int
-    path: str          # as shown in maps, without " (deleted)"; "" for anonymous
-    deleted: bool
+# collections.namedtuple, not typing.NamedTuple: typing's import (~5 ms) was on memleak -p's
+# way to its banner (the planning thread reads the allocator's symbols with this module)
+#   start, end, perms, pgoff, inode: int, str, int, int
+#   path: str      as shown in maps, without " (deleted)"; "" for anonymous
+#   deleted: bool
+Mapping = namedtuple("Mapping", "start end perms pgoff inode path deleted")
 
 
 def parse_maps(text: str) -> list[Mapping]:
@@ -697,10 +694,11 @@ class _LazyElf:
         return self.syms
 
 
-class _Module(NamedTuple):
-    display: str           # basename shown in frames
-    open_path: str | None  # path to read the ELF from later (lazy)
-    syms: ElfSymbols | None  # already loaded (eagerly, when only /proc/PID/* could reach it)
+#   display: str            basename shown in frames
+#   open_path: str | None   path to read the ELF from later (lazy)
+#   syms: ElfSymbols | _LazyElf | None  loaded already (eagerly, when only /proc/PID/*
+#                           could reach it), or the vdso's image to parse at first use
+_Module = namedtuple("_Module", "display open_path syms")
 
 
 class ProcessSymbolizer:

@@ -21,7 +21,6 @@ import os
 import stat
 import struct
 import sys
-import tempfile
 import threading
 import time
 from collections import OrderedDict
@@ -237,6 +236,8 @@ class DiskCache:
             return
         head = self.HEADER.pack(self.MAGIC, self.VERSION, table.count, table.fdes,
                                 table.programs, table.unsupported)
+        import tempfile  # (with shutil, ~4 ms: only to write a table built)
+
         try:
             fd, tmp = tempfile.mkstemp(dir=self.dir, suffix=".tmp")
             with os.fdopen(fd, "wb") as f:

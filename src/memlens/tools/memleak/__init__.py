@@ -301,7 +301,9 @@ class MemleakTool:
             self._multi_known = threading.Event()
             self._early_made = threading.Event()
             planning = Background(self._plan_beside_the_load, "memleak-plan")
-            if self.args.stack_unwind != "fp":
+            if self.args.stack_unwind != "fp" and not self.args.quick_start:
+                # (--quick-start: read by the hand-over, after the banner; the load it
+                # waits for is short without the walk)
                 planning.also(self.prepare_unwind)
             self._switch = sys.getswitchinterval()
             sys.setswitchinterval(min(self._switch, SWITCH_S))
@@ -424,23 +426,24 @@ class MemleakTool:
         return need + (64 << 20) < room  # + the fixed maps (~25 MB) and numpy (~20 MB)
 
     def _plan_beside_the_load(self) -> None:
+        # in the order the main thread needs them: whether uprobe_multi links exist (to
+        # configure), the unwinder's helpers probed (likewise), allocs (~15 ms of the
+        # kernel's, its 2^20 buckets zeroed: handed to libbpf by premake_maps if made as
+        # configured), then the plan (to attach)
         try:
-            # allocs first (~15 ms of the kernel's, its 2^20 buckets zeroed): made while the
-            # main thread opens and configures the object, handed to libbpf if it is made
-            # as configured (premake_maps)
+            self._multi_answer = uprobe_multi_supported()
+        finally:
+            self._multi_known.set()
+        try:
+            if self.args.stack_unwind != "fp":
+                from memlens.core import unwind
+
+                unwind.kernel_support()
             spec = (BPF_MAP_TYPE_HASH, 8, ALLOC_INFO_SIZE, self.args.max_allocs,
                     BPF_F_NO_PREALLOC, "allocs")
             self._early_maps["allocs"] = (spec, _map_create(*spec))
         finally:
             self._early_made.set()
-        try:
-            if self.args.stack_unwind != "fp":
-                from memlens.core import unwind
-
-                unwind.kernel_support()  # probed here first: the main thread's configure asks
-            self._multi_answer = uprobe_multi_supported()
-        finally:
-            self._multi_known.set()
         self.plan_user()
 
     def _uprobe_multi(self) -> bool:
@@ -587,8 +590,7 @@ class MemleakTool:
         if planning is not None:
             # only where the maps fit well (as the plan beside the load): near a memory
             # cgroup's limit the maps are made one at a time, by libbpf
-            self._early_made.wait(timeout=60)
-            premake_maps(obj, PREMADE_MAPS, self._early_maps)
+            premake_maps(obj, PREMADE_MAPS, self._early_maps, self._early_made)
         obj.load()
         return unwind_on and not self.hand_over_due
 
@@ -984,6 +986,7 @@ def _wrote(path: str) -> None:
 # preallocation), unwind_rows ~4 (16 MiB), stacks ~3.4 (preallocated), unwind_rowcache ~3
 # (per-CPU), threads ~1.2.  libbpf makes maps one after the other inside its load.
 PREMADE_MAPS = ("allocs", "unwind_rows", "stacks", "unwind_rowcache", "threads")
+EARLY_MAPS = ("allocs",)  # made by -p's planning thread (_plan_beside_the_load)
 BPF_MAP_CREATE = 0
 _SYS_BPF = {"x86_64": 321, "aarch64": 280}
 
@@ -1008,18 +1011,18 @@ def _map_create(mtype: int, key_size: int, value_size: int, max_entries: int, fl
 
 
 def premake_maps(obj, names: tuple[str, ...],
-                 early: dict[str, tuple[tuple, int]] | None = None) -> int:
+                 early: dict[str, tuple[tuple, int]] | None = None,
+                 early_ready: threading.Event | None = None) -> int:
     """Before the load: make these maps (as configured) two at a time, this thread and
     one more (each bpf() call releases the GIL, and the kernel's work runs on both CPUs),
     and hand them to libbpf (bpf_map__reuse_fd), which makes the others and loads the
-    programs.  `early`: maps made already (name -> (the _map_create arguments, fd)), used
-    if made as configured, else closed.  A map that cannot be made here (ENOMEM, E2BIG)
-    is left to libbpf, whose failure then names the option that sized it.  Returns how
-    many were handed over."""
+    programs.  `early`: maps another thread makes (name -> (the _map_create arguments,
+    fd)) once `early_ready` is set; used if made as configured, else closed and made here.
+    A map that cannot be made here (ENOMEM, E2BIG) is left to libbpf, whose failure then
+    names the option that sized it.  Returns how many were handed over."""
     from memlens.core import libbpf as L
 
-    early = early or {}
-
+    early = early if early is not None else {}
     todo = []
     for name in names:
         if obj.has_map(name):
@@ -1028,28 +1031,31 @@ def premake_maps(obj, names: tuple[str, ...],
             todo.append((name, m, (m.type, m.key_size, m.value_size, m.max_entries, flags,
                                    name)))
     fds: dict[str, int] = {}
-    for name, (spec, fd) in early.items():
-        if fd >= 0 and any(n == name and s == spec for n, _, s in todo):
-            fds[name] = fd
-        elif fd >= 0:
-            os.close(fd)  # not as configured after all: made again below
-    early.clear()
-    if not todo:
-        return 0
 
     def make(items) -> None:
         for name, _, spec in items:
             fds[name] = _map_create(*spec)
 
-    # the biggest left (allocs, half the time, unless made already) in this thread, the
-    # others in the helper
-    left = [t for t in todo if t[0] not in fds]
-    helper = threading.Thread(target=make, args=(left[1:],), name="memleak-maps", daemon=True)
-    if len(left) > 1:
-        helper.start()
-    make(left[:1])
-    if len(left) > 1:
-        helper.join()
+    def make_two_at_a_time(items) -> None:
+        helper = threading.Thread(target=make, args=(items[1:],), name="memleak-maps",
+                                  daemon=True)
+        if len(items) > 1:
+            helper.start()
+        make(items[:1])
+        if len(items) > 1:
+            helper.join()
+
+    # the maps the other thread does not make, first (the biggest in this thread)
+    make_two_at_a_time([t for t in todo if t[0] not in EARLY_MAPS or early_ready is None])
+    if early_ready is not None:
+        early_ready.wait(timeout=60)
+    for name, (spec, fd) in early.items():
+        if fd >= 0 and any(n == name and sp == spec for n, _, sp in todo):
+            fds[name] = fd
+        elif fd >= 0:
+            os.close(fd)  # not as configured after all: made again below
+    early.clear()
+    make_two_at_a_time([t for t in todo if t[0] not in fds])  # those it could not make
     made = 0
     for name, m, _ in todo:
         fd = fds.get(name, -1)
