@@ -32,3 +32,26 @@ def test_zombie_with_empty_maps_resolves_to_unknown_frames():
         assert resolver.user_frames(child.pid, 7) == frames
     finally:
         child.wait()
+
+
+def test_report_text_of_a_stack_is_one_tuple_shared_until_its_process_is_forgotten():
+    """Every report key holding a stack holds the same tuple of frame texts (under churn a
+    report's keys share a few hundred kernel stacks; each made its own copy before), and
+    the tuple goes with the process's frames (forget) or with the cache's bound."""
+    import os
+
+    resolver = StackResolver(_Stacks(), max_cache=2)
+    me = os.getpid()
+    first = resolver.user_texts(me, 7)
+    assert first is resolver.user_texts(me, 7)
+    assert [str(t) for t in first] == [str(f) for f in resolver.user_frames(me, 7)]
+    assert all(t.frame is not None for t in first)  # --pprof reads the frame behind it
+    kernel = resolver.kernel_texts(9)
+    assert kernel is resolver.kernel_texts(9)
+    resolver.forget(me)
+    assert resolver.user_texts(me, 7) is not first
+    assert resolver.kernel_texts(9) is kernel  # the kernel's stacks belong to no process
+    resolver.user_texts(me, 8)
+    resolver.user_texts(me, 10)  # past the bound of 2: the oldest (the kernel's) goes
+    assert resolver.kernel_texts(9) is not kernel
+    assert len(resolver._texts) <= 2

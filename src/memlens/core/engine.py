@@ -25,8 +25,6 @@ from collections import OrderedDict
 
 from memlens.core.probespec import Probe
 from memlens.core.record import record
-from memlens.core.stackresolve import strip_tracing_frames
-from memlens.core.stacks import frame_text
 from memlens.errors import KernelLacks, MemlensError, UsageError
 
 TYPE_CHECKING = False  # typing costs ~4 ms of start-up: its names for annotations only
@@ -802,15 +800,13 @@ class Engine:
                 parts.append(int(key["cgroup"]))
             elif k == "ustack":
                 h = int(key["ustack"])
-                frames = self.resolver.user_frames(pid, h if h else -1)
                 # the text, keeping its frame (address, mapping) for --pprof
-                parts.append(tuple(frame_text(f) for f in frames))
+                parts.append(self.resolver.user_texts(pid, h if h else -1))
             elif k == "kstack":
                 # no kernel stack: the event happened in user mode (a perf event at a user
                 # page fault) — nothing to show, and nothing was lost
                 h = int(key["kstack"])
-                frames = strip_tracing_frames(self.resolver.kernel_frames(h)) if h else []
-                parts.append(tuple(frame_text(f) for f in frames))
+                parts.append(self.resolver.kernel_texts(h) if h else ())
             elif k == "probe":
                 parts.append(int(key["probe"]))
             elif k == "field":

@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections import namedtuple
 from collections.abc import Callable
 
-from memlens.core.stacks import Frame
+from memlens.core.stacks import Frame, frame_text
 
 MISSED_USER = "[missed user stack]"
 MISSED_KERNEL = "[missed kernel stack]"
@@ -74,6 +74,11 @@ class StackResolver:
         self._gone: set[int] = set()
         self._cache: dict[tuple[int, int, bool], list[AnyFrame]] = {}
         self._cached_of: dict[int, set[tuple[int, int, bool]]] = {}  # pid -> its user stacks
+        # the same stacks as report text (stacks.FrameText), one tuple per stack that every
+        # key holding it shares: under churn a report's thousands of keys share a few hundred
+        # kernel stacks, and each key made its own copy of each frame's text (faults: ~370 KB
+        # a process seen, most of it those copies)
+        self._texts: dict[tuple[int, int, bool], tuple] = {}
         self._refreshed: set[int] = set()
         self._max = max_processes
         self._max_cache = max_cache  # a long run keeps memory bounded (oldest dropped)
@@ -114,6 +119,7 @@ class StackResolver:
             return
         for key in self._cached_of.pop(pid, ()):
             self._cache.pop(key, None)
+            self._texts.pop(key, None)
 
     def user_frames(self, pid: int, stack_id: int) -> list[AnyFrame]:
         if stack_id < 0:
@@ -178,6 +184,28 @@ class StackResolver:
         return [a if (not f.resolved and f.module is None) else f
                 for f, a in zip(frames, alt)]
 
+    def user_texts(self, pid: int, stack_id: int) -> tuple:
+        """user_frames as report text, the same tuple for every key holding the stack."""
+        key = (pid, stack_id, True)
+        texts = self._texts.get(key)
+        if texts is None:
+            texts = tuple(frame_text(f) for f in self.user_frames(pid, stack_id))
+            if key in self._cache:  # kept as long as its frames are (forget, eviction)
+                self._texts[key] = texts
+        return texts
+
+    def kernel_texts(self, stack_id: int) -> tuple:
+        """kernel_frames without the tracing machinery's frames, as report text, the same
+        tuple for every key holding the stack."""
+        key = (0, stack_id, False)
+        texts = self._texts.get(key)
+        if texts is None:
+            texts = tuple(frame_text(f)
+                          for f in strip_tracing_frames(self.kernel_frames(stack_id)))
+            if key in self._cache:
+                self._texts[key] = texts
+        return texts
+
     def kernel_frames(self, stack_id: int) -> list[AnyFrame]:
         if stack_id < 0:
             return [MarkerFrame(MISSED_KERNEL)]
@@ -200,6 +228,7 @@ class StackResolver:
         if len(self._cache) >= self._max_cache:
             old = next(iter(self._cache))
             del self._cache[old]
+            self._texts.pop(old, None)
             if old[2]:
                 self._cached_of.get(old[0], set()).discard(old)
         self._cache[key] = frames
@@ -210,6 +239,7 @@ class StackResolver:
         """Drop cached stacks (after the stack map was cleared: ids get reused)."""
         self._cache.clear()
         self._cached_of.clear()
+        self._texts.clear()
 
     def new_losses(self) -> list[dict]:
         """Stacks left unsymbolized since the last call, as "lost" records (the counts are

@@ -270,7 +270,7 @@ class CompactsnoopTool:
         self.engine.start(pid=self.args.pid, cgroup=self.args.cgroup)
 
     def poll(self, timeout: float) -> list[dict]:
-        from memlens.core.engine import strip_tracing_frames
+        from memlens.core.stackresolve import strip_tracing_frames
 
         out: list[dict] = []
         extended = None
