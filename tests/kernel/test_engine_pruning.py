@@ -11,6 +11,7 @@ kernel map itself read with bpftool (its size and its key count), /proc/PID/stat
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -46,6 +47,23 @@ def _start_in(cg: Path, argv: list[str]) -> tuple[subprocess.Popen, int]:
 def _go(proc: subprocess.Popen) -> None:
     proc.stdin.write("g")
     proc.stdin.flush()
+
+
+def _end(proc: subprocess.Popen) -> None:
+    """The workload told to exit (its stdin closed): it exits 0."""
+    proc.stdin.close()
+    assert proc.wait(timeout=10) == 0
+
+
+@contextlib.contextmanager
+def _reaped(proc: subprocess.Popen):
+    """The workload killed and waited for if it is still running when the block ends."""
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
 
 
 def _rss_kb(pid: int) -> int:
@@ -174,7 +192,7 @@ def test_idle_key_pruned_and_counted_again():
     proc = subprocess.Popen([str(build_workload("syscall_loop")), str(calls), "raw",
                              str(spread_us)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             text=True)
-    try:
+    with _reaped(proc):
         assert proc.stdout.readline().startswith(f"ready pid={proc.pid} ")
         run = ToolRun("count", GETPPID, "--by", "pid", "-p", str(proc.pid), "-i", "1",
                       "--json")
@@ -189,12 +207,7 @@ def test_idle_key_pruned_and_counted_again():
             time.sleep(0.1)
         done = proc.stdout.readline()
         assert run.stop() == 0, run.stderr
-        proc.stdin.close()
-        assert proc.wait(timeout=10) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
+        _end(proc)
     run.assert_detached()
     assert done.startswith(f"done calls={calls} "), done
     # the key came and went: present after a call, pruned during the idle stretch
@@ -266,15 +279,10 @@ def test_processes_gone_are_forgotten_after_their_last_count():
 
         def run_once() -> None:
             proc, pid = _start_in(cg, [exe, "brk", str(calls)])
-            try:
+            with _reaped(proc):
                 _go(proc)
                 assert proc.stdout.readline().startswith(f"done n={calls} ")
-                proc.stdin.close()
-                assert proc.wait(timeout=10) == 0
-            finally:
-                if proc.poll() is None:
-                    proc.kill()
-                    proc.wait(timeout=10)
+                _end(proc)
             gone.append(pid)
 
         try:
