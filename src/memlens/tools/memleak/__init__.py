@@ -439,9 +439,12 @@ class MemleakTool:
                 from memlens.core import unwind
 
                 unwind.kernel_support()
-            spec = (BPF_MAP_TYPE_HASH, 8, ALLOC_INFO_SIZE, self.args.max_allocs,
-                    BPF_F_NO_PREALLOC, "allocs")
-            self._early_maps["allocs"] = (spec, _map_create(*spec))
+            if not self.args.quick_start:
+                # (--quick-start: the main thread's load is short, this thread's plan is
+                # what the attach waits for: allocs is made with the other maps there)
+                spec = (BPF_MAP_TYPE_HASH, 8, ALLOC_INFO_SIZE, self.args.max_allocs,
+                        BPF_F_NO_PREALLOC, "allocs")
+                self._early_maps["allocs"] = (spec, _map_create(*spec))
         finally:
             self._early_made.set()
         self.plan_user()
@@ -590,7 +593,8 @@ class MemleakTool:
         if planning is not None:
             # only where the maps fit well (as the plan beside the load): near a memory
             # cgroup's limit the maps are made one at a time, by libbpf
-            premake_maps(obj, PREMADE_MAPS, self._early_maps, self._early_made)
+            premake_maps(obj, PREMADE_MAPS, self._early_maps,
+                         None if args.quick_start else self._early_made)
         obj.load()
         return unwind_on and not self.hand_over_due
 
