@@ -51,6 +51,7 @@ MAX_FILTER_TERMS = 8          # ENGINE_MAX_FILTERS (engine.h)
 FILTER_ALL_PROBES = 0xFFFFFFFF
 REPORT_LIMIT = 65536  # distinct report keys kept between reports; beyond: idle ones pruned
 FRAME_CACHE = 20000  # resolved stacks kept
+FORGET_TICKS = 10    # a process gone is forgotten after this many ticks even if reads lag
 # a program, its twin attached until the hand-over to the walk and the twin's program
 # array (engine.bpf.c; core/handover.py)
 HANDING = {"count_tp": ("count_tp_handing", "hand_over_tp"),
@@ -179,7 +180,7 @@ class Engine:
         self._comms: dict[int, bytes] = {}
         # processes found gone at the last tick: forgotten at the next one, when their last
         # counts have been read and their events' stacks resolved (_forget_exited)
-        self._exited: list[int] = []
+        self._exited: dict[int, int] = {}  # pid -> the tick that found it gone
         self._cgroup_paths: dict[int, str] = {}
         self.resolver = None
         # user stacks: walked by frame pointers only ("fp": the kernel's walk), or with the
@@ -593,11 +594,14 @@ class Engine:
         have handed its events over, their stacks resolved).  Without this a system-wide
         run under process churn grew by the processes it had ever seen until each cache's
         bound (brkstack: +200 MB in 10 minutes of 35 short processes a second).
-        `complete`: the tick read every key (a read cut by its time budget keeps them)."""
+        `complete`: the tick read every key.  A read cut by its time budget (a loaded
+        machine) keeps the processes gone for FORGET_TICKS more: a key of theirs still
+        waiting in the kernel map after that is read without their symbols (counted)."""
         import os
 
-        if complete:
-            for pid in self._exited:
+        for pid, since in list(self._exited.items()):
+            if complete or self._tick - since >= FORGET_TICKS:
+                del self._exited[pid]
                 comm = self._comms.pop(pid, None)
                 if comm is not None:
                     self._maps_read.discard((pid, comm))
@@ -605,11 +609,10 @@ class Engine:
                     self.resolver.forget(pid)
                 if self.unwind is not None:
                     self.unwind.forget_mappings(pid)
-            self._exited = []
         # one stat per process met and not forgotten: those alive, and those gone since
-        waiting = set(self._exited)
-        self._exited += [pid for pid in self._comms
-                         if pid not in waiting and not os.path.exists(f"/proc/{pid}")]
+        for pid in self._comms:
+            if pid not in self._exited and not os.path.exists(f"/proc/{pid}"):
+                self._exited[pid] = self._tick
 
     def _watch(self, pid: int, comm: bytes, ustack: int) -> None:
         """A new key: read the process's map and resolve its stack now, while it lives and
