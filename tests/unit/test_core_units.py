@@ -30,7 +30,9 @@ def test_record_layout_comes_from_the_objects_btf():
         assert ct.victim_comm.offset == dt.fields["victim_comm"][1]
         assert ct.cgroup.offset == dt.fields["cgroup"][1]
         assert "targ_cgroup_v1_memcg" in obj.rodata
-        assert set(obj.programs()) == {"mark_victim_btf", "mark_victim_tp"}
+        # the whole programs and their twins attached first system wide (core/handover.py)
+        assert set(obj.programs()) == {"mark_victim_raw", "mark_victim_raw_handing",
+                                       "mark_victim_tp", "mark_victim_tp_handing"}
 
 
 def test_cgroup_path_from_leaf_first_names():
