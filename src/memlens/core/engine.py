@@ -288,13 +288,14 @@ class Engine:
         """Load and attach.  `pid` with `command_files`: a -c command forked and held
         before its exec (core/command.TracedCommand): the unwind tables of the files it
         will map are loaded now, not the held fork's (a copy of this Python)."""
-        from memlens.core import kernel, tpformat
+        from memlens.core import kernel
         from memlens.core.drops import Losses
         from memlens.core.loader import BpfObject
         from memlens.core.stackresolve import StackResolver
 
         if any(p.kind == "tracepoint" for p in self.probes):
             kernel.ensure_tracefs()
+            from memlens.core import tpformat  # not for perf events alone (count sw:, faults)
         formats = []
         for i, p in enumerate(self.probes):
             self.probe_by_id[i] = p
