@@ -539,3 +539,63 @@ def test_maps_made_before_the_load_are_as_configured(extra, stats):
     assert stats_map["max_entries"] == stats
     # made here, not by libbpf (which gives its maps the object's BTF)
     assert "btf_id" not in allocs and "btf_id" not in stacks and "btf_id" in stats_map
+
+
+def test_quick_start_program_array_takes_only_its_twins_attach_type():
+    """--quick-start with uprobe_multi links: ml_whole, whose owner is the uprobe_multi
+    twin ml_return_handing, takes the whole ml_return core/handover gives the twin's
+    expected attach type, and refuses (EINVAL) the same program loaded with its section's:
+    why HandOver.open_whole copies it (the kernel's tail-call compatibility check, 6.18
+    here).  Nothing is attached: the check is the program array's update."""
+    import ctypes as C
+    import errno
+
+    from memlens.core import libbpf as L
+    from memlens.core.handover import HandOver
+    from memlens.core.loader import BpfObject
+    from memlens.errors import MemlensError
+    from memlens.tools import memleak
+
+    require(memleak.uprobe_multi_supported(), "needs uprobe_multi links (kernel >= 6.6)")
+    getter = L.lib()._cdll.bpf_program__expected_attach_type
+    getter.restype, getter.argtypes = C.c_int, [C.c_void_p]
+    first = BpfObject.open("tools/memleak/memleak.bpf.o")
+    kept: list[HandOver] = []
+    try:
+        first.rodata["targ_tgid"] = 0x7FFFFFFF  # no such process: nothing recorded
+        for prog in first.programs():  # as memleak -p configures it
+            first.set_autoload(prog, prog in memleak.USER_PROGS)
+            if first.section(prog).startswith(("uprobe", "uretprobe")):
+                first.set_expected_attach_type(prog, memleak.BPF_TRACE_UPROBE_MULTI)
+        armed = HandOver(first, memleak.HANDING)
+        armed.arm()
+        first.load()
+
+        def hand_over(section_type: bool) -> HandOver:
+            ho = HandOver(first, memleak.HANDING)
+            kept.append(ho)
+            if section_type:  # the copy as it was before: ml_return's section's type
+                opened = ho.open_whole
+
+                def open_whole(stack_unwind: str) -> BpfObject:
+                    whole = opened(stack_unwind)
+                    with BpfObject.open("tools/memleak/memleak.bpf.o") as fresh:
+                        whole.set_expected_attach_type(
+                            "ml_return", getter(fresh.prog("ml_return")))
+                    return whole
+
+                ho.open_whole = open_whole  # type: ignore[method-assign]
+            ho.load_whole("fp")
+            return ho
+
+        plain = hand_over(section_type=True)
+        assert getter(plain.whole.prog("ml_return")) != memleak.BPF_TRACE_UPROBE_MULTI
+        with pytest.raises(MemlensError, match=errno.errorcode[errno.EINVAL]):
+            plain.install()
+        ho = hand_over(section_type=False)
+        assert getter(ho.whole.prog("ml_return")) == memleak.BPF_TRACE_UPROBE_MULTI
+        ho.install()  # taken
+    finally:
+        first.close()
+        for ho in kept:
+            ho.close()

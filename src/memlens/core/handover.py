@@ -4,10 +4,11 @@ walk, bpf/include/memlens.bpf.h) attaches first a twin of that program verified 
 the walk, says it is tracing, and only then loads the whole program and hands every event
 over to it.  The verifier's pass over the walk (~40-65 ms) comes after the banner.
 
-The BPF side (core/engine.bpf.c, tools/oomkill/oomkill.bpf.c), for each program P that may
-hand over: a twin P_handing of the same type and hook, whose first act is
-`bpf_tail_call(ctx, &ARRAY, 0)` on a program array of one slot, then P's body; and a rodata
-`hand_over` flag the twin's body reads (fallback counted: the walk not loaded yet).  A tail
+The BPF side (core/engine.bpf.c, tools/oomkill/oomkill.bpf.c, tools/memleak/memleak.bpf.c),
+for each program P that may hand over: a twin P_handing of the same type and hook, whose
+first act is `bpf_tail_call(ctx, &ARRAY, 0)` on a program array of one slot, then P's
+body; and a rodata `hand_over` flag the twin's body reads (fallback counted: the walk not
+loaded yet).  A tail
 call that succeeds does not return, one into an empty slot does: every event runs exactly
 one body, the twin's until the slot is filled, the whole program's after.  The twin is its
 own program: a tail call anywhere in a program holds its whole stack to the tail-call
@@ -23,6 +24,9 @@ limits, which the walk's frames exceed.
 The program array's kernel check (bpf_prog_map_compatible) wants the twin and the whole
 program of one type, and for BPF_PROG_TYPE_TRACING (tp_btf) of one attach target too
 (attach_func_proto): a tp_btf twin and whole program on the same BTF id pass (6.18 here).
+It wants one expected attach type too (6.18): a uprobe_multi twin (memleak -p's
+ml_return_handing, BPF_TRACE_UPROBE_MULTI) refused a whole program loaded with the
+section's type (EINVAL at install), so load_whole gives each whole program its twin's.
 """
 from __future__ import annotations
 
@@ -65,24 +69,11 @@ class HandOver:
         return twin if self.armed and self.first.autoload(twin) else prog
 
     def load_whole(self, stack_unwind: str) -> BpfObject:
-        """The whole program: a second copy of the object, configured as the first (its
-        rodata, `hand_over` off, the walk on as `stack_unwind` says) and sharing the first's
-        maps, but for the walk's own (unwind_*) and the program arrays."""
-        from memlens.core import unwind
-        from memlens.core.loader import BpfObject
-
+        """The whole programs: open_whole's copy, sharing the first's maps but for the
+        walk's own (unwind_*) and the program arrays, loaded (after the first's load)."""
         first = self.first
-        whole = BpfObject(first.path)
+        whole = self.open_whole(stack_unwind)
         try:
-            twins = {twin for twin, _ in self.progs.values()}
-            for prog in whole.programs():
-                load = prog not in twins and first.autoload(prog)
-                if prog in self.progs:  # loaded in the first as its twin
-                    load = load or first.autoload(self.progs[prog][0])
-                whole.set_autoload(prog, load)
-            whole.rodata.copy_from(first.rodata)
-            whole.rodata["hand_over"] = False
-            unwind.configure(whole, stack_unwind)
             arrays = {array for _, array in self.progs.values()}
             for name in first.map_names():
                 if "." not in name and not name.startswith("unwind_") and name not in arrays:
@@ -92,6 +83,38 @@ class HandOver:
             whole.close()
             raise
         self.whole = whole
+        return whole
+
+    def open_whole(self, stack_unwind: str) -> BpfObject:
+        """A second copy of the object, opened and configured as the first (its rodata,
+        `hand_over` off, the walk on as `stack_unwind` says, each program's expected attach
+        type its twin's), not loaded.  Only the programs to install load in it (those whose
+        twin the first loaded): the first's others (memleak's entry probes) run as
+        attached, and verifying them again would only delay the hand-over."""
+        from memlens.core import unwind
+        from memlens.core.loader import BpfObject
+
+        first = self.first
+        whole = BpfObject(first.path)
+        try:
+            for prog in whole.programs():
+                twin = self.progs[prog][0] if prog in self.progs else None
+                load = twin is not None and first.autoload(twin)
+                whole.set_autoload(prog, load)
+                if load:
+                    # the program array takes programs of its owner's (the twin's) attach
+                    # type only: a uprobe_multi twin's refused the section's (EINVAL)
+                    attach_type = first.expected_attach_type(twin)
+                    if attach_type is None:
+                        attach_type = first.expected_attach_type(prog)
+                    if attach_type is not None:
+                        whole.set_expected_attach_type(prog, attach_type)
+            whole.rodata.copy_from(first.rodata)
+            whole.rodata["hand_over"] = False
+            unwind.configure(whole, stack_unwind)
+        except BaseException:
+            whole.close()
+            raise
         return whole
 
     def install(self) -> None:

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from memlens.core.command import TracedCommand
+    from memlens.core.handover import HandOver
     from memlens.core.runner import Background
 
 EXAMPLES = """\
@@ -204,6 +205,9 @@ SWITCH_S = 0.0005  # the GIL's switch interval while -p's start runs two threads
 BPF_F_NO_PREALLOC = 1
 BPF_MAP_TYPE_HASH = 1
 ALLOC_INFO_SIZE = 32  # sizeof(struct alloc_info), memleak.h (checked: premake_maps)
+# --quick-start's hand-over (core/handover.py): ml_return attached as its twin, whose
+# program array ml_whole takes the whole ml_return after the banner
+HANDING = {"ml_return": ("ml_return_handing", "ml_whole")}
 
 
 def uprobe_multi_supported() -> bool:
@@ -263,9 +267,9 @@ class MemleakTool:
         self.drop_losses = None  # core/drops.Losses, once the object is loaded
         self.unwind = None       # core/unwind UnwindStore: user stacks by .eh_frame
         # --quick-start: attached with ml_return_handing (frame pointers), the whole
-        # ml_return loaded after the banner (_hand_over) into this object
+        # ml_return loaded after the banner (_hand_over): core/handover.HandOver
         self.hand_over_due = False
-        self.whole = None
+        self.hand_over: HandOver | None = None
         # maps made by the planning thread before the object is opened (name -> (how, fd))
         self._early_maps: dict[str, tuple[tuple, int]] = {}
         self.mapped: list[str] = []  # the files the target maps (or -c's will)
@@ -399,9 +403,9 @@ class MemleakTool:
             if self.obj is not None:
                 self.obj.close()  # detach before stopping -c's command: its teardown is not traced
                 self.obj = None
-            if self.whole is not None:
-                self.whole.close()  # after the links that tail-call it are gone
-                self.whole = None
+            if self.hand_over is not None:
+                self.hand_over.close()  # after the links that tail-call it are gone
+                self.hand_over = None
         finally:
             if self.child is not None:
                 self.child.end()
@@ -442,9 +446,11 @@ class MemleakTool:
             if not self.args.quick_start:
                 # (--quick-start: the main thread's load is short, this thread's plan is
                 # what the attach waits for: allocs is made with the other maps there)
+                from memlens.core.loader import map_create
+
                 spec = (BPF_MAP_TYPE_HASH, 8, ALLOC_INFO_SIZE, self.args.max_allocs,
                         BPF_F_NO_PREALLOC, "allocs")
-                self._early_maps["allocs"] = (spec, _map_create(*spec))
+                self._early_maps["allocs"] = (spec, map_create(*spec))
         finally:
             self._early_made.set()
         self.plan_user()
@@ -585,16 +591,22 @@ class MemleakTool:
         if unwind_on and getattr(args, "quick_start", False) and self.child is None:
             # --quick-start: attached without the walk (its maps at their smallest), the
             # whole return program handed over after the banner (_hand_over)
-            unwind.configure(obj, "fp")
-            obj.set_autoload("ml_return", False)
-            obj.set_autoload("ml_return_handing", True)
+            from memlens.core.handover import HandOver
+
+            self.hand_over = HandOver(obj, HANDING)
+            self.hand_over.arm()
             self.hand_over_due = True
         self.kernel_tps = kernel_tps
         if planning is not None:
             # only where the maps fit well (as the plan beside the load): near a memory
-            # cgroup's limit the maps are made one at a time, by libbpf
-            premake_maps(obj, PREMADE_MAPS, self._early_maps,
-                         None if args.quick_start else self._early_made)
+            # cgroup's limit the maps are made one at a time, by libbpf.  The planning
+            # thread's (EARLY_MAPS, but for --quick-start's start: there the plan is what
+            # the attach waits for) last: waited for after the others are made.
+            early = () if args.quick_start else EARLY_MAPS
+            obj.premake_maps([m for m in PREMADE_MAPS if m not in early])
+            if early:
+                self._early_made.wait(timeout=60)
+                obj.premake_maps(early, made=self._early_maps)
         obj.load()
         return unwind_on and not self.hand_over_due
 
@@ -642,40 +654,26 @@ class MemleakTool:
 
     @property
     def return_prog(self) -> str:
-        return "ml_return_handing" if self.obj.autoload("ml_return_handing") else "ml_return"
+        return self.hand_over.attached("ml_return") if self.hand_over else "ml_return"
 
     def _hand_over(self) -> None:
         """--quick-start, at the first poll after the banner: the whole ml_return (with the
         walk), from a second copy of the object sharing every map but the walk's own, is
         loaded, the target's tables written, and it is put in ml_whole: from then on the
-        attached ml_return_handing hands every return to it."""
-        from memlens.core import unwind
-        from memlens.core.loader import BpfObject
+        attached ml_return_handing hands every return to it (core/handover.py)."""
+        from memlens.core.handover import walk_not_loaded
         from memlens.core.unwind.store import UnwindStore
         from memlens.errors import MemlensError
 
         self.hand_over_due = False
-        first = self.obj
+        assert self.hand_over is not None
         try:
-            whole = self.whole = BpfObject.open("tools/memleak/memleak.bpf.o")
-            for prog in whole.programs():
-                whole.set_autoload(prog, prog == "ml_return")
-            if self.multi:
-                whole.set_expected_attach_type("ml_return", BPF_TRACE_UPROBE_MULTI)
-            whole.rodata.copy_from(first.rodata)
-            unwind.configure(whole, self.args.stack_unwind)
-            for name in first.map_names():
-                if "." not in name and not name.startswith(("unwind_", "ml_whole")):
-                    whole.share_map(name, first)
-            whole.load()
+            whole = self.hand_over.load_whole(self.args.stack_unwind)
             self.unwind = UnwindStore(whole)
             self.unwind.load_process(self.pid)  # its tables before its first whole walk
-            first.map("ml_whole").update(b"\0" * 4,
-                                         whole.prog_fd("ml_return").to_bytes(4, "little"))
+            self.hand_over.install()
         except MemlensError as err:
-            # tracing goes on as attached, walking by frame pointers (counted)
-            print(f"memlens: user stacks stay frame-pointer walks: the DWARF walk did not "
-                  f"load ({err})", file=sys.stderr)
+            walk_not_loaded(err)  # tracing goes on as attached, by frame pointers (counted)
 
     def banner_text(self) -> str:
         if not self.user:
@@ -988,89 +986,10 @@ def _wrote(path: str) -> None:
 # The maps whose creation was most of the load's ~30 ms of map creation (strace -T,
 # memleak -p with the walk): allocs ~15 ms (2^20 buckets zeroed, even without
 # preallocation), unwind_rows ~4 (16 MiB), stacks ~3.4 (preallocated), unwind_rowcache ~3
-# (per-CPU), threads ~1.2.  libbpf makes maps one after the other inside its load.
+# (per-CPU), threads ~1.2.  libbpf makes maps one after the other inside its load: these
+# are made before it, two at a time (BpfObject.premake_maps).
 PREMADE_MAPS = ("allocs", "unwind_rows", "stacks", "unwind_rowcache", "threads")
 EARLY_MAPS = ("allocs",)  # made by -p's planning thread (_plan_beside_the_load)
-BPF_MAP_CREATE = 0
-_SYS_BPF = {"x86_64": 321, "aarch64": 280}
-
-
-def _map_create(mtype: int, key_size: int, value_size: int, max_entries: int, flags: int,
-                name: str) -> int:
-    """bpf(BPF_MAP_CREATE) without BTF (these maps' values hold no lock, timer nor
-    kptr): the fd, or -errno.  union bpf_attr: map_type, key_size, value_size,
-    max_entries, map_flags, inner_map_fd, numa_node (u32 each), then map_name[16]."""
-    import ctypes as C
-    import struct
-
-    attr = bytearray(72)
-    struct.pack_into("<IIIII", attr, 0, mtype, key_size, value_size, max_entries, flags)
-    raw = name.encode()[:15]
-    attr[28:28 + len(raw)] = raw
-    buf = C.create_string_buffer(bytes(attr), len(attr))
-    libc = C.CDLL(None, use_errno=True)
-    fd = libc.syscall(C.c_long(_SYS_BPF[os.uname().machine]), C.c_int(BPF_MAP_CREATE), buf,
-                      C.c_uint(len(attr)))
-    return fd if fd >= 0 else -C.get_errno()
-
-
-def premake_maps(obj, names: tuple[str, ...],
-                 early: dict[str, tuple[tuple, int]] | None = None,
-                 early_ready: threading.Event | None = None) -> int:
-    """Before the load: make these maps (as configured) two at a time, this thread and
-    one more (each bpf() call releases the GIL, and the kernel's work runs on both CPUs),
-    and hand them to libbpf (bpf_map__reuse_fd), which makes the others and loads the
-    programs.  `early`: maps another thread makes (name -> (the _map_create arguments,
-    fd)) once `early_ready` is set; used if made as configured, else closed and made here.
-    A map that cannot be made here (ENOMEM, E2BIG) is left to libbpf, whose failure then
-    names the option that sized it.  Returns how many were handed over."""
-    from memlens.core import libbpf as L
-
-    early = early if early is not None else {}
-    todo = []
-    for name in names:
-        if obj.has_map(name):
-            m = obj.map(name)
-            flags = int(L.lib().bpf_map__map_flags(m.ptr))
-            todo.append((name, m, (m.type, m.key_size, m.value_size, m.max_entries, flags,
-                                   name)))
-    fds: dict[str, int] = {}
-
-    def make(items) -> None:
-        for name, _, spec in items:
-            fds[name] = _map_create(*spec)
-
-    def make_two_at_a_time(items) -> None:
-        helper = threading.Thread(target=make, args=(items[1:],), name="memleak-maps",
-                                  daemon=True)
-        if len(items) > 1:
-            helper.start()
-        make(items[:1])
-        if len(items) > 1:
-            helper.join()
-
-    # the maps the other thread does not make, first (the biggest in this thread)
-    make_two_at_a_time([t for t in todo if t[0] not in EARLY_MAPS or early_ready is None])
-    if early_ready is not None:
-        early_ready.wait(timeout=60)
-    for name, (spec, fd) in early.items():
-        if fd >= 0 and any(n == name and sp == spec for n, _, sp in todo):
-            fds[name] = fd
-        elif fd >= 0:
-            os.close(fd)  # not as configured after all: made again below
-    early.clear()
-    make_two_at_a_time([t for t in todo if t[0] not in fds])  # those it could not make
-    made = 0
-    for name, m, _ in todo:
-        fd = fds.get(name, -1)
-        if fd < 0:
-            continue
-        try:
-            if L.lib().bpf_map__reuse_fd(m.ptr, fd) == 0:
-                made += 1
-        finally:
-            os.close(fd)  # libbpf holds its own duplicate
-    return made
 
 
 def make_memleak_sink(args: argparse.Namespace, tool: MemleakTool) -> Sink:

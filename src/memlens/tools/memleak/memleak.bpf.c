@@ -261,7 +261,9 @@ static __always_inline void free_old(struct thread_state *st)
  * is handed to it.  Until then user stacks are the kernel's frame-pointer walk, each
  * counted as unwind_fallback.  Its own program, as the engine's count_tp_handing: a tail
  * call anywhere in a program holds its whole stack to the tail-call limits, which the
- * walk's frames exceed. */
+ * walk's frames exceed.  core/handover.py sets hand_over in the first copy only. */
+const volatile bool hand_over = false;
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
 	__uint(max_entries, 1);
@@ -269,7 +271,7 @@ struct {
 	__type(value, __u32);
 } ml_whole SEC(".maps");
 
-static __always_inline int on_return(struct pt_regs *ctx, __u64 ret, bool handing)
+static __always_inline int on_return(struct pt_regs *ctx, __u64 ret)
 {
 	if (!user_target())
 		return 0;
@@ -320,7 +322,7 @@ static __always_inline int on_return(struct pt_regs *ctx, __u64 ret, bool handin
 	}
 	if (st->skip)
 		return 0;
-	if (handing)
+	if (hand_over)
 		count_drop(MEMLENS_DROP_UNWIND_FALLBACK); /* the walk not loaded yet */
 	/* Taken here, at the return, the stack's first frame is the direct caller. */
 	record(ctx, addr, st->size, st->kind, BPF_F_USER_STACK);
@@ -330,14 +332,14 @@ static __always_inline int on_return(struct pt_regs *ctx, __u64 ret, bool handin
 SEC("uretprobe")
 int BPF_KRETPROBE(ml_return, __u64 ret)
 {
-	return on_return(ctx, ret, false);
+	return on_return(ctx, ret);
 }
 
 SEC("uretprobe")
 int BPF_KRETPROBE(ml_return_handing, __u64 ret)
 {
 	bpf_tail_call(ctx, &ml_whole, 0); /* returns only while the slot is empty */
-	return on_return(ctx, ret, true);
+	return on_return(ctx, ret);
 }
 
 SEC("uprobe")
