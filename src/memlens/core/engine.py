@@ -611,8 +611,14 @@ class Engine:
                 if self.unwind is not None:
                     self.unwind.forget_mappings(pid)
         # one stat per process met and not forgotten: those alive, and those gone since
-        for pid in self._comms:
-            if pid not in self._exited and not os.path.exists(f"/proc/{pid}"):
+        # (met: announced, or only read from the map when its announcement was lost)
+        met = set(self._comms)
+        if self.resolver is not None:
+            met |= self.resolver.pids()
+        if self.unwind is not None:
+            met |= self.unwind.pids()
+        for pid in met:
+            if pid > 0 and pid not in self._exited and not os.path.exists(f"/proc/{pid}"):
                 self._exited[pid] = self._tick
 
     def _watch(self, pid: int, comm: bytes, ustack: int) -> None:

@@ -121,6 +121,10 @@ class StackResolver:
             self._cache.pop(key, None)
             self._texts.pop(key, None)
 
+    def pids(self) -> set[int]:
+        """The processes something is kept of (a symbolizer, resolved user stacks)."""
+        return {*self._procs, *self._kept, *self._cached_of}
+
     def user_frames(self, pid: int, stack_id: int) -> list[AnyFrame]:
         if stack_id < 0:
             return [MarkerFrame(MISSED_USER)]

@@ -439,6 +439,11 @@ class UnwindStore:
                 del maps[start]
             maps[m.start] = m
 
+    def pids(self) -> set[int]:
+        """The processes whose mappings are kept."""
+        with self._vma_lock:
+            return set(self._vmas)
+
     def forget_mappings(self, pid: int) -> None:
         """Drop the mappings kept of `pid` (its process gone and its last stacks reported:
         the engine says when), so a long run keeps what the live processes need."""
