@@ -599,3 +599,70 @@ def test_quick_start_program_array_takes_only_its_twins_attach_type():
         first.close()
         for ho in kept:
             ho.close()
+
+
+def _fd_map_ids() -> dict[int, int]:
+    """This process's BPF map fds by map id (their fdinfo)."""
+    out = {}
+    for fd in os.listdir("/proc/self/fdinfo"):
+        try:
+            with open(f"/proc/self/fdinfo/{fd}") as f:
+                m = re.search(r"^map_id:\s*(\d+)", f.read(), re.MULTILINE)
+        except OSError:
+            continue
+        if m:
+            out[int(m.group(1))] = int(fd)
+    return out
+
+
+def _map_id(fd: int) -> int:
+    with open(f"/proc/self/fdinfo/{fd}") as f:
+        return int(re.search(r"^map_id:\s*(\d+)", f.read(), re.MULTILINE).group(1))
+
+
+def test_premade_maps_are_taken_as_configured_and_the_others_closed():
+    """BpfObject.premake_maps (core/loader.py), which memleak -p uses: of the maps made
+    beforehand (`made`), one made as configured is the object's after the load, one made
+    otherwise (another size) and one not asked for are closed; the asked maps it can make
+    (hashes, arrays) are made by it, the others (a program array, a section's) left to
+    libbpf, which loads the object with them.  Witness: the map ids of this process's fds
+    (fdinfo)."""
+    from memlens.core.loader import BpfObject, map_create
+
+    obj = BpfObject.open("tools/memleak/memleak.bpf.o")
+    made: dict = {}
+    try:
+        for prog in obj.programs():
+            obj.set_autoload(prog, prog == "ml_exec")
+        obj.rodata["min_size"] = 4099
+        obj.set_max_entries("allocs", 4099)
+        stacks, allocs = obj.map_spec("stacks"), obj.map_spec("allocs")
+        made["stacks"] = (stacks, map_create(*stacks))                 # as configured
+        made["allocs"] = (allocs[:3] + (10,) + allocs[4:], map_create(*allocs[:3], 10,
+                                                                      *allocs[4:]))
+        threads = obj.map_spec("threads")
+        made["threads"] = (threads, map_create(*threads))               # not asked for
+        assert all(fd >= 0 for _, fd in made.values()), made
+        ids = {name: _map_id(fd) for name, (_, fd) in made.items()}
+        handed = obj.premake_maps(["stacks", "allocs", "counters", "ml_whole",
+                                   "memleak.rodata"], made=made)
+        assert made == {}
+        assert handed == 3  # stacks (taken), allocs (made again), counters
+        held = _fd_map_ids()
+        assert ids["stacks"] in held  # libbpf's duplicate of the one made before
+        assert ids["allocs"] not in held and ids["threads"] not in held  # closed
+        obj.load()
+        assert _map_id(obj.map("stacks").fd) == ids["stacks"]
+        allocs_id = _map_id(obj.map("allocs").fd)
+        assert allocs_id != ids["allocs"]
+        with open(f"/proc/self/fdinfo/{obj.map('allocs').fd}") as f:
+            assert re.search(r"^max_entries:\s*4099$", f.read(), re.MULTILINE)
+        # libbpf's own: the section's values as configured, the program array made
+        off, size = obj.rodata.vars["min_size"]
+        rodata = obj.map("memleak.rodata").lookup(b"\0" * 4)
+        assert rodata[off:off + size] == (4099).to_bytes(size, "little")
+        assert obj.map("ml_whole").fd >= 0
+    finally:
+        for _, fd in made.values():
+            os.close(fd)
+        obj.close()
