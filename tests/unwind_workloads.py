@@ -23,7 +23,9 @@ def _stale(out: Path) -> bool:
 def build() -> dict[str, Path]:
     """{"chain": executable, "split": executable, "lib": the shared library, "dlopen": the
     split one loading the library with dlopen after its gate, "chain_fp": the chain built
-    with frame pointers (the baseline of bench/bench_unwind.py)}."""
+    with frame pointers (the baseline of bench/bench_unwind.py), "chain_fp_notables": the
+    chain with frame pointers and no unwind tables of its own (the crt files' FDEs only):
+    the walk takes its frames by frame pointer}."""
     BIN.mkdir(parents=True, exist_ok=True)
     chain, split, lib = BIN / "unwind_chain", BIN / "unwind_chain_split", \
         BIN / "libunwind_levels.so"
@@ -42,8 +44,16 @@ def build() -> dict[str, Path]:
     if _stale(split) or split.stat().st_mtime < lib.stat().st_mtime:
         subprocess.run(["gcc", *NOFP, inc, "-o", str(split), str(SOURCES[0]), f"-L{BIN}",
                         "-lunwind_levels", "-Wl,-rpath,$ORIGIN"], check=True)
+    notables = BIN / "unwind_chain_fp_notables"
+    if _stale(notables):
+        # (no -g: gcc would put the tables in .debug_frame instead)
+        subprocess.run(["gcc", "-O2", "-fno-omit-frame-pointer",
+                        "-mno-omit-leaf-frame-pointer", "-fno-asynchronous-unwind-tables",
+                        "-fno-unwind-tables", inc, "-o", str(notables), str(SOURCES[0]),
+                        str(SOURCES[1])], check=True)
     dl = BIN / "unwind_chain_dlopen"
     if _stale(dl):
         subprocess.run(["gcc", *NOFP, inc, "-DUNWIND_DLOPEN", "-o", str(dl), str(SOURCES[0]),
                         "-ldl", "-Wl,-rpath,$ORIGIN"], check=True)
-    return {"chain": chain, "split": split, "lib": lib, "dlopen": dl, "chain_fp": chain_fp}
+    return {"chain": chain, "split": split, "lib": lib, "dlopen": dl, "chain_fp": chain_fp,
+            "chain_fp_notables": notables}

@@ -398,6 +398,8 @@ struct unwind_walk {
 	__u64 start;      /* the process's start time (boot-based ns) */
 	__u32 gen;        /* unwind_gen at the walk's start */
 	__u32 pad2;
+	__u64 tramp;      /* the uretprobe trampoline's address (0: no uretprobe pending) */
+	__u64 ri;         /* the next pending return_instance to match (a kernel pointer) */
 	struct unwind_mapping last;  /* the mapping of the previous frame */
 	struct unwind_mapping prev;  /* and of the one before in another file (libc, the
 				      * program, libc again: the third is found here) */
@@ -519,12 +521,66 @@ static __always_inline int unwind_read(struct unwind_walk *s, __u64 addr, __u64 
 	return 0;
 }
 
+/* ---- Return addresses a uretprobe replaced ----
+ * A uretprobe (memleak's on malloc; any tool's, bpftrace's `uretprobe:libc:malloc`
+ * system wide) makes the kernel replace the probed function's return address on the stack
+ * with its trampoline's, the first slot of the process's [uprobes] page (xol_area: at
+ * TASK_SIZE - 4096 where free, 0x7fffffffe000), and keep the real one in the task's
+ * pending return_instances, innermost first, each with the stack slot it replaced
+ * (`stack`: the sp at the function's entry).  Read as a return address that page is no
+ * code (an anonymous mapping): the frame was printed as 0x7fffffffe000 [unknown] and the
+ * walk ended there, every stack under a pending uretprobe cut at the probed function.  The
+ * kernel's own walk swaps them back (fixup_uretprobe_trampoline_entries, 6.12); here the
+ * slot's instance gives the real address, and the walk goes on.  Matched by slot, not by
+ * order: an instance left by a longjmp out of its function (below the stack, until the
+ * kernel drops it) and a chained one (a tail call from one probed function to another:
+ * two instances of one slot) are passed over. */
+#define MEMLENS_UNWIND_RI_STEPS 16
+
+/* The return address the trampoline at `slot` stands for into *ra: 0, else -1 (no pending
+ * instance of that slot among the next MEMLENS_UNWIND_RI_STEPS).  A global function: the
+ * verifier checks its loop once, not at each of the walk's six return address reads. */
+__attribute__((noinline)) int memlens_unwind_uretprobe(struct unwind_walk *s, __u64 slot,
+						       __u64 *ra)
+{
+	if (!s || !ra)
+		return -1;
+	struct return_instance *ri = (struct return_instance *)s->ri;
+	for (int k = 0; k < MEMLENS_UNWIND_RI_STEPS && ri; k++) {
+		__u64 stack = BPF_CORE_READ(ri, stack);
+		if (stack == slot) {
+			*ra = BPF_CORE_READ(ri, orig_ret_vaddr);
+			s->ri = (__u64)BPF_CORE_READ(ri, next);
+			return 0;
+		}
+		if (stack > slot)
+			return -1; /* the instances are innermost first: none of this slot */
+		ri = BPF_CORE_READ(ri, next);
+	}
+	return -1;
+}
+
+/* ra, read from the stack at slot, made the real return address if a uretprobe replaced
+ * it: 0, else -1 (the trampoline with no instance found: the stack ends there, marked
+ * truncated, rather than with the trampoline's address) */
+static __always_inline int unwind_return_address(struct unwind_walk *s, __u64 slot, __u64 *ra)
+{
+	if (!s->tramp || *ra != s->tramp)
+		return 0;
+	return memlens_unwind_uretprobe(s, slot, ra);
+}
+
 /* One frame by its frame pointer: [rbp] is the caller's rbp, [rbp+8] the return address. */
 static __always_inline void unwind_fp_step(struct unwind_walk *s)
 {
 	__u64 bp, ra;
 	if (!s->bp_valid || !s->bp || s->bp < s->sp || unwind_read(s, s->bp, &bp) ||
 	    unwind_read(s, s->bp + 8, &ra)) {
+		s->done = 1;
+		return;
+	}
+	if (unwind_return_address(s, s->bp + 8, &ra)) {
+		s->truncated = 1;
 		s->done = 1;
 		return;
 	}
@@ -893,7 +949,8 @@ static long unwind_frame(__u64 index, struct unwind_ctx *c)
 		return 1;
 	}
 	__u64 ra;
-	if (cfa <= s->sp || unwind_read(s, cfa - 8, &ra)) {
+	if (cfa <= s->sp || unwind_read(s, cfa - 8, &ra) ||
+	    unwind_return_address(s, cfa - 8, &ra)) {
 		s->truncated = 1;
 		return 1;
 	}
@@ -945,6 +1002,17 @@ __attribute__((noinline)) long memlens_unwind_user(void)
 	s->mm = (__u64)mm;
 	s->start = task->group_leader->start_time;
 	s->gen = gen ? (__u32)*gen : 0;
+	/* uretprobes pending in this thread: their trampoline's address and the first
+	 * instance (none pending, as nearly always: tramp 0, no return address compared) */
+	if (bpf_core_field_exists(task->utask)) {
+		struct uprobe_task *ut = task->utask;
+		struct return_instance *ri = ut ? ut->return_instances : NULL;
+		struct xol_area *xa = ri ? mm->uprobes_state.xol_area : NULL;
+		if (xa) {
+			s->tramp = xa->vaddr;
+			s->ri = (__u64)ri;
+		}
+	}
 	/* the entry is checked against exe_ino at the first frame that needs it (no branch
 	 * on it here: the callback is verified once, with an entry that may be NULL) */
 	c.p = bpf_map_lookup_elem(&unwind_procs, &tgid);

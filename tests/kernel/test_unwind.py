@@ -25,7 +25,7 @@ import pytest
 from memlens.core.stacks import Frame
 from tests import unwind_workloads
 from tests.conftest import require
-from tests.kernel.helpers import ToolRun, memory_cgroup
+from tests.kernel.helpers import Bpftrace, ToolRun, memory_cgroup
 
 N = 23
 CHAIN = unwind_workloads.CHAIN            # chain8 ... chain1, leaf first
@@ -367,6 +367,18 @@ def entries_of_pid(run: ToolRun, pid: int) -> list[dict]:
     return [e for r in reports for e in r["entries"] if e.get("pid") == pid]
 
 
+def stacks_text(entries: list[dict]) -> str:
+    """Every entry's count and whole stack, a frame a line: a failure's message (pytest
+    cuts an assertion's message at 640 characters, the first stack or two)."""
+    return "\n".join(f"count {e['count']}:\n  " + "\n  ".join(e["stack"]) for e in entries)
+
+
+def check(ok: bool, what: str, entries: list[dict]) -> None:
+    """pytest.fail with every stack when not ok (pytest.fail's message is not cut)."""
+    if not ok:
+        pytest.fail(f"{what}\n{stacks_text(entries)}", pytrace=False)
+
+
 # -- mappings and processes met before their tables are loaded --------------------------------
 
 def test_dlopen_is_picked_up_while_tracing(bins):
@@ -557,14 +569,74 @@ def test_a_short_command_gone_before_it_is_read_keeps_its_symbols(bins):
     run, short = short_run_while_stopped(["brkstack", "--json"], str(bins["split"]), "brk")
     entries = entries_of_pid(run, short)
     whole = [e for e in entries if chain_at(e["stack"]) >= 0]
-    assert len(whole) == 1 and whole[0]["count"] == N, entries
+    check(len(whole) == 1 and whole[0]["count"] == N, f"not one stack of {N} whole", entries)
     stack = whole[0]["stack"]
     n = names(stack)
-    assert n[:2] == ["brk", "sbrk"] and chain_at(stack) == 2 and n[-1] == "_start", stack
-    assert all(f.endswith("[libunwind_levels.so]") for f in stack[2:6]), stack
-    assert all(f.endswith("[unwind_chain_split]") for f in stack[6:10]), stack
+    check(n[:2] == ["brk", "sbrk"] and chain_at(stack) == 2 and n[-1] == "_start",
+          "not brk, sbrk, the chain, ..., _start", whole)
+    check(all(f.endswith("[libunwind_levels.so]") for f in stack[2:6]),
+          "chain8..chain5 not in the library", whole)
+    check(all(f.endswith("[unwind_chain_split]") for f in stack[6:10]),
+          "chain4..chain1 not in the program", whole)
     # (the run's count of lost symbols is system wide: other processes' too)
-    assert not any("[unknown]" in f for e in entries for f in e["stack"]), entries
+    check(not any("[unknown]" in f for e in entries for f in e["stack"]),
+          "a frame [unknown]", entries)
+
+
+class Uretprobes(Bpftrace):
+    """bpftrace's uretprobes on `funcs` of `binary`, for one process (-p: the kernel sets
+    the breakpoints in its address space only), counting their returns: while one of those
+    functions runs, its return address on the stack is the uretprobe trampoline's."""
+
+    def __init__(self, pid: int, binary: str, funcs: list[str]):
+        require(shutil.which("bpftrace") is not None, "needs bpftrace to set uretprobes")
+        prog = " ".join(f"uretprobe:{binary}:{f} {{ @{f} = count(); }}" for f in funcs)
+        self.proc = subprocess.Popen(["bpftrace", "-p", str(pid), "-e",
+                                      'BEGIN { printf("READY\\n"); } ' + prog],
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True)
+        for line in self.proc.stdout:  # BEGIN runs once every probe is attached
+            if line.strip() == "READY":
+                return
+        raise AssertionError(f"bpftrace did not start: {self.proc.stderr.read()}")
+
+
+@pytest.mark.parametrize("which", ["split", "chain_fp_notables"])
+def test_a_return_address_a_uretprobe_replaced_is_the_callers(bins, which):
+    """A uretprobe replaces its function's return address on the stack with its trampoline's
+    (the process's [uprobes] page, 0x7fffffffe000) until the function returns; the walk
+    takes the real one from the kernel's pending return instances.  Uretprobes on chain8
+    and chain6 (two pending at each brk, matched by stack slot), brkstack on the brk chain:
+    the 23 stacks are whole, chain8's caller chain7, no frame [unknown].  `split`: those
+    frames walked by the library's table; `chain_fp_notables` (frame pointers, no tables of
+    its own): by frame pointer.  Without it every stack ended chain8, 0x7fffffffe000
+    [unknown] (a system-wide `uretprobe:libc:malloc` beside the tests, bench_launch's
+    bpftrace peer of memleak, cut every process's start-up brk stacks after malloc: the
+    flaky test above)."""
+    exe = bins[which]
+    binary = str(bins["lib"] if which == "split" else exe)
+    wl = Workload(exe, "brk")
+    probes = Uretprobes(wl.pid, binary, ["chain8", "chain6"])
+    counts: dict[str, int] = {}
+    run = ToolRun("brkstack", "-p", str(wl.pid), "--json")
+    try:
+        run.wait_attached()
+        wl.go()
+        time.sleep(0.3)  # the last events' announcements reach user space
+    finally:
+        rc = run.stop()
+        try:
+            counts = probes.stop()
+        finally:
+            wl.end()
+    assert rc == 0, run.stderr
+    assert counts == {"@chain8": N, "@chain6": N}, counts  # the trampoline was there
+    entries = entries_of_pid(run, wl.pid)
+    check(len(entries) == 1 and entries[0]["count"] == N, f"not one stack of {N}", entries)
+    check(names(entries[0]["stack"]) == ["brk", "sbrk", *WHOLE, "__libc_start_call_main",
+                                         "__libc_start_main", "_start"],
+          "not brk, sbrk, the chain, libc's start, _start", entries)
+    assert lost_of(run).get("unwind_truncated", 0) == 0, lost_of(run)
 
 
 def test_a_new_process_faults_whole_through_its_vma(bins):
