@@ -69,6 +69,11 @@ def tool_maps(tool_pid: int, name: str) -> list[dict]:
     ids): a system-wide stack tool holds two of the walk's maps, its first program's
     (attached before the walk was loaded) and the walk's, which it hands over to
     (core/engine.py)."""
+    return [m for m in held_maps(tool_pid) if m.get("name") == name]
+
+
+def held_maps(tool_pid: int) -> list[dict]:
+    """bpftool's account of every map the tool holds."""
     base = f"/proc/{tool_pid}/fdinfo"
     found: dict[int, dict] = {}
     for fd in os.listdir(base):
@@ -82,10 +87,17 @@ def tool_maps(tool_pid: int, name: str) -> list[dict]:
         show = subprocess.run(["bpftool", "map", "show", "id", m.group(1), "--json"],
                               capture_output=True, text=True)
         if show.returncode == 0:
-            info = json.loads(show.stdout)
-            if info.get("name") == name:
-                found[int(m.group(1))] = info
+            found[int(m.group(1))] = json.loads(show.stdout)
     return list(found.values())
+
+
+def handed_over(maps: list[dict]) -> bool:
+    """The whole program is in its twin's program array (core/handover.py's install), or
+    the tool has none (no hand-over): from here every event runs the walk."""
+    arrays = [m for m in maps if m.get("type") == "prog_array"]
+    return not arrays or any(
+        subprocess.run(["bpftool", "map", "lookup", "id", str(m["id"]), "key", "0", "0", "0",
+                        "0"], capture_output=True).returncode == 0 for m in arrays)
 
 
 def unwind_procs_maps(tool_pid: int) -> list[int]:
@@ -107,13 +119,19 @@ def proc_entry(run: ToolRun, pid: int) -> bytes | None:
 
 
 def wait_walk(run: ToolRun, timeout: float = 30.0) -> None:
-    """Until the tool's walk is loaded: it holds an unwind_rows array of more than one row
-    (system wide, a stack tool attaches first a program without the walk and loads the walk
-    after its banner, core/engine.py's hand-over; a process whose events all come before
-    that is asked for at its next event only, and a gated workload has none)."""
+    """Until the tool's walk is loaded and runs: it holds an unwind_rows array of more than
+    one row and the whole program is in its program array (system wide, a stack tool
+    attaches first a program without the walk and loads the walk after its banner,
+    core/engine.py's hand-over; a process whose events all come before that is asked for
+    at its next event only, and a gated workload has none).  The rows alone were not
+    enough: they are made before the whole program's load and its install, and a loaded
+    machine (two CPU hogs and a system-wide uretprobe beside the tests) ran the gated
+    instance's start-up events in between: never asked for, its tables never loaded."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if any(m.get("max_entries", 0) > 1 for m in tool_maps(run.proc.pid, "unwind_rows")):
+        maps = held_maps(run.proc.pid)
+        if any(m.get("name") == "unwind_rows" and m.get("max_entries", 0) > 1
+               for m in maps) and handed_over(maps):
             return
         time.sleep(0.05)
     raise AssertionError(f"the tool's walk not loaded within {timeout} s")
