@@ -536,21 +536,29 @@ static __always_inline int unwind_read(struct unwind_walk *s, __u64 addr, __u64 
  * kernel drops it) and a chained one (a tail call from one probed function to another:
  * two instances of one slot) are passed over. */
 #define MEMLENS_UNWIND_RI_STEPS 16
+/* the trampoline's code (x86: push rax, rcx, r11; mov; syscall; pop r11, rcx; ret), at the
+ * start of the page's first slot */
+#define MEMLENS_UNWIND_TRAMP_BYTES 64
 
 /* The return address the trampoline at `slot` stands for into *ra: 0, else -1 (no pending
- * instance of that slot among the next MEMLENS_UNWIND_RI_STEPS).  A global function: the
- * verifier checks its loop once, not at each of the walk's six return address reads. */
+ * instance of that slot among the next MEMLENS_UNWIND_RI_STEPS).  in_tramp: the thread
+ * runs the trampoline itself (its function returned; a sample there, the uretprobe
+ * syscall's tracepoint), `slot` the lowest the returned slot may be: the first instance at
+ * or above it, and s->sp is set past its slot.  A global function: the verifier checks its
+ * loop once, not at each of the walk's six return address reads. */
 __attribute__((noinline)) int memlens_unwind_uretprobe(struct unwind_walk *s, __u64 slot,
-						       __u64 *ra)
+						       __u64 *ra, int in_tramp)
 {
 	if (!s || !ra)
 		return -1;
 	struct return_instance *ri = (struct return_instance *)s->ri;
 	for (int k = 0; k < MEMLENS_UNWIND_RI_STEPS && ri; k++) {
 		__u64 stack = BPF_CORE_READ(ri, stack);
-		if (stack == slot) {
+		if (stack == slot || (in_tramp && stack > slot)) {
 			*ra = BPF_CORE_READ(ri, orig_ret_vaddr);
 			s->ri = (__u64)BPF_CORE_READ(ri, next);
+			if (in_tramp)
+				s->sp = stack + 8;
 			return 0;
 		}
 		if (stack > slot)
@@ -567,7 +575,7 @@ static __always_inline int unwind_return_address(struct unwind_walk *s, __u64 sl
 {
 	if (!s->tramp || *ra != s->tramp)
 		return 0;
-	return memlens_unwind_uretprobe(s, slot, ra);
+	return memlens_unwind_uretprobe(s, slot, ra, 0);
 }
 
 /* One frame by its frame pointer: [rbp] is the caller's rbp, [rbp+8] the return address. */
@@ -1023,6 +1031,15 @@ __attribute__((noinline)) long memlens_unwind_user(void)
 	s->bp = regs->bp;
 	s->bp_valid = 1;
 	s->exact = 1;
+	if (s->tramp && s->ip - s->tramp < MEMLENS_UNWIND_TRAMP_BYTES) {
+		/* in the trampoline: its function has returned (its slot popped, up to three
+		 * registers pushed), and the stack goes on from its caller's return address */
+		__u64 ra;
+		if (!memlens_unwind_uretprobe(s, s->sp - 8, &ra, 1)) {
+			s->ip = ra;
+			s->exact = 0;
+		}
+	}
 	/* one step more than the frames stored: a stack deeper than that is seen truncated */
 	bpf_loop(MEMLENS_STACK_DEPTH + 1, unwind_frame, &c, 0);
 	if (s->no_proc)

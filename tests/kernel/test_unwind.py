@@ -619,24 +619,15 @@ class Uretprobes(Bpftrace):
         raise AssertionError(f"bpftrace did not start: {self.proc.stderr.read()}")
 
 
-@pytest.mark.parametrize("which", ["split", "chain_fp_notables"])
-def test_a_return_address_a_uretprobe_replaced_is_the_callers(bins, which):
-    """A uretprobe replaces its function's return address on the stack with its trampoline's
-    (the process's [uprobes] page, 0x7fffffffe000) until the function returns; the walk
-    takes the real one from the kernel's pending return instances.  Uretprobes on chain8
-    and chain6 (two pending at each brk, matched by stack slot), brkstack on the brk chain:
-    the 23 stacks are whole, chain8's caller chain7, no frame [unknown].  `split`: those
-    frames walked by the library's table; `chain_fp_notables` (frame pointers, no tables of
-    its own): by frame pointer.  Without it every stack ended chain8, 0x7fffffffe000
-    [unknown] (a system-wide `uretprobe:libc:malloc` beside the tests, bench_launch's
-    bpftrace peer of memleak, cut every process's start-up brk stacks after malloc: the
-    flaky test above)."""
+def under_uretprobes(bins, which: str, *tool: str) -> tuple[ToolRun, int]:
+    """`tool -p` on the brk chain of bins[which] with uretprobes on chain8 and chain6
+    (in the library for `split`): the run (ended) and the workload's PID."""
     exe = bins[which]
     binary = str(bins["lib"] if which == "split" else exe)
     wl = Workload(exe, "brk")
     probes = Uretprobes(wl.pid, binary, ["chain8", "chain6"])
     counts: dict[str, int] = {}
-    run = ToolRun("brkstack", "-p", str(wl.pid), "--json")
+    run = ToolRun(*tool, "-p", str(wl.pid), "--json")
     try:
         run.wait_attached()
         wl.go()
@@ -649,12 +640,47 @@ def test_a_return_address_a_uretprobe_replaced_is_the_callers(bins, which):
             wl.end()
     assert rc == 0, run.stderr
     assert counts == {"@chain8": N, "@chain6": N}, counts  # the trampoline was there
-    entries = entries_of_pid(run, wl.pid)
+    return run, wl.pid
+
+
+@pytest.mark.parametrize("which", ["split", "chain_fp_notables"])
+def test_a_return_address_a_uretprobe_replaced_is_the_callers(bins, which):
+    """A uretprobe replaces its function's return address on the stack with its trampoline's
+    (the process's [uprobes] page, 0x7fffffffe000) until the function returns; the walk
+    takes the real one from the kernel's pending return instances.  Uretprobes on chain8
+    and chain6 (two pending at each brk, matched by stack slot), brkstack on the brk chain:
+    the 23 stacks are whole, chain8's caller chain7, no frame [unknown].  `split`: those
+    frames walked by the library's table; `chain_fp_notables` (frame pointers, no tables of
+    its own): by frame pointer.  Without it every stack ended chain8, 0x7fffffffe000
+    [unknown] (a system-wide `uretprobe:libc:malloc` beside the tests, bench_launch's
+    bpftrace peer of memleak, cut every process's start-up brk stacks after malloc: the
+    flaky test above)."""
+    run, pid = under_uretprobes(bins, which, "brkstack")
+    entries = entries_of_pid(run, pid)
     check(len(entries) == 1 and entries[0]["count"] == N, f"not one stack of {N}", entries)
     check(names(entries[0]["stack"]) == ["brk", "sbrk", *WHOLE, "__libc_start_call_main",
                                          "__libc_start_main", "_start"],
           "not brk, sbrk, the chain, libc's start, _start", entries)
     assert lost_of(run).get("unwind_truncated", 0) == 0, lost_of(run)
+
+
+def test_a_stack_in_the_uretprobe_trampoline_goes_on_from_its_caller(bins):
+    """The trampoline itself runs when a probed function returns, and calls the uretprobe
+    syscall (x86, 6.11): a stack taken there (its tracepoint; a sample) starts in the
+    [uprobes] page, its function's slot popped.  The walk starts at the caller's return
+    address, the pending instance's: at chain8's return chain7 ... _start, at chain6's
+    chain5 ... _start (the first still pending: chain8's caller, placed by its slot), 23
+    each.  Without: 0x7fffffffe00d [unknown], then a frame-pointer walk's junk."""
+    if not os.path.exists("/sys/kernel/tracing/events/syscalls/sys_enter_uretprobe"):
+        pytest.skip("no uretprobe syscall here (x86 kernels before 6.11 trap instead)")
+    run, _ = under_uretprobes(bins, "split", "stackcount", "-U",
+                              "t:syscalls:sys_enter_uretprobe")
+    entries = [e for r in run.records() if r["type"] == "report" for e in r["entries"]]
+    tail = WHOLE[WHOLE.index("chain4"):] + ["__libc_start_call_main", "__libc_start_main",
+                                             "_start"]
+    got = sorted((names(e["stack"]), e["count"]) for e in entries)
+    check(got == [(["chain5", *tail], N), (["chain7", "chain6", "chain5", *tail], N)],
+          "not chain7 ... _start and chain5 ... _start, 23 each", entries)
 
 
 def test_a_new_process_faults_whole_through_its_vma(bins):
