@@ -62,10 +62,12 @@ TOOLS: dict[str, tuple[list[str], str]] = {
                 "nsecs - @s[tid]); }"),
     "numamove": (["numamove"], T + "migrate:mm_migrate_pages_start { @s[tid] = nsecs; } "
                  + T + "migrate:mm_migrate_pages { @[args->reason] = sum(args->succeeded); }"),
+    # bpftrace -p: its uprobes are set in that process only, as memleak -p's are (a
+    # `/pid == X/` predicate leaves a uretprobe on malloc in every process on the machine)
     "memleak": (["memleak", "-p", "{pid}"],
-                f"uprobe:{LIBC}:malloc /pid == {{pid}}/ {{ @sz[tid] = arg0; }} "
-                f"uretprobe:{LIBC}:malloc /pid == {{pid}}/ {{ @[retval] = @sz[tid]; }} "
-                f"uprobe:{LIBC}:free /pid == {{pid}}/ {{ delete(@[arg0]); }}"),
+                f"-p {{pid}} -e 'uprobe:{LIBC}:malloc {{ @sz[tid] = arg0; }} "
+                f"uretprobe:{LIBC}:malloc {{ @[retval] = @sz[tid]; }} "
+                f"uprobe:{LIBC}:free {{ delete(@[arg0]); }}'"),
 }
 
 
@@ -159,9 +161,12 @@ def main() -> None:
             for _ in range(RUNS):
                 ours.append(measure(argv, marker))
                 if have_bpftrace:
-                    prog = 'BEGIN { printf("READY\\n"); } ' + bt_prog
+                    # a program, or its own options then -e 'program' (memleak's -p)
+                    opts, _, body = bt_prog.rpartition("-e '")
+                    prog = 'BEGIN { printf("READY\\n"); } ' + body.rstrip("'")
                     # bpftrace prints BEGIN's output on stdout: to stderr for the marker
-                    peer.append(measure(["sh", "-c", f"exec bpftrace -e '{prog}' 1>&2"],
+                    peer.append(measure(["sh", "-c",
+                                         f"exec bpftrace {opts}-e '{prog}' 1>&2"],
                                         "READY"))
             t_ours = statistics.median(t for t, _ in ours)
             m_ours = statistics.median(m for _, m in ours)

@@ -6,8 +6,9 @@ The floor is the cost of the traps alone: a BPF object of our own whose programs
 attached where memleak's are (malloc entry + return, free entry), once at the functions'
 first byte as BCC/libbpf-tools/bpftrace place them and once where memleak places them (past
 glibc free's `test %rdi,%rdi`, which would otherwise be single-stepped: KERNEL.md §10).
-Every configuration traces only the benchmark's PID except bpftrace 0.17, whose libc
-uprobes fire in every process (its predicate filters after the trap).
+Every configuration traces only the benchmark's PID (bpftrace with -p: its uprobes are set
+in that process only; a `/pid == X/` predicate would filter after the trap and leave a
+uretprobe on malloc in every process on the machine).
 
     python -m bench memleak            (root; ~100k malloc/free pairs per run)
 """
@@ -59,10 +60,10 @@ SEC("uretprobe") int noop_return(void *ctx) { return 0; }
 
 BPFTRACE = """
 BEGIN { printf("READY\\n"); }
-uprobe:%(libc)s:malloc /pid == %(pid)d/ { @size[tid] = arg0; }
-uretprobe:%(libc)s:malloc /pid == %(pid)d/ {
+uprobe:%(libc)s:malloc { @size[tid] = arg0; }
+uretprobe:%(libc)s:malloc {
     if (retval != 0) { @allocs[retval] = (@size[tid], ustack); } delete(@size[tid]); }
-uprobe:%(libc)s:free /pid == %(pid)d/ { delete(@allocs[arg0]); }
+uprobe:%(libc)s:free { delete(@allocs[arg0]); }
 """
 
 
@@ -146,7 +147,7 @@ def run_memleak_at_entry(exe: Path, _obj: Path) -> float:
 
 def run_bpftrace(exe: Path, _obj: Path) -> float:
     p = start(exe)
-    bt = subprocess.Popen(["bpftrace", "-e", BPFTRACE % {"libc": LIBC, "pid": p.pid}],
+    bt = subprocess.Popen(["bpftrace", "-p", str(p.pid), "-e", BPFTRACE % {"libc": LIBC}],
                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
