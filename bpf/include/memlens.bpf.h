@@ -1145,4 +1145,26 @@ static __always_inline __u64 stack_store(void *ctx, __u64 flags)
 struct stack_trace stack_trace_btf_anchor __attribute__((unused));
 #endif /* MEMLENS_STACK_STORE */
 
+#ifdef MEMLENS_UNWIND
+/* ---- The hand-over (core/handover.py) -----------------------------------------------------
+ * A tool that walks user stacks attaches a twin of its program verified without the walk
+ * (a few ms of the verifier instead of tens) and prints its banner; the whole program,
+ * loaded next from a second copy of the object sharing its maps, goes in a one-entry
+ * program array the twin tail-calls.  A tail call that succeeds does not return, so each
+ * event runs one of the two bodies: the twin's until the slot is filled (user stacks by
+ * frame pointers, counted as unwind_fallback), the whole program's after.  A program array
+ * holds programs of one type (and, for tracing programs, of one attach target: the
+ * kernel's bpf_prog_map_compatible): one array for each hook a tool hands over.
+ * core/handover.py sets hand_over in the first copy only. */
+const volatile bool hand_over = false;
+
+#define MEMLENS_HAND_OVER_ARRAY(name)                   \
+	struct {                                        \
+		__uint(type, BPF_MAP_TYPE_PROG_ARRAY);  \
+		__uint(max_entries, 1);                 \
+		__type(key, __u32);                     \
+		__type(value, __u32);                   \
+	} name SEC(".maps")
+#endif /* MEMLENS_UNWIND */
+
 #endif /* __MEMLENS_BPF_H */

@@ -59,26 +59,11 @@ const volatile __u8 probe_partner[ENGINE_MAX_PROBES] = {};
 const volatile bool want_hist = false;
 const volatile __u64 hist_div = 1;  /* ns per histogram unit (1000: usecs, as BCC prints) */
 
-/* The hand-over (core/engine.py, core/handover.py): a system-wide stack tool attaches this
- * program verified without the DWARF walk (~5 ms of the verifier instead of ~40) and says
- * it is tracing; the whole program, loaded next from a second copy of this object sharing
- * its maps, is put in the array of its type and from then on every event is handed to
- * it.  Until then
- * user stacks are walked by frame pointers, counted as unwind_fallback.  A program array
- * holds programs of one type: one for the tracepoint program, one for the perf one. */
-const volatile bool hand_over = false;
-struct {
-	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, __u32);
-} hand_over_tp SEC(".maps");
-struct {
-	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, __u32);
-} hand_over_perf SEC(".maps");
+/* The hand-over (memlens.bpf.h, core/handover.py): a system-wide stack tool attaches the
+ * *_handing twins and hands over to the whole program; one array for the tracepoint
+ * program, one for the perf one. */
+MEMLENS_HAND_OVER_ARRAY(hand_over_tp);
+MEMLENS_HAND_OVER_ARRAY(hand_over_perf);
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);

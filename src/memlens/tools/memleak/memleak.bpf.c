@@ -262,14 +262,7 @@ static __always_inline void free_old(struct thread_state *st)
  * counted as unwind_fallback.  Its own program, as the engine's count_tp_handing: a tail
  * call anywhere in a program holds its whole stack to the tail-call limits, which the
  * walk's frames exceed.  core/handover.py sets hand_over in the first copy only. */
-const volatile bool hand_over = false;
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, __u32);
-} ml_whole SEC(".maps");
+MEMLENS_HAND_OVER_ARRAY(ml_whole);
 
 static __always_inline int on_return(struct pt_regs *ctx, __u64 ret)
 {

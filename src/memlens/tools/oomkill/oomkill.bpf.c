@@ -48,30 +48,12 @@ static __always_inline __u64 mm_counter(struct mm_struct *mm, int member)
 	return v > 0 ? v : 0;
 }
 
-/* The hand-over (core/handover.py; the engine's, engine.bpf.c, is the same): system wide,
- * the program attached first is the twin below (*_handing), verified without the DWARF
- * walk (unwind_dwarf false: ~5 ms of the verifier instead of ~65), and the banner is
- * printed; then a second copy of this object, sharing this one's maps, loads the whole
- * program, which is put in the twin's program array.  Each kill runs the twin, which
- * tail-calls the whole program when the slot is filled (a tail call that succeeds does
- * not return) and else records the kill itself: once, by one of them.  Until then the
- * trigger's user stack is the kernel's frame-pointer walk (ustack_walk says so), counted
- * as unwind_fallback.  A program array holds programs of one type (and for tracing
- * programs, of one attach target: the kernel's bpf_prog_map_compatible), so one array
- * for each hook. */
-const volatile bool hand_over = false;
-struct {
-	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, __u32);
-} hand_over_tp SEC(".maps");
-struct {
-	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, __u32);
-} hand_over_raw SEC(".maps");
+/* The hand-over (memlens.bpf.h, core/handover.py): system wide the twins below (*_handing)
+ * are attached first (~5 ms of the verifier instead of ~65), each recording a kill itself
+ * until the whole program is in its array; until then the trigger's user stack is the
+ * kernel's frame-pointer walk (ustack_walk says so).  One array for each hook. */
+MEMLENS_HAND_OVER_ARRAY(hand_over_tp);
+MEMLENS_HAND_OVER_ARRAY(hand_over_raw);
 
 /* The trigger's user stack: unwound with the tables where --stack-unwind says so (whole
  * through code without frame pointers), else, or where that finds nothing, the kernel's
