@@ -68,6 +68,16 @@ def build_workload(name: str, extra_flags: tuple[str, ...] = ()) -> Path:
     return out
 
 
+def fresh_python(code: str) -> list[str]:
+    """`code` run by a fresh interpreter (none of this process's imports): the words it
+    printed; it must exit 0 (its stderr shown otherwise).  What a command imports on its way
+    to attaching is asserted this way."""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.split()
+
+
 def memlens_cmd(*args: str) -> list[str]:
     """argv running memlens from this interpreter (the venv's), as a user would."""
     return [sys.executable, "-m", "memlens", *args]

@@ -19,6 +19,7 @@ from memlens.tools.memleak.report import (
     render_text,
     sort_stacks,
 )
+from tests.conftest import fresh_python
 
 LIBC = "/lib/x86_64-linux-gnu/libc.so.6"
 
@@ -106,8 +107,6 @@ class TestElfFunctionsAgainstReadelf:
         """-p's plan is made while the BPF object loads and the attach waits for it:
         numpy's import (~0.1-0.2 s of CPU) and dataclasses' made it, not the kernel's
         verifier, the longer of the two."""
-        import subprocess
-        import sys
 
         code = ("import sys\n"
                 "from memlens.tools.memleak.probes import plan_probes\n"
@@ -115,10 +114,8 @@ class TestElfFunctionsAgainstReadelf:
                 "assert any(p.symbol == 'malloc' for p in plan.probes)\n"
                 "print(' '.join(m for m in ('numpy', 'dataclasses', 'inspect')"
                 " if m in sys.modules))\n")
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                             timeout=60)
-        assert out.returncode == 0, out.stderr
-        assert out.stdout.split() == []
+        words = fresh_python(code)
+        assert words == []
 
 
 INFO = np.dtype([("size", "<u8"), ("ts_ns", "<u8"), ("stack", "<u8"), ("kind", "<u2"),

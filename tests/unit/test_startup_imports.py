@@ -6,10 +6,9 @@ never needs it, mmapsnoop imports it after attaching), dataclasses and inspect (
 typing (~7 ms), pathlib, subprocess, shutil and ctypes.util (~25 ms together)."""
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
+
+from tests.conftest import fresh_python
 
 HEAVY = ("numpy", "dataclasses", "inspect", "typing", "pathlib", "subprocess", "shutil",
          "ctypes.util")
@@ -41,10 +40,8 @@ def test_no_heavy_module_before_the_banner(tool, argv, renderer, tool_class):
     code = CODE.replace("tool = command_tool(args)",
                         f"tool = sys.modules['memlens.tools.{tool}'].{tool_class}(args)")
     code = code.format(tool=tool, argv=argv, renderer=renderer, heavy=HEAVY)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=60)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == [], f"imported before the banner: {out.stdout.strip()}"
+    words = fresh_python(code)
+    assert words == [], f"imported before the banner: {' '.join(words)}"
 
 
 ENGINE_CODE = """
@@ -76,10 +73,8 @@ def test_engine_tools_attach_without_numpy_or_dataclasses(tool, argv, probes, ke
     stackresolve's frames are collections.namedtuple), subprocess or shutil."""
     code = ENGINE_CODE.format(tool=tool, argv=argv, probes=probes, keys=keys, trace=trace,
                               heavy=HEAVY)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=60)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == [], f"imported before the banner: {out.stdout.strip()}"
+    words = fresh_python(code)
+    assert words == [], f"imported before the banner: {' '.join(words)}"
 
 
 def test_memleak_imports_numpy_only_beside_its_load():
@@ -95,10 +90,8 @@ tool = mod.MemleakTool(args)
 sink = mod.make_memleak_sink(args, tool)
 print(" ".join(m for m in ("numpy", "dataclasses") if m in sys.modules))
 """
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=60)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == [], f"imported before the load: {out.stdout.strip()}"
+    words = fresh_python(code)
+    assert words == [], f"imported before the load: {' '.join(words)}"
 
 
 # The counting tools of issue 12 (time to attached): the command line, the sink, the tool,
@@ -145,10 +138,8 @@ NOT_BEFORE_ATTACH = (*HEAVY, "rich", "psutil", "prometheus_client", "elftools", 
 ])
 def test_counting_tools_reach_attach_without_heavy_or_cut_modules(tool, argv, make):
     code = START_CODE.format(tool=tool, argv=argv, make=make, heavy=NOT_BEFORE_ATTACH)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=60)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == [], f"imported before the banner: {out.stdout.strip()}"
+    words = fresh_python(code)
+    assert words == [], f"imported before the banner: {' '.join(words)}"
 
 
 def test_the_cli_imports_neither_signal_nor_importlib():
@@ -157,10 +148,8 @@ def test_the_cli_imports_neither_signal_nor_importlib():
     code = ("import sys, memlens.cli\n"
             "print(' '.join(m for m in ('signal', 'importlib', 'contextlib', 'ctypes')"
             " if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=60)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == []
+    words = fresh_python(code)
+    assert words == []
 
 
 PREFETCH_CODE = """
@@ -197,15 +186,11 @@ def test_numpys_prefetch_waits_for_the_banner():
     """A prefetch asked by a tool's start begins once the banner is out: its thread held the
     GIL the banner's print needed (2-5 ms, up to 16, of every engine tool's start)."""
     code = PREFETCH_CODE.format(stopped=False)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=60)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["False", "True"]  # not at the banner; started after it
+    words = fresh_python(code)
+    assert words == ["False", "True"]  # not at the banner; started after it
 
 
 def test_no_prefetch_when_the_start_is_stopped_before_attaching():
     code = PREFETCH_CODE.format(stopped=True)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=60)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["None", "False"]  # no banner, no import for nothing
+    words = fresh_python(code)
+    assert words == ["None", "False"]  # no banner, no import for nothing

@@ -9,7 +9,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from memlens.core.symbols import (
     demangle,
     parse_maps,
 )
+from tests.conftest import fresh_python
 
 WORKLOADS = Path(__file__).resolve().parent.parent / "workloads"
 LIBC = "/lib/x86_64-linux-gnu/libc.so.6"
@@ -480,10 +480,8 @@ def test_a_snapshot_is_taken_without_numpy():
             "addr = ctypes.cast(libc.malloc, ctypes.c_void_p).value\n"
             "f, = sym.resolve([addr])\n"
             "print(f.symbol, 'numpy' in sys.modules)\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=60)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["False", "malloc", "True"]
+    words = fresh_python(code)
+    assert words == ["False", "malloc", "True"]
 
 
 # --- ELF reader against binutils ------------------------------------------------------------
