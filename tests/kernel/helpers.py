@@ -120,19 +120,25 @@ def engine_run_on_child(eng, code: str, *, settle: float = 0.05, wait: float = 0
     return events, child.pid, line, extra
 
 
-def owned_prog_ids(pid: int) -> set[int]:
-    """Ids of the BPF programs a process holds (program and link fds show prog_id)."""
-    ids = set()
+def fdinfo_ids(pid: int, field: str) -> dict[int, int]:
+    """The BPF object ids a process's fds show in their fdinfo under `field` ("prog_id":
+    program and link fds, "map_id": map fds), each with the fd showing it."""
+    out = {}
     base = f"/proc/{pid}/fdinfo"
     for fd in os.listdir(base):
         try:
             with open(f"{base}/{fd}") as f:
-                m = re.search(r"^prog_id:\s*(\d+)", f.read(), re.MULTILINE)
+                m = re.search(rf"^{field}:\s*(\d+)", f.read(), re.MULTILINE)
         except OSError:
             continue
         if m:
-            ids.add(int(m.group(1)))
-    return ids
+            out[int(m.group(1))] = int(fd)
+    return out
+
+
+def owned_prog_ids(pid: int) -> set[int]:
+    """Ids of the BPF programs a process holds (program and link fds show prog_id)."""
+    return set(fdinfo_ids(pid, "prog_id"))
 
 
 def loaded_prog_ids() -> set[int]:

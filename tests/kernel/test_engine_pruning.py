@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from tests.conftest import build_workload
-from tests.kernel.helpers import ToolRun, memory_cgroup
+from tests.kernel.helpers import ToolRun, fdinfo_ids, memory_cgroup
 
 GETPPID = "t:syscalls:sys_enter_getppid"
 CHILDREN = 5000
@@ -73,16 +73,7 @@ def _rss_kb(pid: int) -> int:
 
 def _counts_map(tool_pid: int) -> int:
     """Id of the tool's `counts` map (the kernel side of the engine), from its fds."""
-    ids = set()
-    base = f"/proc/{tool_pid}/fdinfo"
-    for fd in os.listdir(base):
-        try:
-            with open(f"{base}/{fd}") as f:
-                m = re.search(r"^map_id:\s*(\d+)", f.read(), re.M)
-        except OSError:
-            continue
-        if m:
-            ids.add(int(m.group(1)))
+    ids = set(fdinfo_ids(tool_pid, "map_id"))
     for map_id in ids:
         info = json.loads(subprocess.run(["bpftool", "map", "show", "id", str(map_id),
                                           "--json"], capture_output=True, text=True,

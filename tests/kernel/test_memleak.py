@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import build_workload, memlens_cmd, require
+from tests.kernel.helpers import fdinfo_ids
 
 LEAKS, SIZE = 23, 4099
 C_LEAKERS = {  # function -> allocator frame label
@@ -603,16 +604,7 @@ def test_quick_start_program_array_takes_only_its_twins_attach_type():
 
 def _fd_map_ids() -> dict[int, int]:
     """This process's BPF map fds by map id (their fdinfo)."""
-    out = {}
-    for fd in os.listdir("/proc/self/fdinfo"):
-        try:
-            with open(f"/proc/self/fdinfo/{fd}") as f:
-                m = re.search(r"^map_id:\s*(\d+)", f.read(), re.MULTILINE)
-        except OSError:
-            continue
-        if m:
-            out[int(m.group(1))] = int(fd)
-    return out
+    return fdinfo_ids(os.getpid(), "map_id")
 
 
 def _map_id(fd: int) -> int:
