@@ -496,3 +496,30 @@ def test_a_stack_of_a_process_gone_before_its_symbols_were_read_is_a_loss():
     assert [r["reason"] for r in res.new_losses()] == [LOST_SYMBOLS_UNMAPPED]
     assert res.lost_symbols == 2
 
+
+
+def test_background_step_shortens_the_switch_interval_until_its_result():
+    """runner.Background: from start() to result() the GIL's switch interval is short (the
+    main thread's short libbpf calls get the GIL back quickly), then as it was, also when
+    the step raised (its error handed to the main thread)."""
+    import sys
+
+    import pytest
+
+    from memlens.core.runner import Background
+
+    before = sys.getswitchinterval()
+    seen = []
+
+    def step() -> None:
+        seen.append(sys.getswitchinterval())
+        raise ValueError("the step's own error")
+
+    bg = Background(step, "test-step")
+    bg.start()
+    with pytest.raises(ValueError, match="the step's own error"):
+        bg.result()
+    assert seen == [min(before, Background.SWITCH_S)]
+    assert sys.getswitchinterval() == before
+    bg.restore_switch()  # idempotent
+    assert sys.getswitchinterval() == before

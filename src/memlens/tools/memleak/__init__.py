@@ -201,7 +201,6 @@ class MemleakCommand:
 
 
 BPF_TRACE_UPROBE_MULTI = 48  # enum bpf_attach_type
-SWITCH_S = 0.0005  # the GIL's switch interval while -p's start runs two threads
 BPF_F_NO_PREALLOC = 1
 BPF_MAP_TYPE_HASH = 1
 ALLOC_INFO_SIZE = 32  # sizeof(struct alloc_info), memleak.h (checked: premake_maps)
@@ -296,10 +295,8 @@ class MemleakTool:
             # kernel has uprobe_multi links (vmlinux BTF: 3-25 ms) and reads the target's
             # unwind tables, while this one opens, configures and loads the object (the
             # maps' creation and the verifier: ctypes releases the GIL); the plan is
-            # needed only to attach.  Started first, with a short switch interval until
-            # the load: each of the configuration's many short libbpf calls gives the GIL
-            # away and waited up to the default 5 ms to get it back from the planning
-            # thread's Python.
+            # needed only to attach.  Started first (with Background's short switch
+            # interval until its result).
             from memlens.core.runner import Background
 
             self._multi_known = threading.Event()
@@ -309,8 +306,6 @@ class MemleakTool:
                 # (--quick-start: read by the hand-over, after the banner; the load it
                 # waits for is short without the walk)
                 planning.also(self.prepare_unwind)
-            self._switch = sys.getswitchinterval()
-            sys.setswitchinterval(min(self._switch, SWITCH_S))
             planning.start()
         elif self.user:
             self.plan_user()
@@ -320,7 +315,7 @@ class MemleakTool:
             self.load_and_attach(planning)
         finally:
             if planning is not None:
-                sys.setswitchinterval(self._switch)
+                planning.restore_switch()
         if self.user and self.child is None:
             # -p: the target's map read before the banner, so that a target gone right
             # after it (before the first poll) still has its symbols
