@@ -67,8 +67,9 @@ def _close(a: int, b: int, n: int) -> bool:
     programs attached before it at that tracepoint have run, and the ends' programs do
     more (counts, histograms) than the begins', so the times differ by up to the other
     programs' cost per episode (observed ~1.2 us with three vmscan runs and bpftrace
-    attached: 2 us allowed), plus 5 %."""
-    return abs(a - b) <= 0.05 * b + 2000 * n
+    attached, 2.5 us once in a CI-like run over 186 short slab-shrinking episodes: 4 us
+    allowed), plus 5 %."""
+    return abs(a - b) <= 0.05 * b + 4000 * n
 
 
 def _text(run: ToolRun) -> tuple[list[list[str]], dict[str, dict[int, int]]]:
