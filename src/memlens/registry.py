@@ -13,8 +13,6 @@ Importing this module is cheap: no tool module, no libbpf, no numpy.
 """
 from __future__ import annotations
 
-from collections import namedtuple
-
 from memlens.core.hooks import (
     AllOf,
     BpfHelper,
@@ -26,19 +24,41 @@ from memlens.core.hooks import (
     Uprobe,
 )
 
-# collections.namedtuple, not typing.NamedTuple: typing costs ~7 ms of every command's
-# start (bench/launch_phases.py), and nothing else on a tool's way to its banner needs it.
-#   what: str                  e.g. "OOM victims"
-#   hooks: tuple[Hook, ...]    best first
-Need = namedtuple("Need", "what hooks")
-#   name, module, summary: str
-#   needs: tuple[Need, ...]
-#   kinds: tuple[str, ...]     hook kinds usable by probes given on the command line
-#   bpf: bool                  loads BPF programs (doctor checks it)
-#   doctor_label: str          doctor's row name when it differs from `name`
-Tool = namedtuple("Tool", "name module summary needs kinds bpf doctor_label",
-                  defaults=((), (), True, ""))
+# Tuples with named fields, as collections.namedtuple makes them, written out: importing
+# collections (with operator, keyword, reprlib) is ~2 ms of every command's start on this
+# VM, and typing.NamedTuple ~7 ms (bench/launch_phases.py).
 
+
+class Need(tuple):
+    """what: str (e.g. "OOM victims"); hooks: tuple[Hook, ...], best first."""
+
+    __slots__ = ()
+
+    def __new__(cls, what: str, hooks: tuple[Hook, ...]):
+        return tuple.__new__(cls, (what, hooks))
+
+    what = property(lambda self: self[0])
+    hooks = property(lambda self: self[1])
+
+
+class Tool(tuple):
+    """name, module, summary: str; needs: tuple[Need, ...]; kinds: tuple[str, ...], the
+    hook kinds usable by probes given on the command line; bpf: loads BPF programs (doctor
+    checks it); doctor_label: doctor's row name when it differs from `name`."""
+
+    __slots__ = ()
+
+    def __new__(cls, name: str, module: str, summary: str, needs: tuple[Need, ...] = (),
+                kinds: tuple[str, ...] = (), bpf: bool = True, doctor_label: str = ""):
+        return tuple.__new__(cls, (name, module, summary, needs, kinds, bpf, doctor_label))
+
+    name = property(lambda self: self[0])
+    module = property(lambda self: self[1])
+    summary = property(lambda self: self[2])
+    needs = property(lambda self: self[3])
+    kinds = property(lambda self: self[4])
+    bpf = property(lambda self: self[5])
+    doctor_label = property(lambda self: self[6])
 
 ONE_LINER_KINDS = ("tracepoint", "perf_event", "uprobe")
 

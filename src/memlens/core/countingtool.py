@@ -15,7 +15,6 @@ leaf first: kernel frames, then user frames) — the same entries feed text, --j
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 
@@ -33,6 +32,7 @@ from memlens.output.table import escape
 
 TYPE_CHECKING = False  # typing costs ~4 ms of start-up: its names for annotations only
 if TYPE_CHECKING:
+    import argparse
     from typing import Any
 
 LAYOUTS = ("stacks", "table")

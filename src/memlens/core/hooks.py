@@ -17,11 +17,11 @@ Probes have no side effects: tools mount tracefs (kernel.ensure_tracefs) before 
 from __future__ import annotations
 
 import errno as errno_mod
-import functools
 import os
-import threading
+from _thread import allocate_lock  # threading.Lock, without importing threading
 
 from memlens.core import kernel
+from memlens.core.memo import memo
 from memlens.errors import KernelLacks
 
 TYPE_CHECKING = False
@@ -103,7 +103,7 @@ class Hook:
         return self.label
 
 
-@functools.cache
+@memo
 def _probe_cached(hook: Hook, where: object) -> tuple[bool, str]:
     try:
         hook._check(where)
@@ -340,7 +340,7 @@ class _Btf:
     """One parsed BTF (libbpf's `struct btf *`), kept for the life of the process."""
 
     _cache: dict[str, _Btf] = {}
-    _lock = threading.Lock()
+    _lock = allocate_lock()
 
     def __init__(self, path: str):
         from memlens.core import libbpf as L
@@ -722,7 +722,7 @@ class AllOf(Hook):
         return True, ""
 
 
-@functools.lru_cache(maxsize=4)
+@memo
 def _kallsyms_names(path: str) -> frozenset[str]:
     names = set()
     with open(path, "rb") as f:

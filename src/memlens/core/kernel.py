@@ -6,10 +6,10 @@ is not mounted at boot on some machines (ours): mount it once, as root, and say 
 """
 from __future__ import annotations
 
-import functools
 import os
 import sys
 
+from memlens.core.memo import memo
 from memlens.errors import KernelLacks
 
 TRACEFS_CANDIDATES = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
@@ -96,12 +96,12 @@ def tracepoint_exists(category: str, name: str) -> bool:
     return os.path.isdir(os.path.join(base, "events", category, name))
 
 
-@functools.lru_cache(maxsize=1)
+@memo
 def has_btf() -> bool:
     return os.path.exists("/sys/kernel/btf/vmlinux")
 
 
-@functools.lru_cache(maxsize=1)
+@memo
 def _btf_names() -> bytes:
     try:
         with open(VMLINUX_BTF, "rb") as f:
@@ -127,12 +127,12 @@ def tp_btf_exists(event: str) -> bool:
     return has_btf() and btf_has_name(f"btf_trace_{event}")
 
 
-@functools.lru_cache(maxsize=1)
+@memo
 def kprobes_supported() -> bool:
     return os.path.isdir("/sys/bus/event_source/devices/kprobe")
 
 
-@functools.lru_cache(maxsize=1)
+@memo
 def uprobes_supported() -> bool:
     return os.path.isdir("/sys/bus/event_source/devices/uprobe")
 
@@ -274,7 +274,7 @@ HELPERS = {"probe_read_user": 112, "get_stackid": 27, "get_stack": 67,
            "find_vma": 180}
 
 
-@functools.lru_cache(maxsize=1)
+@memo
 def has_attach_cookie() -> bool:
     """bpf_get_attach_cookie() in tracepoint programs (5.15+): libbpf loads a tiny program
     that calls it and the kernel says whether it knows the helper."""

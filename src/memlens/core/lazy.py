@@ -5,8 +5,9 @@ launch-to-attached time and peak RSS low (figures in bench/)."""
 from __future__ import annotations
 
 import sys
-import threading
-from types import ModuleType
+from _thread import allocate_lock  # threading.Lock: threading is imported at the prefetch
+
+ModuleType = type(sys)  # types.ModuleType, without importing types
 
 
 class LazyModule(ModuleType):
@@ -28,7 +29,7 @@ _prefetching = False
 # A tool starting under core/runner holds the prefetch until its banner is printed: the
 # import's thread, started at the end of the tool's start(), held the GIL the main thread
 # needed to print the banner (2-5 ms, up to 16, of every engine tool's time to attached).
-_lock = threading.Lock()
+_lock = allocate_lock()
 _holds = 0
 _asked = False
 
@@ -59,6 +60,8 @@ def _start() -> None:
             np.ndarray  # noqa: B018 — touching an attribute performs the import
         except ImportError:
             pass
+
+    import threading  # after the banner (release_prefetch), not on the way to it
 
     threading.Thread(target=load, name="numpy-prefetch", daemon=True).start()
 

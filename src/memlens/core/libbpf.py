@@ -15,7 +15,10 @@ import ctypes as C
 import errno as errno_mod
 import os
 import sys
-import threading
+
+# threading.Lock itself: threading imports functools, collections and weakref machinery
+# (~5 ms of every start on this VM, bench/)
+from _thread import allocate_lock
 
 from memlens.errors import MemlensError
 
@@ -26,7 +29,7 @@ if TYPE_CHECKING:
 _lib: C.CDLL | None = None
 _libc = C.CDLL(None, use_errno=True)
 _logs: list[tuple[int, str]] = []
-_log_lock = threading.Lock()
+_log_lock = allocate_lock()
 
 LIBBPF_WARN, LIBBPF_INFO, LIBBPF_DEBUG = 0, 1, 2
 
@@ -74,7 +77,7 @@ _STRUCTS: dict[str, list[tuple[str, Any]]] = {
     # struct btf_param: follows a FUNC_PROTO's btf_type, vlen of them
     "BtfParam": [("name_off", C.c_uint32), ("type", C.c_uint32)],
 }
-_structs_lock = threading.Lock()
+_structs_lock = allocate_lock()
 
 
 def __getattr__(name: str) -> Any:

@@ -34,13 +34,13 @@ from __future__ import annotations
 # the enums `signal` builds from them at import (~0.5 ms of every start, bench/)
 import _signal
 import sys
-import threading
 import time
 
 from memlens.errors import MemlensError, from_oserror
 
 TYPE_CHECKING = False  # typing costs ~7 ms of start-up: its names for annotations only
 if TYPE_CHECKING:
+    import threading
     from collections.abc import Callable
     from typing import Any, TypeAlias
 
@@ -52,7 +52,11 @@ class Runner:
     def __init__(self, *, duration: float | None = None, interval: float | None = None,
                  count: int | None = None, stop: threading.Event | None = None):
         self.duration, self.interval, self.count = duration, interval, count
-        self.stop = stop or threading.Event()
+        if stop is None:
+            import threading  # not on the CLI's way to the banner: it gives SIGNALS
+
+            stop = threading.Event()
+        self.stop = stop
         self.intervals_done = 0
         self.attached = False      # start() returned and no stop came before it did
         self.finished_by_tool = False  # the tool said it was finished (its target exited)
@@ -149,21 +153,38 @@ class stop_on_signals:  # lower case: a context manager, used as a function
         self.old: dict[int, Any] = {}
 
     def __enter__(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return
         sigs = (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP)
-        self.old = {s: _signal.getsignal(s) for s in sigs}
-        for s in sigs:
-            _signal.signal(s, lambda *_: self.stop.set())
+        self.old = _install(sigs, lambda *_: self.stop.set())
 
     def __exit__(self, *exc: object) -> None:
         for s, h in self.old.items():
             _signal.signal(s, h)
 
 
+def _install(sigs: tuple[int, ...], handler) -> dict[int, Any]:
+    """`handler` for `sigs`; the previous handlers, to put back.  Empty outside the main
+    thread, where Python refuses signal handlers (told by the refusal itself: threading,
+    for main_thread(), is ~5 ms of every start on this VM)."""
+    old: dict[int, Any] = {}
+    try:
+        for s in sigs:
+            prev = _signal.getsignal(s)
+            _signal.signal(s, handler)
+            old[s] = prev
+    except ValueError:  # "signal only works in main thread of the main interpreter"
+        for s, h in old.items():
+            _signal.signal(s, h)
+        return {}
+    return old
+
+
 class SignalStop:
     """The CLI's signal handling, installed first thing (cli.main) and kept for the whole
-    command: SIGINT, SIGTERM and SIGHUP set `event` and are counted; nothing is raised.
+    command: SIGINT, SIGTERM and SIGHUP stop it and are counted; nothing is raised.
+
+    It is the stop event a Runner is given (set/is_set, as threading.Event); `event` is a
+    real threading.Event kept in step with it, made when first asked for (a thread that
+    waits on the stop): threading stays off the way to the banner.
 
     `signum` is the first signal (the exit code is 128 + it when it came before attach);
     `count` lets a blocking step that runs after the stop (waiting for a FIFO's reader)
@@ -172,7 +193,8 @@ class SignalStop:
     SIGS = (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP)
 
     def __init__(self) -> None:
-        self.event = threading.Event()
+        self._set = False
+        self._event: threading.Event | None = None
         self.signum: int | None = None
         self.count = 0
         self.active = False
@@ -182,19 +204,38 @@ class SignalStop:
         if self.signum is None:
             self.signum = signum
         self.count += 1
-        self.event.set()
+        self.set()
+
+    def set(self) -> None:
+        self._set = True
+        if self._event is not None:
+            self._event.set()
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self.event.wait(timeout)
+
+    @property
+    def event(self) -> threading.Event:
+        if self._event is None:
+            import threading
+
+            self._event = threading.Event()
+            if self._set:
+                self._event.set()
+        return self._event
 
     def install(self) -> bool:
         """Install the handlers (main thread only); False where they cannot be."""
         if self.active:
             return True
-        if threading.current_thread() is not threading.main_thread():
-            return False
-        self.event = threading.Event()
+        self._set, self._event = False, None
         self.signum, self.count = None, 0
-        self._old = {s: _signal.getsignal(s) for s in self.SIGS}
-        for s in self.SIGS:
-            _signal.signal(s, self._handler)
+        self._old = _install(self.SIGS, self._handler)
+        if not self._old:
+            return False
         self.active = True
         return True
 
@@ -213,6 +254,17 @@ class SignalStop:
 
 
 SIGNALS = SignalStop()
+
+
+def __getattr__(name: str) -> Any:
+    """`runner.Background` (core/background.py): a threading.Thread subclass, made only by
+    the tools that run a start-up step beside the load (threading is not on the others'
+    way to the banner)."""
+    if name == "Background":
+        from memlens.core.background import Background
+
+        return Background
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def banner(what: str) -> None:
@@ -238,7 +290,7 @@ def run_cli(tool, args, sink) -> int:
         tool = EndsWithTarget(tool, pid)
     runner = Runner(duration=getattr(args, "duration", None),
                     interval=getattr(args, "interval", None), count=getattr(args, "count", None),
-                    stop=SIGNALS.event if SIGNALS.active else None)
+                    stop=SIGNALS if SIGNALS.active else None)
     ok = False
     try:
         with (stop_on_signals(runner.stop) if not SIGNALS.active else _Nothing()):
@@ -257,64 +309,6 @@ def run_cli(tool, args, sink) -> int:
     if not runner.attached and runner.stop.is_set():
         return SIGNALS.exit_code if SIGNALS.signum else 130
     return 0
-
-
-class Background(threading.Thread):
-    """A start-up step run in a thread (once started) while the main one waits in libbpf
-    (ctypes releases the GIL for the kernel's verifier); result() joins it and raises what
-    it raised, or runs it in place if it was never started.  `also(fn)` before the start:
-    fn runs after it in the same thread (an import to warm up: a failure is left for the
-    main thread's own import to report).  From start() to result() the GIL's switch
-    interval is SWITCH_S: each of the main thread's many short libbpf calls (the object's
-    configuration) gives the GIL away and waited up to the default 5 ms to get it back
-    from this thread's Python (memleak -p's map creation: 67-105 ms with the plan beside
-    it, 37-48 with the short interval)."""
-
-    SWITCH_S = 0.0005
-
-    def __init__(self, fn: Callable[[], None], name: str):
-        super().__init__(name=name, daemon=True)
-        self.fn = fn
-        self.error: BaseException | None = None
-        self.after: list[Callable[[], None]] = []
-        self._switch: float | None = None  # the interval to restore
-
-    def start(self) -> None:
-        self._switch = sys.getswitchinterval()
-        sys.setswitchinterval(min(self._switch, self.SWITCH_S))
-        super().start()
-
-    def restore_switch(self) -> None:
-        """The switch interval back as it was (result() does it; idempotent)."""
-        if self._switch is not None:
-            sys.setswitchinterval(self._switch)
-            self._switch = None
-
-    def also(self, fn: Callable[[], None]) -> None:
-        self.after.append(fn)
-
-    def run(self) -> None:
-        try:
-            self.fn()
-        except BaseException as err:  # handed to the main thread
-            self.error = err
-            return
-        for fn in self.after:
-            try:
-                fn()
-            except Exception:  # a warm-up only
-                pass
-
-    def result(self) -> None:
-        if self.ident is None:  # never started (a failure before the load): run here
-            self.after.clear()
-            self.run()
-        else:
-            self.join()
-        self.restore_switch()
-        if self.error is not None:
-            err, self.error = self.error, None
-            raise err
 
 
 class _Nothing:

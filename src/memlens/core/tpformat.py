@@ -7,22 +7,21 @@ it is what the kernel actually writes, and it exists on kernels without BTF.
 """
 from __future__ import annotations
 
-import functools
-import operator
 import os
-import re
 import struct
 import sys
 
 from memlens.core.kernel import ensure_tracefs
+from memlens.core.memo import memo
 from memlens.core.record import record
 from memlens.errors import KernelLacks, MemlensError, NotPermitted, UsageError
 
 EQ, NE, LT, LE, GT, GE, AND = 1, 2, 3, 4, 5, 6, 7
 MAX_FILTER_TERMS = 4  # the BPF side unrolls a fixed number of term slots
 _OPS = {"==": EQ, "!=": NE, "<": LT, "<=": LE, ">": GT, ">=": GE, "&": AND}
-_PYOPS = {EQ: operator.eq, NE: operator.ne, LT: operator.lt, LE: operator.le,
-          GT: operator.gt, GE: operator.ge, AND: lambda a, b: (a & b) != 0}
+_PYOPS = {EQ: lambda a, b: a == b, NE: lambda a, b: a != b, LT: lambda a, b: a < b,
+          LE: lambda a, b: a <= b, GT: lambda a, b: a > b, GE: lambda a, b: a >= b,
+          AND: lambda a, b: (a & b) != 0}
 _MASK64 = (1 << 64) - 1
 
 # asm-generic values (x86, arm64, riscv); alpha/mips/parisc/sparc differ for some MAP_/MADV_
@@ -54,14 +53,20 @@ _ELEM = {"char": 1, "unsigned char": 1, "u8": 1, "__u8": 1, "s8": 1, "bool": 1,
          "int": 4, "unsigned int": 4, "unsigned": 4, "u32": 4, "__u32": 4, "s32": 4}
 _INT = {1: "b", 2: "h", 4: "i", 8: "q"}
 
-_FIELD = (r"field:(?P<decl>[^;]+);\s*offset:(?P<off>\d+);\s*size:(?P<size>\d+);"
-          r"(?:\s*signed:(?P<signed>\d+);)?")
-_DECL = r"(?P<type>.*?)\s*(?P<name>[A-Za-z_]\w*)\s*(?:\[(?P<arr>[^\]]*)\])?\s*$"
 # compiled at first use (formats: not read by perf-event tools; filters, flag names: most
 # runs need neither; ~0.25 ms each of every start that compiled them)
 _TERM = (r"\s*(?P<field>[A-Za-z_]\w*)\s*(?P<op>==|!=|<=|>=|<|>|&)\s*"
          r"(?P<const>\S.*?)\s*$")
-_re = functools.cache(re.compile)
+
+
+def _re(pattern: str):
+    """A compiled pattern, re imported only here: format files are parsed without it (re,
+    with the enum module it imports, is ~8-14 ms of every tracepoint tool's start on this
+    VM, bench/); filters and flag names, which few runs use, need it.  re keeps its own
+    cache of compiled patterns."""
+    import re
+
+    return re.compile(pattern)
 
 
 @record(frozen=True)
@@ -103,14 +108,82 @@ class TracepointFormat:
         names = ", ".join(f.name for f in self.user_fields()) or "none"
         raise UsageError(f"no field {name!r} in {self.event} (fields: {names})")
 
-    @functools.cached_property
-    def _decoder(self) -> _Decoder:  # cached_property writes __dict__, so frozen is no obstacle
-        return _Decoder(self)
+    @property
+    def _decoder(self) -> _Decoder:
+        # made once, kept in __dict__ (as functools.cached_property would: frozen is no
+        # obstacle to object.__setattr__)
+        decoder = self.__dict__.get("_decoder_made")
+        if decoder is None:
+            decoder = _Decoder(self)
+            object.__setattr__(self, "_decoder_made", decoder)
+        return decoder
+
+
+_QUALIFIERS = frozenset(("const", "volatile", "__data_loc", "__rel_loc"))
 
 
 def _base_type(type_: str) -> str:
-    t = re.sub(r"\b(const|volatile|__data_loc|__rel_loc)\b", " ", type_)
-    return " ".join(re.sub(r"\[[^\]]*\]", " ", t).split())
+    """The C type without qualifiers, array brackets and extra blanks: "const char *" ->
+    "char *", "__data_loc char[]" -> "char" (as re.sub of \\b(const|...)\\b and \\[...\\],
+    written without re: see _re)."""
+    out, i, n = [], 0, len(type_)
+    while i < n:
+        if _is_word(type_[i]):
+            j = i
+            while j < n and _is_word(type_[j]):
+                j += 1
+            word = type_[i:j]
+            out.append(" " if word in _QUALIFIERS else word)
+            i = j
+        else:
+            out.append(type_[i])
+            i += 1
+    t = "".join(out)
+    while True:
+        i = t.find("[")
+        j = t.find("]", i + 1) if i >= 0 else -1
+        if j < 0:
+            break
+        t = f"{t[:i]} {t[j + 1:]}"
+    return " ".join(t.split())
+
+
+def _is_word(c: str) -> bool:
+    return c.isascii() and (c.isalnum() or c == "_")
+
+
+def _field_line(line: str) -> tuple[str, str, str | None, int, int, bool] | None:
+    """`field:DECL;<tab>offset:N;<tab>size:N;[<tab>signed:N;]` as (type, name, array
+    length text or None, offset, size, signed), None if the line is not of that form.
+    String operations, not re (see _re)."""
+    parts = line.split(";")
+    if len(parts) < 4 or not parts[0].startswith("field:"):
+        return None
+    decl = parts[0][len("field:"):].strip()
+    items = []
+    for part in parts[1:]:
+        key, sep, value = part.strip().partition(":")
+        if sep:
+            items.append((key, value))
+    if len(items) < 2 or items[0][0] != "offset" or items[1][0] != "size" \
+            or not (items[0][1].isdigit() and items[1][1].isdigit()):
+        return None
+    signed = len(items) > 2 and items[2][0] == "signed" and items[2][1] == "1"
+    arr = None
+    if decl.endswith("]"):
+        i = decl.rfind("[")
+        if i < 0 or "]" in decl[i + 1:-1]:
+            return None
+        arr, decl = decl[i + 1:-1], decl[:i].rstrip()
+    i = len(decl)
+    while i and _is_word(decl[i - 1]):
+        i -= 1
+    while i < len(decl) and decl[i].isdigit():  # a name starts with a letter or _
+        i += 1
+    name, type_ = decl[i:], decl[:i].rstrip()
+    if not name:
+        return None
+    return type_, name, arr, int(items[0][1]), int(items[1][1]), signed
 
 
 def parse_format(text: str, category: str = "", name: str = "") -> TracepointFormat:
@@ -118,7 +191,6 @@ def parse_format(text: str, category: str = "", name: str = "") -> TracepointFor
     disagrees; decode() and parse_filter() apply the type's own width (see _NARROW)."""
     tp_id = None
     fields = []
-    field_re, decl_re = _re(_FIELD), _re(_DECL)
     for line in text.splitlines():
         line = line.strip()
         if line.startswith("name:") and not name:
@@ -126,13 +198,11 @@ def parse_format(text: str, category: str = "", name: str = "") -> TracepointFor
         elif line.startswith("ID:"):
             tp_id = int(line[3:])
         elif line.startswith("field:"):
-            m = field_re.match(line)
-            d = decl_re.match(m.group("decl")) if m else None
-            if not m or not d:
+            parsed = _field_line(line)
+            if parsed is None:
                 raise MemlensError(f"{category}:{name}: cannot parse format line {line!r}")
-            type_, arr = d.group("type"), d.group("arr")
+            type_, field_name, arr, offset, size, signed = parsed
             data_loc = type_.startswith(("__data_loc", "__rel_loc"))
-            size = int(m.group("size"))
             array_len = None
             if arr is not None:
                 type_ += f"[{arr}]"
@@ -140,8 +210,8 @@ def parse_format(text: str, category: str = "", name: str = "") -> TracepointFor
                 # a length given as a macro name (old kernels) is recovered from the size
                 array_len = int(arr) if arr.isdigit() else size // elem
             fields.append(Field(
-                name=d.group("name"), type=type_, offset=int(m.group("off")), size=size,
-                signed=m.group("signed") == "1", is_common=d.group("name").startswith("common_"),
+                name=field_name, type=type_, offset=offset, size=size,
+                signed=signed, is_common=field_name.startswith("common_"),
                 data_loc=data_loc, array_len=array_len,
                 is_string=(data_loc or arr is not None) and _base_type(type_) == "char",
                 is_pointer="*" in type_ and not data_loc))
@@ -154,7 +224,7 @@ def _events_dir(root: str | None) -> str:
     return root if root is not None else os.path.join(ensure_tracefs(quiet=True), "events")
 
 
-@functools.lru_cache(maxsize=256)
+@memo
 def read_format(category: str, name: str, root: str | None = None) -> TracepointFormat:
     """The format of tracepoint category:name; root is an events/ directory (tests)."""
     path = os.path.join(_events_dir(root), category, name, "format")
@@ -368,6 +438,8 @@ def _constant(text: str, term: str) -> int:
 
 def parse_filter(expr: str, fmt: TracepointFormat) -> list[FilterTerm]:
     """Compile 'FIELD OP CONST && ...' against fmt; every term must hold."""
+    import re  # filters only (see _re)
+
     if "||" in expr or re.search(r"\bor\b|[()]", expr):
         raise UsageError(f"filter {expr!r}: only && (or 'and') may join terms; "
                          "|| and parentheses are not supported")
@@ -442,6 +514,8 @@ def gfp_bit(format_text: str, name: str) -> int | None:
     start = format_text.rfind("{", 0, end)
     if end < 0 or start < 0:
         return None
+    import re  # flag names only (see _re)
+
     expr = _re(_SUFFIX).sub("", _re(_CASTS).sub("", format_text[start + 1:end]))
     m = _re(_ONE_BIT).fullmatch(re.sub(r"[()\s]", "", expr))
     if not m:

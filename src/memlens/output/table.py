@@ -7,12 +7,15 @@ screen, and a newline in a path must not forge a second row.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+# collections.abc's Mapping (isinstance below) without the collections package (~2 ms of
+# every start on this VM; _collections_abc is imported by os anyway)
+from _collections_abc import Mapping
 
 from memlens.core.record import record
 
 TYPE_CHECKING = False  # typing costs ~4 ms of start-up: its names for annotations only
 if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
     from typing import Any, Union
 
     Formatter = Union[str, Callable[[Any], str], None]

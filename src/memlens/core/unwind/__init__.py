@@ -9,8 +9,11 @@ so a run without it starts without numpy, and one with it imports numpy while li
 loads (core/lazy.prefetch_numpy)."""
 from __future__ import annotations
 
-import argparse
 import os
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import argparse
 
 ROW_CAPACITY = 1 << 21          # 8-byte rows: 16 MiB of kernel memory
 MODES = ("auto", "fp", "dwarf")
