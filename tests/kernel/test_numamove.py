@@ -157,7 +157,10 @@ def test_reason_names_from_btf_and_format():
 
     with open(f"{kernel.tracefs_path()}/events/migrate/mm_migrate_pages/format") as f:
         text = f.read()
-    fmt_names = {int(v): n for v, n in numamove._PAIR.findall(text.split("REC->reason,")[-1])}
+    import re
+
+    fmt_names = {int(v): n
+                 for v, n in re.findall(numamove._PAIR, text.split("REC->reason,")[-1])}
     assert set(fmt_names) == set(names)
     assert fmt_names[values["MR_COMPACTION"]] == "compaction"
 

@@ -16,8 +16,8 @@ A kernel without the enum or the member is KernelLacks (exit 4) naming what is m
 from __future__ import annotations
 
 import ctypes as C
-import functools
 
+from memlens.core.memo import memo
 from memlens.errors import KernelLacks
 
 ENUM = "vm_event_item"
@@ -44,7 +44,7 @@ def values(*names: str, btf_path: str | None = None, enum: str = ENUM) -> dict[s
     return {n: members[n] for n in names}
 
 
-@functools.lru_cache(maxsize=16)
+@memo
 def enum_members(btf_path: str | None = None, enum: str = ENUM) -> dict[str, int]:
     """Every member of `enum` with its value (cached: BTF does not change while the kernel
     runs)."""
@@ -67,7 +67,7 @@ def enum_members(btf_path: str | None = None, enum: str = ENUM) -> dict[str, int
         lb.btf__free(btf)
 
 
-@functools.lru_cache(maxsize=2)
+@memo
 def all_members(btf_path: str | None = None) -> dict[str, int]:
     """Every member of every enum in the kernel's BTF (the first seen wins: C gives enum
     members one namespace, so a name means one value).  Read once, when a filter names a

@@ -184,7 +184,8 @@ class Engine:
         # counts have been read and their events' stacks resolved (_forget_exited)
         self._exited: dict[int, int] = {}  # pid -> the tick that found it gone
         self._cgroup_paths: dict[int, str] = {}
-        self.resolver = None
+        self._resolver = None
+        self._resolver_due = False  # made at its first use, after the banner (resolver)
         # user stacks: walked by frame pointers only ("fp": the kernel's walk), or with the
         # files' .eh_frame where the kernel can ("auto") or always ("dwarf": exit 4 where
         # it cannot); the tools' --stack-unwind (core/unwind)
@@ -419,14 +420,11 @@ class Engine:
         elif unwind_on and pid is not None:
             self._start_unwind().load_process(pid)
         self._attach(pid)
-        if parts & (KEY_BITS["ustack"] | KEY_BITS["kstack"] | KEY_BITS["file"]):
-            # (counts without stacks or files resolve nothing: its namedtuples' collections
-            # is ~2 ms of their start)
-            from memlens.core.stackresolve import StackResolver
-
-            self.resolver = StackResolver(obj.map("stacks"), max_cache=FRAME_CACHE)
-            if self.unwind is not None:
-                self.resolver.mappings = self.unwind.mappings  # frames of processes gone
+        # counts without stacks or files resolve nothing; the others make their resolver
+        # at its first use, after the banner (its module's namedtuples import collections:
+        # ~5 ms of the start on this VM)
+        self._resolver_due = bool(
+            parts & (KEY_BITS["ustack"] | KEY_BITS["kstack"] | KEY_BITS["file"]))
         self.losses = Losses(obj, missing_stacks=bool({"ustack", "kstack"} & set(self.keys)))
         self._seen_ring = obj.map("seen").ringbuf()
         self._ep = select.epoll()
@@ -442,6 +440,19 @@ class Engine:
         # before the load, its import held the GIL that each libbpf call of the open, the
         # configuration and the attaches waited to get back: ~90 ms of drsnoop's start)
         prefetch_numpy()
+
+    @property
+    def resolver(self):
+        """The stack and symbol resolver (core/stackresolve), None for counts without stacks
+        or files."""
+        if self._resolver_due:
+            from memlens.core.stackresolve import StackResolver
+
+            self._resolver_due = False
+            self._resolver = StackResolver(self.obj.map("stacks"), max_cache=FRAME_CACHE)
+            if self.unwind is not None:
+                self._resolver.mappings = self.unwind.mappings  # frames of processes gone
+        return self._resolver
 
     def _watch_unwind_requests(self, obj) -> None:
         # a process the walk has no tables for asks for them: serve it at once (each
@@ -468,8 +479,8 @@ class Engine:
                 walk_not_loaded(err)
                 return None
         self.unwind = UnwindStore(walk_obj)
-        if self.resolver is not None:
-            self.resolver.mappings = self.unwind.mappings  # frames of processes gone
+        if self._resolver is not None:  # (one not made yet takes them when it is)
+            self._resolver.mappings = self.unwind.mappings  # frames of processes gone
         if walk_obj is not self.obj:
             self._watch_unwind_requests(walk_obj)
             self._hand_over.install()  # from here every event runs the whole program

@@ -543,18 +543,22 @@ def format_field_names(text: str) -> set[str]:
     """Field names of a tracefs `format` file (lines `field:unsigned long brk;	offset:...`,
     `field:char comm[16];`, `field:__data_loc char[] name;`).  Names only: enough to
     know whether a field exists."""
-    import re  # compiled here, not at import: most commands check no field (re caches them)
-
-    array_suffix, last_word = re.compile(r"\[[^\]]*\]"), re.compile(r"(\w+)\s*$")
+    # string operations, not re: re (with enum) is ~8-14 ms of the start on this VM
     names = set()
     for line in text.splitlines():
         line = line.strip()
         if not line.startswith("field:"):
             continue
-        decl = array_suffix.sub(" ", line[len("field:"):].split(";", 1)[0])
-        m = last_word.search(decl)
-        if m:
-            names.add(m.group(1))
+        decl = line[len("field:"):].split(";", 1)[0]
+        while "[" in decl and "]" in decl[decl.index("["):]:  # array suffixes out
+            i = decl.index("[")
+            decl = f"{decl[:i]} {decl[decl.index(']', i) + 1:]}"
+        decl = decl.rstrip()
+        i = len(decl)
+        while i and (decl[i - 1].isascii() and (decl[i - 1].isalnum() or decl[i - 1] == "_")):
+            i -= 1
+        if i < len(decl):
+            names.add(decl[i:])
     return names
 
 

@@ -10,7 +10,6 @@ arguments — one event per call, nothing joined in Python.
 """
 from __future__ import annotations
 
-import argparse
 import errno
 import functools
 import time
@@ -21,6 +20,7 @@ from memlens.output.sinks import EventBatch
 
 TYPE_CHECKING = False  # typing costs ~4 ms of start-up: its names for annotations only
 if TYPE_CHECKING:
+    import argparse
     from typing import Any
 
 SYSCALLS = ("shmget", "shmat", "shmdt", "shmctl")

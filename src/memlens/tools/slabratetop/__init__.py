@@ -30,7 +30,6 @@ name of the cache that was created first (/sys/kernel/slab/NAME is then a symlin
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 
@@ -39,6 +38,7 @@ from memlens.errors import UsageError
 
 TYPE_CHECKING = False  # typing costs ~4 ms of start-up: its names for annotations only
 if TYPE_CHECKING:
+    import argparse
     from typing import Any
 
 SORTS = ("size", "count", "name")
