@@ -103,14 +103,19 @@ class Workload:
         assert self.proc.returncode == 0, f"{self.name} exited {self.proc.returncode}"
 
 
-def _traced(workloads: list[Workload], *tool_args: str) -> tuple[ToolRun, list[dict]]:
-    """hfaults attached, then each workload's gate released in turn; the witnesses."""
+def _traced(workloads: list[Workload], *tool_args: str,
+            hold_s: float = 0.0) -> tuple[ToolRun, list[dict]]:
+    """hfaults attached, then each workload's gate released in turn; the witnesses.  The
+    workloads live `hold_s` after their work (a -p run ends when its target exits)."""
+    import time
+
     run = ToolRun("hfaults", *tool_args)
     witnesses = []
     try:
         run.wait_attached()
         for wl in workloads:
             witnesses.append(wl.go())
+        time.sleep(hold_s)
     finally:
         for wl in workloads:
             wl.finish()
@@ -206,7 +211,9 @@ def test_text_columns():
 def test_intervals_sum_to_the_total(hugetlb_pool):
     """Positional interval (BCC style): per-interval reports add up to the 8 faults."""
     wl = Workload("huge_tlb", str(HUGETLB_PAGES))
-    run, _ = _traced([wl], "-p", str(wl.pid), "--json", "0.05")
+    # the target lives four intervals after its faults: the run (ended by its exit) has
+    # more than the final report whatever the timing
+    run, _ = _traced([wl], "-p", str(wl.pid), "--json", "0.05", hold_s=0.2)
     reports = [r for r in run.records() if r["type"] == "report"]
     assert len(reports) >= 2, run.stdout
     assert all(r["interval_s"] == 0.05 for r in reports)

@@ -387,6 +387,10 @@ class Engine:
         obj.set_max_entries("stacks", self.max_stacks if stacked else 1)
         if not self.pairs:
             obj.set_max_entries("starts", 1)
+        if not parts & (KEY_BITS["file"] | KEY_BITS["vma"]):
+            obj.set_max_entries("vma_cache", 1)  # the mapping cache of file/vma keys
+        if not self.hist:
+            obj.set_max_entries("hists", 1)
         if self.trace:
             if self.ring_size:
                 obj.set_max_entries("events", self.ring_size, "--ring-size")
