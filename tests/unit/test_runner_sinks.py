@@ -150,3 +150,40 @@ def test_sink_streams_are_plain_files():
     s = sinks.JsonSink(buf)
     s.emit({"type": "summary", "x": 1})
     assert json.loads(buf.getvalue()) == {"type": "summary", "x": 1}
+
+
+def test_a_stop_reads_every_batch_still_in_the_ring():
+    """A poll reads a bounded batch (core/engine EVENT_BATCH: peak RSS); after the stop the
+    runner reads batch after batch until the ring is empty, not one batch (which lost the
+    rest of a burst silently)."""
+    class Ring:
+        what = "a burst"
+
+        def __init__(self):
+            self.pending = 10 * 4096
+            self.closed = False
+
+        def start(self):
+            pass
+
+        def poll(self, timeout):
+            if timeout > 0:  # the run's loop: the stop comes, the burst still in the ring
+                stop.set()
+                return []
+            n = min(self.pending, 4096)
+            self.pending -= n
+            return [{"type": "event", "i": i} for i in range(n)]
+
+        def report(self, final):
+            return []
+
+        def summary(self):
+            return []
+
+        def close(self):
+            self.closed = True
+
+    tool, seen = Ring(), []
+    stop = threading.Event()
+    Runner(stop=stop).run(tool, seen.append)
+    assert len(seen) == 10 * 4096 and tool.pending == 0 and tool.closed

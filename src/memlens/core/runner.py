@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 
     Record: TypeAlias = dict[str, Any]
 POLL_S = 0.05  # longest wait for data: bounds the latency of a stop, an interval, a deadline
+DRAIN_S = 2.0  # after the stop, batches are read until the ring is empty, for this long at most
 
 
 class Runner:
@@ -83,8 +84,9 @@ class Runner:
                     return  # stopped while attaching: nothing traced, nothing to report
                 self._loop(tool, emit)
                 # what arrived between the last poll and the stop (a trace's ring buffer)
-                # is still read: a stop must not lose events silently
-                emit_many(tool.poll(0))
+                # is still read, batch after batch (a poll reads a bounded batch: peak
+                # RSS): a stop must not lose events silently
+                self._drain(tool)
                 if not (self.interval and self.count and self.intervals_done >= self.count):
                     for rec in tool.report(True):
                         emit(rec)
@@ -96,6 +98,15 @@ class Runner:
             raise
         except OSError as err:
             raise from_oserror(err, f"{getattr(tool, 'name', 'tool')}") from None
+
+    def _drain(self, tool) -> None:
+        until = time.monotonic() + DRAIN_S
+        while True:
+            batch = tool.poll(0)
+            self._emit_many(batch)
+            if not getattr(batch, "__len__", None) or not len(batch) \
+                    or time.monotonic() >= until:
+                return
 
     def _start(self, tool, ready: Callable[[str], None] | None) -> None:
         # numpy's prefetch (asked by an engine at the end of its start) waits for the
