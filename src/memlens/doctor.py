@@ -7,12 +7,15 @@ lockdown refuses fentry at load time although the program type exists.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from dataclasses import dataclass, field
 
 from memlens.core import kernel
+
+TYPE_CHECKING = False  # argparse costs ~16-20 ms of start-up (issue 12): for annotations only
+if TYPE_CHECKING:
+    import argparse
 
 EXAMPLES = """\
 examples:

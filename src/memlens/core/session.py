@@ -4,11 +4,14 @@ they set in the BPF side (memlens.bpf.h).  The run itself is core/runner.py; los
 core/drops.py."""
 from __future__ import annotations
 
-import argparse
 import math
 import os
 
 from memlens.errors import UsageError
+
+TYPE_CHECKING = False  # typing costs ~4 ms of start-up: its names for annotations only
+if TYPE_CHECKING:
+    import argparse
 
 # Bounds of every duration, interval and count option (one validator each, used by every
 # tool): finite, positive and sane, so `-d nan`, `-d inf` or `-d 1e400` is a usage error
@@ -26,17 +29,27 @@ MAP_LIMIT_WHY = "the kernel's limit for a hash map"
 STACK_MAP_MAX = 1 << 31
 
 
+def type_error(message: str) -> Exception:
+    """argparse.ArgumentTypeError(message), for a type function to raise (argparse reports
+    it as a usage error, exit 2).  argparse is imported only when there is an error to
+    report: its import is ~16-20 ms of a start (issue 12), and the common command lines are
+    parsed without it (core/quickargs)."""
+    import argparse
+
+    return argparse.ArgumentTypeError(message)
+
+
 def _number(text: str, kind: type) -> float | int:
     text = text.strip()
     if not text:
-        raise argparse.ArgumentTypeError("empty: a number is needed")
+        raise type_error("empty: a number is needed")
     try:
         value = int(text, 0) if kind is int else float(text)
     except ValueError:
         what = "an integer" if kind is int else "a number"
-        raise argparse.ArgumentTypeError(f"not {what}: {text!r}") from None
+        raise type_error(f"not {what}: {text!r}") from None
     if kind is float and not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be a finite number: {text!r}")
+        raise type_error(f"must be a finite number: {text!r}")
     return value
 
 
@@ -44,31 +57,27 @@ def seconds(text: str) -> float:
     """A duration or an interval in seconds: finite, > 0, at most a year."""
     value = _number(text, float)
     if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0 seconds: {text!r}")
+        raise type_error(f"must be > 0 seconds: {text!r}")
     if value > MAX_SECONDS:
-        raise argparse.ArgumentTypeError(f"at most {MAX_SECONDS:.0f} seconds (a year): {text!r}")
+        raise type_error(f"at most {MAX_SECONDS:.0f} seconds (a year): {text!r}")
     return float(value)
 
 
-def count(text: str, maximum: int = MAX_COUNT) -> int:
-    """A count (reports, events, rows, entries): an integer from 1 to `maximum`."""
+def count(text: str, maximum: int = MAX_COUNT, why: str = "") -> int:
+    """A count (reports, events, rows, entries): an integer from 1 to `maximum` (`why`: the
+    reason for that bound, said when it is passed)."""
     value = _number(text, int)
     if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0: {text!r}")
+        raise type_error(f"must be > 0: {text!r}")
     if value > maximum:
-        raise argparse.ArgumentTypeError(f"at most {maximum}: {text!r}")
+        raise type_error(f"at most {maximum}: {text!r}" + (f" ({why})" if why else ""))
     return int(value)
 
 
 def bounded_count(maximum: int, why: str = ""):
     """count() with a smaller upper bound (a kernel map's size limit, say), for argparse."""
     def check(text: str) -> int:
-        try:
-            return count(text, maximum)
-        except argparse.ArgumentTypeError as err:
-            if why and "at most" in str(err):
-                raise argparse.ArgumentTypeError(f"{err} ({why})") from None
-            raise
+        return count(text, maximum, why)
 
     check.__name__ = "count"
     return check
@@ -78,9 +87,9 @@ def nonneg_int(text: str, maximum: int = 2**64 - 1) -> int:
     """A size or an age that may be 0 (bytes, milliseconds)."""
     value = _number(text, int)
     if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0: {text!r}")
+        raise type_error(f"must be >= 0: {text!r}")
     if value > maximum:
-        raise argparse.ArgumentTypeError(f"at most {maximum}: {text!r}")
+        raise type_error(f"at most {maximum}: {text!r}")
     return int(value)
 
 
@@ -88,9 +97,9 @@ def nonempty(text: str) -> str:
     """A path or a name that must not be empty: `--cgroup ''` would otherwise mean "no
     filter" and trace the whole system."""
     if not text.strip():
-        raise argparse.ArgumentTypeError("must not be empty")
+        raise type_error("must not be empty")
     if "\0" in text:
-        raise argparse.ArgumentTypeError("must not contain a NUL byte")
+        raise type_error("must not contain a NUL byte")
     return text
 
 
@@ -117,7 +126,7 @@ positive_int = count
 def pid_arg(text: str) -> int:
     pid = _number(text, int)
     if not 0 < pid <= PID_MAX:
-        raise argparse.ArgumentTypeError(f"not a process ID (1..{PID_MAX}): {text!r}")
+        raise type_error(f"not a process ID (1..{PID_MAX}): {text!r}")
     return int(pid)
 
 

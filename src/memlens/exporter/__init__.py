@@ -14,11 +14,15 @@ is not for the whole network to read unless asked (--listen :9435).
 """
 from __future__ import annotations
 
-import argparse
 import socket
 import sys
 
+from memlens.core.session import type_error
 from memlens.errors import MemlensError
+
+TYPE_CHECKING = False  # argparse costs ~16-20 ms of start-up (issue 12): for annotations only
+if TYPE_CHECKING:
+    import argparse
 
 DEFAULT_LISTEN = "127.0.0.1:9435"  # ebpf_exporter's port, on loopback
 TICK_S = 0.5  # the engine's own read interval (core/engine.TICK_S)
@@ -59,24 +63,23 @@ def listen_address(text: str) -> tuple[str, int]:
     """ADDR:PORT, [IPV6]:PORT or :PORT (every address) -> (host, port), checked."""
     host, sep, port_s = text.rpartition(":")
     if not sep:
-        raise argparse.ArgumentTypeError(f"{text!r}: give ADDR:PORT (e.g. 127.0.0.1:9435)")
+        raise type_error(f"{text!r}: give ADDR:PORT (e.g. 127.0.0.1:9435)")
     try:
         port = int(port_s)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: port {port_s!r} is not a number") from None
+        raise type_error(f"{text!r}: port {port_s!r} is not a number") from None
     if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"{text!r}: port {port} is not in 0-65535")
+        raise type_error(f"{text!r}: port {port} is not in 0-65535")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     elif ":" in host:
-        raise argparse.ArgumentTypeError(f"{text!r}: put an IPv6 address in brackets, "
-                                         "[::1]:9435")
+        raise type_error(f"{text!r}: put an IPv6 address in brackets, [::1]:9435")
     if not host:
         host = "0.0.0.0"
     try:
         socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as err:
-        raise argparse.ArgumentTypeError(f"{text!r}: unknown address {host!r} ({err})") from None
+        raise type_error(f"{text!r}: unknown address {host!r} ({err})") from None
     return host, port
 
 
@@ -86,7 +89,7 @@ def depth_arg(text: str) -> int:
     except ValueError:
         n = -1
     if n < 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: a number of levels, 0 or more")
+        raise type_error(f"{text!r}: a number of levels, 0 or more")
     return n
 
 
@@ -94,8 +97,8 @@ def sources_arg(text: str) -> set[str]:
     names = {s.strip() for s in text.split(",") if s.strip()}
     bad = names - set(SOURCES)
     if bad:
-        raise argparse.ArgumentTypeError(f"unknown source {sorted(bad)[0]!r} "
-                                         f"(sources: {', '.join(SOURCES)})")
+        raise type_error(f"unknown source {sorted(bad)[0]!r} "
+                         f"(sources: {', '.join(SOURCES)})")
     return names
 
 

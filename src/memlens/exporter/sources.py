@@ -11,7 +11,6 @@ exporter's loop (the engine must be polled on its tick: idle keys pruned, stacks
 """
 from __future__ import annotations
 
-import argparse
 import os
 
 from memlens.core.engine import Engine
@@ -220,6 +219,8 @@ class OomKills(Source):
         self.losses: dict[tuple[str, str], int] = {}
 
     def start(self, cgroup: str | None) -> None:
+        import argparse
+
         from memlens.tools.oomkill import OomkillTool
 
         args = argparse.Namespace(pid=None, cgroup=cgroup, stacks=False, stack_unwind="fp")

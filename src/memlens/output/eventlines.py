@@ -5,10 +5,9 @@ line(s); other records (lost, summary) go to their own outputs.  A tool says onl
 header and its lines are."""
 from __future__ import annotations
 
-import argparse
-
 TYPE_CHECKING = False  # typing costs ~4 ms of start-up: its names for annotations only
 if TYPE_CHECKING:
+    import argparse
     from typing import Any
 
 class EventLines:

@@ -24,7 +24,6 @@ the fragmentation index at compaction_suitable through a kretprobe); see README.
 """
 from __future__ import annotations
 
-import argparse
 import time
 from collections import OrderedDict
 
@@ -33,6 +32,7 @@ from memlens.output.eventlines import EventLines
 
 TYPE_CHECKING = False  # typing costs ~4 ms of start-up: its names for annotations only
 if TYPE_CHECKING:
+    import argparse
     from typing import Any
 
 CAT = "compaction"

@@ -11,7 +11,6 @@ See memleak.bpf.c for how nesting, callers, failures and losses are handled.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import threading
@@ -37,6 +36,7 @@ from memlens.output.sinks import JsonSink, Sink, add_output_options, check_outpu
 
 TYPE_CHECKING = False  # typing costs ~7 ms of start-up: its names for annotations only
 if TYPE_CHECKING:
+    import argparse
     from typing import Any
 
     from memlens.core.command import TracedCommand

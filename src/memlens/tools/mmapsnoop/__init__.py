@@ -8,7 +8,6 @@ the mapped address or the error.
 """
 from __future__ import annotations
 
-import argparse
 import ctypes as C
 import errno
 import functools
@@ -28,6 +27,7 @@ from memlens.output.sinks import EventBatch, add_output_options, group_rows
 
 TYPE_CHECKING = False  # typing costs ~7 ms of start-up: its names for annotations only
 if TYPE_CHECKING:
+    import argparse
     from typing import Any
 
 EXAMPLES = """\

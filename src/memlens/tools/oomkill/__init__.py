@@ -18,7 +18,6 @@ the whole program once that is loaded, after the banner (core/handover.py).
 """
 from __future__ import annotations
 
-import argparse
 import os
 import select
 import sys
@@ -35,6 +34,10 @@ from memlens.core.loader import BpfObject
 from memlens.core.privileges import require_tracing_privileges
 from memlens.core.session import TargetExit, add_common_options, configure_filters
 from memlens.output.sinks import add_output_options
+
+TYPE_CHECKING = False  # argparse costs ~16-20 ms of start-up (issue 12): for annotations only
+if TYPE_CHECKING:
+    import argparse
 
 EXAMPLES = """\
 examples:

@@ -8,7 +8,6 @@ The filter runs in the BPF program (core/engine.bpf.c), so rare events among fre
 """
 from __future__ import annotations
 
-import argparse
 import time
 
 from memlens.core.session import TargetExit, add_common_options, check_pid_exists, positive_int
@@ -17,6 +16,7 @@ from memlens.output.sinks import EventBatch, group_rows
 
 TYPE_CHECKING = False  # typing costs ~7 ms of start-up: its names for annotations only
 if TYPE_CHECKING:
+    import argparse
     from typing import Any
 
 EXAMPLES = """\
