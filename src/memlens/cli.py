@@ -5,6 +5,8 @@ Only the chosen command's module is imported, so `memlens oomkill` does not pay 
 psutil or the other tools at start-up (launch-to-attached is a measured figure, see bench/).
 Each command module defines `COMMAND`, an object with:
     name, summary, epilog (examples), add_arguments(parser), run(args) -> int
+add_arguments is given a core/quickargs Recorder first: argparse is imported only for the
+command lines that need it (help, errors, unusual forms; see parse_args).
 Errors are typed (memlens.errors) and caught only here.
 
 Signals: the first thing the command line does, before importing anything heavy, is to
@@ -36,8 +38,6 @@ if _launched_as_cli():
 
     _SIGNALS.install()
 
-import argparse  # noqa: E402
-
 from memlens import __version__, registry  # noqa: E402
 from memlens.errors import EXIT_USAGE, MemlensError  # noqa: E402
 
@@ -61,50 +61,27 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
-class _Formatter(argparse.RawDescriptionHelpFormatter):
-    """argparse's formatter, its width found without `shutil` (argparse imports shutil for
-    get_terminal_size on every add_argument: ~6 ms of each tool's start, bench/)."""
+def build_parser(name: str, command):
+    """The command's argparse parser (core/argparser.py, which imports argparse)."""
+    from memlens.core.argparser import build_parser as build
 
-    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
-                 width: int | None = None):
-        if width is None:
-            try:
-                width = int(os.environ["COLUMNS"])
-            except (KeyError, ValueError):
-                try:
-                    width = os.get_terminal_size(sys.__stdout__.fileno()).columns
-                except (AttributeError, ValueError, OSError):
-                    width = 80
-            width -= 2  # as argparse does with the terminal's width
-        super().__init__(prog, indent_increment, max_help_position, width)
-
-    def _fill_text(self, text: str, width: int, indent: str) -> str:
-        # the description and epilog keep their line breaks (examples, tables of real
-        # output); a one-line prose paragraph longer than the width is wrapped
-        if "\n" not in text.strip() and len(text) > width:
-            import textwrap
-
-            return textwrap.fill(text.strip(), width, initial_indent=indent,
-                                 subsequent_indent=indent)
-        return super()._fill_text(text, width, indent)
+    return build(name, command)
 
 
-class _Parser(argparse.ArgumentParser):
-    """A usage error is one line (what is wrong, where to look), not the usage block."""
+def parse_args(name: str, command, argv: list[str]):
+    """The command line's options.  argparse is the parser (help, usage errors, every
+    unusual form), but importing it costs ~16-20 ms of a start on a slow machine, too slow
+    for the way to a tracing tool's banner (issue 12): the common command lines are parsed
+    by core/quickargs from the same add_arguments, and argparse is asked only when
+    quick_parse is not certain to give what it would."""
+    from memlens.core.quickargs import Recorder, quick_parse
 
-    def error(self, message: str):  # type: ignore[override]
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
-
-
-def build_parser(name: str, command) -> argparse.ArgumentParser:
-    parser = _Parser(
-        prog=f"memlens {name}",
-        description=getattr(command, "description", None) or command.summary,
-        epilog=getattr(command, "epilog", None),
-        formatter_class=_Formatter,
-    )
-    command.add_arguments(parser)
-    return parser
+    recorder = Recorder()
+    command.add_arguments(recorder)
+    args = quick_parse(recorder, argv)
+    if args is None:
+        args = build_parser(name, command).parse_args(argv)
+    return args
 
 
 def _command_of(module: str):
@@ -190,8 +167,7 @@ def _main(argv: list[str] | None, signals) -> int:
         signals.restore()
     try:
         command = _command_of(module)
-        parser = build_parser(name if name != "main" else "", command)
-        args = parser.parse_args(argv)
+        args = parse_args(name if name != "main" else "", command, argv)
         return int(command.run(args) or 0)
     except MemlensError as err:
         _report_error(err, argv)
