@@ -23,42 +23,27 @@ from memlens.core.hooks import (
     Tracepoint,
     Uprobe,
 )
+from memlens.core.record import record
 
-# Tuples with named fields, as collections.namedtuple makes them, written out: importing
-# collections (with operator, keyword, reprlib) is ~2 ms of every command's start on this
-# VM, and typing.NamedTuple ~7 ms (bench/launch_phases.py).
-
-
-class Need(tuple):
-    """what: str (e.g. "OOM victims"); hooks: tuple[Hook, ...], best first."""
-
-    __slots__ = ()
-
-    def __new__(cls, what: str, hooks: tuple[Hook, ...]):
-        return tuple.__new__(cls, (what, hooks))
-
-    what = property(lambda self: self[0])
-    hooks = property(lambda self: self[1])
+# core/record's value classes: not collections.namedtuple (collections is ~5 ms of every
+# command's start on this VM) nor typing.NamedTuple (~7 ms; bench/launch_phases.py).
 
 
-class Tool(tuple):
-    """name, module, summary: str; needs: tuple[Need, ...]; kinds: tuple[str, ...], the
-    hook kinds usable by probes given on the command line; bpf: loads BPF programs (doctor
-    checks it); doctor_label: doctor's row name when it differs from `name`."""
+@record(frozen=True)
+class Need:
+    what: str                  # e.g. "OOM victims"
+    hooks: tuple[Hook, ...]    # best first
 
-    __slots__ = ()
 
-    def __new__(cls, name: str, module: str, summary: str, needs: tuple[Need, ...] = (),
-                kinds: tuple[str, ...] = (), bpf: bool = True, doctor_label: str = ""):
-        return tuple.__new__(cls, (name, module, summary, needs, kinds, bpf, doctor_label))
-
-    name = property(lambda self: self[0])
-    module = property(lambda self: self[1])
-    summary = property(lambda self: self[2])
-    needs = property(lambda self: self[3])
-    kinds = property(lambda self: self[4])
-    bpf = property(lambda self: self[5])
-    doctor_label = property(lambda self: self[6])
+@record(frozen=True)
+class Tool:
+    name: str
+    module: str
+    summary: str
+    needs: tuple[Need, ...] = ()
+    kinds: tuple[str, ...] = ()  # hook kinds usable by probes given on the command line
+    bpf: bool = True             # loads BPF programs (doctor checks it)
+    doctor_label: str = ""       # doctor's row name when it differs from `name`
 
 ONE_LINER_KINDS = ("tracepoint", "perf_event", "uprobe")
 

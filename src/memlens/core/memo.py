@@ -15,7 +15,12 @@ if TYPE_CHECKING:
     from typing import Any
 
 
-def memo(fn: Callable[..., Any]) -> Callable[..., Any]:
+def memo(fn: Callable[..., Any] | None = None, *, maxsize: int | None = None):
+    """@memo, or @memo(maxsize=N): at most N answers kept (all forgotten when the N+1th
+    comes: the uses bounded here see a handful of distinct arguments, the bound is against
+    a flood of odd values, not an LRU)."""
+    if fn is None:
+        return lambda f: memo(f, maxsize=maxsize)
     answers: dict[tuple, Any] = {}
 
     def cached(*args: Any, **kwargs: Any) -> Any:
@@ -24,6 +29,8 @@ def memo(fn: Callable[..., Any]) -> Callable[..., Any]:
             return answers[key]
         except KeyError:
             pass
+        if maxsize is not None and len(answers) >= maxsize:
+            answers.clear()
         answer = answers[key] = fn(*args, **kwargs)
         return answer
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import sys
 import time
 
+from memlens.core.record import record
 from memlens.core.session import add_common_options, check_pid_exists, positive_int
 from memlens.errors import UsageError
 from memlens.output.table import escape
@@ -33,19 +34,12 @@ CATEGORY = "vmscan"
 
 
 
-class Kind(tuple):
-    """name: the RECLAIM column and JSON's "reclaim"; begin, end: the tracepoints.  A tuple
-    with named fields written out: collections (namedtuple) is ~5 ms of the start on this
-    VM, typing.NamedTuple more."""
 
-    __slots__ = ()
-
-    def __new__(cls, name: str, begin: str, end: str):
-        return tuple.__new__(cls, (name, begin, end))
-
-    name = property(lambda self: self[0])
-    begin = property(lambda self: self[1])
-    end = property(lambda self: self[2])
+@record(frozen=True)
+class Kind:
+    name: str   # the RECLAIM column and JSON's "reclaim"
+    begin: str  # the tracepoints
+    end: str
 
 
 KINDS = (

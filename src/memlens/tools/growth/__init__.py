@@ -21,11 +21,9 @@ from __future__ import annotations
 
 import ctypes
 import os
-import shutil
 import sys
 import threading
 import time
-from typing import Any
 
 from memlens.core.command import split_command
 from memlens.core.session import (
@@ -43,6 +41,7 @@ from .paths import PathTable, Rss, kind_of, render_report, render_summary
 TYPE_CHECKING = False  # argparse costs ~16-20 ms of start-up (issue 12): for annotations only
 if TYPE_CHECKING:
     import argparse
+    from typing import Any  # typing (with re and enum): ~16 ms of the start here
 
 EXAMPLES = """\
 examples:
@@ -202,6 +201,8 @@ class GrowthTool:
             # the files the command will map: their unwind tables loaded before it runs,
             # so its first faults' stacks are whole (walked by frame pointers until its
             # tables loaded, they ended at libc's start of main: paths split in two)
+            import shutil  # (with its imports, ~10 ms: only for a command)
+
             files = command_libraries(shutil.which(split_command(self.args.command)[0]))
         self.engine.start(pid=self.pid, command_files=files)
         if self.child is not None and self.engine.unwind is not None:
@@ -224,6 +225,8 @@ class GrowthTool:
         from memlens.core.command import TracedCommand
 
         argv = split_command(self.args.command)
+        import shutil
+
         if not shutil.which(argv[0]):
             raise UsageError(f"-c: command not found: {argv[0]!r}")
         # The fork is traced from before its exec (the probes must be attached when the

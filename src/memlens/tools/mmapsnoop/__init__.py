@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ctypes as C
 import errno
-import functools
 import select
 import time
 
@@ -20,6 +19,7 @@ from memlens.core.drops import Losses
 from memlens.core.hooks import choose
 from memlens.core.lazy import prefetch_numpy
 from memlens.core.loader import BpfObject
+from memlens.core.memo import memo
 from memlens.core.privileges import require_tracing_privileges
 from memlens.core.ringbuf import RING_MIN, default_ring_bytes, ring_size_arg
 from memlens.core.session import TargetExit, add_common_options, configure_filters
@@ -94,7 +94,7 @@ GATHER_S = 0.02
 MAX_BATCH = 4096  # calls a read: a batch's lines are a few MB at most (peak RSS)
 
 
-@functools.lru_cache(maxsize=256)
+@memo(maxsize=256)
 def prot_letters(prot: int) -> str:
     return "".join(ch if prot & bit else "-" for bit, ch in ((1, "R"), (2, "W"), (4, "E")))
 
@@ -106,7 +106,7 @@ def _size_suffix(shift: int) -> str:
     return f"{1 << shift}B"
 
 
-@functools.lru_cache(maxsize=1024)  # a handful of distinct values in practice
+@memo(maxsize=1024)  # a handful of distinct values in practice
 def map_flags(flags: int) -> tuple[str, tuple[str, ...]]:
     """(letters, names) for mmap flags; letters as documented in the --help epilog."""
     letters, names = [], []
@@ -138,7 +138,7 @@ def map_flags(flags: int) -> tuple[str, tuple[str, ...]]:
     return "".join(letters) or "-", tuple(names)
 
 
-@functools.lru_cache(maxsize=4)
+@memo(maxsize=4)
 def _clock(second: int) -> str:
     return time.strftime("%H:%M:%S", time.localtime(second))
 

@@ -11,9 +11,9 @@ arguments — one event per call, nothing joined in Python.
 from __future__ import annotations
 
 import errno
-import functools
 import time
 
+from memlens.core.memo import memo
 from memlens.core.session import add_common_options, check_pid_exists, pid_arg
 from memlens.output.eventlines import EventLines
 from memlens.output.sinks import EventBatch
@@ -77,7 +77,7 @@ def _huge_size(shift: int) -> str:
     return f"{1 << shift}B"
 
 
-@functools.lru_cache(maxsize=256)
+@memo(maxsize=256)
 def shmget_flags(flg: int) -> tuple[str, ...]:
     """shmget's shmflg as names, then the permission bits in octal (strace's spelling:
     IPC_CREAT|IPC_EXCL|0600); () for 0."""
@@ -96,7 +96,7 @@ def shmget_flags(flg: int) -> tuple[str, ...]:
     return tuple(names)
 
 
-@functools.lru_cache(maxsize=64)
+@memo(maxsize=64)
 def shmat_flags(flg: int) -> tuple[str, ...]:
     flg &= 0xFFFFFFFF
     names = [name for bit, name in SHMAT_BITS if flg & bit]
@@ -189,17 +189,17 @@ ARG_NAMES = {"shmget": ("key", "size", "shmflg"), "shmat": ("shmid", "shmaddr", 
              "shmdt": ("shmaddr",), "shmctl": ("shmid", "cmd", "buf")}
 
 
-@functools.lru_cache(maxsize=256)
+@memo(maxsize=256)
 def _shmget_flag_text(flg: int) -> str:
     return _flag_text(flg, shmget_flags(flg))
 
 
-@functools.lru_cache(maxsize=64)
+@memo(maxsize=64)
 def _shmat_flag_text(flg: int) -> str:
     return _flag_text(flg, shmat_flags(flg))
 
 
-@functools.lru_cache(maxsize=256)
+@memo(maxsize=256)
 def _shmget_flag_json(flg: int) -> str:
     """`"flag_names":[...],"mode":"0600"` as json_line writes them."""
     from memlens.output.ndjson import json_str
@@ -209,19 +209,19 @@ def _shmget_flag_json(flg: int) -> str:
     return f'"flag_names":[{names}],"mode":{json_str(mode)}'
 
 
-@functools.lru_cache(maxsize=64)
+@memo(maxsize=64)
 def _shmat_flag_json(flg: int) -> str:
     from memlens.output.ndjson import json_str
 
     return '"flag_names":[' + ",".join([json_str(n) for n in shmat_flags(flg)]) + "]"
 
 
-@functools.lru_cache(maxsize=64)
+@memo(maxsize=64)
 def _shmctl_cmd_text(cmd: int) -> str:
     return shmctl_cmd(cmd)
 
 
-@functools.lru_cache(maxsize=256)
+@memo(maxsize=256)
 def _error_name(err: int) -> str:
     return errno.errorcode.get(err, f"E{err}")
 

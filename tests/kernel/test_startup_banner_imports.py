@@ -1,0 +1,69 @@
+# SPDX-License-Identifier: GPL-2.0-only
+"""What each tracing tool really imports before its banner, end to end: the installed
+`memlens` command run under `python -X importtime` (one line per module imported, on
+stderr, in order), its stderr cut at the banner.  The modules listed here were measured as
+the costly ones on this 2-core VM (bench/bench_launch.py, issue 12): argparse with re, enum
+and gettext ~16-20 ms, threading with functools and collections ~5 ms, typing ~7-16 ms,
+numpy ~100 ms.  The unit tests (tests/unit/test_startup_imports.py) walk the same path by
+hand without root; this one runs the real command, its probes attached."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+MEMLENS = Path(sys.executable).parent / "memlens"
+
+# never before any of these tools' banner
+NOT_BEFORE_BANNER = ("numpy", "argparse", "re", "enum", "gettext", "locale", "typing",
+                     "dataclasses", "inspect", "threading", "functools", "collections",
+                     "subprocess", "shutil", "pathlib", "json", "contextlib", "importlib",
+                     "signal", "tempfile")
+
+
+def modules_before_banner(*argv: str) -> list[str]:
+    proc = subprocess.run([sys.executable, "-X", "importtime", str(MEMLENS), *argv,
+                           "-d", "0.05"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    mods = []
+    for line in proc.stderr.splitlines():
+        if line.startswith("Tracing "):
+            return mods
+        if line.startswith("import time:") and "|" in line:
+            name = line.rsplit("|", 1)[1].strip()
+            if not name.startswith("imported package"):
+                mods.append(name)
+    raise AssertionError(f"no banner: {proc.stderr[-2000:]}")
+
+
+# re (with enum, functools and collections) where a tool compiles a tracepoint filter or
+# reads flag names from a print format before attaching: swapin's memcg filter, slabratetop's
+# __GFP_ bit (both are below half of bpftrace's time anyway, bench/)
+RE_FAMILY = ("re", "enum", "functools", "collections")
+ALLOWED = {"swapin": RE_FAMILY, "slabratetop": RE_FAMILY}
+
+
+@pytest.mark.parametrize("argv", [
+    ["count", "sw:page-faults", "--by", "comm,pid"],
+    ["funccount", "t:syscalls:sys_enter_getppid"],
+    ["stackcount", "-U", "t:syscalls:sys_enter_brk"],
+    ["brkstack"],
+    ["faults"],
+    ["drsnoop"],
+    ["numamove"],
+    ["trace", "t:syscalls:sys_exit_mmap"],
+    ["slabratetop"],
+    ["shmsnoop"],
+    ["mmapsnoop"],
+    ["vmscan"],
+    ["swapin"],
+], ids=lambda a: " ".join(a))
+def test_tools_reach_their_banner_without_the_costly_modules(argv):
+    if not MEMLENS.exists():
+        pytest.skip(f"no installed command at {MEMLENS}")
+    mods = modules_before_banner(*argv)
+    assert "memlens.cli" in mods  # the cut is where it should be
+    bad = [m for m in NOT_BEFORE_BANNER if m in mods and m not in ALLOWED.get(argv[0], ())]
+    assert bad == [], f"{' '.join(argv)} imports before its banner: {bad}"
