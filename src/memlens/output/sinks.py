@@ -25,17 +25,13 @@ from __future__ import annotations
 
 import sys
 
-# collections.abc's Sequence itself (a base class here), without importing the collections
-# package (~2 ms of every start on this VM; _collections_abc is imported by os anyway)
-from _collections_abc import Sequence
-
 from memlens.core.session import nonempty
 from memlens.errors import UsageError
 
 TYPE_CHECKING = False  # typing costs ~7 ms of start-up: its names for annotations only
 if TYPE_CHECKING:
     import argparse
-    from collections.abc import Callable, Iterable, Iterator
+    from collections.abc import Callable, Iterable, Iterator, Sequence
     from typing import IO, Any, TypeAlias
 
     Record: TypeAlias = dict[str, Any]
@@ -78,10 +74,12 @@ def folded_entries(record: Record, prefix: Callable[[Record], list[str]] | None 
     return out
 
 
-class EventBatch(Sequence):
+class EventBatch:
     """The events of one poll as columns, and the poll's other records (`extra`: losses)
-    after them.  A sequence of plain records for whoever iterates it (tests, a collector);
-    sinks render it in bulk.  Subclasses (one per event tool) give:
+    after them.  A sequence of plain records for whoever iterates it (tests, a collector):
+    len, indexing and iteration (not collections.abc.Sequence: importing _collections_abc
+    and making an ABC subclass were ~3 ms of every event tool's start here); sinks render
+    it in bulk.  Subclasses (one per event tool) give:
 
         n                   the number of events
         record(i) -> dict   event i as the plain "event" record

@@ -7,15 +7,11 @@ screen, and a newline in a path must not forge a second row.
 """
 from __future__ import annotations
 
-# collections.abc's Mapping (isinstance below) without the collections package (~2 ms of
-# every start on this VM; _collections_abc is imported by os anyway)
-from _collections_abc import Mapping
-
 from memlens.core.record import record
 
 TYPE_CHECKING = False  # typing costs ~4 ms of start-up: its names for annotations only
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Mapping, Sequence
     from typing import Any, Union
 
     Formatter = Union[str, Callable[[Any], str], None]
@@ -109,7 +105,7 @@ class Table:
         return self._line([c.name for c in self.columns], [c.name for c in self.columns])
 
     def row(self, values: Sequence[Any] | Mapping[str, Any]) -> str:
-        if isinstance(values, Mapping):
+        if hasattr(values, "keys"):  # a mapping (no collections.abc import at start-up)
             values = [values[c.name] for c in self.columns]
         if len(values) != len(self.columns):
             raise ValueError(f"expected {len(self.columns)} values, got {len(values)}")
