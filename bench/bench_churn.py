@@ -7,7 +7,9 @@ whose memory follows the number of processes it has seen, rather than those aliv
 slope; the figure is the RSS after the first minute (caches warm) against the last.
 
     python -m bench --long           (root; ~10 minutes)
-    BENCH_CHURN_S / _RATE override the duration (600) and process rate (40/s).
+    BENCH_CHURN_S / _RATE override the duration (600) and process rate (40/s);
+    BENCH_CHURN_TOOLS=faults,brkstack runs only those (a shorter measure of one change:
+    BENCH_CHURN_S=90 BENCH_CHURN_TOOLS=faults python bench/bench_churn.py).
 """
 from __future__ import annotations
 
@@ -37,6 +39,9 @@ TOOLS = {
     "funccount": ["funccount", "t:syscalls:sys_enter_brk", "-i", "10"],
     "oomkill": ["oomkill"],
 }
+ONLY = [t for t in os.environ.get("BENCH_CHURN_TOOLS", "").split(",") if t]
+if ONLY:
+    TOOLS = {name: TOOLS[name] for name in ONLY}
 
 
 def rss_mb(pid: int) -> float | None:
