@@ -19,7 +19,7 @@ import memlens.cli as cli
 from memlens.core import libbpf, loader, ringbuf, runner  # what start() and the loop use
 from memlens.output import sinks
 command = cli.load_command({tool!r})
-args = cli.build_parser({tool!r}, command).parse_args({argv!r})
+args = cli.parse_args({tool!r}, command, {argv!r})
 renderer = {renderer}
 sink = sinks.make_sink(args, renderer)
 tool = command_tool(args)
@@ -49,7 +49,7 @@ import sys
 import memlens.cli as cli
 from memlens.output import sinks
 command = cli.load_command({tool!r})
-args = cli.build_parser({tool!r}, command).parse_args({argv!r})
+args = cli.parse_args({tool!r}, command, {argv!r})
 # what Engine.start imports on its way to attaching (the numpy-free part of core/unwind:
 # the store is imported only for the walk, after the banner unless -p)
 from memlens.core import (btfcache, drops, engine, kernel, libbpf, loader, maps, perf,
@@ -84,7 +84,7 @@ def test_memleak_imports_numpy_only_beside_its_load():
 import os, sys
 import memlens.cli as cli
 command = cli.load_command("memleak")
-args = cli.build_parser("memleak", command).parse_args(["-p", str(os.getpid())])
+args = cli.parse_args("memleak", command, ["-p", str(os.getpid())])
 mod = sys.modules["memlens.tools.memleak"]
 tool = mod.MemleakTool(args)
 sink = mod.make_memleak_sink(args, tool)
@@ -98,16 +98,18 @@ print(" ".join(m for m in ("numpy", "dataclasses") if m in sys.modules))
 # then what their start imports and does without privileges (libbpf loaded, the engine's
 # object opened).  Besides the heavy modules, the small ones cut from this path are kept
 # out: signal (its enums: _signal does), contextlib, importlib, fnmatch (only wildcards).
-# locale is not in the list: argparse's gettext imports it at the first parser.
+# (the command line parsed by core/quickargs: no argparse, so no re, enum, gettext, locale;
+# threading, functools and collections cut too: tests/kernel/test_startup_banner_imports.py
+# checks the real commands under -X importtime)
 START_CODE = """
 import sys
 import memlens.cli as cli
 from memlens.output import sinks
 command = cli.load_command({tool!r})
-args = cli.build_parser({tool!r}, command).parse_args({argv!r})
+args = cli.parse_args({tool!r}, command, {argv!r})
 {make}
 from memlens.core import (btfcache, drops, engine, kernel, lazy, libbpf, loader, maps, perf,
-                          privileges, ringbuf, runner, stackresolve, tpformat, unwind)
+                          privileges, ringbuf, runner, tpformat, unwind)
 libbpf.lib()
 with loader.BpfObject.open("core/engine.bpf.o"):
     pass
@@ -125,7 +127,8 @@ tool = mod.DrsnoopTool(args, list(mod.KINDS), [])
 sink = sinks.make_sink(args, mod.Renderer(args))
 """
 NOT_BEFORE_ATTACH = (*HEAVY, "rich", "psutil", "prometheus_client", "elftools", "json",
-                     "signal", "contextlib", "importlib", "fnmatch")
+                     "signal", "contextlib", "importlib", "fnmatch", "argparse", "re", "enum",
+                     "gettext", "locale", "threading", "functools", "collections")
 
 
 @pytest.mark.parametrize("tool,argv,make", [
