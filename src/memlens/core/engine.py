@@ -653,7 +653,7 @@ class Engine:
             self._comms.pop(next(iter(self._comms)))
         self.resolver.watch(pid)
         if ustack:
-            self.resolver.user_frames(pid, ustack)
+            self.resolver.user_texts(pid, ustack)
         if "file" in self.keys and (pid, comm) not in self._maps_read:
             # once per program a process runs: its maps name the files it faults on
             self._maps_read.add((pid, comm))

@@ -6,7 +6,11 @@
   report still gets symbols.  A failed lookup refreshes the snapshot once (dlopen, exec).
 - A negative stack id (the kernel could not walk or store the stack) becomes the explicit
   frame `[missed user stack]` / `[missed kernel stack]`: never silently dropped.
-- Resolved stacks are cached per (pid, stack id): reports repeat every interval.
+- Resolved stacks are cached per (pid, stack id) as report text: reports repeat every
+  interval.  A stack is kept as a tuple of FrameText (core/stacks.py), each shared by every
+  stack that prints the same frame (SharedTexts): under process churn each new process
+  brings back the same frames, and a cached stack costs a pointer a frame, not a Frame
+  and a FrameText (~600 B) a frame.  user_frames/kernel_frames give the frames behind them.
 - A user stack with frames printed as bare addresses (`0x... [unknown]`: in no mapping
   known for the process) is counted.  Mostly its process was gone before its memory map
   could be read, or read in full (a snapshot from before the exec or before libc was
@@ -24,7 +28,7 @@ from __future__ import annotations
 from collections import namedtuple
 from collections.abc import Callable
 
-from memlens.core.stacks import Frame, frame_text
+from memlens.core.stacks import Frame, SharedTexts
 
 MISSED_USER = "[missed user stack]"
 MISSED_KERNEL = "[missed kernel stack]"
@@ -72,13 +76,19 @@ class StackResolver:
         self.stack_map = stack_map
         self._procs: dict[int, object] = {}
         self._gone: set[int] = set()
-        self._cache: dict[tuple[int, int, bool], list[AnyFrame]] = {}
-        self._cached_of: dict[int, set[tuple[int, int, bool]]] = {}  # pid -> its user stacks
-        # the same stacks as report text (stacks.FrameText), one tuple per stack that every
-        # key holding it shares: under churn a report's thousands of keys share a few hundred
-        # kernel stacks, and each key made its own copy of each frame's text (faults: ~370 KB
-        # a process seen, most of it those copies)
+        # the cache: each stack resolved, as report text (stacks.FrameText), one tuple per
+        # stack that every report key holding it shares (under churn a report's thousands of
+        # keys share a few hundred kernel stacks), its frames shared with every other stack
+        # printing them (self._shared)
         self._texts: dict[tuple[int, int, bool], tuple] = {}
+        self._cached_of: dict[int, set[tuple[int, int, bool]]] = {}  # pid -> its user stacks
+        self._stripped: dict[int, tuple] = {}  # kernel stack id -> texts, tracing frames off
+        # the frames as lists, for user_frames/kernel_frames' callers (trace mode), made at
+        # their first call (the counting tools read texts only)
+        self._frames: dict[tuple[int, int, bool], list] = {}
+        self._shared = SharedTexts()
+        self._missed_user = (self._shared.text(MarkerFrame(MISSED_USER)),)
+        self._missed_kernel = (self._shared.text(MarkerFrame(MISSED_KERNEL)),)
         self._refreshed: set[int] = set()
         self._max = max_processes
         self._max_cache = max_cache  # a long run keeps memory bounded (oldest dropped)
@@ -118,26 +128,41 @@ class StackResolver:
         if keep_frames:
             return
         for key in self._cached_of.pop(pid, ()):
-            self._cache.pop(key, None)
             self._texts.pop(key, None)
+            self._frames.pop(key, None)
 
     def pids(self) -> set[int]:
         """The processes something is kept of (a symbolizer, resolved user stacks)."""
         return {*self._procs, *self._kept, *self._cached_of}
 
     def user_frames(self, pid: int, stack_id: int) -> list[AnyFrame]:
+        """The frames of a user stack (those behind user_texts: a frame printed the same
+        in another process's stack may be that process's, with its address)."""
         if stack_id < 0:
             return [MarkerFrame(MISSED_USER)]
         key = (pid, stack_id, True)
-        if key in self._cache:
-            return self._cache[key]
-        ips = self.stack_map.stack(stack_id) if self.stack_map is not None else []
-        ips, truncated = split_truncated(ips)
-        frames = self.resolve_user(pid, ips) if ips else [MarkerFrame(MISSED_USER)]
-        if truncated:
-            frames = [*frames, MarkerFrame(TRUNCATED)]
-        self._remember(key, frames)
+        frames = self._frames.get(key)
+        if frames is None:
+            frames = [t.frame for t in self.user_texts(pid, stack_id)]
+            if key in self._texts:  # kept as long as its texts are
+                self._frames[key] = frames
         return frames
+
+    def user_texts(self, pid: int, stack_id: int) -> tuple:
+        """A user stack as report text (stacks.FrameText), the same tuple for every key
+        holding the stack."""
+        if stack_id < 0:
+            return self._missed_user
+        key = (pid, stack_id, True)
+        texts = self._texts.get(key)
+        if texts is None:
+            ips = self.stack_map.stack(stack_id) if self.stack_map is not None else []
+            ips, truncated = split_truncated(ips)
+            frames = self.resolve_user(pid, ips) if ips else [MarkerFrame(MISSED_USER)]
+            if truncated:
+                frames = [*frames, MarkerFrame(TRUNCATED)]
+            texts = self._remember(key, frames)
+        return texts
 
     def resolve_user(self, pid: int, ips: list[int]) -> list[AnyFrame]:
         self.watch(pid)
@@ -188,62 +213,70 @@ class StackResolver:
         return [a if (not f.resolved and f.module is None) else f
                 for f, a in zip(frames, alt)]
 
-    def user_texts(self, pid: int, stack_id: int) -> tuple:
-        """user_frames as report text, the same tuple for every key holding the stack."""
-        key = (pid, stack_id, True)
-        texts = self._texts.get(key)
-        if texts is None:
-            texts = tuple(frame_text(f) for f in self.user_frames(pid, stack_id))
-            if key in self._cache:  # kept as long as its frames are (forget, eviction)
-                self._texts[key] = texts
-        return texts
-
     def kernel_texts(self, stack_id: int) -> tuple:
         """kernel_frames without the tracing machinery's frames, as report text, the same
         tuple for every key holding the stack."""
-        key = (0, stack_id, False)
-        texts = self._texts.get(key)
+        if stack_id < 0:
+            return self._missed_kernel
+        texts = self._stripped.get(stack_id)
         if texts is None:
-            texts = tuple(frame_text(f)
-                          for f in strip_tracing_frames(self.kernel_frames(stack_id)))
-            if key in self._cache:
-                self._texts[key] = texts
+            whole = self._kernel(stack_id)
+            texts = whole[tracing_depth([t.frame for t in whole]):]
+            if (0, stack_id, False) in self._texts:
+                self._stripped[stack_id] = texts
         return texts
 
     def kernel_frames(self, stack_id: int) -> list[AnyFrame]:
         if stack_id < 0:
             return [MarkerFrame(MISSED_KERNEL)]
         key = (0, stack_id, False)
-        if key in self._cache:
-            return self._cache[key]
-        ips = self.stack_map.stack(stack_id) if self.stack_map is not None else []
-        if not ips:
-            frames: list[AnyFrame] = [MarkerFrame(MISSED_KERNEL)]
-        else:
-            if self._ksyms is None:
-                from memlens.core.symbols import KernelSymbolizer
-
-                self._ksyms = KernelSymbolizer.get()
-            frames = list(self._ksyms.resolve_stack(ips))  # type: ignore[attr-defined]
-        self._remember(key, frames)
+        frames = self._frames.get(key)
+        if frames is None:
+            frames = [t.frame for t in self._kernel(stack_id)]
+            if key in self._texts:
+                self._frames[key] = frames
         return frames
 
-    def _remember(self, key: tuple[int, int, bool], frames: list[AnyFrame]) -> None:
-        if len(self._cache) >= self._max_cache:
-            old = next(iter(self._cache))
-            del self._cache[old]
-            self._texts.pop(old, None)
+    def _kernel(self, stack_id: int) -> tuple:
+        """A kernel stack as report text, the tracing machinery's frames included."""
+        key = (0, stack_id, False)
+        texts = self._texts.get(key)
+        if texts is None:
+            ips = self.stack_map.stack(stack_id) if self.stack_map is not None else []
+            if not ips:
+                frames: list[AnyFrame] = [MarkerFrame(MISSED_KERNEL)]
+            else:
+                if self._ksyms is None:
+                    from memlens.core.symbols import KernelSymbolizer
+
+                    self._ksyms = KernelSymbolizer.get()
+                frames = self._ksyms.resolve_stack(ips)  # type: ignore[attr-defined]
+            texts = self._remember(key, frames)
+        return texts
+
+    def _remember(self, key: tuple[int, int, bool], frames: list[AnyFrame]) -> tuple:
+        """Cache a stack's frames as text (shared texts); the oldest stack goes past the
+        bound (a long run keeps memory bounded)."""
+        if len(self._texts) >= self._max_cache:
+            old = next(iter(self._texts))
+            del self._texts[old]
+            self._frames.pop(old, None)
             if old[2]:
                 self._cached_of.get(old[0], set()).discard(old)
-        self._cache[key] = frames
+            else:
+                self._stripped.pop(old[1], None)
+        text = self._shared.text
+        texts = self._texts[key] = tuple([text(f) for f in frames])
         if key[2]:  # a user stack: forget(pid) drops it with its process
             self._cached_of.setdefault(key[0], set()).add(key)
+        return texts
 
     def forget_stacks(self) -> None:
         """Drop cached stacks (after the stack map was cleared: ids get reused)."""
-        self._cache.clear()
-        self._cached_of.clear()
         self._texts.clear()
+        self._cached_of.clear()
+        self._stripped.clear()
+        self._frames.clear()
 
     def new_losses(self) -> list[dict]:
         """Stacks left unsymbolized since the last call, as "lost" records (the counts are
@@ -300,8 +333,14 @@ TRACING_FRAME_PREFIXES = ("bpf_", "__bpf_", "__traceiter_", "__probestub_", "tra
 
 
 def strip_tracing_frames(frames: list) -> list:
-    out = list(frames)
-    while len(out) > 1 and (getattr(out[0], "symbol", None) or "").startswith(
+    return list(frames[tracing_depth(frames):])
+
+
+def tracing_depth(frames: list) -> int:
+    """How many frames on top of a kernel stack are the tracing machinery's (the last
+    frame is always kept)."""
+    n = 0
+    while n < len(frames) - 1 and (getattr(frames[n], "symbol", None) or "").startswith(
             TRACING_FRAME_PREFIXES):
-        out.pop(0)
-    return out
+        n += 1
+    return n
