@@ -95,9 +95,11 @@ class Frame(_Frame):
 class FrameText(str):
     """A frame as printed, still holding the frame (`frame`: its address and mapping).
     Reports carry stacks as these: every output takes them as the plain text, and
-    --pprof reads the frame behind it (one pprof writer: output/pprof.py)."""
+    --pprof reads the frame behind it (one pprof writer: output/pprof.py).
+    Slots, not a dict (a str subclass may have them: its text is held apart): a dict was
+    ~300 B of each frame's ~450 B here; __weakref__ for SharedTexts."""
 
-    frame: object = None
+    __slots__ = ("frame", "__weakref__")
 
 
 def frame_text(frame: object) -> FrameText:
