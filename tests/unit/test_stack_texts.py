@@ -107,3 +107,19 @@ def test_missed_and_kernel_stacks_keep_their_shape():
     assert [str(f) for f in resolver.kernel_frames(5)] == list(k1)
     resolver.forget_stacks()
     assert resolver.kernel_texts(5) is not k1
+
+
+def test_the_cache_is_bounded_by_the_frames_it_holds():
+    """Deep stacks fill the cache by frames, not by count: past max_frames the oldest
+    stacks go (and a process's forget gives its frames back)."""
+    me = os.getpid()
+    resolver = StackResolver(_Stacks(list(range(0x1000, 0x1000 + 16 * 50, 16))),
+                             max_frames=120)
+    first = resolver.user_texts(me, 1)
+    resolver.user_texts(me, 2)
+    assert resolver._held == 100
+    resolver.user_texts(me, 3)  # 150 > 120: stack 1 goes
+    assert resolver._held == 100 and resolver.user_texts(me, 2) is resolver.user_texts(me, 2)
+    assert resolver.user_texts(me, 1) is not first
+    resolver.forget(me)
+    assert resolver._held == 0 and not resolver._texts

@@ -36,6 +36,11 @@ TRUNCATED = "[truncated stack]"
 # the last "address" of a user stack the unwinder could not finish (memlens_common.h
 # MEMLENS_STACK_TRUNCATED): printed as the marker frame TRUNCATED
 TRUNCATED_IP = 0xFFFFFFFFFFFFFFFE
+# frames the cache holds at most (engine.FRAME_CACHE bounds its stacks): 20000 stacks of
+# ~20 frames.  A pointer each when frames repeat (SharedTexts); when they do not (JIT code
+# without a perf map: each address its own text) ~450 B each, 180 MB at the bound (each
+# stack its own Frame and FrameText made 20000 stacks of 127 frames 1.7 GB)
+MAX_FRAMES = 400_000
 
 
 TYPE_CHECKING = False  # typing costs ~4 ms of every stack tool's start: annotations only
@@ -72,7 +77,8 @@ if TYPE_CHECKING:
 
 
 class StackResolver:
-    def __init__(self, stack_map=None, max_processes: int = 4096, max_cache: int = 50000):
+    def __init__(self, stack_map=None, max_processes: int = 4096, max_cache: int = 50000,
+                 max_frames: int = MAX_FRAMES):
         self.stack_map = stack_map
         self._procs: dict[int, object] = {}
         self._gone: set[int] = set()
@@ -91,7 +97,11 @@ class StackResolver:
         self._missed_kernel = (self._shared.text(MarkerFrame(MISSED_KERNEL)),)
         self._refreshed: set[int] = set()
         self._max = max_processes
-        self._max_cache = max_cache  # a long run keeps memory bounded (oldest dropped)
+        # a long run keeps memory bounded (oldest dropped): by stacks, and by the frames
+        # they hold (what the memory follows: a stack is 1 to 127 frames)
+        self._max_cache = max_cache
+        self._max_frames = max_frames
+        self._held = 0  # frames in self._texts
         self._ksyms = None
         self.unsymbolized = 0        # user stacks printed as bare addresses: process gone
         self.unmapped = 0            # ... process alive, addresses in none of its mappings
@@ -128,7 +138,7 @@ class StackResolver:
         if keep_frames:
             return
         for key in self._cached_of.pop(pid, ()):
-            self._texts.pop(key, None)
+            self._held -= len(self._texts.pop(key, ()))
             self._frames.pop(key, None)
 
     def pids(self) -> set[int]:
@@ -257,9 +267,10 @@ class StackResolver:
     def _remember(self, key: tuple[int, int, bool], frames: list[AnyFrame]) -> tuple:
         """Cache a stack's frames as text (shared texts); the oldest stack goes past the
         bound (a long run keeps memory bounded)."""
-        if len(self._texts) >= self._max_cache:
+        while self._texts and (len(self._texts) >= self._max_cache
+                               or self._held + len(frames) > self._max_frames):
             old = next(iter(self._texts))
-            del self._texts[old]
+            self._held -= len(self._texts.pop(old))
             self._frames.pop(old, None)
             if old[2]:
                 self._cached_of.get(old[0], set()).discard(old)
@@ -267,6 +278,7 @@ class StackResolver:
                 self._stripped.pop(old[1], None)
         text = self._shared.text
         texts = self._texts[key] = tuple([text(f) for f in frames])
+        self._held += len(texts)
         if key[2]:  # a user stack: forget(pid) drops it with its process
             self._cached_of.setdefault(key[0], set()).add(key)
         return texts
@@ -277,6 +289,7 @@ class StackResolver:
         self._cached_of.clear()
         self._stripped.clear()
         self._frames.clear()
+        self._held = 0
 
     def new_losses(self) -> list[dict]:
         """Stacks left unsymbolized since the last call, as "lost" records (the counts are
@@ -333,7 +346,8 @@ TRACING_FRAME_PREFIXES = ("bpf_", "__bpf_", "__traceiter_", "__probestub_", "tra
 
 
 def strip_tracing_frames(frames: list) -> list:
-    return list(frames[tracing_depth(frames):])
+    out = list(frames)
+    return out[tracing_depth(out):]
 
 
 def tracing_depth(frames: list) -> int:
