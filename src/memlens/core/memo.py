@@ -5,8 +5,8 @@ Written here because importing functools pulls in collections, operator, keyword
 reprlib: ~2.5 ms of every tool's start on this VM (bench/bench_launch.py), for the few
 answers about the kernel (is there BTF, can this hook attach) that are asked on the way to
 the banner.  Arguments must be hashable (keyword arguments are keyed in the order given);
-no size bound (every use here has a handful of distinct arguments).  `fn.cache_clear()`
-forgets, as with functools."""
+unbounded unless @memo(maxsize=N) (the flag-text caches of the event tools).
+`fn.cache_clear()` forgets, as with functools."""
 from __future__ import annotations
 
 TYPE_CHECKING = False

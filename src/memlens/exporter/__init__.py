@@ -207,7 +207,7 @@ class ExporterTool:
             raise KernelLacks("exporter: no source can be fed by this kernel (or all "
                               "were disabled)")
         for src in planned:
-            if SIGNALS.event.is_set():
+            if SIGNALS.is_set():
                 return  # the runner sees the stop: nothing traced, no banner
             src.start(args.cgroup)
             self.started.append(src)
