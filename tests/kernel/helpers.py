@@ -321,9 +321,10 @@ class Bpftrace:
         raise AssertionError(f"bpftrace did not start: {self.proc.stderr.read()}")
 
     def stop(self) -> dict[str, int]:
-        """Its scalar maps, {"@name": value}.  bpftrace 0.17 sometimes lets a SIGINT that
-        comes soon after its start pass (about one run in three here): it is sent again
-        every 2 s until bpftrace prints its maps and exits."""
+        """Its scalar maps, {"@name": value}; what it printed is kept in `self.out`.
+        bpftrace 0.17 sometimes lets a SIGINT that comes soon after its start pass (about
+        one run in three here): it is sent again every 2 s until bpftrace prints its maps
+        and exits."""
         import signal
         import subprocess
 
@@ -336,6 +337,7 @@ class Bpftrace:
                 continue
         else:
             raise AssertionError("bpftrace did not stop on SIGINT")
+        self.out = out
         return {m.group(1): int(m.group(2))
                 for m in re.finditer(r"^(@\w+): (\d+)$", out, re.MULTILINE)}
 
@@ -348,20 +350,28 @@ class Bpftrace:
 def pair_witness(pid: int, begin: str, end: str) -> Bpftrace:
     """Episodes of one vmscan begin/end pair for one process: @n (ends with a begin),
     @ns (their summed time), @pages (their nr_reclaimed), as the book's vmscan.bt times
-    them."""
+    them; each episode is also printed ("EP <ns> <pages>", read by `episodes`)."""
     return Bpftrace(f"tracepoint:vmscan:{begin} /pid == {pid}/ {{ @s[tid] = nsecs; }} "
                     f"tracepoint:vmscan:{end} /pid == {pid} && @s[tid]/ {{ @n = count(); "
-                    "@ns = sum(nsecs - @s[tid]); @pages = sum(args->nr_reclaimed); "
-                    "delete(@s[tid]); }")
+                    "$ns = nsecs - @s[tid]; @ns = sum($ns); @pages = sum(args->nr_reclaimed);"
+                    ' printf("EP %llu %llu\\n", $ns, args->nr_reclaimed); delete(@s[tid]); }')
+
+
+def episodes(bt: Bpftrace) -> list[tuple[int, int]]:
+    """The (ns, pages) of each episode a stopped pair_witness printed, in order."""
+    return [(int(m.group(1)), int(m.group(2)))
+            for m in re.finditer(r"^EP (\d+) (\d+)$", bt.out, re.MULTILINE)]
 
 
 @dataclass
 class CacheReclaim:
     """What cache_reclaim saw: the workload (its pid, pages, reading time), the memlens runs
-    (stopped), the witness's maps, /proc/vmstat before and after the reading, the cgroup."""
+    (stopped), the witness's maps and the episodes it printed (a pair_witness), /proc/vmstat
+    before and after the reading, the cgroup."""
     w: CacheReader
     runs: list[ToolRun]
     seen: dict[str, int]
+    seen_episodes: list[tuple[int, int]]
     v0: dict[str, int]
     v1: dict[str, int]
     cg: Path
@@ -398,4 +408,4 @@ def cache_reclaim(name: str, tools: list[list[str]], witness: Callable[[int], Bp
             w.kill()
             for run in runs:
                 run.stop(timeout=10)
-    return CacheReclaim(w, runs, seen, v0, v1, cg)
+    return CacheReclaim(w, runs, seen, episodes(bt), v0, v1, cg)

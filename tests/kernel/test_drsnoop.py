@@ -84,13 +84,16 @@ def _memcg_witness(pid: int):
 
 
 def test_memcg_reclaim_episodes_match_bpftrace_and_pgsteal():
-    r = cache_reclaim("mlt_drsnoop", [["drsnoop", "-p", "{pid}", "--json"],
+    # attached in this order, bpftrace last: a tracepoint runs its programs in the order
+    # they were attached, and the -p run, compared with bpftrace episode by episode, comes
+    # just before it (only its own end program runs between the two end stamps)
+    r = cache_reclaim("mlt_drsnoop", [["drsnoop", "--json"],  # the whole machine: others?
                                       ["drsnoop", "--cgroup", "{cgroup}", "--json"],
                                       ["drsnoop", "-T", "-e", "-p", "{pid}"],
-                                      ["drsnoop", "--json"]],  # the whole machine: others?
+                                      ["drsnoop", "-p", "{pid}", "--json"]],
                       _memcg_witness)
     w, runs, counts, v0, v1, cg = r.w, r.runs, r.seen, r.v0, r.v1, r.cg
-    by_pid, by_cg, text, wide = runs
+    wide, by_cg, text, by_pid = runs
     for run in runs:
         run.assert_detached()
     for run in (by_pid, by_cg, wide):
@@ -108,12 +111,19 @@ def test_memcg_reclaim_episodes_match_bpftrace_and_pgsteal():
     pages = sum(e["pages_reclaimed"] for e in mine)
     latency = sum(e["latency_ns"] for e in mine)
     assert pages == counts["@pages"], (pages, counts)
-    # the same episodes timed by two programs: they differ by the run time of the programs
-    # that run between their stamps only — here four drsnoops' begin and end programs and
-    # bpftrace's (a CI run under load: 15.7 us an episode, 6.5 % of 73 short episodes), so
-    # within 5 % or 25 us an episode
-    assert abs(latency - counts["@ns"]) <= max(0.05 * counts["@ns"], 25_000 * episodes), (
-        latency, counts)
+    # episode by episode, in order: the same pages
+    theirs = r.seen_episodes
+    assert [p for _, p in theirs] == [e["pages_reclaimed"] for e in mine], (theirs, mine)
+    # ... and the same time, timed by two programs: they differ by what runs between their
+    # stamps — the -p run's end program after its stamp: ~1 us, or 5-20 us when its record
+    # is the first since its reader drained the ring (the reader's wakeup: a self-IPI, a VM
+    # exit here) — and by whatever interrupts them (softirqs, the host taking the vCPU),
+    # landing on one episode.  With the -p run first of four, the other runs' programs ran
+    # between the stamps too: a CI run under load summed 2.1 ms more in bpftrace over 73
+    # episodes.  So nearly every episode within 30 us; the rest, at most 1 in 10, counted
+    diffs = sorted(abs(e["latency_ns"] - ns) for e, (ns, _) in zip(mine, theirs))
+    far = [d for d in diffs if d > 30_000]
+    assert len(far) <= max(2, episodes // 10), (far, diffs[len(diffs) // 2])
     assert latency < w.read_ns, (latency, w.read_ns)
     assert summary(by_pid)["by_reclaim"]["memcg"] == episodes
 
@@ -144,8 +154,9 @@ def test_memcg_reclaim_episodes_match_bpftrace_and_pgsteal():
     print(f"\ndrsnoop: pid {w.pid}: {len(mine)} memcg reclaim episodes (bpftrace "
           f"{episodes}), {pages} pages (bpftrace {counts['@pages']}; vmstat memcg pgsteal "
           f"+{witness}; other tasks' episodes {len(others)}), latency "
-          f"{latency / 1e6:.3f} ms (bpftrace {counts['@ns'] / 1e6:.3f} ms) of "
-          f"{w.read_ns / 1e6:.1f} ms reading")
+          f"{latency / 1e6:.3f} ms (bpftrace {counts['@ns'] / 1e6:.3f} ms; per episode "
+          f"median difference {diffs[len(diffs) // 2] / 1e3:.1f} us, {len(far)} beyond 30 us) "
+          f"of {w.read_ns / 1e6:.1f} ms reading")
 
 
 def test_tid_uid_and_name_filters():
