@@ -30,6 +30,7 @@ import os
 import struct
 import threading
 import zlib
+from bisect import bisect_right
 from collections import OrderedDict, namedtuple
 from collections.abc import Sequence
 
@@ -64,6 +65,10 @@ def debug_roots(env: dict | None = None) -> tuple[str, ...]:
 # Keep the string table as a copy below this size (no fd held); above it keep the mmap, as a
 # copy of a big C++ binary's mangled-name table would cost more memory than it saves fds.
 _STRTAB_COPY_LIMIT = 16 << 20
+# frames a process's symbolizer keeps by address (resolve()), emptied when full: the
+# stacks of one process share most frames; the frames themselves are held by the stacks
+# that print them, so an entry costs its key and slot (~100 B)
+FRAME_CACHE_MAX = 8192
 
 
 def _dtypes(bo: str):
@@ -308,6 +313,7 @@ class ElfSymbols:
         self.seg_vaddr = img.loads["vaddr"].astype(np.uint64)
         self.seg_filesz = img.loads["filesz"].astype(np.uint64)
         self.seg_align = np.maximum(img.loads["align"].astype(np.uint64), np.uint64(1))
+        self._segments: list[tuple[int, int, int]] | None = None  # vaddr_of's, at first use
 
         tables = []  # (image, syms, strtab shdr)
         symtab = img.func_symbols(SHT_SYMTAB)
@@ -469,6 +475,34 @@ class ElfSymbols:
         idx = np.where(hit, idx, -1)
         off = np.where(hit, va - self.addrs[safe], np.uint64(0))
         return idx, off
+
+    def lookup_one(self, va: int) -> tuple[int, int]:
+        """lookup() of one vaddr: (index or -1, offset), without the vectorised form's
+        numpy set-up (~40 us a call, whatever the count: most calls resolve a few
+        frames, the others of their stack being known already)."""
+        i = int(self.addrs.searchsorted(va, side="right")) - 1
+        if i < 0 or va >= int(self.ends[i]):
+            return -1, 0
+        return i, va - int(self.addrs[i])
+
+    def vaddr_of(self, file_off: int) -> int:
+        """file_offset_to_vaddr() of one offset (same rule, same wrap-around)."""
+        segs = self._segments
+        if segs is None:
+            if not len(self.seg_offset):
+                return file_off
+            aligned = self.seg_offset - self.seg_offset % np.minimum(self.seg_align,
+                                                                     np.uint64(4096))
+            segs = self._segments = list(zip(aligned.tolist(), self.seg_offset.tolist(),
+                                             self.seg_vaddr.tolist()))
+        if not segs:
+            return file_off
+        seg = segs[0]
+        for cand in segs:
+            if cand[0] > file_off:
+                break
+            seg = cand
+        return (file_off - seg[1] + seg[2]) & 0xFFFF_FFFF_FFFF_FFFF
 
     def file_offset_to_vaddr(self, file_off) -> np.ndarray:
         """The PIE/shared-library formula: file offset -> ELF vaddr, through the PT_LOADs."""
@@ -745,6 +779,8 @@ class ProcessSymbolizer:
         # (memleak -p takes one before its banner, so that a target gone right after it
         # keeps its frames; numpy's import there delayed the banner ~0.1-0.2 s)
         self._bounds: tuple[np.ndarray, np.ndarray] | None = None
+        self._frame_cache: dict[tuple[int, bool], Frame] = {}  # see resolve()
+        self._bound_list: tuple[list[int], list[int]] | None = None
         self._modules: dict[tuple[str, bool, int], _Module] = {}
         self._mod_of: list[_Module | None] = []
         for m in maps:
@@ -840,63 +876,83 @@ class ProcessSymbolizer:
     def resolve(self, addrs: Sequence[int] | np.ndarray,
                 return_address: bool | Sequence[bool] | np.ndarray = False) -> list[Frame]:
         """Frames for runtime addresses.  `return_address` (scalar or per address): look up
-        ip-1 (the call instruction) but report the offset from ip."""
-        a = np.asarray(addrs, dtype=np.uint64).reshape(-1)
-        ret = np.broadcast_to(np.asarray(return_address, bool), a.shape)
-        q = a - ret.astype(np.uint64)                 # the address actually looked up
+        ip-1 (the call instruction) but report the offset from ip.
+
+        Frames are kept per address (the snapshot's mappings fix them; a Frame is
+        immutable): the stacks of one process share most of their frames (a shell's
+        `execute_command_internal+0x773` in every stack), and a report of 10k stacks of
+        ~25 frames resolved each anew spent ~250 us a stack in numpy's per-call set-up.
+        Frames of JIT code (the perf map, rewritten as the JIT goes) are not kept."""
+        a = np.asarray(addrs, dtype=np.uint64).reshape(-1).tolist()
         n = len(a)
-        frames: list[Frame | None] = [None] * n
-        mi = np.searchsorted(self._starts, q, side="right").astype(np.int64) - 1
-        # an empty snapshot (a zombie or a process mid-exec has no maps) matches nothing
-        ends = self._ends if len(self._ends) else np.zeros(1, np.uint64)
-        inmap = (mi >= 0) & (q < ends[np.maximum(mi, 0)])
-        mi = np.where(inmap, mi, -1)
-        jit_todo = []
-        for m_idx in np.unique(mi):
-            sel = np.flatnonzero(mi == m_idx)
-            mod = self._mod_of[m_idx] if m_idx >= 0 else None
+        ret = np.broadcast_to(np.asarray(return_address, bool), (n,)).tolist()
+        cache = self._frame_cache
+        frames: list[Frame | None] = [cache.get((x, r)) for x, r in zip(a, ret)]
+        todo = [i for i, f in enumerate(frames) if f is None]
+        if not todo:
+            return frames  # type: ignore[return-value]
+        if len(cache) + len(todo) > FRAME_CACHE_MAX:
+            cache.clear()
+        got = self._resolve_uncached([a[i] for i in todo], [ret[i] for i in todo])
+        for i, (f, keep) in zip(todo, got):
+            frames[i] = f
+            if keep:
+                cache[(a[i], ret[i])] = f
+        return frames  # type: ignore[return-value]
+
+    def _resolve_uncached(self, a: list[int], ret: list[bool]) -> list[tuple[Frame, bool]]:
+        """(frame, whether it may be kept) for each address, one at a time: after the
+        cache, a call has a few addresses, and numpy's vectorised lookups cost ~40 us a
+        call in set-up alone."""
+        starts, ends = self._bound_lists()
+        out: list[tuple[Frame, bool]] = []
+        infos: dict[int, MapInfo] = {}
+        perf: list[PerfMap | None] = []  # the perf map, looked for once a call
+        for x, r in zip(a, ret):
+            q = (x - r) & 0xFFFF_FFFF_FFFF_FFFF  # the address actually looked up
+            m_idx = bisect_right(starts, q) - 1
+            mod = self._mod_of[m_idx] if m_idx >= 0 and q < ends[m_idx] else None
             if mod is None:
-                jit_todo.extend(sel.tolist())
+                if not perf:
+                    perf.append(self._perfmap())
+                out.append((self._jit_frame(perf[0], x, q, r), False))
                 continue
             syms = self._syms(mod)
             m = self.maps[m_idx]
-            # the mapping (file, build id, start, limit, offset) and each address's offset
+            # the mapping (file, build id, start, limit, offset) and the address's offset
             # in the file: what symbolizes a frame later, elsewhere (pprof, the debug file)
-            info = MapInfo(mod.open_path or m.path, m.start, m.end, m.pgoff,
-                           syms.build_id if syms is not None else None)
-            at = a[sel] - np.uint64(m.start) + np.uint64(m.pgoff)
-            if syms is None:
-                for j, i in enumerate(sel):
-                    frames[i] = Frame(int(a[i]), None, 0, mod.display,
-                                      file_offset=int(at[j]), mapping=info)
+            info = infos.get(m_idx)
+            if info is None:
+                info = infos[m_idx] = MapInfo(mod.open_path or m.path, m.start, m.end, m.pgoff,
+                                              syms.build_id if syms is not None else None)
+            shift = m.pgoff - m.start
+            k = -1
+            if syms is not None:
+                k, off = syms.lookup_one(syms.vaddr_of(q + shift))
+            if k < 0:
+                out.append((Frame(x, None, 0, mod.display, file_offset=x + shift,
+                                  mapping=info), True))
                 continue
-            fo = q[sel] - np.uint64(m.start) + np.uint64(m.pgoff)
-            va = syms.file_offset_to_vaddr(fo)
-            idx, off = syms.lookup(va)
-            for j, i in enumerate(sel):
-                k = int(idx[j])
-                if k < 0:
-                    frames[i] = Frame(int(a[i]), None, 0, mod.display,
-                                      file_offset=int(at[j]), mapping=info)
-                else:
-                    name = syms.name(k)
-                    if self.demangle:
-                        name = demangle(name)
-                    frames[i] = Frame(int(a[i]), name, int(off[j]) + int(ret[i]), mod.display,
-                                      bool(syms.approx[k]), file_offset=int(at[j]),
-                                      mapping=info)
-        if jit_todo:
-            pm = self._perfmap()
-            sel = np.array(jit_todo, np.int64)
-            if pm is not None:
-                idx, off = pm.lookup(q[sel])
-            for j, i in enumerate(jit_todo):
-                if pm is not None and idx[j] >= 0:
-                    frames[i] = Frame(int(a[i]), pm.names[int(idx[j])], int(off[j]) + int(ret[i]),
-                                      os.path.basename(self._perf_path), True)
-                else:
-                    frames[i] = Frame(int(a[i]), None, 0, None)
-        return frames  # type: ignore[return-value]
+            name = syms.name(k)
+            if self.demangle:
+                name = demangle(name)
+            out.append((Frame(x, name, off + r, mod.display, bool(syms.approx[k]),
+                              file_offset=x + shift, mapping=info), True))
+        return out
+
+    def _jit_frame(self, pm: PerfMap | None, x: int, q: int, r: bool) -> Frame:
+        """An address in no file's mapping: the JIT's perf map names it, if it has one."""
+        if pm is not None:
+            idx, off = pm.lookup(np.array([q], np.uint64))
+            if idx[0] >= 0:
+                return Frame(x, pm.names[int(idx[0])], int(off[0]) + r,
+                             os.path.basename(self._perf_path), True)
+        return Frame(x, None, 0, None)
+
+    def _bound_lists(self) -> tuple[list[int], list[int]]:
+        if self._bound_list is None:
+            self._bound_list = ([m.start for m in self.maps], [m.end for m in self.maps])
+        return self._bound_list
 
     def resolve_stack(self, ips: Sequence[int] | np.ndarray) -> list[Frame]:
         """A stack as BPF records it, leaf first: the first IP is exact, the rest are return
