@@ -885,7 +885,10 @@ class ProcessSymbolizer:
         Frames of JIT code (the perf map, rewritten as the JIT goes) are not kept."""
         a = np.asarray(addrs, dtype=np.uint64).reshape(-1).tolist()
         n = len(a)
-        ret = np.broadcast_to(np.asarray(return_address, bool), (n,)).tolist()
+        if isinstance(return_address, (bool, np.bool_)):
+            ret = [bool(return_address)] * n
+        else:
+            ret = np.broadcast_to(np.asarray(return_address, bool), (n,)).tolist()
         cache = self._frame_cache
         frames: list[Frame | None] = [cache.get((x, r)) for x, r in zip(a, ret)]
         todo = [i for i, f in enumerate(frames) if f is None]
@@ -906,7 +909,7 @@ class ProcessSymbolizer:
         call in set-up alone."""
         starts, ends = self._bound_lists()
         out: list[tuple[Frame, bool]] = []
-        infos: dict[int, MapInfo] = {}
+        infos: dict[int, tuple[MapInfo, ElfSymbols | None]] = {}  # by mapping, this call
         perf: list[PerfMap | None] = []  # the perf map, looked for once a call
         for x, r in zip(a, ret):
             q = (x - r) & 0xFFFF_FFFF_FFFF_FFFF  # the address actually looked up
@@ -917,14 +920,16 @@ class ProcessSymbolizer:
                     perf.append(self._perfmap())
                 out.append((self._jit_frame(perf[0], x, q, r), False))
                 continue
-            syms = self._syms(mod)
             m = self.maps[m_idx]
             # the mapping (file, build id, start, limit, offset) and the address's offset
             # in the file: what symbolizes a frame later, elsewhere (pprof, the debug file)
-            info = infos.get(m_idx)
-            if info is None:
-                info = infos[m_idx] = MapInfo(mod.open_path or m.path, m.start, m.end, m.pgoff,
-                                              syms.build_id if syms is not None else None)
+            got = infos.get(m_idx)
+            if got is None:
+                syms = self._syms(mod)  # the symbol cache stats the file: once a call
+                build_id = syms.build_id if syms is not None else None
+                got = infos[m_idx] = (MapInfo(mod.open_path or m.path, m.start, m.end,
+                                              m.pgoff, build_id), syms)
+            info, syms = got
             shift = m.pgoff - m.start
             k = -1
             if syms is not None:
@@ -958,10 +963,7 @@ class ProcessSymbolizer:
         """A stack as BPF records it, leaf first: the first IP is exact, the rest are return
         addresses."""
         n = len(ips)
-        ret = np.ones(n, bool)
-        if n:
-            ret[0] = False
-        return self.resolve(ips, ret)
+        return self.resolve(ips, [False] + [True] * (n - 1) if n else [])
 
     def lines(self, frames: Sequence[Frame],
               return_address: bool | Sequence[bool] | np.ndarray = False) -> list[Frame]:
