@@ -172,3 +172,26 @@ def test_each_phase_reports_its_own_error():
         obj.load()
         with pytest.raises(MemlensError, match="fixed once the object is loaded"):
             obj.rodata["targ_tgid"] = 1
+
+
+def test_hash_maps_allocate_on_insert_where_the_kernel_has_its_allocator():
+    """The probe (a perf_event program referring to a hash map without preallocation)
+    says yes exactly where the kernel has the any-context BPF allocator that made such
+    maps safe in tracing programs (6.1: struct bpf_mem_alloc in its BTF, an independent
+    witness); the engine's count table and stack store are then made that way, and a
+    program using them loads and counts."""
+    from memlens.core import loader
+
+    loader._may_allocate.clear()
+    allowed = loader.hash_maps_may_allocate()
+    assert allowed == kernel.btf_has_name("bpf_mem_alloc")
+    obj = BpfObject.open("core/engine.bpf.o")
+    try:
+        obj.allocate_on_insert("counts", "stacks", "starts", "scratch")
+        flags = {name: obj.map_spec(name)[4] for name in ("counts", "stacks", "starts",
+                                                           "scratch")}
+    finally:
+        obj.close()
+    # an LRU hash and an array keep their flags: only plain hashes may allocate
+    assert flags == {"counts": int(allowed), "stacks": int(allowed), "starts": 0,
+                     "scratch": 0}

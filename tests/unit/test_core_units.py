@@ -126,3 +126,26 @@ def test_memory_headroom_is_the_nearest_of_memavailable_and_the_memcg_limit(tmp_
     (v2 / "memory.max").write_text("max\n")
     (v1 / "memory.limit_in_bytes").write_text(str(1 << 50))
     assert kernel.memory_headroom(**args) == 2000000 * 1024      # no limit: MemAvailable
+
+
+def test_maps_are_preallocated_where_the_kernel_refuses_allocating_ones(monkeypatch):
+    """A kernel that refuses hash maps without preallocation in tracing programs (before
+    6.1): the flag is cleared from the maps the object declares that way (unwind_procs),
+    and not set on the others."""
+    from memlens.core import loader
+
+    monkeypatch.setattr(loader, "_may_allocate", [False])
+    obj = loader.BpfObject.open("core/engine.bpf.o")
+    try:
+        assert obj.map_spec("unwind_procs")[4] & loader.BPF_F_NO_PREALLOC
+        obj.allocate_on_insert("unwind_procs", "counts", "stacks")
+        assert [obj.map_spec(n)[4] for n in ("unwind_procs", "counts", "stacks")] == [0, 0, 0]
+    finally:
+        obj.close()
+    monkeypatch.setattr(loader, "_may_allocate", [True])
+    obj = loader.BpfObject.open("core/engine.bpf.o")
+    try:
+        obj.allocate_on_insert("unwind_procs", "counts", "stacks")
+        assert [obj.map_spec(n)[4] for n in ("unwind_procs", "counts", "stacks")] == [1, 1, 1]
+    finally:
+        obj.close()

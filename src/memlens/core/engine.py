@@ -392,6 +392,7 @@ class Engine:
             obj.set_max_entries("vma_cache", 1)  # the mapping cache of file/vma keys
         if not self.hist:
             obj.set_max_entries("hists", 1)
+        obj.allocate_on_insert("counts", "stacks", "hists")
         if self.trace:
             if self.ring_size:
                 obj.set_max_entries("events", self.ring_size, "--ring-size")

@@ -93,6 +93,10 @@ def configure(obj, mode: str, rows: int = ROW_CAPACITY) -> bool:
     """Before load: switch the walk on (True) or leave the kernel's (False)."""
     on = choose(mode)
     obj.rodata["unwind_dwarf"] = on
+    # memlens.bpf.h has unwind_procs allocate its entries on insert (preallocated it is
+    # ~20 MB): kernels before 6.1 refuse that to perf_event programs, and there it is
+    # preallocated (loader.allocate_on_insert); unwind_files likewise
+    obj.allocate_on_insert("unwind_procs", "unwind_files")
     # off: the smallest array (the verifier drops the code that reads it)
     obj.set_max_entries("unwind_rows", rows if on else 1)
     if not on:

@@ -441,10 +441,12 @@ class MemleakTool:
             if not self.args.quick_start:
                 # (--quick-start: the main thread's load is short, this thread's plan is
                 # what the attach waits for: allocs is made with the other maps there)
-                from memlens.core.loader import map_create
+                from memlens.core.loader import hash_maps_may_allocate, map_create
 
-                spec = (BPF_MAP_TYPE_HASH, 8, ALLOC_INFO_SIZE, self.args.max_allocs,
-                        BPF_F_NO_PREALLOC, "allocs")
+                # as allocate_on_insert configures it (below), or premake_maps makes it anew
+                flags = BPF_F_NO_PREALLOC if hash_maps_may_allocate() else 0
+                spec = (BPF_MAP_TYPE_HASH, 8, ALLOC_INFO_SIZE, self.args.max_allocs, flags,
+                        "allocs")
                 self._early_maps["allocs"] = (spec, map_create(*spec))
         finally:
             self._early_made.set()
@@ -563,8 +565,9 @@ class MemleakTool:
         # entries allocated as blocks are recorded, not 1M of them zeroed when the map is
         # made (59-75 -> 29-32 ms of the load, strace; its buckets remain); the cost per
         # malloc/free pair did not grow (bench memleak: 1.57x its floor, 1.97x prealloc'd,
-        # same minute)
-        obj.add_map_flags("allocs", BPF_F_NO_PREALLOC)
+        # same minute).  The stack store and the per-stack totals likewise; all three
+        # preallocated where the kernel requires it (before 6.1: loader.allocate_on_insert)
+        obj.allocate_on_insert("allocs", "stacks", "stats")
         obj.set_max_entries("stacks", args.stack_storage_size, "--stack-storage-size")
         # per-stack totals only for --combined-only/--pprof: else the smallest (a
         # preallocated hash is allocated and zeroed when made)
