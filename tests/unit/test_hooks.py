@@ -326,30 +326,20 @@ def test_a_vmlinux_btf_name_is_searched_once_a_boot(tmp_path, monkeypatch):
         kernel._btf_names.cache_clear()
 
 
-def test_format_field_names_reads_names_as_the_regular_expressions_did():
-    """format_field_names works without re (~8-14 ms of a start here); the expressions it
-    replaced are the reference, on the copied format files and odd lines."""
-    import re
+def test_format_field_names_reads_every_field_the_engine_reads():
+    """The hook check names the fields the engine's parser reads (tpformat.parse_format),
+    on every copied format file; lines it cannot read name nothing."""
     from pathlib import Path
 
+    from memlens.core import tpformat
     from memlens.core.hooks import format_field_names
 
-    def reference(text):
-        array_suffix, last_word = re.compile(r"\[[^\]]*\]"), re.compile(r"(\w+)\s*$")
-        names = set()
-        for line in text.splitlines():
-            line = line.strip()
-            if line.startswith("field:"):
-                m = last_word.search(array_suffix.sub(" ", line[6:].split(";", 1)[0]))
-                if m:
-                    names.add(m.group(1))
-        return names
-
-    texts = [p.read_text() for p in (Path(__file__).parent / "data" / "tracefs").glob(
-        "*/*/format")]
-    texts.append("field:char a[1] b[2];\nfield:int x]y;\nfield:int [;\nfield:int ab[c;\n"
-                 "field:;\nfield:int 9z ;\nfield:__data_loc char[] name;\toffset:8;")
-    assert len(texts) > 5
-    for text in texts:
-        assert format_field_names(text) == reference(text)
-    assert format_field_names(texts[-1]) == {"b", "y", "c", "9z", "name"}
+    paths = list((Path(__file__).parent / "data" / "tracefs").glob("*/*/format"))
+    assert len(paths) > 5
+    for p in paths:
+        text = p.read_text()
+        assert format_field_names(text) == {f.name for f in tpformat.parse_format(text).fields}
+    odd = ("field:char a[1] b[2];\nfield:int x]y;\nfield:int [;\nfield:;\n"
+           "field:__data_loc char[] name;\toffset:8;\tsize:4;\n"
+           "field:int 9z;\toffset:12;\tsize:4;\n")
+    assert format_field_names(odd) == {"name", "z"}
