@@ -162,7 +162,7 @@ def _main(argv: list[str] | None, signals) -> int:
     if tool is None or not tool.bpf:
         # nothing is loaded into the kernel: Ctrl-C is Python's KeyboardInterrupt again
         # (`memlens top` ends on it), unless it already came
-        if signals.event.is_set():
+        if signals.is_set():
             return signals.exit_code
         signals.restore()
     try:

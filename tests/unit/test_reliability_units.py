@@ -218,7 +218,8 @@ def test_signal_handlers_only_count_and_set_the_event():
     s = SignalStop()
     s._handler(signal.SIGTERM, None)
     s._handler(signal.SIGINT, None)
-    assert s.event.is_set() and s.count == 2 and s.exit_code == 128 + signal.SIGTERM
+    assert s.is_set() and s.count == 2 and s.exit_code == 128 + signal.SIGTERM
+    assert s.wait(0)  # a waiting thread's event, made now, is already set
 
 
 def test_a_keyboardinterrupt_in_libbpfs_print_callback_never_unwinds_into_c(monkeypatch):
