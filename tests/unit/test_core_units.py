@@ -149,3 +149,17 @@ def test_maps_are_preallocated_where_the_kernel_refuses_allocating_ones(monkeypa
         assert [obj.map_spec(n)[4] for n in ("unwind_procs", "counts", "stacks")] == [1, 1, 1]
     finally:
         obj.close()
+
+
+def test_losses_seen_in_user_space_are_reported_and_totalled_once():
+    from memlens.core.drops import Losses
+
+    losses = Losses()
+    losses.count("events", "left in the ring", 5)
+    losses.count("events", "left in the ring", 0)
+    assert losses.new() == [{"type": "lost", "what": "events", "reason": "left in the ring",
+                             "count": 5, "total": 5}]
+    assert losses.new() == []
+    losses.count("events", "left in the ring", 2)
+    assert [r["count"] for r in losses.new()] == [2]
+    assert losses.totals() == {"events": 7}

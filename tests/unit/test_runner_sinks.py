@@ -187,3 +187,51 @@ def test_a_stop_reads_every_batch_still_in_the_ring():
     stop = threading.Event()
     Runner(stop=stop).run(tool, seen.append)
     assert len(seen) == 10 * 4096 and tool.pending == 0 and tool.closed
+
+
+def test_a_flood_that_outlasts_the_drain_is_counted_lost_not_dropped(monkeypatch):
+    """The drain after a stop is bounded in time (runner.DRAIN_S); a ring still filling
+    when it ends has its rest counted lost by its engine (drop_unread), before the final
+    report, which then shows the loss."""
+    from memlens.core import runner
+
+    monkeypatch.setattr(runner, "DRAIN_S", 0.0)
+
+    class Engine:
+        def __init__(self):
+            self.unread = 0
+
+        def drop_unread(self):
+            self.unread = 7
+            return 7
+
+    class Flood:
+        what = "a flood"
+
+        def __init__(self):
+            self.engine = Engine()
+            self.polls = 0
+
+        def start(self):
+            pass
+
+        def poll(self, timeout):
+            if timeout > 0:
+                stop.set()
+                return []
+            self.polls += 1
+            return [{"type": "event"}]  # never empty: the kernel keeps writing
+
+        def report(self, final):
+            return [{"type": "lost", "count": self.engine.unread}]
+
+        def summary(self):
+            return []
+
+        def close(self):
+            pass
+
+    tool, seen = Flood(), []
+    stop = threading.Event()
+    Runner(stop=stop).run(tool, seen.append)
+    assert tool.polls == 1 and seen[-1] == {"type": "lost", "count": 7}

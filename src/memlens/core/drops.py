@@ -34,6 +34,15 @@ class Losses:
         # "no stack to walk" only means something to tools that asked for stacks
         self.missing_stacks = missing_stacks
         self._reported: dict[int, int] = {}
+        # losses user space sees itself, {(what, why): total} and what new() reported
+        self._user: dict[tuple[str, str], int] = {}
+        self._user_reported: dict[tuple[str, str], int] = {}
+
+    def count(self, what: str, reason: str, n: int) -> None:
+        """A loss user space saw itself (events left unread in a ring at the stop):
+        reported by new() and totals() beside the kernel's."""
+        if n > 0:
+            self._user[(what, reason)] = self._user.get((what, reason), 0) + n
 
     def _totals_by_index(self) -> dict[int, int]:
         if self.obj is None or not self.obj.has_map("drops"):
@@ -62,6 +71,12 @@ class Losses:
             what, reason = DROP_NAMES[idx]
             out.append({"type": "lost", "what": what, "reason": reason, "count": delta,
                         "total": total})
+        for (what, reason), total in self._user.items():
+            delta = total - self._user_reported.get((what, reason), 0)
+            if delta > 0:
+                self._user_reported[(what, reason)] = total
+                out.append({"type": "lost", "what": what, "reason": reason, "count": delta,
+                            "total": total})
         return out
 
     def totals(self) -> dict[str, int]:
@@ -71,5 +86,7 @@ class Losses:
             if idx == 3 and not self.missing_stacks:
                 continue
             what = DROP_NAMES[idx][0]
+            totals[what] = totals.get(what, 0) + total
+        for (what, _), total in self._user_reported.items():
             totals[what] = totals.get(what, 0) + total
         return totals

@@ -972,6 +972,17 @@ class Engine:
             self._cgroup_paths[cg_id] = kernel.cgroup_path_of_id(cg_id) or f"cgroup#{cg_id}"
         return self._cgroup_paths[cg_id]
 
+    def drop_unread(self) -> int:
+        """Trace mode, at the end: the records still in the events ring are released
+        unread and counted lost (the runner's drain after a stop is bounded in time: a
+        flood that outlasts it must not end silently).  How many there were."""
+        if not self.trace or self.obj is None:
+            return 0
+        n = self.obj.map("events").ringbuf().discard_all()
+        self.losses.count("events", "still in the ring when the read after the stop ended "
+                          "(it is bounded in time)", n)
+        return n
+
     def lost(self) -> list[dict]:
         """Losses since the last call as "lost" records: the kernel's drops, and report keys
         pruned here when more distinct keys arrived between two reports than REPORT_LIMIT."""

@@ -169,6 +169,22 @@ class RingBuffer:
             self._cons_pos[0] = pos
         return out
 
+    def discard_all(self) -> int:
+        """Release every committed record unread; how many there were (a record still
+        being written stays)."""
+        n = 0
+        cons, prod = self._positions()
+        pos = cons
+        while pos < prod:
+            hdr = struct.unpack_from("<I", self._mv, pos & (self.size - 1))[0]
+            if hdr & BUSY:
+                break
+            n += not hdr & DISCARD
+            pos += ((hdr & ~(BUSY | DISCARD)) + HDR + 7) & ~7
+        if pos != cons:
+            self._cons_pos[0] = pos
+        return n
+
     def close(self) -> None:
         try:
             self._np_data = None

@@ -104,8 +104,14 @@ class Runner:
         while True:
             batch = tool.poll(0)
             self._emit_many(batch)
-            if not getattr(batch, "__len__", None) or not len(batch) \
-                    or time.monotonic() >= until:
+            if not getattr(batch, "__len__", None) or not len(batch):
+                return
+            if time.monotonic() >= until:
+                # a flood that outlasts the drain: what is left is counted lost (the
+                # final report shows it), not dropped with the ring
+                drop = getattr(getattr(tool, "engine", None), "drop_unread", None)
+                if drop is not None:
+                    drop()
                 return
 
     def _start(self, tool, ready: Callable[[str], None] | None) -> None:
@@ -193,9 +199,9 @@ class SignalStop:
     """The CLI's signal handling, installed first thing (cli.main) and kept for the whole
     command: SIGINT, SIGTERM and SIGHUP stop it and are counted; nothing is raised.
 
-    It is the stop event a Runner is given (set/is_set, as threading.Event); `event` is a
-    real threading.Event kept in step with it, made when first asked for (a thread that
-    waits on the stop): threading stays off the way to the banner.
+    It is the stop event a Runner is given (set/is_set/wait, as threading.Event): a real
+    threading.Event is kept in step with it only once a thread waits on it, so threading
+    stays off the way to the banner.
 
     `signum` is the first signal (the exit code is 128 + it when it came before attach);
     `count` lets a blocking step that runs after the stop (waiting for a FIFO's reader)
@@ -226,10 +232,9 @@ class SignalStop:
         return self._set
 
     def wait(self, timeout: float | None = None) -> bool:
-        return self.event.wait(timeout)
+        return self._waitable().wait(timeout)
 
-    @property
-    def event(self) -> threading.Event:
+    def _waitable(self) -> threading.Event:
         if self._event is None:
             import threading
 
