@@ -117,13 +117,15 @@ def test_memcg_reclaim_episodes_match_bpftrace_and_pgsteal():
     # ... and the same time, timed by two programs: they differ by what runs between their
     # stamps — the -p run's end program after its stamp: ~1 us, or 5-20 us when its record
     # is the first since its reader drained the ring (the reader's wakeup: a self-IPI, a VM
-    # exit here) — and by whatever interrupts them (softirqs, the host taking the vCPU),
-    # landing on one episode.  With the -p run first of four, the other runs' programs ran
-    # between the stamps too: a CI run under load summed 2.1 ms more in bpftrace over 73
-    # episodes.  So nearly every episode within 30 us; the rest, at most 1 in 10, counted
+    # exit here), more on a loaded machine — and by whatever interrupts them (softirqs,
+    # the host taking the vCPU), landing on one episode: a full run beside other work
+    # measured a median of 12 us with 8 of 73 episodes beyond 30 us.  A wrong pairing (a
+    # stale begin, another thread's) or unit is off by the episode's length (~400 us) in
+    # most episodes: the median within 30 us, three quarters within 100 us
     diffs = sorted(abs(e["latency_ns"] - ns) for e, (ns, _) in zip(mine, theirs))
+    median, q3 = diffs[len(diffs) // 2], diffs[3 * len(diffs) // 4]
+    assert median <= 30_000 and q3 <= 100_000, (median, q3, diffs)
     far = [d for d in diffs if d > 30_000]
-    assert len(far) <= max(2, episodes // 10), (far, diffs[len(diffs) // 2])
     assert latency < w.read_ns, (latency, w.read_ns)
     assert summary(by_pid)["by_reclaim"]["memcg"] == episodes
 
@@ -155,7 +157,7 @@ def test_memcg_reclaim_episodes_match_bpftrace_and_pgsteal():
           f"{episodes}), {pages} pages (bpftrace {counts['@pages']}; vmstat memcg pgsteal "
           f"+{witness}; other tasks' episodes {len(others)}), latency "
           f"{latency / 1e6:.3f} ms (bpftrace {counts['@ns'] / 1e6:.3f} ms; per episode "
-          f"median difference {diffs[len(diffs) // 2] / 1e3:.1f} us, {len(far)} beyond 30 us) "
+          f"median difference {median / 1e3:.1f} us, {len(far)} beyond 30 us) "
           f"of {w.read_ns / 1e6:.1f} ms reading")
 
 
