@@ -28,7 +28,7 @@ CHILDREN = 5000
 CHILD_CALLS = 3
 FORK_RATE = 700          # forks per second: about 7 s of churn
 LONG_CALLS = 97
-LONG_SPREAD_US = 80_000  # one call every 80 ms: about 7.8 s, never idle for a whole read
+LONG_SPREAD_US = 80_000  # one call every 80 ms: about 7.8 s, never idle for a 0.5 s read
 MAX_KEYS = 256
 RSS_GROWTH_KB = 4096
 
@@ -148,7 +148,6 @@ def test_thousands_of_short_lived_processes(capsys):
     assert len(reports) >= int(elapsed)           # one report a second, -i 1
 
     long_total = sum(e["count"] for r in reports for e in r["entries"] if e["pid"] == long_pid)
-    assert long_total == LONG_CALLS
     assert {e["comm"] for r in reports for e in r["entries"] if e["pid"] == long_pid} == \
         {"syscall_loop"}
     children = [e for r in reports for e in r["entries"] if e["pid"] != long_pid]
@@ -158,9 +157,15 @@ def test_thousands_of_short_lived_processes(capsys):
     # exact: our cgroup's processes made these calls and no others
     assert all((r["what"], r["reason"]) == ("entries", "map full") for r in lost), lost
     dropped = sum(r["count"] for r in lost)
-    assert counted + dropped == CHILDREN * CHILD_CALLS, (counted, dropped)
+    assert counted + long_total + dropped == CHILDREN * CHILD_CALLS + LONG_CALLS, \
+        (counted, long_total, dropped)
+    # the long-lived key survives the churn: every call counted, unless the table was
+    # full at one of them (crowded, reads come every 50 ms and prune a key idle for one:
+    # its next call makes it anew, and a full table refuses it, counted lost)
+    assert long_total == LONG_CALLS or LONG_CALLS - dropped <= long_total < LONG_CALLS, \
+        (long_total, dropped)
     assert summary["lost"] == ({"entries": dropped} if dropped else {})
-    assert summary["events"] == counted + LONG_CALLS
+    assert summary["events"] == counted + long_total
     assert counted > 0
 
     # the kernel map never outgrows --max-keys, and is emptied once everything is idle
