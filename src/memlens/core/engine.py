@@ -406,12 +406,12 @@ class Engine:
         # the first poll): the program attached first is verified without the walk (~5 ms
         # instead of ~40 of the start) and hands over to the whole one once it is loaded
         # (_hand_over).  A target process (-p, -c) gets the whole program before attaching.
-        from memlens.core.handover import HandOver
-
-        self._hand_over = HandOver(obj, HANDING)
         self._hand_over_due = (unwind_on and pid is None and not command_files
                                and kinds <= {"tracepoint", "perf"})
         if self._hand_over_due:
+            from memlens.core.handover import HandOver  # (~0.4 ms: stack tools only)
+
+            self._hand_over = HandOver(obj, HANDING)
             self._hand_over.arm()
         obj.load()
         # The walk's store needs numpy (~0.1 s to import): made before attaching only for a
@@ -432,11 +432,12 @@ class Engine:
         self._resolver_due = bool(
             parts & (KEY_BITS["ustack"] | KEY_BITS["kstack"] | KEY_BITS["file"]))
         self.losses = Losses(obj, missing_stacks=bool({"ustack", "kstack"} & set(self.keys)))
-        self._seen_ring = obj.map("seen").ringbuf()
+        # the rings by their fds: their Map and RingBuffer (core/maps and core/ringbuf,
+        # ~1 ms to import) are made at the first poll, after the banner
         self._ep = select.epoll()
-        self._ep.register(obj.map("seen").fd, select.EPOLLIN)
+        self._ep.register(obj.map_fd("seen"), select.EPOLLIN)
         if self.trace:
-            self._ep.register(obj.map("events").fd, select.EPOLLIN)
+            self._ep.register(obj.map_fd("events"), select.EPOLLIN)
         if unwind_on and not self._hand_over_due:
             self._watch_unwind_requests(obj)
         self._next_tick = time.monotonic() + TICK_S
@@ -545,7 +546,7 @@ class Engine:
 
     def _attached(self, prog: str) -> str:
         """The program attached for a probe kind: its handing twin until the hand-over."""
-        return self._hand_over.attached(prog)
+        return prog if self._hand_over is None else self._hand_over.attached(prog)
 
     def _attach(self, pid: int | None) -> None:
         from memlens.core import perf
@@ -588,7 +589,8 @@ class Engine:
         # counts "announcements" lost: counts intact, symbols maybe missing)
         deadline = time.monotonic() + ANNOUNCE_BUDGET_S
         while True:
-            batch = self._seen_ring.consume_fixed(self._seen_dtype, max_records=64)
+            batch = self.obj.map("seen").ringbuf().consume_fixed(self._seen_dtype,
+                                                                 max_records=64)
             for rec in batch:
                 self._watch(int(rec["tgid"]), bytes(rec["comm"]), int(rec["ustack"]))
             if len(batch) < 64 or time.monotonic() >= deadline:

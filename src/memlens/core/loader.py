@@ -483,6 +483,10 @@ class BpfObject:
             self._maps[name] = Map(self, name, self._map_ptr(name))
         return self._maps[name]
 
+    def map_fd(self, name: str) -> int:
+        """A map's fd, without making its Map (core/maps: ~0.5 ms of a start to import)."""
+        return int(L.lib().bpf_map__fd(self._map_ptr(name)))
+
     def map_names(self) -> list[str]:
         return list(self._map_ptrs)
 
