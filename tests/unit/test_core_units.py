@@ -163,3 +163,33 @@ def test_losses_seen_in_user_space_are_reported_and_totalled_once():
     losses.count("events", "left in the ring", 2)
     assert [r["count"] for r in losses.new()] == [2]
     assert losses.totals() == {"events": 7}
+
+
+def test_heap_trim_gives_freed_heap_pages_back():
+    """glibc keeps freed heap pages once its mmap threshold has risen (a large block freed
+    first): fifty 1 MiB blocks freed but for the last stay in the RSS until heap.trim().
+    In a child: a clean heap, and the trim's once-a-second bound starts afresh."""
+    import subprocess
+    import sys
+
+    child = r"""
+import sys
+from memlens.core import heap
+
+def rss_anon_kb():
+    with open("/proc/self/status") as f:
+        return next(int(l.split()[1]) for l in f if l.startswith("RssAnon:"))
+
+big = bytearray(8 << 20); del big          # glibc's mmap threshold rises to 8 MiB
+blocks = [bytearray(1 << 20) for _ in range(50)]   # now from the heap, touched
+keep = blocks[-1]; del blocks                        # the top block keeps the heap's end
+before = rss_anon_kb()
+heap.trim()
+after = rss_anon_kb()
+heap.trim()                                          # within a second: not again
+print(before, after)
+"""
+    out = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True,
+                         check=True).stdout.split()
+    before, after = int(out[0]), int(out[1])
+    assert before - after > 30_000, (before, after)

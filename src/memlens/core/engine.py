@@ -47,6 +47,7 @@ PRUNE_TICKS = 2      # a key idle this many reads is deleted from the kernel map
 # key idle for one read is deleted: a key then lives ~0.1 s past its last event instead of
 # ~1.5 s, so the table needs ~rate x 0.1 s slots instead of ~rate x 1.5 s.
 FAST_TICK_S = 0.05
+TRIM_AFTER_KEYS = 256    # a read of at least this many keys gives freed memory back (heap)
 ANNOUNCE_BUDGET_S = 0.2  # a poll's time for new keys' announcements (Ctrl-C waits on it)
 TICK_BUDGET_S = 0.3      # a poll's time for folding new counts in (see _read_tick)
 HIST_UNITS = {"nsecs": 1, "usecs": 1000, "msecs": 1_000_000}  # histogram buckets' unit
@@ -800,6 +801,10 @@ class Engine:
         self._prune_stacks()
         self._forget_exited(complete=not deferred)
         self._end_of_read()
+        if len(keys) >= TRIM_AFTER_KEYS:
+            from memlens.core import heap
+
+            heap.trim()  # a large read's freed memory back to the kernel (core/heap.py)
 
     def _end_of_read(self) -> None:
         resolver = getattr(self, "_resolver", None)  # (not made for it: a property)
