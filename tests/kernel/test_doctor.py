@@ -7,6 +7,7 @@ import os
 import subprocess
 from pathlib import Path
 
+from memlens.core import kernel
 from tests.conftest import memlens_cmd
 
 
@@ -26,6 +27,9 @@ def test_doctor_json_agrees_with_the_kernel():
     tools = {t["tool"]: t for t in rep["tools"]}
     assert tools["oomkill"]["ready"] and tools["brkstack"]["ready"]
     assert rep["features"]["map types"]["ringbuf"] is True
+    # 6.1+ (its any-context allocator, struct bpf_mem_alloc in BTF): this kernel has it
+    assert rep["features"]["map types"]["hash without preallocation in tracing"] is \
+        kernel.btf_has_name("bpf_mem_alloc")
 
 
 def test_main_job_prints_checklist_then_readiness():

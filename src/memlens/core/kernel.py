@@ -297,4 +297,8 @@ def probe_features() -> dict[str, dict[str, bool]]:
         out["map types"][name] = lb.libbpf_probe_bpf_map_type(t, None) == 1
     for name, h in HELPERS.items():
         out["helpers"][name] = lb.libbpf_probe_bpf_helper(PROG_TYPES["tracepoint"], h, None) == 1
+    from memlens.core.loader import hash_maps_may_allocate
+
+    # without it (before 6.1) every hash map is preallocated: slower starts, more memory
+    out["map types"]["hash without preallocation in tracing"] = hash_maps_may_allocate()
     return out
