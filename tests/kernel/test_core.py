@@ -182,7 +182,7 @@ def test_hash_maps_allocate_on_insert_where_the_kernel_has_its_allocator():
     program using them loads and counts."""
     from memlens.core import loader
 
-    loader._may_allocate.clear()
+    loader.hash_maps_may_allocate.cache_clear()
     allowed = loader.hash_maps_may_allocate()
     assert allowed == kernel.btf_has_name("bpf_mem_alloc")
     obj = BpfObject.open("core/engine.bpf.o")

@@ -134,7 +134,7 @@ def test_maps_are_preallocated_where_the_kernel_refuses_allocating_ones(monkeypa
     and not set on the others."""
     from memlens.core import loader
 
-    monkeypatch.setattr(loader, "_may_allocate", [False])
+    monkeypatch.setattr(loader, "hash_maps_may_allocate", lambda: False)
     obj = loader.BpfObject.open("core/engine.bpf.o")
     try:
         assert obj.map_spec("unwind_procs")[4] & loader.BPF_F_NO_PREALLOC
@@ -142,7 +142,7 @@ def test_maps_are_preallocated_where_the_kernel_refuses_allocating_ones(monkeypa
         assert [obj.map_spec(n)[4] for n in ("unwind_procs", "counts", "stacks")] == [0, 0, 0]
     finally:
         obj.close()
-    monkeypatch.setattr(loader, "_may_allocate", [True])
+    monkeypatch.setattr(loader, "hash_maps_may_allocate", lambda: True)
     obj = loader.BpfObject.open("core/engine.bpf.o")
     try:
         obj.allocate_on_insert("unwind_procs", "counts", "stacks")

@@ -14,19 +14,20 @@ from __future__ import annotations
 import time
 
 TRIM_EVERY_S = 1.0
-_state: dict[str, object] = {}
+_next_trim = 0.0
+_malloc_trim = None  # libc's, looked up at the first trim (False: this libc has none)
 
 
 def trim() -> None:
     """Give freed heap pages back, unless that was done less than TRIM_EVERY_S ago."""
+    global _next_trim, _malloc_trim
     now = time.monotonic()
-    if now < _state.get("next", 0.0):  # type: ignore[operator]
+    if now < _next_trim:
         return
-    _state["next"] = now + TRIM_EVERY_S
-    fn = _state.get("fn")
-    if fn is None:
+    _next_trim = now + TRIM_EVERY_S
+    if _malloc_trim is None:
         import ctypes
 
-        fn = _state["fn"] = getattr(ctypes.CDLL(None), "malloc_trim", False)
-    if fn:
-        fn(0)  # type: ignore[operator]
+        _malloc_trim = getattr(ctypes.CDLL(None), "malloc_trim", False)
+    if _malloc_trim:
+        _malloc_trim(0)

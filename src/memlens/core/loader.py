@@ -21,6 +21,7 @@ import os
 
 from memlens.core import libbpf as L
 from memlens.core.lazy import np
+from memlens.core.memo import memo
 from memlens.errors import KernelLacks, MemlensError, NotPermitted
 
 TYPE_CHECKING = False  # typing costs ~7 ms of start-up: its names for annotations only
@@ -271,14 +272,6 @@ class BpfObject:
                 os.close(fd)  # libbpf holds its own duplicate
         return handed
 
-    def add_map_flags(self, map_name: str, flags: int) -> None:
-        """Add BPF_F_* flags to a map's (BPF_F_NO_PREALLOC: entries allocated as they are
-        inserted, not all when the map is made)."""
-        m = self._map_ptr(map_name)
-        rc = L.lib().bpf_map__set_map_flags(m, L.lib().bpf_map__map_flags(m) | flags)
-        if rc:
-            raise _phase_error("configuring", f"map {map_name} flags", rc)
-
     def allocate_on_insert(self, *map_names: str) -> None:
         """The named hash maps (those this object has) allocate their entries as they are
         inserted where the kernel lets tracing programs use such maps
@@ -292,7 +285,7 @@ class BpfObject:
             if not self.has_map(name):
                 continue
             m = self._map_ptr(name)
-            if lb.bpf_map__type(m) != BPF_MAP_TYPE_HASH:
+            if lb.bpf_map__type(m) != L.BPF_MAP_TYPE_HASH:
                 continue
             flags = lb.bpf_map__map_flags(m)
             want = flags | BPF_F_NO_PREALLOC if allowed else flags & ~BPF_F_NO_PREALLOC
@@ -551,9 +544,7 @@ def map_create(mtype: int, key_size: int, value_size: int, max_entries: int, fla
 
 
 BPF_PROG_LOAD = 5
-BPF_PROG_TYPE_PERF_EVENT = 7
-BPF_MAP_TYPE_HASH = 1
-BPF_F_NO_PREALLOC = 1
+BPF_F_NO_PREALLOC = 1  # map_flags: entries allocated as they are inserted
 
 
 def _bpf(cmd: int, attr: bytes) -> int:
@@ -565,9 +556,7 @@ def _bpf(cmd: int, attr: bytes) -> int:
     return rc if rc >= 0 else -C.get_errno()
 
 
-_may_allocate: list[bool] = []
-
-
+@memo
 def hash_maps_may_allocate() -> bool:
     """Whether tracing programs may use hash maps that allocate their entries as they are
     inserted (BPF_F_NO_PREALLOC), asked of the kernel: a perf_event program that refers to
@@ -576,28 +565,26 @@ def hash_maps_may_allocate() -> bool:
     only use preallocated hash map") and, for the other tracing programs, let it pass
     with a warning and a stack dump in the kernel log (WARN_ONCE) — so the probe is the
     refusal, and nothing that would warn is tried.  ~0.1 ms, once a run."""
-    if not _may_allocate:
-        import struct
+    import struct
 
-        ok = False
-        fd = map_create(BPF_MAP_TYPE_HASH, 4, 8, 1, BPF_F_NO_PREALLOC, "memlens_probe")
-        if fd >= 0:
-            insns = (struct.pack("<BBhi", 0x18, 0x11, 0, fd)     # r1 = the map (ld_imm64)
-                     + struct.pack("<BBhi", 0, 0, 0, 0)
-                     + struct.pack("<BBhi", 0xb7, 0, 0, 0)       # r0 = 0
-                     + struct.pack("<BBhi", 0x95, 0, 0, 0))      # exit
-            code = C.create_string_buffer(insns, len(insns))
-            lic = C.create_string_buffer(b"GPL")
-            attr = bytearray(128)
-            struct.pack_into("<IIQQ", attr, 0, BPF_PROG_TYPE_PERF_EVENT, len(insns) // 8,
-                             C.addressof(code), C.addressof(lic))
-            prog = _bpf(BPF_PROG_LOAD, bytes(attr))
-            os.close(fd)
-            if prog >= 0:
-                os.close(prog)
-                ok = True
-        _may_allocate.append(ok)
-    return _may_allocate[0]
+    fd = map_create(L.BPF_MAP_TYPE_HASH, 4, 8, 1, BPF_F_NO_PREALLOC, "memlens_probe")
+    if fd < 0:
+        return False
+    insns = (struct.pack("<BBhi", 0x18, 0x11, 0, fd)     # r1 = the map (ld_imm64)
+             + struct.pack("<BBhi", 0, 0, 0, 0)
+             + struct.pack("<BBhi", 0xb7, 0, 0, 0)       # r0 = 0
+             + struct.pack("<BBhi", 0x95, 0, 0, 0))      # exit
+    code = C.create_string_buffer(insns, len(insns))
+    lic = C.create_string_buffer(b"GPL")
+    attr = bytearray(128)
+    struct.pack_into("<IIQQ", attr, 0, L.BPF_PROG_TYPE_PERF_EVENT, len(insns) // 8,
+                     C.addressof(code), C.addressof(lic))
+    prog = _bpf(BPF_PROG_LOAD, bytes(attr))
+    os.close(fd)
+    if prog < 0:
+        return False
+    os.close(prog)
+    return True
 
 
 def _run_all(calls: list, max_threads: int = 16) -> None:

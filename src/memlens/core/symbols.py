@@ -490,14 +490,11 @@ class ElfSymbols:
         """file_offset_to_vaddr() of one offset (same rule, same wrap-around)."""
         segs = self._segments
         if segs is None:
-            if not len(self.seg_offset):
-                return file_off
-            aligned = self.seg_offset - self.seg_offset % np.minimum(self.seg_align,
-                                                                     np.uint64(4096))
-            segs = self._segments = list(zip(aligned.tolist(), self.seg_offset.tolist(),
+            segs = self._segments = list(zip(self._segment_starts().tolist(),
+                                             self.seg_offset.tolist(),
                                              self.seg_vaddr.tolist()))
         if not segs:
-            return file_off
+            return file_off  # no program headers: as file_offset_to_vaddr
         seg = segs[0]
         for cand in segs:
             if cand[0] > file_off:
@@ -505,14 +502,18 @@ class ElfSymbols:
             seg = cand
         return (file_off - seg[1] + seg[2]) & 0xFFFF_FFFF_FFFF_FFFF
 
+    def _segment_starts(self) -> np.ndarray:
+        """Each PT_LOAD's page-aligned file offset: the segment of an offset is the last
+        one starting at or below it (mappings start on a page boundary, so the first bytes
+        of a mapping can precede the segment's p_offset)."""
+        return self.seg_offset - self.seg_offset % np.minimum(self.seg_align, np.uint64(4096))
+
     def file_offset_to_vaddr(self, file_off) -> np.ndarray:
         """The PIE/shared-library formula: file offset -> ELF vaddr, through the PT_LOADs."""
         fo = np.asarray(file_off, dtype=np.uint64)
         if not len(self.seg_offset):
             return fo  # no program headers (a debug-only file): identity is the best guess
-        # The segment whose page-aligned start is at or below the offset; mappings start on a
-        # page boundary, so the first bytes of a mapping can precede the segment's p_offset.
-        starts = self.seg_offset - self.seg_offset % np.minimum(self.seg_align, np.uint64(4096))
+        starts = self._segment_starts()
         si = np.maximum(np.searchsorted(starts, fo, side="right").astype(np.int64) - 1, 0)
         return fo - self.seg_offset[si] + self.seg_vaddr[si]
 

@@ -201,8 +201,6 @@ class MemleakCommand:
 
 
 BPF_TRACE_UPROBE_MULTI = 48  # enum bpf_attach_type
-BPF_F_NO_PREALLOC = 1
-BPF_MAP_TYPE_HASH = 1
 ALLOC_INFO_SIZE = 32  # sizeof(struct alloc_info), memleak.h (checked: premake_maps)
 # --quick-start's hand-over (core/handover.py): ml_return attached as its twin, whose
 # program array ml_whole takes the whole ml_return after the banner
@@ -441,12 +439,17 @@ class MemleakTool:
             if not self.args.quick_start:
                 # (--quick-start: the main thread's load is short, this thread's plan is
                 # what the attach waits for: allocs is made with the other maps there)
-                from memlens.core.loader import hash_maps_may_allocate, map_create
+                from memlens.core import libbpf as L
+                from memlens.core.loader import (
+                    BPF_F_NO_PREALLOC,
+                    hash_maps_may_allocate,
+                    map_create,
+                )
 
                 # as allocate_on_insert configures it (below), or premake_maps makes it anew
                 flags = BPF_F_NO_PREALLOC if hash_maps_may_allocate() else 0
-                spec = (BPF_MAP_TYPE_HASH, 8, ALLOC_INFO_SIZE, self.args.max_allocs, flags,
-                        "allocs")
+                spec = (L.BPF_MAP_TYPE_HASH, 8, ALLOC_INFO_SIZE, self.args.max_allocs,
+                        flags, "allocs")
                 self._early_maps["allocs"] = (spec, map_create(*spec))
         finally:
             self._early_made.set()
