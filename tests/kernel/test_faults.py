@@ -189,6 +189,52 @@ def test_command_total_equals_perf_stat(tmp_path):
     assert sum(e["major"] for e in mine) == perf_counts["major-faults"]
 
 
+PY_CHILD = ("import sys\n"
+            "print('ready', flush=True)\n"
+            "sys.stdin.read(1)\n"
+            "import json, decimal, email.parser, http.client\n"
+            "x = [bytearray(4096 * (i + 1)) for i in range(200)]\n"
+            "print('done', flush=True)\n"
+            "sys.stdin.read(1)\n")
+
+
+def test_a_full_stack_store_loses_stacks_not_faults_and_names_its_option():
+    """--stack-storage-size 1 on python3 importing modules (faults from many places of
+    the interpreter): one stack fits, the others are lost, counted with the option that
+    sizes the store, and every fault is still counted, under `[missed user stack]`: the
+    total is /proc's fault delta and the faults without a stack are the stacks lost."""
+    child = subprocess.Popen(["/usr/bin/python3", "-c", PY_CHILD], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline() == "ready\n"
+        before = proc_faults(child.pid)
+        run = ToolRun("faults", "-p", str(child.pid), "-U", "--json",
+                      "--stack-storage-size", "1")
+        run.wait_attached()
+        child.stdin.write("g")
+        child.stdin.flush()
+        assert child.stdout.readline() == "done\n"
+        delta = proc_faults(child.pid) - before
+        assert run.stop() == 0, run.stderr
+        child.stdin.close()
+        assert child.wait(timeout=30) == 0
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    run.assert_detached()
+    records = run.records()
+    (report,) = [r for r in records if r["type"] == "report"]
+    mine = [e for e in report["entries"] if e["pid"] == child.pid]
+    assert sum(e["count"] for e in mine) == delta, (delta, mine)
+    missed = sum(e["count"] for e in mine if e["user_stack"] == ["[missed user stack]"])
+    lost = [r for r in records if r["type"] == "lost" and r["what"] == "stacks"]
+    assert lost and all(r["reason"] == "stack map full" and
+                        r["hint"] == "raise --stack-storage-size, now 1" for r in lost), lost
+    assert sum(r["count"] for r in lost) == missed > 0, (lost, missed)
+    assert len(mine) > 1  # the stored stack(s) beside the missed ones
+
+
 @pytest.mark.parametrize("args", [("-p", "999999"), ("-U", "-K"), ("--json", "--folded")])
 def test_bad_input_is_one_line_usage_error(args):
     r = subprocess.run(memlens_cmd("faults", *args), capture_output=True, text=True,

@@ -165,6 +165,36 @@ def test_losses_seen_in_user_space_are_reported_and_totalled_once():
     assert losses.totals() == {"events": 7}
 
 
+def test_losses_of_a_full_map_carry_the_hint_of_its_option():
+    """A kind of loss with a hint (the option sizing the map that was full) carries it in
+    each of its records; the others carry none.  The drops map as recorded from the kernel:
+    per-CPU u64 counters by index (2 = stack map full, 4 = map full, 0 = ring full)."""
+    import struct
+
+    from memlens.core.drops import Losses
+
+    per_cpu = {2: (3, 4), 0: (1, 0)}
+
+    class Drops:
+        def lookup(self, key: bytes) -> bytes:
+            return struct.pack("<2Q", *per_cpu.get(int.from_bytes(key, "little"), (0, 0)))
+
+    class Obj:
+        def has_map(self, name: str) -> bool:
+            return name == "drops"
+
+        def map(self, name: str) -> Drops:
+            return Drops()
+
+    losses = Losses(Obj(), hints={2: "raise --stack-storage-size, now 16",
+                                  4: "raise --max-keys, now 10240"})
+    assert losses.new() == [
+        {"type": "lost", "what": "events", "reason": "ring buffer full", "count": 1,
+         "total": 1},
+        {"type": "lost", "what": "stacks", "reason": "stack map full", "count": 7,
+         "total": 7, "hint": "raise --stack-storage-size, now 16"}]
+
+
 def test_heap_trim_gives_freed_heap_pages_back():
     """glibc keeps freed heap pages once its mmap threshold has risen (a large block freed
     first): fifty 1 MiB blocks freed but for the last stay in the RSS until heap.trim().

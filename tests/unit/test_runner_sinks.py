@@ -124,6 +124,14 @@ def test_folded_sink_writes_root_first_by_function_and_losses_to_stderr(capsys):
     assert "lost 4 stacks (map full)" in out.err
 
 
+def test_a_loss_with_a_hint_names_the_option_to_raise(capsys):
+    s = sinks.make_sink(_args(), None)
+    s.emit({"type": "lost", "what": "stacks", "reason": "stack map full", "count": 7,
+            "hint": "raise --stack-storage-size, now 16"})
+    assert capsys.readouterr().err == ("memlens: lost 7 stacks (stack map full; raise "
+                                       "--stack-storage-size, now 16)\n")
+
+
 def test_text_sink_calls_the_tools_renderer(tmp_path):
     seen = []
     s = sinks.make_sink(_args(html=str(tmp_path / "f.html")), seen.append, title="t")

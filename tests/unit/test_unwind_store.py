@@ -9,6 +9,7 @@ import mmap
 import os
 import struct
 import subprocess
+import time
 
 import numpy as np
 import pytest
@@ -88,11 +89,14 @@ def cache(tmp_path):
 def child():
     p = subprocess.Popen(["sleep", "60"])
     try:
-        # until the exec is done: its maps are sleep's
-        for _ in range(500):
+        # until the exec is done and the dynamic loader has mapped libc (sleep's maps
+        # without libc yet once, under load: the exec is done before ld.so's work)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
             with open(f"/proc/{p.pid}/maps") as f:
-                if "sleep" in f.read():
+                if "/libc.so" in f.read():
                     break
+            time.sleep(0.001)
         yield p
     finally:
         p.kill()

@@ -26,6 +26,7 @@ from memlens.core.session import (
     map_entries,
     positive_float,
     positive_int,
+    stack_entries,
 )
 from memlens.errors import UsageError
 from memlens.output.table import escape
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 LAYOUTS = ("stacks", "table")
+STACK_STORAGE = 10240  # --stack-storage-size's default: stacks in the kernel until read
 
 
 @record
@@ -95,7 +97,7 @@ class CountingTool:
     def __init__(self, spec: CountSpec, probes: list, keys: tuple[str, ...], args, *,
                  field_name: str | None = None, sum_field: str | None = None,
                  filter: str | None = None, max_keys: int = 10240,
-                 stack_storage: int = 10240):
+                 stack_storage: int = 10240, loss_hints: dict[int, str] | None = None):
         from memlens.core.engine import Engine
 
         if spec.columns and "probe" not in keys:
@@ -106,6 +108,7 @@ class CountingTool:
         self.field_name = field_name
         self.engine = Engine(probes, keys=keys, field=field_name, sum_field=sum_field,
                              filter=filter, max_keys=max_keys, stack_storage=stack_storage,
+                             loss_hints=loss_hints,
                              file_fields=spec.file_fields, vma_select=spec.vma_select,
                              probe_filters=spec.probe_filters, pairs=spec.pairs,
                              hist=spec.hist, hist_unit=spec.hist_unit,
@@ -264,6 +267,8 @@ class CountingCommand:
         parser.add_argument("--max-keys", type=map_entries, default=10240, metavar="N",
                             help="size of the in-kernel count table (default 10240); keys "
                                  "that find it full are counted as lost")
+        if spec.stack_options or {"ustack", "kstack"} & set(spec.keys):
+            add_stack_storage_option(parser)
         add_output_options(parser, folded=spec.layout == "stacks",
                            html=spec.layout == "stacks", pprof=spec.layout == "stacks")
         if spec.positional_interval:
@@ -330,9 +335,13 @@ class CountingCommand:
             spec = replace(spec, probes=plan.probes, columns=plan.columns)
         self.active_spec = spec
         probes = parse_all(list(spec.probes) or list(args.probes), getattr(args, "pid", None))
-        return CountingTool(spec, probes, self.keys_for(args), args,
+        keys = self.keys_for(args)
+        stack_storage = getattr(args, "stack_storage_size", STACK_STORAGE)
+        return CountingTool(spec, probes, keys, args,
                             field_name=spec.field, sum_field=spec.sum_field,
-                            filter=spec.filter, max_keys=args.max_keys)
+                            filter=spec.filter, max_keys=args.max_keys,
+                            stack_storage=stack_storage,
+                            loss_hints=loss_hints(args.max_keys, stack_storage, keys))
 
     def _columns(self) -> dict[str, str] | None:
         return getattr(self, "active_spec", self.spec).columns
@@ -368,6 +377,24 @@ class CountingCommand:
         tool = self.make_tool(args)
         sink = make_sink(args, self.renderer(args), title=self.spec.what, unit=self.spec.unit)
         return run_cli(tool, args, sink)
+
+
+def add_stack_storage_option(parser) -> None:
+    """--stack-storage-size, for the tools whose counts may be keyed by stack."""
+    parser.add_argument("--stack-storage-size", type=stack_entries, default=STACK_STORAGE,
+                        metavar="N",
+                        help=f"stacks kept in the kernel until read (default "
+                             f"{STACK_STORAGE}); stacks that find it full are counted as "
+                             "lost, their events kept")
+
+
+def loss_hints(max_keys: int, stack_storage: int, keys: tuple[str, ...]) -> dict[int, str]:
+    """What a user can do when the kernel's tables are full (core/drops: "map full",
+    "stack map full"): the option sizing each, and its size in this run."""
+    hints = {4: f"raise --max-keys, now {max_keys}"}
+    if {"ustack", "kstack"} & set(keys):
+        hints[2] = f"raise --stack-storage-size, now {stack_storage}"
+    return hints
 
 
 def prepare_tracing(name: str, specs: list[str]) -> None:

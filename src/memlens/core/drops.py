@@ -29,10 +29,14 @@ DROP_NAMES = {
 class Losses:
     """The `drops` map of one BPF object, read as increments since the last call."""
 
-    def __init__(self, obj=None, *, missing_stacks: bool = True):
+    def __init__(self, obj=None, *, missing_stacks: bool = True,
+                 hints: dict[int, str] | None = None):
         self.obj = obj
         # "no stack to walk" only means something to tools that asked for stacks
         self.missing_stacks = missing_stacks
+        # what the user can do about a kind of loss (the option sizing the full map),
+        # by DROP_NAMES index: the record's "hint"
+        self.hints = hints or {}
         self._reported: dict[int, int] = {}
         # losses user space sees itself, {(what, why): total} and what new() reported
         self._user: dict[tuple[str, str], int] = {}
@@ -69,8 +73,11 @@ class Losses:
             if idx == 3 and not self.missing_stacks:
                 continue
             what, reason = DROP_NAMES[idx]
-            out.append({"type": "lost", "what": what, "reason": reason, "count": delta,
-                        "total": total})
+            rec = {"type": "lost", "what": what, "reason": reason, "count": delta,
+                   "total": total}
+            if idx in self.hints:
+                rec["hint"] = self.hints[idx]
+            out.append(rec)
         for (what, reason), total in self._user.items():
             delta = total - self._user_reported.get((what, reason), 0)
             if delta > 0:

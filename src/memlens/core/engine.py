@@ -89,7 +89,7 @@ class Engine:
     def __init__(self, probes: list[Probe], *, keys: tuple[str, ...], field: str | None = None,
                  sum_field: str | None = None, filter: str | None = None,
                  trace: bool = False, max_keys: int = 10240, max_stacks: int = 10240,
-                 stack_storage: int | None = None,
+                 stack_storage: int | None = None, loss_hints: dict[int, str] | None = None,
                  file_fields: tuple[str, str] | None = None, vma_select: str | None = None,
                  probe_filters: dict[str, str] | None = None,
                  pairs: dict[str, str] | None = None, hist: bool = False,
@@ -169,6 +169,7 @@ class Engine:
         self._files: dict[tuple[int, int], str] = {}  # (kernel dev_t, inode) -> path
         self._maps_read: set[tuple[int, bytes]] = set()
         self.max_keys, self.max_stacks = max_keys, stack_storage or max_stacks
+        self.loss_hints = loss_hints  # core/drops.Losses: the options sizing full maps
         self.obj = None
         self.formats: dict[int, Any] = {}    # probe number -> TracepointFormat
         self.probe_by_id: dict[int, Probe] = {}
@@ -432,7 +433,8 @@ class Engine:
         # ~5 ms of the start on this VM)
         self._resolver_due = bool(
             parts & (KEY_BITS["ustack"] | KEY_BITS["kstack"] | KEY_BITS["file"]))
-        self.losses = Losses(obj, missing_stacks=bool({"ustack", "kstack"} & set(self.keys)))
+        self.losses = Losses(obj, missing_stacks=bool({"ustack", "kstack"} & set(self.keys)),
+                             hints=self.loss_hints)
         # the rings by their fds: their Map and RingBuffer (core/maps and core/ringbuf,
         # ~1 ms to import) are made at the first poll, after the banner
         self._ep = select.epoll()

@@ -185,7 +185,8 @@ class Sink:
     @staticmethod
     def lost(rec: Record) -> None:
         extra = f", {rec['events']} events" if "events" in rec else ""
-        print(f"memlens: lost {rec['count']} {rec['what']} ({rec['reason']}{extra})",
+        hint = f"; {rec['hint']}" if rec.get("hint") else ""
+        print(f"memlens: lost {rec['count']} {rec['what']} ({rec['reason']}{extra}{hint})",
               file=sys.stderr, flush=True)
 
     def close(self) -> None:

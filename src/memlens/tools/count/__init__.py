@@ -3,7 +3,12 @@
 interval, on the counting engine."""
 from __future__ import annotations
 
-from memlens.core.countingtool import CountingCommand, CountSpec, render_table
+from memlens.core.countingtool import (
+    CountingCommand,
+    CountSpec,
+    add_stack_storage_option,
+    render_table,
+)
 from memlens.core.engine import KEY_NAMES
 from memlens.core.session import positive_int
 from memlens.errors import UsageError
@@ -48,6 +53,7 @@ class CountCommand(CountingCommand):
         from memlens.core.unwind import add_stack_unwind_option
 
         add_stack_unwind_option(parser)  # for --by ustack
+        add_stack_storage_option(parser)
 
     def _parse_by(self, text: str) -> tuple[tuple[str, ...], str | None]:
         keys, field = [], None
@@ -70,7 +76,7 @@ class CountCommand(CountingCommand):
         return tuple(dict.fromkeys(keys)), field
 
     def make_tool(self, args):
-        from memlens.core.countingtool import CountingTool
+        from memlens.core.countingtool import CountingTool, loss_hints
         from memlens.core.probespec import parse_all
 
         keys, field = self._parse_by(args.by)
@@ -79,7 +85,10 @@ class CountCommand(CountingCommand):
         if len(probes) > 1 and "probe" not in keys:
             keys = ("probe", *keys)  # several probes: say which one counted
         tool = CountingTool(self.spec, probes, keys, args, field_name=field,
-                            sum_field=args.sum, filter=args.filter, max_keys=args.max_keys)
+                            sum_field=args.sum, filter=args.filter, max_keys=args.max_keys,
+                            stack_storage=args.stack_storage_size,
+                            loss_hints=loss_hints(args.max_keys, args.stack_storage_size,
+                                                  keys))
         tool.what = f"events of {', '.join(p.text for p in probes[:3])}" + (
             ", ..." if len(probes) > 3 else "") + f" by {args.by}"
         return tool
