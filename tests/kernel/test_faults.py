@@ -8,6 +8,7 @@ for a whole command.
 """
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -233,6 +234,46 @@ def test_a_full_stack_store_loses_stacks_not_faults_and_names_its_option():
                         r["hint"] == "raise --stack-storage-size, now 1" for r in lost), lost
     assert sum(r["count"] for r in lost) == missed > 0, (lost, missed)
     assert len(mine) > 1  # the stored stack(s) beside the missed ones
+
+
+def _stack_store_sizes(pid: int) -> list[int]:
+    """max_entries of the stack stores (hash maps of 8-byte keys and 127-frame values)
+    among the BPF maps a process holds, from /proc/PID/fdinfo."""
+    sizes = []
+    for fd in os.listdir(f"/proc/{pid}/fdinfo"):
+        try:
+            with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+                info = dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
+        except OSError:
+            continue
+        if (info.get("map_type"), info.get("key_size"), info.get("value_size")) == \
+                ("1", "8", "1016"):
+            sizes.append(int(info["max_entries"]))
+    return sizes
+
+
+@pytest.mark.parametrize("option, expected", [((), None), (("--stack-storage-size", "4096"),
+                                                           4096)])
+def test_the_stack_store_is_sized_by_its_option_or_by_what_the_kernel_allows(option,
+                                                                              expected):
+    """65536 stacks by default where the kernel allocates hash entries as stored (6.1+,
+    asked of the kernel: loader.hash_maps_may_allocate), 10240 where it preallocates them;
+    --stack-storage-size sets it."""
+    from memlens.core.loader import hash_maps_may_allocate
+
+    if expected is None:
+        expected = 65536 if hash_maps_may_allocate() else 10240
+    sleeper = subprocess.Popen(["sleep", "30"])
+    try:
+        run = ToolRun("faults", "-p", str(sleeper.pid), *option)
+        run.wait_attached()
+        sizes = _stack_store_sizes(run.proc.pid)
+        assert run.stop() == 0, run.stderr
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    run.assert_detached()
+    assert sizes and set(sizes) == {expected}, sizes
 
 
 @pytest.mark.parametrize("args", [("-p", "999999"), ("-U", "-K"), ("--json", "--folded")])

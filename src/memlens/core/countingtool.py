@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 LAYOUTS = ("stacks", "table")
-STACK_STORAGE = 10240  # --stack-storage-size's default: stacks in the kernel until read
+LOSS_EVERY_S = 1.0  # losses said between reports at most this often
 
 
 @record
@@ -97,7 +97,7 @@ class CountingTool:
     def __init__(self, spec: CountSpec, probes: list, keys: tuple[str, ...], args, *,
                  field_name: str | None = None, sum_field: str | None = None,
                  filter: str | None = None, max_keys: int = 10240,
-                 stack_storage: int = 10240, loss_hints: dict[int, str] | None = None):
+                 stack_storage: int | None = None):
         from memlens.core.engine import Engine
 
         if spec.columns and "probe" not in keys:
@@ -108,18 +108,19 @@ class CountingTool:
         self.field_name = field_name
         self.engine = Engine(probes, keys=keys, field=field_name, sum_field=sum_field,
                              filter=filter, max_keys=max_keys, stack_storage=stack_storage,
-                             loss_hints=loss_hints,
                              file_fields=spec.file_fields, vma_select=spec.vma_select,
                              probe_filters=spec.probe_filters, pairs=spec.pairs,
                              hist=spec.hist, hist_unit=spec.hist_unit,
                              sum2_field=spec.sum2_field,
                              stack_unwind=getattr(args, "stack_unwind", "auto"),
                              count_unstarted=spec.count_unstarted)
+        self.engine.loss_hints = loss_hints(max_keys, self.engine.max_stacks, keys)
         self.what = spec.what + (f" for PID {args.pid}" if getattr(args, "pid", None) else "")
         self.total = 0
         self.entries_seen = 0
         self.column_totals: dict[str, int] = {}
         self.target = TargetExit(None)
+        self._next_losses = 0.0
 
     def start(self) -> None:
         from memlens.core.privileges import require_tracing_privileges
@@ -140,7 +141,14 @@ class CountingTool:
         return self.target.reason
 
     def poll(self, timeout: float) -> list[dict]:
+        """Between reports, losses are said at most once every LOSS_EVERY_S, summed (a
+        full stack store lost stacks at every 50 ms poll: 25 lines a second); each report
+        says what is left."""
         self.engine.poll(timeout)
+        now = time.monotonic()
+        if now < self._next_losses:
+            return []
+        self._next_losses = now + LOSS_EVERY_S
         return self.lost()
 
     def lost(self) -> list[dict]:
@@ -335,13 +343,10 @@ class CountingCommand:
             spec = replace(spec, probes=plan.probes, columns=plan.columns)
         self.active_spec = spec
         probes = parse_all(list(spec.probes) or list(args.probes), getattr(args, "pid", None))
-        keys = self.keys_for(args)
-        stack_storage = getattr(args, "stack_storage_size", STACK_STORAGE)
-        return CountingTool(spec, probes, keys, args,
+        return CountingTool(spec, probes, self.keys_for(args), args,
                             field_name=spec.field, sum_field=spec.sum_field,
                             filter=spec.filter, max_keys=args.max_keys,
-                            stack_storage=stack_storage,
-                            loss_hints=loss_hints(args.max_keys, stack_storage, keys))
+                            stack_storage=getattr(args, "stack_storage_size", None))
 
     def _columns(self) -> dict[str, str] | None:
         return getattr(self, "active_spec", self.spec).columns
@@ -381,11 +386,11 @@ class CountingCommand:
 
 def add_stack_storage_option(parser) -> None:
     """--stack-storage-size, for the tools whose counts may be keyed by stack."""
-    parser.add_argument("--stack-storage-size", type=stack_entries, default=STACK_STORAGE,
-                        metavar="N",
-                        help=f"stacks kept in the kernel until read (default "
-                             f"{STACK_STORAGE}); stacks that find it full are counted as "
-                             "lost, their events kept")
+    parser.add_argument("--stack-storage-size", type=stack_entries, metavar="N",
+                        help="stacks kept in the kernel until read (default 65536 where "
+                             "the kernel allocates them as stored, 6.1+; else 10240, "
+                             "allocated at the start); stacks that find it full are "
+                             "counted as lost, their events kept")
 
 
 def loss_hints(max_keys: int, stack_storage: int, keys: tuple[str, ...]) -> dict[int, str]:

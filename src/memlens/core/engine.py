@@ -62,6 +62,22 @@ HANDING = {"count_tp": ("count_tp_handing", "hand_over_tp"),
            "count_perf": ("count_perf_handing", "hand_over_perf")}
 
 
+# The stack store's size by default: where the kernel allocates a hash map's entries as
+# they are stored (loader.hash_maps_may_allocate, 6.1+) a large store costs nothing until
+# used; where it preallocates them, the whole store (~1 KB a stack) is allocated and
+# zeroed at the start.  Under 40 short processes a second for 60 s (faults system-wide, no
+# -i), 10240 lost 333,662 stacks, 65536 none.
+STACK_STORAGE_ON_INSERT = 65536
+STACK_STORAGE_PREALLOCATED = 10240
+
+
+def default_stack_storage() -> int:
+    from memlens.core.loader import hash_maps_may_allocate
+
+    return (STACK_STORAGE_ON_INSERT if hash_maps_may_allocate()
+            else STACK_STORAGE_PREALLOCATED)
+
+
 @record
 class Entry:
     """One row of a report: the chosen key parts, and the count (and sum) since the last."""
@@ -88,8 +104,8 @@ class Entry:
 class Engine:
     def __init__(self, probes: list[Probe], *, keys: tuple[str, ...], field: str | None = None,
                  sum_field: str | None = None, filter: str | None = None,
-                 trace: bool = False, max_keys: int = 10240, max_stacks: int = 10240,
-                 stack_storage: int | None = None, loss_hints: dict[int, str] | None = None,
+                 trace: bool = False, max_keys: int = 10240,
+                 stack_storage: int | None = None,
                  file_fields: tuple[str, str] | None = None, vma_select: str | None = None,
                  probe_filters: dict[str, str] | None = None,
                  pairs: dict[str, str] | None = None, hist: bool = False,
@@ -168,8 +184,11 @@ class Engine:
         self.vma_select = vma_select
         self._files: dict[tuple[int, int], str] = {}  # (kernel dev_t, inode) -> path
         self._maps_read: set[tuple[int, bytes]] = set()
-        self.max_keys, self.max_stacks = max_keys, stack_storage or max_stacks
-        self.loss_hints = loss_hints  # core/drops.Losses: the options sizing full maps
+        self.max_keys = max_keys
+        self.max_stacks = stack_storage or default_stack_storage()
+        # core/drops.Losses's hints: the options sizing the maps a loss found full (the
+        # command line's tool sets them before the start)
+        self.loss_hints: dict[int, str] | None = None
         self.obj = None
         self.formats: dict[int, Any] = {}    # probe number -> TracepointFormat
         self.probe_by_id: dict[int, Probe] = {}
@@ -387,7 +406,8 @@ class Engine:
         # and zeroed when it is made (stacks 10 MB: ~3.7 ms of the load of every tool
         # without a stack key; starts 3 MB: ~1.4 ms without latency pairs)
         stacked = parts & (KEY_BITS["ustack"] | KEY_BITS["kstack"])
-        obj.set_max_entries("stacks", self.max_stacks if stacked else 1)
+        obj.set_max_entries("stacks", self.max_stacks if stacked else 1,
+                            "--stack-storage-size")
         if not self.pairs:
             obj.set_max_entries("starts", 1)
         if not parts & (KEY_BITS["file"] | KEY_BITS["vma"]):

@@ -76,7 +76,7 @@ class CountCommand(CountingCommand):
         return tuple(dict.fromkeys(keys)), field
 
     def make_tool(self, args):
-        from memlens.core.countingtool import CountingTool, loss_hints
+        from memlens.core.countingtool import CountingTool
         from memlens.core.probespec import parse_all
 
         keys, field = self._parse_by(args.by)
@@ -86,9 +86,7 @@ class CountCommand(CountingCommand):
             keys = ("probe", *keys)  # several probes: say which one counted
         tool = CountingTool(self.spec, probes, keys, args, field_name=field,
                             sum_field=args.sum, filter=args.filter, max_keys=args.max_keys,
-                            stack_storage=args.stack_storage_size,
-                            loss_hints=loss_hints(args.max_keys, args.stack_storage_size,
-                                                  keys))
+                            stack_storage=args.stack_storage_size)
         tool.what = f"events of {', '.join(p.text for p in probes[:3])}" + (
             ", ..." if len(probes) > 3 else "") + f" by {args.by}"
         return tool
