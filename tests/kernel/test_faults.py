@@ -256,13 +256,13 @@ def _stack_store_sizes(pid: int) -> list[int]:
                                                            4096)])
 def test_the_stack_store_is_sized_by_its_option_or_by_what_the_kernel_allows(option,
                                                                               expected):
-    """65536 stacks by default where the kernel allocates hash entries as stored (6.1+,
+    """32768 stacks by default where the kernel allocates hash entries as stored (6.1+,
     asked of the kernel: loader.hash_maps_may_allocate), 10240 where it preallocates them;
     --stack-storage-size sets it."""
     from memlens.core.loader import hash_maps_may_allocate
 
     if expected is None:
-        expected = 65536 if hash_maps_may_allocate() else 10240
+        expected = 32768 if hash_maps_may_allocate() else 10240
     sleeper = subprocess.Popen(["sleep", "30"])
     try:
         run = ToolRun("faults", "-p", str(sleeper.pid), *option)

@@ -387,7 +387,7 @@ class CountingCommand:
 def add_stack_storage_option(parser) -> None:
     """--stack-storage-size, for the tools whose counts may be keyed by stack."""
     parser.add_argument("--stack-storage-size", type=stack_entries, metavar="N",
-                        help="stacks kept in the kernel until read (default 65536 where "
+                        help="stacks kept in the kernel until read (default 32768 where "
                              "the kernel allocates them as stored, 6.1+; else 10240, "
                              "allocated at the start); stacks that find it full are "
                              "counted as lost, their events kept")

@@ -66,8 +66,9 @@ HANDING = {"count_tp": ("count_tp_handing", "hand_over_tp"),
 # they are stored (loader.hash_maps_may_allocate, 6.1+) a large store costs nothing until
 # used; where it preallocates them, the whole store (~1 KB a stack) is allocated and
 # zeroed at the start.  Under 40 short processes a second for 60 s (faults system-wide, no
-# -i), 10240 lost 333,662 stacks, 65536 none.
-STACK_STORAGE_ON_INSERT = 65536
+# -i), 10240 lost 333,662 stacks, 32768 one, 65536 none; the store's bucket array is made
+# at the start all the same (16 bytes a slot: 65536 cost ~1 ms of it, 32768 half that).
+STACK_STORAGE_ON_INSERT = 32768
 STACK_STORAGE_PREALLOCATED = 10240
 
 
