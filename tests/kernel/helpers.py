@@ -409,3 +409,21 @@ def cache_reclaim(name: str, tools: list[list[str]], witness: Callable[[int], Bp
             for run in runs:
                 run.stop(timeout=10)
     return CacheReclaim(w, runs, seen, episodes(bt), v0, v1, cg)
+
+
+def bpf_maps_of(pid: int) -> list[dict[str, int]]:
+    """The BPF maps a process holds, as their fdinfo says (map_type, key_size, value_size,
+    max_entries, map_flags...: the numeric fields)."""
+    maps = []
+    for fd in os.listdir(f"/proc/{pid}/fdinfo"):
+        try:
+            with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+                info = dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
+        except OSError:
+            continue
+        if "map_type" in info:
+            # "flags" (the file's, octal) as the rest: only the map's fields are read
+            maps.append({k: int(v, 16) if v.startswith("0x") else int(v)
+                         for k, v in info.items()
+                         if v.startswith("0x") or v.lstrip("-").isdigit()})
+    return maps

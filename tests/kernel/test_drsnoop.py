@@ -33,7 +33,13 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import memlens_cmd
-from tests.kernel.helpers import ToolRun, cache_reclaim, memcg_reclaimed, pair_witness
+from tests.kernel.helpers import (
+    ToolRun,
+    bpf_maps_of,
+    cache_reclaim,
+    memcg_reclaimed,
+    pair_witness,
+)
 
 NOBODY = 65534
 
@@ -256,6 +262,26 @@ def test_text_fits_79_columns(flags, capsys):
     assert len(out) == 3 and all(len(line) <= 79 for line in out), out
     assert out[1].endswith("c" * 9) and "memcg ..." in out[1]
     assert out[2].endswith(" direct")
+
+
+@pytest.mark.parametrize("option, ring", [((), 1 << 20), (("--ring-size", "64k"), 65536)])
+def test_the_ring_and_the_begins_held_are_sized_for_episodes(option, ring):
+    """The episodes' ring is 1 MiB unless --ring-size says otherwise, and 4096 begins are
+    held for their ends (the engine's defaults, 4 MiB and 10240, were ~2 ms of the start):
+    read from the maps the running tool holds (fdinfo).  The engine's other ring (new
+    keys' announcements, 256 KiB) is the same in both."""
+    run = ToolRun("drsnoop", *option)
+    run.wait_attached()
+    maps = bpf_maps_of(run.proc.pid)
+    assert run.stop() == 0, run.stderr
+    run.assert_detached()
+    # RINGBUF maps; those of one page are the object's rings this run does not use
+    rings = sorted(m["max_entries"] for m in maps if m["map_type"] == 27
+                   and m["max_entries"] > 4096)
+    assert rings == sorted([ring, 256 << 10]), rings
+    starts = [m["max_entries"] for m in maps
+              if m["map_type"] == 9 and m["key_size"] == 8 and m["value_size"] == 296]
+    assert starts == [4096], maps
 
 
 def test_usage_errors():

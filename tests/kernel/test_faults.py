@@ -8,7 +8,6 @@ for a whole command.
 """
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -17,7 +16,7 @@ import pytest
 
 from memlens.output.folded import frame_name, read_folded
 from tests.conftest import build_workload, memlens_cmd, require
-from tests.kernel.helpers import ToolRun
+from tests.kernel.helpers import ToolRun, bpf_maps_of
 
 PAGES = 4099  # prime
 
@@ -238,18 +237,9 @@ def test_a_full_stack_store_loses_stacks_not_faults_and_names_its_option():
 
 def _stack_store_sizes(pid: int) -> list[int]:
     """max_entries of the stack stores (hash maps of 8-byte keys and 127-frame values)
-    among the BPF maps a process holds, from /proc/PID/fdinfo."""
-    sizes = []
-    for fd in os.listdir(f"/proc/{pid}/fdinfo"):
-        try:
-            with open(f"/proc/{pid}/fdinfo/{fd}") as f:
-                info = dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
-        except OSError:
-            continue
-        if (info.get("map_type"), info.get("key_size"), info.get("value_size")) == \
-                ("1", "8", "1016"):
-            sizes.append(int(info["max_entries"]))
-    return sizes
+    among the BPF maps a process holds."""
+    return [m["max_entries"] for m in bpf_maps_of(pid)
+            if (m["map_type"], m["key_size"], m["value_size"]) == (1, 8, 1016)]
 
 
 @pytest.mark.parametrize("option, expected", [((), None), (("--stack-storage-size", "4096"),

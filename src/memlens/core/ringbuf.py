@@ -55,22 +55,31 @@ def default_ring_bytes(record_size: int, rate: int = RATE, hold_s: float = HOLD_
     return min(max(1 << (want.bit_length() - 1), RING_MIN), cap)
 
 
+def add_ring_size_option(parser, default: int, what: str) -> None:
+    """--ring-size for a tool streaming `what` (e.g. "calls (~47k in 8M)") through one
+    ring; its records that find the ring full are counted as lost."""
+    parser.add_argument("--ring-size", type=ring_size_arg, metavar="BYTES",
+                        help="the event ring buffer's size (K/M/G suffixes; a power of "
+                             f"two); default {default >> 20}M of {what}; those that find "
+                             "it full are counted as lost")
+
+
 def ring_size_arg(text: str) -> int:
     """--ring-size: bytes, with an optional K/M/G suffix (KiB/MiB/GiB); rounded up to a
-    power of two (the kernel's rule for a ring's size)."""
-    import argparse
+    power of two (the kernel's rule for a ring's size).  Errors are argparse's usage errors
+    (session.type_error: argparse itself is imported only then, not at every parse)."""
+    from memlens.core.session import type_error
 
     t = text.strip().lower().removesuffix("ib").removesuffix("b")
     unit = t[-1:] if t[-1:] in _UNITS and t[-1:] else ""
     try:
         value = int(float(t[:len(t) - len(unit)]) * _UNITS[unit])
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r} (bytes, or with K, M, G)") \
-            from None
+    except (ValueError, OverflowError):
+        raise type_error(f"not a size: {text!r} (bytes, or with K, M, G)") from None
     if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0: {text!r}")
+        raise type_error(f"must be > 0: {text!r}")
     if value > RING_MAX:
-        raise argparse.ArgumentTypeError(f"at most {RING_MAX >> 20}M: {text!r}")
+        raise type_error(f"at most {RING_MAX >> 20}M: {text!r}")
     return _pow2_pages(value)
 
 

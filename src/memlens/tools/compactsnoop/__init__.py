@@ -39,6 +39,12 @@ CAT = "compaction"
 BEGIN, END = f"t:{CAT}:mm_compaction_begin", f"t:{CAT}:mm_compaction_end"
 SUITABLE, MIGRATE = f"t:{CAT}:mm_compaction_suitable", f"t:{CAT}:mm_compaction_migratepages"
 PER_THREAD_LIMIT = 4096  # threads whose suitable/migrate records wait for an end
+# Episodes are rare (a compaction is one a zone): a 1 MiB ring holds ~10k of them, and
+# PENDING threads may be inside one at once (the begins held for their ends; beyond, the
+# oldest begin goes and its end is counted without a time).  Each is made whole at the
+# start: the engine's 4 MiB ring and 10240 begins cost ~2 ms of it.
+RING_SIZE = 1 << 20
+PENDING = PER_THREAD_LIMIT
 
 EXAMPLES = """\
 examples:
@@ -264,7 +270,8 @@ class CompactsnoopTool:
         migrate = {"adds": {MIGRATE: END}, "sum_field": "nr_migrated",
                    "sum2_field": "nr_failed"} if self.has_migrate else {}
         self.engine = Engine(parse_all(specs), keys=keys, trace=True, pairs={END: BEGIN},
-                             probe_filters=filters, **migrate)
+                             probe_filters=filters, ring_size=self.args.ring_size or RING_SIZE,
+                             pending=PENDING, **migrate)
         self.episodes = Episodes(status_names())
         self.mono_to_wall = time.time() - time.monotonic()  # bpf_ktime_get_ns: monotonic
         self.engine.start(pid=self.args.pid, cgroup=self.args.cgroup)
@@ -361,6 +368,9 @@ class CompactsnoopCommand:
         from memlens.output.sinks import add_output_options
 
         add_common_options(parser, json=False)
+        from memlens.core.ringbuf import add_ring_size_option
+
+        add_ring_size_option(parser, RING_SIZE, "episodes")
         add_output_options(parser)
         parser.add_argument("-T", "--timestamp", action="store_true",
                             help="include a time column (seconds since the first episode)")

@@ -31,6 +31,12 @@ if TYPE_CHECKING:
     from typing import Any
 
 CATEGORY = "vmscan"
+# Episodes are rare next to syscalls (thousands a second under a memory storm): a 1 MiB
+# ring holds ~10k of them, and 4096 threads may be inside one at once (the begins held for
+# their ends; beyond, the oldest begin goes and its end is counted without a time).  Each
+# is made whole at the start: the engine's 4 MiB ring and 10240 begins cost ~2 ms of it.
+RING_SIZE = 1 << 20
+PENDING = 4096
 
 
 
@@ -137,7 +143,8 @@ class DrsnoopTool:
         self.kind_of = {tp(k.end): k.name for k in kinds}
         specs = [tp(n) for k in kinds for n in (k.begin, k.end)]
         self.engine = Engine(parse_all(specs), keys=(), trace=True,
-                             pairs={tp(k.end): tp(k.begin) for k in kinds})
+                             pairs={tp(k.end): tp(k.begin) for k in kinds},
+                             ring_size=args.ring_size or RING_SIZE, pending=PENDING)
         # -t trumps -p (BCC): the kernel keeps that thread (and its process) only
         self.pid = tgid_of(args.tid) if args.tid else args.pid
         who = (f" for TID {args.tid}" if args.tid else
@@ -285,6 +292,9 @@ class DrsnoopCommand:
                             dest="extended",
                             help="show free memory, FREE(KB) (MemFree as the line is "
                                  "printed)")
+        from memlens.core.ringbuf import add_ring_size_option
+
+        add_ring_size_option(parser, RING_SIZE, "episodes")
         add_output_options(parser)
 
     def run(self, args: argparse.Namespace) -> int:

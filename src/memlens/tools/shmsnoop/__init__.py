@@ -578,12 +578,9 @@ class ShmsnoopCommand:
                             help="trace this thread only")
         parser.add_argument("-n", "--name", metavar="NAME",
                             help="only print processes whose comm contains NAME")
-        from memlens.core.ringbuf import RING_DEFAULT_MAX, ring_size_arg
+        from memlens.core.ringbuf import RING_DEFAULT_MAX, add_ring_size_option
 
-        parser.add_argument("--ring-size", type=ring_size_arg, metavar="BYTES",
-                            help="the event ring buffer's size (K/M/G suffixes; a power of "
-                                 f"two); default {RING_DEFAULT_MAX >> 20}M (~47k calls); "
-                                 "calls that find it full are counted as lost")
+        add_ring_size_option(parser, RING_DEFAULT_MAX, "calls (~47k in 8M)")
 
     def run(self, args: argparse.Namespace) -> int:
         from memlens.core.countingtool import prepare_tracing
