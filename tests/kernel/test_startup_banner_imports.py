@@ -59,6 +59,11 @@ ALLOWED = {"swapin": RE_FAMILY, "slabratetop": RE_FAMILY}
     ["mmapsnoop"],
     ["vmscan"],
     ["swapin"],
+    # options whose type functions run on every parse (argparse only for their errors)
+    ["drsnoop", "--ring-size", "64k"],
+    ["shmsnoop", "--ring-size", "8M"],
+    ["mmapsnoop", "--ring-size", "2M"],
+    ["faults", "--stack-storage-size", "4096", "--max-keys", "2048"],
 ], ids=lambda a: " ".join(a))
 def test_tools_reach_their_banner_without_the_costly_modules(argv):
     if not MEMLENS.exists():
