@@ -270,7 +270,6 @@ def test_tp_btf_answers_are_kept_per_boot_and_vmlinux_btf_in_the_cache_dir(tmp_p
     """The prototype check parses the whole vmlinux BTF (~20 ms of oomkill's start): its
     answer is kept in memlens's cache directory under the boot id and the BTF file's size
     and mtime, and read back instead of parsing; another BTF file is parsed afresh."""
-    import json
     import os
     import shutil
 
@@ -281,13 +280,16 @@ def test_tp_btf_answers_are_kept_per_boot_and_vmlinux_btf_in_the_cache_dir(tmp_p
     want = ("struct task_struct *", "uid_t")
     hooks.clear_cache()
     assert TpBtf("mark_victim", want, btf_path=str(btf)).probe() == (True, "")
-    (kept,) = (tmp_path / "cache" / "btf").glob("tp_btf-*.json")
+    (kept,) = (tmp_path / "cache" / "btf").glob("tp_btf-*.tsv")
     st = btf.stat()
-    assert kept.name.endswith(f"-{st.st_size}-{st.st_mtime_ns}.json")
-    assert json.loads(kept.read_text()) == {f"tp_btf/mark_victim({', '.join(want)})": [True, ""]}
+    assert kept.name.endswith(f"-{st.st_size}-{st.st_mtime_ns}.tsv")
+    assert kept.read_text() == f"1\ttp_btf/mark_victim({', '.join(want)})\t\n"
+    assert hooks.read_answers(str(kept)) == {
+        f"tp_btf/mark_victim({', '.join(want)})": [True, ""]}
     assert oct(kept.parent.stat().st_mode & 0o777) == "0o700"
     # read back, not parsed: an answer planted in the file is what the next probe says
-    kept.write_text(json.dumps({f"tp_btf/mark_victim({', '.join(want)})": [False, "planted"]}))
+    kept.write_text(hooks.format_answers(
+        {f"tp_btf/mark_victim({', '.join(want)})": [False, "planted"]}))
     hooks.clear_cache()
     assert TpBtf("mark_victim", want, btf_path=str(btf)).probe() == (False, "planted")
     # the kernel's BTF changed (another size or mtime): parsed afresh, old answers gone
@@ -296,14 +298,13 @@ def test_tp_btf_answers_are_kept_per_boot_and_vmlinux_btf_in_the_cache_dir(tmp_p
     hooks.clear_cache()
     ok, why = TpBtf("mark_victim", want, btf_path=str(btf)).probe()
     assert not ok and "BTF prototype is (int)" in why
-    assert [p.name for p in (tmp_path / "cache" / "btf").glob("tp_btf-*.json")] != [kept.name]
+    assert [p.name for p in (tmp_path / "cache" / "btf").glob("tp_btf-*.tsv")] != [kept.name]
     hooks.clear_cache()
 
 
 def test_a_vmlinux_btf_name_is_searched_once_a_boot(tmp_path, monkeypatch):
     """kernel.btf_has_name reads all of vmlinux BTF (~9 ms of memleak -p's start): its
     answer is kept with the tp_btf ones and read back."""
-    import json
     import shutil
 
     from memlens.core import kernel
@@ -317,13 +318,25 @@ def test_a_vmlinux_btf_name_is_searched_once_a_boot(tmp_path, monkeypatch):
     try:
         assert kernel.btf_has_name("task_struct") is True
         assert kernel.btf_has_name("no_such_type_here") is False
-        (kept,) = (tmp_path / "cache" / "btf").glob("tp_btf-*.json")
-        assert json.loads(kept.read_text()) == {"name task_struct": [True, ""],
-                                                "name no_such_type_here": [False, ""]}
-        kept.write_text(json.dumps({"name no_such_type_here": [True, ""]}))  # planted
+        (kept,) = (tmp_path / "cache" / "btf").glob("tp_btf-*.tsv")
+        assert hooks.read_answers(str(kept)) == {"name task_struct": [True, ""],
+                                                 "name no_such_type_here": [False, ""]}
+        kept.write_text(hooks.format_answers({"name no_such_type_here": [True, ""]}))
         assert kernel.btf_has_name("no_such_type_here") is True
     finally:
         kernel._btf_names.cache_clear()
+
+
+def test_answers_files_round_trip_and_survive_tabs_newlines_and_junk(tmp_path):
+    """The answers file is read without json (its import, with re and enum, was 5-20 ms of
+    a start): labels and reasons with tabs or newlines are written on one line, and lines
+    that are not answers are skipped."""
+    answers = {"tp_btf/a(int)": [True, ""], "name x\ty": [False, "no\nsuch\ttype"]}
+    path = tmp_path / "answers.tsv"
+    path.write_text(hooks.format_answers(answers) + "junk line\n2\tbad\t\n\n")
+    assert hooks.read_answers(str(path)) == {"tp_btf/a(int)": [True, ""],
+                                             "name x y": [False, "no such type"]}
+    assert hooks.read_answers(str(tmp_path / "missing")) == {}
 
 
 def test_format_field_names_reads_every_field_the_engine_reads():
