@@ -288,13 +288,17 @@ def _remember_tp_btf(where: object, label: str, ok: bool, reason: str) -> None:
         return
     answers = _tp_btf_answers(where)
     if not answers:  # a new boot or kernel: the answers of the old ones go
-        import glob
-
-        for old in glob.glob(os.path.join(os.path.dirname(path), "tp_btf-*.*")):
-            try:
-                os.unlink(old)
-            except OSError:
-                pass
+        d = os.path.dirname(path)
+        try:
+            names = os.listdir(d)  # (not glob: it imports re, ~5 ms)
+        except OSError:
+            names = []
+        for old in names:
+            if old.startswith("tp_btf-"):
+                try:
+                    os.unlink(os.path.join(d, old))
+                except OSError:
+                    pass
     answers[label] = [ok, reason]
     tmp = f"{path}.{os.getpid()}"
     try:
