@@ -204,3 +204,18 @@ class TestOutputs:
         tool.snapshot = _Snapshot([(["leaker"], ["malloc", "leak", "main"], 4099)], "t", None)
         _FinalFiles(args, tool, out).write()
         assert out.getvalue() == "leaker;main;leak;malloc 4099\n"
+
+
+@pytest.mark.parametrize("stem", ["c", "jemalloc", "tcmalloc_minimal", "a"])
+def test_library_names_match_as_bccs_pattern_does(stem):
+    """find_library's and the libc test's file names, without re (~5 ms of memleak -p's
+    start): the same answers as the pattern lib<stem>(.so|-<digits and dots>.so)."""
+    import re
+
+    from memlens.tools.memleak.probes import _lib_named
+
+    names = ["libc.so.6", "libc-2.31.so", "libc-.so", "libc-2.31", "libcrypto.so.3", "libc.so",
+             "libjemalloc.so.2", "libjemalloc-5.3.so", "libjemalloc-x.so", "libc-2.31.sox",
+             "libtcmalloc_minimal.so.4", "libc-2..so", "liba.so", "libc-2.31.so.6", "c.so"]
+    pattern = re.compile(rf"^lib{re.escape(stem)}(\.so|-[\d.]+\.so)")
+    assert [_lib_named(n, stem) for n in names] == [bool(pattern.match(n)) for n in names]
