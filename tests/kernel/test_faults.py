@@ -198,6 +198,19 @@ PY_CHILD = ("import sys\n"
             "sys.stdin.read(1)\n")
 
 
+def _wait_blocked_in_read(pid: int, timeout: float = 10.0) -> None:
+    """Until the process sleeps in read(2) (/proc/PID/syscall: x86-64's number 0)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with open(f"/proc/{pid}/syscall") as f:
+            if f.read().split(" ", 1)[0] == "0":
+                return
+        time.sleep(0.001)
+    raise AssertionError(f"process {pid} never blocked in read()")
+
+
 def test_a_full_stack_store_loses_stacks_not_faults_and_names_its_option():
     """--stack-storage-size 1 on python3 importing modules (faults from many places of
     the interpreter): one stack fits, the others are lost, counted with the option that
@@ -214,6 +227,7 @@ def test_a_full_stack_store_loses_stacks_not_faults_and_names_its_option():
         child.stdin.write("g")
         child.stdin.flush()
         assert child.stdout.readline() == "done\n"
+        _wait_blocked_in_read(child.pid)  # no fault of its own until stdin says so
         delta = proc_faults(child.pid) - before
         assert run.stop() == 0, run.stderr
         child.stdin.close()

@@ -322,9 +322,39 @@ def test_a_vmlinux_btf_name_is_searched_once_a_boot(tmp_path, monkeypatch):
         assert hooks.read_answers(str(kept)) == {"name task_struct": [True, ""],
                                                  "name no_such_type_here": [False, ""]}
         kept.write_text(hooks.format_answers({"name no_such_type_here": [True, ""]}))
+        hooks.clear_cache()  # the file is read again
         assert kernel.btf_has_name("no_such_type_here") is True
     finally:
         kernel._btf_names.cache_clear()
+
+
+def test_kernel_answers_are_kept_for_the_boot_and_no_answer_is_not(tmp_path, monkeypatch):
+    """A probe of the running kernel (a helper, a map flag: a program loaded each, 0.2-0.5
+    ms) is asked once a boot: its yes or no is read back from the answers file, in this
+    process and the next; a probe that could not answer (None) is asked again."""
+    import shutil
+
+    btf = tmp_path / "vmlinux"
+    shutil.copy(NEW_BTF, btf)
+    monkeypatch.setattr(hooks, "VMLINUX_BTF", str(btf))
+    monkeypatch.setenv("MEMLENS_CACHE_DIR", str(tmp_path / "cache"))
+    hooks.clear_cache()
+    asked = []
+
+    def probe(answer):
+        asked.append(answer)
+        return answer
+
+    assert hooks.kernel_answer("helper x", lambda: probe(True)) is True
+    assert hooks.kernel_answer("helper x", lambda: probe(False)) is True  # kept
+    hooks.clear_cache()  # as the next process: read from the file
+    assert hooks.kernel_answer("helper x", lambda: probe(False)) is True
+    assert hooks.kernel_answer("flag y", lambda: probe(None)) is False
+    assert hooks.kernel_answer("flag y", lambda: probe(False)) is False
+    assert asked == [True, None, False]
+    (kept,) = (tmp_path / "cache" / "btf").glob("tp_btf-*.tsv")
+    assert hooks.read_answers(str(kept)) == {"helper x": [True, ""], "flag y": [False, ""]}
+    hooks.clear_cache()
 
 
 def test_answers_files_round_trip_and_survive_tabs_newlines_and_junk(tmp_path):

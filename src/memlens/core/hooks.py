@@ -118,6 +118,7 @@ def clear_cache() -> None:
     """Forget probe results (tests; a long-lived process after the kernel changed)."""
     _probe_cached.cache_clear()
     _Btf._cache.clear()  # the parsed BTF files too
+    _answers_read.clear()  # and the answers files read
 
 
 def _one_line(text: str) -> str:
@@ -216,7 +217,8 @@ def vmlinux_btf_answer(path: str, label: str, compute) -> bool:
     """An answer about the vmlinux BTF at `path` (`compute() -> bool`), kept in memlens's
     cache directory with the tp_btf answers of this boot: it cannot change until the
     kernel does, and finding it reads the whole 5.5 MB file (kernel.btf_has_name: ~9 ms of
-    memleak -p's start)."""
+    memleak -p's start).  compute() may answer None: no answer (the probe itself failed,
+    e.g. not permitted), taken as False and not kept."""
     try:
         st = os.stat(path)
     except OSError:
@@ -225,9 +227,18 @@ def vmlinux_btf_answer(path: str, label: str, compute) -> bool:
     known = _tp_btf_answers(where).get(label)
     if known is not None:
         return bool(known[0])
-    ok = bool(compute())
-    _remember_tp_btf(where, label, ok, "")
-    return ok
+    ok = compute()
+    if ok is not None:
+        _remember_tp_btf(where, label, bool(ok), "")
+    return bool(ok)
+
+
+def kernel_answer(label: str, compute) -> bool:
+    """A yes or no about the running kernel that holds for the boot (a BPF helper it has,
+    a map flag its verifier accepts), kept with the vmlinux BTF answers: each such probe
+    loads a program (0.2-0.5 ms; faults asked five before its banner).  compute() answers
+    True, False, or None (the probe itself failed: not kept)."""
+    return vmlinux_btf_answer(VMLINUX_BTF, label, compute)
 
 
 def _tp_btf_cache(where: object, create: bool = False) -> str | None:
@@ -277,16 +288,23 @@ def format_answers(answers: dict[str, list]) -> str:
                    for label, (ok, reason) in answers.items())
 
 
+_answers_read: dict[str, dict] = {}  # answers files read, by path: once a process each
+
+
 def _tp_btf_answers(where: object) -> dict:
     path = _tp_btf_cache(where)
-    return {} if path is None else read_answers(path)
+    if path is None:
+        return {}
+    if path not in _answers_read:
+        _answers_read[path] = read_answers(path)
+    return _answers_read[path]
 
 
 def _remember_tp_btf(where: object, label: str, ok: bool, reason: str) -> None:
     path = _tp_btf_cache(where, create=True)
     if path is None:
         return
-    answers = _tp_btf_answers(where)
+    answers = dict(_tp_btf_answers(where))
     if not answers:  # a new boot or kernel: the answers of the old ones go
         d = os.path.dirname(path)
         try:
@@ -299,7 +317,9 @@ def _remember_tp_btf(where: object, label: str, ok: bool, reason: str) -> None:
                     os.unlink(os.path.join(d, old))
                 except OSError:
                     pass
+    answers = {**read_answers(path), **answers}  # another run's, written meanwhile
     answers[label] = [ok, reason]
+    _answers_read[path] = answers
     tmp = f"{path}.{os.getpid()}"
     try:
         with open(tmp, "w") as f:
@@ -673,8 +693,6 @@ class Kprobe(Hook):
 # ------------------------------------------------------------- BPF helpers, and both
 
 # UAPI enum bpf_prog_type / bpf_func_id values (include/uapi/linux/bpf.h; stable)
-_PROG_TYPES = {"tracepoint": 5, "perf_event": 7, "kprobe": 2}
-_HELPER_IDS = {"find_vma": 180, "get_attach_cookie": 174, "get_current_task_btf": 158}
 
 
 class BpfHelper(Hook):
@@ -694,13 +712,26 @@ class BpfHelper(Hook):
         return f"helper bpf_{self.helper}"
 
     def _check(self, where: object) -> None:
-        from memlens.core import libbpf as L
-
-        ok = L.lib().libbpf_probe_bpf_helper(_PROG_TYPES[self.prog_type],
-                                             _HELPER_IDS[self.helper], None)
-        if ok != 1:
+        ok = helper_exists(self.helper, self.prog_type)
+        if not ok:
             raise _Unavailable(f"the kernel has no bpf_{self.helper} for {self.prog_type} "
                                "programs")
+
+
+def helper_exists(helper: str, prog_type: str = "tracepoint") -> bool:
+    """The kernel has BPF helper bpf_<helper> for `prog_type` programs: libbpf's probe (a
+    tiny program calling it), its answer kept for the boot (kernel_answer)."""
+    def probe() -> bool | None:
+        from memlens.core import libbpf as L
+
+        try:
+            rc = L.lib().libbpf_probe_bpf_helper(kernel.PROG_TYPES[prog_type],
+                                                 kernel.HELPERS[helper], None)
+        except AttributeError:
+            return None  # an old libbpf without the probe: no answer
+        return None if rc < 0 else rc == 1
+
+    return kernel_answer(f"helper bpf_{helper} {prog_type}", probe)
 
 
 class AllOf(Hook):

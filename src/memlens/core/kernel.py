@@ -271,17 +271,16 @@ PROG_TYPES = {"kprobe": 2, "tracepoint": 5, "perf_event": 7, "raw_tracepoint": 1
 MAP_TYPES = {"hash": 1, "percpu_array": 6, "stack_trace": 7, "lru_hash": 9, "ringbuf": 27}
 HELPERS = {"probe_read_user": 112, "get_stackid": 27, "get_stack": 67,
            "ringbuf_reserve": 131, "get_current_task_btf": 158, "get_attach_cookie": 174,
-           "find_vma": 180}
+           "task_pt_regs": 175, "find_vma": 180, "loop": 181}
 
 
 @memo
 def has_attach_cookie() -> bool:
     """bpf_get_attach_cookie() in tracepoint programs (5.15+): libbpf loads a tiny program
-    that calls it and the kernel says whether it knows the helper."""
-    from memlens.core import libbpf as L
+    that calls it and the kernel says whether it knows the helper (kept for the boot)."""
+    from memlens.core import hooks
 
-    return L.lib().libbpf_probe_bpf_helper(PROG_TYPES["tracepoint"],
-                                           HELPERS["get_attach_cookie"], None) == 1
+    return hooks.helper_exists("get_attach_cookie", "tracepoint")
 
 
 def probe_features() -> dict[str, dict[str, bool]]:

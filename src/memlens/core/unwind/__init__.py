@@ -29,18 +29,13 @@ def add_stack_unwind_option(parser: argparse.ArgumentParser) -> None:
                         help=STACK_UNWIND_HELP)
 
 
-BPF_PROG_TYPE_TRACEPOINT = 5
-HELPER_TASK_PT_REGS, HELPER_FIND_VMA, HELPER_LOOP = 175, 180, 181
-
-
 _support: tuple[bool, str] | None = None
 
 
 def kernel_support() -> tuple[bool, str]:
     """Can this kernel run the walk (bpf_loop 5.17, bpf_task_pt_regs 5.15)?  (ok, why not)
-    Probed once a process (each probe loads a program: 1.3-7 ms the three; memleak
-    --quick-start configures two objects).  Not kept on disk for the boot: reading such
-    an answer back (hooks.vmlinux_btf_answer) took 3-11 ms here, no less than probing."""
+    Each probe loads a program (1.3-7 ms the three): their answers are kept for the boot
+    (hooks.helper_exists), and this one for the process."""
     global _support
     if _support is None:
         _support = _probe_support()
@@ -49,18 +44,15 @@ def kernel_support() -> tuple[bool, str]:
 
 def _probe_support() -> tuple[bool, str]:
     from memlens.core import libbpf as L
+    from memlens.core.hooks import helper_exists
 
     if os.uname().machine != "x86_64":
         return False, f"the unwinder reads x86-64 frames; this is {os.uname().machine}"
-    lb = L.lib()
-    for helper, name in ((HELPER_LOOP, "bpf_loop (5.17)"),
-                         (HELPER_FIND_VMA, "bpf_find_vma (5.17)"),
-                         (HELPER_TASK_PT_REGS, "bpf_task_pt_regs (5.15)")):
-        try:
-            ok = lb.libbpf_probe_bpf_helper(BPF_PROG_TYPE_TRACEPOINT, helper, None)
-        except AttributeError:
-            ok = 1  # an old libbpf without the probe: let the load say
-        if ok != 1:
+    if not L.lib().has("libbpf_probe_bpf_helper"):
+        return True, ""  # an old libbpf without the probe: let the load say
+    for helper, name in (("loop", "bpf_loop (5.17)"), ("find_vma", "bpf_find_vma (5.17)"),
+                         ("task_pt_regs", "bpf_task_pt_regs (5.15)")):
+        if not helper_exists(helper, "tracepoint"):
             return False, f"the kernel lacks the BPF helper {name}"
     return True, ""
 
