@@ -511,12 +511,18 @@ static __always_inline void pair_add(__u32 probe, __u64 sum, __u64 sum2)
 	st->add_sum2 += sum2;
 }
 
-/* `stacks` is a constant of each program: false in the *_nostack programs, whose code has
- * no stack walk at all (neither the frame-pointer store nor the DWARF walk: a quarter of
- * count_tp's instructions), so the verifier has far less to check and to cut as dead code
- * for the many runs without a stack key (funccount, count: ~2 of its ~2.5 ms). */
+/* `stacks` is a constant of each program: STACKS_NONE in the *_nostack programs, whose
+ * code has no stack walk at all (neither the frame-pointer store nor the DWARF walk: a
+ * quarter of count_tp's instructions), so the verifier has far less to check and to cut
+ * as dead code for the many runs without a stack key (funccount, count: ~1 ms of ~2);
+ * STACKS_FP in the hand-over's twins, which never walk (the walk is off in their copy),
+ * and STACKS_ALL elsewhere. */
+#define STACKS_NONE 0
+#define STACKS_FP 1
+#define STACKS_ALL 2
+
 static __always_inline void fill_key(void *ctx, struct engine_key *key, __u32 probe,
-				     __u64 field, const bool stacks)
+				     __u64 field, const int stacks)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	__u32 parts = key_parts;
@@ -532,7 +538,7 @@ static __always_inline void fill_key(void *ctx, struct engine_key *key, __u32 pr
 		key->cgroup = kn ? BPF_CORE_READ(kn, id) : 0;
 	}
 	if (stacks && (parts & KEY_USTACK)) {
-		key->ustack = stack_store(ctx, BPF_F_USER_STACK);
+		key->ustack = stack_store_walk(ctx, BPF_F_USER_STACK, false, stacks == STACKS_ALL);
 		if (hand_over)
 			count_drop(MEMLENS_DROP_UNWIND_FALLBACK); /* the walk not loaded yet */
 	}
@@ -548,7 +554,7 @@ static __always_inline void fill_key(void *ctx, struct engine_key *key, __u32 pr
  * record (need_record) and an end's begin record already are, and its first event_size
  * bytes are copied to the ring. */
 static __always_inline void emit_event(void *ctx, struct engine_event *e, __u32 probe,
-				       __u64 latency_ns, const bool stacks)
+				       __u64 latency_ns, const int stacks)
 {
 	if (e) {
 		e->size = need_record ? record_size : 0;
@@ -578,7 +584,8 @@ static __always_inline void emit_event(void *ctx, struct engine_event *e, __u32 
 	e->probe = probe;
 	e->cpu = bpf_get_smp_processor_id();
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
-	e->ustack = (stacks && (key_parts & KEY_USTACK)) ? stack_store(ctx, BPF_F_USER_STACK) : 0;
+	e->ustack = (stacks && (key_parts & KEY_USTACK))
+		? stack_store_walk(ctx, BPF_F_USER_STACK, false, stacks == STACKS_ALL) : 0;
 	if (stacks && hand_over && (key_parts & KEY_USTACK))
 		count_drop(MEMLENS_DROP_UNWIND_FALLBACK); /* the walk not loaded yet */
 	e->kstack = (stacks && (key_parts & KEY_KSTACK)) ? stack_store_opt(ctx, 0, true) : 0;
@@ -587,7 +594,7 @@ static __always_inline void emit_event(void *ctx, struct engine_event *e, __u32 
 		count_drop(MEMLENS_DROP_RINGBUF);
 }
 
-static __always_inline int count_tp_body(void *ctx, const bool stacks)
+static __always_inline int count_tp_body(void *ctx, const int stacks)
 {
 	if (!task_allowed())
 		return PASS_ON;
@@ -654,13 +661,13 @@ static __always_inline int count_tp_body(void *ctx, const bool stacks)
 SEC("tracepoint")
 int count_tp(void *ctx)
 {
-	return count_tp_body(ctx, true);
+	return count_tp_body(ctx, STACKS_ALL);
 }
 
 SEC("tracepoint")
 int count_tp_nostack(void *ctx)
 {
-	return count_tp_body(ctx, false);
+	return count_tp_body(ctx, STACKS_NONE);
 }
 
 /* count_tp attached before the walk is loaded (the hand-over, above).  Its own program:
@@ -670,11 +677,11 @@ SEC("tracepoint")
 int count_tp_handing(void *ctx)
 {
 	bpf_tail_call(ctx, &hand_over_tp, 0); /* returns only while the slot is empty */
-	return count_tp_body(ctx, true);
+	return count_tp_body(ctx, STACKS_FP);
 }
 
 static __always_inline int count_perf_body(struct bpf_perf_event_data *ctx,
-					   const bool stacks)
+					   const int stacks)
 {
 	if (!task_allowed())
 		return 0;
@@ -718,20 +725,20 @@ static __always_inline int count_perf_body(struct bpf_perf_event_data *ctx,
 SEC("perf_event")
 int count_perf(struct bpf_perf_event_data *ctx)
 {
-	return count_perf_body(ctx, true);
+	return count_perf_body(ctx, STACKS_ALL);
 }
 
 SEC("perf_event")
 int count_perf_nostack(struct bpf_perf_event_data *ctx)
 {
-	return count_perf_body(ctx, false);
+	return count_perf_body(ctx, STACKS_NONE);
 }
 
 SEC("perf_event")
 int count_perf_handing(struct bpf_perf_event_data *ctx)
 {
 	bpf_tail_call(ctx, &hand_over_perf, 0);
-	return count_perf_body(ctx, true);
+	return count_perf_body(ctx, STACKS_FP);
 }
 
 static __always_inline int count_regs(struct pt_regs *ctx, __u32 probe)
@@ -739,11 +746,11 @@ static __always_inline int count_regs(struct pt_regs *ctx, __u32 probe)
 	if (!task_allowed())
 		return PASS_ON;
 	if (trace_mode) {
-		emit_event(ctx, NULL, probe, 0, true);
+		emit_event(ctx, NULL, probe, 0, STACKS_ALL);
 		return PASS_ON;
 	}
 	struct engine_key key = {};
-	fill_key(ctx, &key, probe, 0, true);
+	fill_key(ctx, &key, probe, 0, STACKS_ALL);
 	count_key(&key, 0);
 	return PASS_ON;
 }
