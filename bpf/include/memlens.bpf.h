@@ -130,11 +130,18 @@ static __always_inline __s32 stackid_counted(void *ctx, void *map, __u64 flags)
 		count_drop(MEMLENS_DROP_RINGBUF);                        \
 	__r; })
 
+/* A failed insert counted by its cause: the map full (-E2BIG), or no memory for a new
+ * entry at that moment (-ENOMEM: a map that allocates as it inserts, 6.1+, found its
+ * per-CPU cache of free entries empty in a burst, before the kernel refilled it). */
+#define count_insert_failure(err, full, nomem) \
+	count_drop((err) == -ENOMEM ? (nomem) : (full))
+
 static __always_inline void update_or_count(void *map, const void *key, const void *val,
 					     __u64 flags)
 {
-	if (bpf_map_update_elem(map, key, val, flags))
-		count_drop(MEMLENS_DROP_MAP_FULL);
+	long err = bpf_map_update_elem(map, key, val, flags);
+	if (err)
+		count_insert_failure(err, MEMLENS_DROP_MAP_FULL, MEMLENS_DROP_MAP_NOMEM);
 }
 
 /* ---- One stack store for every tool -------------------------------------------------
@@ -1144,9 +1151,9 @@ __attribute__((noinline)) __u64 memlens_stack_commit(__u64 len, __u64 user)
 			__asm__ volatile("" : "+r"(k)); /* not a memset call */
 		}
 	}
-	if (bpf_map_update_elem(&stacks, &h, st, BPF_NOEXIST) &&
-	    !bpf_map_lookup_elem(&stacks, &h)) {
-		count_drop(MEMLENS_DROP_STACK_FULL);
+	long err = bpf_map_update_elem(&stacks, &h, st, BPF_NOEXIST);
+	if (err && !bpf_map_lookup_elem(&stacks, &h)) {
+		count_insert_failure(err, MEMLENS_DROP_STACK_FULL, MEMLENS_DROP_STACK_NOMEM);
 		return 0;
 	}
 	return h;

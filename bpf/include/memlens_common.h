@@ -28,6 +28,8 @@ enum memlens_drop {
 					   * unwind tables not loaded yet */
 	MEMLENS_DROP_UNWIND_TRUNCATED = 8, /* user stack cut short: a frame the unwinder could
 					    * not follow */
+	MEMLENS_DROP_STACK_NOMEM = 9,     /* no memory for a new stack at that moment */
+	MEMLENS_DROP_MAP_NOMEM = 10,      /* no memory for a new entry at that moment */
 	MEMLENS_DROP_NR = 16,
 };
 

@@ -82,6 +82,9 @@ def test_loss_records_get_short_causes():
     assert loss_labels({"what": "events", "reason": DROP_NAMES[0][1]}) == ("events", "ring_full")
     assert loss_labels({"what": "stacks", "reason": DROP_NAMES[1][1]}) == \
         ("stacks", "stack_collision")
+    assert loss_labels({"what": "stacks", "reason": DROP_NAMES[9][1]}) == ("stacks", "no_memory")
+    assert loss_labels({"what": "entries", "reason": DROP_NAMES[10][1]}) == \
+        ("entries", "no_memory")
     assert loss_labels({"what": "symbols", "reason": "x"}) == ("symbols", "process_gone")
     assert loss_labels({"what": "report_keys", "reason": "x"}) == ("report_keys",
                                                                    "too_many_keys")

@@ -1,5 +1,7 @@
-/* fault_touch [N]: write one byte to each of N (default 4099) fresh pages of an anonymous
- * mapping, from the noinline function touch_pages, between two stdin gates.
+/* fault_touch [N [read]]: write one byte to each of N (default 4099) fresh pages of an
+ * anonymous mapping, from the noinline function touch_pages, between two stdin gates.
+ * With "read": the kernel fills them instead, one read(2) of /dev/zero into the mapping:
+ * each fault is then a kernel-mode one (clear_user), with a kernel and a user stack.
  *
  * Built with frame pointers (tests/conftest.py build_workload), so a fault's user stack is
  * touch_pages <- touch_region <- main.  The mapping is made and marked MADV_NOHUGEPAGE
@@ -22,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -57,6 +60,8 @@ static void say(const char *buf)
 int main(int argc, char **argv)
 {
 	long n = argc > 1 ? atol(argv[1]) : 4099;
+	int by_read = argc > 2 && !strcmp(argv[2], "read");
+	int zero = by_read ? open("/dev/zero", O_RDONLY) : -1;
 	long pagesz = sysconf(_SC_PAGESIZE);
 	struct rusage r0, r1;
 	volatile char stack_warm[64 * 1024];
@@ -82,10 +87,17 @@ int main(int argc, char **argv)
 	snprintf(line, sizeof line, TOUCHED, n, 123456789L, 123456789L);
 	snprintf(line, sizeof line, "ready pid=%d\n", (int)getpid());
 	say(line);
+	if (by_read && (zero < 0 || read(zero, p, 0) < 0))
+		return 1;
 	if (read(0, &c, 1) != 1)
 		return 2;
 	getrusage(RUSAGE_SELF, &r0);
-	touch_region(p, n, pagesz);
+	if (by_read) {
+		if (read(zero, p, n * pagesz) != n * pagesz)
+			return 3;
+	} else {
+		touch_region(p, n, pagesz);
+	}
 	getrusage(RUSAGE_SELF, &r1);
 	snprintf(line, sizeof line, TOUCHED, n, r1.ru_minflt - r0.ru_minflt,
 		 r1.ru_majflt - r0.ru_majflt);

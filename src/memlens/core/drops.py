@@ -23,6 +23,10 @@ DROP_NAMES = {
                            "or their files' unwind tables not loaded yet (or past the memory "
                            "bound)"),
     8: ("unwind_truncated", "user stack cut short: a frame the unwinder could not follow"),
+    9: ("stacks", "no memory for a new stack at that moment (a burst emptied the kernel's "
+                  "cache of free entries)"),
+    10: ("entries", "no memory for a new entry at that moment (a burst emptied the kernel's "
+                    "cache of free entries)"),
 }
 
 

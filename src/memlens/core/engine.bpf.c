@@ -247,7 +247,7 @@ static __always_inline void count_key_ns(struct engine_key *key, __u64 sum, __u6
 		return;
 	}
 	if (err) {
-		count_drop(MEMLENS_DROP_MAP_FULL);
+		count_insert_failure(err, MEMLENS_DROP_MAP_FULL, MEMLENS_DROP_MAP_NOMEM);
 		return;
 	}
 	if (!announce)
@@ -462,8 +462,9 @@ static __always_inline void pair_begin(__u32 probe, struct engine_event *ev)
 		st->size = record_size < ENGINE_BEGIN_MAX ? record_size : ENGINE_BEGIN_MAX;
 		__builtin_memcpy(st->data, ev->data, ENGINE_BEGIN_MAX);
 	}
-	if (bpf_map_update_elem(&starts, &k, st, BPF_ANY))
-		count_drop(MEMLENS_DROP_MAP_FULL);
+	long err = bpf_map_update_elem(&starts, &k, st, BPF_ANY);
+	if (err)
+		count_insert_failure(err, MEMLENS_DROP_MAP_FULL, MEMLENS_DROP_MAP_NOMEM);
 }
 
 /* An end: the time since this thread's begin of the pair (0 when it began before tracing);

@@ -449,6 +449,7 @@ class Engine:
             self._hand_over = HandOver(obj, HANDING)
             self._hand_over.arm()
         obj.load()
+        obj.warm_allocation("counts", "stacks")  # (loader: a burst's first entries)
         # The walk's store needs numpy (~0.1 s to import): made before attaching only for a
         # target process (its first stacks whole), else at the first poll, after the banner.
         # Meanwhile the kernel side walks by frame pointers (counted as unwind_fallback) and

@@ -294,6 +294,50 @@ class BpfObject:
                 if rc:
                     raise _phase_error("configuring", f"map {name} flags", rc)
 
+    def warm_allocation(self, *map_names: str) -> None:
+        """After the load, before attaching: the named hash maps that allocate their
+        entries on insert get their per-CPU cache of free entries filled on every CPU.
+        The kernel's allocator (bpf_mem_alloc) starts each CPU with one free entry over 256
+        bytes (four if smaller) and refills when it runs low, asynchronously (irq_work): a
+        program storing two new stacks at once (a user and a kernel one) found no memory
+        for the second, the first event on each CPU (a stack lost at every start of
+        faults).  An insert on a CPU starts its refill: here an insert and a delete of a
+        zero key (the programs are not attached yet), from each CPU in turn.  ~20 us a
+        CPU and map."""
+        lb = L.lib()
+        maps = []
+        for name in map_names:
+            if not self.has_map(name):
+                continue
+            m = self._map_ptr(name)
+            if (lb.bpf_map__type(m) != L.BPF_MAP_TYPE_HASH
+                    or not lb.bpf_map__map_flags(m) & BPF_F_NO_PREALLOC
+                    or lb.bpf_map__max_entries(m) < 2):
+                continue
+            key = C.create_string_buffer(lb.bpf_map__key_size(m))
+            value = C.create_string_buffer(lb.bpf_map__value_size(m))
+            maps.append((lb.bpf_map__fd(m), key, value))
+        if not maps:
+            return
+        try:
+            allowed = os.sched_getaffinity(0)
+        except OSError:
+            return
+        try:
+            for cpu in sorted(allowed):
+                try:
+                    os.sched_setaffinity(0, {cpu})
+                except OSError:
+                    continue
+                for fd, key, value in maps:
+                    if lb.bpf_map_update_elem(fd, key, value, 1) == 0:  # BPF_NOEXIST
+                        lb.bpf_map_delete_elem(fd, key)
+        finally:
+            try:
+                os.sched_setaffinity(0, allowed)
+            except OSError:
+                pass
+
     def set_expected_attach_type(self, prog_name: str, attach_type: int) -> None:
         rc = L.lib().bpf_program__set_expected_attach_type(self.prog(prog_name), attach_type)
         if rc:

@@ -35,6 +35,8 @@ DROP_CAUSES = {
     6: "announce_ring_full",
     7: "unwind_fallback",
     8: "unwind_truncated",
+    9: "no_memory",
+    10: "no_memory",
 }
 
 

@@ -609,6 +609,7 @@ class MemleakTool:
                 self._early_made.wait(timeout=60)
                 obj.premake_maps(early, made=self._early_maps)
         obj.load()
+        obj.warm_allocation("allocs", "stacks", "stats")  # (loader: a burst's first entries)
         return unwind_on and not self.hand_over_due
 
     def attach_user(self, obj) -> None:
@@ -851,8 +852,8 @@ class MemleakTool:
         drops = np.asarray(self.obj.map("drops").array_values("<u8")).tolist()
         counters = np.asarray(self.obj.map("counters").array_values("<u8")).tolist()
         c = {name: int(counters[i]) for i, name in enumerate(ML_COUNTERS)}
-        lost = {"events": int(drops[0]), "stacks": int(drops[1] + drops[2]),
-                "stacks_missing": int(drops[3]), "entries": int(drops[4]),
+        lost = {"events": int(drops[0]), "stacks": int(drops[1] + drops[2] + drops[9]),
+                "stacks_missing": int(drops[3]), "entries": int(drops[4] + drops[10]),
                 "missed_frees": c["missed_frees"], "symbols": len(self.unsymbolized)}
         return lost, c
 

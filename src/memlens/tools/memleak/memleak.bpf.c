@@ -96,10 +96,10 @@ static __always_inline void stats_add(struct alloc_info *info, __s64 sign)
 		if (sign < 0)
 			return;
 		struct stack_stats zero = {};
-		bpf_map_update_elem(&stats, &key, &zero, BPF_NOEXIST);
+		long err = bpf_map_update_elem(&stats, &key, &zero, BPF_NOEXIST);
 		s = bpf_map_lookup_elem(&stats, &key);
 		if (!s) {
-			count_drop(MEMLENS_DROP_MAP_FULL);
+			count_insert_failure(err, MEMLENS_DROP_MAP_FULL, MEMLENS_DROP_MAP_NOMEM);
 			return;
 		}
 	}
@@ -128,8 +128,9 @@ static __always_inline void record(void *ctx, __u64 addr, __u64 size, __u32 kind
 		if (track_stats)
 			stats_add(old, -1);
 	}
-	if (bpf_map_update_elem(&allocs, &addr, &info, BPF_ANY)) {
-		count_drop(MEMLENS_DROP_MAP_FULL);
+	long err = bpf_map_update_elem(&allocs, &addr, &info, BPF_ANY);
+	if (err) {
+		count_insert_failure(err, MEMLENS_DROP_MAP_FULL, MEMLENS_DROP_MAP_NOMEM);
 		return;
 	}
 	count(ML_CNT_RECORDED);
@@ -172,10 +173,10 @@ static __always_inline int enter(struct pt_regs *ctx, __u64 size, __u64 arg)
 	struct thread_state *st = bpf_map_lookup_elem(&threads, &tid);
 	if (!st) {
 		struct thread_state zero = {};
-		bpf_map_update_elem(&threads, &tid, &zero, BPF_NOEXIST);
+		long err = bpf_map_update_elem(&threads, &tid, &zero, BPF_NOEXIST);
 		st = bpf_map_lookup_elem(&threads, &tid);
 		if (!st) {
-			count_drop(MEMLENS_DROP_MAP_FULL);
+			count_insert_failure(err, MEMLENS_DROP_MAP_FULL, MEMLENS_DROP_MAP_NOMEM);
 			return 0;
 		}
 	} else if (st->sp && st->sp >= sp && now - st->ts_ns < STALE_NS) {
