@@ -6,7 +6,7 @@ Attached = the moment the tool prints its banner (memlens prints it only after e
 is attached; bpftrace runs BEGIN after attaching, and BEGIN prints READY here).  Peak RSS
 is the child's VmHWM read just before SIGINT, the tool having run 0.2 s after attaching
 (not wait4's ru_maxrss: a vfork'ed child keeps its parent's peak across exec).  Medians
-of RUNS runs each (BENCH_LAUNCH_RUNS, default 3).  The package is byte-compiled first
+of RUNS runs each (BENCH_LAUNCH_RUNS, default 5: bpftrace's own time varies 80-95 ms run to run here).  The package is byte-compiled first
 (scripts/setup.sh does it; PYTHONDONTWRITEBYTECODE is set on these machines).
 
     python -m bench launch            (root; bpftrace; ~2 minutes)
@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.common import emit_result, memlens_argv, vm_hwm_mb  # noqa: E402
 
-RUNS = int(os.environ.get("BENCH_LAUNCH_RUNS", "3"))
+RUNS = int(os.environ.get("BENCH_LAUNCH_RUNS", "5"))
 LIBC = "/lib/x86_64-linux-gnu/libc.so.6"
 T = "tracepoint:"
 
