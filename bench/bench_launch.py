@@ -6,8 +6,9 @@ Attached = the moment the tool prints its banner (memlens prints it only after e
 is attached; bpftrace runs BEGIN after attaching, and BEGIN prints READY here).  Peak RSS
 is the child's VmHWM read just before SIGINT, the tool having run 0.2 s after attaching
 (not wait4's ru_maxrss: a vfork'ed child keeps its parent's peak across exec).  Medians
-of RUNS runs each (BENCH_LAUNCH_RUNS, default 5: bpftrace's own time varies 80-95 ms run to run here).  The package is byte-compiled first
-(scripts/setup.sh does it; PYTHONDONTWRITEBYTECODE is set on these machines).
+of RUNS runs each (BENCH_LAUNCH_RUNS, default 5: bpftrace's own time varies 80-95 ms from
+run to run here).  The package is byte-compiled first (scripts/setup.sh does it;
+PYTHONDONTWRITEBYTECODE is set on these machines).
 
     python -m bench launch            (root; bpftrace; ~2 minutes)
     python bench/bench_launch.py brkstack funccount    those tools only
