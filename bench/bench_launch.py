@@ -13,6 +13,8 @@ PYTHONDONTWRITEBYTECODE is set on these machines).
     python -m bench launch            (root; bpftrace; ~2 minutes)
     python bench/bench_launch.py brkstack funccount    those tools only
     python bench/bench_launch.py --phases [TOOL...]   where the time goes, per phase
+    python bench/launch_ab.py N "A_SRC|ARGS" "B_SRC|ARGS"   a change's A/B (worktrees)
+    python bench/verifier_stats.py TOOL ARGS...   the verifier's time per program
 """
 from __future__ import annotations
 
