@@ -107,9 +107,11 @@ def test_max_is_the_longest_since_the_last_collect_not_since_the_key_was_made():
         eng.close()
         if child.poll() is None:
             child.kill()
-    assert first.count == 1 and 0.2e9 <= first.max_ns <= long_ns, (first, long_ns)
+    # (lower bounds with slack: Python's time.sleep computes its absolute deadline before
+    # the system call, so the kernel's enter-to-exit time can be a few us short of it)
+    assert first.count == 1 and 0.19e9 <= first.max_ns <= long_ns, (first, long_ns)
     assert second.count == 3, second
-    assert 0.005e9 <= second.max_ns <= max(short_ns) < 0.1e9, (second, short_ns)
+    assert 0.004e9 <= second.max_ns <= max(short_ns) < 0.1e9, (second, short_ns)
     assert all(e.max_ns == 0 for e in later), later  # exit: no sleep since the last read
 
 
