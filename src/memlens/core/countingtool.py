@@ -396,9 +396,11 @@ def add_stack_storage_option(parser) -> None:
 def loss_hints(max_keys: int, stack_storage: int, keys: tuple[str, ...]) -> dict[int, str]:
     """What a user can do when the kernel's tables are full (core/drops: "map full",
     "stack map full"): the option sizing each, and its size in this run."""
-    hints = {4: f"raise --max-keys, now {max_keys}"}
+    from memlens.core.drops import DROP_MAP_FULL, DROP_STACK_FULL
+
+    hints = {DROP_MAP_FULL: f"raise --max-keys, now {max_keys}"}
     if {"ustack", "kstack"} & set(keys):
-        hints[2] = f"raise --stack-storage-size, now {stack_storage}"
+        hints[DROP_STACK_FULL] = f"raise --stack-storage-size, now {stack_storage}"
     return hints
 
 

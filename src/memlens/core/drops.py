@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import struct
 
-# bpf/include/memlens_common.h enum memlens_drop: index -> (what was lost, why)
+# bpf/include/memlens_common.h enum memlens_drop: the indices named here, and every index
+# -> (what was lost, why)
+DROP_STACK_FULL, DROP_MAP_FULL = 2, 4
 DROP_NAMES = {
     0: ("events", "ring buffer full"),
     1: ("stacks", "stack map hash collision"),

@@ -72,6 +72,15 @@ STACK_STORAGE_ON_INSERT = 32768
 STACK_STORAGE_PREALLOCATED = 10240
 
 
+# Trace mode for episodes (drsnoop's reclaims, compactsnoop's compactions): rare next to
+# syscalls (thousands a second under a memory storm at most), so a 1 MiB ring holds ~10k of
+# them, and EPISODE_PENDING threads may be inside one at once (the begins held for their
+# ends; beyond, the oldest begin goes and its end is counted without a time).  Both are
+# made whole at the start: the defaults' 4 MiB ring and 10240 begins cost ~2 ms of it.
+EPISODE_RING_SIZE = 1 << 20
+EPISODE_PENDING = 4096
+
+
 def default_stack_storage() -> int:
     from memlens.core.loader import hash_maps_may_allocate
 

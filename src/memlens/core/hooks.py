@@ -175,7 +175,7 @@ class TpBtf(Hook):
         # the answer for this boot's vmlinux BTF, kept in memlens's cache directory: the
         # prototype check parses the whole 5.5 MB BTF (~20 ms of oomkill's start) and the
         # answer cannot change until the kernel does
-        known = _tp_btf_answers(where).get(self.label)
+        known = _boot_answers(where).get(self.label)
         if known is not None:
             if known[0]:
                 return
@@ -183,9 +183,9 @@ class TpBtf(Hook):
         try:
             self._check_btf(where)
         except _Unavailable as why:
-            _remember_tp_btf(where, self.label, False, str(why))
+            _remember_answer(where, self.label, False, str(why))
             raise
-        _remember_tp_btf(where, self.label, True, "")
+        _remember_answer(where, self.label, True, "")
 
     def _check_btf(self, where: object) -> None:
         path = where[0]  # type: ignore[index]
@@ -224,12 +224,12 @@ def vmlinux_btf_answer(path: str, label: str, compute) -> bool:
     except OSError:
         return bool(compute())
     where = (path, st.st_mtime_ns, st.st_size)
-    known = _tp_btf_answers(where).get(label)
+    known = _boot_answers(where).get(label)
     if known is not None:
         return bool(known[0])
     ok = compute()
     if ok is not None:
-        _remember_tp_btf(where, label, bool(ok), "")
+        _remember_answer(where, label, bool(ok), "")
     return bool(ok)
 
 
@@ -241,9 +241,10 @@ def kernel_answer(label: str, compute) -> bool:
     return vmlinux_btf_answer(VMLINUX_BTF, label, compute)
 
 
-def _tp_btf_cache(where: object, create: bool = False) -> str | None:
-    """The file of tp_btf answers for the vmlinux BTF of this boot (None: no trusted
-    cache directory, or another BTF file)."""
+def _answers_file(where: object, create: bool = False) -> str | None:
+    """The file of answers about the kernel of this boot (tp_btf prototypes, names in its
+    BTF, helpers, map flags: its name keeps its first use, tp_btf-), keyed by its vmlinux
+    BTF (None: no trusted cache directory, or another BTF file)."""
     from memlens.core import btfcache
 
     path, mtime, size = where  # type: ignore[misc]
@@ -291,8 +292,8 @@ def format_answers(answers: dict[str, list]) -> str:
 _answers_read: dict[str, dict] = {}  # answers files read, by path: once a process each
 
 
-def _tp_btf_answers(where: object) -> dict:
-    path = _tp_btf_cache(where)
+def _boot_answers(where: object) -> dict:
+    path = _answers_file(where)
     if path is None:
         return {}
     if path not in _answers_read:
@@ -300,19 +301,19 @@ def _tp_btf_answers(where: object) -> dict:
     return _answers_read[path]
 
 
-def _remember_tp_btf(where: object, label: str, ok: bool, reason: str) -> None:
-    path = _tp_btf_cache(where, create=True)
+def _remember_answer(where: object, label: str, ok: bool, reason: str) -> None:
+    path = _answers_file(where, create=True)
     if path is None:
         return
-    answers = dict(_tp_btf_answers(where))
+    answers = dict(_boot_answers(where))
     if not answers:  # a new boot or kernel: the answers of the old ones go
         d = os.path.dirname(path)
         try:
             names = os.listdir(d)  # (not glob: it imports re, ~5 ms)
         except OSError:
             names = []
-        for old in names:
-            if old.startswith("tp_btf-"):
+        for old in names:  # (not this boot's: another run may have written it meanwhile)
+            if old.startswith("tp_btf-") and os.path.join(d, old) != path:
                 try:
                     os.unlink(os.path.join(d, old))
                 except OSError:
@@ -578,7 +579,6 @@ class Tracepoint(Hook):
             raise _Unavailable(f"{self.category}:{self.name} has no field "
                                + ", ".join(missing))
 
-
     def _parsed_field_names(self, root: str) -> set[str] | None:
         """The field names of the format the engine will read (tpformat.read_format, read
         and parsed once a process: drsnoop's six tracepoints were read and parsed twice,
@@ -710,9 +710,6 @@ class Kprobe(Hook):
 
 
 # ------------------------------------------------------------- BPF helpers, and both
-
-# UAPI enum bpf_prog_type / bpf_func_id values (include/uapi/linux/bpf.h; stable)
-
 
 class BpfHelper(Hook):
     """A BPF helper a program calls (bpf_find_vma: 5.17+), asked of the kernel through

@@ -39,12 +39,6 @@ CAT = "compaction"
 BEGIN, END = f"t:{CAT}:mm_compaction_begin", f"t:{CAT}:mm_compaction_end"
 SUITABLE, MIGRATE = f"t:{CAT}:mm_compaction_suitable", f"t:{CAT}:mm_compaction_migratepages"
 PER_THREAD_LIMIT = 4096  # threads whose suitable/migrate records wait for an end
-# Episodes are rare (a compaction is one a zone): a 1 MiB ring holds ~10k of them, and
-# PENDING threads may be inside one at once (the begins held for their ends; beyond, the
-# oldest begin goes and its end is counted without a time).  Each is made whole at the
-# start: the engine's 4 MiB ring and 10240 begins cost ~2 ms of it.
-RING_SIZE = 1 << 20
-PENDING = PER_THREAD_LIMIT
 
 EXAMPLES = """\
 examples:
@@ -244,7 +238,7 @@ class CompactsnoopTool:
     def start(self) -> None:
         from memlens import registry
         from memlens.core import kernel
-        from memlens.core.engine import Engine
+        from memlens.core.engine import EPISODE_PENDING, EPISODE_RING_SIZE, Engine
         from memlens.core.hooks import choose
         from memlens.core.privileges import require_tracing_privileges
         from memlens.core.probespec import parse_all
@@ -270,8 +264,9 @@ class CompactsnoopTool:
         migrate = {"adds": {MIGRATE: END}, "sum_field": "nr_migrated",
                    "sum2_field": "nr_failed"} if self.has_migrate else {}
         self.engine = Engine(parse_all(specs), keys=keys, trace=True, pairs={END: BEGIN},
-                             probe_filters=filters, ring_size=self.args.ring_size or RING_SIZE,
-                             pending=PENDING, **migrate)
+                             probe_filters=filters,
+                             ring_size=self.args.ring_size or EPISODE_RING_SIZE,
+                             pending=EPISODE_PENDING, **migrate)
         self.episodes = Episodes(status_names())
         self.mono_to_wall = time.time() - time.monotonic()  # bpf_ktime_get_ns: monotonic
         self.engine.start(pid=self.args.pid, cgroup=self.args.cgroup)
@@ -368,9 +363,10 @@ class CompactsnoopCommand:
         from memlens.output.sinks import add_output_options
 
         add_common_options(parser, json=False)
+        from memlens.core.engine import EPISODE_RING_SIZE
         from memlens.core.ringbuf import add_ring_size_option
 
-        add_ring_size_option(parser, RING_SIZE, "episodes")
+        add_ring_size_option(parser, EPISODE_RING_SIZE, "episodes")
         add_output_options(parser)
         parser.add_argument("-T", "--timestamp", action="store_true",
                             help="include a time column (seconds since the first episode)")

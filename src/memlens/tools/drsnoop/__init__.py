@@ -31,12 +31,6 @@ if TYPE_CHECKING:
     from typing import Any
 
 CATEGORY = "vmscan"
-# Episodes are rare next to syscalls (thousands a second under a memory storm): a 1 MiB
-# ring holds ~10k of them, and 4096 threads may be inside one at once (the begins held for
-# their ends; beyond, the oldest begin goes and its end is counted without a time).  Each
-# is made whole at the start: the engine's 4 MiB ring and 10240 begins cost ~2 ms of it.
-RING_SIZE = 1 << 20
-PENDING = 4096
 
 
 
@@ -130,7 +124,7 @@ class DrsnoopTool:
 
     def __init__(self, args: argparse.Namespace, kinds: list[Kind],
                  missing: list[dict[str, str]]):
-        from memlens.core.engine import Engine
+        from memlens.core.engine import EPISODE_PENDING, EPISODE_RING_SIZE, Engine
         from memlens.core.probespec import parse_all
 
         if not kinds:
@@ -144,7 +138,8 @@ class DrsnoopTool:
         specs = [tp(n) for k in kinds for n in (k.begin, k.end)]
         self.engine = Engine(parse_all(specs), keys=(), trace=True,
                              pairs={tp(k.end): tp(k.begin) for k in kinds},
-                             ring_size=args.ring_size or RING_SIZE, pending=PENDING)
+                             ring_size=args.ring_size or EPISODE_RING_SIZE,
+                             pending=EPISODE_PENDING)
         # -t trumps -p (BCC): the kernel keeps that thread (and its process) only
         self.pid = tgid_of(args.tid) if args.tid else args.pid
         who = (f" for TID {args.tid}" if args.tid else
@@ -292,9 +287,10 @@ class DrsnoopCommand:
                             dest="extended",
                             help="show free memory, FREE(KB) (MemFree as the line is "
                                  "printed)")
+        from memlens.core.engine import EPISODE_RING_SIZE
         from memlens.core.ringbuf import add_ring_size_option
 
-        add_ring_size_option(parser, RING_SIZE, "episodes")
+        add_ring_size_option(parser, EPISODE_RING_SIZE, "episodes")
         add_output_options(parser)
 
     def run(self, args: argparse.Namespace) -> int:
