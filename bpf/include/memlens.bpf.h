@@ -547,6 +547,35 @@ static __always_inline int unwind_read(struct unwind_walk *s, __u64 addr, __u64 
  * start of the page's first slot */
 #define MEMLENS_UNWIND_TRAMP_BYTES 64
 
+/* One pending instance looked at (a bpf_loop callback, checked in a few passes): 1 ends
+ * the search, found or not. */
+struct unwind_ri_walk {
+	__u64 ri;         /* struct return_instance *: the one to look at */
+	__u64 slot;
+	__u64 ra;         /* found: its return address, */
+	__u64 stack;      /* and its slot */
+	__u32 in_tramp;
+	__u32 found;
+};
+
+static long unwind_ri_step(__u64 k, struct unwind_ri_walk *w)
+{
+	struct return_instance *ri = (struct return_instance *)w->ri;
+	if (!ri)
+		return 1;
+	__u64 stack = BPF_CORE_READ(ri, stack);
+	if (stack == w->slot || (w->in_tramp && stack > w->slot)) {
+		w->ra = BPF_CORE_READ(ri, orig_ret_vaddr);
+		w->stack = stack;
+		w->found = 1;
+		return 1;
+	}
+	if (stack > w->slot)
+		return 1; /* the instances are innermost first: none of this slot */
+	w->ri = (__u64)BPF_CORE_READ(ri, next);
+	return 0;
+}
+
 /* The return address the trampoline at `slot` stands for into *ra: 0, else -1 (no pending
  * instance of that slot among the next MEMLENS_UNWIND_RI_STEPS).  in_tramp: the thread
  * runs the trampoline itself (its function returned; a sample there, the uretprobe
@@ -558,21 +587,16 @@ __attribute__((noinline)) int memlens_unwind_uretprobe(struct unwind_walk *s, __
 {
 	if (!s || !ra)
 		return -1;
-	struct return_instance *ri = (struct return_instance *)s->ri;
-	for (int k = 0; k < MEMLENS_UNWIND_RI_STEPS && ri; k++) {
-		__u64 stack = BPF_CORE_READ(ri, stack);
-		if (stack == slot || (in_tramp && stack > slot)) {
-			*ra = BPF_CORE_READ(ri, orig_ret_vaddr);
-			s->ri = (__u64)BPF_CORE_READ(ri, next);
-			if (in_tramp)
-				s->sp = stack + 8;
-			return 0;
-		}
-		if (stack > slot)
-			return -1; /* the instances are innermost first: none of this slot */
-		ri = BPF_CORE_READ(ri, next);
-	}
-	return -1;
+	struct unwind_ri_walk w = { .ri = s->ri, .slot = slot, .in_tramp = in_tramp };
+	bpf_loop(MEMLENS_UNWIND_RI_STEPS, unwind_ri_step, &w, 0);
+	if (!w.found)
+		return -1;
+	*ra = w.ra;
+	struct return_instance *ri = (struct return_instance *)w.ri;
+	s->ri = (__u64)BPF_CORE_READ(ri, next);
+	if (in_tramp)
+		s->sp = w.stack + 8;
+	return 0;
 }
 
 /* ra, read from the stack at slot, made the real return address if a uretprobe replaced
@@ -585,24 +609,29 @@ static __always_inline int unwind_return_address(struct unwind_walk *s, __u64 sl
 	return memlens_unwind_uretprobe(s, slot, ra, 0);
 }
 
-/* One frame by its frame pointer: [rbp] is the caller's rbp, [rbp+8] the return address. */
-static __always_inline void unwind_fp_step(struct unwind_walk *s)
+/* One frame by its frame pointer: [rbp] is the caller's rbp, [rbp+8] the return address.
+ * A global function: checked once, not at each of the four places a frame falls back to
+ * it (a frame of a file without a table, a gap in one: a call per such frame only). */
+__attribute__((noinline)) int memlens_unwind_fp_step(struct unwind_walk *s)
 {
 	__u64 bp, ra;
+	if (!s)
+		return 0;
 	if (!s->bp_valid || !s->bp || s->bp < s->sp || unwind_read(s, s->bp, &bp) ||
 	    unwind_read(s, s->bp + 8, &ra)) {
 		s->done = 1;
-		return;
+		return 0;
 	}
 	if (unwind_return_address(s, s->bp + 8, &ra)) {
 		s->truncated = 1;
 		s->done = 1;
-		return;
+		return 0;
 	}
 	s->sp = s->bp + 16;
 	s->bp = bp;
 	s->ip = ra;
 	s->exact = 0;
+	return 0;
 }
 
 struct unwind_vma {
@@ -617,9 +646,38 @@ struct unwind_vma {
 	__u32 sent;       /* user space has the mapping (sent now or before) */
 };
 
-/* The mapping to user space, once per (process, mm, start); its file's path once a run. */
-static __always_inline int unwind_send_vma(struct unwind_vma *v, struct file *f)
+/* One component of a file's path, leaf first, into the record (a bpf_loop callback: the
+ * verifier checks it in a few passes, not the 16 steps of a loop along every path). */
+struct unwind_name_walk {
+	struct unwind_vma_rec *r;
+	__u64 d;          /* struct dentry *: the next component's */
+};
+
+static long unwind_name_step(__u64 i, struct unwind_name_walk *w)
 {
+	struct unwind_vma_rec *r = w->r;
+	struct dentry *d = (struct dentry *)w->d;
+	if (!r || i >= MEMLENS_UNWIND_NAME_DEPTH)
+		return 1;
+	struct dentry *parent = BPF_CORE_READ(d, d_parent);
+	if (!d || parent == d) { /* the filesystem's root */
+		r->complete = 1;
+		return 1;
+	}
+	bpf_probe_read_kernel_str(r->names[i], MEMLENS_UNWIND_NAME_LEN,
+				  BPF_CORE_READ(d, d_name.name));
+	r->depth = i + 1;
+	w->d = (__u64)parent;
+	return 0;
+}
+
+/* The mapping to user space, once per (process, mm, start); its file's path once a run
+ * (file: its struct file).  1: user space has it, 0: not yet.  A global function: checked
+ * once, where it is called from two places of the walk. */
+__attribute__((noinline)) int memlens_unwind_send_vma(struct unwind_vma *v, __u64 file)
+{
+	if (!v)
+		return 0;
 	struct unwind_vma_key vk = { .tgid = v->tgid, .start = v->start };
 	__u64 *sent = bpf_map_lookup_elem(&unwind_vma_sent, &vk);
 	if (sent && *sent == v->mm)
@@ -643,18 +701,9 @@ static __always_inline int unwind_send_vma(struct unwind_vma *v, struct file *f)
 	r->depth = 0;
 	r->complete = 0;
 	if (name) {
-		struct dentry *d = BPF_CORE_READ(f, f_path.dentry);
-		for (int i = 0; i < MEMLENS_UNWIND_NAME_DEPTH; i++) {
-			struct dentry *parent = BPF_CORE_READ(d, d_parent);
-			if (!d || parent == d) { /* the filesystem's root */
-				r->complete = 1;
-				break;
-			}
-			bpf_probe_read_kernel_str(r->names[i], MEMLENS_UNWIND_NAME_LEN,
-						  BPF_CORE_READ(d, d_name.name));
-			r->depth = i + 1;
-			d = parent;
-		}
+		struct file *f = (struct file *)file;
+		struct unwind_name_walk w = { .r = r, .d = (__u64)BPF_CORE_READ(f, f_path.dentry) };
+		bpf_loop(MEMLENS_UNWIND_NAME_DEPTH, unwind_name_step, &w, 0);
 	}
 	bpf_ringbuf_submit(r, 0);
 	bpf_map_update_elem(&unwind_vma_sent, &vk, &v->mm, BPF_ANY);
@@ -678,7 +727,7 @@ static long unwind_vma_cb(struct task_struct *task, struct vm_area_struct *vma, 
 	v->ino = BPF_CORE_READ(inode, i_ino);
 	v->dev = BPF_CORE_READ(inode, i_sb, s_dev);
 	v->found = 1;
-	v->sent = unwind_send_vma(v, f);
+	v->sent = memlens_unwind_send_vma(v, (__u64)f);
 	return 0;
 }
 
@@ -754,7 +803,7 @@ static __always_inline int unwind_by_vma(struct unwind_walk *s, __u64 pc)
 		v.start = code & ~4095ULL;
 		v.end = (code_end + 4095) & ~4095ULL;
 		v.off = f->seg_start;
-		v.sent = unwind_send_vma(&v, exe);
+		v.sent = memlens_unwind_send_vma(&v, (__u64)exe);
 		s->last.start = code;
 		s->last.end = code_end;
 		s->last.bias = code - f->vaddr;
@@ -809,62 +858,79 @@ static __always_inline __u32 unwind_slot_of(__u32 first, __u32 rel)
 	return (h >> 20) & (MEMLENS_UNWIND_CACHE_SLOTS - 1);
 }
 
-static long unwind_frame(__u64 index, struct unwind_ctx *c)
+/* The mapping holding pc into s->last (it was not there): 0, else 1 where no table
+ * covers pc and the frame was walked by its frame pointer instead. */
+static __always_inline int unwind_mapping(struct unwind_walk *s, struct unwind_proc *p, __u64 pc)
 {
-	struct unwind_walk *s = c->s;
-	struct stack_trace *st = c->st;
-	if (!s || !st || s->done)
+	int found = 0;
+	if (pc >= s->prev.start && pc < s->prev.end) {
+		struct unwind_mapping t = s->last;
+		s->last = s->prev;
+		s->prev = t;
+		found = 1;
+	} else {
+		if (!s->proc_checked) {
+			/* an entry made for another executable (before an exec) is stale */
+			s->no_proc = !p || p->exe_ino != s->exe_ino;
+			s->proc_checked = 1;
+		}
+		s->prev = s->last;
+		if (p && !s->no_proc)
+			found = unwind_proc_mapping(s, p, pc);
+	}
+	if (!found) {
+		s->unmapped = 1; /* user space reads the process again */
+		if (!unwind_met_find(s, pc) && unwind_by_vma(s, pc)) {
+			s->fallback = 1;
+			memlens_unwind_fp_step(s);
+			return 1;
+		}
+	}
+	return 0;
+}
+
+/* One step of the binary search over a file's rows for the last whose pc <= rel, its
+ * bounds in the walk's map value (s->lo, s->hi): a bpf_loop callback, which the verifier
+ * checks in a few passes, where a rolled loop of 24 steps was checked step by step along
+ * every path into it (~3,000 instructions, a third of the walk's). */
+struct unwind_search {
+	struct unwind_walk *s;
+	__u32 rel;
+	__u32 missing;    /* a row index past the map: the tables are inconsistent */
+};
+
+static long unwind_row_search_step(__u64 k, struct unwind_search *q)
+{
+	struct unwind_walk *s = q->s;
+	if (!s)
 		return 1;
-	if (!s->ip) {
-		s->done = 1;
+	__u32 l = s->lo, h = s->hi;
+	if (l >= h)
+		return 1;
+	__u32 mid = l + (h - l) / 2;
+	struct unwind_row *r = bpf_map_lookup_elem(&unwind_rows, &mid);
+	if (!r) {
+		q->missing = 1;
 		return 1;
 	}
-	__u32 n = s->n;
-	if (n >= MEMLENS_STACK_DEPTH) {
-		s->truncated = 1;
-		return 1;
-	}
-	st->ips[n] = s->ip;
-	s->n = n + 1;
-	/* a return address may be the first byte after a call to a noreturn function: the
-	 * call itself is one byte before */
-	__u64 pc = s->exact ? s->ip : s->ip - 1;
-	/* consecutive frames are mostly in one file: the last mapping found is kept, and the
-	 * one before it */
+	if (r->pc <= q->rel)
+		s->lo = mid + 1;
+	else
+		s->hi = mid;
+	return 0;
+}
+
+/* The caller's registers by the row of s->last's table that covers pc: 0, else 1 (the
+ * walk ends). */
+static __always_inline int unwind_by_row(struct unwind_walk *s, __u64 pc)
+{
 	struct unwind_mapping *m = &s->last;
-	if (pc < m->start || pc >= m->end) {
-		int found = 0;
-		if (pc >= s->prev.start && pc < s->prev.end) {
-			struct unwind_mapping t = s->last;
-			s->last = s->prev;
-			s->prev = t;
-			found = 1;
-		} else {
-			struct unwind_proc *p = c->p;
-			if (!s->proc_checked) {
-				/* an entry made for another executable (before an exec) is stale */
-				s->no_proc = !p || p->exe_ino != s->exe_ino;
-				s->proc_checked = 1;
-			}
-			s->prev = s->last;
-			if (p && !s->no_proc)
-				found = unwind_proc_mapping(s, p, pc);
-		}
-		if (!found) {
-			s->unmapped = 1; /* user space reads the process again */
-			if (!unwind_met_find(s, pc) && unwind_by_vma(s, pc)) {
-				s->fallback = 1;
-				unwind_fp_step(s);
-				return 0;
-			}
-		}
-	}
 	__u64 rel = pc - m->bias;
 	__u32 first = m->row_start, count = m->row_count;
 	if (!count || rel > 0xffffffffULL) {
 		if (first == UNWIND_NOT_LOADED)
 			s->fallback = 1;
-		unwind_fp_step(s);
+		memlens_unwind_fp_step(s);
 		return 0;
 	}
 	__u32 end = first + count;
@@ -875,27 +941,18 @@ static long unwind_frame(__u64 index, struct unwind_ctx *c)
 	if (cs && gen && cs->gen == gen && cs->rel == (__u32)rel && cs->first == first) {
 		row = &cs->row;
 	} else {
-		/* the last row whose pc <= rel; the bounds in the map value, as above */
+		/* the last row whose pc <= rel */
+		struct unwind_search q = { .s = s, .rel = (__u32)rel };
 		s->lo = first;
 		s->hi = end;
-		for (int k = 0; k < MEMLENS_UNWIND_ROW_STEPS; k++) {
-			__u32 l = *(volatile __u32 *)&s->lo, h = *(volatile __u32 *)&s->hi;
-			if (l >= h)
-				break;
-			__u32 mid = l + (h - l) / 2;
-			struct unwind_row *r = bpf_map_lookup_elem(&unwind_rows, &mid);
-			if (!r) {
-				s->truncated = 1;
-				return 1;
-			}
-			if (r->pc <= (__u32)rel)
-				s->lo = mid + 1;
-			else
-				s->hi = mid;
+		bpf_loop(MEMLENS_UNWIND_ROW_STEPS, unwind_row_search_step, &q, 0);
+		if (q.missing) {
+			s->truncated = 1;
+			return 1;
 		}
 		__u32 lo = *(volatile __u32 *)&s->lo;
 		if (lo == first) {
-			unwind_fp_step(s);
+			memlens_unwind_fp_step(s);
 			return 0;
 		}
 		__u32 idx = lo - 1;
@@ -957,7 +1014,7 @@ static long unwind_frame(__u64 index, struct unwind_ctx *c)
 		return 0;
 	}
 	case UNWIND_CFA_GAP:
-		unwind_fp_step(s);
+		memlens_unwind_fp_step(s);
 		return 0;
 	default:
 		s->truncated = 1;
@@ -987,6 +1044,47 @@ static long unwind_frame(__u64 index, struct unwind_ctx *c)
 	s->ip = ra;
 	s->exact = 0;
 	return 0;
+}
+
+
+/* One frame: its pc stored, the caller's registers found (0), or the walk ends (1).
+ * Inlined in the bpf_loop callback, as the three steps above: a BPF-to-BPF call costs
+ * ~20 ns here (the kernel's return-stack mitigations), and global functions for the step,
+ * the mapping, the row and each read (checked once each, not along every path) made an
+ * 8-frame walk ~350-500 ns slower; the loops inside went to bpf_loop callbacks instead. */
+__attribute__((noinline)) int memlens_unwind_step(struct unwind_walk *s, struct stack_trace *st,
+						  struct unwind_proc *p)
+{
+	if (!s || !st || s->done)
+		return 1;
+	if (!s->ip) {
+		s->done = 1;
+		return 1;
+	}
+	__u32 n = s->n;
+	if (n >= MEMLENS_STACK_DEPTH) {
+		s->truncated = 1;
+		return 1;
+	}
+	st->ips[n] = s->ip;
+	s->n = n + 1;
+	/* a return address may be the first byte after a call to a noreturn function: the
+	 * call itself is one byte before */
+	__u64 pc = s->exact ? s->ip : s->ip - 1;
+	/* consecutive frames are mostly in one file: the last mapping found is kept, and the
+	 * one before it */
+	if ((pc < s->last.start || pc >= s->last.end) && unwind_mapping(s, p, pc))
+		return 0;
+	return unwind_by_row(s, pc);
+}
+
+static long unwind_frame(__u64 index, struct unwind_ctx *c)
+{
+	int r = memlens_unwind_step(c->s, c->st, c->p);
+	/* the verifier knows nothing of a global function's result, and bpf_loop takes 0 or
+	 * 1 (clang, which knows the body, would return it as is) */
+	asm volatile("" : "+r"(r));
+	return r ? 1 : 0;
 }
 
 /* The current task's user stack into stack_scratch's ips, by the tables: its length in
