@@ -457,20 +457,17 @@ class Engine:
 
             self._hand_over = HandOver(obj, HANDING)
             self._hand_over.arm()
-        obj.load()
-        obj.warm_allocation("counts", "stacks")  # (loader: a burst's first entries)
-        # The walk's store needs numpy (~0.1 s to import): made before attaching only for a
-        # target process (its first stacks whole), else at the first poll, after the banner.
-        # Meanwhile the kernel side walks by frame pointers (counted as unwind_fallback) and
-        # queues its requests in a ring, as it does for any process not loaded yet.
-        self._unwind_due = unwind_on
-        if unwind_on and command_files:
-            store = self._start_unwind()
-            for path in command_files:
-                store.load_file(path)
-        elif unwind_on and pid is not None:
-            self._start_unwind().load_process(pid)
-        self._attach(pid)
+        warmup = None
+        if kinds & {"uprobe", "usdt"}:
+            # the first uprobe link's grace period waited out beside the load
+            from memlens.core.uprobewarm import UprobeWarmup
+
+            warmup = UprobeWarmup.start(obj.path)
+        try:
+            self._load_and_attach(obj, pid, unwind_on, command_files)
+        finally:
+            if warmup is not None:
+                warmup.stop()
         # counts without stacks or files resolve nothing; the others make their resolver
         # at its first use, after the banner (its module's namedtuples import collections:
         # ~5 ms of the start on this VM)
@@ -589,6 +586,23 @@ class Engine:
             ro[name] = b"".join(int(getattr(t, attr)).to_bytes(width, "little")
                                 for t, _ in rows)
         ro["filt_probe"] = b"".join(n.to_bytes(4, "little") for _, n in rows)
+
+    def _load_and_attach(self, obj, pid: int | None, unwind_on: bool,
+                         command_files) -> None:
+        obj.load()
+        obj.warm_allocation("counts", "stacks")  # (loader: a burst's first entries)
+        # The walk's store needs numpy (~0.1 s to import): made before attaching only for a
+        # target process (its first stacks whole), else at the first poll, after the banner.
+        # Meanwhile the kernel side walks by frame pointers (counted as unwind_fallback) and
+        # queues its requests in a ring, as it does for any process not loaded yet.
+        self._unwind_due = unwind_on
+        if unwind_on and command_files:
+            store = self._start_unwind()
+            for path in command_files:
+                store.load_file(path)
+        elif unwind_on and pid is not None:
+            self._start_unwind().load_process(pid)
+        self._attach(pid)
 
     def _attached(self, prog: str) -> str:
         """The program attached for a probe kind: its handing twin until the hand-over."""

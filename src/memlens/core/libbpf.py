@@ -405,6 +405,26 @@ def link_create_uprobe_multi(prog_fd: int, path: str, offsets: list[int], cookie
     return fd if fd >= 0 else -C.get_errno()
 
 
+BPF_PROG_LOAD = 5
+
+
+def load_return_zero(prog_type: int, expected_attach_type: int = 0) -> int:
+    """bpf(BPF_PROG_LOAD) of `r0 = 0; exit`, the least program of a type (prog_type@0,
+    insn_cnt@4, insns@8, license@16, expected_attach_type@68).  Returns the fd or -errno."""
+    import struct
+
+    nr = {"x86_64": 321, "aarch64": 280}[os.uname().machine]
+    insns = C.create_string_buffer(bytes.fromhex("b700000000000000" "9500000000000000"), 16)
+    license_ = C.create_string_buffer(b"GPL")
+    attr = bytearray(128)
+    struct.pack_into("<IIQQ", attr, 0, prog_type, 2, C.addressof(insns),
+                     C.addressof(license_))
+    struct.pack_into("<I", attr, 68, expected_attach_type)
+    buf = C.create_string_buffer(bytes(attr), len(attr))
+    fd = _libc.syscall(C.c_long(nr), C.c_int(BPF_PROG_LOAD), buf, C.c_uint(len(attr)))
+    return fd if fd >= 0 else -C.get_errno()
+
+
 def perf_event_open(attr: bytes, pid: int, cpu: int, group_fd: int = -1, flags: int = 0) -> int:
     """perf_event_open(2) through syscall(); returns the fd or -errno."""
     nr = {"x86_64": 298, "aarch64": 241}[os.uname().machine]

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     import argparse
 
 ROW_CAPACITY = 1 << 21          # 8-byte rows: 16 MiB of kernel memory
+CACHE_SLOTS = 4096              # the row cache's slots per CPU (memlens.bpf.h)
 MODES = ("auto", "fp", "dwarf")
 
 STACK_UNWIND_HELP = ("how user stacks are walked: dwarf, with each file's .eh_frame (whole "
@@ -91,6 +92,11 @@ def configure(obj, mode: str, rows: int = ROW_CAPACITY) -> bool:
     obj.allocate_on_insert("unwind_procs", "unwind_files")
     # off: the smallest array (the verifier drops the code that reads it)
     obj.set_max_entries("unwind_rows", rows if on else 1)
+    if on and obj.has_map("unwind_rowcache"):
+        from memlens.core.libbpf import ncpus_possible
+
+        # each CPU its own slots (a program's CPU picks them)
+        obj.set_max_entries("unwind_rowcache", CACHE_SLOTS * ncpus_possible())
     if not on:
         import mmap
 

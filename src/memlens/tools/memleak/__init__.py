@@ -272,6 +272,7 @@ class MemleakTool:
         self.mapped: list[str] = []  # the files the target maps (or -c's will)
         self.target = TargetExit(None)
         self.kernel_tps: list[tuple[str, str, str, bool]] = []  # --kernel: attached after load
+        self._warmup = None  # core/uprobewarm.UprobeWarmup, from the load to the attach
         self._missed_frees_seen = 0
         # user stacks printed with a frame left as a bare address (stack id -> why), counted
         # once each as lost "symbols", like the engine tools' (core/stackresolve)
@@ -522,6 +523,7 @@ class MemleakTool:
         try:
             unwind_on = self._open_and_load(planning)
         except BaseException:
+            self._stop_warmup()
             if planning is not None:
                 planning.result()
             raise
@@ -543,7 +545,10 @@ class MemleakTool:
                 self.child.on_exec = unwind_at_exec(self.unwind)  # and each image it execs
         obj = self.obj
         if self.user:
-            self.attach_user(obj)
+            try:
+                self.attach_user(obj)
+            finally:
+                self._stop_warmup()
         else:
             for prog, cat, name, _ in self.kernel_tps:
                 obj.attach_tracepoint(prog, cat, name)
@@ -608,9 +613,19 @@ class MemleakTool:
             if early:
                 self._early_made.wait(timeout=60)
                 obj.premake_maps(early, made=self._early_maps)
+        if self.user:
+            # the first uprobe link's grace period waited out beside the load
+            from memlens.core.uprobewarm import UprobeWarmup
+
+            self._warmup = UprobeWarmup.start(obj.path)
         obj.load()
         obj.warm_allocation("allocs", "stacks", "stats")  # (loader: a burst's first entries)
         return unwind_on and not self.hand_over_due
+
+    def _stop_warmup(self) -> None:
+        if self._warmup is not None:
+            self._warmup.stop()
+            self._warmup = None
 
     def attach_user(self, obj) -> None:
         assert self.plan is not None and self.pid is not None

@@ -1,0 +1,79 @@
+# SPDX-License-Identifier: GPL-2.0-only
+"""The uprobe warm-up (core/uprobewarm.py): while a tool's programs load, a thread registers
+uprobes on the object file (mapped executable by no process: nothing installed anywhere)
+so that the tool's first uprobe link finds the kernel's grace period passed.  What is
+checked here is what it leaves behind: its links exist while it runs, at most MAX_LINKS of
+them, and every link and its program are closed once it is stopped; a link the kernel
+refuses ends it cleanly.  (What it saves is a time: bench/bench_launch.py's memleak.)"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import memlens
+from memlens.core import uprobewarm
+from memlens.core.uprobewarm import UprobeWarmup
+from tests.kernel.helpers import fdinfo_ids
+
+OBJECT = str(Path(memlens.__file__).parent / "tools" / "memleak" / "memleak.bpf.o")
+
+
+def _uprobe_multi_links() -> int:
+    n = 0
+    for fd in os.listdir("/proc/self/fdinfo"):
+        try:
+            with open(f"/proc/self/fdinfo/{fd}") as f:
+                if "link_type:\tuprobe_multi" in f.read():
+                    n += 1
+        except OSError:
+            continue
+    return n
+
+
+def _until(cond, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.005)
+    return cond()
+
+
+def test_links_while_it_runs_none_once_stopped():
+    progs_before = set(fdinfo_ids(os.getpid(), "prog_id"))
+    assert _uprobe_multi_links() == 0
+    warm = UprobeWarmup.start(OBJECT)
+    try:
+        assert _until(lambda: warm.links >= 2), (warm.links, warm.error)
+        assert warm.error == 0
+        assert _uprobe_multi_links() >= 2
+    finally:
+        warm.stop()
+        warm._thread.join(timeout=30)
+    assert not warm._thread.is_alive()
+    assert _uprobe_multi_links() == 0
+    assert set(fdinfo_ids(os.getpid(), "prog_id")) == progs_before  # its program closed
+
+
+def test_at_most_max_links():
+    warm = UprobeWarmup.start(OBJECT)
+    try:
+        assert _until(lambda: warm.links >= uprobewarm.MAX_LINKS)
+        time.sleep(uprobewarm.PERIOD_S * 4)
+        assert warm.links == uprobewarm.MAX_LINKS
+        assert _uprobe_multi_links() == uprobewarm.MAX_LINKS
+    finally:
+        warm.stop()
+        warm._thread.join(timeout=60)
+    assert _uprobe_multi_links() == 0
+
+
+def test_a_refused_link_ends_it():
+    warm = UprobeWarmup.start("/nonexistent/memlens-warmup")
+    assert _until(lambda: warm.error != 0)
+    assert warm.links == 0 and warm.error < 0
+    warm.stop()
+    warm._thread.join(timeout=10)
+    assert not warm._thread.is_alive()
+    assert _uprobe_multi_links() == 0
