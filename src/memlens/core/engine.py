@@ -232,6 +232,7 @@ class Engine:
         self._unwind_due = False  # the walk is on, its store not made yet (start)
         self._hand_over_due = False  # attached without the walk: _hand_over at that time
         self._hand_over = None  # core/handover.HandOver: the twins, then the whole copy
+        self._warmup = None     # core/uprobewarm.UprobeWarmup: from the open to the attach
         self._check_tracepoint_needs()
 
     # -- configuration ---------------------------------------------------------------------
@@ -344,6 +345,12 @@ class Engine:
                 formats.append(fmt)
         obj = self.obj = BpfObject.open("core/engine.bpf.o")
         kinds = {p.kind for p in self.probes}
+        if kinds & {"uprobe", "usdt"}:
+            # the first uprobe link's grace period waited out while the object is
+            # configured and loaded
+            from memlens.core.uprobewarm import UprobeWarmup
+
+            self._warmup = UprobeWarmup.start(obj.path)
         # without a stack key, the programs compiled without the stack walk: a quarter of
         # the code, ~2 ms less of the verifier (engine.bpf.c, fill_key)
         stackless = not {"ustack", "kstack"} & set(self.keys)
@@ -457,17 +464,10 @@ class Engine:
 
             self._hand_over = HandOver(obj, HANDING)
             self._hand_over.arm()
-        warmup = None
-        if kinds & {"uprobe", "usdt"}:
-            # the first uprobe link's grace period waited out beside the load
-            from memlens.core.uprobewarm import UprobeWarmup
-
-            warmup = UprobeWarmup.start(obj.path)
         try:
             self._load_and_attach(obj, pid, unwind_on, command_files)
         finally:
-            if warmup is not None:
-                warmup.stop()
+            self._stop_warmup()
         # counts without stacks or files resolve nothing; the others make their resolver
         # at its first use, after the banner (its module's namedtuples import collections:
         # ~5 ms of the start on this VM)
@@ -1077,7 +1077,13 @@ class Engine:
             out["symbols"] = self.resolver.lost_symbols
         return out
 
+    def _stop_warmup(self) -> None:
+        if self._warmup is not None:
+            self._warmup.stop()
+            self._warmup = None
+
     def close(self) -> None:
+        self._stop_warmup()  # (a start that failed before attaching)
         if getattr(self, "_ep", None) is not None:
             self._ep.close()
             self._ep = None

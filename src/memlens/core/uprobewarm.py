@@ -23,6 +23,7 @@ import threading
 
 PERIOD_S = 0.005   # under the grace period the semaphore's writer side stays passed for
 MAX_LINKS = 8      # ~40 ms of warm-up; a longer load waits at its first link, as before
+STOP_S = 5.0       # never stopped (a start that failed): its links closed after this
 
 
 class UprobeWarmup:
@@ -62,7 +63,7 @@ class UprobeWarmup:
                 fds.append(fd)
                 self.links += 1
                 self._stop.wait(PERIOD_S)
-            self._stop.wait()
+            self._stop.wait(timeout=STOP_S)
         finally:
             for fd in fds:
                 os.close(fd)

@@ -272,7 +272,7 @@ class MemleakTool:
         self.mapped: list[str] = []  # the files the target maps (or -c's will)
         self.target = TargetExit(None)
         self.kernel_tps: list[tuple[str, str, str, bool]] = []  # --kernel: attached after load
-        self._warmup = None  # core/uprobewarm.UprobeWarmup, from the load to the attach
+        self._warmup = None  # core/uprobewarm.UprobeWarmup, from the open to the attach
         self._missed_frees_seen = 0
         # user stacks printed with a frame left as a bare address (stack id -> why), counted
         # once each as lost "symbols", like the engine tools' (core/stackresolve)
@@ -560,6 +560,12 @@ class MemleakTool:
 
         args = self.args
         self.obj = obj = BpfObject.open("tools/memleak/memleak.bpf.o")
+        if self.user:
+            # the first uprobe link's grace period waited out while the object is
+            # configured and loaded
+            from memlens.core.uprobewarm import UprobeWarmup
+
+            self._warmup = UprobeWarmup.start(obj.path)
         ro = obj.rodata
         ro["min_size"] = args.min_size
         ro["max_size"] = args.max_size if args.max_size is not None else (1 << 64) - 1
@@ -613,11 +619,6 @@ class MemleakTool:
             if early:
                 self._early_made.wait(timeout=60)
                 obj.premake_maps(early, made=self._early_maps)
-        if self.user:
-            # the first uprobe link's grace period waited out beside the load
-            from memlens.core.uprobewarm import UprobeWarmup
-
-            self._warmup = UprobeWarmup.start(obj.path)
         obj.load()
         obj.warm_allocation("allocs", "stacks", "stats")  # (loader: a burst's first entries)
         return unwind_on and not self.hand_over_due
