@@ -71,6 +71,17 @@ TOOLS: dict[str, tuple[list[str], str]] = {
                 f"-p {{pid}} -e 'uprobe:{LIBC}:malloc {{ @sz[tid] = arg0; }} "
                 f"uretprobe:{LIBC}:malloc {{ @[retval] = @sz[tid]; }} "
                 f"uprobe:{LIBC}:free {{ delete(@[arg0]); }}'"),
+    # memleak's fast mode: attached with frame-pointer stacks, the DWARF walk handed over
+    # after the banner (its first ~0.1 s of stacks by frame pointers, counted)
+    "memleak --quick-start": (["memleak", "-p", "{pid}", "--quick-start"],
+                              f"-p {{pid}} -e 'uprobe:{LIBC}:malloc {{ @sz[tid] = arg0; }} "
+                              f"uretprobe:{LIBC}:malloc {{ @[retval] = @sz[tid]; }} "
+                              f"uprobe:{LIBC}:free {{ delete(@[arg0]); }}'"),
+    # a user-space probe in one process (the engine's uprobe path: the function checked in
+    # the file's symbols, the first link's grace period waited out during the load)
+    "trace -p u:malloc": (["trace", "-p", "{pid}", f"u:{LIBC}:malloc"],
+                          f"-p {{pid}} -e 'uprobe:{LIBC}:malloc {{ printf(\"%d\\n\", "
+                          "arg0); }'"),
 }
 
 

@@ -185,16 +185,16 @@ def check_function(binary: str, func: str, spec: str) -> None:
     """A mistyped function is a usage error, said before anything is attached."""
     if not func:
         raise UsageError(f"probe {spec!r}: no function named")
-    # the file's own .symtab and .dynsym, where libbpf looks for the name it attaches to;
-    # read with struct, not ElfSymbols: its numpy (~60-100 ms to import) was most of
-    # `trace -p PID u:libc:malloc`'s time to its banner
-    from memlens.core.symbols import ElfError, function_names
+    # the file's own .dynsym and .symtab, where libbpf looks for the name it attaches to
+    # (core/elf.py, struct alone: ElfSymbols' numpy import was most of `trace -p PID
+    # u:libc:malloc`'s time to its banner, ~200 ms)
+    from memlens.core.elf import ElfError, function_offset
 
     try:
-        funcs, _loads, _buf = function_names(binary)
+        found = function_offset(binary, func)
     except (OSError, ElfError, ValueError):
         return  # not readable as ELF here: let the attach say why
-    if func not in funcs:
+    if found is None:
         raise UsageError(f"probe {spec!r}: no function {func!r} in {binary}")
 
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import mmap
 import os
 import struct
 import threading
@@ -35,21 +34,33 @@ from bisect import bisect_right
 from collections import OrderedDict, namedtuple
 from collections.abc import Sequence
 
+from memlens.core.elf import (  # noqa: F401  (re-exported: the struct readers' home)
+    ET_DYN,
+    ET_EXEC,
+    NT_GNU_BUILD_ID,
+    PT_LOAD,
+    SHN_LORESERVE,
+    SHN_UNDEF,
+    SHT_DYNSYM,
+    SHT_NOBITS,
+    SHT_NOTE,
+    SHT_SYMTAB,
+    STB_GLOBAL,
+    STB_LOCAL,
+    STB_WEAK,
+    STT_FUNC,
+    STT_GNU_IFUNC,
+    ElfError,
+    ElfLayout,
+    _open_buffer,
+    function_names,
+)
 from memlens.core.lazy import np
 from memlens.core.stacks import Frame, MapInfo
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import numpy as np
-
-# --- ELF constants (elf.h) ---------------------------------------------------------------
-ET_EXEC, ET_DYN = 2, 3
-PT_LOAD = 1
-SHT_SYMTAB, SHT_NOTE, SHT_DYNSYM, SHT_NOBITS = 2, 7, 11, 8
-STT_FUNC, STT_GNU_IFUNC = 2, 10
-STB_LOCAL, STB_GLOBAL, STB_WEAK = 0, 1, 2
-SHN_UNDEF, SHN_LORESERVE = 0, 0xFF00
-NT_GNU_BUILD_ID = 3
 
 DEBUG_ROOT = "/usr/lib/debug"
 # Debug directories searched before DEBUG_ROOT (colon-separated, as gdb's
@@ -87,10 +98,6 @@ def _dtypes(bo: str):
 
 _DT: dict[str, tuple] = {}  # byte order -> (sym, shdr, phdr) dtypes, made at first use:
 # this module is imported without numpy (function_names, parse_maps: memleak -p's start)
-
-
-class ElfError(Exception):
-    """Not an ELF64 file we can read (32-bit, truncated, not ELF)."""
 
 
 def _cstr(buf, off: int) -> bytes:
@@ -194,102 +201,6 @@ class _Image:
                     & (syms["value"] != 0))
             return syms[keep], self.shdrs[int(sh["link"])]
         return None
-
-
-class ElfLayout:
-    """An ELF64 file's headers read with struct, without numpy (_Image's arrays need it):
-    what the paths before a tool's banner need (memleak -p's plan, the unwind tables'
-    disk cache).  bo; e_type; machine; phdrs: (type, flags, offset, vaddr, paddr, filesz,
-    memsz, align); loads: PT_LOAD (offset, vaddr, filesz, memsz, flags) sorted by offset;
-    shdrs: (name, type, flags, addr, offset, size, link, info, addralign, entsize)."""
-
-    def __init__(self, buf, path: str):
-        self.buf, self.path = buf, path
-        n = len(buf)
-        if n < 64 or bytes(buf[:4]) != b"\x7fELF":
-            raise ElfError(f"{path}: not an ELF file")
-        if buf[4] != 2:
-            raise ElfError(f"{path}: not ELF64")
-        bo = self.bo = "<" if buf[5] == 1 else ">"
-        (self.e_type, self.machine, _ver, _entry, phoff, shoff, _flags, _ehsize, phentsize,
-         phnum, shentsize, shnum, _shstrndx) = struct.unpack_from(bo + "HHIQQQIHHHHHH", buf, 16)
-        self.phdrs: list[tuple] = []
-        if phoff and phnum and phentsize == 56 and phoff + phnum * 56 <= n:
-            self.phdrs = list(struct.iter_unpack(bo + "IIQQQQQQ",
-                                                 buf[phoff:phoff + phnum * 56]))
-        self.loads = sorted((p[2], p[3], p[5], p[6], p[1]) for p in self.phdrs
-                            if p[0] == PT_LOAD)
-        self.shdrs: list[tuple] = []
-        if shoff and shentsize == 64:
-            if shnum == 0 and shoff + 64 <= n:  # extended numbering: the count in shdr[0]
-                shnum = struct.unpack_from(bo + "Q", buf, shoff + 32)[0]
-            if shoff + shnum * 64 <= n:
-                self.shdrs = list(struct.iter_unpack(bo + "IIQQQQIIQQ",
-                                                     buf[shoff:shoff + shnum * 64]))
-
-    def build_id(self) -> bytes | None:
-        """GNU build id from any SHT_NOTE section (or PT_NOTE segment when sections are
-        gone), as _Image.build_id."""
-        spans = [(sh[4], sh[5]) for sh in self.shdrs if sh[1] == SHT_NOTE]
-        if not spans:
-            spans = [(ph[2], ph[5]) for ph in self.phdrs if ph[0] == 4]  # PT_NOTE
-        buf, bo = self.buf, self.bo
-        for off, size in spans:
-            end = min(off + size, len(buf))
-            while off + 12 <= end:
-                namesz, descsz, ntype = struct.unpack_from(bo + "III", buf, off)
-                name_off = off + 12
-                desc_off = name_off + ((namesz + 3) & ~3)
-                if ntype == NT_GNU_BUILD_ID and bytes(buf[name_off:name_off + namesz]) \
-                        .rstrip(b"\0") == b"GNU":
-                    return bytes(buf[desc_off:desc_off + descsz])
-                off = desc_off + ((descsz + 3) & ~3)
-        return None
-
-
-def function_names(path: str) -> tuple[dict[str, tuple[int, int]], list[tuple[int, int, int]],
-                                        mmap.mmap]:
-    """Every named function of an ELF file, aliases included (ElfSymbols keeps one name per
-    address): ({name without @version: (vaddr, size)}, PT_LOAD segments as (p_offset,
-    p_vaddr, p_filesz) sorted by offset, the file mapped).  `.dynsym` is read last so
-    exported names win.  For attaching probes by name.
-
-    Read with struct, not numpy: memleak -p plans its probes with it while its BPF object
-    loads, and importing numpy there (~0.1-0.2 s of CPU, ~16 MB) made the plan, not the
-    kernel's verifier, what the attach waited for."""
-    buf = _open_buffer(path)
-    elf = ElfLayout(buf, path)
-    n, shdrs = len(buf), elf.shdrs
-    funcs: dict[str, tuple[int, int]] = {}
-    sym = struct.Struct(elf.bo + "IBBHQQ")
-    for sh_type in (SHT_SYMTAB, SHT_DYNSYM):
-        sh = next((h for h in shdrs if h[1] == sh_type), None)
-        if sh is None:
-            continue
-        off, size, link = sh[4], sh[5], sh[6]
-        if off + size > n or link >= len(shdrs):
-            continue
-        so = shdrs[link][4]
-        for name_off, info, _other, shndx, value, fsize in sym.iter_unpack(
-                buf[off:off + size // 24 * 24]):
-            typ = info & 0xF
-            if (typ != STT_FUNC and typ != STT_GNU_IFUNC) or shndx == SHN_UNDEF or not value:
-                continue
-            start = so + name_off
-            end = buf.find(b"\0", start)
-            name = buf[start:end if end >= 0 else n].decode("utf-8", "replace")
-            name = name.split("@", 1)[0]
-            if name:
-                funcs[name] = (value, fsize)
-    return funcs, [seg[:3] for seg in elf.loads], buf
-
-
-def _open_buffer(path: str):
-    with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        if size == 0:
-            raise ElfError(f"{path}: empty")
-        return mmap.mmap(f.fileno(), size, prot=mmap.PROT_READ)
 
 
 class ElfSymbols:

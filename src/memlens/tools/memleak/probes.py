@@ -81,7 +81,7 @@ class ElfFunctions:
 
     @classmethod
     def read(cls, path: str) -> ElfFunctions:
-        from memlens.core.symbols import ElfError, function_names
+        from memlens.core.elf import ElfError, function_names
 
         try:
             funcs, loads, data = function_names(path)

@@ -1,0 +1,56 @@
+# SPDX-License-Identifier: GPL-2.0-only
+"""core/elf.function_offset (a u: probe's function checked before anything is attached)
+against readelf: the file offset of each defined FUNC/IFUNC of libc's .dynsym, through its
+PT_LOAD segments; no match for a name that is only another's prefix or suffix, nor for an
+undefined one; and no numpy, nor symbols.py, imported on the way."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from memlens.core.elf import function_offset
+
+LIBC = "/lib/x86_64-linux-gnu/libc.so.6"
+
+
+@pytest.mark.skipif(not os.path.exists(LIBC), reason="needs Debian's libc")
+def test_offsets_equal_readelfs():
+    out = subprocess.run(["readelf", "--dyn-syms", "-lW", LIBC], capture_output=True,
+                         text=True, check=True).stdout
+    loads, first = [], {}
+    for line in out.splitlines():
+        f = line.split()
+        if f and f[0] == "LOAD":
+            loads.append((int(f[1], 16), int(f[2], 16), int(f[4], 16)))
+        elif len(f) >= 8 and f[0].endswith(":") and f[3] in ("FUNC", "IFUNC") \
+                and f[6] != "UND" and int(f[1], 16):
+            first.setdefault(f[7].split("@", 1)[0], int(f[1], 16))  # .dynsym order
+
+    def offset(vaddr: int) -> int:
+        off, va, _ = next(s for s in loads if s[1] <= vaddr < s[1] + s[2])
+        return vaddr - va + off
+
+    assert len(first) > 1000
+    names = sorted(first)[::25] + ["malloc", "free", "memcpy", "getppid"]
+    assert {n: function_offset(LIBC, n) for n in names} == {n: offset(first[n]) for n in names}
+
+
+@pytest.mark.skipif(not os.path.exists(LIBC), reason="needs Debian's libc")
+def test_no_match_for_a_part_of_a_name_or_an_undefined_one():
+    assert function_offset(LIBC, "malloc_usable") is None   # prefix of malloc_usable_size
+    assert function_offset(LIBC, "alloc") is None           # suffix of malloc
+    assert function_offset(LIBC, "no_such_function") is None
+    assert function_offset(LIBC, "_dl_exception_create") is None  # UND here (ld.so's)
+
+
+def test_imports_neither_numpy_nor_symbols():
+    code = ("import sys; from memlens.core.elf import function_offset; "
+            f"function_offset({LIBC!r}, 'malloc') if __import__('os').path.exists({LIBC!r}) "
+            "else None; print(sorted(m for m in ('numpy', 'memlens.core.symbols') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]"
