@@ -12,22 +12,17 @@ import sys
 import pytest
 
 from memlens.core.elf import function_offset
+from tests.elf_witness import dynsym_functions
 
 LIBC = "/lib/x86_64-linux-gnu/libc.so.6"
 
 
 @pytest.mark.skipif(not os.path.exists(LIBC), reason="needs Debian's libc")
 def test_offsets_equal_readelfs():
-    out = subprocess.run(["readelf", "--dyn-syms", "-lW", LIBC], capture_output=True,
-                         text=True, check=True).stdout
-    loads, first = [], {}
-    for line in out.splitlines():
-        f = line.split()
-        if f and f[0] == "LOAD":
-            loads.append((int(f[1], 16), int(f[2], 16), int(f[4], 16)))
-        elif len(f) >= 8 and f[0].endswith(":") and f[3] in ("FUNC", "IFUNC") \
-                and f[6] != "UND" and int(f[1], 16):
-            first.setdefault(f[7].split("@", 1)[0], int(f[1], 16))  # .dynsym order
+    funcs, loads = dynsym_functions(LIBC)
+    first: dict[str, int] = {}
+    for name, value, _size in funcs:
+        first.setdefault(name, value)  # .dynsym's first
 
     def offset(vaddr: int) -> int:
         off, va, _ = next(s for s in loads if s[1] <= vaddr < s[1] + s[2])

@@ -82,20 +82,11 @@ class TestElfFunctionsAgainstReadelf:
     defined FUNC/IFUNC of .dynsym with its value and size, and the PT_LOAD segments."""
 
     def test_dynsym_functions_and_loads(self):
-        import subprocess
+        from tests.elf_witness import dynsym_functions
 
         elf = ElfFunctions.read(LIBC)
-        out = subprocess.run(["readelf", "--dyn-syms", "-lW", LIBC], capture_output=True,
-                             text=True, check=True).stdout
-        want: dict[str, tuple[int, int]] = {}
-        loads = []
-        for line in out.splitlines():
-            f = line.split()
-            if f and f[0] == "LOAD":
-                loads.append((int(f[1], 16), int(f[2], 16), int(f[4], 16)))
-            elif len(f) >= 8 and f[0].endswith(":") and f[3] in ("FUNC", "IFUNC") \
-                    and f[6] != "UND" and int(f[1], 16):
-                want[f[7].split("@", 1)[0]] = (int(f[1], 16), int(f[2], 0))
+        funcs, loads = dynsym_functions(LIBC)
+        want = {name: (value, size) for name, value, size in funcs}  # the last wins
         assert len(want) > 1000
         assert {k: elf.funcs[k] for k in want} == want
         assert elf.loads == sorted(loads)

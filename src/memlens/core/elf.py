@@ -77,6 +77,26 @@ class ElfLayout:
         return None
 
 
+def _defined_functions(elf: ElfLayout, sh_types: tuple[int, ...]):
+    """(file offset of the name, value, size) of each defined FUNC/IFUNC symbol with a
+    value, the tables in the order given."""
+    buf, shdrs = elf.buf, elf.shdrs
+    sym = struct.Struct(elf.bo + "IBBHQQ")
+    for sh_type in sh_types:
+        sh = next((h for h in shdrs if h[1] == sh_type), None)
+        if sh is None:
+            continue
+        off, size, link = sh[4], sh[5], sh[6]
+        if off + size > len(buf) or link >= len(shdrs):
+            continue
+        so = shdrs[link][4]
+        for name_off, info, _other, shndx, value, fsize in sym.iter_unpack(
+                buf[off:off + size // 24 * 24]):
+            typ = info & 0xF
+            if typ in (STT_FUNC, STT_GNU_IFUNC) and shndx != SHN_UNDEF and value:
+                yield so + name_off, value, fsize
+
+
 def function_names(path: str) -> tuple[dict[str, tuple[int, int]], list[tuple[int, int, int]],
                                         mmap.mmap]:
     """Every named function of an ELF file, aliases included (ElfSymbols keeps one name per
@@ -89,28 +109,14 @@ def function_names(path: str) -> tuple[dict[str, tuple[int, int]], list[tuple[in
     kernel's verifier, what the attach waited for."""
     buf = _open_buffer(path)
     elf = ElfLayout(buf, path)
-    n, shdrs = len(buf), elf.shdrs
+    n = len(buf)
     funcs: dict[str, tuple[int, int]] = {}
-    sym = struct.Struct(elf.bo + "IBBHQQ")
-    for sh_type in (SHT_SYMTAB, SHT_DYNSYM):
-        sh = next((h for h in shdrs if h[1] == sh_type), None)
-        if sh is None:
-            continue
-        off, size, link = sh[4], sh[5], sh[6]
-        if off + size > n or link >= len(shdrs):
-            continue
-        so = shdrs[link][4]
-        for name_off, info, _other, shndx, value, fsize in sym.iter_unpack(
-                buf[off:off + size // 24 * 24]):
-            typ = info & 0xF
-            if (typ != STT_FUNC and typ != STT_GNU_IFUNC) or shndx == SHN_UNDEF or not value:
-                continue
-            start = so + name_off
-            end = buf.find(b"\0", start)
-            name = buf[start:end if end >= 0 else n].decode("utf-8", "replace")
-            name = name.split("@", 1)[0]
-            if name:
-                funcs[name] = (value, fsize)
+    for start, value, fsize in _defined_functions(elf, (SHT_SYMTAB, SHT_DYNSYM)):
+        end = buf.find(b"\0", start)
+        name = buf[start:end if end >= 0 else n].decode("utf-8", "replace")
+        name = name.split("@", 1)[0]
+        if name:
+            funcs[name] = (value, fsize)
     return funcs, [seg[:3] for seg in elf.loads], buf
 
 
@@ -130,31 +136,15 @@ def function_offset(path: str, name: str) -> int | None:
     buf = _open_buffer(path)
     try:
         elf = ElfLayout(buf, path)
-        n, shdrs = len(buf), elf.shdrs
         want = name.encode()
-        sym = struct.Struct(elf.bo + "IBBHQQ")
-        for sh_type in (SHT_DYNSYM, SHT_SYMTAB):
-            sh = next((h for h in shdrs if h[1] == sh_type), None)
-            if sh is None:
+        for start, value, _size in _defined_functions(elf, (SHT_DYNSYM, SHT_SYMTAB)):
+            end = start + len(want)
+            if buf[start:end] != want or buf[end:end + 1] not in (b"\0", b"@"):
                 continue
-            off, size, link = sh[4], sh[5], sh[6]
-            if off + size > n or link >= len(shdrs):
-                continue
-            so = shdrs[link][4]
-            for name_off, info, _other, shndx, value, _size in sym.iter_unpack(
-                    buf[off:off + size // 24 * 24]):
-                start = so + name_off
-                if buf[start:start + len(want)] != want:
-                    continue
-                after = buf[start + len(want):start + len(want) + 1]
-                typ = info & 0xF
-                if after not in (b"\0", b"@") or shndx == SHN_UNDEF or not value or \
-                        (typ != STT_FUNC and typ != STT_GNU_IFUNC):
-                    continue
-                for seg_off, vaddr, filesz, _memsz, _flags in elf.loads:
-                    if vaddr <= value < vaddr + filesz:
-                        return value - vaddr + seg_off
-                return None
+            for seg_off, vaddr, filesz, _memsz, _flags in elf.loads:
+                if vaddr <= value < vaddr + filesz:
+                    return value - vaddr + seg_off
+            return None
         return None
     finally:
         buf.close()
