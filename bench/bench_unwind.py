@@ -194,7 +194,9 @@ def _one(kind: str, exe, bpf: list | None = None) -> tuple[float, str]:
             if kind in PERF_BUFFER:
                 m = re.search(r"\((\d+) samples\)", err)
                 lost = re.search(r"Processed \d+ events and lost (\d+) chunks", err)
-                note = f"{m.group(1) if m else '?'} samples" + (
+                # (a perf killed at its exit keeps that said: its samples unknown)
+                note = (f"{note}; " if note else "") + (
+                    f"{m.group(1) if m else '?'} samples") + (
                     f", {lost.group(1)} chunks lost" if lost else "")
         _end(p)
         if tmp is not None:
