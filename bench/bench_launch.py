@@ -6,9 +6,10 @@ Attached = the moment the tool prints its banner (memlens prints it only after e
 is attached; bpftrace runs BEGIN after attaching, and BEGIN prints READY here).  Peak RSS
 is the child's VmHWM read just before SIGINT, the tool having run 0.2 s after attaching
 (not wait4's ru_maxrss: a vfork'ed child keeps its parent's peak across exec).  Medians
-of RUNS runs each (BENCH_LAUNCH_RUNS, default 5: bpftrace's own time varies 80-95 ms from
-run to run here).  The package is byte-compiled first (scripts/setup.sh does it;
-PYTHONDONTWRITEBYTECODE is set on these machines).
+of RUNS runs each (BENCH_LAUNCH_RUNS, default 7: bpftrace's own time varies 80-95 ms from
+run to run here, memleak's peer 130-176 ms from one bench to the next), each after a pause
+for the previous tool's teardown (SETTLE_S).  The package is byte-compiled first
+(scripts/setup.sh does it; PYTHONDONTWRITEBYTECODE is set on these machines).
 
     python -m bench launch            (root; bpftrace; ~2 minutes)
     python bench/bench_launch.py brkstack funccount    those tools only
@@ -34,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.common import emit_result, memlens_argv, vm_hwm_mb  # noqa: E402
 
-RUNS = int(os.environ.get("BENCH_LAUNCH_RUNS", "5"))
+RUNS = int(os.environ.get("BENCH_LAUNCH_RUNS", "7"))
 LIBC = "/lib/x86_64-linux-gnu/libc.so.6"
 T = "tracepoint:"
 
@@ -104,8 +105,16 @@ def floor_object(tmp: Path) -> Path | None:
     return obj if done.returncode == 0 else None
 
 
+# Before each start, the previous tool's teardown is let finish: the kernel frees its
+# programs, maps, perf events and uprobes after it has exited (RCU callbacks, task work,
+# kworkers), and on this 2-CPU machine that work slowed the next start (memlens after
+# bpftrace, bpftrace after memlens) by up to ~10 ms.
+SETTLE_S = 0.5
+
+
 def measure(argv: list[str], marker: str) -> tuple[float, float]:
     """(seconds from exec to `marker` on stderr, peak RSS in MB)."""
+    time.sleep(SETTLE_S)
     t0 = time.monotonic()
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             stdin=subprocess.DEVNULL, text=True)
