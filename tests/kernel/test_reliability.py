@@ -580,6 +580,22 @@ def test_a_map_size_the_kernel_cannot_allocate_names_the_option():
     assert "ENOMEM" in r.stderr and r.stderr.count("\n") == 1, r.stderr
 
 
+def test_a_map_too_big_beside_a_uprobe_warm_up_names_the_option():
+    # as above with a user-space probe: the uprobe warm-up (core/uprobewarm.py) is not
+    # started near the cgroup's limit -- its link's allocation, beside the map's, met the
+    # cgroup's OOM killer (-9) instead of the map's clean ENOMEM
+    with memory_cgroup("memlens_mapsize_u", "64M") as cg:
+        r = subprocess.run(memlens_cmd("count", "-p", str(os.getpid()),
+                                       "u:/lib/x86_64-linux-gnu/libc.so.6:malloc",
+                                       "--max-keys", "100000000", "-d", "0.2"),
+                           capture_output=True, text=True, timeout=60,
+                           preexec_fn=lambda: (cg / "cgroup.procs").write_text(
+                               str(os.getpid())))
+    assert r.returncode == 2, r.stderr
+    assert "--max-keys 100000000" in r.stderr and "ENOMEM" in r.stderr, r.stderr
+    assert r.stderr.count("\n") == 1, r.stderr
+
+
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 CAPS = NOBODY + ["--inh-caps=+bpf,+perfmon", "--ambient-caps=+bpf,+perfmon"]
 

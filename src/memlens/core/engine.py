@@ -345,9 +345,11 @@ class Engine:
                 formats.append(fmt)
         obj = self.obj = BpfObject.open("core/engine.bpf.o")
         kinds = {p.kind for p in self.probes}
-        if kinds & {"uprobe", "usdt"}:
+        if kinds & {"uprobe", "usdt"} and kernel.maps_fit(
+                kernel.hash_buckets_bytes(self.max_keys)
+                + kernel.hash_buckets_bytes(self.max_stacks) + (self.ring_size or 0)):
             # the first uprobe link's grace period waited out while the object is
-            # configured and loaded
+            # configured and loaded (not near a memory cgroup's limit: kernel.maps_fit)
             from memlens.core.uprobewarm import UprobeWarmup
 
             self._warmup = UprobeWarmup.start(obj.path)

@@ -233,6 +233,23 @@ def memory_headroom(proc_self: str = "/proc/self", cgroup_root: str = "/sys/fs/c
     return room
 
 
+def maps_fit(nbytes: int, margin: int = 64 << 20) -> bool:
+    """Maps of `nbytes` fit well in the memory this process may use (memory_headroom, with
+    `margin` left for the rest of the start: the fixed maps, imports).  Where they do not,
+    a tool makes them with nothing else allocating meanwhile: a map's allocation near a
+    memory cgroup's limit fails cleanly (ENOMEM: exit 2 naming its option), but another
+    thread's allocation at that moment (a page fault, a dentry) meets the cgroup's OOM
+    killer (the process killed, -9)."""
+    room = memory_headroom()
+    return room is None or nbytes + margin < room
+
+
+def hash_buckets_bytes(max_entries: int) -> int:
+    """A BPF hash map's bucket array (made with it, even without preallocation): 16 bytes
+    a bucket, buckets a power of two."""
+    return 16 << max(0, (max_entries - 1).bit_length())
+
+
 def cgroup_path_of_id(cg_id: int) -> str | None:
     """The directory of a cgroup from its kernfs id (the inode number of its directory),
     shown relative to its hierarchy's mount; None if it is gone."""

@@ -14,7 +14,10 @@ grace period there, and registers again every PERIOD_S, so that the tool's own l
 it passed (memleak's first link: 0.2 ms instead of 9-21).  Its links are closed from its
 thread once the tool's are made (each close waits ~40 ms for the kernel's uprobe teardown,
 so at most MAX_LINKS are made).  Where the kernel has no uprobe_multi links (< 6.6) the
-first one fails and the warm-up ends: the tool's first link waits, as before.
+first one fails and the warm-up ends: the tool's first link waits, as before.  Near a
+memory cgroup's limit (kernel.maps_fit) the tools do not start it: a map too big for the
+cgroup fails cleanly (ENOMEM, exit 2 naming its option) when nothing else allocates
+meanwhile, but the warm-up's link (a dentry, GFP_KERNEL) met the cgroup's OOM killer then.
 """
 from __future__ import annotations
 

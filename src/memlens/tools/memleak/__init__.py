@@ -273,6 +273,7 @@ class MemleakTool:
         self.target = TargetExit(None)
         self.kernel_tps: list[tuple[str, str, str, bool]] = []  # --kernel: attached after load
         self._warmup = None  # core/uprobewarm.UprobeWarmup, from the open to the attach
+        self._maps_fit = True  # the maps fit well in this process's memory (maps_fit)
         self._missed_frees_seen = 0
         # user stacks printed with a frame left as a bare address (stack id -> why), counted
         # once each as lost "symbols", like the engine tools' (core/stackresolve)
@@ -289,7 +290,8 @@ class MemleakTool:
         if self.args.pid is not None:
             self.target = TargetExit(self.args.pid)  # before attaching: this very process
         planning = None
-        if self.user and self.args.command is None and self.maps_fit():
+        self._maps_fit = self.maps_fit()
+        if self.user and self.args.command is None and self._maps_fit:
             # -p: a thread plans the probes (the allocator's symbols), finds whether the
             # kernel has uprobe_multi links (vmlinux BTF: 3-25 ms) and reads the target's
             # unwind tables, while this one opens, configures and loads the object (the
@@ -413,15 +415,12 @@ class MemleakTool:
         allocation alone fails cleanly (ENOMEM: exit 2 naming the option)."""
         from memlens.core import kernel
 
-        room = kernel.memory_headroom()
-        if room is None:
-            return True
         a = self.args
-        buckets = lambda n: 16 << max(0, (n - 1).bit_length())  # noqa: E731 — 16 B each
+        buckets = kernel.hash_buckets_bytes
         need = (buckets(a.max_allocs)                    # allocs: its entries come later
                 + 2 * buckets(a.stack_storage_size)      # stacks, stats: preallocated
                 + a.stack_storage_size * (1016 + 32 + 2 * 96))
-        return need + (64 << 20) < room  # + the fixed maps (~25 MB) and numpy (~20 MB)
+        return kernel.maps_fit(need)  # (margin: the fixed maps ~25 MB, numpy ~20 MB)
 
     def _plan_beside_the_load(self) -> None:
         # in the order the main thread needs them: whether uprobe_multi links exist (to
@@ -557,9 +556,9 @@ class MemleakTool:
 
         args = self.args
         self.obj = obj = BpfObject.open("tools/memleak/memleak.bpf.o")
-        if self.user:
+        if self.user and self._maps_fit:
             # the first uprobe link's grace period waited out while the object is
-            # configured and loaded
+            # configured and loaded (not near a memory cgroup's limit: kernel.maps_fit)
             from memlens.core.uprobewarm import UprobeWarmup
 
             self._warmup = UprobeWarmup.start(obj.path)
