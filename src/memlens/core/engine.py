@@ -1081,11 +1081,12 @@ class Engine:
 
     def _stop_warmup(self) -> None:
         if self._warmup is not None:
-            self._warmup.stop()
-            self._warmup = None
+            self._warmup.stop()  # (its links closed meanwhile; waited for at close)
 
     def close(self) -> None:
-        self._stop_warmup()  # (a start that failed before attaching)
+        if self._warmup is not None:
+            self._warmup.finish()
+            self._warmup = None
         if getattr(self, "_ep", None) is not None:
             self._ep.close()
             self._ep = None

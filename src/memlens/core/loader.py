@@ -495,7 +495,7 @@ class BpfObject:
         closes += [lambda link=link: lb.bpf_link__destroy(link) for _, link in self.links]
         self.raw_links.clear()
         self.links.clear()
-        _run_all(closes)
+        run_all(closes)
 
     # -- access ----------------------------------------------------------------------------
     def prog(self, name: str) -> int:
@@ -640,7 +640,7 @@ def _probe_hash_allocation() -> bool | None:
     return True
 
 
-def _run_all(calls: list, max_threads: int = 16) -> None:
+def run_all(calls: list, max_threads: int = 16) -> None:
     """Run the calls (blocking system calls: ctypes and os.close release the GIL) from up
     to `max_threads` threads at once, this one included; the first error is raised once
     all have run."""

@@ -11,12 +11,16 @@ So while a tool's programs load (the verifier: 10-20 ms for memleak), a thread r
 uprobe on a file no process maps executable -- the BPF object file being loaded: nothing
 is installed in any process, only the semaphore's writer side is taken -- waits out the
 grace period there, and registers again every PERIOD_S, so that the tool's own links find
-it passed (memleak's first link: 0.2 ms instead of 9-21).  Its links are closed from its
-thread once the tool's are made (each close waits ~40 ms for the kernel's uprobe teardown,
-so at most MAX_LINKS are made).  Where the kernel has no uprobe_multi links (< 6.6) the
-first one fails and the warm-up ends: the tool's first link waits, as before.  Near a
-memory cgroup's limit (kernel.maps_fit) the tools do not start it: a map too big for the
-cgroup fails cleanly (ENOMEM, exit 2 naming its option) when nothing else allocates
+it passed (memleak's first link: 0.2 ms instead of 9-21).  Its links are closed once the
+tool's are made, all at once from threads (each close waits ~40 ms for the kernel's uprobe
+teardown, so at most MAX_LINKS are made), and the tool's close() waits for that (finish):
+a link closed by the process's exit frees its program only after the kernel's next RCU
+grace period, and the program was still listed after the tool had exited.  Where the
+kernel has no uprobe_multi links (< 6.6) the first one fails and the warm-up ends: the
+tool's first link waits, as before.
+
+Near a memory cgroup's limit (kernel.maps_fit) the tools do not start it: a map too big for
+the cgroup fails cleanly (ENOMEM, exit 2 naming its option) when nothing else allocates
 meanwhile, but the warm-up's link (a dentry, GFP_KERNEL) met the cgroup's OOM killer then.
 """
 from __future__ import annotations
@@ -49,6 +53,12 @@ class UprobeWarmup:
         from its thread."""
         self._stop.set()
 
+    def finish(self, timeout: float = 10.0) -> None:
+        """stop(), and wait until its links and program are closed (the tool's close)."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
     def _run(self) -> None:
         from memlens.core import libbpf as L
 
@@ -68,6 +78,7 @@ class UprobeWarmup:
                 self._stop.wait(PERIOD_S)
             self._stop.wait(timeout=STOP_S)
         finally:
-            for fd in fds:
-                os.close(fd)
+            from memlens.core.loader import run_all
+
+            run_all([lambda fd=fd: os.close(fd) for fd in fds])
             os.close(prog)

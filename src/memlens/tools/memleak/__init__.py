@@ -387,6 +387,9 @@ class MemleakTool:
         return [*out, rec]
 
     def close(self) -> None:
+        if self._warmup is not None:
+            self._warmup.finish()
+            self._warmup = None
         self.target.close()
         for _, fd in self._early_maps.values():  # a start that failed before its load
             if fd >= 0:
@@ -620,8 +623,7 @@ class MemleakTool:
 
     def _stop_warmup(self) -> None:
         if self._warmup is not None:
-            self._warmup.stop()
-            self._warmup = None
+            self._warmup.stop()  # (its links closed meanwhile; waited for at close)
 
     def attach_user(self, obj) -> None:
         assert self.plan is not None and self.pid is not None
