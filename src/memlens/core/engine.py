@@ -345,14 +345,14 @@ class Engine:
                 formats.append(fmt)
         obj = self.obj = BpfObject.open("core/engine.bpf.o")
         kinds = {p.kind for p in self.probes}
-        if kinds & {"uprobe", "usdt"} and kernel.maps_fit(
-                kernel.hash_buckets_bytes(self.max_keys)
-                + kernel.hash_buckets_bytes(self.max_stacks) + (self.ring_size or 0)):
+        if kinds & {"uprobe", "usdt"}:
             # the first uprobe link's grace period waited out while the object is
-            # configured and loaded (not near a memory cgroup's limit: kernel.maps_fit)
+            # configured and loaded
             from memlens.core.uprobewarm import UprobeWarmup
 
-            self._warmup = UprobeWarmup.start(obj.path)
+            self._warmup = UprobeWarmup.start_if_room(
+                obj.path, kernel.hash_buckets_bytes(self.max_keys)
+                + kernel.hash_buckets_bytes(self.max_stacks) + (self.ring_size or 0))
         # without a stack key, the programs compiled without the stack walk: a quarter of
         # the code, ~2 ms less of the verifier (engine.bpf.c, fill_key)
         stackless = not {"ustack", "kstack"} & set(self.keys)

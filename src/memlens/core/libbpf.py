@@ -382,6 +382,11 @@ BPF_TRACE_UPROBE_MULTI = 48
 BPF_F_UPROBE_MULTI_RETURN = 1
 
 
+def _nr_bpf() -> int:
+    """bpf(2)'s system call number (the raw calls below: wrappers libbpf 1.1 lacks)."""
+    return {"x86_64": 321, "aarch64": 280}[os.uname().machine]
+
+
 def link_create_uprobe_multi(prog_fd: int, path: str, offsets: list[int], cookies: list[int],
                              pid: int, retprobe: bool) -> int:
     """bpf(BPF_LINK_CREATE) of a uprobe_multi link (kernel >= 6.6): one link, one fd, for
@@ -391,7 +396,6 @@ def link_create_uprobe_multi(prog_fd: int, path: str, offsets: list[int], cookie
     cnt@48, flags@52, pid@56}).  Returns the link fd or -errno."""
     import struct
 
-    nr = {"x86_64": 321, "aarch64": 280}[os.uname().machine]
     c_path = C.create_string_buffer(path.encode())
     c_offs = (C.c_uint64 * len(offsets))(*offsets)
     c_cookies = (C.c_uint64 * len(cookies))(*cookies)
@@ -401,7 +405,8 @@ def link_create_uprobe_multi(prog_fd: int, path: str, offsets: list[int], cookie
                      C.addressof(c_cookies), len(offsets),
                      BPF_F_UPROBE_MULTI_RETURN if retprobe else 0, max(pid, 0))
     buf = C.create_string_buffer(bytes(attr), len(attr))
-    fd = _libc.syscall(C.c_long(nr), C.c_int(BPF_LINK_CREATE), buf, C.c_uint(len(attr)))
+    fd = _libc.syscall(C.c_long(_nr_bpf()), C.c_int(BPF_LINK_CREATE), buf,
+                       C.c_uint(len(attr)))
     return fd if fd >= 0 else -C.get_errno()
 
 
@@ -413,7 +418,6 @@ def load_return_zero(prog_type: int, expected_attach_type: int = 0) -> int:
     insn_cnt@4, insns@8, license@16, expected_attach_type@68).  Returns the fd or -errno."""
     import struct
 
-    nr = {"x86_64": 321, "aarch64": 280}[os.uname().machine]
     insns = C.create_string_buffer(bytes.fromhex("b700000000000000" "9500000000000000"), 16)
     license_ = C.create_string_buffer(b"GPL")
     attr = bytearray(128)
@@ -421,7 +425,7 @@ def load_return_zero(prog_type: int, expected_attach_type: int = 0) -> int:
                      C.addressof(license_))
     struct.pack_into("<I", attr, 68, expected_attach_type)
     buf = C.create_string_buffer(bytes(attr), len(attr))
-    fd = _libc.syscall(C.c_long(nr), C.c_int(BPF_PROG_LOAD), buf, C.c_uint(len(attr)))
+    fd = _libc.syscall(C.c_long(_nr_bpf()), C.c_int(BPF_PROG_LOAD), buf, C.c_uint(len(attr)))
     return fd if fd >= 0 else -C.get_errno()
 
 

@@ -48,6 +48,14 @@ class UprobeWarmup:
         warm._thread.start()
         return warm
 
+    @classmethod
+    def start_if_room(cls, path: str, maps_bytes: int) -> UprobeWarmup | None:
+        """start(), unless the maps about to be made (`maps_bytes`) come near this process's
+        memory limit (kernel.maps_fit; see above)."""
+        from memlens.core import kernel
+
+        return cls.start(path) if kernel.maps_fit(maps_bytes) else None
+
     def stop(self) -> None:
         """The tool's uprobes are attached (or failed): stop, and close the warm-up's links
         from its thread."""

@@ -273,7 +273,6 @@ class MemleakTool:
         self.target = TargetExit(None)
         self.kernel_tps: list[tuple[str, str, str, bool]] = []  # --kernel: attached after load
         self._warmup = None  # core/uprobewarm.UprobeWarmup, from the open to the attach
-        self._maps_fit = True  # the maps fit well in this process's memory (maps_fit)
         self._missed_frees_seen = 0
         # user stacks printed with a frame left as a bare address (stack id -> why), counted
         # once each as lost "symbols", like the engine tools' (core/stackresolve)
@@ -290,8 +289,7 @@ class MemleakTool:
         if self.args.pid is not None:
             self.target = TargetExit(self.args.pid)  # before attaching: this very process
         planning = None
-        self._maps_fit = self.maps_fit()
-        if self.user and self.args.command is None and self._maps_fit:
+        if self.user and self.args.command is None and self.maps_fit():
             # -p: a thread plans the probes (the allocator's symbols), finds whether the
             # kernel has uprobe_multi links (vmlinux BTF: 3-25 ms) and reads the target's
             # unwind tables, while this one opens, configures and loads the object (the
@@ -418,12 +416,17 @@ class MemleakTool:
         allocation alone fails cleanly (ENOMEM: exit 2 naming the option)."""
         from memlens.core import kernel
 
+        return kernel.maps_fit(self.maps_bytes())  # (margin: the fixed maps, numpy)
+
+    def maps_bytes(self) -> int:
+        """What the maps the options size take when made."""
+        from memlens.core import kernel
+
         a = self.args
         buckets = kernel.hash_buckets_bytes
-        need = (buckets(a.max_allocs)                    # allocs: its entries come later
+        return (buckets(a.max_allocs)                    # allocs: its entries come later
                 + 2 * buckets(a.stack_storage_size)      # stacks, stats: preallocated
                 + a.stack_storage_size * (1016 + 32 + 2 * 96))
-        return kernel.maps_fit(need)  # (margin: the fixed maps ~25 MB, numpy ~20 MB)
 
     def _plan_beside_the_load(self) -> None:
         # in the order the main thread needs them: whether uprobe_multi links exist (to
@@ -559,12 +562,12 @@ class MemleakTool:
 
         args = self.args
         self.obj = obj = BpfObject.open("tools/memleak/memleak.bpf.o")
-        if self.user and self._maps_fit:
+        if self.user:
             # the first uprobe link's grace period waited out while the object is
-            # configured and loaded (not near a memory cgroup's limit: kernel.maps_fit)
+            # configured and loaded
             from memlens.core.uprobewarm import UprobeWarmup
 
-            self._warmup = UprobeWarmup.start(obj.path)
+            self._warmup = UprobeWarmup.start_if_room(obj.path, self.maps_bytes())
         ro = obj.rodata
         ro["min_size"] = args.min_size
         ro["max_size"] = args.max_size if args.max_size is not None else (1 << 64) - 1
