@@ -120,6 +120,23 @@ def engine_run_on_child(eng, code: str, *, settle: float = 0.05, wait: float = 0
     return events, child.pid, line, extra
 
 
+def fdinfo_links(pid: int) -> list[dict[str, str]]:
+    """The BPF links a process holds, as their fdinfo's "key: value" lines (link_type:
+    uprobe_multi, perf, tracepoint...; path and pid for a uprobe_multi link)."""
+    out = []
+    base = f"/proc/{pid}/fdinfo"
+    for fd in os.listdir(base):
+        try:
+            with open(f"{base}/{fd}") as f:
+                text = f.read()
+        except OSError:
+            continue
+        if "link_type:" in text:
+            out.append(dict(line.split(":\t", 1) for line in text.splitlines()
+                            if ":\t" in line))
+    return out
+
+
 def fdinfo_ids(pid: int, field: str) -> dict[int, int]:
     """The BPF object ids a process's fds show in their fdinfo under `field` ("prog_id":
     program and link fds, "map_id": map fds), each with the fd showing it."""

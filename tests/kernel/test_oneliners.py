@@ -31,7 +31,7 @@ import pytest
 
 from memlens.output.folded import read_folded
 from tests.conftest import build_workload, memlens_cmd, require
-from tests.kernel.helpers import ToolRun
+from tests.kernel.helpers import ToolRun, fdinfo_links
 
 GETPPID = "t:syscalls:sys_enter_getppid"
 MADVISE = "t:syscalls:sys_enter_madvise"
@@ -567,7 +567,16 @@ def _in_libc(pid: int, addr: int) -> bool:
 INT3 = b"\xcc"
 
 
-def test_uprobe_libc_getppid_counts_the_target_only(tmp_path):
+@pytest.mark.parametrize("attach", ["uprobe_multi", "perf"])
+def test_uprobe_libc_getppid_counts_the_target_only(tmp_path, attach):
+    """The breakpoint in the target alone, each call counted once: attached as a
+    uprobe_multi link with getppid's offset (kernel >= 6.6; the default) and as a
+    perf-event uprobe that libbpf finds by name (MEMLENS_UPROBE_MULTI=0, as on 6.1)."""
+    if attach == "uprobe_multi":
+        from memlens.core.kernel import uprobe_multi_supported
+
+        require(uprobe_multi_supported(), "needs uprobe_multi links (kernel >= 6.6)")
+    env = {"MEMLENS_UPROBE_MULTI": "0"} if attach == "perf" else {}
     target = Gated("syscall_loop", str(CALLS), "libc")
     bystander = Gated("syscall_loop", str(OTHER_CALLS), "libc")
     perf = None
@@ -577,8 +586,14 @@ def test_uprobe_libc_getppid_counts_the_target_only(tmp_path):
         assert _in_libc(target.pid, t_addr) and _in_libc(bystander.pid, b_addr)
         original = _read_mem(target.pid, t_addr)
         assert original != INT3 and _read_mem(bystander.pid, b_addr) == original
-        run = ToolRun("funccount", "-p", str(target.pid), "--json", "u:c:getppid")
+        run = ToolRun("funccount", "-p", str(target.pid), "--json", "u:c:getppid", env=env)
         run.wait_attached()
+        # (the uprobe warm-up's links, on the engine's object file, are not libc's)
+        links = [li for li in fdinfo_links(run.proc.pid)
+                 if li.get("path", "").endswith("libc.so.6") or li["link_type"] == "perf"]
+        assert [li["link_type"] for li in links] == [attach], links
+        if attach == "uprobe_multi":
+            assert (links[0]["pid"], links[0]["uprobe_cnt"]) == (str(target.pid), "1")
         # the breakpoint is in the target's copy of libc's text, not in the bystander's
         assert _read_mem(target.pid, t_addr) == INT3
         assert _read_mem(bystander.pid, b_addr) == original

@@ -77,3 +77,53 @@ def test_a_refused_link_ends_it():
     warm._thread.join(timeout=10)
     assert not warm._thread.is_alive()
     assert _uprobe_multi_links() == 0
+
+
+def test_an_early_start_is_taken_by_the_tools_start(monkeypatch):
+    """start_early (the engine's u: probes, after the privileges check) and the start at
+    the object's open: one warm-up, begun at the first; the maps' check still made at the
+    second, which stops it (still to be finished) where they do not fit; an early one for
+    another file finished, not left running."""
+    from memlens.core import kernel
+
+    monkeypatch.setattr(uprobewarm, "_early", None)
+    UprobeWarmup.start_early(OBJECT)
+    early = uprobewarm._early
+    assert early is not None and _until(lambda: early.links >= 1)
+    UprobeWarmup.start_early(OBJECT)  # a second call: the same one
+    assert uprobewarm._early is early
+    try:
+        assert UprobeWarmup.start_if_room(OBJECT, 1 << 20) is early
+        assert uprobewarm._early is None and not early._stop.is_set()
+    finally:
+        early.finish()
+    assert _uprobe_multi_links() == 0
+
+    UprobeWarmup.start_early(OBJECT)
+    early = uprobewarm._early
+    monkeypatch.setattr(kernel, "maps_fit", lambda nbytes, margin=0: False)
+    got = UprobeWarmup.start_if_room(OBJECT, 1 << 40)
+    assert got is early and early._stop.is_set()
+    got.finish()
+    assert not early._thread.is_alive() and _uprobe_multi_links() == 0
+
+    monkeypatch.undo()
+    monkeypatch.setattr(uprobewarm, "_early", None)
+    UprobeWarmup.start_early("/nonexistent/memlens-warmup")
+    other = uprobewarm._early
+    got = UprobeWarmup.start_if_room(OBJECT, 1 << 20)
+    try:
+        assert got is not other and got is not None and got.path == OBJECT
+        assert not other._thread.is_alive()  # finished by start_if_room
+    finally:
+        got.finish()
+    assert _uprobe_multi_links() == 0
+
+
+def test_no_early_start_near_the_memory_limit(monkeypatch):
+    from memlens.core import kernel
+
+    monkeypatch.setattr(uprobewarm, "_early", None)
+    monkeypatch.setattr(kernel, "maps_fit", lambda nbytes, margin=0: False)
+    UprobeWarmup.start_early(OBJECT)
+    assert uprobewarm._early is None

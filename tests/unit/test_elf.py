@@ -11,8 +11,8 @@ import sys
 
 import pytest
 
-from memlens.core.elf import function_offset
-from tests.elf_witness import dynsym_functions
+from memlens.core.elf import function_offset, sole_function_offset
+from tests.elf_witness import dynsym_functions, dynsym_kinds
 
 LIBC = "/lib/x86_64-linux-gnu/libc.so.6"
 
@@ -39,6 +39,21 @@ def test_no_match_for_a_part_of_a_name_or_an_undefined_one():
     assert function_offset(LIBC, "alloc") is None           # suffix of malloc
     assert function_offset(LIBC, "no_such_function") is None
     assert function_offset(LIBC, "_dl_exception_create") is None  # UND here (ld.so's)
+
+
+@pytest.mark.skipif(not os.path.exists(LIBC), reason="needs Debian's libc")
+def test_sole_offset_only_for_a_name_defined_once_as_a_plain_function():
+    # the engine attaches these by offset (uprobe_multi), the others by name (libbpf)
+    kinds = dynsym_kinds(LIBC)
+    once = sorted(n for n, k in kinds.items() if k == ["FUNC"])
+    twice = sorted(n for n, k in kinds.items() if len(k) > 1)
+    ifunc = sorted(n for n, k in kinds.items() if k == ["IFUNC"])
+    assert len(once) > 1000 and twice and ifunc
+    assert "malloc" in once and "memcpy" in twice and "strlen" in ifunc
+    for n in once[::40] + ["malloc", "free", "getppid"]:
+        assert sole_function_offset(LIBC, n) == function_offset(LIBC, n) is not None, n
+    for n in twice[:20] + ifunc[::10] + ["memcpy", "strlen", "malloc_usable", "no_such"]:
+        assert sole_function_offset(LIBC, n) is None, n
 
 
 def test_imports_neither_numpy_nor_symbols():

@@ -411,8 +411,17 @@ def prepare_tracing(name: str, specs: list[str]) -> None:
     from memlens.core.privileges import require_tracing_privileges
 
     require_tracing_privileges(name)
-    if any(s.split(":", 1)[0] in ("t", "tracepoint") for s in specs):
+    heads = {s.split(":", 1)[0] for s in specs}
+    if heads & {"t", "tracepoint"}:
         kernel.ensure_tracefs()
+    if heads & {"u", "uprobe", "usdt"}:
+        # the engine's first uprobe link's grace period waited out from now, not from its
+        # object's open (core/uprobewarm.py)
+        from memlens.core.engine import OBJECT
+        from memlens.core.loader import object_path
+        from memlens.core.uprobewarm import UprobeWarmup
+
+        UprobeWarmup.start_early(object_path(OBJECT))
 
 
 def render_stacks(rec: dict, interval: bool, what: str = "events",

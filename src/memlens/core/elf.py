@@ -78,8 +78,8 @@ class ElfLayout:
 
 
 def _defined_functions(elf: ElfLayout, sh_types: tuple[int, ...]):
-    """(file offset of the name, value, size) of each defined FUNC/IFUNC symbol with a
-    value, the tables in the order given."""
+    """(file offset of the name, value, size, st_info, the table's type) of each defined
+    FUNC/IFUNC symbol with a value, the tables in the order given."""
     buf, shdrs = elf.buf, elf.shdrs
     sym = struct.Struct(elf.bo + "IBBHQQ")
     for sh_type in sh_types:
@@ -94,7 +94,7 @@ def _defined_functions(elf: ElfLayout, sh_types: tuple[int, ...]):
                 buf[off:off + size // 24 * 24]):
             typ = info & 0xF
             if typ in (STT_FUNC, STT_GNU_IFUNC) and shndx != SHN_UNDEF and value:
-                yield so + name_off, value, fsize
+                yield so + name_off, value, fsize, info, sh_type
 
 
 def function_names(path: str) -> tuple[dict[str, tuple[int, int]], list[tuple[int, int, int]],
@@ -111,7 +111,7 @@ def function_names(path: str) -> tuple[dict[str, tuple[int, int]], list[tuple[in
     elf = ElfLayout(buf, path)
     n = len(buf)
     funcs: dict[str, tuple[int, int]] = {}
-    for start, value, fsize in _defined_functions(elf, (SHT_SYMTAB, SHT_DYNSYM)):
+    for start, value, fsize, _info, _table in _defined_functions(elf, (SHT_SYMTAB, SHT_DYNSYM)):
         end = buf.find(b"\0", start)
         name = buf[start:end if end >= 0 else n].decode("utf-8", "replace")
         name = name.split("@", 1)[0]
@@ -137,7 +137,8 @@ def function_offset(path: str, name: str) -> int | None:
     try:
         elf = ElfLayout(buf, path)
         want = name.encode()
-        for start, value, _size in _defined_functions(elf, (SHT_DYNSYM, SHT_SYMTAB)):
+        for start, value, _size, _info, _table in _defined_functions(
+                elf, (SHT_DYNSYM, SHT_SYMTAB)):
             end = start + len(want)
             if buf[start:end] != want or buf[end:end + 1] not in (b"\0", b"@"):
                 continue
@@ -145,6 +146,37 @@ def function_offset(path: str, name: str) -> int | None:
                 if vaddr <= value < vaddr + filesz:
                     return value - vaddr + seg_off
             return None
+        return None
+    finally:
+        buf.close()
+
+
+def sole_function_offset(path: str, name: str) -> int | None:
+    """The file offset of function `name` where the name is unambiguous, as libbpf 1.1
+    attaches a uprobe by name (the first of .dynsym and .symtab holding the name, a
+    FUNC symbol, `name` or `name@version`): None where that table has it more than once
+    (libbpf then refuses non-weak duplicates or picks among weak ones), as an IFUNC
+    (libbpf 1.1 skips those), or not at all.  For attaching by offset (a uprobe_multi
+    link) exactly where libbpf's attach by name would have, or else leaving it to
+    libbpf."""
+    buf = _open_buffer(path)
+    try:
+        elf = ElfLayout(buf, path)
+        want = name.encode()
+        found: list[tuple[int, int, int]] = []  # (table, value, info)
+        for start, value, _size, info, table in _defined_functions(
+                elf, (SHT_DYNSYM, SHT_SYMTAB)):
+            if found and table != found[0][0]:
+                break
+            end = start + len(want)
+            if buf[start:end] == want and buf[end:end + 1] in (b"\0", b"@"):
+                found.append((table, value, info))
+        if len(found) != 1 or found[0][2] & 0xF != STT_FUNC:
+            return None
+        value = found[0][1]
+        for seg_off, vaddr, filesz, _memsz, _flags in elf.loads:
+            if vaddr <= value < vaddr + filesz:
+                return value - vaddr + seg_off
         return None
     finally:
         buf.close()

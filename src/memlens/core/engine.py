@@ -81,6 +81,9 @@ EPISODE_RING_SIZE = 1 << 20
 EPISODE_PENDING = 4096
 
 
+OBJECT = "core/engine.bpf.o"  # the package's compiled engine (engine.bpf.c)
+
+
 def default_stack_storage() -> int:
     from memlens.core.loader import hash_maps_may_allocate
 
@@ -233,6 +236,7 @@ class Engine:
         self._hand_over_due = False  # attached without the walk: _hand_over at that time
         self._hand_over = None  # core/handover.HandOver: the twins, then the whole copy
         self._warmup = None     # core/uprobewarm.UprobeWarmup: from the open to the attach
+        self._uprobe_multi = False  # u: probes in uprobe_multi links (_use_uprobe_multi)
         self._check_tracepoint_needs()
 
     # -- configuration ---------------------------------------------------------------------
@@ -343,7 +347,7 @@ class Engine:
                 fmt = tpformat.read_format(p.category, p.name)
                 self.formats[i] = fmt
                 formats.append(fmt)
-        obj = self.obj = BpfObject.open("core/engine.bpf.o")
+        obj = self.obj = BpfObject.open(OBJECT)
         kinds = {p.kind for p in self.probes}
         if kinds & {"uprobe", "usdt"}:
             # the first uprobe link's grace period waited out while the object is
@@ -364,6 +368,11 @@ class Engine:
             obj.set_autoload(prog, False)
         for kind, prog in progs.items():
             obj.set_autoload(prog, kind in kinds)
+        self._uprobe_multi = self._use_uprobe_multi()
+        if self._uprobe_multi:
+            from memlens.core.libbpf import BPF_TRACE_UPROBE_MULTI
+
+            obj.set_expected_attach_type("count_uprobe", BPF_TRACE_UPROBE_MULTI)
         ro = obj.rodata
         self.str_key = bool(self.field and formats and self._string_field())
         parts = 0
@@ -627,13 +636,35 @@ class Engine:
                     except Exception:
                         __import__("os").close(fd)
                         raise
-            elif p.kind == "uprobe":
+            elif p.kind == "uprobe" and not self._uprobe_multi:
                 obj.attach_uprobe("count_uprobe", p.binary, p.func, pid=pid or -1, cookie=i)
             elif p.kind == "usdt":
                 obj.attach_usdt("count_usdt", p.binary, p.provider, p.name, pid=pid or -1,
                                 cookie=i)
             elif p.kind == "kprobe":
                 obj.attach_kprobe("count_kprobe", p.name, cookie=i)
+        if self._uprobe_multi:
+            by_file: dict[str, list[tuple[int, int]]] = {}
+            for i, p in enumerate(self.probes):
+                if p.kind == "uprobe":
+                    by_file.setdefault(p.binary, []).append((p.offset, i))
+            for binary, spots in by_file.items():
+                obj.attach_uprobe_multi("count_uprobe", binary, [o for o, _ in spots],
+                                        [i for _, i in spots], pid=pid or -1)
+
+    def _use_uprobe_multi(self) -> bool:
+        """The u: probes attached as one uprobe_multi link a file (kernel >= 6.6), not a
+        perf-event uprobe each: where every probe's function has an offset of its own
+        (probespec.check_function; else libbpf finds it by name, or says why not).  A
+        perf event in a process (-p) made the kernel wait for a grace period the first
+        time in a while (perf_sched_events turned on: account_event's synchronize_rcu,
+        8-24 ms of `trace -p PID u:libc:malloc`'s start), besides the uprobe's own
+        (core/uprobewarm.py)."""
+        from memlens.core.kernel import uprobe_multi_supported
+
+        ups = [p for p in self.probes if p.kind == "uprobe"]
+        return bool(ups) and all(p.offset is not None for p in ups) \
+            and uprobe_multi_supported()
 
     # -- reading ---------------------------------------------------------------------------
     def poll(self, timeout: float) -> list:

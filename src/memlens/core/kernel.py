@@ -122,6 +122,14 @@ def btf_has_name(name: str) -> bool:
         VMLINUX_BTF, f"name {name}", lambda: b"\0" + name.encode() + b"\0" in _btf_names())
 
 
+def uprobe_multi_supported() -> bool:
+    """uprobe_multi links exist where vmlinux BTF has their type (kernel >= 6.6); set
+    MEMLENS_UPROBE_MULTI=0 to use one perf-event uprobe per function instead."""
+    if os.environ.get("MEMLENS_UPROBE_MULTI") == "0":
+        return False
+    return btf_has_name("bpf_uprobe_multi_link")
+
+
 def tp_btf_exists(event: str) -> bool:
     """A BTF-typed tracepoint needs the btf_trace_<event> typedef in vmlinux BTF."""
     return has_btf() and btf_has_name(f"btf_trace_{event}")

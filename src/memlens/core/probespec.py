@@ -75,6 +75,7 @@ class Probe:
     period: int = 1
     binary: str = ""           # uprobe / usdt
     func: str = ""             # uprobe
+    offset: int | None = None  # uprobe: func's file offset where its name is unambiguous
     provider: str = ""         # usdt
     extra: dict = factory(dict)
 
@@ -93,8 +94,9 @@ def parse(spec: str, pid: int | None = None) -> list[Probe]:
         return [_software(spec, parts[1], parts[2] if len(parts) == 3 else None)]
     if head in ("u", "uprobe") and len(parts) == 3:
         binary = find_library(parts[1], pid)
-        check_function(binary, parts[2], spec)
-        return [Probe("uprobe", f"u:{parts[1]}:{parts[2]}", binary=binary, func=parts[2])]
+        offset = check_function(binary, parts[2], spec)
+        return [Probe("uprobe", f"u:{parts[1]}:{parts[2]}", binary=binary, func=parts[2],
+                      offset=offset)]
     if head == "usdt" and len(parts) == 4:
         return [Probe("usdt", spec, binary=find_library(parts[1], pid), provider=parts[2],
                       name=parts[3])]
@@ -181,21 +183,28 @@ def _kprobe(func: str) -> Probe:
     return Probe("kprobe", f"k:{func}", name=func)
 
 
-def check_function(binary: str, func: str, spec: str) -> None:
-    """A mistyped function is a usage error, said before anything is attached."""
+def check_function(binary: str, func: str, spec: str) -> int | None:
+    """A mistyped function is a usage error, said before anything is attached.  Returns
+    its file offset where libbpf's attach by name would find one symbol alone
+    (elf.sole_function_offset: the engine attaches those by offset, in one uprobe_multi
+    link), else None."""
     if not func:
         raise UsageError(f"probe {spec!r}: no function named")
     # the file's own .dynsym and .symtab, where libbpf looks for the name it attaches to
     # (core/elf.py, struct alone: ElfSymbols' numpy import was most of `trace -p PID
     # u:libc:malloc`'s time to its banner, ~200 ms)
-    from memlens.core.elf import ElfError, function_offset
+    from memlens.core.elf import ElfError, function_offset, sole_function_offset
 
     try:
+        sole = sole_function_offset(binary, func)
+        if sole is not None:
+            return sole
         found = function_offset(binary, func)
     except (OSError, ElfError, ValueError):
-        return  # not readable as ELF here: let the attach say why
+        return None  # not readable as ELF here: let the attach say why
     if found is None:
         raise UsageError(f"probe {spec!r}: no function {func!r} in {binary}")
+    return None
 
 
 def find_library(lib: str, pid: int | None = None) -> str:

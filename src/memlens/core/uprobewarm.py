@@ -31,6 +31,9 @@ import threading
 PERIOD_S = 0.005   # under the grace period the semaphore's writer side stays passed for
 MAX_LINKS = 8      # ~40 ms of warm-up; a longer load waits at its first link, as before
 STOP_S = 5.0       # never stopped (a start that failed): its links closed after this
+EARLY_ROOM = 256 << 20  # start_early: memory left to the process beyond kernel.maps_fit's margin
+
+_early: UprobeWarmup | None = None  # start_early's, until start_if_room takes it
 
 
 class UprobeWarmup:
@@ -49,12 +52,37 @@ class UprobeWarmup:
         return warm
 
     @classmethod
-    def start_if_room(cls, path: str, maps_bytes: int) -> UprobeWarmup | None:
-        """start(), unless the maps about to be made (`maps_bytes`) come near this process's
-        memory limit (kernel.maps_fit; see above)."""
+    def start_early(cls, path: str) -> None:
+        """start() now, before the tool knows its maps' sizes, for its later start_if_room
+        to take: where the object loads in a few milliseconds (the engine's u: probes: ~6
+        ms), a warm-up started at the open had not waited out the grace period by the
+        attach (`trace -p PID u:libc:malloc`: its link 9-24 ms after the load, 0.5 ms
+        with the warm-up started ~20 ms sooner, after the privileges check).  Not where
+        the process has less than EARLY_ROOM of memory left (start_if_room decides then,
+        with the maps' sizes)."""
         from memlens.core import kernel
 
-        return cls.start(path) if kernel.maps_fit(maps_bytes) else None
+        global _early
+        if _early is None and kernel.maps_fit(EARLY_ROOM):
+            _early = cls.start(path)
+
+    @classmethod
+    def start_if_room(cls, path: str, maps_bytes: int) -> UprobeWarmup | None:
+        """start(), unless the maps about to be made (`maps_bytes`) come near this process's
+        memory limit (kernel.maps_fit; see above); the warm-up start_early began, if any
+        (stopped if the maps do not fit: still the caller's to finish())."""
+        from memlens.core import kernel
+
+        global _early
+        fits = kernel.maps_fit(maps_bytes)
+        early, _early = _early, None
+        if early is not None and early.path == path:
+            if not fits:
+                early.stop()
+            return early
+        if early is not None:
+            early.finish()
+        return cls.start(path) if fits else None
 
     def stop(self) -> None:
         """The tool's uprobes are attached (or failed): stop, and close the warm-up's links

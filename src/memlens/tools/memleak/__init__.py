@@ -17,7 +17,9 @@ import threading
 import time
 from collections import namedtuple
 
+from memlens.core.kernel import uprobe_multi_supported
 from memlens.core.lazy import np
+from memlens.core.libbpf import BPF_TRACE_UPROBE_MULTI
 from memlens.core.session import (
     MAX_SECONDS,
     TargetExit,
@@ -200,21 +202,10 @@ class MemleakCommand:
             raise UsageError(f"-O {args.obj}: no such file")
 
 
-BPF_TRACE_UPROBE_MULTI = 48  # enum bpf_attach_type
 ALLOC_INFO_SIZE = 32  # sizeof(struct alloc_info), memleak.h (checked: premake_maps)
 # --quick-start's hand-over (core/handover.py): ml_return attached as its twin, whose
 # program array ml_whole takes the whole ml_return after the banner
 HANDING = {"ml_return": ("ml_return_handing", "ml_whole")}
-
-
-def uprobe_multi_supported() -> bool:
-    """uprobe_multi links exist where vmlinux BTF has their type (kernel >= 6.6); set
-    MEMLENS_UPROBE_MULTI=0 to use one perf-event uprobe per function instead."""
-    from memlens.core import kernel
-
-    if os.environ.get("MEMLENS_UPROBE_MULTI") == "0":
-        return False
-    return kernel.btf_has_name("bpf_uprobe_multi_link")
 
 
 USER_PROGS = ["ml_enter_size1", "ml_enter_size2", "ml_enter_calloc", "ml_enter_realloc",
