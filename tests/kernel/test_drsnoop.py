@@ -268,8 +268,9 @@ def test_text_fits_79_columns(flags, capsys):
 def test_the_ring_and_the_begins_held_are_sized_for_episodes(option, ring):
     """The episodes' ring is 1 MiB unless --ring-size says otherwise, and 4096 begins are
     held for their ends (the engine's defaults, 4 MiB and 10240, were ~2 ms of the start):
-    read from the maps the running tool holds (fdinfo).  The engine's other ring (new
-    keys' announcements, 256 KiB) is the same in both."""
+    read from the maps the running tool holds (fdinfo).  What a trace never touches is
+    made at its least: the engine's other ring (new keys' announcements) one page, the
+    counts one entry."""
     run = ToolRun("drsnoop", *option)
     run.wait_attached()
     maps = bpf_maps_of(run.proc.pid)
@@ -278,7 +279,11 @@ def test_the_ring_and_the_begins_held_are_sized_for_episodes(option, ring):
     # RINGBUF maps; those of one page are the object's rings this run does not use
     rings = sorted(m["max_entries"] for m in maps if m["map_type"] == 27
                    and m["max_entries"] > 4096)
-    assert rings == sorted([ring, 256 << 10]), rings
+    assert rings == [ring], rings
+    # the counts: the HASH keyed by struct engine_key (120 bytes), an engine_value each
+    counts = [m["max_entries"] for m in maps
+              if m["map_type"] == 1 and m["key_size"] == 120 and m["value_size"] == 72]
+    assert counts == [1], maps
     starts = [m["max_entries"] for m in maps
               if m["map_type"] == 9 and m["key_size"] == 8 and m["value_size"] == 296]
     assert starts == [4096], maps

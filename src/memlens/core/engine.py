@@ -439,7 +439,13 @@ class Engine:
         if cgroup:
             cg_id, v1 = kernel.cgroup_target(cgroup)
             ro["targ_cgroup_id"], ro["targ_cgroup_v1"] = cg_id, v1
-        obj.set_max_entries("counts", self.max_keys, "--max-keys")
+        if self.trace:
+            # events streamed, nothing counted (engine.bpf.c's trace_mode returns before
+            # count_key): the counts' bucket array and the ring announcing new keys unmade
+            obj.set_max_entries("counts", 1)
+            obj.set_max_entries("seen", 4096)
+        else:
+            obj.set_max_entries("counts", self.max_keys, "--max-keys")
         # maps this run never touches get one entry: a preallocated hash map is allocated
         # and zeroed when it is made (stacks 10 MB: ~3.7 ms of the load of every tool
         # without a stack key; starts 3 MB: ~1.4 ms without latency pairs)
@@ -601,7 +607,12 @@ class Engine:
     def _load_and_attach(self, obj, pid: int | None, unwind_on: bool,
                          command_files) -> None:
         obj.load()
-        obj.warm_allocation("counts", "stacks")  # (loader: a burst's first entries)
+        if {"ustack", "kstack"} & set(self.keys):
+            # an event stores its key and up to two stacks: the per-CPU caches of free
+            # entries filled first (loader).  Without stacks, one entry an event: the one
+            # each CPU starts with, refilled as it goes (and ~0.5-1 ms of the start: the
+            # process moved to each CPU in turn)
+            obj.warm_allocation("counts", "stacks")
         # The walk's store needs numpy (~0.1 s to import): made before attaching only for a
         # target process (its first stacks whole), else at the first poll, after the banner.
         # Meanwhile the kernel side walks by frame pointers (counted as unwind_fallback) and
