@@ -55,8 +55,9 @@ TOOLS: dict[str, tuple[list[str], str]] = {
                    T + "syscalls:sys_enter_brk { @[ustack] = count(); }"),
     "count": (["count", "sw:page-faults", "--by", "comm,pid"],
               "software:page-faults:1 { @[comm, pid] = count(); }"),
-    "faults": (["faults"], "software:minor-faults:1 { @[comm, pid] = count(); } "
-               "software:major-faults:1 { @[comm, pid] = count(); }"),
+    # faults keys its counts by process and kernel and user stack unless -S: the peer too
+    "faults": (["faults"], "software:minor-faults:1 { @[kstack, ustack, comm, pid] = "
+               "count(); } software:major-faults:1 { @[kstack, ustack, comm, pid] = count(); }"),
     "shmsnoop": (["shmsnoop"], T + "syscalls:sys_enter_shm* { @a[tid] = 1; } "
                  + T + "syscalls:sys_exit_shm* { printf(\"%d %d\\n\", pid, args->ret); }"),
     "slabratetop": (["slabratetop"], T + "kmem:kmem_cache_alloc { @[str(args->name)] = "
