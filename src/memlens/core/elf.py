@@ -78,8 +78,8 @@ class ElfLayout:
 
 
 def _defined_functions(elf: ElfLayout, sh_types: tuple[int, ...]):
-    """(file offset of the name, value, size, st_info, the table's type) of each defined
-    FUNC/IFUNC symbol with a value, the tables in the order given."""
+    """(file offset of the name, value, size) of each defined FUNC/IFUNC symbol with a
+    value, the tables in the order given."""
     buf, shdrs = elf.buf, elf.shdrs
     sym = struct.Struct(elf.bo + "IBBHQQ")
     for sh_type in sh_types:
@@ -94,7 +94,47 @@ def _defined_functions(elf: ElfLayout, sh_types: tuple[int, ...]):
                 buf[off:off + size // 24 * 24]):
             typ = info & 0xF
             if typ in (STT_FUNC, STT_GNU_IFUNC) and shndx != SHN_UNDEF and value:
-                yield so + name_off, value, fsize, info, sh_type
+                yield so + name_off, value, fsize
+
+
+def _functions_named(elf: ElfLayout, name: bytes, sh_types: tuple[int, ...]):
+    """As _defined_functions, only the symbols named `name` (or `name@version`), found by
+    searching the bytes instead of unpacking every entry: each place in a table's string
+    section where the name is followed by NUL or "@" (names share their tails: "malloc"
+    may be the end of "__libc_malloc"), then the table's entries with that st_name, at
+    entry boundaries.  ~0.05 ms for a libc name where the whole .dynsym took ~1.8 (a u:
+    probe checked before its tool's banner).  (value, size, st_info, the table's type), in
+    the tables' order and each table's."""
+    buf, shdrs, bo = elf.buf, elf.shdrs, elf.bo
+    sym = struct.Struct(bo + "IBBHQQ")
+    for sh_type in sh_types:
+        sh = next((h for h in shdrs if h[1] == sh_type), None)
+        if sh is None:
+            continue
+        off, size, link = sh[4], sh[5], sh[6]
+        if off + size > len(buf) or link >= len(shdrs):
+            continue
+        so, ssize = shdrs[link][4], shdrs[link][5]
+        strings = buf[so:so + ssize]
+        name_offs = []
+        for tail in (b"\0", b"@"):
+            i = strings.find(name + tail)
+            while i >= 0:
+                name_offs.append(i)
+                i = strings.find(name + tail, i + 1)
+        table = buf[off:off + size // 24 * 24]
+        hits = []
+        for n in name_offs:
+            pattern = struct.pack(bo + "I", n)
+            i = table.find(pattern)
+            while i >= 0:
+                if i % 24 == 0:
+                    hits.append(i)
+                i = table.find(pattern, i + 1)
+        for i in sorted(hits):
+            _name, info, _other, shndx, value, fsize = sym.unpack_from(table, i)
+            if info & 0xF in (STT_FUNC, STT_GNU_IFUNC) and shndx != SHN_UNDEF and value:
+                yield value, fsize, info, sh_type
 
 
 def function_names(path: str) -> tuple[dict[str, tuple[int, int]], list[tuple[int, int, int]],
@@ -111,7 +151,7 @@ def function_names(path: str) -> tuple[dict[str, tuple[int, int]], list[tuple[in
     elf = ElfLayout(buf, path)
     n = len(buf)
     funcs: dict[str, tuple[int, int]] = {}
-    for start, value, fsize, _info, _table in _defined_functions(elf, (SHT_SYMTAB, SHT_DYNSYM)):
+    for start, value, fsize in _defined_functions(elf, (SHT_SYMTAB, SHT_DYNSYM)):
         end = buf.find(b"\0", start)
         name = buf[start:end if end >= 0 else n].decode("utf-8", "replace")
         name = name.split("@", 1)[0]
@@ -136,12 +176,8 @@ def function_offset(path: str, name: str) -> int | None:
     buf = _open_buffer(path)
     try:
         elf = ElfLayout(buf, path)
-        want = name.encode()
-        for start, value, _size, _info, _table in _defined_functions(
-                elf, (SHT_DYNSYM, SHT_SYMTAB)):
-            end = start + len(want)
-            if buf[start:end] != want or buf[end:end + 1] not in (b"\0", b"@"):
-                continue
+        for value, _size, _info, _table in _functions_named(elf, name.encode(),
+                                                            (SHT_DYNSYM, SHT_SYMTAB)):
             for seg_off, vaddr, filesz, _memsz, _flags in elf.loads:
                 if vaddr <= value < vaddr + filesz:
                     return value - vaddr + seg_off
@@ -162,15 +198,12 @@ def sole_function_offset(path: str, name: str) -> int | None:
     buf = _open_buffer(path)
     try:
         elf = ElfLayout(buf, path)
-        want = name.encode()
         found: list[tuple[int, int, int]] = []  # (table, value, info)
-        for start, value, _size, info, table in _defined_functions(
-                elf, (SHT_DYNSYM, SHT_SYMTAB)):
+        for value, _size, info, table in _functions_named(elf, name.encode(),
+                                                          (SHT_DYNSYM, SHT_SYMTAB)):
             if found and table != found[0][0]:
                 break
-            end = start + len(want)
-            if buf[start:end] == want and buf[end:end + 1] in (b"\0", b"@"):
-                found.append((table, value, info))
+            found.append((table, value, info))
         if len(found) != 1 or found[0][2] & 0xF != STT_FUNC:
             return None
         value = found[0][1]
