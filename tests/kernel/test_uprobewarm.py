@@ -127,3 +127,25 @@ def test_no_early_start_near_the_memory_limit(monkeypatch):
     monkeypatch.setattr(kernel, "maps_fit", lambda nbytes, margin=0: False)
     UprobeWarmup.start_early(OBJECT)
     assert uprobewarm._early is None
+
+
+def test_started_early_only_for_a_user_space_probe(monkeypatch):
+    """The command line's early start (cli._main, for the tools taking probe specs): only
+    where a word names a user-space probe, on the engine's object."""
+    from memlens.core.engine import OBJECT
+    from memlens.core.loader import object_path
+
+    monkeypatch.setattr(uprobewarm, "_early", None)
+    UprobeWarmup.start_early_for_specs(["-p", "123", "t:syscalls:sys_enter_brk",
+                                        "sw:page-faults", "--by", "comm,pid"])
+    assert uprobewarm._early is None
+    for spec in ("u:c:malloc", "uprobe:/lib/x86_64-linux-gnu/libc.so.6:free",
+                 "usdt:python3:python:function__entry"):
+        UprobeWarmup.start_early_for_specs(["-p", "123", spec])
+        early = uprobewarm._early
+        try:
+            assert early is not None and early.path == object_path(OBJECT), spec
+        finally:
+            monkeypatch.setattr(uprobewarm, "_early", None)
+            early.finish()
+    assert _uprobe_multi_links() == 0

@@ -411,17 +411,13 @@ def prepare_tracing(name: str, specs: list[str]) -> None:
     from memlens.core.privileges import require_tracing_privileges
 
     require_tracing_privileges(name)
-    heads = {s.split(":", 1)[0] for s in specs}
-    if heads & {"t", "tracepoint"}:
+    if any(s.split(":", 1)[0] in ("t", "tracepoint") for s in specs):
         kernel.ensure_tracefs()
-    if heads & {"u", "uprobe", "usdt"}:
-        # the engine's first uprobe link's grace period waited out from now, not from its
-        # object's open (core/uprobewarm.py)
-        from memlens.core.engine import OBJECT
-        from memlens.core.loader import object_path
-        from memlens.core.uprobewarm import UprobeWarmup
+    from memlens.core.uprobewarm import UprobeWarmup
 
-        UprobeWarmup.start_early(object_path(OBJECT))
+    # a user-space probe's first link: its grace period waited out from now (if the
+    # command line has not started that already), not from the object's open
+    UprobeWarmup.start_early_for_specs(specs)
 
 
 def render_stacks(rec: dict, interval: bool, what: str = "events",

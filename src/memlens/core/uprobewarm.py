@@ -34,6 +34,7 @@ STOP_S = 5.0       # never stopped (a start that failed): its links closed after
 EARLY_ROOM = 256 << 20  # start_early: memory left to the process beyond kernel.maps_fit's margin
 
 _early: UprobeWarmup | None = None  # start_early's, until start_if_room takes it
+USER_PROBE_HEADS = ("u", "uprobe", "usdt")  # core/probespec's user-space probe specs
 
 
 class UprobeWarmup:
@@ -57,14 +58,26 @@ class UprobeWarmup:
         to take: where the object loads in a few milliseconds (the engine's u: probes: ~6
         ms), a warm-up started at the open had not waited out the grace period by the
         attach (`trace -p PID u:libc:malloc`: its link 9-24 ms after the load, 0.5 ms
-        with the warm-up started ~20 ms sooner, after the privileges check).  Not where
-        the process has less than EARLY_ROOM of memory left (start_if_room decides then,
-        with the maps' sizes)."""
+        with the warm-up started ~20 ms sooner).  The command line starts it as soon as
+        it knows the command (cli._main: a grace period of ~10-20 ms here, most of it
+        then spent while the tool's modules import), countingtool.prepare_tracing where
+        the command line did not.  Not where the process has less than EARLY_ROOM of
+        memory left (start_if_room decides then, with the maps' sizes)."""
         from memlens.core import kernel
 
         global _early
         if _early is None and kernel.maps_fit(EARLY_ROOM):
             _early = cls.start(path)
+
+    @classmethod
+    def start_early_for_specs(cls, specs) -> None:
+        """start_early() for the engine's object where a probe spec (or any word of a
+        command line) names a user-space probe (u:, uprobe:, usdt:)."""
+        if any(str(s).split(":", 1)[0] in USER_PROBE_HEADS for s in specs):
+            from memlens.core.engine import OBJECT
+            from memlens.core.loader import object_path
+
+            cls.start_early(object_path(OBJECT))
 
     @classmethod
     def start_if_room(cls, path: str, maps_bytes: int) -> UprobeWarmup | None:
