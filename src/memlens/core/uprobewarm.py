@@ -26,7 +26,6 @@ meanwhile, but the warm-up's link (a dentry, GFP_KERNEL) met the cgroup's OOM ki
 from __future__ import annotations
 
 import os
-import threading
 
 PERIOD_S = 0.005   # under the grace period the semaphore's writer side stays passed for
 MAX_LINKS = 8      # ~40 ms of warm-up; a longer load waits at its first link, as before
@@ -37,11 +36,18 @@ _early: UprobeWarmup | None = None  # start_early's, until start_if_room takes i
 USER_PROBE_HEADS = ("u", "uprobe", "usdt")  # core/probespec's user-space probe specs
 
 
+def names_user_probe(words) -> bool:
+    """A probe spec among `words` (a command line's) is a user-space probe."""
+    return any(str(w).split(":", 1)[0] in USER_PROBE_HEADS for w in words)
+
+
 class UprobeWarmup:
     def __init__(self, path: str):
         self.path = path
         self.links = 0          # made (for tests)
         self.error = 0          # the first link's -errno, if it failed
+        import threading  # (~3 ms with functools and collections: a warm-up's only)
+
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="memlens-uprobe-warmup",
                                         daemon=True)
@@ -73,7 +79,7 @@ class UprobeWarmup:
     def start_early_for_specs(cls, specs) -> None:
         """start_early() for the engine's object where a probe spec (or any word of a
         command line) names a user-space probe (u:, uprobe:, usdt:)."""
-        if any(str(s).split(":", 1)[0] in USER_PROBE_HEADS for s in specs):
+        if names_user_probe(specs):
             from memlens.core.engine import OBJECT
             from memlens.core.loader import object_path
 
