@@ -90,6 +90,11 @@ class ToolRun:
         """The BPF programs this run held while attached are all gone (by id: other tools
         running on the machine at the same time do not disturb the check)."""
         assert self.prog_ids, "no BPF program was seen held by the tool while attached"
+        # the kernel frees a program whose links the exit released after an RCU grace
+        # period (a uprobe's: ~10-30 ms here): looked for during a second, not once
+        deadline = time.monotonic() + 1.0
+        while self.prog_ids & loaded_prog_ids() and time.monotonic() < deadline:
+            time.sleep(0.02)
         assert not (self.prog_ids & loaded_prog_ids()), "programs left loaded"
 
 

@@ -313,6 +313,11 @@ class TestMemleakCleanup:
         tgt.stdin.write(b"xx")
         tgt.stdin.close()
         tgt.wait()
+        # the kernel frees a program its links released after an RCU grace period: gone
+        # within ~10-30 ms of the exit here (not the warm-up's 5 s, core/uprobewarm.py)
+        deadline = time.monotonic() + 1.0
+        while held & loaded_prog_ids() and time.monotonic() < deadline:
+            time.sleep(0.02)
         assert not (held & loaded_prog_ids())
         for path in ("/sys/kernel/tracing/uprobe_events",
                      "/sys/kernel/debug/tracing/uprobe_events"):

@@ -33,7 +33,7 @@ import struct
 from array import array
 from typing import NamedTuple
 
-import numpy as np
+from memlens.core.lazy import np  # (its import: lazy._import)
 
 # --- row encoding (bpf/include/memlens.bpf.h mirrors these) -------------------------------
 CFA_END = 0          # return address undefined: the outermost frame (_start, clone): stop

@@ -8,8 +8,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
+from memlens.core.lazy import np  # (its import: lazy._import)
 from memlens.core.stacks import Frame
 
 
