@@ -77,11 +77,10 @@ class ElfLayout:
         return None
 
 
-def _defined_functions(elf: ElfLayout, sh_types: tuple[int, ...]):
-    """(file offset of the name, value, size) of each defined FUNC/IFUNC symbol with a
-    value, the tables in the order given."""
+def _symbol_tables(elf: ElfLayout, sh_types: tuple[int, ...]):
+    """(the table's type, its entries' bytes, its string section's offset and size) of each
+    symbol table the file has, in the order given."""
     buf, shdrs = elf.buf, elf.shdrs
-    sym = struct.Struct(elf.bo + "IBBHQQ")
     for sh_type in sh_types:
         sh = next((h for h in shdrs if h[1] == sh_type), None)
         if sh is None:
@@ -89,9 +88,15 @@ def _defined_functions(elf: ElfLayout, sh_types: tuple[int, ...]):
         off, size, link = sh[4], sh[5], sh[6]
         if off + size > len(buf) or link >= len(shdrs):
             continue
-        so = shdrs[link][4]
-        for name_off, info, _other, shndx, value, fsize in sym.iter_unpack(
-                buf[off:off + size // 24 * 24]):
+        yield sh_type, buf[off:off + size // 24 * 24], shdrs[link][4], shdrs[link][5]
+
+
+def _defined_functions(elf: ElfLayout, sh_types: tuple[int, ...]):
+    """(file offset of the name, value, size) of each defined FUNC/IFUNC symbol with a
+    value, the tables in the order given."""
+    sym = struct.Struct(elf.bo + "IBBHQQ")
+    for _type, table, so, _ssize in _symbol_tables(elf, sh_types):
+        for name_off, info, _other, shndx, value, fsize in sym.iter_unpack(table):
             typ = info & 0xF
             if typ in (STT_FUNC, STT_GNU_IFUNC) and shndx != SHN_UNDEF and value:
                 yield so + name_off, value, fsize
@@ -105,24 +110,16 @@ def _functions_named(elf: ElfLayout, name: bytes, sh_types: tuple[int, ...]):
     entry boundaries.  ~0.05 ms for a libc name where the whole .dynsym took ~1.8 (a u:
     probe checked before its tool's banner).  (value, size, st_info, the table's type), in
     the tables' order and each table's."""
-    buf, shdrs, bo = elf.buf, elf.shdrs, elf.bo
+    bo = elf.bo
     sym = struct.Struct(bo + "IBBHQQ")
-    for sh_type in sh_types:
-        sh = next((h for h in shdrs if h[1] == sh_type), None)
-        if sh is None:
-            continue
-        off, size, link = sh[4], sh[5], sh[6]
-        if off + size > len(buf) or link >= len(shdrs):
-            continue
-        so, ssize = shdrs[link][4], shdrs[link][5]
-        strings = buf[so:so + ssize]
+    for sh_type, table, so, ssize in _symbol_tables(elf, sh_types):
+        strings = elf.buf[so:so + ssize]
         name_offs = []
         for tail in (b"\0", b"@"):
             i = strings.find(name + tail)
             while i >= 0:
                 name_offs.append(i)
                 i = strings.find(name + tail, i + 1)
-        table = buf[off:off + size // 24 * 24]
         hits = []
         for n in name_offs:
             pattern = struct.pack(bo + "I", n)
