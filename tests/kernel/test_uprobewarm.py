@@ -134,18 +134,19 @@ def test_started_early_only_for_a_user_space_probe(monkeypatch):
     where a word names a user-space probe, on the engine's object."""
     from memlens.core.engine import OBJECT
     from memlens.core.loader import object_path
+    from memlens.core.probespec import names_user_probe
 
-    monkeypatch.setattr(uprobewarm, "_early", None)
-    UprobeWarmup.start_early_for_specs(["-p", "123", "t:syscalls:sys_enter_brk",
-                                        "sw:page-faults", "--by", "comm,pid"])
-    assert uprobewarm._early is None
+    assert not names_user_probe(["-p", "123", "t:syscalls:sys_enter_brk", "sw:page-faults",
+                                 "--by", "comm,pid", "k:do_mmap"])
     for spec in ("u:c:malloc", "uprobe:/lib/x86_64-linux-gnu/libc.so.6:free",
                  "usdt:python3:python:function__entry"):
-        UprobeWarmup.start_early_for_specs(["-p", "123", spec])
-        early = uprobewarm._early
-        try:
-            assert early is not None and early.path == object_path(OBJECT), spec
-        finally:
-            monkeypatch.setattr(uprobewarm, "_early", None)
-            early.finish()
+        assert names_user_probe(["-p", "123", spec]), spec
+    monkeypatch.setattr(uprobewarm, "_early", None)
+    UprobeWarmup.start_early_for_engine()
+    early = uprobewarm._early
+    try:
+        assert early is not None and early.path == object_path(OBJECT)
+    finally:
+        monkeypatch.setattr(uprobewarm, "_early", None)
+        early.finish()
     assert _uprobe_multi_links() == 0

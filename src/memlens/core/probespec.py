@@ -84,6 +84,16 @@ def _split(spec: str) -> list[str]:
     return spec.split(":")
 
 
+USER_PROBE_HEADS = ("u", "uprobe", "usdt")
+
+
+def names_user_probe(words) -> bool:
+    """A probe spec among `words` (specs, or a command line's words) is a user-space probe
+    (u:, uprobe:, usdt:): its tool's first uprobe link waits for a grace period
+    (core/uprobewarm.py)."""
+    return any(str(w).split(":", 1)[0] in USER_PROBE_HEADS for w in words)
+
+
 def parse(spec: str, pid: int | None = None) -> list[Probe]:
     """One spec as probes (a wildcard gives several); a usage error names what is wrong."""
     parts = _split(spec)

@@ -33,12 +33,6 @@ STOP_S = 5.0       # never stopped (a start that failed): its links closed after
 EARLY_ROOM = 256 << 20  # start_early: memory left to the process beyond kernel.maps_fit's margin
 
 _early: UprobeWarmup | None = None  # start_early's, until start_if_room takes it
-USER_PROBE_HEADS = ("u", "uprobe", "usdt")  # core/probespec's user-space probe specs
-
-
-def names_user_probe(words) -> bool:
-    """A probe spec among `words` (a command line's) is a user-space probe."""
-    return any(str(w).split(":", 1)[0] in USER_PROBE_HEADS for w in words)
 
 
 class UprobeWarmup:
@@ -76,14 +70,12 @@ class UprobeWarmup:
             _early = cls.start(path)
 
     @classmethod
-    def start_early_for_specs(cls, specs) -> None:
-        """start_early() for the engine's object where a probe spec (or any word of a
-        command line) names a user-space probe (u:, uprobe:, usdt:)."""
-        if names_user_probe(specs):
-            from memlens.core.engine import OBJECT
-            from memlens.core.loader import object_path
+    def start_early_for_engine(cls) -> None:
+        """start_early() for the engine's object (its u: and usdt: probes)."""
+        from memlens.core.engine import OBJECT
+        from memlens.core.loader import object_path
 
-            cls.start_early(object_path(OBJECT))
+        cls.start_early(object_path(OBJECT))
 
     @classmethod
     def start_if_room(cls, path: str, maps_bytes: int) -> UprobeWarmup | None:
