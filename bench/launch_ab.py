@@ -7,8 +7,11 @@ before it.  Runs vary by 3-5 ms here; only many alternating runs tell 1-2 ms apa
     untracked, built by hatch_build.py) && python -m compileall -q /tmp/before/src/memlens
     python bench/launch_ab.py 31 "/tmp/before/src|faults" "src|faults"
 
-Each case is "SOURCE_DIR|ARGS"; the same interpreter (this one) runs all of them, with
-PYTHONPATH=SOURCE_DIR.  Printed per case: first quartile, median and mean in ms.
+Each case is "SOURCE_DIR|ARGS"; the same interpreter (this one) runs all of them, as the
+`memlens` command does: a script of that name (cli._launched_as_cli: the command line's own
+start, its signal handlers and paused garbage collector) that puts SOURCE_DIR first on
+sys.path.  Each start after a pause for the previous one's teardown (SETTLE_S).  Printed
+per case: first quartile, median and mean in ms.
 """
 from __future__ import annotations
 
@@ -17,22 +20,35 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
-LAUNCH = "import sys; from memlens.cli import main; sys.argv[0] = 'memlens'; sys.exit(main())"
+SETTLE_S = 0.3
+SCRIPT = ("import sys\nsys.path.insert(0, {src!r})\nfrom memlens.cli import main\n"
+          "sys.exit(main())\n")
 
 
-def once(src: str, args: list[str]) -> float:
-    env = dict(os.environ, PYTHONPATH=os.path.abspath(src))
+def launcher(src: str, tmp: str, k: int) -> str:
+    """A script named `memlens` that runs the command line from `src`."""
+    d = os.path.join(tmp, str(k))
+    os.makedirs(d)
+    path = os.path.join(d, "memlens")
+    with open(path, "w") as f:
+        f.write(SCRIPT.format(src=os.path.abspath(src)))
+    return path
+
+
+def once(script: str, args: list[str]) -> float:
+    time.sleep(SETTLE_S)
     t = time.monotonic()
-    p = subprocess.Popen([sys.executable, "-c", LAUNCH, *args], env=env,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    p = subprocess.Popen([sys.executable, script, *args], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE)
     line = p.stderr.readline()
     took = time.monotonic() - t
     p.send_signal(signal.SIGINT)
     p.communicate(timeout=30)
     if b"Tracing" not in line:
-        raise SystemExit(f"no banner from {src} {' '.join(args)}: {line!r}")
+        raise SystemExit(f"no banner from {script} {' '.join(args)}: {line!r}")
     return took * 1e3
 
 
@@ -40,9 +56,11 @@ def main(argv: list[str]) -> None:
     runs = int(argv[0])
     cases = [(src, args.split()) for src, _, args in (c.partition("|") for c in argv[1:])]
     times: list[list[float]] = [[] for _ in cases]
-    for _ in range(runs):
-        for k, (src, args) in enumerate(cases):
-            times[k].append(once(src, args))
+    with tempfile.TemporaryDirectory() as tmp:
+        scripts = [launcher(src, tmp, k) for k, (src, _) in enumerate(cases)]
+        for _ in range(runs):
+            for k, (_, args) in enumerate(cases):
+                times[k].append(once(scripts[k], args))
     for (src, args), t in zip(cases, times):
         t.sort()
         print(f"{src[-24:]:24} {' '.join(args)[:40]:40} q1 {t[len(t) // 4]:6.1f}  "
