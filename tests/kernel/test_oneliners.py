@@ -626,6 +626,18 @@ def test_uprobe_libc_getppid_counts_the_target_only(tmp_path, attach):
     _no_loss(run)
 
 
+def test_two_uprobes_in_one_file_each_their_own_count(tmp_path):
+    """Two u: probes on libc, one uprobe_multi link with a cookie each (the engine's
+    default on 6.6+): getppid's calls counted under getppid, the second probe, and not
+    under getpid, the first (a cookie lost would put them there); getpid is not called
+    by the loop."""
+    run, _, perf_count = _getppid_window(tmp_path, ["funccount", "--json", "u:c:getpid",
+                                                    "u:c:getppid"], mode="libc")
+    assert perf_count == CALLS
+    entries = {e["probe"]: e["count"] for e in _final(run)["entries"]}
+    assert entries == {"u:c:getppid": CALLS}, entries
+
+
 def test_uprobe_and_tracepoint_together(tmp_path):
     """The libc wrapper and the syscall it makes, counted by one run: one count each."""
     run, _, perf_count = _getppid_window(tmp_path, ["funccount", "--json", "u:c:getppid",
