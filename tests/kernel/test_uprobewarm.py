@@ -49,9 +49,8 @@ def test_links_while_it_runs_none_once_stopped():
         assert warm.error == 0
         assert _uprobe_multi_links() >= 2
     finally:
-        warm.stop()
-        warm._thread.join(timeout=30)
-    assert not warm._thread.is_alive()
+        warm.finish(30)
+    assert not warm.alive()
     assert _uprobe_multi_links() == 0
     assert set(fdinfo_ids(os.getpid(), "prog_id")) == progs_before  # its program closed
 
@@ -64,8 +63,7 @@ def test_at_most_max_links():
         assert warm.links == uprobewarm.MAX_LINKS
         assert _uprobe_multi_links() == uprobewarm.MAX_LINKS
     finally:
-        warm.stop()
-        warm._thread.join(timeout=60)
+        warm.finish(60)
     assert _uprobe_multi_links() == 0
 
 
@@ -73,9 +71,8 @@ def test_a_refused_link_ends_it():
     warm = UprobeWarmup.start("/nonexistent/memlens-warmup")
     assert _until(lambda: warm.error != 0)
     assert warm.links == 0 and warm.error < 0
-    warm.stop()
-    warm._thread.join(timeout=10)
-    assert not warm._thread.is_alive()
+    warm.finish(10)
+    assert not warm.alive()
     assert _uprobe_multi_links() == 0
 
 
@@ -94,7 +91,7 @@ def test_an_early_start_is_taken_by_the_tools_start(monkeypatch):
     assert uprobewarm._early is early
     try:
         assert UprobeWarmup.start_if_room(OBJECT, 1 << 20) is early
-        assert uprobewarm._early is None and not early._stop.is_set()
+        assert uprobewarm._early is None and not early.stopped()
     finally:
         early.finish()
     assert _uprobe_multi_links() == 0
@@ -103,9 +100,9 @@ def test_an_early_start_is_taken_by_the_tools_start(monkeypatch):
     early = uprobewarm._early
     monkeypatch.setattr(kernel, "maps_fit", lambda nbytes, margin=0: False)
     got = UprobeWarmup.start_if_room(OBJECT, 1 << 40)
-    assert got is early and early._stop.is_set()
+    assert got is early and early.stopped()
     got.finish()
-    assert not early._thread.is_alive() and _uprobe_multi_links() == 0
+    assert not early.alive() and _uprobe_multi_links() == 0
 
     monkeypatch.undo()
     monkeypatch.setattr(uprobewarm, "_early", None)
@@ -114,7 +111,7 @@ def test_an_early_start_is_taken_by_the_tools_start(monkeypatch):
     got = UprobeWarmup.start_if_room(OBJECT, 1 << 20)
     try:
         assert got is not other and got is not None and got.path == OBJECT
-        assert not other._thread.is_alive()  # finished by start_if_room
+        assert not other.alive()  # finished by start_if_room
     finally:
         got.finish()
     assert _uprobe_multi_links() == 0

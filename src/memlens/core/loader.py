@@ -643,16 +643,22 @@ def _probe_hash_allocation() -> bool | None:
 def run_all(calls: list, max_threads: int = 16) -> None:
     """Run the calls (blocking system calls: ctypes and os.close release the GIL) from up
     to `max_threads` threads at once, this one included; the first error is raised once
-    all have run."""
+    all have run.  Threads of the _thread module: threading's import (with functools and
+    collections, ~3 ms) came just before a tool's banner, in the uprobe warm-up's thread
+    closing its links while the main thread printed."""
     if len(calls) <= 1:
         for call in calls:
             call()
         return
-    import threading
+    import _thread
 
     errors: list[BaseException] = []
     pending = list(reversed(calls))
-    lock = threading.Lock()
+    lock = _thread.allocate_lock()
+    helpers = min(max_threads, len(calls)) - 1
+    running = [helpers]
+    all_done = _thread.allocate_lock()
+    all_done.acquire()  # released by the last helper to finish
 
     def worker() -> None:
         while True:
@@ -665,13 +671,19 @@ def run_all(calls: list, max_threads: int = 16) -> None:
             except BaseException as err:  # raised in the caller's thread below
                 errors.append(err)
 
-    threads = [threading.Thread(target=worker, name="memlens-detach", daemon=True)
-               for _ in range(min(max_threads, len(calls)) - 1)]
-    for t in threads:
-        t.start()
+    def helper() -> None:
+        try:
+            worker()
+        finally:
+            with lock:
+                running[0] -= 1
+                if running[0] == 0:
+                    all_done.release()
+
+    for _ in range(helpers):
+        _thread.start_new_thread(helper, ())
     worker()
-    for t in threads:
-        t.join()
+    all_done.acquire()
     if errors:
         raise errors[0]
 

@@ -36,20 +36,28 @@ _early: UprobeWarmup | None = None  # start_early's, until start_if_room takes i
 
 
 class UprobeWarmup:
+    # Its thread and its signals are the _thread module's: threading (with functools and
+    # collections, ~3 ms to import) was most of what the warm-up added to a u: probe's
+    # start before the banner.
     def __init__(self, path: str):
+        import _thread
+
         self.path = path
         self.links = 0          # made (for tests)
         self.error = 0          # the first link's -errno, if it failed
-        import threading  # (~3 ms with functools and collections: a warm-up's only)
-
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="memlens-uprobe-warmup",
-                                        daemon=True)
+        self._stopped = False
+        self._guard = _thread.allocate_lock()
+        self._wake = _thread.allocate_lock()  # held until stop(): the thread waits on it
+        self._wake.acquire()
+        self._done = _thread.allocate_lock()  # held until the thread has closed everything
+        self._done.acquire()
 
     @classmethod
     def start(cls, path: str) -> UprobeWarmup:
+        import _thread
+
         warm = cls(path)
-        warm._thread.start()
+        _thread.start_new_thread(warm._thread_main, ())
         return warm
 
     @classmethod
@@ -98,13 +106,38 @@ class UprobeWarmup:
     def stop(self) -> None:
         """The tool's uprobes are attached (or failed): stop, and close the warm-up's links
         from its thread."""
-        self._stop.set()
+        with self._guard:
+            if self._stopped:
+                return
+            self._stopped = True
+            self._wake.release()
+
+    def stopped(self) -> bool:
+        return self._stopped
+
+    def alive(self) -> bool:
+        """Its thread has not closed everything yet."""
+        return self._done.locked()
 
     def finish(self, timeout: float = 10.0) -> None:
         """stop(), and wait until its links and program are closed (the tool's close)."""
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
+        self.stop()
+        if self._done.acquire(timeout=timeout):
+            self._done.release()
+
+    def _wait(self, timeout: float) -> bool:
+        """Up to `timeout` for stop(); True once it came."""
+        if self._stopped:
+            return True
+        if self._wake.acquire(timeout=timeout):
+            self._wake.release()  # stays open: stop() came
+        return self._stopped
+
+    def _thread_main(self) -> None:
+        try:
+            self._run()
+        finally:
+            self._done.release()
 
     def _run(self) -> None:
         try:
@@ -118,15 +151,15 @@ class UprobeWarmup:
             return
         fds: list[int] = []
         try:
-            while not self._stop.is_set() and len(fds) < MAX_LINKS:
+            while not self._stopped and len(fds) < MAX_LINKS:
                 fd = L.link_create_uprobe_multi(prog, self.path, [0], [0], -1, False)
                 if fd < 0:
                     self.error = fd
                     break
                 fds.append(fd)
                 self.links += 1
-                self._stop.wait(PERIOD_S)
-            self._stop.wait(timeout=STOP_S)
+                self._wait(PERIOD_S)
+            self._wait(STOP_S)
         finally:
             from memlens.core.loader import run_all
 
