@@ -5,28 +5,24 @@ again once the tool is attached or at once for a command that loads nothing, and
 touched where memlens is a library."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
+
+ROOT = str(Path(__file__).resolve().parents[2])  # for tests.runner_stub
 
 PROBE = textwrap.dedent("""
     import gc, sys
     import memlens.cli
     print("at import:", gc.isenabled())
     from memlens.core.runner import Runner
+    from tests.runner_stub import IdleTool
 
-    class Tool:
-        what = "nothing"
+    class Tool(IdleTool):
         def start(self):
             print("in start:", gc.isenabled())
-        def poll(self, timeout):
-            return []
-        def report(self, final):
-            return []
-        def summary(self):
-            return []
-        def close(self):
-            pass
 
     frozen = gc.get_freeze_count()
     Runner(duration=0.01).run(Tool(), lambda rec: None,
@@ -39,7 +35,7 @@ def _run_as(tmp_path, name: str) -> list[str]:
     script = tmp_path / name
     script.write_text(PROBE)
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                         check=True).stdout
+                         check=True, env={**os.environ, "PYTHONPATH": ROOT}).stdout
     return out.splitlines()
 
 

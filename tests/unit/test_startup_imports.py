@@ -163,18 +163,11 @@ from memlens.core.runner import Runner
 def prefetching():
     return any(t.name == "numpy-prefetch" for t in threading.enumerate()) or "numpy" in sys.modules
 
-class Tool:
-    what = "a test"
+from tests.runner_stub import IdleTool
+
+class Tool(IdleTool):
     def start(self):
         lazy.prefetch_numpy()  # as Engine.start does, at the end of its start
-    def poll(self, timeout):
-        return []
-    def report(self, final):
-        return []
-    def summary(self):
-        return []
-    def close(self):
-        pass
 
 seen = {{}}
 runner = Runner(duration=0.01)
