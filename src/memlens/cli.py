@@ -162,15 +162,12 @@ def _main(argv: list[str] | None, signals) -> int:
             return EXIT_USAGE
     tool = registry.find(name)
     if tool is not None and "uprobe" in tool.kinds:
-        from memlens.core.probespec import names_user_probe
+        # a user-space probe's first link waits for an RCU grace period (~10-20 ms here):
+        # waited out from now, in a thread, while the tool's modules import and its
+        # object loads (core/uprobewarm.py)
+        from memlens.core.uprobewarm import UprobeWarmup
 
-        if names_user_probe(argv):
-            # a user-space probe's first link waits for an RCU grace period (~10-20 ms
-            # here): waited out from now, in a thread, while the tool's modules import
-            # and its object loads (core/uprobewarm.py)
-            from memlens.core.uprobewarm import UprobeWarmup
-
-            UprobeWarmup.start_early_for_engine()
+        UprobeWarmup.start_early_for_specs(argv)
     if tool is None or not tool.bpf:
         from memlens.core.runner import resume_gc
 

@@ -139,7 +139,9 @@ def test_started_early_only_for_a_user_space_probe(monkeypatch):
                  "usdt:python3:python:function__entry"):
         assert names_user_probe(["-p", "123", spec]), spec
     monkeypatch.setattr(uprobewarm, "_early", None)
-    UprobeWarmup.start_early_for_engine()
+    UprobeWarmup.start_early_for_specs(["-p", "123", "t:syscalls:sys_enter_brk"])
+    assert uprobewarm._early is None
+    UprobeWarmup.start_early_for_specs(["-p", "123", "u:c:malloc"])
     early = uprobewarm._early
     try:
         assert early is not None and early.path == object_path(OBJECT)

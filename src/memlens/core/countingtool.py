@@ -413,14 +413,11 @@ def prepare_tracing(name: str, specs: list[str]) -> None:
     require_tracing_privileges(name)
     if any(s.split(":", 1)[0] in ("t", "tracepoint") for s in specs):
         kernel.ensure_tracefs()
-    from memlens.core.probespec import names_user_probe
+    from memlens.core.uprobewarm import UprobeWarmup
 
-    if names_user_probe(specs):
-        # a user-space probe's first link: its grace period waited out from now (if the
-        # command line has not started that already), not from the object's open
-        from memlens.core.uprobewarm import UprobeWarmup
-
-        UprobeWarmup.start_early_for_engine()
+    # a user-space probe's first link: its grace period waited out from now (if the
+    # command line has not started that already), not from the object's open
+    UprobeWarmup.start_early_for_specs(specs)
 
 
 def render_stacks(rec: dict, interval: bool, what: str = "events",

@@ -167,31 +167,24 @@ def _open_buffer(path: str):
 
 def function_offset(path: str, name: str) -> int | None:
     """The file offset of function `name` (without @version) where libbpf would attach a
-    uprobe by that name (.dynsym's symbol first, else .symtab's), or None: the one symbol
-    looked for, each entry's name compared in place, not every name decoded
-    (function_names: ~6 ms for libc)."""
-    buf = _open_buffer(path)
-    try:
-        elf = ElfLayout(buf, path)
-        for value, _size, _info, _table in _functions_named(elf, name.encode(),
-                                                            (SHT_DYNSYM, SHT_SYMTAB)):
-            for seg_off, vaddr, filesz, _memsz, _flags in elf.loads:
-                if vaddr <= value < vaddr + filesz:
-                    return value - vaddr + seg_off
-            return None
-        return None
-    finally:
-        buf.close()
+    uprobe by that name (.dynsym's symbol first, else .symtab's), or None."""
+    return function_offsets(path, name)[0]
 
 
 def sole_function_offset(path: str, name: str) -> int | None:
-    """The file offset of function `name` where the name is unambiguous, as libbpf 1.1
-    attaches a uprobe by name (the first of .dynsym and .symtab holding the name, a
-    FUNC symbol, `name` or `name@version`): None where that table has it more than once
-    (libbpf then refuses non-weak duplicates or picks among weak ones), as an IFUNC
-    (libbpf 1.1 skips those), or not at all.  For attaching by offset (a uprobe_multi
-    link) exactly where libbpf's attach by name would have, or else leaving it to
-    libbpf."""
+    """function_offset where the name is unambiguous (function_offsets), else None."""
+    return function_offsets(path, name)[1]
+
+
+def function_offsets(path: str, name: str) -> tuple[int | None, int | None]:
+    """(offset, sole offset) of function `name` in one read of the file.  The offset is
+    where libbpf would attach a uprobe by that name (the first FUNC or IFUNC symbol of
+    .dynsym, else of .symtab; `name` or `name@version`), None where there is none.  The
+    sole offset is the same where libbpf 1.1's attach by name lands on one symbol alone:
+    None where that table has the name more than once (libbpf then refuses non-weak
+    duplicates or picks among weak ones) or as an IFUNC (libbpf 1.1 skips those).  The
+    engine attaches a sole offset itself (a uprobe_multi link) and leaves the others to
+    libbpf's attach by name."""
     buf = _open_buffer(path)
     try:
         elf = ElfLayout(buf, path)
@@ -201,12 +194,18 @@ def sole_function_offset(path: str, name: str) -> int | None:
             if found and table != found[0][0]:
                 break
             found.append((table, value, info))
-        if len(found) != 1 or found[0][2] & 0xF != STT_FUNC:
-            return None
-        value = found[0][1]
-        for seg_off, vaddr, filesz, _memsz, _flags in elf.loads:
-            if vaddr <= value < vaddr + filesz:
-                return value - vaddr + seg_off
-        return None
+        if not found:
+            return None, None
+        first = _file_offset(elf, found[0][1])
+        sole = len(found) == 1 and found[0][2] & 0xF == STT_FUNC
+        return first, first if sole else None
     finally:
         buf.close()
+
+
+def _file_offset(elf: ElfLayout, vaddr: int) -> int | None:
+    """The file offset of a virtual address through the PT_LOAD segments."""
+    for seg_off, seg_vaddr, filesz, _memsz, _flags in elf.loads:
+        if seg_vaddr <= vaddr < seg_vaddr + filesz:
+            return vaddr - seg_vaddr + seg_off
+    return None

@@ -203,18 +203,15 @@ def check_function(binary: str, func: str, spec: str) -> int | None:
     # the file's own .dynsym and .symtab, where libbpf looks for the name it attaches to
     # (core/elf.py, struct alone: ElfSymbols' numpy import was most of `trace -p PID
     # u:libc:malloc`'s time to its banner, ~200 ms)
-    from memlens.core.elf import ElfError, function_offset, sole_function_offset
+    from memlens.core.elf import ElfError, function_offsets
 
     try:
-        sole = sole_function_offset(binary, func)
-        if sole is not None:
-            return sole
-        found = function_offset(binary, func)
+        found, sole = function_offsets(binary, func)
     except (OSError, ElfError, ValueError):
         return None  # not readable as ELF here: let the attach say why
     if found is None:
         raise UsageError(f"probe {spec!r}: no function {func!r} in {binary}")
-    return None
+    return sole
 
 
 def find_library(lib: str, pid: int | None = None) -> str:

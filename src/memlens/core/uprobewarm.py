@@ -78,12 +78,16 @@ class UprobeWarmup:
             _early = cls.start(path)
 
     @classmethod
-    def start_early_for_engine(cls) -> None:
-        """start_early() for the engine's object (its u: and usdt: probes)."""
-        from memlens.core.engine import OBJECT
-        from memlens.core.loader import object_path
+    def start_early_for_specs(cls, words) -> None:
+        """start_early() for the engine's object where a probe spec among `words` (specs,
+        or a command line's words) is a user-space probe (probespec.names_user_probe)."""
+        from memlens.core.probespec import names_user_probe
 
-        cls.start_early(object_path(OBJECT))
+        if names_user_probe(words):
+            from memlens.core.engine import OBJECT
+            from memlens.core.loader import object_path
+
+            cls.start_early(object_path(OBJECT))
 
     @classmethod
     def start_if_room(cls, path: str, maps_bytes: int) -> UprobeWarmup | None:
