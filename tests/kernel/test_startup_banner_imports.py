@@ -76,3 +76,24 @@ def test_tools_reach_their_banner_without_the_costly_modules(argv):
     assert "memlens.cli" in mods  # the cut is where it should be
     bad = [m for m in NOT_BEFORE_BANNER if m in mods and m not in ALLOWED.get(argv[0], ())]
     assert bad == [], f"{' '.join(argv)} imports before its banner: {bad}"
+
+
+def test_user_probes_by_library_name_import_neither_re_nor_subprocess():
+    """A u: probe names its library (`u:c:getppid`, `u:libc:malloc`): found in the process's
+    map with -p and in the linker's cache file without (core/ldcache.py), by a string test:
+    re and subprocess (`ldconfig -p`) were ~6 and ~10 ms of these starts."""
+    if not MEMLENS.exists():
+        pytest.skip(f"no installed command at {MEMLENS}")
+    mods = modules_before_banner("funccount", "u:c:getppid")
+    assert "memlens.core.ldcache" in mods  # the library came from the cache file
+    bad = [m for m in NOT_BEFORE_BANNER if m in mods]
+    assert bad == [], f"funccount u:c:getppid imports before its banner: {bad}"
+    target = subprocess.Popen(["sleep", "30"])
+    try:
+        mods = modules_before_banner("trace", "-p", str(target.pid), "u:libc:malloc")
+    finally:
+        target.kill()
+        target.wait()
+    assert "memlens.core.ldcache" not in mods  # found in the process's map
+    bad = [m for m in NOT_BEFORE_BANNER if m in mods]
+    assert bad == [], f"trace -p PID u:libc:malloc imports before its banner: {bad}"
