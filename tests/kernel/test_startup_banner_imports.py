@@ -97,3 +97,46 @@ def test_user_probes_by_library_name_import_neither_re_nor_subprocess():
     assert "memlens.core.ldcache" not in mods  # found in the process's map
     bad = [m for m in NOT_BEFORE_BANNER if m in mods]
     assert bad == [], f"trace -p PID u:libc:malloc imports before its banner: {bad}"
+
+
+MAIN_THREAD_IMPORTS = """
+import _thread, os, sys
+main = _thread.get_ident()
+seen = []
+
+class Finder:  # notes each module's first import, and which thread imported it
+    def find_spec(self, name, path=None, target=None):
+        if name not in sys.modules and _thread.get_ident() == main:
+            seen.append(name)
+
+sys.meta_path.insert(0, Finder())
+sys.argv[0] = "memlens"
+import memlens.cli as cli
+import memlens.core.runner as runner
+
+def banner(what):
+    print(" ".join(seen), flush=True)
+    os._exit(0)
+
+runner.banner = banner
+cli.main(sys.argv[1:])
+"""
+
+
+def test_memleak_p_main_thread_reaches_its_banner_without_threading():
+    """memleak -p plans its probes and reads unwind tables in a thread beside the load
+    (core/background.py, on _thread): its main thread, the one the banner waits for,
+    imports neither threading, functools nor collections (~5 ms here) -- the planning
+    thread may (symbols, stacks), in parallel with the verifier."""
+    target = subprocess.Popen(["sleep", "30"])
+    try:
+        out = subprocess.run([sys.executable, "-c", MAIN_THREAD_IMPORTS, "memleak", "-p",
+                              str(target.pid)], capture_output=True, text=True, timeout=60)
+    finally:
+        target.kill()
+        target.wait()
+    assert out.returncode == 0, out.stderr[-2000:]
+    mods = out.stdout.split()
+    assert "memlens.tools.memleak" in mods and "memlens.core.loader" in mods
+    bad = [m for m in NOT_BEFORE_BANNER if m in mods]
+    assert bad == [], f"memleak -p's main thread imports before its banner: {bad}"

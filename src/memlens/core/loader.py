@@ -213,8 +213,8 @@ class BpfObject:
 
     def premake_maps(self, names: tuple[str, ...] | list[str],
                      made: dict[str, tuple[tuple, int]] | None = None) -> int:
-        """Before load: make these maps as configured, from this thread (the first named:
-        name the biggest first) and one more (each bpf() call releases the GIL, and the
+        """Before load: make these maps as configured, from two threads (the first named
+        alone in one: name the biggest first; each bpf() call releases the GIL, and the
         kernel's work runs on two CPUs), and hand them to libbpf (bpf_map__reuse_fd),
         which makes the others and loads the programs.  libbpf makes its maps one after
         the other inside the load: memleak -p's took ~30 ms of it (strace -T: allocs ~15
@@ -251,13 +251,8 @@ class BpfObject:
                 fds[name] = map_create(*spec)
 
         if len(todo) > 1:
-            import threading
-
-            helper = threading.Thread(target=make, args=(todo[1:],), name="memlens-maps",
-                                      daemon=True)
-            helper.start()
-            make(todo[:1])
-            helper.join()
+            # the biggest in one thread, the others in a second (run_all: _thread's)
+            run_all([lambda: make(todo[:1]), lambda: make(todo[1:])], max_threads=2)
         else:
             make(todo)
         handed = 0

@@ -306,9 +306,9 @@ SIGNALS = SignalStop()
 
 
 def __getattr__(name: str) -> Any:
-    """`runner.Background` (core/background.py): a threading.Thread subclass, made only by
-    the tools that run a start-up step beside the load (threading is not on the others'
-    way to the banner)."""
+    """`runner.Background` (core/background.py): a start-up step's thread, made only by the
+    tools that run one beside the load (its module is not on the others' way to the
+    banner)."""
     if name == "Background":
         from memlens.core.background import Background
 

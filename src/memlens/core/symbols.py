@@ -23,11 +23,11 @@ the offset from `ip` like BCC does.
 """
 from __future__ import annotations
 
+import _thread
 import ctypes
 import functools
 import os
 import struct
-import threading
 import zlib
 from array import array
 from bisect import bisect_right
@@ -496,7 +496,7 @@ class SymbolCache:
         self.debug_root = debug_roots() if debug_root is None else debug_root
         self._by_key: OrderedDict = OrderedDict()
         self._by_bid: dict[bytes, ElfSymbols] = {}
-        self._lock = threading.Lock()
+        self._lock = _thread.allocate_lock()
         self.loads = 0   # files actually parsed (for tests and stats)
 
     def get(self, path: str) -> ElfSymbols | None:
@@ -933,7 +933,7 @@ class LineSymbolizer:
         self._p = subprocess.Popen([exe, "--output-style=JSON", "--no-inlines"],
                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                    stderr=subprocess.DEVNULL, text=True, bufsize=1)
-        self._lock = threading.Lock()
+        self._lock = _thread.allocate_lock()
         self._memo: dict[tuple[str, int], str | None] = {}
 
     @classmethod
@@ -1007,7 +1007,7 @@ class KernelSymbolizer:
     """
 
     _instance: KernelSymbolizer | None = None
-    _ilock = threading.Lock()
+    _ilock = _thread.allocate_lock()
     # kallsyms has no sizes; past the last symbol of a run accept at most this far.
     MAX_LAST_SIZE = 1 << 20
 

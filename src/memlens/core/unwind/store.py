@@ -29,11 +29,11 @@ does not fit is walked by frame pointers (counted in stats()).
 """
 from __future__ import annotations
 
+import _queue
+import _thread
 import mmap
 import os
-import queue
 import struct
-import threading
 import time
 from collections import OrderedDict
 
@@ -191,12 +191,12 @@ class UnwindStore:
         self.files_without_table: set[str] = set()
         self.files_not_fitting: set[str] = set()
         self.build_s = 0.0
-        self._lock = threading.Lock()          # the allocator, the maps, the rows
+        self._lock = _thread.allocate_lock()          # the allocator, the maps, the rows
         # a PID to load, or a file's path (a table for the next process that maps it)
-        self._queue: queue.SimpleQueue[int | str | None] = queue.SimpleQueue()
+        self._queue: _queue.SimpleQueue[int | str | None] = _queue.SimpleQueue()
         self._pending: set[int | str] = set()
         self._closing = False
-        self._worker: threading.Thread | None = None
+        self._worker: Any = None  # a threading.Thread (threading imported with it)
         self._last_gc = time.monotonic()
         # mappings kept past their process: tgid -> start -> Mapping (what the kernel side
         # sent, what load_process read); a file's path by (kernel dev, inode)
@@ -204,7 +204,7 @@ class UnwindStore:
         self._vmas: OrderedDict[int, dict[int, Mapping]] = OrderedDict()
         self._file_paths: dict[tuple[int, int], str | None] = {}
         self._mounts: list[tuple[int, str, str]] | None = None
-        self._vma_lock = threading.Lock()
+        self._vma_lock = _thread.allocate_lock()
         self.vmas_unnamed = 0   # mappings whose file could not be placed (stats)
 
     # -- rows allocation -------------------------------------------------------------------
@@ -520,6 +520,8 @@ class UnwindStore:
         self._pending.add(what)
         self._queue.put(what)
         if self._worker is None:
+            import threading  # (~1 ms, with functools: not on -p's way to the banner)
+
             self._worker = threading.Thread(target=self._serve, name="memlens-unwind",
                                             daemon=True)
             self._worker.start()

@@ -16,12 +16,12 @@ tool tracing the whole system meets dozens of files at its start.
 """
 from __future__ import annotations
 
+import _thread
 import bisect
 import os
 import stat
 import struct
 import sys
-import threading
 import time
 from collections import OrderedDict
 
@@ -291,7 +291,7 @@ class TableCache:
         self._tables: OrderedDict[object, UnwindTable | None] = OrderedDict()
         self._by_file: dict[tuple, object] = {}
         self._bytes = 0
-        self._lock = threading.Lock()
+        self._lock = _thread.allocate_lock()
         self.reasons: dict[str, str] = {}   # path -> why it has no table
 
     @classmethod

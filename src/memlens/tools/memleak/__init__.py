@@ -11,15 +11,15 @@ See memleak.bpf.c for how nesting, callers, failures and losses are handled.
 """
 from __future__ import annotations
 
+import _thread
 import os
 import sys
-import threading
 import time
-from collections import namedtuple
 
 from memlens.core.kernel import uprobe_multi_supported
 from memlens.core.lazy import np
 from memlens.core.libbpf import BPF_TRACE_UPROBE_MULTI
+from memlens.core.record import record
 from memlens.core.session import (
     MAX_SECONDS,
     TargetExit,
@@ -41,9 +41,9 @@ if TYPE_CHECKING:
     import argparse
     from typing import Any
 
+    from memlens.core.background import Background
     from memlens.core.command import TracedCommand
     from memlens.core.handover import HandOver
-    from memlens.core.runner import Background
 
 EXAMPLES = """\
 examples:
@@ -243,7 +243,7 @@ class MemleakTool:
         self.multi = False
         self.sym = None            # ProcessSymbolizer of the target (user mode)
         self.sym_time = 0.0
-        self.sym_lock = threading.Lock()
+        self.sym_lock = _thread.allocate_lock()
         self.frames_cache: dict[int, list] = {}
         self.target_ended = False
         self.comm = ""
@@ -287,10 +287,10 @@ class MemleakTool:
             # maps' creation and the verifier: ctypes releases the GIL); the plan is
             # needed only to attach.  Started first (with Background's short switch
             # interval until its result).
-            from memlens.core.runner import Background
+            from memlens.core.background import Background, Flag
 
-            self._multi_known = threading.Event()
-            self._early_made = threading.Event()
+            self._multi_known = Flag()
+            self._early_made = Flag()
             planning = Background(self._plan_beside_the_load, "memleak-plan")
             if self.args.stack_unwind != "fp" and not self.args.quick_start:
                 # (--quick-start: read by the hand-over, after the banner; the load it
@@ -926,11 +926,13 @@ class MemleakTool:
                          pprof)
 
 
-# collections.namedtuple, not typing.NamedTuple (typing: ~7 ms of the start)
-#   folded: list         (prefix, frames leaf first, outstanding bytes)
-#   title: str           of the HTML flame graph
-#   pprof: tuple | None  (samples, comments, duration_ns) for write_heap_profile
-_Snapshot = namedtuple("_Snapshot", "folded title pprof")
+@record(frozen=True)
+class _Snapshot:
+    # core/record, not typing.NamedTuple (typing: ~7 ms of the start) nor
+    # collections.namedtuple (collections, ~1 ms on -p's main thread before its load)
+    folded: list         # (prefix, frames leaf first, outstanding bytes)
+    title: str           # of the HTML flame graph
+    pprof: tuple | None  # (samples, comments, duration_ns) for write_heap_profile
 
 
 class _FinalFiles:
