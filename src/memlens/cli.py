@@ -168,6 +168,11 @@ def _main(argv: list[str] | None, signals) -> int:
         from memlens.core.uprobewarm import UprobeWarmup
 
         UprobeWarmup.start_early_for_specs(argv)
+    if tool is not None and tool.early_maps:
+        # its biggest map made in a thread from now (core/earlymaps.py)
+        from memlens.core.earlymaps import start_for
+
+        start_for(tool.early_maps, argv)
     if tool is None or not tool.bpf:
         from memlens.core.runner import resume_gc
 

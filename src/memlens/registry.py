@@ -36,6 +36,19 @@ class Need:
 
 
 @record(frozen=True)
+class EarlyMap:
+    """A map the tool makes by default, worth making from the command line's first step
+    (core/earlymaps.py): when the command line has one of the `when` options."""
+    name: str
+    kind: str                   # "hash" (libbpf.BPF_MAP_TYPE_<KIND>)
+    key_size: int
+    value_size: int
+    max_entries: int
+    on_insert: bool             # BPF_F_NO_PREALLOC where the kernel allows it
+    when: tuple[str, ...]
+
+
+@record(frozen=True)
 class Tool:
     name: str
     module: str
@@ -44,6 +57,7 @@ class Tool:
     kinds: tuple[str, ...] = ()  # hook kinds usable by probes given on the command line
     bpf: bool = True             # loads BPF programs (doctor checks it)
     doctor_label: str = ""       # doctor's row name when it differs from `name`
+    early_maps: tuple[EarlyMap, ...] = ()  # made as soon as the command is known
 
 ONE_LINER_KINDS = ("tracepoint", "perf_event", "uprobe")
 
@@ -69,7 +83,10 @@ TOOLS: tuple[Tool, ...] = (
          "outstanding allocations by stack (user or kernel)",
          needs=(Need("user", (Uprobe(),)),
                 Need("kernel", (
-                    Tracepoint("kmem", "kmalloc", fields=("ptr", "bytes_alloc")),)))),
+                    Tracepoint("kmem", "kmalloc", fields=("ptr", "bytes_alloc")),))),
+         # -p's allocs: 2^20 buckets, ~15 ms of the kernel's to make (memleak.h's struct
+         # alloc_info; --max-allocs' default; checked against the object by a test)
+         early_maps=(EarlyMap("allocs", "hash", 8, 32, 1_000_000, True, ("-p", "--pid")),)),
     Tool("mmapsnoop", "memlens.tools.mmapsnoop", "trace mmap() calls: prot, flags, size, file",
          needs=(Need("calls", (
              Tracepoint("syscalls", "sys_enter_mmap", fields=("addr", "len", "prot", "flags",

@@ -137,6 +137,6 @@ def test_memleak_p_main_thread_reaches_its_banner_without_threading():
         target.wait()
     assert out.returncode == 0, out.stderr[-2000:]
     mods = out.stdout.split()
-    assert "memlens.tools.memleak" in mods and "memlens.core.loader" in mods
+    assert "memlens.tools.memleak" in mods  # (the loader: by core/earlymaps' thread first)
     bad = [m for m in NOT_BEFORE_BANNER if m in mods]
     assert bad == [], f"memleak -p's main thread imports before its banner: {bad}"

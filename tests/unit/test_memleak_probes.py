@@ -210,3 +210,21 @@ def test_library_names_match_as_bccs_pattern_does(stem):
              "libtcmalloc_minimal.so.4", "libc-2..so", "liba.so", "libc-2.31.so.6", "c.so"]
     pattern = re.compile(rf"^lib{re.escape(stem)}(\.so|-[\d.]+\.so)")
     assert [_lib_named(n, stem) for n in names] == [bool(pattern.match(n)) for n in names]
+
+
+def test_registry_early_allocs_is_the_objects_default():
+    """The registry's early allocs (core/earlymaps, made before memleak's module imports)
+    is memleak.bpf.o's allocs as --max-allocs' default sizes it: else the tool would close
+    it and make its own every time (premake_maps compares them)."""
+    from memlens import cli, registry
+    from memlens.core import libbpf as L
+    from memlens.core.loader import BpfObject
+
+    (early,) = registry.find("memleak").early_maps
+    command = cli.load_command("memleak")
+    args = cli.parse_args("memleak", command, ["-p", "1"])
+    with BpfObject.open("tools/memleak/memleak.bpf.o") as obj:
+        mtype, key, value, _, _, name = obj.map_spec(early.name)
+    assert (mtype, key, value, name) == (getattr(L, f"BPF_MAP_TYPE_{early.kind.upper()}"),
+                                         early.key_size, early.value_size, "allocs")
+    assert early.max_entries == args.max_allocs

@@ -18,6 +18,7 @@ from __future__ import annotations
 import ctypes as C
 import errno
 import os
+import sys
 
 from memlens.core import libbpf as L
 from memlens.core.lazy import np
@@ -359,6 +360,9 @@ class BpfObject:
 
     # -- load ------------------------------------------------------------------------------
     def load(self) -> None:
+        early = sys.modules.get("memlens.core.earlymaps")
+        if early is not None:
+            early.close_unclaimed()  # (a map made at the start is taken before a load)
         L.take_logs()
         rc = L.lib().bpf_object__load(self.ptr)
         if rc:

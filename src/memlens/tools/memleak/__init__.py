@@ -433,18 +433,24 @@ class MemleakTool:
                 from memlens.core import unwind
 
                 unwind.kernel_support()
-            from memlens.core import libbpf as L
-            from memlens.core.loader import (
-                BPF_F_NO_PREALLOC,
-                hash_maps_may_allocate,
-                map_create,
-            )
+            from memlens.core import earlymaps
 
-            # as allocate_on_insert configures it (below), or premake_maps makes it anew
-            flags = BPF_F_NO_PREALLOC if hash_maps_may_allocate() else 0
-            spec = (L.BPF_MAP_TYPE_HASH, 8, ALLOC_INFO_SIZE, self.args.max_allocs,
-                    flags, "allocs")
-            self._early_maps["allocs"] = (spec, map_create(*spec))
+            # made from the command line's start (registry's early_maps) when it could be
+            early = earlymaps.take("allocs")
+            if early is None:
+                from memlens.core import libbpf as L
+                from memlens.core.loader import (
+                    BPF_F_NO_PREALLOC,
+                    hash_maps_may_allocate,
+                    map_create,
+                )
+
+                # as allocate_on_insert configures it (below), or premake_maps makes it anew
+                flags = BPF_F_NO_PREALLOC if hash_maps_may_allocate() else 0
+                spec = (L.BPF_MAP_TYPE_HASH, 8, ALLOC_INFO_SIZE, self.args.max_allocs,
+                        flags, "allocs")
+                early = (spec, map_create(*spec))
+            self._early_maps["allocs"] = early
         finally:
             self._early_made.set()
         self.plan_user()
