@@ -35,6 +35,21 @@ def test_record_layout_comes_from_the_objects_btf():
                                        "mark_victim_tp", "mark_victim_tp_handing"}
 
 
+@pytest.mark.parametrize("obj_path,struct", [("tools/oomkill/oomkill.bpf.o", "oom_event"),
+                                             ("core/engine.bpf.o", "engine_event"),
+                                             ("tools/mmapsnoop/mmapsnoop.bpf.o", "mmap_event")])
+def test_member_offsets_and_sizes_match_the_whole_type(obj_path, struct):
+    """BpfObject.member_offset and struct_size (one level of BTF read, for the start-up)
+    agree with the whole type made from BTF."""
+    with BpfObject.open(obj_path) as obj:
+        dt = obj.struct_dtype(struct)
+        assert obj.struct_size(struct) == dt.itemsize
+        for name in dt.names:
+            assert obj.member_offset(struct, name) == dt.fields[name][1], name
+        with pytest.raises(Exception, match="no member nope"):
+            obj.member_offset(struct, "nope")
+
+
 def test_cgroup_path_from_leaf_first_names():
     assert cgroup_path([b"envm", b""], 2, False) == "/envm"
     assert cgroup_path([b"c", b"b", b"a", b""], 4, False) == "/a/b/c"

@@ -801,7 +801,7 @@ class Engine:
         """Trace mode streams engine_event's head, then this run's record (its largest
         tracepoint record, 8 bytes at least) and, for the ends of pairs, the begin's record
         right after it: event_size bytes a hit, not the struct's 864."""
-        head = obj.struct_ctype("engine_event").data.offset
+        head = obj.member_offset("engine_event", "data")
         record = int.from_bytes(ro["record_size"], "little")
         rec = max(8, (record + 7) & ~7)
         begin = min(256, (record + 7) & ~7) if self.pairs else 0

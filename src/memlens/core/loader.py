@@ -533,6 +533,23 @@ class BpfObject:
         """ctypes Structure of a C struct from the object's BTF (no numpy needed)."""
         return btf_ctype(self.btf, self._struct_id(name))
 
+    def struct_size(self, name: str) -> int:
+        """sizeof a C struct, from the object's BTF (the type's header alone)."""
+        return L.lib().btf__type_by_id(self.btf, self._struct_id(name)).contents.size_or_type
+
+    def member_offset(self, struct: str, member: str) -> int:
+        """Byte offset of a C struct's member (a direct one) from the object's BTF: one
+        level read, not the whole type made (struct_ctype: ~0.5 ms for engine_event)."""
+        lb = L.lib()
+        t = lb.btf__type_by_id(self.btf, self._struct_id(struct)).contents
+        members = C.cast(C.addressof(t) + C.sizeof(L.BtfType), C.POINTER(L.BtfMember))
+        kflag = t.info >> 31
+        for i in range(t.info & 0xFFFF):
+            mb = members[i]
+            if lb.btf__name_by_offset(self.btf, mb.name_off).decode() == member:
+                return (mb.offset & 0xFFFFFF if kflag else mb.offset) // 8
+        raise BpfError(f"{self.name}: struct {struct} has no member {member}")
+
     def _struct_id(self, name: str) -> int:
         type_id = L.lib().btf__find_by_name_kind(self.btf, name.encode(), BTF_KIND_STRUCT)
         if type_id < 0:

@@ -8,7 +8,6 @@ the mapped address or the error.
 """
 from __future__ import annotations
 
-import ctypes as C
 import errno
 import select
 import time
@@ -183,11 +182,11 @@ class MmapsnoopTool:
         if getattr(self.args, "name", None):  # --name: filtered in the kernel (comm_allowed)
             obj.rodata["targ_comm"] = self.args.name.encode()
             obj.rodata["targ_comm_len"] = len(self.args.name.encode())
-        # the record's size from BTF through ctypes: numpy is still being imported
+        # the record's size from BTF (its type's header): numpy is still being imported
         # (prefetch_numpy) while libbpf loads; its dtypes are made after the banner
         size = getattr(self.args, "ring_size", None)
         obj.set_max_entries("events", size or default_ring_bytes(
-            C.sizeof(obj.struct_ctype("mmap_event"))), "--ring-size")
+            obj.struct_size("mmap_event")), "--ring-size")
         # a file's record is 20x an anonymous one, and file maps come in far smaller
         # bursts (program and library loads): 1 MiB (~480 maps) unless asked
         obj.set_max_entries("file_events", size or RING_MIN, "--ring-size")
