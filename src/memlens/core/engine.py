@@ -393,7 +393,8 @@ class Engine:
                                   "probe at a time")
             ro["use_cookie"] = True
         # a new key is announced when symbols or file names must be read while it lives
-        ro["announce"] = bool(parts & (KEY_BITS["ustack"] | KEY_BITS["file"]))
+        announce = bool(parts & (KEY_BITS["ustack"] | KEY_BITS["file"]))
+        ro["announce"] = announce
         if self.vma_select:
             ro["vma_select"] = VMA_KINDS[self.vma_select]
         ro["trace_mode"] = self.trace
@@ -441,11 +442,14 @@ class Engine:
             ro["targ_cgroup_id"], ro["targ_cgroup_v1"] = cg_id, v1
         if self.trace:
             # events streamed, nothing counted (engine.bpf.c's trace_mode returns before
-            # count_key): the counts' bucket array and the ring announcing new keys unmade
+            # count_key): the counts' bucket array unmade
             obj.set_max_entries("counts", 1)
-            obj.set_max_entries("seen", 4096)
         else:
             obj.set_max_entries("counts", self.max_keys, "--max-keys")
+        if self.trace or not announce:
+            # no new key announced: its ring at its smallest (one page; 256 KiB was ~0.3
+            # ms of the load)
+            obj.set_max_entries("seen", 4096)
         # maps this run never touches get one entry: a preallocated hash map is allocated
         # and zeroed when it is made (stacks 10 MB: ~3.7 ms of the load of every tool
         # without a stack key; starts 3 MB: ~1.4 ms without latency pairs)
