@@ -17,7 +17,6 @@ Reading relies on x86-64 TSO ordering (a plain load of producer_pos then of the 
 """
 from __future__ import annotations
 
-import mmap
 import os
 import struct
 
@@ -86,6 +85,8 @@ def ring_size_arg(text: str) -> int:
 class RingBuffer:
     def __init__(self, map_fd: int, size: int, name: str = "events"):
         self.name, self.size = name, size
+        import mmap  # here: the module (a shared library) is not on the way to a banner
+
         self._cons = mmap.mmap(map_fd, PAGE, mmap.MAP_SHARED,
                                mmap.PROT_READ | mmap.PROT_WRITE, offset=0)
         self._prod = mmap.mmap(map_fd, PAGE + size, mmap.MAP_SHARED, mmap.PROT_READ,

@@ -98,12 +98,10 @@ def configure(obj, mode: str, rows: int = ROW_CAPACITY) -> bool:
         # each CPU its own slots (a program's CPU picks them)
         obj.set_max_entries("unwind_rowcache", CACHE_SLOTS * ncpus_possible())
     if not on:
-        import mmap
-
         for name in _WALK_MAPS:
             if obj.has_map(name):
                 obj.set_max_entries(name, 1)
         for name in _WALK_RINGS:
             if obj.has_map(name):
-                obj.set_max_entries(name, mmap.PAGESIZE)  # a ring's smallest
+                obj.set_max_entries(name, os.sysconf("SC_PAGE_SIZE"))  # a ring's smallest
     return on
