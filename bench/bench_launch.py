@@ -1,6 +1,10 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """Launch-to-attached time and peak RSS of each tracing tool, against the bpftrace program
-on the same hooks (Debian's bpftrace 0.17) measured in the same run, alternating.
+on the same hooks (Debian's bpftrace 0.17) measured in the same run, alternating: the
+tracepoints, perf events or uprobes the tool attaches (drsnoop's six reclaim tracepoints,
+memleak -p's 22 uprobes in libc), with the least action that keeps the same state.
+memleak is also measured against bpftrace on malloc and free alone ("memleak vs
+malloc+free": bpftrace's own start, without its cost per uprobe).
 
 Attached = the moment the tool prints its banner (memlens prints it only after every probe
 is attached; bpftrace runs BEGIN after attaching, and BEGIN prints READY here).  Peak RSS
@@ -41,6 +45,14 @@ T = "tracepoint:"
 
 # tool: (memlens arguments, the bpftrace program on the same hooks); "{pid}" is a target
 # process (a sleep) for the tools that trace one process only
+_ALLOCATORS = ("malloc", "calloc", "realloc", "posix_memalign", "aligned_alloc", "memalign",
+               "valloc", "pvalloc", "mmap", "mremap")
+MEMLEAK_PEER = ("-p {pid} -e '"
+                + ", ".join(f"uprobe:{LIBC}:{f}" for f in _ALLOCATORS) + " { @sz[tid] = arg0; } "
+                + ", ".join(f"uretprobe:{LIBC}:{f}" for f in _ALLOCATORS)
+                + " { @[retval] = @sz[tid]; } "
+                + f"uprobe:{LIBC}:free, uprobe:{LIBC}:munmap {{ delete(@[arg0]); }}'")
+
 TOOLS: dict[str, tuple[list[str], str]] = {
     "oomkill": (["oomkill"], T + "oom:mark_victim { printf(\"%d\\n\", args->pid); }"),
     "brkstack": (["brkstack"], T + "syscalls:sys_enter_brk { @[ustack, comm] = count(); }"),
@@ -62,23 +74,29 @@ TOOLS: dict[str, tuple[list[str], str]] = {
                  + T + "syscalls:sys_exit_shm* { printf(\"%d %d\\n\", pid, args->ret); }"),
     "slabratetop": (["slabratetop"], T + "kmem:kmem_cache_alloc { @[str(args->name)] = "
                     "count(); } " + T + "kmem:kmalloc { @k[args->bytes_alloc] = count(); }"),
-    "drsnoop": (["drsnoop"], T + "vmscan:mm_vmscan_direct_reclaim_begin { @s[tid] = nsecs; } "
-                + T + "vmscan:mm_vmscan_direct_reclaim_end /@s[tid]/ { printf(\"%d\\n\", "
-                "nsecs - @s[tid]); }"),
+    # drsnoop traces direct, memory-cgroup and node reclaim: the same six tracepoints
+    "drsnoop": (["drsnoop"], ", ".join(T + f"vmscan:mm_vmscan_{k}_reclaim_begin"
+                                       for k in ("direct", "memcg", "node"))
+                + " { @s[tid] = nsecs; } "
+                + ", ".join(T + f"vmscan:mm_vmscan_{k}_reclaim_end"
+                            for k in ("direct", "memcg", "node"))
+                + " /@s[tid]/ { printf(\"%d\\n\", nsecs - @s[tid]); delete(@s[tid]); }"),
     "numamove": (["numamove"], T + "migrate:mm_migrate_pages_start { @s[tid] = nsecs; } "
                  + T + "migrate:mm_migrate_pages { @[args->reason] = sum(args->succeeded); }"),
     # bpftrace -p: its uprobes are set in that process only, as memleak -p's are (a
-    # `/pid == X/` predicate leaves a uretprobe on malloc in every process on the machine)
-    "memleak": (["memleak", "-p", "{pid}"],
-                f"-p {{pid}} -e 'uprobe:{LIBC}:malloc {{ @sz[tid] = arg0; }} "
-                f"uretprobe:{LIBC}:malloc {{ @[retval] = @sz[tid]; }} "
-                f"uprobe:{LIBC}:free {{ delete(@[arg0]); }}'"),
+    # `/pid == X/` predicate leaves a uretprobe on malloc in every process on the machine);
+    # on the functions memleak -p probes in libc (memleak/probes.py: each allocator's entry
+    # and return, free and munmap's entry; its banner says "20 probes in libc.so.6")
+    "memleak": (["memleak", "-p", "{pid}"], MEMLEAK_PEER),
+    # against the least program of the kind, malloc's entry and return and free's entry
+    # (3 probes: bpftrace's own time, not its per-probe cost)
+    "memleak vs malloc+free": (["memleak", "-p", "{pid}"],
+                               f"-p {{pid}} -e 'uprobe:{LIBC}:malloc {{ @sz[tid] = arg0; }} "
+                               f"uretprobe:{LIBC}:malloc {{ @[retval] = @sz[tid]; }} "
+                               f"uprobe:{LIBC}:free {{ delete(@[arg0]); }}'"),
     # memleak's fast mode: attached with frame-pointer stacks, the DWARF walk handed over
     # after the banner (its first ~0.1 s of stacks by frame pointers, counted)
-    "memleak --quick-start": (["memleak", "-p", "{pid}", "--quick-start"],
-                              f"-p {{pid}} -e 'uprobe:{LIBC}:malloc {{ @sz[tid] = arg0; }} "
-                              f"uretprobe:{LIBC}:malloc {{ @[retval] = @sz[tid]; }} "
-                              f"uprobe:{LIBC}:free {{ delete(@[arg0]); }}'"),
+    "memleak --quick-start": (["memleak", "-p", "{pid}", "--quick-start"], MEMLEAK_PEER),
     # a user-space probe in one process (the engine's uprobe path: the function checked in
     # the file's symbols, the first link's grace period waited out during the load)
     "trace -p u:malloc": (["trace", "-p", "{pid}", f"u:{LIBC}:malloc"],

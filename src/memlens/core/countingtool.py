@@ -413,11 +413,14 @@ def prepare_tracing(name: str, specs: list[str]) -> None:
     require_tracing_privileges(name)
     if any(s.split(":", 1)[0] in ("t", "tracepoint") for s in specs):
         kernel.ensure_tracefs()
-    from memlens.core.uprobewarm import UprobeWarmup
+    from memlens.core.probespec import names_user_probe
 
-    # a user-space probe's first link: its grace period waited out from now (if the
-    # command line has not started that already), not from the object's open
-    UprobeWarmup.start_early_for_specs(specs)
+    if names_user_probe(specs):
+        from memlens.core.uprobewarm import UprobeWarmup
+
+        # a user-space probe's first link: its grace period waited out from now (if the
+        # command line has not started that already), not from the object's open
+        UprobeWarmup.start_early_for_specs(specs)
 
 
 def render_stacks(rec: dict, interval: bool, what: str = "events",
