@@ -70,6 +70,9 @@ def test_unknown_or_cut_short_is_none():
     assert ldcache.paths(data[:60]) is None          # entries cut
     assert ldcache.paths(data[:-1].rstrip(b"\0")) is None  # last string unterminated
     assert ldcache.read("/nonexistent/ld.so.cache") is None
+    big = bytearray(data)
+    big[28] = 1  # the header's flags: written for a big-endian machine
+    assert ldcache.paths(bytes(big)) is None
 
 
 @pytest.mark.parametrize("path,stem,ok", [

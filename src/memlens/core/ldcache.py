@@ -48,6 +48,8 @@ def paths(data: bytes) -> list[str] | None:
     if base is None or len(data) < base + _NEW_HEADER_SIZE:
         return None
     _, nlibs, _ = _NEW_HEADER.unpack_from(data, base)
+    if data[base + 28] & 3 not in (0, 2):  # flags: written big-endian (0: not said)
+        return None
     first = base + _NEW_HEADER_SIZE
     end = first + nlibs * _NEW_ENTRY.size
     if len(data) < end:
