@@ -69,16 +69,23 @@ def start_for(early_maps, words) -> bool:
     return True
 
 
+def make(m) -> tuple[tuple, int]:
+    """An EarlyMap made now, as its tool configures it: (its map_create spec, the fd or
+    -errno).  The start's thread makes the registry's; a tool whose options size it
+    otherwise makes its own with it (registry's declaration, record.replace)."""
+    from memlens.core import libbpf as L
+    from memlens.core.loader import BPF_F_NO_PREALLOC, hash_maps_may_allocate, map_create
+
+    mtype = getattr(L, f"BPF_MAP_TYPE_{m.kind.upper()}")
+    flags = BPF_F_NO_PREALLOC if m.on_insert and hash_maps_may_allocate() else 0
+    spec = (mtype, m.key_size, m.value_size, m.max_entries, flags, m.name)
+    return spec, map_create(*spec)
+
+
 def _make(maps, done) -> None:
     try:
-        from memlens.core import libbpf as L
-        from memlens.core.loader import BPF_F_NO_PREALLOC, hash_maps_may_allocate, map_create
-
         for m in maps:
-            mtype = getattr(L, f"BPF_MAP_TYPE_{m.kind.upper()}")
-            flags = BPF_F_NO_PREALLOC if m.on_insert and hash_maps_may_allocate() else 0
-            spec = (mtype, m.key_size, m.value_size, m.max_entries, flags, m.name)
-            fd = map_create(*spec)
+            spec, fd = make(m)
             with _lock:
                 if _closed and fd >= 0:
                     os.close(fd)  # close_unclaimed() came meanwhile: no one will take it

@@ -540,14 +540,10 @@ class BpfObject:
     def member_offset(self, struct: str, member: str) -> int:
         """Byte offset of a C struct's member (a direct one) from the object's BTF: one
         level read, not the whole type made (struct_ctype: ~0.5 ms for engine_event)."""
-        lb = L.lib()
-        t = lb.btf__type_by_id(self.btf, self._struct_id(struct)).contents
-        members = C.cast(C.addressof(t) + C.sizeof(L.BtfType), C.POINTER(L.BtfMember))
-        kflag = t.info >> 31
-        for i in range(t.info & 0xFFFF):
-            mb = members[i]
-            if lb.btf__name_by_offset(self.btf, mb.name_off).decode() == member:
-                return (mb.offset & 0xFFFFFF if kflag else mb.offset) // 8
+        t = L.lib().btf__type_by_id(self.btf, self._struct_id(struct)).contents
+        for name, byte_off, _ in _btf_members(self.btf, t):
+            if name == member:
+                return byte_off
         raise BpfError(f"{self.name}: struct {struct} has no member {member}")
 
     def _struct_id(self, name: str) -> int:
@@ -704,6 +700,21 @@ def run_all(calls: list, max_threads: int = 16) -> None:
         raise errors[0]
 
 
+def _btf_members(btf: int, t):
+    """A BTF struct or union's members, one level: (name, byte offset, type id); an
+    unnamed one is `_anon<i>`."""
+    lb = L.lib()
+    kflag = t.info >> 31
+    members = C.cast(C.addressof(t) + C.sizeof(L.BtfType), C.POINTER(L.BtfMember))
+    for i in range(t.info & 0xFFFF):
+        mb = members[i]
+        if kflag and mb.offset >> 24:
+            raise BpfError("bitfields are not supported in shared structs")
+        bit_off = mb.offset & 0xFFFFFF if kflag else mb.offset
+        name = lb.btf__name_by_offset(btf, mb.name_off).decode() or f"_anon{i}"
+        yield name, bit_off // 8, mb.type
+
+
 def btf_layout(btf: int, type_id: int) -> tuple:
     """A BTF type as a small neutral description, shared by the numpy and ctypes builders:
     ("struct", size, is_union, [(name, byte_offset, layout)]), ("array", n, layout),
@@ -714,16 +725,8 @@ def btf_layout(btf: int, type_id: int) -> tuple:
     kind = (t.info >> 24) & 0x1F
     extra = C.addressof(t) + C.sizeof(L.BtfType)  # kind-specific data follows btf_type
     if kind in (BTF_KIND_STRUCT, BTF_KIND_UNION):
-        kflag = t.info >> 31
-        members = C.cast(extra, C.POINTER(L.BtfMember))
-        fields = []
-        for i in range(t.info & 0xFFFF):
-            mb = members[i]
-            if kflag and mb.offset >> 24:
-                raise BpfError("bitfields are not supported in shared structs")
-            bit_off = mb.offset & 0xFFFFFF if kflag else mb.offset
-            name = lb.btf__name_by_offset(btf, mb.name_off).decode() or f"_anon{i}"
-            fields.append((name, bit_off // 8, btf_layout(btf, mb.type)))
+        fields = [(name, off, btf_layout(btf, type_))
+                  for name, off, type_ in _btf_members(btf, t)]
         return ("struct", t.size_or_type, kind == BTF_KIND_UNION, fields)
     if kind == BTF_KIND_ARRAY:
         arr = C.cast(extra, C.POINTER(L.BtfArray)).contents

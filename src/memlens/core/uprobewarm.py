@@ -36,21 +36,17 @@ _early: UprobeWarmup | None = None  # start_early's, until start_if_room takes i
 
 
 class UprobeWarmup:
-    # Its thread and its signals are the _thread module's: threading (with functools and
-    # collections, ~3 ms to import) was most of what the warm-up added to a u: probe's
-    # start before the banner.
+    # Its thread is the _thread module's and its signals core/background's Flags: threading
+    # (with functools and collections, ~3 ms to import) was most of what the warm-up added
+    # to a u: probe's start before the banner.
     def __init__(self, path: str):
-        import _thread
+        from memlens.core.background import Flag
 
         self.path = path
         self.links = 0          # made (for tests)
         self.error = 0          # the first link's -errno, if it failed
-        self._stopped = False
-        self._guard = _thread.allocate_lock()
-        self._wake = _thread.allocate_lock()  # held until stop(): the thread waits on it
-        self._wake.acquire()
-        self._done = _thread.allocate_lock()  # held until the thread has closed everything
-        self._done.acquire()
+        self._stop = Flag()     # stop(): the thread waits on it between its links
+        self._done = Flag()     # the thread has closed everything
 
     @classmethod
     def start(cls, path: str) -> UprobeWarmup:
@@ -110,38 +106,25 @@ class UprobeWarmup:
     def stop(self) -> None:
         """The tool's uprobes are attached (or failed): stop, and close the warm-up's links
         from its thread."""
-        with self._guard:
-            if self._stopped:
-                return
-            self._stopped = True
-            self._wake.release()
+        self._stop.set()
 
     def stopped(self) -> bool:
-        return self._stopped
+        return self._stop.is_set()
 
     def alive(self) -> bool:
         """Its thread has not closed everything yet."""
-        return self._done.locked()
+        return not self._done.is_set()
 
     def finish(self, timeout: float = 10.0) -> None:
         """stop(), and wait until its links and program are closed (the tool's close)."""
         self.stop()
-        if self._done.acquire(timeout=timeout):
-            self._done.release()
-
-    def _wait(self, timeout: float) -> bool:
-        """Up to `timeout` for stop(); True once it came."""
-        if self._stopped:
-            return True
-        if self._wake.acquire(timeout=timeout):
-            self._wake.release()  # stays open: stop() came
-        return self._stopped
+        self._done.wait(timeout)
 
     def _thread_main(self) -> None:
         try:
             self._run()
         finally:
-            self._done.release()
+            self._done.set()
 
     def _run(self) -> None:
         try:
@@ -155,15 +138,15 @@ class UprobeWarmup:
             return
         fds: list[int] = []
         try:
-            while not self._stopped and len(fds) < MAX_LINKS:
+            while not self._stop.is_set() and len(fds) < MAX_LINKS:
                 fd = L.link_create_uprobe_multi(prog, self.path, [0], [0], -1, False)
                 if fd < 0:
                     self.error = fd
                     break
                 fds.append(fd)
                 self.links += 1
-                self._wait(PERIOD_S)
-            self._wait(STOP_S)
+                self._stop.wait(PERIOD_S)
+            self._stop.wait(STOP_S)
         finally:
             from memlens.core.loader import run_all
 

@@ -202,7 +202,6 @@ class MemleakCommand:
             raise UsageError(f"-O {args.obj}: no such file")
 
 
-ALLOC_INFO_SIZE = 32  # sizeof(struct alloc_info), memleak.h (checked: premake_maps)
 # --quick-start's hand-over (core/handover.py): ml_return attached as its twin, whose
 # program array ml_whole takes the whole ml_return after the banner
 HANDING = {"ml_return": ("ml_return_handing", "ml_whole")}
@@ -435,21 +434,16 @@ class MemleakTool:
                 unwind.kernel_support()
             from memlens.core import earlymaps
 
-            # made from the command line's start (registry's early_maps) when it could be
+            # made from the command line's start (registry's early_maps) when it could be;
+            # else here, as the registry declares it and --max-allocs sizes it (checked by
+            # premake_maps against the object as configured, like the early one)
             early = earlymaps.take("allocs")
             if early is None:
-                from memlens.core import libbpf as L
-                from memlens.core.loader import (
-                    BPF_F_NO_PREALLOC,
-                    hash_maps_may_allocate,
-                    map_create,
-                )
+                from memlens import registry
+                from memlens.core.record import replace
 
-                # as allocate_on_insert configures it (below), or premake_maps makes it anew
-                flags = BPF_F_NO_PREALLOC if hash_maps_may_allocate() else 0
-                spec = (L.BPF_MAP_TYPE_HASH, 8, ALLOC_INFO_SIZE, self.args.max_allocs,
-                        flags, "allocs")
-                early = (spec, map_create(*spec))
+                (allocs,) = registry.find("memleak").early_maps
+                early = earlymaps.make(replace(allocs, max_entries=self.args.max_allocs))
             self._early_maps["allocs"] = early
         finally:
             self._early_made.set()
