@@ -164,10 +164,14 @@ def _main(argv: list[str] | None, signals) -> int:
     if tool is not None and "uprobe" in tool.kinds:
         # a user-space probe's first link waits for an RCU grace period (~10-20 ms here):
         # waited out from now, in a thread, while the tool's modules import and its
-        # object loads (core/uprobewarm.py)
-        from memlens.core.uprobewarm import UprobeWarmup
+        # object loads (core/uprobewarm.py).  The words tested first: the tool needs
+        # probespec anyway, uprobewarm only for a u: probe (~0.3 ms of funccount t:'s start)
+        from memlens.core.probespec import names_user_probe
 
-        UprobeWarmup.start_early_for_specs(argv)
+        if names_user_probe(argv):
+            from memlens.core.uprobewarm import UprobeWarmup
+
+            UprobeWarmup.start_early_for_specs(argv)
     if tool is not None and tool.early_maps:
         # its biggest map made in a thread from now (core/earlymaps.py)
         from memlens.core.earlymaps import start_for

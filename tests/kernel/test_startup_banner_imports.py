@@ -80,6 +80,18 @@ def test_tools_reach_their_banner_without_the_costly_modules(argv):
     assert bad == [], f"{' '.join(argv)} imports before its banner: {bad}"
 
 
+def test_tracepoints_alone_import_neither_the_uprobe_warmup_nor_perf_events():
+    """funccount (its tool can take u: probes) on a tracepoint: the uprobe warm-up module and
+    the perf-event one are not needed before its banner (~0.3 ms of its start)."""
+    if not MEMLENS.exists():
+        pytest.skip(f"no installed command at {MEMLENS}")
+    mods = modules_before_banner("funccount", "t:syscalls:sys_enter_getppid")
+    assert "memlens.core.engine" in mods
+    assert "memlens.core.uprobewarm" not in mods and "memlens.core.perf" not in mods, mods
+    mods = modules_before_banner("count", "sw:page-faults")
+    assert "memlens.core.perf" in mods  # (the test can see it when it is there)
+
+
 def test_user_probes_by_library_name_import_neither_re_nor_subprocess():
     """A u: probe names its library (`u:c:getppid`, `u:libc:malloc`): found in the process's
     map with -p and in the linker's cache file without (core/ldcache.py), by a string test:

@@ -635,14 +635,14 @@ class Engine:
         return prog if self._hand_over is None else self._hand_over.attached(prog)
 
     def _attach(self, pid: int | None) -> None:
-        from memlens.core import perf
-
         obj = self.obj
         for i, p in enumerate(self.probes):
             if p.kind == "tracepoint":
                 obj.attach_tracepoint(self._attached(self._tp_prog), p.category, p.name,
                                       cookie=i)
             elif p.kind == "perf":
+                from memlens.core import perf  # (not for tracepoints alone)
+
                 for cpu in perf.online_cpus():
                     fd = perf.open_event_typed(perf.PERF_TYPE_SOFTWARE, p.config, cpu,
                                                sample_period=p.period, what=p.text)
