@@ -433,6 +433,28 @@ def cache_reclaim(name: str, tools: list[list[str]], witness: Callable[[int], Bp
     return CacheReclaim(w, runs, seen, episodes(bt), v0, v1, cg)
 
 
+def bpf_prog_names_of(pid: int) -> list[str]:
+    """The names of the BPF programs a process holds (their fdinfo's prog_id, named by
+    bpftool: the kernel keeps 15 characters of a name, bpftool gives the whole one from the
+    program's BTF)."""
+    ids = []
+    for fd in os.listdir(f"/proc/{pid}/fdinfo"):
+        try:
+            with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+                info = dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
+        except OSError:
+            continue
+        if "prog_id" in info:
+            ids.append(int(info["prog_id"]))
+    names = []
+    for prog_id in sorted(set(ids)):
+        out = subprocess.run(["bpftool", "-j", "prog", "show", "id", str(prog_id)],
+                             capture_output=True, text=True)
+        if out.returncode == 0:
+            names.append(json.loads(out.stdout)["name"])
+    return names
+
+
 def bpf_maps_of(pid: int) -> list[dict[str, int]]:
     """The BPF maps a process holds, as their fdinfo says (map_type, key_size, value_size,
     max_entries, map_flags...: the numeric fields)."""

@@ -709,3 +709,46 @@ def test_the_new_keys_ring_is_made_only_where_keys_are_announced(argv, announce_
     assert (262144 in rings) is announce_ring, rings
     if not announce_ring:
         assert max(rings) == 4096, rings
+
+
+@pytest.mark.parametrize("argv,program", [
+    (["funccount", "t:syscalls:sys_enter_getppid"], "count_tp_simple"),
+    (["count", "t:syscalls:sys_enter_brk", "--by", "comm,pid,cgroup"], "count_tp_simple"),
+    (["count", "sw:page-faults", "--by", "comm,pid"], "count_perf_simple"),
+    (["trace", "t:syscalls:sys_exit_mmap"], "count_tp_trace"),
+    (["trace", "t:syscalls:sys_enter_madvise", "behavior == 14"], "count_tp_trace"),
+    (["drsnoop"], "count_tp_episodes"),
+    # the record's fields (a sum, a filter, a file key), a mapping: the whole program
+    (["count", "t:kmem:kmalloc", "--sum", "bytes_alloc"], "count_tp_nostack"),
+    (["count", "t:syscalls:sys_enter_brk", "--filter", "brk != 0"], "count_tp_nostack"),
+    (["count", "sw:page-faults", "--by", "vma"], "count_perf_nostack"),
+    (["compactsnoop"], "count_tp_nostack"),  # begin, end and a filtered check
+])
+def test_each_run_loads_the_smallest_program_holding_what_it_needs(argv, program):
+    """engine.bpf.c's stackless programs each hold a part of the engine (SHAPE_*): the
+    verifier checks every instruction loaded, used by the run or not (funccount's check
+    ~1.1 -> ~0.4 ms).  Witness: the programs the running tool holds, named by bpftool; the
+    tools' own tests show each variant counting and streaming exactly."""
+    from tests.kernel.helpers import ToolRun, bpf_prog_names_of
+
+    run = ToolRun(*argv)
+    run.wait_attached()
+    names = bpf_prog_names_of(run.proc.pid)
+    assert run.stop() == 0, run.stderr
+    engine = [n for n in names if n.startswith("count_")]
+    assert engine == [program], names
+
+
+def test_stackless_variants_are_ordered_smallest_first_and_hold_what_they_say():
+    """The choice takes the first variant holding a run's needs: each holds no less than
+    the ones before it would need, and the last holds everything."""
+    from memlens.core.engine import ALL_PARTS, STACKLESS, stackless_program
+
+    for kind, variants in STACKLESS.items():
+        assert variants[-1][1] == ALL_PARTS
+        assert stackless_program(kind, set(ALL_PARTS)) == variants[-1][0]
+        assert stackless_program(kind, {"count"}) == variants[0][0]
+    assert stackless_program("tracepoint", {"trace", "record"}) == "count_tp_trace"
+    assert stackless_program("tracepoint", {"trace", "record", "pairs"}) == "count_tp_episodes"
+    assert stackless_program("tracepoint", {"count", "record"}) == "count_tp_nostack"
+    assert stackless_program("perf", {"count", "pairs"}) == "count_perf_nostack"

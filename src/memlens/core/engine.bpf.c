@@ -522,6 +522,21 @@ static __always_inline void pair_add(__u32 probe, __u64 sum, __u64 sum2)
 #define STACKS_FP 1
 #define STACKS_ALL 2
 
+/* `shape`, the other constant of each program: which of the engine's parts it holds.  The
+ * verifier checks every instruction of a program, whatever this run's rodata leaves dead,
+ * and then removes the dead ones a block at a time, each removal moving the rest of the
+ * program and its per-instruction data: count_tp_nostack is ~1840 instructions of which
+ * funccount runs 180, and its check took ~1.1 ms where count_tp_simple's 330 take ~0.4
+ * (bench/verifier_stats.py).  User space loads the smallest variant holding what the run
+ * needs (core/engine.py, VARIANTS); the *_nostack programs hold everything. */
+#define SHAPE_RECORD 0x01    /* the tracepoint's record copied: fields, sums, file keys */
+#define SHAPE_FILTERS 0x02   /* filter terms on the record's fields */
+#define SHAPE_PAIRS 0x04     /* begin, add and end probes: latencies, sums per episode */
+#define SHAPE_TRACE 0x08     /* events streamed (trace_mode) */
+#define SHAPE_COUNT 0x10     /* counts by key (not trace_mode) */
+#define SHAPE_RICH_KEYS 0x20 /* file and string keys; a perf event's mapping (vma_of) */
+#define SHAPE_ALL 0x3f
+
 static __always_inline void fill_key(void *ctx, struct engine_key *key, __u32 probe,
 				     __u64 field, const int stacks)
 {
@@ -595,14 +610,14 @@ static __always_inline void emit_event(void *ctx, struct engine_event *e, __u32 
 		count_drop(MEMLENS_DROP_RINGBUF);
 }
 
-static __always_inline int count_tp_body(void *ctx, const int stacks)
+static __always_inline int count_tp_body(void *ctx, const int stacks, const int shape)
 {
 	if (!task_allowed())
 		return PASS_ON;
 	__u32 probe = use_cookie ? bpf_get_attach_cookie(ctx) : 0;
 	struct engine_event *ev = NULL;
 	__u64 field = 0, field2 = 0, sum = 0, sum2 = 0;
-	if (need_record) {
+	if ((shape & SHAPE_RECORD) && need_record) {
 		__u32 zero = 0;
 		ev = bpf_map_lookup_elem(&scratch, &zero);
 		if (!ev)
@@ -612,7 +627,7 @@ static __always_inline int count_tp_body(void *ctx, const int stacks)
 			size = ENGINE_RECORD_MAX;
 		if (bpf_probe_read_kernel(ev->data, size, ctx))
 			return PASS_ON;
-		if (!filters_pass(ev->data, probe))
+		if ((shape & SHAPE_FILTERS) && !filters_pass(ev->data, probe))
 			return PASS_ON;
 		if (key_parts & KEY_FIELD) {
 			field = layout_read(ev->data, probe, L_FIELD);
@@ -628,7 +643,7 @@ static __always_inline int count_tp_body(void *ctx, const int stacks)
 		sum2 = layout_read(ev->data, probe, L_SUM2);
 	}
 	__u64 ns = 0;
-	__u8 role = role_of(probe);
+	__u8 role = (shape & SHAPE_PAIRS) ? role_of(probe) : ROLE_COUNT;
 	if (role == ROLE_BEGIN) {
 		pair_begin(probe, ev);
 		return PASS_ON;
@@ -642,16 +657,18 @@ static __always_inline int count_tp_body(void *ctx, const int stacks)
 		if (!ns && !count_unstarted)
 			return PASS_ON; /* began before tracing: no time to tell */
 	}
-	if (trace_mode) {
+	if ((shape & SHAPE_TRACE) && trace_mode) {
 		emit_event(ctx, ev, probe, ns, stacks);
 		return PASS_ON;
 	}
+	if (!(shape & SHAPE_COUNT))
+		return PASS_ON;
 	struct engine_key key = {};
-	if ((key_parts & KEY_FILE) && ev) {
+	if ((shape & SHAPE_RICH_KEYS) && (key_parts & KEY_FILE) && ev) {
 		key.file_ino = layout_read(ev->data, probe, L_INO);
 		key.file_dev = layout_read(ev->data, probe, L_DEV);
 	}
-	if (key_parts & KEY_STR)
+	if ((shape & SHAPE_RICH_KEYS) && (key_parts & KEY_STR))
 		read_str_key(ctx, probe, key.str);
 	key.field2 = field2;
 	fill_key(ctx, &key, probe, field, stacks);
@@ -662,13 +679,34 @@ static __always_inline int count_tp_body(void *ctx, const int stacks)
 SEC("tracepoint")
 int count_tp(void *ctx)
 {
-	return count_tp_body(ctx, STACKS_ALL);
+	return count_tp_body(ctx, STACKS_ALL, SHAPE_ALL);
 }
 
 SEC("tracepoint")
 int count_tp_nostack(void *ctx)
 {
-	return count_tp_body(ctx, STACKS_NONE);
+	return count_tp_body(ctx, STACKS_NONE, SHAPE_ALL);
+}
+
+/* counts keyed by process, thread, comm, cgroup or probe (funccount, count t:) */
+SEC("tracepoint")
+int count_tp_simple(void *ctx)
+{
+	return count_tp_body(ctx, STACKS_NONE, SHAPE_COUNT);
+}
+
+/* events with their fields, filtered or not (trace) */
+SEC("tracepoint")
+int count_tp_trace(void *ctx)
+{
+	return count_tp_body(ctx, STACKS_NONE, SHAPE_RECORD | SHAPE_FILTERS | SHAPE_TRACE);
+}
+
+/* events of a begin and its end, with both their fields (drsnoop) */
+SEC("tracepoint")
+int count_tp_episodes(void *ctx)
+{
+	return count_tp_body(ctx, STACKS_NONE, SHAPE_RECORD | SHAPE_PAIRS | SHAPE_TRACE);
 }
 
 /* count_tp attached before the walk is loaded (the hand-over, above).  Its own program:
@@ -678,11 +716,11 @@ SEC("tracepoint")
 int count_tp_handing(void *ctx)
 {
 	bpf_tail_call(ctx, &hand_over_tp, 0); /* returns only while the slot is empty */
-	return count_tp_body(ctx, STACKS_FP);
+	return count_tp_body(ctx, STACKS_FP, SHAPE_ALL);
 }
 
 static __always_inline int count_perf_body(struct bpf_perf_event_data *ctx,
-					   const int stacks)
+					   const int stacks, const int shape)
 {
 	if (!task_allowed())
 		return 0;
@@ -690,7 +728,7 @@ static __always_inline int count_perf_body(struct bpf_perf_event_data *ctx,
 	/* a perf event can end a pair a tracepoint began (swapin: a user fault's entry to
 	 * its accounting as major, the time it waited) or begin one */
 	__u64 ns = 0;
-	__u8 role = role_of(probe);
+	__u8 role = (shape & SHAPE_PAIRS) ? role_of(probe) : ROLE_COUNT;
 	if (role == ROLE_BEGIN) {
 		pair_begin(probe, NULL);
 		return 0;
@@ -700,13 +738,15 @@ static __always_inline int count_perf_body(struct bpf_perf_event_data *ctx,
 		if (!ns && !count_unstarted)
 			return 0;
 	}
-	if (trace_mode) {
+	if ((shape & SHAPE_TRACE) && trace_mode) {
 		emit_event(ctx, NULL, probe, ns, stacks);
 		return 0;
 	}
+	if (!(shape & SHAPE_COUNT))
+		return 0;
 	struct engine_key key = {};
 	__u64 addr = ctx->addr; /* a direct ctx load: the verifier rewrites it */
-	if (vma_select || (key_parts & (KEY_FILE | KEY_VMA))) {
+	if ((shape & SHAPE_RICH_KEYS) && (vma_select || (key_parts & (KEY_FILE | KEY_VMA)))) {
 		struct vma_info info = {};
 		vma_of(addr, &info);
 		if (vma_select && info.kind != vma_select && info.kind != VMA_UNRESOLVED)
@@ -726,20 +766,28 @@ static __always_inline int count_perf_body(struct bpf_perf_event_data *ctx,
 SEC("perf_event")
 int count_perf(struct bpf_perf_event_data *ctx)
 {
-	return count_perf_body(ctx, STACKS_ALL);
+	return count_perf_body(ctx, STACKS_ALL, SHAPE_ALL);
 }
 
 SEC("perf_event")
 int count_perf_nostack(struct bpf_perf_event_data *ctx)
 {
-	return count_perf_body(ctx, STACKS_NONE);
+	return count_perf_body(ctx, STACKS_NONE, SHAPE_ALL);
+}
+
+/* counts of a software event keyed by process, thread, comm, cgroup, probe or address
+ * (count sw:, the exporter's faults by cgroup) */
+SEC("perf_event")
+int count_perf_simple(struct bpf_perf_event_data *ctx)
+{
+	return count_perf_body(ctx, STACKS_NONE, SHAPE_COUNT);
 }
 
 SEC("perf_event")
 int count_perf_handing(struct bpf_perf_event_data *ctx)
 {
 	bpf_tail_call(ctx, &hand_over_perf, 0);
-	return count_perf_body(ctx, STACKS_FP);
+	return count_perf_body(ctx, STACKS_FP, SHAPE_ALL);
 }
 
 static __always_inline int count_regs(struct pt_regs *ctx, __u32 probe)

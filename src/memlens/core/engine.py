@@ -60,6 +60,22 @@ FORGET_TICKS = 10    # a process gone is forgotten after this many ticks even if
 # array (engine.bpf.c; core/handover.py)
 HANDING = {"count_tp": ("count_tp_handing", "hand_over_tp"),
            "count_perf": ("count_perf_handing", "hand_over_perf")}
+# The programs without a stack walk, each with the parts of the engine it holds
+# (engine.bpf.c, SHAPE_*), smallest first: a run loads the first that holds what it needs.
+# The verifier checks every instruction of a program, dead for this run or not (funccount:
+# ~1.1 ms for the whole program, ~0.4 for the counting one; bench/verifier_stats.py).
+ALL_PARTS = frozenset({"record", "filters", "pairs", "trace", "count", "rich_keys"})
+STACKLESS = {"tracepoint": (("count_tp_simple", frozenset({"count"})),
+                            ("count_tp_trace", frozenset({"record", "filters", "trace"})),
+                            ("count_tp_episodes", frozenset({"record", "pairs", "trace"})),
+                            ("count_tp_nostack", ALL_PARTS)),
+             "perf": (("count_perf_simple", frozenset({"count"})),
+                      ("count_perf_nostack", ALL_PARTS))}
+
+
+def stackless_program(kind: str, needs: set[str]) -> str:
+    """The smallest program without a stack walk for probes of `kind` holding `needs`."""
+    return next(name for name, holds in STACKLESS[kind] if needs <= holds)
 
 
 # The stack store's size by default: where the kernel allocates a hash map's entries as
@@ -357,17 +373,6 @@ class Engine:
             self._warmup = UprobeWarmup.start_if_room(
                 obj.path, kernel.hash_buckets_bytes(self.max_keys)
                 + kernel.hash_buckets_bytes(self.max_stacks) + (self.ring_size or 0))
-        # without a stack key, the programs compiled without the stack walk: a quarter of
-        # the code, ~2 ms less of the verifier (engine.bpf.c, fill_key)
-        stackless = not {"ustack", "kstack"} & set(self.keys)
-        self._tp_prog = "count_tp_nostack" if stackless else "count_tp"
-        self._perf_prog = "count_perf_nostack" if stackless else "count_perf"
-        progs = {"tracepoint": self._tp_prog, "perf": self._perf_prog,
-                 "uprobe": "count_uprobe", "usdt": "count_usdt", "kprobe": "count_kprobe"}
-        for prog in obj.programs():
-            obj.set_autoload(prog, False)
-        for kind, prog in progs.items():
-            obj.set_autoload(prog, kind in kinds)
         self._uprobe_multi = self._use_uprobe_multi()
         if self._uprobe_multi:
             from memlens.core.libbpf import BPF_TRACE_UPROBE_MULTI
@@ -398,10 +403,10 @@ class Engine:
         if self.vma_select:
             ro["vma_select"] = VMA_KINDS[self.vma_select]
         ro["trace_mode"] = self.trace
-        if formats and (self.field or self.field2 or self.sum_field or self.sum2_field
-                        or self.filter_text
-                        or self.trace or self.probe_filters
-                        or ("file" in self.keys and self.file_fields)):
+        need_record = bool(formats) and bool(
+            self.field or self.field2 or self.sum_field or self.sum2_field or self.filter_text
+            or self.trace or self.probe_filters or ("file" in self.keys and self.file_fields))
+        if need_record:
             ro["need_record"] = True
             ro["record_size"] = min(512, max(f.size for f in formats))
         if self.trace:
@@ -430,6 +435,7 @@ class Engine:
             ro["probe_role"], ro["probe_partner"] = bytes(role), bytes(partner)
             ro["want_hist"] = self.hist
             ro["hist_div"] = HIST_UNITS[self.hist_unit]
+        self._choose_programs(obj, kinds, parts, need_record, formats)
         if "cgroup" in self.keys or self.trace:
             ro["cgroup_v1"] = kernel.cgroup_v1_memory()
         ro["self_tgid"] = 0 if include_self else __import__("os").getpid()
@@ -607,6 +613,30 @@ class Engine:
             ro[name] = b"".join(int(getattr(t, attr)).to_bytes(width, "little")
                                 for t, _ in rows)
         ro["filt_probe"] = b"".join(n.to_bytes(4, "little") for _, n in rows)
+
+    def _choose_programs(self, obj, kinds: set[str], parts: int, record: bool,
+                         formats: list) -> None:
+        """The programs loaded: with a stack key, the ones with the walk (a quarter of the
+        code more, ~2 ms of the verifier: engine.bpf.c, fill_key); without, the smallest
+        holding this run's parts (STACKLESS)."""
+        stackless = not parts & (KEY_BITS["ustack"] | KEY_BITS["kstack"])
+        needs = {"trace" if self.trace else "count"}
+        if self.pairs:
+            needs.add("pairs")
+        if record:
+            needs.add("record")
+        if (self.filter_text or self.probe_filters) and formats:
+            needs.add("filters")
+        if parts & (KEY_BITS["file"] | KEY_BITS["str"] | KEY_BITS["vma"]) or self.vma_select:
+            needs.add("rich_keys")
+        self._tp_prog = stackless_program("tracepoint", needs) if stackless else "count_tp"
+        self._perf_prog = stackless_program("perf", needs) if stackless else "count_perf"
+        progs = {"tracepoint": self._tp_prog, "perf": self._perf_prog,
+                 "uprobe": "count_uprobe", "usdt": "count_usdt", "kprobe": "count_kprobe"}
+        for prog in obj.programs():
+            obj.set_autoload(prog, False)
+        for kind, prog in progs.items():
+            obj.set_autoload(prog, kind in kinds)
 
     def _load_and_attach(self, obj, pid: int | None, unwind_on: bool,
                          command_files) -> None:
