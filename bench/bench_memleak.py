@@ -134,7 +134,7 @@ def _memleak(exe: Path, extra: list[str]) -> float:
         return finish(p)
     finally:
         ml.terminate()
-        ml.wait()
+        ml.communicate(timeout=60)  # (its stderr read: a full pipe would block its exit)
 
 
 def run_memleak(exe: Path, _obj: Path) -> float:
@@ -156,8 +156,14 @@ def run_bpftrace(exe: Path, _obj: Path) -> float:
     try:
         return finish(p)
     finally:
+        # bpftrace prints its maps as it ends: read, else a full pipe blocks its exit (and
+        # this bench with it, as it once did for 10 minutes)
         bt.terminate()
-        bt.wait()
+        try:
+            bt.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            bt.kill()
+            bt.communicate()
 
 
 CONFIGS = [
