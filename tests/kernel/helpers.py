@@ -433,21 +433,24 @@ def cache_reclaim(name: str, tools: list[list[str]], witness: Callable[[int], Bp
     return CacheReclaim(w, runs, seen, episodes(bt), v0, v1, cg)
 
 
+def _fdinfos(pid: int):
+    """The fdinfo of each descriptor a process holds, as {field: text} (the kernel's BPF
+    objects say what they are there: map_type..., prog_id...)."""
+    for fd in os.listdir(f"/proc/{pid}/fdinfo"):
+        try:
+            with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+                yield dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
+        except OSError:
+            continue
+
+
 def bpf_prog_names_of(pid: int) -> list[str]:
     """The names of the BPF programs a process holds (their fdinfo's prog_id, named by
     bpftool: the kernel keeps 15 characters of a name, bpftool gives the whole one from the
     program's BTF)."""
-    ids = []
-    for fd in os.listdir(f"/proc/{pid}/fdinfo"):
-        try:
-            with open(f"/proc/{pid}/fdinfo/{fd}") as f:
-                info = dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
-        except OSError:
-            continue
-        if "prog_id" in info:
-            ids.append(int(info["prog_id"]))
+    ids = sorted({int(info["prog_id"]) for info in _fdinfos(pid) if "prog_id" in info})
     names = []
-    for prog_id in sorted(set(ids)):
+    for prog_id in ids:
         out = subprocess.run(["bpftool", "-j", "prog", "show", "id", str(prog_id)],
                              capture_output=True, text=True)
         if out.returncode == 0:
@@ -458,16 +461,7 @@ def bpf_prog_names_of(pid: int) -> list[str]:
 def bpf_maps_of(pid: int) -> list[dict[str, int]]:
     """The BPF maps a process holds, as their fdinfo says (map_type, key_size, value_size,
     max_entries, map_flags...: the numeric fields)."""
-    maps = []
-    for fd in os.listdir(f"/proc/{pid}/fdinfo"):
-        try:
-            with open(f"/proc/{pid}/fdinfo/{fd}") as f:
-                info = dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
-        except OSError:
-            continue
-        if "map_type" in info:
-            # "flags" (the file's, octal) as the rest: only the map's fields are read
-            maps.append({k: int(v, 16) if v.startswith("0x") else int(v)
-                         for k, v in info.items()
-                         if v.startswith("0x") or v.lstrip("-").isdigit()})
-    return maps
+    # "flags" (the file's, octal) as the rest: only the map's fields are read
+    return [{k: int(v, 16) if v.startswith("0x") else int(v) for k, v in info.items()
+             if v.startswith("0x") or v.lstrip("-").isdigit()}
+            for info in _fdinfos(pid) if "map_type" in info]
