@@ -142,6 +142,7 @@ class Run:
     others: int = 0      # counted by the tracer, not the generator's
     lost: int = 0        # what the tracer itself reported as lost
     note: str = ""       # what went wrong, if anything did
+    bpf_ns: float | None = None  # its BPF programs' own run time per run (bpf_stats)
 
 
 def _total(values: dict) -> int:
@@ -230,8 +231,10 @@ class Generator(common.Generator):
 def _traced(exe: Path, case: Case, argv: list[str], stream: str, marker: str,
             parse: Callable[[str, int], tuple[int | None, int, int]]) -> Run:
     g = Generator(exe, case.kind)
+    bpf_runs: list = []
     try:
-        (ns, expected), out, err, note, rc = common.traced(argv, stream, marker, g.go)
+        (ns, expected), out, err, note, rc = common.traced(argv, stream, marker, g.go,
+                                                           bpf_runs)
     finally:
         g.close()
     got, others, lost = parse(out, g.pid)
@@ -239,7 +242,8 @@ def _traced(exe: Path, case: Case, argv: list[str], stream: str, marker: str,
         note = f"no final report (exit {rc}): {err.strip()[-200:]}"
     if note:
         print(f"  {argv[0]} {case.name}: {note}", file=sys.stderr)
-    return Run(ns, expected, got, others, lost, note)
+    run_ns, runs = bpf_runs[0] if bpf_runs else (0, 0)
+    return Run(ns, expected, got, others, lost, note, run_ns / runs if runs else None)
 
 
 def run_untraced(exe: Path, case: Case) -> Run:
@@ -318,6 +322,9 @@ def main() -> int:
     if have_bt:
         plan += [(f, "bpftrace", run_bpftrace) for f in FLOORS]
     results: dict[tuple[str, str, str], list[Run]] = {}
+    # the BPF programs' own run time per event besides the generator's clock: a page
+    # fault's cost is noisy here (+-150-250 ns), its program's run time is not
+    stats = common.bpf_run_stats()
     with tempfile.TemporaryDirectory() as d:
         exe = build(Path(d))
         for kind in ("getppid", "faults"):  # warm-up, not counted: page cache, CPU clocks
@@ -327,6 +334,17 @@ def main() -> int:
                 # untraced runs are one pool per event: every traced run has a neighbour
                 name = "" if who == "untraced" else case.name
                 results.setdefault((name, case.kind, who), []).append(fn(exe, case))
+
+    if stats is not None:
+        os.close(stats)
+
+    def bpf(case: Case, who: str) -> tuple[float, float] | None:
+        """Median and MAD of the BPF run time per event of a tracer's runs (bpf_stats)."""
+        xs = [r.bpf_ns for r in results[case.name, case.kind, who] if r.bpf_ns]
+        if not xs:
+            return None
+        m = statistics.median(xs)
+        return m, statistics.median(abs(x - m) for x in xs)
 
     def ns(case: Case, who: str) -> list[float]:
         return [r.ns for r in results["" if who == "untraced" else case.name, case.kind, who]]
@@ -372,6 +390,13 @@ def main() -> int:
             line += f", bpftrace {bt:.0f}\u00b1{bt_sd:.0f} ns: "
             line += (f"memlens/bpftrace {ml / bt:.2f}x" if measurable
                      else "no ratio, an overhead is within twice its noise")
+        ml_bpf = bpf(case, "memlens")
+        bt_bpf = bpf(case, "bpftrace") if have_bt else None
+        if ml_bpf:
+            line += f"; BPF run time (bpf_stats) memlens {ml_bpf[0]:.0f}\u00b1{ml_bpf[1]:.0f} ns"
+            if bt_bpf:
+                line += (f", bpftrace {bt_bpf[0]:.0f}\u00b1{bt_bpf[1]:.0f} ns: "
+                         f"{ml_bpf[0] / bt_bpf[0]:.2f}x")
         expected = sorted({r.expected for r in results[case.name, case.kind, "memlens"]})
         line += (f"; counts (expected {'/'.join(map(str, expected))}): memlens {ml_ok}"
                  + (f", bpftrace {bt_ok}" if have_bt else ""))
@@ -382,7 +407,10 @@ def main() -> int:
             "peer_cost_ns": None if not have_bt else round(bt),
             "peer_cost_noise_ns": None if not have_bt else round(bt_sd),
             "ratio": round(ml / bt, 2) if measurable else None, "counts": ml_ok,
-            "peer_counts": bt_ok})
+            "peer_counts": bt_ok,
+            "bpf_ns": round(ml_bpf[0]) if ml_bpf else None,
+            "peer_bpf_ns": round(bt_bpf[0]) if bt_bpf else None,
+            "bpf_ratio": round(ml_bpf[0] / bt_bpf[0], 2) if ml_bpf and bt_bpf else None})
     for line in summaries:
         print(line)
     if have_bt:

@@ -144,11 +144,12 @@ def stop(proc, collect: bool = True) -> tuple[str, str, str]:
                       f"(asleep in {wchan or 'user space'}); killed")
 
 
-def traced(argv: list[str], stream: str, marker: str, body):
+def traced(argv: list[str], stream: str, marker: str, body, bpf_runs: list | None = None):
     """A tracer started off the generator's CPU, `marker` awaited on its `stream`
     ("stdout" or "stderr": it is attached), `body()` run meanwhile (the generator's loop),
     the tracer stopped with SIGINT (stop()); killed on any failure.  (body's result,
-    stdout, stderr, note, exit status)."""
+    stdout, stderr, note, exit status).  `bpf_runs`: gets the (run_time_ns, run_cnt) its
+    programs added during body() (prog_run_time; zeros without run-time statistics on)."""
     import subprocess
 
     tr = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -156,7 +157,11 @@ def traced(argv: list[str], stream: str, marker: str, body):
     away(tr)
     try:
         wait_for(tr, tr.stderr if stream == "stderr" else tr.stdout, marker, " ".join(argv))
+        before = prog_run_time(tr.pid) if bpf_runs is not None else (0, 0)
         result = body()
+        if bpf_runs is not None:
+            after = prog_run_time(tr.pid)
+            bpf_runs.append((after[0] - before[0], after[1] - before[1]))
         out, err, note = stop(tr)
     finally:
         if tr.poll() is None:

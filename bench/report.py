@@ -128,6 +128,9 @@ def summary(figures: list[dict]) -> list[str]:
         else:
             txt = (f"+{f['cost_ns']} / +{f['peer_cost_ns']} ns a {f['event']} = "
                    f"**{f['ratio']:.2f}x**")
+        if f.get("bpf_ratio") is not None:
+            txt += (f"; BPF run time (bpf_stats) {f['bpf_ns']} / {f['peer_bpf_ns']} ns = "
+                    f"**{f['bpf_ratio']:.2f}x**")
         tool = f["tool"]
         prev = rows.get(tool, {}).get("cost")
         cell(tool, "cost", f"{prev}; {f['case']}: {txt}" if prev else f"{f['case']}: {txt}")
