@@ -529,10 +529,10 @@ static __always_inline void pair_add(__u32 probe, __u64 sum, __u64 sum2)
 /* `shape`, the other constant of each program: which of the engine's parts it holds.  The
  * verifier checks every instruction of a program, whatever this run's rodata leaves dead,
  * and then removes the dead ones a block at a time, each removal moving the rest of the
- * program and its per-instruction data: count_tp_nostack is ~1840 instructions of which
+ * program and its per-instruction data: count_tp_nostack was ~1840 instructions of which
  * funccount runs 180, and its check took ~1.1 ms where count_tp_simple's 330 take ~0.4
  * (bench/verifier_stats.py).  User space loads the smallest variant holding what the run
- * needs (core/engine.py, VARIANTS); the *_nostack programs hold everything. */
+ * needs (core/engine.py, STACKLESS); the *_nostack programs hold everything. */
 #define SHAPE_RECORD 0x01    /* the tracepoint's record copied: fields, sums, file keys */
 #define SHAPE_FILTERS 0x02   /* filter terms on the record's fields */
 #define SHAPE_PAIRS 0x04     /* begin, add and end probes: latencies, sums per episode */
