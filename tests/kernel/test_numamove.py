@@ -11,7 +11,8 @@ vmstat counters are read four times: before the tools start (pre), after they ar
 and before the pass (v0), after the pass (v1) and after the tools stopped (post).  Always:
 v1 - v0 <= system-wide total <= post - pre.  When nothing migrated outside the pass's window
 (pre == v0 and v1 == post) the system-wide figures must equal the vmstat deltas exactly; the
-test retries a few times to get such a window and fails if it never does.
+test retries a few times to get such a window in which the pass migrated something (a pass
+can find nothing to move), and fails if it never does.
 """
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ def _vmstat() -> dict[str, int]:
     with open("/proc/vmstat") as f:
         for line in f:
             k, v = line.split()
-            if k in ("pgmigrate_success", "pgmigrate_fail"):
+            if k in ("pgmigrate_success", "pgmigrate_fail", "compact_migrate_scanned"):
                 out[k] = int(v)
     return out
 
@@ -97,7 +98,8 @@ def _one_pass():
 
 
 def test_compaction_against_vmstat():
-    for _attempt in range(4):
+    seen = []
+    for _attempt in range(5):
         (sysrun, prun), (pre, v0, v1, post), elapsed_ns = _one_pass()
         rows, summary = _by_reason(sysrun)
         prow, psummary = _by_reason(prun)
@@ -111,11 +113,17 @@ def test_compaction_against_vmstat():
         # always, whatever else migrates meanwhile: the window inside the tool's, inside ours
         assert moved <= total <= post["pgmigrate_success"] - pre["pgmigrate_success"]
         assert failed <= total_failed <= post["pgmigrate_fail"] - pre["pgmigrate_fail"]
-        quiet = pre == v0 and v1 == post
-        if quiet:
+        quiet = all(pre[k] == v0[k] and v1[k] == post[k]
+                    for k in ("pgmigrate_success", "pgmigrate_fail"))
+        seen.append((quiet, moved, failed,
+                     v1["compact_migrate_scanned"] - v0["compact_migrate_scanned"]))
+        # a pass can find nothing to move (CI once: a quiet pass, 0 migrated): the pages
+        # the fragmenter got may all lie where the free scanner stops; a new one retries
+        if quiet and moved > 0:
             break
-    assert quiet, "something else migrated pages around every pass: no exact comparison"
-    assert moved > 0, "the compaction pass migrated nothing"
+    # (quiet, migrated, failed, pages scanned) of every pass, for the failure message
+    assert quiet, f"something else migrated pages around every pass: {seen}"
+    assert moved > 0, f"no compaction pass migrated anything: {seen}"
     comp = rows["compaction"]
     others = {k: v for k, v in rows.items() if k != "compaction"}
     # the compaction row: the vmstat deltas, less what other reasons migrated in the window
