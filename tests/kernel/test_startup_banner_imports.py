@@ -92,6 +92,23 @@ def test_tracepoints_alone_import_neither_the_uprobe_warmup_nor_perf_events():
     assert "memlens.core.perf" in mods  # (the test can see it when it is there)
 
 
+@pytest.mark.parametrize("argv", [["drsnoop"], ["shmsnoop"], ["compactsnoop"],
+                                  ["trace", "t:syscalls:sys_exit_mmap"],
+                                  ["drsnoop", "--ring-size", "64k"]],
+                         ids=lambda a: " ".join(a))
+def test_event_tools_import_neither_the_ring_reader_nor_the_counting_commands(argv):
+    """The snoops and trace size their ring (core/ringsize) and check privileges and tracefs
+    (probespec.prepare_tracing) before the banner, and read the ring only after it: the
+    reader (core/ringbuf, with struct and the lazy numpy) and the counting commands'
+    module (core/countingtool) were ~1 ms of these starts."""
+    if not MEMLENS.exists():
+        pytest.skip(f"no installed command at {MEMLENS}")
+    mods = modules_before_banner(*argv)
+    assert "memlens.core.ringsize" in mods  # (the test can see a module of the path)
+    assert "memlens.core.ringbuf" not in mods and "memlens.core.countingtool" not in mods, \
+        mods
+
+
 def test_user_probes_by_library_name_import_neither_re_nor_subprocess():
     """A u: probe names its library (`u:c:getppid`, `u:libc:malloc`): found in the process's
     map with -p and in the linker's cache file without (core/ldcache.py), by a string test:

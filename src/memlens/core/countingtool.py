@@ -378,6 +378,8 @@ class CountingCommand:
         require_tracing_privileges(self.name)
         if self.spec.plans:
             kernel.ensure_tracefs()  # hooks are probed through tracefs
+        from memlens.core.probespec import prepare_tracing
+
         prepare_tracing(self.name, self.probe_specs(args))
         tool = self.make_tool(args)
         sink = make_sink(args, self.renderer(args), title=self.spec.what, unit=self.spec.unit)
@@ -402,25 +404,6 @@ def loss_hints(max_keys: int, stack_storage: int, keys: tuple[str, ...]) -> dict
     if {"ustack", "kstack"} & set(keys):
         hints[DROP_STACK_FULL] = f"raise --stack-storage-size, now {stack_storage}"
     return hints
-
-
-def prepare_tracing(name: str, specs: list[str]) -> None:
-    """Before probe specs are resolved: not permitted is exit 3 (not a tracefs error), and
-    tracefs is mounted (and said so, once) when a tracepoint is asked for."""
-    from memlens.core import kernel
-    from memlens.core.privileges import require_tracing_privileges
-
-    require_tracing_privileges(name)
-    if any(s.split(":", 1)[0] in ("t", "tracepoint") for s in specs):
-        kernel.ensure_tracefs()
-    from memlens.core.probespec import names_user_probe
-
-    if names_user_probe(specs):
-        from memlens.core.uprobewarm import UprobeWarmup
-
-        # a user-space probe's first link: its grace period waited out from now (if the
-        # command line has not started that already), not from the object's open
-        UprobeWarmup.start_early_for_specs(specs)
 
 
 def render_stacks(rec: dict, interval: bool, what: str = "events",

@@ -164,7 +164,7 @@ class Engine:
         self.count_unstarted = count_unstarted
         self.trace = trace
         # trace mode's events ring, in bytes (a power of two of pages: the CLI's --ring-size
-        # rounds it, core/ringbuf.ring_size_arg); None: engine.bpf.c's 4 MiB (every MiB of
+        # rounds it, core/ringsize.ring_size_arg); None: engine.bpf.c's 4 MiB (every MiB of
         # ring is a MiB of the reader's RSS: tools of rare events keep that).  event_array:
         # poll() returns a poll's records as one numpy array (decoded by columns) instead
         # of a list of its rows.

@@ -94,6 +94,23 @@ def names_user_probe(words) -> bool:
     return any(str(w).split(":", 1)[0] in USER_PROBE_HEADS for w in words)
 
 
+def prepare_tracing(name: str, specs: list[str]) -> None:
+    """Before probe specs are resolved: not permitted is exit 3 (not a tracefs error), and
+    tracefs is mounted (and said so, once) when a tracepoint is asked for."""
+    from memlens.core import kernel
+    from memlens.core.privileges import require_tracing_privileges
+
+    require_tracing_privileges(name)
+    if any(s.split(":", 1)[0] in ("t", "tracepoint") for s in specs):
+        kernel.ensure_tracefs()
+    if names_user_probe(specs):
+        from memlens.core.uprobewarm import UprobeWarmup
+
+        # a user-space probe's first link: its grace period waited out from now (if the
+        # command line has not started that already), not from the object's open
+        UprobeWarmup.start_early_for_specs(specs)
+
+
 def parse(spec: str, pid: int | None = None) -> list[Probe]:
     """One spec as probes (a wildcard gives several); a usage error names what is wrong."""
     parts = _split(spec)

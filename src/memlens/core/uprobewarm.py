@@ -64,7 +64,7 @@ class UprobeWarmup:
         attach (`trace -p PID u:libc:malloc`: its link 9-24 ms after the load, 0.5 ms
         with the warm-up started ~20 ms sooner).  The command line starts it as soon as
         it knows the command (cli._main: a grace period of ~10-20 ms here, most of it
-        then spent while the tool's modules import), countingtool.prepare_tracing where
+        then spent while the tool's modules import), probespec.prepare_tracing where
         the command line did not.  Not where the process has less than EARLY_ROOM of
         memory left (start_if_room decides then, with the maps' sizes)."""
         from memlens.core import kernel

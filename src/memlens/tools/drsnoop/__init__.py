@@ -288,13 +288,13 @@ class DrsnoopCommand:
                             help="show free memory, FREE(KB) (MemFree as the line is "
                                  "printed)")
         from memlens.core.engine import EPISODE_RING_SIZE
-        from memlens.core.ringbuf import add_ring_size_option
+        from memlens.core.ringsize import add_ring_size_option
 
         add_ring_size_option(parser, EPISODE_RING_SIZE, "episodes")
         add_output_options(parser)
 
     def run(self, args: argparse.Namespace) -> int:
-        from memlens.core.countingtool import prepare_tracing
+        from memlens.core.probespec import prepare_tracing
         from memlens.core.runner import run_cli
         from memlens.output.sinks import make_sink
 

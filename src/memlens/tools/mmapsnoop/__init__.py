@@ -20,7 +20,7 @@ from memlens.core.lazy import prefetch_numpy
 from memlens.core.loader import BpfObject
 from memlens.core.memo import memo
 from memlens.core.privileges import require_tracing_privileges
-from memlens.core.ringbuf import RING_MIN, default_ring_bytes, ring_size_arg
+from memlens.core.ringsize import RING_MIN, default_ring_bytes, ring_size_arg
 from memlens.core.session import TargetExit, add_common_options, configure_filters
 from memlens.output.sinks import EventBatch, add_output_options, group_rows
 

@@ -452,7 +452,7 @@ class ShmsnoopTool:
         # syscall tracepoint's common_pid cannot stand in (BPF sees a pt_regs pointer in
         # the record's common fields, perf_syscall_enter/exit)
         self.tid = args.tid
-        from memlens.core.ringbuf import RING_DEFAULT_MAX
+        from memlens.core.ringsize import RING_DEFAULT_MAX
 
         # a call is 176 bytes of ring (the engine's head, its exit's record and its entry's):
         # the default ring holds ~47k calls; an unpaced burst of more is dropped at the
@@ -578,12 +578,12 @@ class ShmsnoopCommand:
                             help="trace this thread only")
         parser.add_argument("-n", "--name", metavar="NAME",
                             help="only print processes whose comm contains NAME")
-        from memlens.core.ringbuf import RING_DEFAULT_MAX, add_ring_size_option
+        from memlens.core.ringsize import RING_DEFAULT_MAX, add_ring_size_option
 
         add_ring_size_option(parser, RING_DEFAULT_MAX, "calls (~47k in 8M)")
 
     def run(self, args: argparse.Namespace) -> int:
-        from memlens.core.countingtool import prepare_tracing
+        from memlens.core.probespec import prepare_tracing
         from memlens.core.runner import run_cli
         from memlens.output.sinks import make_sink
 

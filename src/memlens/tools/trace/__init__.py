@@ -60,9 +60,9 @@ class TraceTool:
             keys += ("kstack",)
         self.stacks = bool(keys)
         # a poll's events as one array: integer fields decoded by columns (TraceBatch).
-        # The ring: ringbuf.default_ring_bytes for an 864-byte engine_event was its cap
+        # The ring: ringsize.default_ring_bytes for an 864-byte engine_event was its cap
         # (0.2 s at 250k/s would be 44 MB): RING_DEFAULT_MAX
-        from memlens.core.ringbuf import RING_DEFAULT_MAX
+        from memlens.core.ringsize import RING_DEFAULT_MAX
 
         self.engine = Engine(probes, keys=keys, filter=args.filter, trace=True,
                              stack_unwind=getattr(args, "stack_unwind", "auto"),
@@ -414,7 +414,7 @@ class TraceCommand:
         from memlens.core.unwind import add_stack_unwind_option
 
         add_stack_unwind_option(parser)
-        from memlens.core.ringbuf import HOLD_S, RATE, RING_DEFAULT_MAX, ring_size_arg
+        from memlens.core.ringsize import HOLD_S, RATE, RING_DEFAULT_MAX, ring_size_arg
 
         parser.add_argument("--ring-size", type=ring_size_arg, metavar="BYTES",
                             help="the event ring buffer's size (K/M/G suffixes; a power of "
@@ -431,7 +431,7 @@ class TraceCommand:
 
         if args.filter is not None and not args.filter.strip():
             raise UsageError("empty filter")
-        from memlens.core.countingtool import prepare_tracing
+        from memlens.core.probespec import prepare_tracing
 
         prepare_tracing("trace", [args.probe])
         tool = TraceTool(args)
