@@ -82,3 +82,52 @@ def test_event_array_gives_one_array_without_the_begin_record():
         batch.dtype.itemsize, head, record)
     assert (batch["size"] == record).all()
     assert eng.decode_event(batch[0])["probe"] == PROBE
+
+
+def _links_and_events():
+    """(the link kinds this process holds while attached, the events of CALLS getppid())."""
+    import os
+
+    from tests.kernel.helpers import fdinfo_links
+
+    eng = Engine(parse_all([PROBE]), keys=(), trace=True)
+    events, pid, _line, links = engine_run_on_child(
+        eng, CHILD, inspect=lambda e: ([link.get("link_type") for link in
+                                        fdinfo_links(os.getpid())],
+                                       len(e.obj.raw_links), len(e.obj.links)))
+    assert len(events) == CALLS and all(int(ev["tgid"]) == pid for ev in events)
+    return links
+
+
+def test_tracepoints_are_linked_by_their_format_id():
+    """The engine attaches a tracepoint with the id its format file gave (no read of the
+    id file, no libbpf probe for perf links): a perf link of its own and the perf event
+    under it (raw_links, closed with the object), libbpf's links none."""
+    from memlens.core import loader
+
+    kinds, raw, libbpf_links = _links_and_events()
+    assert loader._perf_links is True
+    assert "perf" in kinds, kinds
+    assert (raw, libbpf_links) == (2, 0)
+
+
+def test_without_perf_links_libbpf_attaches(monkeypatch):
+    """A kernel without perf links (before 5.15: BPF_LINK_CREATE says EINVAL): libbpf's own
+    attach, for this tracepoint and every one after it; the same events."""
+    import errno
+
+    from memlens.core import libbpf, loader
+
+    made = []
+
+    def refused(prog_fd, perf_fd, cookie=0):
+        made.append(perf_fd)
+        return -errno.EINVAL
+
+    monkeypatch.setattr(libbpf, "link_create_perf_event", refused)
+    monkeypatch.setattr(loader, "_perf_links", None)
+    _kinds, raw, libbpf_links = _links_and_events()
+    assert loader._perf_links is False and len(made) == 1
+    assert (raw, libbpf_links) == (0, 1)
+    _kinds, raw, libbpf_links = _links_and_events()  # not tried again
+    assert len(made) == 1 and (raw, libbpf_links) == (0, 1)

@@ -668,8 +668,8 @@ class Engine:
         obj = self.obj
         for i, p in enumerate(self.probes):
             if p.kind == "tracepoint":
-                obj.attach_tracepoint(self._attached(self._tp_prog), p.category, p.name,
-                                      cookie=i)
+                obj.attach_tracepoint_id(self._attached(self._tp_prog), p.category, p.name,
+                                         self.formats[i].id, cookie=i)
             elif p.kind == "perf":
                 from memlens.core import perf  # (not for tracepoints alone)
 

@@ -415,6 +415,23 @@ def link_create_uprobe_multi(prog_fd: int, path: str, offsets: list[int], cookie
     return fd if fd >= 0 else -C.get_errno()
 
 
+BPF_PERF_EVENT = 41  # enum bpf_attach_type
+
+
+def link_create_perf_event(prog_fd: int, perf_fd: int, cookie: int = 0) -> int:
+    """bpf(BPF_LINK_CREATE) of a perf link (kernel >= 5.15): the program on a perf event,
+    with its BPF cookie (link_create: prog_fd@0, target_fd@4, attach_type@8, flags@12,
+    perf_event.bpf_cookie@16).  Returns the link fd or -errno (EINVAL before 5.15)."""
+    import struct
+
+    attr = bytearray(48)
+    struct.pack_into("<IIIIQ", attr, 0, prog_fd, perf_fd, BPF_PERF_EVENT, 0, cookie)
+    buf = C.create_string_buffer(bytes(attr), len(attr))
+    fd = _libc.syscall(C.c_long(_nr_bpf()), C.c_int(BPF_LINK_CREATE), buf,
+                       C.c_uint(len(attr)))
+    return fd if fd >= 0 else -C.get_errno()
+
+
 BPF_PROG_LOAD = 5
 
 

@@ -133,6 +133,12 @@ class _Datasec:
         C.memmove(self._base, other._base, min(self._size, other._size))
 
 
+# perf_event_open(2) for tracepoints (attach_tracepoint_id)
+_PERF_ATTR_SIZE = 128
+_PERF_FLAG_FD_CLOEXEC = 1 << 3
+_perf_links: bool | None = None  # whether the kernel makes perf links (None: not tried)
+
+
 class BpfObject:
     def __init__(self, path: str | os.PathLike[str]):
         self.path = os.fspath(path)
@@ -425,6 +431,39 @@ class BpfObject:
                                   C.byref(opts)))
         return self._link(f"tracepoint {category}:{name}", L.lib().bpf_program__attach_tracepoint(
             self.prog(prog), category.encode(), name.encode()))
+
+    def attach_tracepoint_id(self, prog: str, category: str, name: str, tp_id: int,
+                             cookie: int = 0) -> int:
+        """attach_tracepoint for a tracepoint whose id is known (its format file's ID line,
+        read anyway): the perf event opened and the perf link made here.  libbpf's attach
+        reads the id file again and, at its first attach, loads a program to learn
+        whether the kernel has perf links (~0.3 ms of drsnoop's six attaches,
+        bench/launch_ab.py).  Where it has none (before 5.15), libbpf's attach, which
+        falls back to the perf event's ioctl."""
+        global _perf_links
+        if _perf_links is False:
+            return self.attach_tracepoint(prog, category, name, cookie)
+        what = f"tracepoint {category}:{name}"
+        # struct perf_event_attr as libbpf's: type PERF_TYPE_TRACEPOINT (2), its size
+        # (PERF_ATTR_SIZE_VER7), config the id, nothing else: no sampling (a period would
+        # make the kernel take a sample of every hit); every CPU's hits run the program
+        # (pid -1, cpu 0).  Built here: core/perf is for perf events alone.
+        attr = (b"\x02\0\0\0" + _PERF_ATTR_SIZE.to_bytes(4, "little")
+                + tp_id.to_bytes(8, "little") + bytes(_PERF_ATTR_SIZE - 16))
+        pfd = L.perf_event_open(attr, -1, 0, -1, _PERF_FLAG_FD_CLOEXEC)
+        if pfd < 0:
+            raise _phase_error("attaching", what, -pfd)
+        fd = L.link_create_perf_event(self.prog_fd(prog), pfd, cookie)
+        if fd < 0:
+            os.close(pfd)
+            if fd == -errno.EINVAL and _perf_links is None:
+                _perf_links = False  # no perf links: libbpf's way from now on
+                return self.attach_tracepoint(prog, category, name, cookie)
+            raise _phase_error("attaching", what, -fd)
+        _perf_links = True
+        self.raw_links.append((what, fd))
+        self.raw_links.append((what + " (its perf event)", pfd))
+        return fd
 
     def attach_raw_tracepoint(self, prog: str, name: str) -> int:
         return self._link(f"raw tracepoint {name}", L.lib().bpf_program__attach_raw_tracepoint(
