@@ -458,6 +458,19 @@ def bpf_prog_names_of(pid: int) -> list[str]:
     return names
 
 
+def bpf_map_names_of(pid: int) -> list[str]:
+    """The names of the BPF maps a process holds (their fdinfo's map_id, named by bpftool;
+    the kernel keeps 15 characters of a name)."""
+    ids = sorted({int(info["map_id"]) for info in _fdinfos(pid) if "map_id" in info})
+    names = []
+    for map_id in ids:
+        out = subprocess.run(["bpftool", "-j", "map", "show", "id", str(map_id)],
+                             capture_output=True, text=True)
+        if out.returncode == 0:
+            names.append(json.loads(out.stdout).get("name", ""))
+    return names
+
+
 def bpf_maps_of(pid: int) -> list[dict[str, int]]:
     """The BPF maps a process holds, as their fdinfo says (map_type, key_size, value_size,
     max_entries, map_flags...: the numeric fields)."""

@@ -739,6 +739,31 @@ def test_each_run_loads_the_smallest_program_holding_what_it_needs(argv, program
     assert engine == [program], names
 
 
+@pytest.mark.parametrize("argv,walk_maps", [
+    (["drsnoop"], False),
+    (["funccount", "t:syscalls:sys_enter_getppid"], False),
+    (["count", "sw:page-faults", "--by", "comm,pid"], False),
+    (["stackcount", "-U", "t:syscalls:sys_enter_brk"], True),
+], ids=lambda a: " ".join(a) if isinstance(a, list) else str(a))
+def test_stackless_runs_make_none_of_the_walks_maps(argv, walk_maps):
+    """A run whose programs are all stackless makes none of the maps only the stack walk,
+    the hand-over and USDT use (engine.NOT_MADE_WITHOUT_STACKS: 17 of engine.bpf.o's 31);
+    a run with user stacks makes them.  Witness: the maps the running tool holds, named by
+    bpftool (the kernel keeps 15 characters of a name)."""
+    from memlens.core.engine import NOT_MADE_WITHOUT_STACKS
+    from tests.kernel.helpers import ToolRun, bpf_map_names_of
+
+    run = ToolRun(*argv)
+    run.wait_attached()
+    names = bpf_map_names_of(run.proc.pid)
+    assert run.stop() == 0, run.stderr
+    assert "events" in names and "drops" in names, names  # the engine's own are there
+    walk = sorted(n for n in names if n.startswith(NOT_MADE_WITHOUT_STACKS))
+    assert bool(walk) is walk_maps, walk
+    if walk_maps:
+        assert "unwind_procs" in walk and "hand_over_tp" in walk, walk
+
+
 def test_stackless_variants_are_ordered_smallest_first_and_hold_what_they_say():
     """The choice takes the first variant holding a run's needs: each holds no less than
     the ones before it would need, and the last holds everything."""

@@ -98,6 +98,10 @@ EPISODE_PENDING = 4096
 
 
 OBJECT = "core/engine.bpf.o"  # the package's compiled engine (engine.bpf.c)
+# maps of engine.bpf.o a run with stackless programs alone neither uses nor makes (by name
+# prefix): the DWARF walk's (memlens.bpf.h), the hand-over's program arrays, libbpf's USDT
+# tables
+NOT_MADE_WITHOUT_STACKS = ("unwind_", "stack_scratch", "hand_over_", "__bpf_usdt_")
 
 
 def default_stack_storage() -> int:
@@ -637,6 +641,12 @@ class Engine:
             obj.set_autoload(prog, False)
         for kind, prog in progs.items():
             obj.set_autoload(prog, kind in kinds)
+        if stackless and kinds <= {"tracepoint", "perf"}:
+            # the stackless programs refer to none of the walk's maps, the hand-over's or
+            # USDT's (bpftool prog show: count_tp_episodes uses 7 of the object's 31):
+            # not made at all (17 maps, the USDT specs' preallocated hash among them:
+            # ~0.2 ms of drsnoop's load)
+            obj.skip_maps(NOT_MADE_WITHOUT_STACKS)
 
     def _load_and_attach(self, obj, pid: int | None, unwind_on: bool,
                          command_files) -> None:

@@ -167,6 +167,7 @@ class BpfObject:
         self.btf = lb.bpf_object__btf(ptr)
         self._map_ptrs: dict[str, int] = {}
         self._sized: dict[str, tuple[str, int]] = {}  # map -> (option, entries asked)
+        self._unmade: set[str] = set()  # maps left unmade (skip_maps)
         m = lb.bpf_object__next_map(ptr, None)
         while m:
             self._map_ptrs[lb.bpf_map__name(m).decode()] = m
@@ -351,6 +352,22 @@ class BpfObject:
         second copy of the object opened from the same file gets alike)."""
         self.prog(prog_name)
         return self.attach_types.get(prog_name)
+
+    def skip_maps(self, prefixes: tuple[str, ...]) -> list[str]:
+        """Maps no program of this load refers to and user space leaves alone, named by
+        their prefixes: not made at all (libbpf's autocreate off; a loaded program that
+        referred to one would fail to load).  Returns their names; none where libbpf
+        cannot leave a map unmade (before 0.8)."""
+        lb = L.lib()
+        try:
+            set_autocreate = lb.bpf_map__set_autocreate
+        except AttributeError:
+            return []
+        names = [n for n in self._map_ptrs if n.startswith(prefixes)]
+        for n in names:
+            set_autocreate(self._map_ptrs[n], False)
+        self._unmade.update(names)
+        return names
 
     def set_autoload(self, prog_name: str, autoload: bool) -> None:
         L.lib().bpf_program__set_autoload(self.prog(prog_name), bool(autoload))
@@ -551,16 +568,23 @@ class BpfObject:
         except KeyError:
             raise BpfError(f"{self.name} has no map {name!r}") from None
 
+    def _made_map_ptr(self, name: str) -> int:
+        """_map_ptr of a map that is made (configuring an unmade one is harmless; using
+        one is a bug: its fd would be -1)."""
+        if name in self._unmade:
+            raise BpfError(f"{self.name}: map {name!r} is not made in this run (skip_maps)")
+        return self._map_ptr(name)
+
     def map(self, name: str):
         if name not in self._maps:
             from memlens.core.maps import Map
 
-            self._maps[name] = Map(self, name, self._map_ptr(name))
+            self._maps[name] = Map(self, name, self._made_map_ptr(name))
         return self._maps[name]
 
     def map_fd(self, name: str) -> int:
         """A map's fd, without making its Map (core/maps: ~0.5 ms of a start to import)."""
-        return int(L.lib().bpf_map__fd(self._map_ptr(name)))
+        return int(L.lib().bpf_map__fd(self._made_map_ptr(name)))
 
     def map_names(self) -> list[str]:
         return list(self._map_ptrs)
