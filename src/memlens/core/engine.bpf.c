@@ -35,6 +35,11 @@ const volatile __u32 record_size = 0;      /* bytes of the record to copy (<= RE
  * 24-byte syscall record makes a ~150-byte event, 5-6 times as many in the same ring */
 const volatile __u32 event_size = sizeof(struct engine_event);
 const volatile __u32 begin_off = ENGINE_RECORD_MAX;
+/* bytes of a begin's record its `starts` entry keeps for the end (trace mode; 0 when none
+ * is kept): user space makes the map's values that size (engine_start's head and
+ * begin_keep bytes of data[]), not the whole struct (drsnoop's 4096 begins of 296 bytes
+ * were ~0.6 ms of its load, and 10240 ~3 MB for the counting pairs) */
+const volatile __u32 begin_keep = ENGINE_BEGIN_MAX;
 /* per probe: the key field, the summed fields, KEY_FILE's inode and device, KEY_STR */
 const volatile struct field_layout layouts[ENGINE_MAX_PROBES][L_NR] = {};
 /* ends of latency pairs whose begin came before tracing: counted (without time) or not */
@@ -459,12 +464,13 @@ static __always_inline void pair_begin(__u32 probe, struct engine_event *ev)
 	st->add_count = st->add_sum = st->add_sum2 = 0;
 	st->size = 0;
 	if (trace_mode && ev) {
-		st->size = record_size < ENGINE_BEGIN_MAX ? record_size : ENGINE_BEGIN_MAX;
+		__u32 keep = begin_keep <= ENGINE_BEGIN_MAX ? begin_keep : ENGINE_BEGIN_MAX;
+		st->size = record_size < keep ? record_size : keep;
 		/* a helper, not __builtin_memcpy: the compiler unrolled these copies into
 		 * hundreds of loads and stores (the end's, at a variable offset, byte by byte),
 		 * each checked by the verifier and run on every event (count_tp_episodes: 1242
 		 * -> 665 instructions, its check 1.7 -> 1.0 ms); a map value never faults */
-		bpf_probe_read_kernel(st->data, ENGINE_BEGIN_MAX, ev->data);
+		bpf_probe_read_kernel(st->data, keep, ev->data);
 	}
 	long err = bpf_map_update_elem(&starts, &k, st, BPF_ANY);
 	if (err)
@@ -484,11 +490,13 @@ static __always_inline __u64 pair_end(__u32 probe, struct engine_event *begin_ou
 		/* data[] and begin_data[] are one area: begin_off <= RECORD_MAX keeps the copy
 		 * inside the struct */
 		__u32 off = begin_off <= ENGINE_RECORD_MAX ? begin_off : ENGINE_RECORD_MAX;
+		/* no more than the entry holds (begin_keep: the map's values end there) */
+		__u32 keep = begin_keep <= ENGINE_BEGIN_MAX ? begin_keep : ENGINE_BEGIN_MAX;
 		begin_out->begin_size = st->size;
 		begin_out->add_count = st->add_count;
 		begin_out->add_sum = st->add_sum;
 		begin_out->add_sum2 = st->add_sum2;
-		bpf_probe_read_kernel((__u8 *)begin_out->data + off, ENGINE_BEGIN_MAX, st->data);
+		bpf_probe_read_kernel((__u8 *)begin_out->data + off, keep, st->data);
 	}
 	bpf_map_delete_elem(&starts, &k);
 	if (!ns)

@@ -468,8 +468,17 @@ class Engine:
                             "--stack-storage-size")
         if not self.pairs:
             obj.set_max_entries("starts", 1)
-        elif self.pending:
-            obj.set_max_entries("starts", self.pending)
+        else:
+            if self.pending:
+                obj.set_max_entries("starts", self.pending)
+            # a begin keeps no more of its record than its end streams (trace mode), else
+            # none: the LRU's values sized to that (made whole when the map is made: 4096
+            # of 296 bytes were ~0.6 ms of drsnoop's load, 64 bytes ~0.25), made without
+            # BTF (its struct is the whole engine_start)
+            keep = self._event_layout[2] if self.trace else 0
+            ro["begin_keep"] = keep
+            obj.set_value_size("starts", obj.member_offset("engine_start", "data") + keep)
+            obj.premake_maps(["starts"])
         if not parts & (KEY_BITS["file"] | KEY_BITS["vma"]):
             obj.set_max_entries("vma_cache", 1)  # the mapping cache of file/vma keys
         if not self.hist:

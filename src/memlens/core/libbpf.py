@@ -127,6 +127,7 @@ _SIGNATURES = {
     "bpf_map__max_entries": (C.c_uint32, [C.c_void_p]),
     "bpf_map__set_max_entries": (C.c_int, [C.c_void_p, C.c_uint32]),
     "bpf_map__set_autocreate": (C.c_int, [C.c_void_p, C.c_bool]),
+    "bpf_map__set_value_size": (C.c_int, [C.c_void_p, C.c_uint32]),
     "bpf_map__autocreate": (C.c_bool, [C.c_void_p]),
     "bpf_map__set_map_flags": (C.c_int, [C.c_void_p, C.c_uint32]),
     "bpf_map__map_flags": (C.c_uint32, [C.c_void_p]),

@@ -204,6 +204,14 @@ class BpfObject:
         if option:
             self._sized[map_name] = (option, int(n))
 
+    def set_value_size(self, map_name: str, size: int) -> None:
+        """Before load: the map's values `size` bytes (fewer than its BTF type's: a struct
+        whose tail a run leaves unused).  The kernel refuses a map whose value size differs
+        from its BTF type's, so make such a map with premake_maps (no BTF)."""
+        rc = L.lib().bpf_map__set_value_size(self._map_ptr(map_name), int(size))
+        if rc:
+            raise _phase_error("configuring", f"map {map_name} value size", rc)
+
     def share_map(self, map_name: str, loaded: BpfObject) -> None:
         """Before load: this object's map is `loaded`'s map of that name (a second copy of
         one object, sharing its state: core/engine's hand-over)."""
