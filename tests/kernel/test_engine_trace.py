@@ -131,3 +131,26 @@ def test_without_perf_links_libbpf_attaches(monkeypatch):
     assert (raw, libbpf_links) == (0, 1)
     _kinds, raw, libbpf_links = _links_and_events()  # not tried again
     assert len(made) == 1 and (raw, libbpf_links) == (0, 1)
+
+
+def test_perf_events_are_linked_here_too():
+    """A software perf event per CPU, each linked by the engine's own perf link (loader.
+    attach_perf_event: no libbpf probe first); the links gone with the engine."""
+    import os
+
+    from memlens.core import perf
+    from tests.kernel.helpers import fdinfo_links
+
+    def perf_links() -> int:
+        return [link.get("link_type") for link in fdinfo_links(os.getpid())].count("perf")
+
+    before = perf_links()
+    eng = Engine(parse_all(["sw:page-faults"]), keys=("pid",))
+    try:
+        eng.start(pid=os.getpid())
+        ncpu = len(perf.online_cpus())
+        assert len(eng.obj.raw_links) == 2 * ncpu and eng.obj.links == []
+        assert perf_links() == before + ncpu
+    finally:
+        eng.close()
+    assert perf_links() == before

@@ -460,12 +460,8 @@ class BpfObject:
     def attach_tracepoint_id(self, prog: str, category: str, name: str, tp_id: int,
                              cookie: int = 0) -> int:
         """attach_tracepoint for a tracepoint whose id is known (its format file's ID line,
-        read anyway): the perf event opened and the perf link made here.  libbpf's attach
-        reads the id file again and, at its first attach, loads a program to learn
-        whether the kernel has perf links (~0.3 ms of drsnoop's six attaches,
-        bench/launch_ab.py).  Where it has none (before 5.15), libbpf's attach, which
-        falls back to the perf event's ioctl."""
-        global _perf_links
+        read anyway): its perf event opened here and linked by attach_perf_event; libbpf's
+        attach read the id file again (and probed for perf links, below)."""
         if _perf_links is False:
             return self.attach_tracepoint(prog, category, name, cookie)
         what = f"tracepoint {category}:{name}"
@@ -478,17 +474,11 @@ class BpfObject:
         pfd = L.perf_event_open(attr, -1, 0, -1, _PERF_FLAG_FD_CLOEXEC)
         if pfd < 0:
             raise _phase_error("attaching", what, -pfd)
-        fd = L.link_create_perf_event(self.prog_fd(prog), pfd, cookie)
-        if fd < 0:
-            os.close(pfd)
-            if fd == -errno.EINVAL and _perf_links is None:
-                _perf_links = False  # no perf links: libbpf's way from now on
-                return self.attach_tracepoint(prog, category, name, cookie)
-            raise _phase_error("attaching", what, -fd)
-        _perf_links = True
-        self.raw_links.append((what, fd))
-        self.raw_links.append((what + " (its perf event)", pfd))
-        return fd
+        try:
+            return self.attach_perf_event(prog, pfd, cookie, what=what)
+        except BaseException:
+            os.close(pfd)  # not linked: still ours
+            raise
 
     def attach_raw_tracepoint(self, prog: str, name: str) -> int:
         return self._link(f"raw tracepoint {name}", L.lib().bpf_program__attach_raw_tracepoint(
@@ -499,11 +489,28 @@ class BpfObject:
         return self._link(f"program {prog} ({self.section(prog)})",
                           L.lib().bpf_program__attach(self.prog(prog)))
 
-    def attach_perf_event(self, prog: str, fd: int, cookie: int = 0) -> int:
-        """Attach to a perf event fd.  On success the link owns fd: destroying the link
-        closes it, so the caller must not."""
+    def attach_perf_event(self, prog: str, fd: int, cookie: int = 0,
+                          what: str | None = None) -> int:
+        """Attach to a perf event fd.  On success the link owns fd: detaching closes it, so
+        the caller must not (on failure the caller closes it).  The perf link is made here
+        (bpf_link_create): libbpf's attach first loads a program and makes a link to learn
+        whether the kernel has perf links (~0.3 ms of a start).  Where it has none (before
+        5.15: EINVAL), libbpf's attach, which falls back to the perf event's ioctl, from
+        then on."""
+        global _perf_links
+        what = what or f"perf event fd {fd}"
+        if _perf_links is not False:
+            link = L.link_create_perf_event(self.prog_fd(prog), fd, cookie)
+            if link >= 0:
+                _perf_links = True
+                self.raw_links.append((what, link))
+                self.raw_links.append((what + " (its perf event)", fd))
+                return link
+            if link != -errno.EINVAL or _perf_links is not None:
+                raise _phase_error("attaching", what, -link)
+            _perf_links = False  # no perf links: libbpf's way from now on
         opts = L.PerfEventOpts(sz=C.sizeof(L.PerfEventOpts), bpf_cookie=cookie)
-        return self._link(f"perf event fd {fd}", L.lib().bpf_program__attach_perf_event_opts(
+        return self._link(what, L.lib().bpf_program__attach_perf_event_opts(
             self.prog(prog), fd, C.byref(opts)))
 
     def attach_kprobe(self, prog: str, func: str, retprobe: bool = False, cookie: int = 0) -> int:
