@@ -107,6 +107,22 @@ def test_event_tools_import_neither_the_ring_reader_nor_the_counting_commands(ar
     assert "memlens.core.ringsize" in mods  # (the test can see a module of the path)
     assert "memlens.core.ringbuf" not in mods and "memlens.core.countingtool" not in mods, \
         mods
+    if argv[0] != "trace":  # (whose --stack-unwind option is core/unwind's)
+        # stackless programs alone: the walk is not configured (its maps are not made)
+        assert "memlens.core.unwind" not in mods, mods
+
+
+def test_only_stack_runs_import_the_walk():
+    """core/unwind (the walk's configuration) before the banner only where a program with
+    the walk is loaded, or an option names the walk (count's and trace's --stack-unwind):
+    not for stackless runs without it (~0.2 ms of their start)."""
+    if not MEMLENS.exists():
+        pytest.skip(f"no installed command at {MEMLENS}")
+    assert "memlens.core.unwind" not in modules_before_banner(
+        "funccount", "t:syscalls:sys_enter_getppid")
+    assert "memlens.core.unwind" not in modules_before_banner("vmscan")
+    assert "memlens.core.unwind" in modules_before_banner(
+        "stackcount", "-U", "t:syscalls:sys_enter_brk")
 
 
 def test_user_probes_by_library_name_import_neither_re_nor_subprocess():

@@ -254,6 +254,7 @@ class Engine:
         self._dtypes: dict[str, Any] = {}  # struct name -> numpy dtype (_dtype)
         self._unwind_due = False  # the walk is on, its store not made yet (start)
         self._hand_over_due = False  # attached without the walk: _hand_over at that time
+        self._stackless = False  # only stackless programs loaded (_choose_programs)
         self._hand_over = None  # core/handover.HandOver: the twins, then the whole copy
         self._warmup = None     # core/uprobewarm.UprobeWarmup: from the open to the attach
         self._uprobe_multi = False  # u: probes in uprobe_multi links (_use_uprobe_multi)
@@ -489,10 +490,15 @@ class Engine:
                 obj.set_max_entries("events", self.ring_size, "--ring-size")
         else:
             obj.set_max_entries("events", 4096)  # unused: smallest ring (one page)
-        from memlens.core import unwind
+        if self._stackless:
+            # none of the walk's maps is made (skip_maps) and unwind_dwarf stays false:
+            # nothing to configure, and core/unwind not imported (~0.2 ms)
+            unwind_on = False
+        else:
+            from memlens.core import unwind
 
-        unwind_on = unwind.configure(
-            obj, self.stack_unwind if parts & KEY_BITS["ustack"] else "fp")
+            unwind_on = unwind.configure(
+                obj, self.stack_unwind if parts & KEY_BITS["ustack"] else "fp")
         # System-wide, the walk's tables come after the banner anyway (the store is made at
         # the first poll): the program attached first is verified without the walk (~5 ms
         # instead of ~40 of the start) and hands over to the whole one once it is loaded
@@ -650,7 +656,8 @@ class Engine:
             obj.set_autoload(prog, False)
         for kind, prog in progs.items():
             obj.set_autoload(prog, kind in kinds)
-        if stackless and kinds <= {"tracepoint", "perf"}:
+        self._stackless = stackless and kinds <= {"tracepoint", "perf"}
+        if self._stackless:
             # the stackless programs refer to none of the walk's maps, the hand-over's or
             # USDT's (bpftool prog show: count_tp_episodes uses 7 of the object's 31):
             # not made at all (17 maps, the USDT specs' preallocated hash among them:
