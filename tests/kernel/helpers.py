@@ -444,31 +444,29 @@ def _fdinfos(pid: int):
             continue
 
 
-def bpf_prog_names_of(pid: int) -> list[str]:
-    """The names of the BPF programs a process holds (their fdinfo's prog_id, named by
-    bpftool: the kernel keeps 15 characters of a name, bpftool gives the whole one from the
-    program's BTF)."""
-    ids = sorted({int(info["prog_id"]) for info in _fdinfos(pid) if "prog_id" in info})
+def _bpftool_names(pid: int, kind: str) -> list[str]:
+    """The names bpftool gives the BPF `kind`s ("prog", "map") a process holds (their
+    fdinfo's prog_id / map_id)."""
+    field = f"{kind}_id"
+    ids = sorted({int(info[field]) for info in _fdinfos(pid) if field in info})
     names = []
-    for prog_id in ids:
-        out = subprocess.run(["bpftool", "-j", "prog", "show", "id", str(prog_id)],
-                             capture_output=True, text=True)
-        if out.returncode == 0:
-            names.append(json.loads(out.stdout)["name"])
-    return names
-
-
-def bpf_map_names_of(pid: int) -> list[str]:
-    """The names of the BPF maps a process holds (their fdinfo's map_id, named by bpftool;
-    the kernel keeps 15 characters of a name)."""
-    ids = sorted({int(info["map_id"]) for info in _fdinfos(pid) if "map_id" in info})
-    names = []
-    for map_id in ids:
-        out = subprocess.run(["bpftool", "-j", "map", "show", "id", str(map_id)],
+    for obj_id in ids:
+        out = subprocess.run(["bpftool", "-j", kind, "show", "id", str(obj_id)],
                              capture_output=True, text=True)
         if out.returncode == 0:
             names.append(json.loads(out.stdout).get("name", ""))
     return names
+
+
+def bpf_prog_names_of(pid: int) -> list[str]:
+    """The names of the BPF programs a process holds (the kernel keeps 15 characters of a
+    name, bpftool gives the whole one from the program's BTF)."""
+    return _bpftool_names(pid, "prog")
+
+
+def bpf_map_names_of(pid: int) -> list[str]:
+    """The names of the BPF maps a process holds (the kernel keeps 15 characters)."""
+    return _bpftool_names(pid, "map")
 
 
 def bpf_maps_of(pid: int) -> list[dict[str, int]]:
