@@ -128,7 +128,6 @@ _SIGNATURES = {
     "bpf_map__set_max_entries": (C.c_int, [C.c_void_p, C.c_uint32]),
     "bpf_map__set_autocreate": (C.c_int, [C.c_void_p, C.c_bool]),
     "bpf_map__set_value_size": (C.c_int, [C.c_void_p, C.c_uint32]),
-    "bpf_map__autocreate": (C.c_bool, [C.c_void_p]),
     "bpf_map__set_map_flags": (C.c_int, [C.c_void_p, C.c_uint32]),
     "bpf_map__map_flags": (C.c_uint32, [C.c_void_p]),
     "bpf_map__reuse_fd": (C.c_int, [C.c_void_p, C.c_int]),
@@ -452,6 +451,20 @@ def load_return_zero(prog_type: int, expected_attach_type: int = 0) -> int:
     buf = C.create_string_buffer(bytes(attr), len(attr))
     fd = _libc.syscall(C.c_long(_nr_bpf()), C.c_int(BPF_PROG_LOAD), buf, C.c_uint(len(attr)))
     return fd if fd >= 0 else -C.get_errno()
+
+
+PERF_FLAG_FD_CLOEXEC = 1 << 3
+PERF_ATTR_SIZE = 128  # PERF_ATTR_SIZE_VER7; the kernel accepts any known version
+
+
+def perf_event_attr(type_: int, config: int, sample_period: int = 0,
+                    sample_type: int = 0) -> bytes:
+    """struct perf_event_attr: type u32, size u32, config u64, sample_period u64,
+    sample_type u64, then zeros (read_format, flags: disabled=bit0 left 0, enabled at
+    once).  Here, not in core/perf: the engine opens tracepoints' events without it."""
+    return (type_.to_bytes(4, "little") + PERF_ATTR_SIZE.to_bytes(4, "little")
+            + config.to_bytes(8, "little") + sample_period.to_bytes(8, "little")
+            + sample_type.to_bytes(8, "little") + bytes(PERF_ATTR_SIZE - 32))
 
 
 def perf_event_open(attr: bytes, pid: int, cpu: int, group_fd: int = -1, flags: int = 0) -> int:

@@ -133,9 +133,6 @@ class _Datasec:
         C.memmove(self._base, other._base, min(self._size, other._size))
 
 
-# perf_event_open(2) for tracepoints (attach_tracepoint_id)
-_PERF_ATTR_SIZE = 128
-_PERF_FLAG_FD_CLOEXEC = 1 << 3
 _perf_links: bool | None = None  # whether the kernel makes perf links (None: not tried)
 
 
@@ -465,13 +462,11 @@ class BpfObject:
         if _perf_links is False:
             return self.attach_tracepoint(prog, category, name, cookie)
         what = f"tracepoint {category}:{name}"
-        # struct perf_event_attr as libbpf's: type PERF_TYPE_TRACEPOINT (2), its size
-        # (PERF_ATTR_SIZE_VER7), config the id, nothing else: no sampling (a period would
-        # make the kernel take a sample of every hit); every CPU's hits run the program
-        # (pid -1, cpu 0).  Built here: core/perf is for perf events alone.
-        attr = (b"\x02\0\0\0" + _PERF_ATTR_SIZE.to_bytes(4, "little")
-                + tp_id.to_bytes(8, "little") + bytes(_PERF_ATTR_SIZE - 16))
-        pfd = L.perf_event_open(attr, -1, 0, -1, _PERF_FLAG_FD_CLOEXEC)
+        # as libbpf's: PERF_TYPE_TRACEPOINT (2), config the id, no sampling (a period
+        # would make the kernel take a sample of every hit); every CPU's hits run the
+        # program (pid -1, cpu 0)
+        pfd = L.perf_event_open(L.perf_event_attr(2, tp_id), -1, 0, -1,
+                                L.PERF_FLAG_FD_CLOEXEC)
         if pfd < 0:
             raise _phase_error("attaching", what, -pfd)
         try:
